@@ -1,0 +1,59 @@
+//! Architecture invariant: the endpoint binary carries no server or database
+//! code, not even transitively.
+
+const FORBIDDEN: [&str; 5] = [
+    "tether-server",
+    "tether-store",
+    "tether-store-sql",
+    "sqlx",
+    "axum",
+];
+
+#[test]
+fn tether_agent_depends_on_no_server_or_database_crate() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "tether-agent-bin",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        names.contains(&"tether-agent"),
+        "the tree lists the agent library: {text}"
+    );
+    assert!(
+        names.contains(&"tether-client"),
+        "the tree lists the client: {text}"
+    );
+    for bad in FORBIDDEN {
+        // Exact crate names: `tether-store` must not match `tether-store-sql`
+        // by prefix, and neither may appear at all.
+        let found: Vec<&&str> = names
+            .iter()
+            .filter(|n| **n == bad || n.starts_with(&format!("{bad}-")))
+            .collect();
+        assert!(
+            found.is_empty(),
+            "{bad} is in tether-agent's dependency tree: {found:?}"
+        );
+    }
+}

@@ -1,0 +1,632 @@
+//! The agent's subcommands, shared by the endpoint binary (`tether-agent
+//! <cmd>`) and the full command (`tether agent <cmd>`), so both parse and
+//! behave the same.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use rand::{Rng, SeedableRng};
+use tether_client::ApiClient;
+use tether_wire::{AgentKind, ErrorCode};
+use tracing_subscriber::filter::LevelFilter;
+use url::Url;
+
+use crate::config::ConfigLayer;
+use crate::error::Failure;
+use crate::logs::{LogOptions, MAX_DEBUG};
+use crate::run::{RunContext, TokioSleeper};
+use crate::state::{AgentState, StateStore};
+use crate::world::World;
+
+/// The agent's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Enroll this host with a control plane, using an enrollment token.
+    Enroll(EnrollArgs),
+    /// Run the agent: check in at the policy's interval until stopped.
+    Run(RunArgs),
+    /// Print this agent's posture (identity, connectivity, last errors) as JSON.
+    Posture(PostureArgs),
+    /// Install a systemd unit that runs the agent.
+    InstallService(InstallServiceArgs),
+    /// Turn debug logging on for a bounded time (at most 24 h), or off.
+    Debug(DebugArgs),
+    /// Check the whole path to the control plane and name the root cause.
+    /// Exit code: 0 healthy, 1 warnings, 2 failure, 3 the doctor could not run.
+    Doctor(DoctorArgs),
+    /// Write the escalation bundle (tar.gz, secrets redacted), optionally
+    /// uploading it to the control plane.
+    Bundle(BundleArgs),
+}
+
+/// The state directory, on every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StateDirArg {
+    /// The agent's state directory (config, credential, state, logs).
+    #[arg(long, env = "TETHER_AGENT_STATE_DIR", default_value = crate::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnrollArgs {
+    /// The control plane's URL, e.g. https://tether.example.com:8443.
+    #[arg(long)]
+    pub server: Url,
+    /// The enrollment token from `tether token create`.
+    #[arg(long, env = "TETHER_ENROLL_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Pin the server's CA by its SHA-256 fingerprint (sha256:HEX).
+    #[arg(long, conflicts_with = "ca_file")]
+    pub ca_fingerprint: Option<String>,
+    /// Trust the server CA in this PEM file.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Also trust this PEM CA (for TLS-inspecting proxies).
+    #[arg(long)]
+    pub extra_ca_file: Option<PathBuf>,
+    /// The display name; defaults to the hostname.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The agent kind: discovery, provisioning or connector.
+    #[arg(long)]
+    pub kind: Option<AgentKind>,
+    /// An HTTP proxy URL (http://[user:pass@]host:port).
+    #[arg(long)]
+    pub proxy: Option<String>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Move a corrupt state.json aside (to state.json.corrupt-TIME) and rebuild it.
+    #[arg(long)]
+    pub reset_state: bool,
+    /// Override the proxy from agent.toml.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Override the log directory.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PostureArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InstallServiceArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Where the unit file is written.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// Run the service as this user (default root).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Write the unit but do not run systemctl.
+    #[arg(long)]
+    pub no_enable: bool,
+    /// The executable the unit starts; defaults to this one.
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DebugArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// How long debug logging stays on, e.g. 30m or 2h (at most 24h).
+    #[arg(long = "for", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Turn debug logging off now.
+    #[arg(long, conflicts_with = "duration")]
+    pub off: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The server to check. Required before enrollment; on an enrolled host
+    /// it overrides the configured server.
+    #[arg(long)]
+    pub server: Option<Url>,
+    /// An HTTP proxy URL (http://[user:pass@]host:port) to check through.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// The server CA's SHA-256 fingerprint (sha256:HEX).
+    #[arg(long)]
+    pub ca_fingerprint: Option<String>,
+    /// Trust the server CA in this PEM file.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Also trust this PEM CA (for TLS-inspecting proxies).
+    #[arg(long)]
+    pub extra_ca_file: Option<PathBuf>,
+    /// An enrollment token whose window to check (before enrollment).
+    #[arg(long, env = "TETHER_ENROLL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A HOST:PORT to probe from this host (repeatable).
+    #[arg(long = "target", value_parser = crate::doctor::parse_target)]
+    pub targets: Vec<(String, u16)>,
+    /// Print the versioned JSON report (docs/doctor-schema.md).
+    #[arg(long)]
+    pub json: bool,
+    /// The global deadline, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Where `install-service` wrote the unit (its proxy environment is
+    /// compared with the shell's).
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// An NTP server to compare the clock with, HOST[:PORT] (repeatable;
+    /// default: the host's chrony/timesyncd servers, else pool.ntp.org).
+    #[arg(long = "ntp-server")]
+    pub ntp_servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Where to write the tar.gz (default tether-bundle-HOST-TIME.tar.gz here).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also upload it to the control plane.
+    #[arg(long)]
+    pub upload: bool,
+    /// Lines kept from the end of each log.
+    #[arg(long, default_value_t = crate::bundle::DEFAULT_LOG_LINES)]
+    pub log_lines: usize,
+    /// The doctor's global deadline.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Where `install-service` wrote the unit.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+}
+
+/// The longest doctor deadline accepted.
+pub const MAX_DOCTOR_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs a subcommand in the real world (system clock, process environment).
+pub async fn dispatch(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
+    dispatch_with(cmd, World::real()).await
+}
+
+/// Runs a subcommand in the given world.
+pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<ExitCode> {
+    let result = match cmd {
+        AgentCommand::Enroll(args) => enroll(args, &world).await,
+        AgentCommand::Run(args) => run(args, &world).await,
+        AgentCommand::Posture(args) => posture(&args, &world),
+        AgentCommand::InstallService(args) => install_service(&args, &world),
+        AgentCommand::Debug(args) => debug(&args, &world),
+        AgentCommand::Doctor(args) => return Ok(doctor(&args, &world).await),
+        AgentCommand::Bundle(args) => bundle(&args, &world).await,
+    };
+    result.map_err(anyhow::Error::new)
+}
+
+/// File logging only: the command prints its own outcome, so repeating
+/// it on stderr would only add noise.
+fn file_log_options(dir: PathBuf) -> LogOptions {
+    LogOptions {
+        dir: Some(dir),
+        max_bytes: crate::config::DEFAULT_LOG_MAX_BYTES,
+        keep: crate::config::DEFAULT_LOG_KEEP,
+        debug: false,
+        stderr: None,
+    }
+}
+
+async fn enroll(args: EnrollArgs, world: &World) -> Result<ExitCode, Failure> {
+    let dir = &args.state.state_dir;
+    crate::enroll::create_private_dir(dir)?;
+    let _logs = crate::logs::init(&file_log_options(dir.join("logs")))?;
+    let opts = crate::enroll::EnrollOptions {
+        state_dir: dir.clone(),
+        server: args.server,
+        token: args.token,
+        ca_fingerprint: args.ca_fingerprint,
+        ca_file: args.ca_file,
+        extra_ca_file: args.extra_ca_file,
+        name: args.name,
+        kind: args.kind,
+        proxy: args.proxy,
+    };
+    let enrolled = crate::enroll::enroll(&opts, world).await?;
+    print!("{}", enrolled.summary(dir));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
+    let dir = &args.state.state_dir;
+    let store = StateStore::new(dir);
+    let now = world.clock.now();
+    if args.reset_state {
+        match store.load() {
+            Err(e) if e.code() == ErrorCode::StateCorrupt => {
+                if let Some(moved) = store.move_aside(now)? {
+                    eprintln!(
+                        "moved the corrupt state file to {}; it is rebuilt at the next check-in",
+                        moved.display()
+                    );
+                }
+            }
+            _ => eprintln!("the state file is not corrupt; --reset-state left it alone"),
+        }
+    }
+    let flags = ConfigLayer {
+        proxy: args.proxy.clone(),
+        log_dir: args.log_dir.clone(),
+        ..ConfigLayer::default()
+    };
+    let effective = crate::config::load(dir, &|k| world.var(k), &flags)?;
+    let config = effective.config;
+    let credential = crate::credential::load(dir)?;
+    let state = match store.load()? {
+        Some(s) => s,
+        None => {
+            // The credential is the identity; the rest is rebuilt from the
+            // server's answer at the first check-in.
+            let s = AgentState {
+                agent_id: uuid::Uuid::nil(),
+                enrolled_at: now,
+                installed_at: now,
+                server: config.server.to_string(),
+                last_successful_contact: None,
+                status: None,
+                policy: None,
+                last_errors: Default::default(),
+                debug_until: None,
+            };
+            store.save(&s)?;
+            s
+        }
+    };
+    let log_dir = config.log_dir.clone().unwrap_or_else(|| dir.join("logs"));
+    let logs = crate::logs::init(&LogOptions {
+        dir: Some(log_dir),
+        max_bytes: config.log_max_bytes,
+        keep: config.log_keep,
+        debug: state.debug_active(now),
+        stderr: Some(LevelFilter::TRACE),
+    })?;
+    let transport = crate::connect::transport(&config, Some(dir), &|k| world.var(k))?;
+    let client = ApiClient::new(transport, config.server.clone())
+        .with_bearer(credential.expose())
+        .with_clock(world.clock.clone());
+    let proxy = crate::connect::proxy_in_use(&config, &|k| world.var(k));
+    tracing::info!(
+        agent_id = %state.agent_id,
+        server = %config.server,
+        proxy = proxy.as_deref().unwrap_or("none"),
+        version = tether_wire::VERSION,
+        "agent starting"
+    );
+    let installed_at = state.installed_at;
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut ctx = RunContext {
+        client,
+        store,
+        clock: world.clock.clone(),
+        sleeper: Arc::new(TokioSleeper),
+        jitter: Box::new(move || rng.random::<f64>()),
+        logs: Some(Arc::new(logs)),
+        facts: Arc::new(move || crate::facts::collect(Some(installed_at))),
+        proxy,
+        actions: Some(Arc::new(crate::actions::DoctorActions {
+            state_dir: dir.clone(),
+            unit_dir: PathBuf::from("/etc/systemd/system"),
+            deadline: tether_doctor::DoctorInput::DEFAULT_DEADLINE,
+            world: world.clone(),
+        })),
+    };
+    let summary = crate::run::run_loop(&mut ctx, crate::run::stop_signal()).await;
+    tracing::info!(
+        checkins = summary.steps.len(),
+        notice_acknowledged = summary.shutdown_acknowledged,
+        "agent stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn posture(args: &PostureArgs, world: &World) -> Result<ExitCode, Failure> {
+    let p = crate::posture::posture(&args.state.state_dir, world, &ConfigLayer::default());
+    let json = serde_json::to_string_pretty(&p).map_err(|e| {
+        Failure::new(
+            ErrorCode::Internal,
+            format!("cannot render the posture: {e}"),
+        )
+    })?;
+    println!("{json}");
+    Ok(if p.enrolled {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn install_service(args: &InstallServiceArgs, world: &World) -> Result<ExitCode, Failure> {
+    let state_dir = absolute(&args.state.state_dir);
+    // Logging to install.log is best effort: the unit can be written before
+    // the agent is enrolled.
+    let _logs = crate::logs::init(&file_log_options(state_dir.join("logs"))).ok();
+    if !state_dir.join(crate::credential::CREDENTIAL_FILE).exists() {
+        eprintln!(
+            "note: {} is not enrolled yet; the service will fail until you run `tether-agent enroll --state-dir {}`",
+            state_dir.display(),
+            state_dir.display()
+        );
+    }
+    let exe = match &args.exe {
+        Some(e) => absolute(e),
+        None => std::env::current_exe().map_err(|e| {
+            Failure::new(
+                ErrorCode::ConfigInvalid,
+                format!("cannot locate this executable ({e}); pass --exe"),
+            )
+        })?,
+    };
+    let opts = crate::service::InstallOptions {
+        unit_dir: args.unit_dir.clone(),
+        state_dir,
+        exe,
+        user: args.user.clone(),
+        enable: !args.no_enable,
+    };
+    let report = crate::service::install(&opts, &|k| world.var(k))?;
+    for step in &report.steps {
+        println!("{step}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn debug(args: &DebugArgs, world: &World) -> Result<ExitCode, Failure> {
+    if !args.off && args.duration > MAX_DEBUG {
+        return Err(Failure::new(
+            ErrorCode::ConfigInvalid,
+            format!(
+                "--for {} is longer than the 24h limit",
+                humantime::format_duration(args.duration)
+            ),
+        ));
+    }
+    let now = world.clock.now();
+    let until = (!args.off).then(|| now + args.duration);
+    StateStore::new(&args.state.state_dir).update(|s| s.debug_until = until)?;
+    match until {
+        Some(t) => println!(
+            "Debug logging is on until {t}. A running agent switches at its next check-in and turns it off by itself."
+        ),
+        None => println!("Debug logging is off. A running agent switches at its next check-in."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `doctor`: prints the report and exits 0/1/2 by verdict; anything that
+/// stops the doctor from running exits 3 with the reason.
+async fn doctor(args: &DoctorArgs, world: &World) -> ExitCode {
+    let cannot_run = |f: Failure| {
+        eprintln!("error: the doctor could not run: {f}");
+        ExitCode::from(crate::doctor::EXIT_CANNOT_RUN)
+    };
+    if args.deadline.is_zero() || args.deadline > MAX_DOCTOR_DEADLINE {
+        return cannot_run(Failure::new(
+            ErrorCode::ConfigInvalid,
+            format!(
+                "--deadline {} is outside 1ms..{}",
+                humantime::format_duration(args.deadline),
+                humantime::format_duration(MAX_DOCTOR_DEADLINE)
+            ),
+        ));
+    }
+    let opts = crate::doctor::DoctorOptions {
+        state_dir: args.state.state_dir.clone(),
+        server: args.server.clone(),
+        proxy: args.proxy.clone(),
+        ca_fingerprint: args.ca_fingerprint.clone(),
+        ca_file: args.ca_file.clone(),
+        extra_ca_file: args.extra_ca_file.clone(),
+        token: args.token.clone(),
+        targets: args.targets.clone(),
+        deadline: args.deadline,
+        unit_dir: args.unit_dir.clone(),
+        ntp_servers: args.ntp_servers.clone(),
+    };
+    let report = match crate::doctor::run(&opts, world).await {
+        Ok(r) => r,
+        Err(f) => return cannot_run(f),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report.to_json()) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                return cannot_run(Failure::new(
+                    ErrorCode::Internal,
+                    format!("cannot render the report: {e}"),
+                ));
+            }
+        }
+    } else {
+        // The report may not end with a newline; the next prompt must not join it.
+        println!("{}", report.to_text().trim_end());
+    }
+    ExitCode::from(report.exit_code())
+}
+
+async fn bundle(args: &BundleArgs, world: &World) -> Result<ExitCode, Failure> {
+    let dir = &args.state.state_dir;
+    let opts = crate::bundle::CollectOptions {
+        state_dir: dir.clone(),
+        unit_dir: args.unit_dir.clone(),
+        log_lines: args.log_lines,
+        deadline: args.deadline,
+        run_commands: true,
+    };
+    let (built, report) = crate::bundle::collect(&opts, world).await?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "tether-bundle-{}-{}.tar.gz",
+            crate::facts::hostname(),
+            crate::doctor::stamp(world.clock.now())
+        ))
+    });
+    crate::state::write_atomic(&out, &built.bytes, 0o600)?;
+    println!(
+        "wrote {} ({} bytes, {} files, {} redactions listed in REDACTIONS.json)",
+        out.display(),
+        built.bytes.len(),
+        built.manifest.files.len() + 1,
+        built.redactions.len()
+    );
+    match &report {
+        Some(r) => println!(
+            "doctor verdict: {}{}: {}",
+            r.verdict.status.as_str(),
+            r.verdict.code.map(|c| format!(" {c}")).unwrap_or_default(),
+            r.verdict.root_cause
+        ),
+        None => println!("the doctor could not run; the bundle's doctor/error.txt says why"),
+    }
+    if args.upload {
+        let env = |k: &str| world.var(k);
+        let config = crate::config::load(dir, &env, &ConfigLayer::default())?.config;
+        let credential = crate::credential::load(dir)?;
+        let transport = crate::connect::transport(&config, Some(dir), &env)?;
+        let client = ApiClient::new(transport, config.server.clone())
+            .with_bearer(credential.expose())
+            .with_clock(world.clock.clone());
+        let info = client.upload_bundle(built.bytes).await?;
+        println!(
+            "uploaded as bundle {} ({} bytes); an admin can fetch it with `tether agents bundle-download {} --out FILE`",
+            info.id, info.size_bytes, info.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: AgentCommand,
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_takes_state_dir() {
+        for args in [
+            vec!["x", "run", "--state-dir", "/d"],
+            vec!["x", "posture", "--state-dir", "/d"],
+            vec!["x", "install-service", "--state-dir", "/d", "--no-enable"],
+            vec!["x", "debug", "--state-dir", "/d", "--for", "15m"],
+            vec![
+                "x",
+                "doctor",
+                "--state-dir",
+                "/d",
+                "--target",
+                "db:5985",
+                "--json",
+            ],
+            vec!["x", "bundle", "--state-dir", "/d", "--upload"],
+            vec![
+                "x",
+                "enroll",
+                "--state-dir",
+                "/d",
+                "--server",
+                "https://s",
+                "--token",
+                "t",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&args).expect("parses");
+            let dir = match cli.cmd {
+                AgentCommand::Run(a) => a.state.state_dir,
+                AgentCommand::Posture(a) => a.state.state_dir,
+                AgentCommand::InstallService(a) => a.state.state_dir,
+                AgentCommand::Debug(a) => {
+                    assert_eq!(a.duration, Duration::from_secs(900));
+                    a.state.state_dir
+                }
+                AgentCommand::Enroll(a) => a.state.state_dir,
+                AgentCommand::Doctor(a) => {
+                    assert_eq!(a.targets, vec![("db".to_owned(), 5985)]);
+                    assert_eq!(a.deadline, Duration::from_secs(10));
+                    a.state.state_dir
+                }
+                AgentCommand::Bundle(a) => {
+                    assert!(a.upload);
+                    assert_eq!(a.log_lines, 500);
+                    a.state.state_dir
+                }
+            };
+            assert_eq!(dir, PathBuf::from("/d"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn debug_is_bounded_and_written_to_state() {
+        use tether_wire::ManualClock;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = time::macros::datetime!(2026-05-01 12:00 UTC);
+        let world = World::fixed(Arc::new(ManualClock::new(now)), &[]);
+        let store = StateStore::new(dir.path());
+        store
+            .save(&AgentState {
+                agent_id: uuid::Uuid::nil(),
+                enrolled_at: now,
+                installed_at: now,
+                server: "https://s/".into(),
+                last_successful_contact: None,
+                status: None,
+                policy: None,
+                last_errors: Default::default(),
+                debug_until: None,
+            })
+            .expect("saves");
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["x", "debug", "--state-dir"];
+            let d = dir.path().to_str().expect("utf-8 temp path");
+            v.push(d);
+            v.extend_from_slice(extra);
+            match Cli::try_parse_from(v).expect("parses").cmd {
+                AgentCommand::Debug(a) => a,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let err = debug(&parse(&["--for", "25h"]), &world).expect_err("too long");
+        assert_eq!(err.code, ErrorCode::ConfigInvalid);
+        debug(&parse(&["--for", "2h"]), &world).expect("sets");
+        assert_eq!(
+            store.load_required().expect("loads").debug_until,
+            Some(now + time::Duration::hours(2))
+        );
+        debug(&parse(&["--off"]), &world).expect("clears");
+        assert_eq!(store.load_required().expect("loads").debug_until, None);
+    }
+}

@@ -1,0 +1,575 @@
+//! The control plane's API client, shared by the agent and the admin CLI.
+//!
+//! Every call opens a fresh connection through the one transport path
+//! (agents call about every 30 s, so keeping connections alive buys little
+//! and costs memory). Replies are classified strictly: a Tether error body
+//! becomes [`ClientError::Api`], anything that does not look like a Tether
+//! server (a captive portal, a proxy's block page) becomes
+//! [`ClientError::NotTether`] with a short sanitized snippet, never a
+//! confusing JSON error.
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tether_transport::{TlsInfo, Transport, TransportError};
+use tether_wire::{
+    ActionInfo, ActionKind, ActionResult, AgentDetail, AgentStatus, AgentSummary, ApiError,
+    BundleInfo, CheckinRequest, CheckinResponse, Clock, CreateTokenRequest, CreatedToken,
+    EnrollRequest, EnrollResponse, ErrorCode, Health, Policy, PolicyUpdate, ShutdownNotice,
+    SystemClock, TokenInfo,
+};
+use uuid::Uuid;
+
+/// The longest snippet of a non-Tether reply that is kept.
+pub const SNIPPET_MAX_CHARS: usize = 160;
+
+/// A client of one control plane.
+#[derive(Clone)]
+pub struct ApiClient {
+    transport: Transport,
+    base: url::Url,
+    bearer: Option<String>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The request never got an HTTP answer (DNS, TCP, proxy, TLS, timeout).
+    #[error("{code}: {err}. Action: {action}", code = .0.code(), err = .0, action = .0.code().action())]
+    Transport(#[from] TransportError),
+    /// The server answered with a Tether error body.
+    #[error("{error} (HTTP {status})")]
+    Api {
+        status: u16,
+        error: ApiError,
+        retry_after: Option<Duration>,
+    },
+    /// Something that is not a Tether server answered (captive portal, proxy
+    /// block page, HTML…).
+    #[error(
+        "{}: {} Got HTTP {status} with content type {} and body {snippet:?}. Action: {}",
+        ErrorCode::HttpNotTether,
+        ErrorCode::HttpNotTether.problem(),
+        content_type.as_deref().unwrap_or("(none)"),
+        ErrorCode::HttpNotTether.action()
+    )]
+    NotTether {
+        status: u16,
+        content_type: Option<String>,
+        snippet: String,
+    },
+    /// A Tether-looking 2xx whose body does not decode.
+    #[error(
+        "{}: the server's reply does not match the API schema: {detail}",
+        ErrorCode::HttpProtocol
+    )]
+    Decode { detail: String },
+}
+
+impl ClientError {
+    /// The stable error code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClientError::Transport(e) => e.code(),
+            ClientError::Api { error, .. } => error.code,
+            ClientError::NotTether { .. } => ErrorCode::HttpNotTether,
+            ClientError::Decode { .. } => ErrorCode::HttpProtocol,
+        }
+    }
+
+    /// How long the server asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed later without anyone changing
+    /// anything (network blips, overload), as opposed to needing a fix.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Transport(e) => e.is_retriable(),
+            ClientError::Api { status, error, .. } => {
+                matches!(
+                    error.code,
+                    ErrorCode::RateLimited | ErrorCode::StoreUnavailable | ErrorCode::Internal
+                ) || matches!(status, 429 | 502 | 503 | 504)
+            }
+            // A portal or an overloaded proxy may go away by itself.
+            ClientError::NotTether { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            ClientError::Decode { .. } => false,
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::NotTether { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a call, before decoding, with the TLS facts of its
+/// connection (enrollment saves the presented CA from them).
+struct Exchange {
+    response: tether_transport::Response,
+    tls: Option<TlsInfo>,
+}
+
+impl ApiClient {
+    pub fn new(transport: Transport, base: url::Url) -> Self {
+        ApiClient {
+            transport,
+            base,
+            bearer: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Authenticates every call with `Authorization: Bearer <secret>`.
+    pub fn with_bearer(mut self, secret: impl Into<String>) -> Self {
+        self.bearer = Some(secret.into());
+        self
+    }
+
+    /// The clock used to read HTTP-date Retry-After values.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let h: Health = self.json(http::Method::GET, "/health", None::<&()>).await?;
+        if h.service != "tether" {
+            return Err(ClientError::NotTether {
+                status: 200,
+                content_type: Some("application/json".into()),
+                snippet: sanitize_snippet(format!("service={:?}", h.service).as_bytes()),
+            });
+        }
+        Ok(h)
+    }
+
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        Ok(self.enroll_with_tls(req).await?.0)
+    }
+
+    /// Enrolls and also returns the TLS facts of the connection, including
+    /// the chain the server presented.
+    pub async fn enroll_with_tls(
+        &self,
+        req: &EnrollRequest,
+    ) -> Result<(EnrollResponse, Option<TlsInfo>), ClientError> {
+        let ex = self
+            .exchange(http::Method::POST, "/v1/enroll", Some(req))
+            .await?;
+        let tls = ex.tls.clone();
+        Ok((self.decode(ex)?, tls))
+    }
+
+    pub async fn checkin(&self, req: &CheckinRequest) -> Result<CheckinResponse, ClientError> {
+        self.json(http::Method::POST, "/v1/agent/checkin", Some(req))
+            .await
+    }
+
+    pub async fn shutdown(&self, notice: &ShutdownNotice) -> Result<(), ClientError> {
+        self.empty(http::Method::POST, "/v1/agent/shutdown", Some(notice))
+            .await
+    }
+
+    pub async fn create_token(
+        &self,
+        req: &CreateTokenRequest,
+    ) -> Result<CreatedToken, ClientError> {
+        self.json(http::Method::POST, "/v1/admin/tokens", Some(req))
+            .await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/tokens", None::<&()>)
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: Uuid) -> Result<TokenInfo, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/tokens/{id}/revoke"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn list_agents(
+        &self,
+        status: Option<AgentStatus>,
+    ) -> Result<Vec<AgentSummary>, ClientError> {
+        let path = match status {
+            Some(s) => format!("/v1/admin/agents?status={s}"),
+            None => "/v1/admin/agents".to_owned(),
+        };
+        self.json(http::Method::GET, &path, None::<&()>).await
+    }
+
+    pub async fn agent(&self, id: Uuid) -> Result<AgentDetail, ClientError> {
+        self.json(
+            http::Method::GET,
+            &format!("/v1/admin/agents/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn approve_agent(&self, id: Uuid) -> Result<AgentSummary, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/agents/{id}/approve"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn remove_agent(&self, id: Uuid) -> Result<(), ClientError> {
+        self.empty(
+            http::Method::DELETE,
+            &format!("/v1/admin/agents/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn list_policies(&self) -> Result<Vec<Policy>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/policies", None::<&()>)
+            .await
+    }
+
+    pub async fn put_policy(
+        &self,
+        name: &str,
+        update: &PolicyUpdate,
+    ) -> Result<Policy, ClientError> {
+        let name = percent_encode_segment(name);
+        self.json(
+            http::Method::PUT,
+            &format!("/v1/admin/policies/{name}"),
+            Some(update),
+        )
+        .await
+    }
+
+    /// `POST /v1/agent/bundles`: uploads an escalation bundle (tar.gz bytes).
+    pub async fn upload_bundle(&self, data: Vec<u8>) -> Result<BundleInfo, ClientError> {
+        let url = self.url("/v1/agent/bundles")?;
+        let mut request = self.build_request(http::Method::POST, &url, None::<&()>)?;
+        request.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/gzip"),
+        );
+        *request.body_mut() = Bytes::from(data);
+        let ex = self.send_request(&url, request).await?;
+        self.decode(ex)
+    }
+
+    /// `POST /v1/agent/actions/{id}/result`.
+    pub async fn complete_action(
+        &self,
+        id: Uuid,
+        result: &ActionResult,
+    ) -> Result<ActionInfo, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/agent/actions/{id}/result"),
+            Some(result),
+        )
+        .await
+    }
+
+    /// `POST /v1/admin/agents/{id}/actions`.
+    pub async fn queue_action(
+        &self,
+        agent: Uuid,
+        kind: &ActionKind,
+    ) -> Result<ActionInfo, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/agents/{agent}/actions"),
+            Some(kind),
+        )
+        .await
+    }
+
+    pub async fn list_actions(&self, agent: Uuid) -> Result<Vec<ActionInfo>, ClientError> {
+        self.json(
+            http::Method::GET,
+            &format!("/v1/admin/agents/{agent}/actions"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn list_bundles(&self, agent: Uuid) -> Result<Vec<BundleInfo>, ClientError> {
+        self.json(
+            http::Method::GET,
+            &format!("/v1/admin/agents/{agent}/bundles"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/admin/bundles/{id}`: the gzip bytes. Anything but a gzip
+    /// reply is not our server's answer.
+    pub async fn download_bundle(&self, id: Uuid) -> Result<Vec<u8>, ClientError> {
+        let ex = self
+            .exchange(
+                http::Method::GET,
+                &format!("/v1/admin/bundles/{id}"),
+                None::<&()>,
+            )
+            .await?;
+        self.classify(&ex.response)?;
+        let gzip = content_type(&ex.response).is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/gzip")
+        });
+        if !gzip {
+            return Err(not_tether(&ex.response));
+        }
+        Ok(ex.response.body.to_vec())
+    }
+
+    /// A JSON call whose 2xx reply has a JSON body.
+    pub async fn json<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, ClientError> {
+        let ex = self.exchange(method, path, body).await?;
+        self.decode(ex)
+    }
+
+    /// A JSON call whose 2xx reply has no body worth reading (204).
+    pub async fn empty<B: Serialize + ?Sized>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        let ex = self.exchange(method, path, body).await?;
+        self.classify(&ex.response).map(|_| ())
+    }
+
+    fn build_request<B: Serialize + ?Sized>(
+        &self,
+        method: http::Method,
+        url: &url::Url,
+        body: Option<&B>,
+    ) -> Result<http::Request<Bytes>, ClientError> {
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(secret) = &self.bearer {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {secret}"));
+        }
+        let bytes = match body {
+            Some(b) => {
+                builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Decode {
+                    detail: e.to_string(),
+                })?)
+            }
+            None => Bytes::new(),
+        };
+        // The secret is never part of the error: `http` only reports which
+        // part of the request was invalid.
+        builder.body(bytes).map_err(|e| ClientError::Decode {
+            detail: format!("cannot build the request: {e}"),
+        })
+    }
+
+    async fn exchange<B: Serialize + ?Sized>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Exchange, ClientError> {
+        let url = self.url(path)?;
+        let request = self.build_request(method, &url, body)?;
+        self.send_request(&url, request).await
+    }
+
+    async fn send_request(
+        &self,
+        url: &url::Url,
+        request: http::Request<Bytes>,
+    ) -> Result<Exchange, ClientError> {
+        let mut conn = self.transport.connect(url).await?;
+        let tls = Some(conn.tls.clone());
+        let response = conn.send(request).await?;
+        Ok(Exchange { response, tls })
+    }
+
+    fn url(&self, path: &str) -> Result<url::Url, ClientError> {
+        // Keep a base path prefix (a server behind a reverse proxy at /tether).
+        let base = self.base.as_str().trim_end_matches('/');
+        url::Url::parse(&format!("{base}{path}")).map_err(|e| ClientError::Decode {
+            detail: format!("cannot build the URL for {path}: {e}"),
+        })
+    }
+
+    fn decode<R: DeserializeOwned>(&self, ex: Exchange) -> Result<R, ClientError> {
+        let response = &ex.response;
+        self.classify(response)?;
+        if !is_json(response) {
+            return Err(not_tether(response));
+        }
+        serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
+            detail: e.to_string(),
+        })
+    }
+
+    /// Ok for a 2xx; the right error otherwise.
+    fn classify(&self, response: &tether_transport::Response) -> Result<(), ClientError> {
+        if (200..300).contains(&response.status) {
+            return Ok(());
+        }
+        if is_json(response)
+            && let Ok(error) = serde_json::from_slice::<ApiError>(&response.body)
+        {
+            return Err(ClientError::Api {
+                status: response.status,
+                error,
+                retry_after: response.retry_after(self.clock.now()),
+            });
+        }
+        Err(not_tether(response))
+    }
+}
+
+fn content_type(response: &tether_transport::Response) -> Option<String> {
+    response
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| sanitize_snippet(v.as_bytes()))
+}
+
+fn is_json(response: &tether_transport::Response) -> bool {
+    content_type(response).is_some_and(|ct| {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        essence == "application/json" || essence.ends_with("+json")
+    })
+}
+
+fn not_tether(response: &tether_transport::Response) -> ClientError {
+    ClientError::NotTether {
+        status: response.status,
+        content_type: content_type(response),
+        snippet: sanitize_snippet(&response.body),
+    }
+}
+
+/// The first [`SNIPPET_MAX_CHARS`] characters of a hostile body as one line
+/// of printable text: control characters become spaces, runs of whitespace
+/// collapse, and invalid UTF-8 is replaced.
+pub fn sanitize_snippet(body: &[u8]) -> String {
+    let head = &body[..body.len().min(SNIPPET_MAX_CHARS * 4)];
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    let mut count = 0;
+    let mut last_space = true;
+    for c in text.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        if count == SNIPPET_MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out.trim_end().to_owned()
+}
+
+fn percent_encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_are_short_single_line_and_printable() {
+        assert_eq!(
+            sanitize_snippet(b"<html>\r\n  <title>Login</title>\x1b[31m"),
+            "<html> <title>Login</title> [31m"
+        );
+        let long = sanitize_snippet(&[b'a'; 10_000]);
+        assert_eq!(long.chars().count(), SNIPPET_MAX_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(sanitize_snippet(&[0xff, 0xfe, b'x']), "\u{fffd}\u{fffd}x");
+        assert_eq!(sanitize_snippet(b""), "");
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(percent_encode_segment("default"), "default");
+        assert_eq!(percent_encode_segment("a b/../c"), "a%20b%2F..%2Fc");
+    }
+}

@@ -1,0 +1,182 @@
+//! `http`: `GET /health` over the agent's full path; tells the Tether
+//! server's answer from a captive portal or a proxy's block page.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tether_wire::ErrorCode;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+
+use super::{Ctx, snippet, timings_json};
+use crate::engine::TaskOutput;
+use crate::report::CheckResult;
+
+pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
+    let mut r = CheckResult::pass("http", "HTTP /health");
+    let url = match ctx.input.server.join("/health") {
+        Ok(u) => u,
+        Err(e) => {
+            let r = r.fail(
+                ErrorCode::ConfigInvalid,
+                format!("The health URL cannot be built: {e}."),
+            );
+            return TaskOutput::gated_by_failures(vec![r]);
+        }
+    };
+    r.set("url", super::redacted_server(&url));
+    let transport = match ctx.transport() {
+        Ok(t) => t,
+        Err(e) => return TaskOutput::gated_by_failures(vec![r.fail(e.code(), format!("{e}."))]),
+    };
+    let req = match http::Request::get("/").body(Bytes::new()) {
+        Ok(req) => req,
+        Err(e) => {
+            return TaskOutput::gated_by_failures(vec![
+                r.fail(ErrorCode::Internal, format!("{e}.")),
+            ]);
+        }
+    };
+    let resp = match transport.request(&url, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            r.set("error", e.to_string());
+            let problem = format!("GET /health failed in phase {}: {e}.", e.phase());
+            return TaskOutput::gated_by_failures(vec![r.fail(e.code(), problem)]);
+        }
+    };
+    let received = ctx.world.clock.now();
+    r.set("status", resp.status);
+    r.set("timings", timings_json(&resp.timings));
+    let content_type = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    r.set("content_type", content_type.as_str());
+    let date = resp
+        .headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    if let Some(d) = date {
+        r.set("date_header", crate::report::rfc3339(d));
+    }
+    let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
+    let tether = body
+        .as_ref()
+        .and_then(|b| b.get("service"))
+        .and_then(Value::as_str)
+        == Some("tether");
+    if !(200..300).contains(&resp.status) || !tether {
+        let location = resp
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| snippet(l.as_bytes(), 200));
+        let title = html_title(&resp.body);
+        if let Some(l) = &location {
+            r.set("location", l.as_str());
+        }
+        if let Some(t) = &title {
+            r.set("html_title", t.as_str());
+        }
+        r.set("body_snippet", snippet(&resp.body, 160));
+        let what = match (&location, &title) {
+            (Some(l), _) => format!("a redirect ({}) to {l}", resp.status),
+            (None, Some(t)) => format!("an HTML page ({}) titled \"{t}\"", resp.status),
+            _ => format!(
+                "HTTP {} with content type {}",
+                resp.status,
+                if content_type.is_empty() {
+                    "(none)"
+                } else {
+                    &content_type
+                }
+            ),
+        };
+        let problem = format!(
+            "GET /health was answered by something other than a Tether server: {what}; a captive portal or a proxy's block page is in the path."
+        );
+        return TaskOutput::gated_by_failures(vec![r.fail(ErrorCode::HttpNotTether, problem)]);
+    }
+    let body = body.unwrap_or(Value::Null);
+    let server_time = body
+        .get("server_time")
+        .and_then(Value::as_str)
+        .and_then(|s| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        });
+    {
+        let mut found = ctx.found();
+        found.server_version = body
+            .get("version")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(t) = server_time.or(date) {
+            found.server_time = Some((t, received));
+        }
+    }
+    for key in ["version", "status", "server_time"] {
+        if let Some(v) = body.get(key) {
+            r.set(
+                &format!("server_{key}").replace("server_server_", "server_"),
+                v.clone(),
+            );
+        }
+    }
+    if body.get("status").and_then(Value::as_str) == Some("degraded") {
+        let detail = body
+            .pointer("/store/error")
+            .and_then(Value::as_str)
+            .unwrap_or("no detail");
+        r = r.warn(ErrorCode::StoreUnavailable, format!("The server answers but reports itself degraded: its store is unavailable ({detail})."));
+    }
+    TaskOutput::gated_by_failures(vec![r])
+}
+
+/// Parses an HTTP `Date` header (IMF-fixdate, which RFC 2822 covers).
+pub(crate) fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
+    let normalized = s.trim().replace(" GMT", " +0000");
+    OffsetDateTime::parse(&normalized, &Rfc2822).ok()
+}
+
+/// The `<title>` of an HTML body, if any.
+fn html_title(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title")?;
+    let open_end = lower[start..].find('>')? + start + 1;
+    let close = lower[open_end..].find("</title>")? + open_end;
+    let t = snippet(text[open_end..close].as_bytes(), 120);
+    (!t.is_empty()).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_parse() {
+        let d = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("IMF-fixdate");
+        assert_eq!(d, time::macros::datetime!(1994-11-06 08:49:37 UTC));
+        assert!(parse_http_date("yesterday").is_none());
+        assert!(parse_http_date("").is_none());
+    }
+
+    #[test]
+    fn html_titles_are_found_case_insensitively() {
+        assert_eq!(
+            html_title(b"<HTML><Title>Guest Wi-Fi\n login</TITLE>").as_deref(),
+            Some("Guest Wi-Fi login")
+        );
+        assert_eq!(html_title(b"{\"service\":\"x\"}"), None);
+        assert_eq!(html_title(b"<title>"), None);
+        assert_eq!(
+            html_title("<title>é</title>".as_bytes()).as_deref(),
+            Some("é")
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! The HTTP API: routes, extractors and the error envelope. Handlers parse
+//! and authenticate, then call [`crate::service`]. Every error body, from a
+//! handler, a rejected extractor, an unknown route, a wrong method or a
+//! panic, is a [`tether_wire::ApiError`].
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use crate::service::Ctx;
+
+pub mod admin;
+pub mod agent;
+pub mod bundle_body;
+pub mod error;
+pub mod extract;
+pub mod guard;
+pub mod health;
+
+pub use error::ApiFailure;
+
+/// The API's router, with its state applied.
+pub fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/v1/enroll", post(agent::enroll))
+        .route("/v1/agent/checkin", post(agent::checkin))
+        .route("/v1/agent/shutdown", post(agent::shutdown))
+        .route("/v1/agent/bundles", post(agent::upload_bundle))
+        .route(
+            "/v1/agent/actions/{id}/result",
+            post(agent::complete_action),
+        )
+        .route(
+            "/v1/admin/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/v1/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/v1/admin/agents", get(admin::list_agents))
+        .route(
+            "/v1/admin/agents/{id}",
+            get(admin::agent_detail).delete(admin::remove_agent),
+        )
+        .route("/v1/admin/agents/{id}/approve", post(admin::approve_agent))
+        .route(
+            "/v1/admin/agents/{id}/actions",
+            post(admin::queue_action).get(admin::list_actions),
+        )
+        .route("/v1/admin/agents/{id}/bundles", get(admin::list_bundles))
+        .route("/v1/admin/bundles/{id}", get(admin::download_bundle))
+        .route("/v1/admin/policies", get(admin::list_policies))
+        .route("/v1/admin/policies/{name}", put(admin::put_policy))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            guard::guard,
+        ))
+        .with_state(ctx)
+}

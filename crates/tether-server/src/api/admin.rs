@@ -1,0 +1,241 @@
+//! Admin routes: tokens, agents, policies. Every handler checks the admin
+//! credential first.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use tether_wire::{
+    ActionInfo, ActionKind, AgentDetail, AgentStatus, AgentSummary, BundleInfo, CreateTokenRequest,
+    CreatedToken, ErrorCode, Policy, PolicyUpdate, TokenInfo,
+};
+use uuid::Uuid;
+
+use super::ApiFailure;
+use super::error::ApiResult;
+use super::extract::{Bearer, json};
+use crate::service::{Ctx, actions, agents, auth, bundles, policies, tokens};
+
+async fn admin(ctx: &Ctx, bearer: &Bearer) -> ApiResult<()> {
+    auth::admin(ctx, bearer.as_deref())
+        .await
+        .map_err(|e| ApiFailure::from_service(ctx, e))
+}
+
+fn service<T>(ctx: &Ctx, r: Result<T, crate::service::ServiceError>) -> ApiResult<T> {
+    r.map_err(|e| ApiFailure::from_service(ctx, e))
+}
+
+/// Parses a UUID path segment: 400 `InvalidId` naming what was sent.
+pub fn uuid(ctx: &Ctx, path: Result<Path<String>, PathRejection>) -> ApiResult<Uuid> {
+    let raw = path
+        .map_err(|e| ApiFailure::new(ctx, ErrorCode::InvalidId, format!("unreadable path: {e}")))?
+        .0;
+    Uuid::parse_str(&raw).map_err(|_| {
+        let shown: String = raw.chars().take(40).collect();
+        ApiFailure::new(
+            ctx,
+            ErrorCode::InvalidId,
+            format!("{shown:?} is not a UUID; expected e.g. 7b0e3c1e-8f2a-4c1b-9d4e-2f1a3b4c5d6e"),
+        )
+    })
+}
+
+pub async fn create_token(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    request: Request,
+) -> ApiResult<Json<CreatedToken>> {
+    admin(&ctx, &bearer).await?;
+    let body: CreateTokenRequest = json(&ctx, request).await?;
+    Ok(Json(service(&ctx, tokens::create(&ctx, body).await)?))
+}
+
+pub async fn list_tokens(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    admin(&ctx, &bearer).await?;
+    Ok(Json(service(&ctx, tokens::list(&ctx).await)?))
+}
+
+pub async fn revoke_token(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TokenInfo>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, tokens::revoke(&ctx, id).await)?))
+}
+
+/// Reads `?status=S&limit=N`; anything else is refused rather than ignored.
+fn agent_query(ctx: &Ctx, query: Option<&str>) -> ApiResult<(Option<AgentStatus>, Option<u32>)> {
+    let (mut status, mut limit) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let invalid = |expected: &str| {
+            let shown: String = value.chars().take(40).collect();
+            ApiFailure::new(
+                ctx,
+                ErrorCode::InvalidField,
+                format!("query {key}={shown:?}: expected {expected}"),
+            )
+        };
+        match key {
+            "status" => {
+                status = Some(
+                    value
+                        .parse::<AgentStatus>()
+                        .map_err(|_| invalid("pending, active, inactive or stopped"))?,
+                )
+            }
+            "limit" => {
+                limit = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| invalid("a whole number"))?,
+                )
+            }
+            _ => return Err(invalid("only the parameters status and limit")),
+        }
+    }
+    Ok((status, limit))
+}
+
+pub async fn list_agents(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<AgentSummary>>> {
+    admin(&ctx, &bearer).await?;
+    let (status, limit) = agent_query(&ctx, query.as_deref())?;
+    Ok(Json(service(
+        &ctx,
+        agents::list(&ctx, status, limit).await,
+    )?))
+}
+
+pub async fn agent_detail(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<AgentDetail>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, agents::detail(&ctx, id).await)?))
+}
+
+pub async fn approve_agent(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<AgentSummary>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, agents::approve(&ctx, id).await)?))
+}
+
+pub async fn remove_agent(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    service(&ctx, agents::remove(&ctx, id).await)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/agents/{id}/actions` with an [`ActionKind`] body, e.g.
+/// `{"type":"doctor"}`.
+pub async fn queue_action(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<ActionInfo>)> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    let kind: ActionKind = json(&ctx, request).await?;
+    let action = service(&ctx, actions::queue(&ctx, id, kind).await)?;
+    Ok((StatusCode::CREATED, Json(action)))
+}
+
+pub async fn list_actions(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<ActionInfo>>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, actions::list(&ctx, id).await)?))
+}
+
+pub async fn list_bundles(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<BundleInfo>>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, bundles::list(&ctx, id).await)?))
+}
+
+/// `GET /v1/admin/bundles/{id}`: the gzip bytes, as uploaded.
+pub async fn download_bundle(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    let (info, data) = service(&ctx, bundles::download(&ctx, id).await)?;
+    let mut response = data.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
+    // Both values are made of a UUID and hex digits only.
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"tether-bundle-{}.tar.gz\"",
+        info.id
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&info.sha256) {
+        headers.insert("x-tether-sha256", v);
+    }
+    Ok(response)
+}
+
+pub async fn list_policies(State(ctx): State<Ctx>, bearer: Bearer) -> ApiResult<Json<Vec<Policy>>> {
+    admin(&ctx, &bearer).await?;
+    Ok(Json(service(&ctx, policies::list(&ctx).await)?))
+}
+
+pub async fn put_policy(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> ApiResult<Json<Policy>> {
+    admin(&ctx, &bearer).await?;
+    let name = path
+        .map_err(|e| {
+            ApiFailure::new(
+                &ctx,
+                ErrorCode::InvalidField,
+                format!("unreadable policy name: {e}"),
+            )
+        })?
+        .0;
+    let body: PolicyUpdate = json(&ctx, request).await?;
+    Ok(Json(service(
+        &ctx,
+        policies::upsert(&ctx, &name, body).await,
+    )?))
+}

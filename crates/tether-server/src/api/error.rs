@@ -1,0 +1,73 @@
+//! The error envelope: an [`ApiError`] body, the status its code names, and
+//! `Retry-After` when waiting helps.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tether_wire::{ApiError, ErrorCode};
+use tracing::{debug, warn};
+
+use crate::service::{Ctx, ServiceError};
+
+/// Seconds a client should wait after a store failure.
+pub const STORE_RETRY_AFTER_SECS: u32 = 5;
+
+/// A refusal, ready to send.
+#[derive(Debug)]
+pub struct ApiFailure(pub ApiError);
+
+impl ApiFailure {
+    pub fn new(ctx: &Ctx, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiFailure(ApiError::new(code, message, ctx.now()))
+    }
+
+    /// Converts a service error, logging what the client is not told.
+    pub fn from_service(ctx: &Ctx, e: ServiceError) -> Self {
+        match &e {
+            ServiceError::Store(inner) => {
+                warn!(code = %e.code(), error = %inner, "the store failed a request")
+            }
+            _ => debug!(code = %e.code(), error = %e, "refused a request"),
+        }
+        ApiFailure(e.to_api_error(ctx.now()))
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let retry = matches!(
+            self.0.code,
+            ErrorCode::StoreUnavailable | ErrorCode::Internal
+        );
+        let mut response = (status, Json(self.0)).into_response();
+        if retry {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STORE_RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// A handler's result: a reply or a refusal.
+pub type ApiResult<T> = Result<T, ApiFailure>;
+
+pub async fn not_found(State(ctx): State<Ctx>, method: Method, uri: Uri) -> ApiFailure {
+    ApiFailure::new(
+        &ctx,
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+pub async fn method_not_allowed(State(ctx): State<Ctx>, method: Method, uri: Uri) -> ApiFailure {
+    ApiFailure::new(
+        &ctx,
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not accept {method}", uri.path()),
+    )
+}

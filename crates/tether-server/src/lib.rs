@@ -1,0 +1,244 @@
+//! The Tether control plane as a library: the `tether` binary calls
+//! [`start`] for `tether server` and `tether quickstart`.
+//!
+//! Layers point one way: [`api`] handlers parse and authenticate, then call
+//! [`service`] functions, which call the [`tether_store::Store`] trait. The
+//! clock is injected everywhere; the only exception is certificate validity
+//! in [`pki`], which clients judge by their own wall clocks.
+//!
+//! Statuses shown to admins are the recorded ones. Check-ins, shutdown
+//! notices and the [`sweeper`] record every change as a transition, so the
+//! status is at most one `sweep_interval` behind the facts, and the history
+//! always explains it.
+//!
+//! Architecture Invariant: no secret is stored or logged. Tokens, agent
+//! credentials and admin tokens are kept as SHA-256 only; the admin token is
+//! written once, to a 0600 file.
+//!
+//! Architecture Invariant: no request is ever answered with a bare 500.
+//! Extractors never reject on their own; handlers map every failure to an
+//! [`tether_wire::ErrorCode`], and [`api::guard`] turns panics into 503
+//! `Internal` JSON.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_store::Store;
+use tether_wire::Clock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub mod api;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod pki;
+pub mod secret;
+pub mod service;
+pub mod status;
+pub mod sweeper;
+
+pub use config::{ConfigError, ConfigSource, ServerConfig};
+pub use error::ServerError;
+pub use service::{Ctx, Settings};
+
+/// A started control plane. Prefer [`RunningServer::shutdown`]: dropping it
+/// (and every [`ShutdownHandle`]) closes the stop channel, so the listener
+/// and the sweeper stop too, but nothing waits for in-flight requests.
+pub struct RunningServer {
+    /// The bound address (the configured port may be 0).
+    pub local_addr: SocketAddr,
+    /// `https://HOST:PORT` for clients on this machine.
+    pub url: String,
+    /// `sha256:<hex>` of the CA certificate agents pin.
+    pub ca_fingerprint: String,
+    /// A PEM file with the CA certificate (for `curl --cacert`).
+    pub ca_pem_path: PathBuf,
+    /// `data_dir/admin.token` (0600).
+    pub admin_token_path: PathBuf,
+    /// Whether this start created the admin token (first start).
+    pub admin_token_created: bool,
+    pub store: Arc<dyn Store>,
+    ctx: Ctx,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("url", &self.url)
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("backend", &self.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cloneable trigger for a graceful shutdown, for callers that hand the
+/// server to another task.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        // send_replace never fails, even when every receiver is gone.
+        self.0.send_replace(true);
+    }
+}
+
+impl RunningServer {
+    /// The services' context (store, clock, settings), for in-process callers.
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// Runs one sweep now, independently of the sweeper's timer. Returns how
+    /// many agents became Inactive.
+    pub async fn sweep_now(&self) -> Result<usize, ServerError> {
+        Ok(sweeper::sweep_once(&self.ctx).await?)
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to
+    /// [`http::SHUTDOWN_GRACE`]) and stops the sweeper.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        self.wait().await;
+    }
+
+    /// Waits until a [`ShutdownHandle`] (or [`RunningServer::shutdown`])
+    /// stops the server and its tasks have finished. Signals are the
+    /// caller's business.
+    pub async fn wait(self) {
+        let _ = self.http.await;
+        let _ = self.sweeper.await;
+        info!("control plane stopped");
+    }
+}
+
+/// The default database URL: SQLite in the data dir.
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}", data_dir.join("tether.db").display())
+}
+
+/// Starts the control plane: data dir, store, admin token, TLS identity,
+/// listener, sweeper.
+pub async fn start(
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let data_dir = prepare_data_dir(&config.data_dir)?;
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| default_database_url(&data_dir));
+    let store = tether_store_sql::connect(&url)
+        .await
+        .map_err(|error| ServerError::StoreOpen {
+            url: config::redact_url(&url),
+            error,
+        })?;
+    start_with_store(config, store, clock).await
+}
+
+fn prepare_data_dir(dir: &std::path::Path) -> Result<PathBuf, ServerError> {
+    let err = |error| ServerError::DataDir {
+        path: dir.to_owned(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::path::absolute(dir).map_err(err)
+}
+
+/// Like [`start`], with a store the caller opened.
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let data_dir = prepare_data_dir(&config.data_dir)?;
+    store.ping().await?;
+
+    let admin_token_path = data_dir.join("admin.token");
+    let admin_token_created =
+        bootstrap::ensure_admin_token(store.as_ref(), &admin_token_path, clock.now()).await?;
+
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => pki::load_operator(cert, key, &data_dir)?,
+        // Certificates are judged by clients against their real clocks, so
+        // the generated ones are dated by the real clock too.
+        _ => pki::load_or_generate(
+            &data_dir,
+            &config.extra_sans,
+            time::OffsetDateTime::now_utc(),
+        )?,
+    };
+    let tls = pki::tls_config(&identity)?;
+
+    let settings = Settings {
+        current_agent_version: config.effective_agent_version(),
+        inactive_grace_secs: config.inactive_grace_secs,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let ctx = Ctx {
+        store: store.clone(),
+        clock,
+        settings: Arc::new(settings),
+        policies: Default::default(),
+    };
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| ServerError::Bind {
+            addr: config.listen,
+            error,
+        })?;
+    let local_addr = listener.local_addr().map_err(|error| ServerError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let http = tokio::spawn(http::serve(
+        listener,
+        tls,
+        api::router(ctx.clone()),
+        stop_rx.clone(),
+    ));
+    let sweeper = tokio::spawn(sweeper::run(
+        ctx.clone(),
+        Duration::from_millis(config.sweep_interval_ms),
+        stop_rx,
+    ));
+    let url = http::url_for(local_addr);
+    info!(
+        url = %url,
+        backend = store.backend(),
+        ca_fingerprint = %identity.ca_fingerprint,
+        admin_token = %admin_token_path.display(),
+        "control plane started"
+    );
+    Ok(RunningServer {
+        local_addr,
+        url,
+        ca_fingerprint: identity.ca_fingerprint,
+        ca_pem_path: identity.ca_pem_path,
+        admin_token_path,
+        admin_token_created,
+        store,
+        ctx,
+        stop,
+        http,
+        sweeper,
+    })
+}

@@ -1,0 +1,268 @@
+//! The services: what the API does, independent of HTTP. Handlers in
+//! [`crate::api`] parse and authenticate, then call these; these call the
+//! store through [`Ctx`]. Every refusal is a [`ServiceError`] that carries
+//! the observed and the expected values and maps to one stable code.
+
+use std::sync::Arc;
+
+use tether_store::{Store, StoreError, TokenUnavailable};
+use tether_wire::{AgentKind, ApiError, Clock, ErrorCode};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::status::human;
+
+pub mod actions;
+pub mod agents;
+pub mod auth;
+pub mod bundles;
+pub mod checkin;
+pub mod enroll;
+pub mod health;
+pub mod policies;
+pub mod tokens;
+pub mod validate;
+
+/// What every service needs: the store, the clock and the settings.
+#[derive(Clone)]
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<Settings>,
+    pub policies: Arc<policies::PolicyCache>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("backend", &self.store.backend())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// The parts of the configuration the services read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub current_agent_version: String,
+    pub inactive_grace_secs: u32,
+    pub max_body_bytes: usize,
+}
+
+impl Ctx {
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+}
+
+/// Why a service refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("enrollment token is not known to this server")]
+    TokenUnknown,
+    #[error("token is valid from {}; server time is {} (in {})", rfc(*not_before), rfc(*now), human(*not_before - *now))]
+    TokenNotYetValid {
+        not_before: OffsetDateTime,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    },
+    #[error("token expired at {}; server time is {} ({} ago)", rfc(*expires_at), rfc(*now), human(*now - *expires_at))]
+    TokenExpired {
+        not_before: OffsetDateTime,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    },
+    #[error("token was revoked{}", revoked_at.map(|t| format!(" at {}", rfc(t))).unwrap_or_default())]
+    TokenRevoked {
+        revoked_at: Option<OffsetDateTime>,
+        not_before: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    },
+    #[error("token has been used {uses} times; its limit is {max_uses}")]
+    TokenExhausted {
+        uses: u32,
+        max_uses: u32,
+        not_before: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    },
+    #[error("agent asked for kind {asked}, but this token allows only {allowed}")]
+    TokenKindNotAllowed {
+        asked: AgentKind,
+        allowed: AgentKind,
+    },
+    #[error("{0}")]
+    CredentialRejected(&'static str),
+    #[error("agent {agent_id} is enrolled but not approved yet (enrolled at {})", rfc(*enrolled_at))]
+    PendingApproval {
+        agent_id: uuid::Uuid,
+        enrolled_at: OffsetDateTime,
+    },
+    #[error("{0}")]
+    AdminRejected(&'static str),
+    #[error("field {field}: got {observed}; expected {expected}")]
+    InvalidField {
+        field: &'static str,
+        observed: String,
+        expected: String,
+    },
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid bundle: {0}")]
+    BundleInvalid(String),
+    #[error("the store failed: {0}")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+/// RFC 3339 for messages; falls back to the debug form, which cannot fail.
+pub fn rfc(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| format!("{t:?}"))
+}
+
+impl ServiceError {
+    /// A shorthand for [`ServiceError::InvalidField`].
+    pub fn invalid(
+        field: &'static str,
+        observed: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        ServiceError::InvalidField {
+            field,
+            observed: observed.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    /// Maps a store refusal of an enrollment to the token error it means.
+    pub fn from_token_unavailable(
+        why: TokenUnavailable,
+        token: &tether_store::TokenRecord,
+    ) -> Self {
+        match why {
+            TokenUnavailable::Revoked => ServiceError::TokenRevoked {
+                revoked_at: token.revoked_at,
+                not_before: token.not_before,
+                expires_at: token.expires_at,
+            },
+            TokenUnavailable::Exhausted => {
+                let max_uses = token.max_uses.unwrap_or(token.uses);
+                ServiceError::TokenExhausted {
+                    uses: max_uses,
+                    max_uses,
+                    not_before: token.not_before,
+                    expires_at: token.expires_at,
+                }
+            }
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::TokenUnknown => ErrorCode::TokenUnknown,
+            ServiceError::TokenNotYetValid { .. } => ErrorCode::TokenNotYetValid,
+            ServiceError::TokenExpired { .. } => ErrorCode::TokenExpired,
+            ServiceError::TokenRevoked { .. } => ErrorCode::TokenRevoked,
+            ServiceError::TokenExhausted { .. } => ErrorCode::TokenExhausted,
+            ServiceError::TokenKindNotAllowed { .. } => ErrorCode::TokenKindNotAllowed,
+            ServiceError::CredentialRejected(_) => ErrorCode::AgentCredentialRejected,
+            ServiceError::PendingApproval { .. } => ErrorCode::AgentPendingApproval,
+            ServiceError::AdminRejected(_) => ErrorCode::AdminCredentialRejected,
+            ServiceError::InvalidField { .. } => ErrorCode::InvalidField,
+            ServiceError::NotFound { .. } => ErrorCode::NotFound,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            ServiceError::BundleInvalid(_) => ErrorCode::BundleInvalid,
+            ServiceError::Store(StoreError::NotFound) => ErrorCode::NotFound,
+            ServiceError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
+            ServiceError::Store(StoreError::Corrupt(_)) => ErrorCode::Internal,
+            ServiceError::Store(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+
+    /// The JSON body the API answers with.
+    pub fn to_api_error(&self, now: OffsetDateTime) -> ApiError {
+        let mut e = ApiError::new(self.code(), self.to_string(), now);
+        match self {
+            ServiceError::TokenNotYetValid {
+                not_before,
+                expires_at,
+                ..
+            }
+            | ServiceError::TokenExpired {
+                not_before,
+                expires_at,
+                ..
+            }
+            | ServiceError::TokenRevoked {
+                not_before,
+                expires_at,
+                ..
+            }
+            | ServiceError::TokenExhausted {
+                not_before,
+                expires_at,
+                ..
+            } => {
+                e.not_before = Some(*not_before);
+                e.expires_at = Some(*expires_at);
+            }
+            // Store details can name tables or hosts; the log has them, the
+            // client gets the catalog's sentence.
+            ServiceError::Store(_) => e.message = self.code().problem().to_owned(),
+            _ => {}
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+    use time::macros::datetime;
+
+    #[test]
+    fn window_refusals_say_observed_and_expected_times() {
+        let now = datetime!(2026-05-17 12:00 UTC);
+        let e = ServiceError::TokenNotYetValid {
+            not_before: now + Duration::minutes(4),
+            expires_at: now + Duration::hours(1),
+            now,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token is valid from 2026-05-17T12:04:00Z; server time is 2026-05-17T12:00:00Z (in 4 min)"
+        );
+        let api = e.to_api_error(now);
+        assert_eq!(api.code, ErrorCode::TokenNotYetValid);
+        assert_eq!(api.not_before, Some(now + Duration::minutes(4)));
+        assert_eq!(api.server_time, now);
+        let e = ServiceError::TokenExpired {
+            not_before: now - Duration::hours(2),
+            expires_at: now - Duration::hours(1),
+            now,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token expired at 2026-05-17T11:00:00Z; server time is 2026-05-17T12:00:00Z (60 min ago)"
+        );
+    }
+
+    #[test]
+    fn store_failures_hide_details_from_clients() {
+        let e = ServiceError::Store(StoreError::Unavailable(
+            "connection to db.internal:5432 refused".into(),
+        ));
+        let api = e.to_api_error(datetime!(2026-05-17 12:00 UTC));
+        assert_eq!(api.code, ErrorCode::StoreUnavailable);
+        assert!(!api.message.contains("db.internal"));
+    }
+}

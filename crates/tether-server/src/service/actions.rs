@@ -1,0 +1,201 @@
+//! Actions an admin queues for an agent ("run the doctor and upload"),
+//! handed out at the agent's next check-in and completed by the agent.
+//!
+//! The check-in stays cheap: the agent row it already loads carries a
+//! `pending_actions` counter, and only when that is above zero does
+//! [`deliver`] ask the store for actions. Each action is delivered once; an
+//! agent that dies before completing it leaves it `delivered`, and the admin
+//! queues another.
+
+use tether_store::{AgentRecord, StoreError};
+use tether_wire::{Action, ActionInfo, ActionKind, ActionResult, DoctorSummary};
+use tracing::info;
+use uuid::Uuid;
+
+use super::{Ctx, ServiceError};
+
+/// The most actions one check-in reply carries; the rest wait for the next.
+pub const MAX_PER_CHECKIN: u32 = 8;
+/// The most actions the admin list shows, newest first.
+pub const MAX_LIST: u32 = 100;
+/// The longest debug window an admin can ask for, in minutes (24 h).
+pub const MAX_DEBUG_MINUTES: u32 = 24 * 60;
+/// The longest free-text field an agent may report.
+pub const MAX_TEXT: usize = 2048;
+
+/// The actions to put in this check-in's reply. Costs nothing when the agent
+/// row says none are pending.
+pub async fn deliver(ctx: &Ctx, agent: &AgentRecord) -> Result<Vec<Action>, ServiceError> {
+    if agent.pending_actions == 0 {
+        return Ok(Vec::new());
+    }
+    let taken = ctx
+        .store
+        .take_actions(agent.id, ctx.now(), MAX_PER_CHECKIN)
+        .await?;
+    for a in &taken {
+        info!(agent_id = %agent.id, action_id = %a.id, kind = ?a.kind, "delivered an action");
+    }
+    Ok(taken
+        .into_iter()
+        .map(|a| Action {
+            id: a.id,
+            kind: a.kind,
+        })
+        .collect())
+}
+
+/// Queues an action for an agent. Only kinds this server knows are accepted.
+pub async fn queue(
+    ctx: &Ctx,
+    agent_id: Uuid,
+    kind: ActionKind,
+) -> Result<ActionInfo, ServiceError> {
+    match &kind {
+        ActionKind::Doctor { .. } => {}
+        ActionKind::Debug { minutes } if (1..=MAX_DEBUG_MINUTES).contains(minutes) => {}
+        ActionKind::Debug { minutes } => {
+            return Err(ServiceError::invalid(
+                "minutes",
+                minutes,
+                format!("1 to {MAX_DEBUG_MINUTES}"),
+            ));
+        }
+        other => {
+            return Err(ServiceError::invalid(
+                "type",
+                format!("{other:?}"),
+                "\"doctor\" or \"debug\"",
+            ));
+        }
+    }
+    let action = ctx
+        .store
+        .queue_action(Uuid::new_v4(), agent_id, &kind, ctx.now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound {
+                what: "agent",
+                id: agent_id.to_string(),
+            },
+            other => other.into(),
+        })?;
+    info!(agent_id = %agent_id, action_id = %action.id, kind = ?kind, "queued an action");
+    Ok(action)
+}
+
+/// The agent's actions, newest first.
+pub async fn list(ctx: &Ctx, agent_id: Uuid) -> Result<Vec<ActionInfo>, ServiceError> {
+    if ctx.store.agent(agent_id).await?.is_none() {
+        return Err(ServiceError::NotFound {
+            what: "agent",
+            id: agent_id.to_string(),
+        });
+    }
+    Ok(ctx.store.list_actions(agent_id, MAX_LIST).await?)
+}
+
+/// Records what became of an action the agent was given.
+pub async fn complete(
+    ctx: &Ctx,
+    agent: &AgentRecord,
+    action_id: Uuid,
+    result: ActionResult,
+) -> Result<ActionInfo, ServiceError> {
+    text("message", &result.message)?;
+    if let Some(d) = &result.doctor {
+        summary(d)?;
+    }
+    let done = ctx
+        .store
+        .complete_action(agent.id, action_id, &result, ctx.now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound {
+                what: "action",
+                id: action_id.to_string(),
+            },
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            other => other.into(),
+        })?;
+    info!(
+        agent_id = %agent.id,
+        action_id = %action_id,
+        ok = result.ok,
+        verdict = result.doctor.as_ref().map_or("-", |d| d.status.as_str()),
+        "an action completed"
+    );
+    Ok(done)
+}
+
+/// Checks a doctor summary an agent sent (in an action result or a bundle
+/// manifest): a known status and bounded, control-free text.
+pub fn summary(d: &DoctorSummary) -> Result<(), ServiceError> {
+    if !["healthy", "warnings", "failed"].contains(&d.status.as_str()) {
+        return Err(ServiceError::invalid(
+            "doctor.status",
+            excerpt(&d.status),
+            "healthy, warnings or failed",
+        ));
+    }
+    text("doctor.root_cause", &d.root_cause)?;
+    text("doctor.action", &d.action)?;
+    if let Some(check) = &d.check {
+        text("doctor.check", check)?;
+    }
+    Ok(())
+}
+
+fn text(field: &'static str, value: &str) -> Result<(), ServiceError> {
+    if value.len() > MAX_TEXT {
+        return Err(ServiceError::invalid(
+            field,
+            format!("{} bytes", value.len()),
+            format!("at most {MAX_TEXT} bytes"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ServiceError::invalid(
+            field,
+            excerpt(value),
+            "text without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn excerpt(s: &str) -> String {
+    format!("{:?}", s.chars().take(40).collect::<String>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_wire::ErrorCode;
+    use time::macros::datetime;
+
+    fn doctor(status: &str, cause: &str) -> DoctorSummary {
+        DoctorSummary {
+            status: status.to_owned(),
+            code: Some(ErrorCode::ConnectRefused),
+            root_cause: cause.to_owned(),
+            action: "start it".to_owned(),
+            check: None,
+            at: datetime!(2026-05-17 12:00 UTC),
+            bundle_id: None,
+        }
+    }
+
+    #[test]
+    fn summaries_are_validated() {
+        assert!(summary(&doctor("failed", "refused")).is_ok());
+        let e = summary(&doctor("great", "x")).expect_err("unknown status");
+        assert_eq!(e.code(), ErrorCode::InvalidField);
+        assert!(e.to_string().contains("healthy, warnings or failed"), "{e}");
+        assert!(summary(&doctor("failed", "a\u{1b}[31mred")).is_err());
+        assert!(summary(&doctor("failed", &"x".repeat(MAX_TEXT + 1))).is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! The admin's view of the fleet: list, inspect, approve, remove.
+
+use tether_store::{AgentRecord, StoreError};
+use tether_wire::{AgentDetail, AgentStatus, AgentSummary};
+use tracing::info;
+use uuid::Uuid;
+
+use super::{Ctx, ServiceError, policies};
+use crate::status;
+
+/// The most agents one list call returns.
+pub const MAX_LIST: u32 = 10_000;
+/// How many transitions the detail view shows, newest first.
+pub const DETAIL_TRANSITIONS: u32 = 100;
+
+pub fn summary(a: &AgentRecord, current_version: &str) -> AgentSummary {
+    AgentSummary {
+        id: a.id,
+        name: a.name.clone(),
+        kind: a.kind,
+        group: a.group.clone(),
+        status: a.status,
+        flags: status::flags(a, current_version),
+        hostname: a.facts.hostname.clone(),
+        version: a.version.clone(),
+        last_seen: a.last_seen,
+        external_ip: a.external_ip.clone(),
+        enrolled_at: a.enrolled_at,
+    }
+}
+
+fn not_found(id: Uuid) -> impl Fn(StoreError) -> ServiceError {
+    move |e| match e {
+        StoreError::NotFound => ServiceError::NotFound {
+            what: "agent",
+            id: id.to_string(),
+        },
+        other => other.into(),
+    }
+}
+
+pub async fn list(
+    ctx: &Ctx,
+    status: Option<AgentStatus>,
+    limit: Option<u32>,
+) -> Result<Vec<AgentSummary>, ServiceError> {
+    let limit = limit.unwrap_or(MAX_LIST);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ServiceError::invalid(
+            "limit",
+            limit,
+            format!("1 to {MAX_LIST}"),
+        ));
+    }
+    let agents = ctx.store.list_agents(status, limit).await?;
+    Ok(agents
+        .iter()
+        .map(|a| summary(a, &ctx.settings.current_agent_version))
+        .collect())
+}
+
+pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
+    let a = ctx.store.agent(id).await?.ok_or(ServiceError::NotFound {
+        what: "agent",
+        id: id.to_string(),
+    })?;
+    let policy = policies::resolve(ctx, &a.policy).await?;
+    let transitions = ctx
+        .store
+        .transitions(id, DETAIL_TRANSITIONS)
+        .await
+        .map_err(not_found(id))?;
+    let last_doctor = ctx.store.last_doctor(id).await.map_err(not_found(id))?;
+    Ok(AgentDetail {
+        summary: summary(&a, &ctx.settings.current_agent_version),
+        facts: a.facts,
+        policy,
+        definitions: a.definitions,
+        last_errors: a.last_errors,
+        proxy: a.proxy,
+        checkin_interval_secs: a.checkin_interval_secs,
+        inactive_after_secs: a.inactive_after_secs,
+        transitions,
+        last_doctor,
+    })
+}
+
+/// Approves an agent. A Pending agent that has checked in before becomes
+/// Active at its next check-in, not now: approval is not a sign of life.
+pub async fn approve(ctx: &Ctx, id: Uuid) -> Result<AgentSummary, ServiceError> {
+    let a = ctx
+        .store
+        .approve_agent(id, ctx.now())
+        .await
+        .map_err(not_found(id))?;
+    info!(agent_id = %id, "approved an agent");
+    Ok(summary(&a, &ctx.settings.current_agent_version))
+}
+
+pub async fn remove(ctx: &Ctx, id: Uuid) -> Result<(), ServiceError> {
+    ctx.store
+        .remove_agent(id, ctx.now())
+        .await
+        .map_err(not_found(id))?;
+    info!(agent_id = %id, "removed an agent");
+    Ok(())
+}

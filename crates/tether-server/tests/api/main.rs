@@ -1,0 +1,10 @@
+//! The control plane over real HTTPS against the real SQLite store.
+
+mod support;
+
+mod actions;
+mod input;
+mod lifecycle;
+mod outage;
+mod server;
+mod tokens;

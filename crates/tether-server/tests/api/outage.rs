@@ -1,0 +1,345 @@
+//! A store that fails: the real SQLite store behind a switch that makes
+//! every call fail as an unreachable database would. The server must answer
+//! 503 with a code and `Retry-After`, never a bare 500, and recover.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use tether_store::*;
+use tether_wire::{AgentKind, AgentStatus, ErrorCode, Health, ManualClock, Transition};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::support::{self, Client, token_request};
+
+struct Switchable {
+    inner: Arc<dyn Store>,
+    down: AtomicBool,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(
+                "connection refused (db.internal:5432)".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Switchable {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn insert_admin_credential(
+        &self,
+        hash: &SecretHash,
+        label: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_admin_credential(hash, label, at).await
+    }
+    async fn admin_credential_valid(&self, hash: &SecretHash) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.admin_credential_valid(hash).await
+    }
+    async fn admin_credential_count(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.admin_credential_count().await
+    }
+    async fn insert_token(&self, token: &NewToken) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_token(token).await
+    }
+    async fn token_by_hash(&self, hash: &SecretHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.token_by_hash(hash).await
+    }
+    async fn token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.token(id).await
+    }
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_tokens().await
+    }
+    async fn revoke_token(&self, id: Uuid, at: OffsetDateTime) -> Result<TokenRecord, StoreError> {
+        self.check()?;
+        self.inner.revoke_token(id, at).await
+    }
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<AgentRecord, StoreError> {
+        self.check()?;
+        self.inner.enroll(enrollment).await
+    }
+    async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>, StoreError> {
+        self.check()?;
+        self.inner.agent(id).await
+    }
+    async fn agent_by_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        self.check()?;
+        self.inner.agent_by_credential(hash).await
+    }
+    async fn agent_by_previous_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<Uuid>, StoreError> {
+        self.check()?;
+        self.inner.agent_by_previous_credential(hash).await
+    }
+    async fn flag_credential_rejected(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.flag_credential_rejected(id, at).await
+    }
+    async fn list_agents(
+        &self,
+        status: Option<AgentStatus>,
+        limit: u32,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_agents(status, limit).await
+    }
+    async fn record_checkin(&self, checkin: &Checkin) -> Result<AgentRecord, StoreError> {
+        self.check()?;
+        self.inner.record_checkin(checkin).await
+    }
+    async fn change_status(
+        &self,
+        id: Uuid,
+        change: &StatusChange,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.change_status(id, change, at).await
+    }
+    async fn record_shutdown(
+        &self,
+        id: Uuid,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_shutdown(id, reason, at).await
+    }
+    async fn approve_agent(&self, id: Uuid, at: OffsetDateTime) -> Result<AgentRecord, StoreError> {
+        self.check()?;
+        self.inner.approve_agent(id, at).await
+    }
+    async fn remove_agent(&self, id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.remove_agent(id, at).await
+    }
+    async fn transitions(&self, id: Uuid, limit: u32) -> Result<Vec<Transition>, StoreError> {
+        self.check()?;
+        self.inner.transitions(id, limit).await
+    }
+    async fn overdue_agents(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Overdue>, StoreError> {
+        self.check()?;
+        self.inner.overdue_agents(now, limit).await
+    }
+    async fn count_by_status(&self) -> Result<BTreeMap<AgentStatus, u64>, StoreError> {
+        self.check()?;
+        self.inner.count_by_status().await
+    }
+    async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        self.check()?;
+        self.inner.policy(name).await
+    }
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_policies().await
+    }
+    async fn upsert_policy(
+        &self,
+        name: &str,
+        interval: u32,
+        jitter: u8,
+        targets: &[String],
+        at: OffsetDateTime,
+    ) -> Result<PolicyRecord, StoreError> {
+        self.check()?;
+        self.inner
+            .upsert_policy(name, interval, jitter, targets, at)
+            .await
+    }
+    async fn queue_action(
+        &self,
+        id: Uuid,
+        agent_id: Uuid,
+        kind: &tether_wire::ActionKind,
+        at: OffsetDateTime,
+    ) -> Result<tether_wire::ActionInfo, StoreError> {
+        self.check()?;
+        self.inner.queue_action(id, agent_id, kind, at).await
+    }
+    async fn take_actions(
+        &self,
+        agent_id: Uuid,
+        at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::ActionInfo>, StoreError> {
+        self.check()?;
+        self.inner.take_actions(agent_id, at, limit).await
+    }
+    async fn complete_action(
+        &self,
+        agent_id: Uuid,
+        action_id: Uuid,
+        result: &tether_wire::ActionResult,
+        at: OffsetDateTime,
+    ) -> Result<tether_wire::ActionInfo, StoreError> {
+        self.check()?;
+        self.inner
+            .complete_action(agent_id, action_id, result, at)
+            .await
+    }
+    async fn list_actions(
+        &self,
+        agent_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::ActionInfo>, StoreError> {
+        self.check()?;
+        self.inner.list_actions(agent_id, limit).await
+    }
+    async fn insert_bundle(
+        &self,
+        bundle: &NewBundle,
+        keep: u32,
+    ) -> Result<tether_wire::BundleInfo, StoreError> {
+        self.check()?;
+        self.inner.insert_bundle(bundle, keep).await
+    }
+    async fn list_bundles(
+        &self,
+        agent_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::BundleInfo>, StoreError> {
+        self.check()?;
+        self.inner.list_bundles(agent_id, limit).await
+    }
+    async fn bundle(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(tether_wire::BundleInfo, Vec<u8>)>, StoreError> {
+        self.check()?;
+        self.inner.bundle(id).await
+    }
+    async fn last_doctor(
+        &self,
+        agent_id: Uuid,
+    ) -> Result<Option<tether_wire::DoctorSummary>, StoreError> {
+        self.check()?;
+        self.inner.last_doctor(agent_id).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_is_a_503_with_retry_after_and_the_server_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = tether_server::default_database_url(dir.path());
+    let inner = tether_store_sql::connect(&url).await.expect("sqlite opens");
+    let store = Arc::new(Switchable {
+        inner,
+        down: AtomicBool::new(false),
+    });
+    let clock = ManualClock::new(support::epoch());
+    let server = tether_server::start_with_store(
+        support::config(dir.path()),
+        store.clone(),
+        Arc::new(clock),
+    )
+    .await
+    .expect("starts");
+    let admin = std::fs::read_to_string(&server.admin_token_path)
+        .expect("token")
+        .trim()
+        .to_owned();
+    let client = Client::new(&server);
+    let token: tether_wire::CreatedToken = client
+        .post(
+            "/v1/admin/tokens",
+            Some(&admin),
+            &token_request(AgentKind::Connector),
+        )
+        .await
+        .ok();
+
+    store.down.store(true, Ordering::SeqCst);
+    let r = client.get("/health", None).await;
+    assert_eq!(r.status, 503);
+    let health: Health = r.json();
+    assert_eq!(
+        (health.status.as_str(), health.store.ok),
+        ("degraded", false)
+    );
+    assert!(
+        !health
+            .store
+            .error
+            .unwrap_or_default()
+            .contains("db.internal"),
+        "details stay in the log"
+    );
+
+    for r in [
+        client.get("/v1/admin/tokens", Some(&admin)).await,
+        client
+            .post(
+                "/v1/enroll",
+                None,
+                &support::enroll_request(&token.token, "a"),
+            )
+            .await,
+        client
+            .post(
+                "/v1/agent/checkin",
+                Some(&format!("tac_{}", "Q".repeat(43))),
+                &support::checkin_request(),
+            )
+            .await,
+    ] {
+        let e = r.error(503, ErrorCode::StoreUnavailable);
+        assert!(!e.message.contains("db.internal"), "{}", e.message);
+        assert_eq!(
+            r.headers.get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+    }
+    assert!(
+        server.sweep_now().await.is_err(),
+        "the sweeper reports the outage"
+    );
+
+    store.down.store(false, Ordering::SeqCst);
+    assert_eq!(client.get("/health", None).await.status, 200);
+    let e: tether_wire::EnrollResponse = client
+        .post(
+            "/v1/enroll",
+            None,
+            &support::enroll_request(&token.token, "a"),
+        )
+        .await
+        .ok();
+    assert_eq!(e.status, AgentStatus::Pending);
+    server.shutdown().await;
+}

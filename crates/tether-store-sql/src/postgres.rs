@@ -1,0 +1,193 @@
+//! The PostgreSQL backend: one pool of modest size.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
+use tether_store::StoreError;
+
+use crate::batch::Batcher;
+
+use crate::error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Enough to keep a couple of cores busy; PostgreSQL itself does the rest.
+const POOL_SIZE: u32 = 8;
+/// Concurrent check-in batch writers (see batch.rs); the rest of the pool
+/// serves reads and other writes.
+const WRITERS: usize = 4;
+/// How long a caller waits for a pooled connection before `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`tether_store::Store`] on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: Option<String>,
+    /// Check-ins without a status change, group-committed (see batch.rs).
+    checkins: Batcher,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…` or `postgresql://…`) and applies
+    /// pending migrations in the connection's default schema.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = parse(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| unreachable_at(&options, e))?;
+        Self::migrated(pool, None).await
+    }
+
+    /// Like [`PostgresStore::connect`], but creates `schema` if needed and
+    /// keeps every table in it: each pooled connection sets its
+    /// `search_path` to that schema alone. Tests use one schema per case.
+    ///
+    /// `schema` must be a lowercase SQL identifier (`[a-z_][a-z0-9_]*`, at
+    /// most 63 bytes), because identifiers cannot be bound as parameters.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
+        check_schema_name(schema)?;
+        let options = parse(url)?;
+        let mut conn = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| unreachable_at(&options, e))?;
+        // Safe to interpolate: `check_schema_name` admits only [a-z0-9_].
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut conn)
+            .await
+            .map_err(error::db)?;
+        conn.close().await.map_err(error::db)?;
+
+        let set_path: Arc<str> = Arc::from(format!("SET search_path TO \"{schema}\""));
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _meta| {
+                let set_path = Arc::clone(&set_path);
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, &*set_path).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| unreachable_at(&options, e))?;
+        Self::migrated(pool, Some(schema.to_owned())).await
+    }
+
+    async fn migrated(pool: PgPool, schema: Option<String>) -> Result<PostgresStore, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| error::migrate("PostgreSQL", e))?;
+        tracing::debug!(schema = ?schema, "opened PostgreSQL store");
+        Ok(PostgresStore {
+            checkins: Batcher::spawn(Self::batch_writer(pool.clone()), WRITERS),
+            pool,
+            schema,
+        })
+    }
+
+    /// The dedicated schema given to [`PostgresStore::connect_in_schema`].
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Locks the agent's row until the transaction ends, so the status read
+    /// here is still the recorded one when the change is written.
+    const LOCK_AGENT_STATUS: &'static str =
+        "SELECT status FROM agents WHERE id = $1 AND removed_at IS NULL FOR UPDATE";
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+}
+
+impl_store!(PostgresStore, "postgres", PgPool);
+
+fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {
+    // sqlx's parse errors do not echo the URL, so no password can leak here.
+    PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::InvalidUrl(format!("PostgreSQL URL does not parse: {e}")))
+}
+
+/// Names where we tried to connect without the password the URL may hold.
+fn unreachable_at(options: &PgConnectOptions, e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!(
+        "could not connect to PostgreSQL at {}:{} (database {:?}, user {:?}): {e}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default)"),
+        options.get_username(),
+    ))
+}
+
+fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidUrl(format!(
+            "schema name {schema:?} is not a lowercase SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema_name("tether_test_0a1b").is_ok());
+        assert!(check_schema_name("_x").is_ok());
+        for bad in [
+            "",
+            "1abc",
+            "Upper",
+            "a-b",
+            "a\"b",
+            "x; DROP SCHEMA public",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(check_schema_name(bad), Err(StoreError::InvalidUrl(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_errors_never_show_the_password() {
+        let options = parse("postgres://alice:s3cret@db.example:6543/tether").expect("parses");
+        let e = unreachable_at(&options, sqlx::Error::PoolTimedOut);
+        let text = e.to_string();
+        assert!(text.contains("db.example:6543"), "{text}");
+        assert!(text.contains("alice"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(e.is_retriable());
+    }
+}

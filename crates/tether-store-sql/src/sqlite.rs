@@ -1,0 +1,229 @@
+//! The SQLite backend: one file, WAL mode, a single-connection writer pool
+//! and a multi-connection reader pool.
+//!
+//! SQLite allows one writer at a time. Funnelling every write through one
+//! pooled connection makes writes queue in the pool (cheap, fair, bounded by
+//! the acquire timeout) instead of racing for the file lock and spinning on
+//! `SQLITE_BUSY`; WAL lets the readers run concurrently with that writer.
+//! Write transactions still start with `BEGIN IMMEDIATE`, so that another
+//! process writing the same file cannot make a transaction fail half way when
+//! it upgrades from a read lock to a write lock.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use tether_store::StoreError;
+
+use crate::batch::Batcher;
+
+use crate::error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a statement waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a pooled connection before `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Readers are cheap in WAL mode; a few cover a small machine's cores.
+const READERS: u32 = 4;
+
+/// A [`tether_store::Store`] on a SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    /// The same pool as `writer` for an in-memory database, which exists
+    /// only inside its one connection.
+    reader: SqlitePool,
+    path: Option<PathBuf>,
+    /// Check-ins without a status change, group-committed (see batch.rs).
+    checkins: Batcher,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and applies
+    /// pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let unavailable = |e: sqlx::Error| {
+            StoreError::Unavailable(format!(
+                "could not open SQLite database {}: {e}",
+                path.display()
+            ))
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| error::migrate("SQLite", e))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        tracing::debug!(path = %path.display(), "opened SQLite store");
+        Ok(SqliteStore {
+            checkins: Batcher::spawn(Self::batch_writer(writer.clone()), 1),
+            writer,
+            reader,
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// A private in-memory database, gone when the store is dropped. For
+    /// tests and demos.
+    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(error::db)?
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // The database lives in this one connection: it must never be closed
+        // for idleness or age.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("could not open in-memory SQLite database: {e}"))
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| error::migrate("SQLite", e))?;
+        Ok(SqliteStore {
+            checkins: Batcher::spawn(Self::batch_writer(pool.clone()), 1),
+            writer: pool.clone(),
+            reader: pool,
+            path: None,
+        })
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Closes both pools, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// SQLite has no row locks: the `BEGIN IMMEDIATE` transaction already
+    /// holds the database's write lock, so a plain read is enough (and
+    /// `FOR UPDATE` is a syntax error here).
+    const LOCK_AGENT_STATUS: &'static str =
+        "SELECT status FROM agents WHERE id = $1 AND removed_at IS NULL";
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl_store!(SqliteStore, "sqlite", SqlitePool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_database_uses_wal_and_foreign_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("opens");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.reader)
+            .await
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&store.writer)
+            .await
+            .expect("pragma");
+        assert_eq!(fk, 1);
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .expect("pragma");
+        assert_eq!(sync, 1, "NORMAL is 1");
+    }
+
+    #[tokio::test]
+    async fn overdue_query_is_served_by_its_index() {
+        let store = SqliteStore::open_in_memory().await.expect("opens");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::sql::OVERDUE_AGENTS
+        ))
+        .bind(0_i64)
+        .bind(10_i64)
+        .fetch_all(&store.reader)
+        .await
+        .expect("explains");
+        let detail: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        assert!(
+            detail
+                .iter()
+                .any(|d| d.contains("USING INDEX agents_overdue")),
+            "plan: {detail:?}"
+        );
+        assert!(
+            !detail.iter().any(|d| d.starts_with("SCAN agents")),
+            "plan: {detail:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_does_not_remigrate() {
+        use tether_store::Store;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db");
+        let at = time::macros::datetime!(2026-05-17 19:16 UTC);
+        {
+            let store = SqliteStore::open(&path).await.expect("opens");
+            store
+                .upsert_policy("night", 300, 5, &[], at)
+                .await
+                .expect("upserts");
+            store.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("reopens");
+        let policy = store.policy("night").await.expect("reads").expect("kept");
+        assert_eq!((policy.revision, policy.checkin_interval_secs), (1, 300));
+        let default = store
+            .policy("default")
+            .await
+            .expect("reads")
+            .expect("seeded once");
+        assert_eq!(default.revision, 1);
+    }
+}

@@ -1,0 +1,938 @@
+//! The one implementation of [`tether_store::Store`], instantiated for each
+//! backend by [`impl_store!`].
+//!
+//! sqlx's generic executor bounds make a truly generic implementation harder
+//! to read than the SQL it runs, so the body is written once as a macro over
+//! the backend type. It relies on each backend providing:
+//!
+//! - `fn writer(&self) -> &Pool<DB>` and `fn reader(&self) -> &Pool<DB>`;
+//! - `async fn begin_write(&self) -> Result<Transaction<'static, DB>, sqlx::Error>`;
+//! - `const LOCK_AGENT_STATUS: &str`, the one statement whose text differs
+//!   (row locking, see each backend).
+//!
+//! Row decoding is shared through [`crate::row`], SQL text through
+//! [`crate::sql`].
+
+/// Records one transition inside an open transaction.
+macro_rules! insert_transition {
+    ($tx:expr, $agent_id:expr, $from:expr, $to:expr, $reason:expr, $at:expr) => {
+        sqlx::query($crate::sql::INSERT_TRANSITION)
+            .bind($agent_id)
+            .bind($from.map(|s: tether_wire::AgentStatus| s.as_str()))
+            .bind($to.as_str())
+            .bind($reason)
+            .bind($at)
+            .execute(&mut *$tx)
+            .await
+            .map_err($crate::error::db)?
+    };
+}
+
+macro_rules! impl_store {
+    ($store:ty, $backend:literal, $pool:ty) => {
+        impl $store {
+            /// Runs raw SQL for the conformance story, which corrupts rows on purpose.
+            #[cfg(feature = "conformance")]
+            pub(crate) async fn execute_raw(
+                &self,
+                sql: &str,
+            ) -> Result<u64, tether_store::StoreError> {
+                Ok(sqlx::raw_sql(sql)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected())
+            }
+
+            /// Reads one text value with raw SQL, for the conformance story.
+            #[cfg(feature = "conformance")]
+            pub(crate) async fn fetch_text_raw(
+                &self,
+                sql: &str,
+            ) -> Result<Option<String>, tether_store::StoreError> {
+                let value: Option<Option<String>> = sqlx::query_scalar(sql)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(value.flatten())
+            }
+
+            /// The writer task's side of [`crate::batch`]: one multi-row
+            /// UPDATE per batch, on the writer pool.
+            fn batch_writer(pool: $pool) -> $crate::batch::WriteBatch {
+                Box::new(move |batch| {
+                    let pool = pool.clone();
+                    Box::pin(async move { Self::write_checkin_batch(&pool, batch).await })
+                })
+            }
+
+            async fn write_checkin_batch(
+                pool: &$pool,
+                batch: Vec<tether_store::Checkin>,
+            ) -> $crate::batch::BatchResult {
+                use $crate::row::{RawRow, to_json, to_ms};
+                // One lock order for every batch, so concurrent batch writers
+                // (PostgreSQL) that share an agent wait instead of deadlocking.
+                let mut batch = batch;
+                batch.sort_by_key(|c| c.agent_id);
+                let sql = $crate::sql::record_checkins(batch.len());
+                // Encode first: the query borrows these strings.
+                let mut encoded = Vec::with_capacity(batch.len());
+                for c in &batch {
+                    let at = to_ms(c.at);
+                    encoded.push((
+                        c.agent_id.to_string(),
+                        at,
+                        at.saturating_add(i64::from(c.inactive_after_secs) * 1000),
+                        to_json(&c.facts, "facts")?,
+                        to_json(&c.definitions, "definitions")?,
+                        to_json(&c.last_errors, "last_errors")?,
+                    ));
+                }
+                let mut query = sqlx::query(&sql);
+                for (c, (id, at, deadline, facts, definitions, last_errors)) in
+                    batch.iter().zip(&encoded)
+                {
+                    query = query
+                        .bind(id)
+                        .bind(*at)
+                        .bind(*deadline)
+                        .bind(i64::from(c.checkin_interval_secs))
+                        .bind(i64::from(c.inactive_after_secs))
+                        .bind(&c.external_ip)
+                        .bind(&c.version)
+                        .bind(facts)
+                        .bind(definitions)
+                        .bind(last_errors)
+                        .bind(&c.proxy);
+                }
+                let rows = query.fetch_all(pool).await.map_err($crate::error::db)?;
+                let mut out = std::collections::HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let id = row
+                        .text("id")
+                        .ok()
+                        .flatten()
+                        .and_then(|s| s.parse::<uuid::Uuid>().ok())
+                        .ok_or_else(|| {
+                            tether_store::StoreError::Corrupt(
+                                "agents.id of an updated row is not a UUID".into(),
+                            )
+                        })?;
+                    out.insert(id, $crate::row::agent(row));
+                }
+                Ok(out)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tether_store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<(), tether_store::StoreError> {
+                sqlx::query($crate::sql::PING)
+                    .execute(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn insert_admin_credential(
+                &self,
+                hash: &tether_store::SecretHash,
+                label: &str,
+                at: time::OffsetDateTime,
+            ) -> Result<(), tether_store::StoreError> {
+                sqlx::query($crate::sql::INSERT_ADMIN_CREDENTIAL)
+                    .bind(&hash[..])
+                    .bind(label)
+                    .bind($crate::row::to_ms(at))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn admin_credential_valid(
+                &self,
+                hash: &tether_store::SecretHash,
+            ) -> Result<bool, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::ADMIN_CREDENTIAL_EXISTS)
+                    .bind(&hash[..])
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(row.is_some())
+            }
+
+            async fn admin_credential_count(&self) -> Result<u64, tether_store::StoreError> {
+                let n: i64 = sqlx::query_scalar($crate::sql::ADMIN_CREDENTIAL_COUNT)
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                u64::try_from(n).map_err(|_| {
+                    tether_store::StoreError::Corrupt(format!(
+                        "admin_credentials: negative count {n}"
+                    ))
+                })
+            }
+
+            async fn insert_token(
+                &self,
+                token: &tether_store::NewToken,
+            ) -> Result<(), tether_store::StoreError> {
+                use $crate::row::to_ms;
+                sqlx::query($crate::sql::INSERT_TOKEN)
+                    .bind(token.id.to_string())
+                    .bind(&token.hash[..])
+                    .bind(token.kind.as_str())
+                    .bind(&token.group)
+                    .bind(&token.policy)
+                    .bind(to_ms(token.not_before))
+                    .bind(to_ms(token.expires_at))
+                    .bind(token.max_uses.map(i64::from))
+                    .bind(token.require_approval)
+                    .bind(to_ms(token.created_at))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn token_by_hash(
+                &self,
+                hash: &tether_store::SecretHash,
+            ) -> Result<Option<tether_store::TokenRecord>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::TOKEN_BY_HASH)
+                    .bind(&hash[..])
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::token(r)).transpose()
+            }
+
+            async fn token(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<tether_store::TokenRecord>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::TOKEN_BY_ID)
+                    .bind(id.to_string())
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::token(r)).transpose()
+            }
+
+            async fn list_tokens(
+                &self,
+            ) -> Result<Vec<tether_store::TokenRecord>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::sql::LIST_TOKENS)
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::token(r)).collect()
+            }
+
+            async fn revoke_token(
+                &self,
+                id: uuid::Uuid,
+                at: time::OffsetDateTime,
+            ) -> Result<tether_store::TokenRecord, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::REVOKE_TOKEN)
+                    .bind(id.to_string())
+                    .bind($crate::row::to_ms(at))
+                    .fetch_optional(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .ok_or(tether_store::StoreError::NotFound)?;
+                $crate::row::token(&row)
+            }
+
+            async fn enroll(
+                &self,
+                e: &tether_store::Enrollment,
+            ) -> Result<tether_store::AgentRecord, tether_store::StoreError> {
+                use $crate::row::{to_json, to_ms};
+                if let Some(replaced) = e.replaces {
+                    if replaced != e.agent_id {
+                        return Err(tether_store::StoreError::Conflict(format!(
+                            "re-registration of agent {replaced} must keep its id, got agent_id {}",
+                            e.agent_id
+                        )));
+                    }
+                }
+                let token_id = e.token_id.to_string();
+                let agent_id = e.agent_id.to_string();
+                let at = to_ms(e.at);
+                let facts = to_json(&e.facts, "facts")?;
+
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let consumed = sqlx::query($crate::sql::CONSUME_TOKEN_USE)
+                    .bind(&token_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                if consumed == 0 {
+                    let state = sqlx::query($crate::sql::TOKEN_USE_STATE)
+                        .bind(&token_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    return Err($crate::row::token_unavailable(
+                        state.as_ref().map(|r| r as &dyn $crate::row::RawRow),
+                        &token_id,
+                    ));
+                }
+
+                let (row, from) = match e.replaces {
+                    None => {
+                        let row = sqlx::query($crate::sql::INSERT_AGENT)
+                            .bind(&agent_id)
+                            .bind(&e.name)
+                            .bind(e.kind.as_str())
+                            .bind(&e.group)
+                            .bind(&e.policy)
+                            .bind(e.status.as_str())
+                            .bind(e.requires_approval)
+                            .bind(at)
+                            .bind(&token_id)
+                            .bind(&e.credential_hash[..])
+                            .bind(&e.external_ip)
+                            .bind(&e.version)
+                            .bind(&facts)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err($crate::error::db)?;
+                        (row, None)
+                    }
+                    Some(_) => {
+                        let previous = sqlx::query(Self::LOCK_AGENT_STATUS)
+                            .bind(&agent_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err($crate::error::db)?
+                            .ok_or(tether_store::StoreError::NotFound)?;
+                        let from = $crate::row::agent_status(&previous, &agent_id)?;
+                        let row = sqlx::query($crate::sql::REREGISTER_AGENT)
+                            .bind(&agent_id)
+                            .bind(&e.credential_hash[..])
+                            .bind(&e.name)
+                            .bind(e.kind.as_str())
+                            .bind(&e.group)
+                            .bind(&e.policy)
+                            .bind(e.status.as_str())
+                            .bind(e.requires_approval)
+                            .bind(&token_id)
+                            .bind(&e.external_ip)
+                            .bind(&e.version)
+                            .bind(&facts)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err($crate::error::db)?
+                            .ok_or(tether_store::StoreError::NotFound)?;
+                        (row, Some(from))
+                    }
+                };
+                // Decoded before commit: a corrupt row rolls the enrollment back.
+                let record = $crate::row::agent(&row)?;
+                insert_transition!(tx, &agent_id, from, e.status, &e.reason, at);
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(record)
+            }
+
+            async fn agent(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<tether_store::AgentRecord>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::AGENT_BY_ID)
+                    .bind(id.to_string())
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::agent(r)).transpose()
+            }
+
+            async fn agent_by_credential(
+                &self,
+                hash: &tether_store::SecretHash,
+            ) -> Result<Option<tether_store::AgentRecord>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::AGENT_BY_CREDENTIAL)
+                    .bind(&hash[..])
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::agent(r)).transpose()
+            }
+
+            async fn agent_by_previous_credential(
+                &self,
+                hash: &tether_store::SecretHash,
+            ) -> Result<Option<uuid::Uuid>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::AGENT_BY_PREVIOUS_CREDENTIAL)
+                    .bind(&hash[..])
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::agent_id(r)).transpose()
+            }
+
+            async fn flag_credential_rejected(
+                &self,
+                id: uuid::Uuid,
+                at: time::OffsetDateTime,
+            ) -> Result<(), tether_store::StoreError> {
+                let n = sqlx::query($crate::sql::FLAG_CREDENTIAL_REJECTED)
+                    .bind(id.to_string())
+                    .bind($crate::row::to_ms(at))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                if n == 0 {
+                    Err(tether_store::StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            }
+
+            async fn list_agents(
+                &self,
+                status: Option<tether_wire::AgentStatus>,
+                limit: u32,
+            ) -> Result<Vec<tether_store::AgentRecord>, tether_store::StoreError> {
+                let query = match status {
+                    None => sqlx::query($crate::sql::LIST_AGENTS),
+                    Some(s) => sqlx::query($crate::sql::LIST_AGENTS_WITH_STATUS).bind(s.as_str()),
+                };
+                let rows = query
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::agent(r)).collect()
+            }
+
+            async fn record_checkin(
+                &self,
+                c: &tether_store::Checkin,
+            ) -> Result<tether_store::AgentRecord, tether_store::StoreError> {
+                let Some(change) = &c.status_change else {
+                    // The hot path: group-committed with other check-ins (batch.rs).
+                    return self.checkins.submit(c.clone()).await;
+                };
+                use $crate::row::{to_json, to_ms};
+                let agent_id = c.agent_id.to_string();
+                let at = to_ms(c.at);
+                let deadline = at.saturating_add(i64::from(c.inactive_after_secs) * 1000);
+                let facts = to_json(&c.facts, "facts")?;
+                let definitions = to_json(&c.definitions, "definitions")?;
+                let last_errors = to_json(&c.last_errors, "last_errors")?;
+                let update = sqlx::query($crate::sql::RECORD_CHECKIN)
+                    .bind(&agent_id)
+                    .bind(at)
+                    .bind(deadline)
+                    .bind(i64::from(c.checkin_interval_secs))
+                    .bind(i64::from(c.inactive_after_secs))
+                    .bind(&c.external_ip)
+                    .bind(&c.version)
+                    .bind(&facts)
+                    .bind(&definitions)
+                    .bind(&last_errors)
+                    .bind(&c.proxy);
+
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let row = update
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .ok_or(tether_store::StoreError::NotFound)?;
+                // The UPDATE holds the row (PostgreSQL) or the database
+                // (SQLite) until commit, so the status read here is current.
+                let mut record = $crate::row::agent(&row)?;
+                if record.status == change.from {
+                    let applied = sqlx::query($crate::sql::CHANGE_STATUS)
+                        .bind(&agent_id)
+                        .bind(change.to.as_str())
+                        .bind(change.from.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .rows_affected()
+                        == 1;
+                    if applied {
+                        insert_transition!(
+                            tx,
+                            &agent_id,
+                            Some(change.from),
+                            change.to,
+                            &change.reason,
+                            at
+                        );
+                        record.status = change.to;
+                    }
+                }
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(record)
+            }
+
+            async fn change_status(
+                &self,
+                id: uuid::Uuid,
+                change: &tether_store::StatusChange,
+                at: time::OffsetDateTime,
+            ) -> Result<bool, tether_store::StoreError> {
+                let agent_id = id.to_string();
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let applied = sqlx::query($crate::sql::CHANGE_STATUS)
+                    .bind(&agent_id)
+                    .bind(change.to.as_str())
+                    .bind(change.from.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected()
+                    == 1;
+                if !applied {
+                    let exists = sqlx::query($crate::sql::AGENT_EXISTS)
+                        .bind(&agent_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .is_some();
+                    return if exists {
+                        Ok(false)
+                    } else {
+                        Err(tether_store::StoreError::NotFound)
+                    };
+                }
+                insert_transition!(
+                    tx,
+                    &agent_id,
+                    Some(change.from),
+                    change.to,
+                    &change.reason,
+                    $crate::row::to_ms(at)
+                );
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(true)
+            }
+
+            async fn record_shutdown(
+                &self,
+                id: uuid::Uuid,
+                reason: &str,
+                at: time::OffsetDateTime,
+            ) -> Result<(), tether_store::StoreError> {
+                let agent_id = id.to_string();
+                let at = $crate::row::to_ms(at);
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let previous = sqlx::query(Self::LOCK_AGENT_STATUS)
+                    .bind(&agent_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .ok_or(tether_store::StoreError::NotFound)?;
+                let from = $crate::row::agent_status(&previous, &agent_id)?;
+                if from == tether_wire::AgentStatus::Stopped {
+                    // A repeated notice: the first stop stands.
+                    return Ok(());
+                }
+                let applied = sqlx::query($crate::sql::RECORD_SHUTDOWN)
+                    .bind(&agent_id)
+                    .bind(at)
+                    .bind(from.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected()
+                    == 1;
+                if applied {
+                    insert_transition!(
+                        tx,
+                        &agent_id,
+                        Some(from),
+                        tether_wire::AgentStatus::Stopped,
+                        reason,
+                        at
+                    );
+                }
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn approve_agent(
+                &self,
+                id: uuid::Uuid,
+                at: time::OffsetDateTime,
+            ) -> Result<tether_store::AgentRecord, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::APPROVE_AGENT)
+                    .bind(id.to_string())
+                    .bind($crate::row::to_ms(at))
+                    .fetch_optional(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .ok_or(tether_store::StoreError::NotFound)?;
+                $crate::row::agent(&row)
+            }
+
+            async fn remove_agent(
+                &self,
+                id: uuid::Uuid,
+                at: time::OffsetDateTime,
+            ) -> Result<(), tether_store::StoreError> {
+                let n = sqlx::query($crate::sql::REMOVE_AGENT)
+                    .bind(id.to_string())
+                    .bind($crate::row::to_ms(at))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                if n == 0 {
+                    Err(tether_store::StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            }
+
+            async fn transitions(
+                &self,
+                id: uuid::Uuid,
+                limit: u32,
+            ) -> Result<Vec<tether_wire::Transition>, tether_store::StoreError> {
+                let agent_id = id.to_string();
+                let rows = sqlx::query($crate::sql::TRANSITIONS)
+                    .bind(&agent_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter()
+                    .map(|r| $crate::row::transition(r, &agent_id))
+                    .collect()
+            }
+
+            async fn overdue_agents(
+                &self,
+                now: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<Vec<tether_store::Overdue>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::sql::OVERDUE_AGENTS)
+                    .bind($crate::row::to_ms(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::overdue(r)).collect()
+            }
+
+            async fn count_by_status(
+                &self,
+            ) -> Result<
+                std::collections::BTreeMap<tether_wire::AgentStatus, u64>,
+                tether_store::StoreError,
+            > {
+                let rows = sqlx::query($crate::sql::COUNT_BY_STATUS)
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                // Every status is present, with zero when no agent has it, so
+                // callers can export the map as gauges without gaps.
+                let mut counts: std::collections::BTreeMap<_, _> = tether_wire::AgentStatus::ALL
+                    .into_iter()
+                    .map(|s| (s, 0))
+                    .collect();
+                for row in &rows {
+                    let (status, n) = $crate::row::status_count(row)?;
+                    counts.insert(status, n);
+                }
+                Ok(counts)
+            }
+
+            async fn policy(
+                &self,
+                name: &str,
+            ) -> Result<Option<tether_store::PolicyRecord>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::POLICY)
+                    .bind(name)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::policy(r)).transpose()
+            }
+
+            async fn list_policies(
+                &self,
+            ) -> Result<Vec<tether_store::PolicyRecord>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::sql::LIST_POLICIES)
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::policy(r)).collect()
+            }
+
+            async fn upsert_policy(
+                &self,
+                name: &str,
+                checkin_interval_secs: u32,
+                jitter_percent: u8,
+                targets: &[String],
+                at: time::OffsetDateTime,
+            ) -> Result<tether_store::PolicyRecord, tether_store::StoreError> {
+                let targets = $crate::row::to_json(&targets, "targets")?;
+                let row = sqlx::query($crate::sql::UPSERT_POLICY)
+                    .bind(name)
+                    .bind(i64::from(checkin_interval_secs))
+                    .bind(i64::from(jitter_percent))
+                    .bind(targets)
+                    .bind($crate::row::to_ms(at))
+                    .fetch_one(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
+                $crate::row::policy(&row)
+            }
+
+            async fn queue_action(
+                &self,
+                id: uuid::Uuid,
+                agent_id: uuid::Uuid,
+                kind: &tether_wire::ActionKind,
+                at: time::OffsetDateTime,
+            ) -> Result<tether_wire::ActionInfo, tether_store::StoreError> {
+                let agent = agent_id.to_string();
+                let kind = $crate::row::to_json(kind, "kind")?;
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let bumped = sqlx::query($crate::sql::BUMP_PENDING_ACTIONS)
+                    .bind(&agent)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                if bumped == 0 {
+                    return Err(tether_store::StoreError::NotFound);
+                }
+                let row = sqlx::query($crate::sql::INSERT_ACTION)
+                    .bind(id.to_string())
+                    .bind(&agent)
+                    .bind(&kind)
+                    .bind($crate::row::to_ms(at))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                let action = $crate::row::action(&row)?;
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(action)
+            }
+
+            async fn take_actions(
+                &self,
+                agent_id: uuid::Uuid,
+                at: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<Vec<tether_wire::ActionInfo>, tether_store::StoreError> {
+                let agent = agent_id.to_string();
+                let at = $crate::row::to_ms(at);
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let queued = sqlx::query($crate::sql::QUEUED_ACTIONS)
+                    .bind(&agent)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                let mut delivered = Vec::with_capacity(queued.len());
+                for row in &queued {
+                    let id = $crate::row::action(row)?.id;
+                    // A concurrent delivery that won the row leaves nothing here.
+                    if let Some(row) = sqlx::query($crate::sql::DELIVER_ACTION)
+                        .bind(id.to_string())
+                        .bind(at)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                    {
+                        delivered.push($crate::row::action(&row)?);
+                    }
+                }
+                sqlx::query($crate::sql::RESET_PENDING_ACTIONS)
+                    .bind(&agent)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(delivered)
+            }
+
+            async fn complete_action(
+                &self,
+                agent_id: uuid::Uuid,
+                action_id: uuid::Uuid,
+                result: &tether_wire::ActionResult,
+                at: time::OffsetDateTime,
+            ) -> Result<tether_wire::ActionInfo, tether_store::StoreError> {
+                let agent = agent_id.to_string();
+                let id = action_id.to_string();
+                let json = $crate::row::to_json(result, "result")?;
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let row = sqlx::query($crate::sql::COMPLETE_ACTION)
+                    .bind(&id)
+                    .bind(&agent)
+                    .bind($crate::row::to_ms(at))
+                    .bind(&json)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                let Some(row) = row else {
+                    let state = sqlx::query($crate::sql::ACTION_STATE)
+                        .bind(&id)
+                        .bind(&agent)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    return match state {
+                        None => Err(tether_store::StoreError::NotFound),
+                        Some(r) => {
+                            let state = $crate::row::action_state(&r, &id)?;
+                            Err(tether_store::StoreError::Conflict(format!(
+                                "action {id} is {}; only a delivered action can be completed",
+                                state.as_str()
+                            )))
+                        }
+                    };
+                };
+                let action = $crate::row::action(&row)?;
+                if let Some(doctor) = &result.doctor {
+                    sqlx::query($crate::sql::SET_LAST_DOCTOR)
+                        .bind(&agent)
+                        .bind($crate::row::to_json(doctor, "last_doctor")?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                }
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(action)
+            }
+
+            async fn list_actions(
+                &self,
+                agent_id: uuid::Uuid,
+                limit: u32,
+            ) -> Result<Vec<tether_wire::ActionInfo>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::sql::LIST_ACTIONS)
+                    .bind(agent_id.to_string())
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::action(r)).collect()
+            }
+
+            async fn insert_bundle(
+                &self,
+                b: &tether_store::NewBundle,
+                keep: u32,
+            ) -> Result<tether_wire::BundleInfo, tether_store::StoreError> {
+                let agent = b.agent_id.to_string();
+                let size = i64::try_from(b.data.len()).map_err(|_| {
+                    tether_store::StoreError::Conflict(format!(
+                        "a bundle of {} bytes is too large",
+                        b.data.len()
+                    ))
+                })?;
+                let verdict = b
+                    .verdict
+                    .as_ref()
+                    .map(|v| $crate::row::to_json(v, "verdict"))
+                    .transpose()?;
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let exists = sqlx::query($crate::sql::AGENT_EXISTS)
+                    .bind(&agent)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .is_some();
+                if !exists {
+                    return Err(tether_store::StoreError::NotFound);
+                }
+                let row = sqlx::query($crate::sql::INSERT_BUNDLE)
+                    .bind(b.id.to_string())
+                    .bind(&agent)
+                    .bind(size)
+                    .bind(&b.sha256)
+                    .bind(&verdict)
+                    .bind($crate::row::to_ms(b.at))
+                    .bind(&b.data[..])
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                let info = $crate::row::bundle(&row)?;
+                if let Some(verdict) = &verdict {
+                    sqlx::query($crate::sql::SET_LAST_DOCTOR)
+                        .bind(&agent)
+                        .bind(verdict)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                }
+                sqlx::query($crate::sql::PRUNE_BUNDLES)
+                    .bind(&agent)
+                    .bind(i64::from(keep.max(1)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(info)
+            }
+
+            async fn list_bundles(
+                &self,
+                agent_id: uuid::Uuid,
+                limit: u32,
+            ) -> Result<Vec<tether_wire::BundleInfo>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::sql::LIST_BUNDLES)
+                    .bind(agent_id.to_string())
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::bundle(r)).collect()
+            }
+
+            async fn bundle(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<(tether_wire::BundleInfo, Vec<u8>)>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::BUNDLE)
+                    .bind(id.to_string())
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let info = $crate::row::bundle(&row)?;
+                let data: Vec<u8> = sqlx::Row::try_get(&row, "data").map_err(|e| {
+                    tether_store::StoreError::Corrupt(format!(
+                        "bundles.data of row {:?}: {e}",
+                        id.to_string()
+                    ))
+                })?;
+                Ok(Some((info, data)))
+            }
+
+            async fn last_doctor(
+                &self,
+                agent_id: uuid::Uuid,
+            ) -> Result<Option<tether_wire::DoctorSummary>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::LAST_DOCTOR)
+                    .bind(agent_id.to_string())
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?
+                    .ok_or(tether_store::StoreError::NotFound)?;
+                $crate::row::last_doctor(&row)
+            }
+        }
+    };
+}

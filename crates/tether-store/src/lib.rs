@@ -1,0 +1,354 @@
+//! The control plane's store: one trait ([`Store`]) that every backend
+//! implements and that one conformance story (`tether-store-sql`'s
+//! `conformance` module) tests on SQLite and PostgreSQL alike.
+//!
+//! The store persists facts; it does not read the clock and it does not
+//! decide statuses. Callers pass `now` and the status they derived, and the
+//! store applies changes atomically (compare-and-set on the previous status,
+//! with the transition recorded in the same transaction).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use tether_wire::{
+    ActionInfo, ActionKind, ActionResult, AgentKind, AgentStatus, BundleInfo, DoctorSummary,
+    HostFacts, LastError, Transition,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A SHA-256 digest of a high-entropy secret (token, credential). Secrets are
+/// never stored; only these.
+pub type SecretHash = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The token could not be used: it was revoked or reached its use limit,
+    /// possibly by a concurrent enrollment that won the race.
+    #[error("token unavailable: {0:?}")]
+    TokenUnavailable(TokenUnavailable),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or failed the query.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be decoded. Nothing is overwritten.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database URL is not one this build accepts. The message names the
+    /// scheme seen (never the whole URL, which may hold a password) and the
+    /// accepted forms. Retrying cannot help: the configuration must change.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUnavailable {
+    Revoked,
+    Exhausted,
+}
+
+/// A token to insert. `hash` is SHA-256 of the token secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub id: Uuid,
+    pub hash: SecretHash,
+    pub kind: AgentKind,
+    pub group: String,
+    pub policy: String,
+    pub not_before: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub max_uses: Option<u32>,
+    pub require_approval: bool,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub kind: AgentKind,
+    pub group: String,
+    pub policy: String,
+    pub not_before: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub require_approval: bool,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+/// What [`Store::enroll`] writes, atomically with consuming one use of the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub token_id: Uuid,
+    /// The new agent's id, or the id of the agent being re-registered.
+    pub agent_id: Uuid,
+    /// `Some(id)` when re-registering: that agent's credential is replaced
+    /// (the old one stops working in the same transaction) and its scope is
+    /// taken from the new token. Its history is kept.
+    pub replaces: Option<Uuid>,
+    pub name: String,
+    pub kind: AgentKind,
+    pub group: String,
+    pub policy: String,
+    pub credential_hash: SecretHash,
+    pub requires_approval: bool,
+    pub version: String,
+    pub facts: HostFacts,
+    pub external_ip: Option<String>,
+    pub at: OffsetDateTime,
+    /// The status the agent starts in (Pending) and why, recorded as a transition.
+    pub status: AgentStatus,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: AgentKind,
+    pub group: String,
+    pub policy: String,
+    /// The last recorded status (the server derives the current one from facts).
+    pub status: AgentStatus,
+    pub requires_approval: bool,
+    pub approved_at: Option<OffsetDateTime>,
+    pub enrolled_at: OffsetDateTime,
+    pub last_seen: Option<OffsetDateTime>,
+    /// When this agent becomes overdue: `last_seen + inactive_after_secs`.
+    pub deadline_at: Option<OffsetDateTime>,
+    pub stopped_at: Option<OffsetDateTime>,
+    pub credential_rejected_at: Option<OffsetDateTime>,
+    pub external_ip: Option<String>,
+    pub version: String,
+    pub facts: HostFacts,
+    pub definitions: BTreeMap<String, String>,
+    pub last_errors: BTreeMap<String, LastError>,
+    pub proxy: Option<String>,
+    pub checkin_interval_secs: u32,
+    pub inactive_after_secs: u32,
+    /// How many queued actions wait for this agent: the cheap flag the
+    /// check-in reads before it looks for actions at all.
+    pub pending_actions: u32,
+}
+
+/// A status change to apply only if the agent's recorded status is still `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub from: AgentStatus,
+    pub to: AgentStatus,
+    pub reason: String,
+}
+
+/// What a successful check-in writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkin {
+    pub agent_id: Uuid,
+    pub at: OffsetDateTime,
+    pub external_ip: Option<String>,
+    pub version: String,
+    pub facts: HostFacts,
+    pub definitions: BTreeMap<String, String>,
+    pub last_errors: BTreeMap<String, LastError>,
+    pub proxy: Option<String>,
+    pub checkin_interval_secs: u32,
+    pub inactive_after_secs: u32,
+    /// Applied (with its transition) in the same transaction, if the recorded
+    /// status still equals `from`.
+    pub status_change: Option<StatusChange>,
+}
+
+/// An agent that has been silent past its deadline, as the sweeper sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub id: Uuid,
+    pub last_seen: Option<OffsetDateTime>,
+    pub deadline_at: OffsetDateTime,
+    pub inactive_after_secs: u32,
+}
+
+/// An escalation bundle to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBundle {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    /// The gzip bytes, already validated by the caller.
+    pub data: Vec<u8>,
+    /// SHA-256 of `data`, hex.
+    pub sha256: String,
+    /// The doctor verdict read from the bundle's manifest, if any. When
+    /// present it also becomes the agent's last doctor verdict.
+    pub verdict: Option<DoctorSummary>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub name: String,
+    pub revision: i64,
+    pub checkin_interval_secs: u32,
+    pub jitter_percent: u8,
+    /// `host:port` targets the doctor checks, validated by the server.
+    pub targets: Vec<String>,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The control plane's persistence. Every method is one atomic unit.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip to the database.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // Admin credentials.
+    async fn insert_admin_credential(
+        &self,
+        hash: &SecretHash,
+        label: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    async fn admin_credential_valid(&self, hash: &SecretHash) -> Result<bool, StoreError>;
+    async fn admin_credential_count(&self) -> Result<u64, StoreError>;
+
+    // Enrollment tokens.
+    async fn insert_token(&self, token: &NewToken) -> Result<(), StoreError>;
+    async fn token_by_hash(&self, hash: &SecretHash) -> Result<Option<TokenRecord>, StoreError>;
+    async fn token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token; revoking twice keeps the first time. `NotFound` if absent.
+    async fn revoke_token(&self, id: Uuid, at: OffsetDateTime) -> Result<TokenRecord, StoreError>;
+
+    /// Consumes one use of the token and creates (or re-registers) the agent,
+    /// in one transaction. Concurrent enrollments never exceed `max_uses`: the
+    /// loser gets `TokenUnavailable(Exhausted)`. A token revoked meanwhile gives
+    /// `TokenUnavailable(Revoked)`. Re-registering an absent agent is `NotFound`.
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<AgentRecord, StoreError>;
+
+    // Agents.
+    async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>, StoreError>;
+    async fn agent_by_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<AgentRecord>, StoreError>;
+    /// The agent whose credential was replaced at re-registration, if `hash` is
+    /// that old credential. Lets the server flag "credential rejected".
+    async fn agent_by_previous_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<Uuid>, StoreError>;
+    async fn flag_credential_rejected(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Agents not removed, optionally with the given recorded status, oldest enrollment first.
+    async fn list_agents(
+        &self,
+        status: Option<AgentStatus>,
+        limit: u32,
+    ) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Writes a check-in; returns the agent as stored afterwards.
+    async fn record_checkin(&self, checkin: &Checkin) -> Result<AgentRecord, StoreError>;
+    /// Compare-and-set on the recorded status; records the transition when
+    /// applied. Returns whether it applied. `NotFound` if the agent is absent.
+    async fn change_status(
+        &self,
+        id: Uuid,
+        change: &StatusChange,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Records a clean shutdown: `stopped_at`, and status Stopped with a transition.
+    async fn record_shutdown(
+        &self,
+        id: Uuid,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    async fn approve_agent(&self, id: Uuid, at: OffsetDateTime) -> Result<AgentRecord, StoreError>;
+    /// Removes the agent: its credential stops working at once. `NotFound` if absent.
+    async fn remove_agent(&self, id: Uuid, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Newest first.
+    async fn transitions(&self, id: Uuid, limit: u32) -> Result<Vec<Transition>, StoreError>;
+    /// Active agents whose deadline is before `now`, at most `limit`.
+    async fn overdue_agents(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Overdue>, StoreError>;
+    /// How many agents (not removed) have each recorded status.
+    async fn count_by_status(&self) -> Result<BTreeMap<AgentStatus, u64>, StoreError>;
+
+    // Policies. A policy named "default" always exists (seeded by migration:
+    // 30 s interval, 10 % jitter).
+    async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Creates or updates a policy; the revision goes up by one on each change.
+    async fn upsert_policy(
+        &self,
+        name: &str,
+        checkin_interval_secs: u32,
+        jitter_percent: u8,
+        targets: &[String],
+        at: OffsetDateTime,
+    ) -> Result<PolicyRecord, StoreError>;
+
+    // Actions: queued by an admin, delivered at a check-in, completed by the agent.
+    /// Queues an action and raises the agent's `pending_actions` in the same
+    /// transaction. `NotFound` if the agent is absent or removed.
+    async fn queue_action(
+        &self,
+        id: Uuid,
+        agent_id: Uuid,
+        kind: &ActionKind,
+        at: OffsetDateTime,
+    ) -> Result<ActionInfo, StoreError>;
+    /// Marks up to `limit` queued actions of the agent delivered (oldest
+    /// first) and returns them; `pending_actions` is reset to what is still
+    /// queued. Concurrent callers never receive the same action twice.
+    async fn take_actions(
+        &self,
+        agent_id: Uuid,
+        at: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ActionInfo>, StoreError>;
+    /// Records the result of a delivered action of this agent. `NotFound` if
+    /// the action is not this agent's; `Conflict` if it is not delivered (not
+    /// yet, or already completed). A doctor verdict in the result becomes the
+    /// agent's last doctor verdict.
+    async fn complete_action(
+        &self,
+        agent_id: Uuid,
+        action_id: Uuid,
+        result: &ActionResult,
+        at: OffsetDateTime,
+    ) -> Result<ActionInfo, StoreError>;
+    /// The agent's actions, newest first.
+    async fn list_actions(&self, agent_id: Uuid, limit: u32)
+    -> Result<Vec<ActionInfo>, StoreError>;
+
+    // Escalation bundles.
+    /// Stores a bundle, then keeps only the agent's newest `keep` bundles.
+    /// `NotFound` if the agent is absent or removed.
+    async fn insert_bundle(&self, bundle: &NewBundle, keep: u32) -> Result<BundleInfo, StoreError>;
+    /// The agent's bundles without their bytes, newest first.
+    async fn list_bundles(&self, agent_id: Uuid, limit: u32)
+    -> Result<Vec<BundleInfo>, StoreError>;
+    /// One bundle with its bytes.
+    async fn bundle(&self, id: Uuid) -> Result<Option<(BundleInfo, Vec<u8>)>, StoreError>;
+    /// The agent's last doctor verdict, if it reported one. `NotFound` if the
+    /// agent is absent or removed.
+    async fn last_doctor(&self, agent_id: Uuid) -> Result<Option<DoctorSummary>, StoreError>;
+}

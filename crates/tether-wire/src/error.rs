@@ -1,0 +1,230 @@
+//! The error catalog: every failure a user can meet has a stable code, a
+//! one-line problem and a one-line action. `docs/errors.md` is generated from
+//! [`ErrorCode::ALL`] (`tether errors --markdown`), never written by hand.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+macro_rules! catalog {
+    ($( $(#[$meta:meta])* $variant:ident = $code:literal, $http:literal, $problem:literal, $action:literal; )*) => {
+        /// A stable error code. The string form (`TETHER-E2101`) never changes
+        /// meaning once released; retired codes are never reused.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[$meta])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in catalog order.
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
+
+            /// The stable string form, e.g. `TETHER-E2101`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => concat!("TETHER-E", $code), )* }
+            }
+
+            /// The HTTP status the API answers with when it reports this code.
+            pub fn http_status(self) -> u16 {
+                match self { $( ErrorCode::$variant => $http, )* }
+            }
+
+            /// What went wrong, in one line.
+            pub fn problem(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $problem, )* }
+            }
+
+            /// What the user should do about it, in one line.
+            pub fn action(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $action, )* }
+            }
+
+            /// Parses the stable string form back into a code.
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                match s { $( concat!("TETHER-E", $code) => Some(ErrorCode::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+catalog! {
+    // 1xxx: local configuration and state.
+    ConfigInvalid = "1001", 400, "A configuration file could not be read or has invalid content.", "Fix the file named in the message, or remove it to fall back to defaults.";
+    StateCorrupt = "1002", 400, "The agent's local state file is corrupt.", "Move the named state file aside; the agent rebuilds it at the next contact (the credential is kept separately).";
+    NotEnrolled = "1003", 400, "This agent is not enrolled.", "Run `tether agent enroll --server URL --token TOKEN` first.";
+    CredentialFileInsecure = "1004", 400, "A credential file is readable by other users.", "Run `chmod 600` on the named file, or re-enroll to rewrite it.";
+    StateDirUnwritable = "1005", 400, "The agent's state or log directory is not writable.", "Run the agent as the service user that owns the directory, or fix its ownership.";
+    UserUpdateNotAllowed = "1006", 403, "Policy does not allow a local user to force this action.", "Ask a platform admin to queue the action from the control plane, or to enable it in the policy.";
+    ClockSkew = "1007", 400, "This host's clock differs from the server's or from NTP by more than the tolerance.", "Enable time sync (chrony or systemd-timesyncd) and allow UDP 123 to the NTP servers, or set the clock by hand.";
+    NtpUnreachable = "1008", 400, "No NTP server answered, so this host's clock cannot be checked against NTP.", "Allow UDP 123 to the NTP servers named in chrony or timesyncd config, or point them at an internal NTP server.";
+    DiskNearlyFull = "1009", 400, "The disk holding the agent's state or log directory is nearly full.", "Free space on the named file system, or move the state and log directories to a larger one.";
+    ServiceNotRunning = "1010", 400, "The tether-agent service is not running.", "Start it with `systemctl enable --now tether-agent` and read `journalctl -u tether-agent` if it stops again.";
+    AgentVersionOutdated = "1011", 400, "This agent is older than the version the server considers current.", "Install the current agent package; enrollment and state are kept across upgrades.";
+    ProxyEnvMismatch = "1012", 400, "The shell and the installed service use different proxy settings.", "Set the same HTTPS_PROXY and NO_PROXY in the service unit (`systemctl edit tether-agent`) as in the shell, or set the proxy in the agent config.";
+
+    // 21xx: enrollment tokens.
+    TokenUnknown = "2101", 401, "The enrollment token is not known to this server.", "Check that the token was copied whole and belongs to this server; create a new one with `tether token create`.";
+    TokenNotYetValid = "2102", 403, "The enrollment token's activation window has not started yet.", "Wait until the token's not-before time, or check this host's clock against the server's.";
+    TokenExpired = "2103", 403, "The enrollment token has expired.", "Create a new token with `tether token create --valid-for DURATION`, or check this host's clock.";
+    TokenRevoked = "2104", 403, "The enrollment token was revoked by an admin.", "Ask the platform admin for a new token.";
+    TokenExhausted = "2105", 403, "The enrollment token has reached its use limit.", "Create a new token, or one with a higher `--max-uses`.";
+    TokenKindNotAllowed = "2106", 403, "The enrollment token does not allow this kind of agent.", "Use a token created with the matching `--kind`, or enroll without `--kind`.";
+
+    // 22xx: agent and admin credentials.
+    AgentCredentialRejected = "2201", 401, "The server rejected this agent's credential.", "The agent was removed or re-registered elsewhere: re-enroll it with a new token.";
+    AgentPendingApproval = "2202", 403, "The agent is enrolled but waits for an admin's approval.", "Ask the platform admin to run `tether agents approve ID`.";
+    AdminCredentialRejected = "2203", 401, "The admin credential is missing or was rejected.", "Pass `--admin-token-file`, set TETHER_ADMIN_TOKEN, or run on the server host with its data dir.";
+    ServerCaPinMismatch = "2204", 495, "The server's CA does not match the pinned fingerprint.", "Check the `--ca-fingerprint` value against `tether server` output; a mismatch can mean TLS interception.";
+
+    // 3xxx: the transport path, one code per phase and cause.
+    DnsNxDomain = "3001", 502, "The server name does not exist in DNS (NXDOMAIN).", "Check the server URL's spelling and the DNS zone, or add the name to the resolver or /etc/hosts.";
+    DnsServFail = "3002", 502, "The DNS server failed to answer for the server name (SERVFAIL).", "Check the resolvers in /etc/resolv.conf and their upstream; try `dig NAME @RESOLVER`.";
+    DnsTimeout = "3003", 504, "No DNS answer arrived in time.", "Check that the resolvers in /etc/resolv.conf are reachable (UDP/TCP 53) from this host.";
+    DnsNoAddress = "3004", 502, "The server name exists but has no address records.", "Add an A or AAAA record for the name, or fix the server URL.";
+    DnsFailed = "3005", 502, "The server name could not be resolved.", "Check /etc/resolv.conf and /etc/hosts; run `tether doctor` for details.";
+    DnsDisagreement = "3006", 502, "Resolvers disagree about the server name, or /etc/hosts overrides what DNS answers.", "Remove the stale /etc/hosts entry, or fix the name server that gives the odd answer.";
+    ConnectRefused = "3101", 502, "The connection was refused: nothing listens on that address and port.", "Check that the server is running and the URL's port is right.";
+    ConnectTimeout = "3102", 504, "The connection timed out: packets are being dropped, usually by a firewall.", "Ask the network team to allow outbound TCP to the address and port named.";
+    ConnectUnreachable = "3103", 502, "The network or host is unreachable from here.", "Check this host's routes and default gateway (`ip route`).";
+    ConnectFailed = "3104", 502, "The TCP connection failed.", "Run `tether doctor` to see the failing phase in detail.";
+    ProxyUnreachable = "3201", 502, "The HTTP proxy could not be reached.", "Check the proxy host and port in the agent config or HTTPS_PROXY.";
+    ProxyAuthRequired = "3202", 407, "The proxy demands authentication and no credentials were configured.", "Set the proxy username and password in the agent config (proxy URL user:pass@).";
+    ProxyAuthFailed = "3203", 407, "The proxy rejected the configured credentials.", "Check the proxy username and password; the proxy may also not offer Basic authentication.";
+    ProxyConnectRefused = "3204", 502, "The proxy refused to open a tunnel to the server.", "Ask the proxy admin to allow CONNECT to the server's host and port.";
+    ProxyBadReply = "3205", 502, "The proxy sent a reply that is not valid HTTP.", "Check that the proxy address points to an HTTP proxy, not another service.";
+    ProxyTimeout = "3206", 504, "The proxy accepted the connection but did not answer the CONNECT request in time.", "The proxy may be unable to reach the server: ask the proxy admin to check its route to the server's host and port.";
+    TlsHandshakeFailed = "3301", 502, "The TLS handshake failed.", "Run `tether doctor` to see the presented chain and the reason.";
+    TlsCertExpired = "3302", 502, "The server's certificate has expired, or this host's clock is ahead.", "Renew the server certificate, or fix this host's clock (check NTP).";
+    TlsCertNotYetValid = "3303", 502, "The server's certificate is not valid yet, or this host's clock is behind.", "Fix this host's clock (check NTP).";
+    TlsHostnameMismatch = "3304", 502, "The server's certificate does not name the host in the server URL.", "Use a server URL whose host is in the certificate, or reissue the certificate.";
+    TlsUnknownIssuer = "3305", 502, "The server's certificate was issued by a CA this agent does not trust.", "Pin the server CA with `--ca-fingerprint`, or add a TLS-inspection CA with `extra_ca_file`.";
+    TlsRevoked = "3306", 502, "The server's certificate has been revoked.", "Have the server certificate reissued.";
+    TlsInspected = "3307", 502, "A TLS-inspecting proxy intercepts the connection: the presented chain is not the platform's.", "Trust the inspection CA with `extra_ca_file` (or pin it), or ask the proxy admin to exempt the server's host from inspection.";
+    TlsChainIncomplete = "3308", 502, "The server does not send the intermediate CA that links its certificate to a trusted root.", "Configure the server to send its full chain (leaf and intermediates), or add the missing CA to `extra_ca_file`.";
+    RevocationUnreachable = "3309", 502, "The certificate's revocation server (OCSP or CRL) could not be reached.", "Allow plain HTTP (port 80) to the OCSP and CRL URLs named, through the proxy if one is used.";
+    RevocationUnknown = "3310", 502, "The certificate's revocation status could not be established.", "Check the OCSP and CRL URLs named; the CA may publish no revocation information for this certificate.";
+    HttpTimeout = "3401", 504, "The server did not answer the HTTP request in time.", "Check the server's load and health (`curl https://SERVER/health`).";
+    HttpProtocol = "3402", 502, "The HTTP exchange failed or the reply was malformed.", "Check for a middlebox rewriting traffic; run `tether doctor`.";
+    HttpUnexpectedStatus = "3403", 502, "The server answered with an unexpected HTTP status.", "Check the server's logs for the request; the message names the status.";
+    HttpNotTether = "3404", 502, "Something other than a Tether server answered (a captive portal or block page?).", "Check the server URL and any proxy or portal between this host and the server.";
+    RateLimited = "3405", 429, "The server asked this client to slow down.", "Nothing to do: the agent waits for the Retry-After period and tries again.";
+    TargetProtocolMismatch = "3501", 502, "A target port accepted the connection but did not speak the expected protocol.", "Check that the named service listens on that port, and that no middlebox answers in its place.";
+
+    // 4xxx: API input.
+    MalformedJson = "4001", 400, "The request body is not valid JSON for this endpoint.", "Send a body that matches the API schema; the message names the first problem.";
+    BodyTooLarge = "4002", 413, "The request body is larger than the server accepts.", "Send a smaller body; the message names the limit.";
+    InvalidField = "4003", 422, "A field in the request has an invalid value.", "Fix the named field; the message says what is accepted.";
+    NotFound = "4004", 404, "The requested object does not exist.", "Check the ID; list objects with `tether agents list` or `tether token list`.";
+    InvalidId = "4005", 400, "An ID in the request is not a valid UUID.", "Pass the full ID as printed by the list commands.";
+    UnsupportedMediaType = "4006", 415, "The request body must be JSON.", "Send `Content-Type: application/json`.";
+    MethodNotAllowed = "4007", 405, "This endpoint does not accept that HTTP method.", "Check the API documentation for the endpoint.";
+    Conflict = "4008", 409, "The request conflicts with the current state of the object.", "Re-read the object and retry with the current state.";
+    BundleInvalid = "4009", 422, "The uploaded escalation bundle is not a valid gzip-compressed Tether bundle.", "Upload the file `tether agent bundle` wrote, unchanged, with `Content-Type: application/gzip`.";
+
+    // 5xxx: the server itself.
+    StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
+    Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ErrorCode::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {s:?}")))
+    }
+}
+
+/// The JSON body of every API error. Clients match on `code`; `message` is
+/// the specific problem (with observed and expected values), `action` what to
+/// do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub action: String,
+    /// The server's clock when it refused, so a client can tell clock skew
+    /// from a truly expired window.
+    #[serde(with = "time::serde::rfc3339")]
+    pub server_time: OffsetDateTime,
+    /// For token windows: when the token becomes (or became) valid.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub not_before: Option<OffsetDateTime>,
+    /// For token windows: when the token expires (or expired).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl ApiError {
+    /// An error with the catalog's action and the given specific message.
+    pub fn new(code: ErrorCode, message: impl Into<String>, server_time: OffsetDateTime) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            action: code.action().to_owned(),
+            server_time,
+            not_before: None,
+            expires_at: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} Action: {}", self.code, self.message, self.action)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+            assert!(
+                code.problem().ends_with('.')
+                    || code.problem().ends_with('?')
+                    || code.problem().ends_with(')')
+            );
+            assert!(!code.action().is_empty());
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+
+    #[test]
+    fn api_error_json_shape_is_stable() {
+        let t = time::macros::datetime!(2026-05-17 19:16 UTC);
+        let e = ApiError::new(ErrorCode::TokenExpired, "expired at X", t);
+        let v = serde_json::to_value(&e).expect("serializes");
+        assert_eq!(v["code"], "TETHER-E2103");
+        assert_eq!(v["server_time"], "2026-05-17T19:16:00Z");
+        assert!(v.get("not_before").is_none());
+        let back: ApiError = serde_json::from_value(v).expect("parses");
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,16 @@
+//! Wire types shared by the control plane, the agent and the admin CLI.
+//!
+//! This crate is deliberately light: serde, uuid and time only. Anything that
+//! crosses the network (API bodies, the error envelope, the error catalog) is
+//! defined here, and every other crate converts at its edge.
+
+pub mod api;
+pub mod clock;
+pub mod error;
+
+pub use api::*;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ApiError, ErrorCode};
+
+/// The version of this build of Tether, shared by the server and the agent.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,596 @@
+//! Admin commands over the server's API: tokens, agents, policies.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use tether_client::ApiClient;
+use tether_transport::{ProxySetting, Transport, TransportConfig, TrustConfig};
+use tether_wire::{
+    ActionKind, AgentDetail, AgentSummary, BundleInfo, CreateTokenRequest, DoctorSummary,
+    PolicyUpdate, TokenInfo,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::cli::{AdminConn, AgentsCommand, PolicyCommand, TokenCommand};
+use crate::endpoint::{DEFAULT_DATA_DIR, Endpoint};
+
+/// Builds an authenticated admin client from flags, env and the local data dir.
+pub fn client(conn: &AdminConn) -> anyhow::Result<ApiClient> {
+    let data_dir = conn
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let local = Endpoint::read(&data_dir)?;
+
+    let server = match (&conn.server, &local) {
+        (Some(s), _) => s.clone(),
+        (None, Some(e)) => e.url.clone(),
+        (None, None) => bail!(
+            "no server given: pass --server URL or set TETHER_SERVER (no local server record in {})",
+            data_dir.display()
+        ),
+    };
+    let base =
+        url::Url::parse(&server).with_context(|| format!("--server {server:?} is not a URL"))?;
+
+    let token = match (
+        std::env::var("TETHER_ADMIN_TOKEN").ok(),
+        &conn.admin_token_file,
+        &local,
+    ) {
+        (_, Some(path), _) => read_secret(path)?,
+        (Some(t), None, _) if !t.trim().is_empty() => t.trim().to_owned(),
+        (_, None, Some(e)) => read_secret(&e.admin_token_path)?,
+        _ => bail!(
+            "{}: no admin credential: pass --admin-token-file, set TETHER_ADMIN_TOKEN, or run next to the server's data dir",
+            tether_wire::ErrorCode::AdminCredentialRejected
+        ),
+    };
+
+    let ca_file = conn.ca_file.clone().or_else(|| {
+        // The local CA only applies when talking to the local server.
+        local
+            .as_ref()
+            .filter(|e| e.url == server)
+            .map(|e| e.ca_pem_path.clone())
+    });
+    let trust = trust_config(ca_file.as_deref(), conn.ca_fingerprint.as_deref())?;
+    let transport = Transport::new(TransportConfig {
+        proxy: ProxySetting::FromEnv,
+        trust,
+        user_agent: format!("tether-admin/{}", tether_wire::VERSION),
+        // Bundle downloads are up to 16 MiB.
+        max_body_bytes: 20 * 1024 * 1024,
+        ..TransportConfig::default()
+    })?;
+    Ok(ApiClient::new(transport, base).with_bearer(token))
+}
+
+pub fn trust_config(
+    ca_file: Option<&std::path::Path>,
+    fingerprint: Option<&str>,
+) -> anyhow::Result<TrustConfig> {
+    let ca_pem = match ca_file {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading CA file {}", p.display()))?)
+        }
+        None => None,
+    };
+    let pinned = match fingerprint {
+        Some(f) => Some(tether_transport::parse_fingerprint(f)?),
+        None => None,
+    };
+    let system_roots = ca_pem.is_none() && pinned.is_none();
+    Ok(TrustConfig {
+        pinned_ca_sha256: pinned,
+        ca_pem,
+        extra_ca_pem: None,
+        system_roots,
+    })
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("reading admin credential {}", path.display()))?;
+    let s = s.trim();
+    if s.is_empty() {
+        bail!("admin credential file {} is empty", path.display());
+    }
+    Ok(s.to_owned())
+}
+
+pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            conn,
+            kind,
+            group,
+            valid_for,
+            not_before,
+            max_uses,
+            require_approval,
+            policy,
+            json,
+        } => {
+            let not_before = match not_before {
+                Some(s) => Some(
+                    OffsetDateTime::parse(&s, &Rfc3339)
+                        .with_context(|| format!("--not-before {s:?} is not an RFC 3339 time"))?,
+                ),
+                None => None,
+            };
+            let req = CreateTokenRequest {
+                kind,
+                group,
+                valid_for_secs: valid_for.as_secs(),
+                not_before,
+                max_uses,
+                require_approval,
+                policy,
+            };
+            let created = client(&conn)?.create_token(&req).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("{}", created.token);
+                eprintln!("{}", describe_token(&created.info));
+                eprintln!("The token is shown once; Tether keeps only its hash.");
+            }
+        }
+        TokenCommand::List { conn, json } => {
+            let tokens = client(&conn)?.list_tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                print!("{}", token_table(&tokens, OffsetDateTime::now_utc()));
+            }
+        }
+        TokenCommand::Revoke { conn, id } => {
+            let info = client(&conn)?.revoke_token(id).await?;
+            println!("revoked {}", describe_token(&info));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AgentsCommand::List { conn, status, json } => {
+            let agents = client(&conn)?.list_agents(status).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+            } else {
+                print!("{}", agent_table(&agents, OffsetDateTime::now_utc()));
+            }
+        }
+        AgentsCommand::Show { conn, id, json } => {
+            let detail = client(&conn)?.agent(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print!("{}", agent_detail(&detail, OffsetDateTime::now_utc()));
+            }
+        }
+        AgentsCommand::Approve { conn, id } => {
+            let a = client(&conn)?.approve_agent(id).await?;
+            println!(
+                "approved {} ({}); status {} until its next check-in",
+                a.name, a.id, a.status
+            );
+        }
+        AgentsCommand::Remove { conn, id } => {
+            client(&conn)?.remove_agent(id).await?;
+            println!("removed {id}; its credential no longer works");
+        }
+        AgentsCommand::Doctor {
+            conn,
+            id,
+            no_upload,
+            json,
+        } => {
+            let action = client(&conn)?
+                .queue_action(id, &ActionKind::Doctor { upload: !no_upload })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&action)?);
+            } else {
+                println!(
+                    "queued doctor run {} for agent {id}{}; it runs at the agent's next check-in. See the verdict with `tether agents show {id}`{}",
+                    action.id,
+                    if no_upload {
+                        " (no bundle upload)"
+                    } else {
+                        " with bundle upload"
+                    },
+                    if no_upload {
+                        "."
+                    } else {
+                        " and the bundle with `tether agents bundles ID`."
+                    }
+                );
+            }
+        }
+        AgentsCommand::Bundles { conn, id, json } => {
+            let bundles = client(&conn)?.list_bundles(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&bundles)?);
+            } else {
+                print!("{}", bundle_table(&bundles, OffsetDateTime::now_utc()));
+            }
+        }
+        AgentsCommand::BundleDownload {
+            conn,
+            bundle_id,
+            out,
+        } => {
+            let bytes = client(&conn)?.download_bundle(bundle_id).await?;
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A policy's doctor targets on one line, `-` when there are none.
+fn targets_text(targets: &[String]) -> String {
+    if targets.is_empty() {
+        String::from("-")
+    } else {
+        targets.join(",")
+    }
+}
+
+pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PolicyCommand::List { conn, json } => {
+            let policies = client(&conn)?.list_policies().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&policies)?);
+            } else {
+                println!(
+                    "{:<20} {:>8} {:>10} {:>7}  TARGETS",
+                    "NAME", "REVISION", "INTERVAL", "JITTER"
+                );
+                for p in policies {
+                    println!(
+                        "{:<20} {:>8} {:>9}s {:>6}%  {}",
+                        p.name,
+                        p.revision,
+                        p.checkin_interval_secs,
+                        p.jitter_percent,
+                        targets_text(&p.targets)
+                    );
+                }
+            }
+        }
+        PolicyCommand::Set {
+            conn,
+            name,
+            checkin_interval,
+            jitter_percent,
+            targets,
+        } => {
+            let secs = u32::try_from(checkin_interval.as_secs())
+                .context("--checkin-interval is too long")?;
+            let p = client(&conn)?
+                .put_policy(
+                    &name,
+                    &PolicyUpdate {
+                        checkin_interval_secs: secs,
+                        jitter_percent,
+                        targets,
+                    },
+                )
+                .await?;
+            println!(
+                "policy {} is at revision {}: check in every {} s ± {} %; doctor targets: {}",
+                p.name,
+                p.revision,
+                p.checkin_interval_secs,
+                p.jitter_percent,
+                targets_text(&p.targets)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_token(t: &TokenInfo) -> String {
+    format!(
+        "token {} kind={} group={} policy={} valid {} .. {} uses {}/{}{}",
+        t.id,
+        t.kind,
+        t.group,
+        t.policy,
+        fmt_time(t.not_before),
+        fmt_time(t.expires_at),
+        t.uses,
+        t.max_uses.map_or("∞".to_owned(), |m| m.to_string()),
+        if t.require_approval {
+            " (approval required)"
+        } else {
+            ""
+        }
+    )
+}
+
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// "12s ago", "3m ago", "2h ago", "4d ago".
+pub fn ago(then: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
+    let Some(then) = then else {
+        return "never".to_owned();
+    };
+    let s = (now - then).whole_seconds();
+    match s {
+        i64::MIN..0 => "in the future".to_owned(),
+        0..120 => format!("{s}s ago"),
+        120..7200 => format!("{}m ago", s / 60),
+        7200..172_800 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn token_table(tokens: &[TokenInfo], now: OffsetDateTime) -> String {
+    let mut out = format!(
+        "{:<36}  {:<12}  {:<16}  {:<8}  {:>9}  {:<20}\n",
+        "ID", "KIND", "GROUP", "STATE", "USES", "EXPIRES"
+    );
+    for t in tokens {
+        let state = if t.revoked_at.is_some() {
+            "revoked"
+        } else if now < t.not_before {
+            "not-yet"
+        } else if now >= t.expires_at {
+            "expired"
+        } else if t.max_uses.is_some_and(|m| t.uses >= m) {
+            "used-up"
+        } else {
+            "valid"
+        };
+        let uses = format!(
+            "{}/{}",
+            t.uses,
+            t.max_uses.map_or("∞".to_owned(), |m| m.to_string())
+        );
+        out.push_str(&format!(
+            "{:<36}  {:<12}  {:<16}  {:<8}  {:>9}  {:<20}\n",
+            t.id,
+            t.kind.as_str(),
+            t.group,
+            state,
+            uses,
+            fmt_time(t.expires_at)
+        ));
+    }
+    out
+}
+
+pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {}\n",
+        "ID", "NAME", "KIND", "GROUP", "STATUS", "LAST SEEN", "VERSION", "FLAGS"
+    );
+    for a in agents {
+        let flags: Vec<String> = a
+            .flags
+            .iter()
+            .map(|f| {
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {}\n",
+            a.id,
+            truncate(&a.name, 20),
+            a.kind.as_str(),
+            truncate(&a.group, 12),
+            a.status.as_str().to_uppercase(),
+            ago(a.last_seen, now),
+            truncate(&a.version, 8),
+            flags.join(",")
+        ));
+    }
+    if agents.is_empty() {
+        out.push_str("(no agents)\n");
+    }
+    out
+}
+
+/// One line for a doctor verdict: status, code and root cause.
+pub fn verdict_line(v: &DoctorSummary) -> String {
+    format!(
+        "{}{}: {}",
+        v.status.to_uppercase(),
+        v.code.map(|c| format!(" {c}")).unwrap_or_default(),
+        v.root_cause
+    )
+}
+
+pub fn bundle_table(bundles: &[BundleInfo], now: OffsetDateTime) -> String {
+    let mut out = format!(
+        "{:<36}  {:>10}  {:<22}  {}\n",
+        "BUNDLE", "BYTES", "CREATED", "VERDICT"
+    );
+    for b in bundles {
+        out.push_str(&format!(
+            "{:<36}  {:>10}  {:<22}  {}\n",
+            b.id,
+            b.size_bytes,
+            format!(
+                "{} ({})",
+                fmt_time(b.created_at),
+                ago(Some(b.created_at), now)
+            ),
+            b.verdict
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), verdict_line)
+        ));
+    }
+    if bundles.is_empty() {
+        out.push_str("(no bundles)\n");
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
+    let a = &d.summary;
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<18} {v}\n"));
+    line(&mut out, "Agent", format!("{} ({})", a.name, a.id));
+    line(
+        &mut out,
+        "Status",
+        format!(
+            "{}{}",
+            a.status.as_str().to_uppercase(),
+            if a.flags.is_empty() {
+                String::new()
+            } else {
+                format!("  flags: {:?}", a.flags)
+            }
+        ),
+    );
+    line(
+        &mut out,
+        "Kind / group",
+        format!("{} / {}", a.kind, a.group),
+    );
+    line(
+        &mut out,
+        "Last seen",
+        match a.last_seen {
+            Some(t) => format!("{} ({})", fmt_time(t), ago(Some(t), now)),
+            None => "never".into(),
+        },
+    );
+    line(
+        &mut out,
+        "External IP",
+        a.external_ip.clone().unwrap_or_else(|| "-".into()),
+    );
+    line(&mut out, "Version", a.version.clone());
+    line(
+        &mut out,
+        "Host",
+        format!(
+            "{} ({}), internal {}",
+            d.facts.hostname,
+            d.facts.os,
+            d.facts.internal_ips.join(", ")
+        ),
+    );
+    line(
+        &mut out,
+        "Proxy",
+        d.proxy.clone().unwrap_or_else(|| "none".into()),
+    );
+    line(
+        &mut out,
+        "Policy",
+        format!(
+            "{} rev {}: every {} s ± {} %, Inactive after {} s of silence",
+            d.policy.name,
+            d.policy.revision,
+            d.checkin_interval_secs,
+            d.policy.jitter_percent,
+            d.inactive_after_secs
+        ),
+    );
+    line(&mut out, "Enrolled", fmt_time(a.enrolled_at));
+    if d.definitions.is_empty() {
+        line(&mut out, "Definitions", "none yet".into());
+    } else {
+        for (channel, version) in &d.definitions {
+            line(&mut out, "Definitions", format!("{channel}: {version}"));
+        }
+    }
+    if d.last_errors.is_empty() {
+        line(&mut out, "Last errors", "none".into());
+    } else {
+        for (subsystem, e) in &d.last_errors {
+            line(
+                &mut out,
+                "Last error",
+                format!(
+                    "[{subsystem}] {} {}: {} Action: {}",
+                    fmt_time(e.at),
+                    e.code,
+                    e.message,
+                    e.code.action()
+                ),
+            );
+        }
+    }
+    match &d.last_doctor {
+        Some(v) => {
+            line(
+                &mut out,
+                "Last doctor",
+                format!("{} ({})", verdict_line(v), fmt_time(v.at)),
+            );
+            if !v.action.is_empty() {
+                line(&mut out, "  action", v.action.clone());
+            }
+            if let Some(b) = v.bundle_id {
+                line(
+                    &mut out,
+                    "  bundle",
+                    format!("{b} (`tether agents bundle-download {b} --out FILE`)"),
+                );
+            }
+        }
+        None => line(&mut out, "Last doctor", "never run".into()),
+    }
+    out.push_str("Status history (newest first):\n");
+    for t in &d.transitions {
+        out.push_str(&format!(
+            "  {}  {} -> {}  {}\n",
+            fmt_time(t.at),
+            t.from.map_or("-".to_owned(), |s| s.as_str().to_owned()),
+            t.to,
+            t.reason
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn ago_reads_naturally() {
+        let now = datetime!(2026-05-17 19:16 UTC);
+        assert_eq!(ago(None, now), "never");
+        assert_eq!(ago(Some(now - time::Duration::seconds(12)), now), "12s ago");
+        assert_eq!(ago(Some(now - time::Duration::minutes(5)), now), "5m ago");
+        assert_eq!(ago(Some(now - time::Duration::hours(5)), now), "5h ago");
+        assert_eq!(
+            ago(Some(now + time::Duration::hours(5)), now),
+            "in the future"
+        );
+    }
+
+    #[test]
+    fn truncate_is_char_safe() {
+        assert_eq!(truncate("héllo wörld", 5), "héll…");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,408 @@
+//! The lab: starts a server process on a chosen backend and drives agents.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tether_wire::{AgentStatus, AgentSummary, CreatedToken};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A directory removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!(
+            "tether-e2e-{tag}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir is writable");
+        Scratch(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Endpoint {
+    pub url: String,
+    pub ca_fingerprint: String,
+    pub ca_pem_path: PathBuf,
+}
+
+pub fn tether_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tether"))
+}
+
+/// The endpoint binary, built by the same `cargo test/nextest --workspace` run.
+pub fn agent_bin() -> PathBuf {
+    let p = tether_bin().with_file_name("tether-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests for the whole workspace (scripts/test.sh), which builds tether-agent",
+        p.display()
+    );
+    p
+}
+
+pub struct Server {
+    /// Killed when the test ends (kill_on_drop).
+    _child: Child,
+    pub dir: Scratch,
+    pub endpoint: Endpoint,
+    _db: Option<PgDatabase>,
+}
+
+/// A fresh PostgreSQL database, dropped at the end of the test.
+pub struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    fn create() -> PgDatabase {
+        let name = format!("tether_e2e_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}"));
+        PgDatabase { name }
+    }
+    fn url(&self) -> String {
+        let base = std::env::var("TETHER_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+        format!("{prefix}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql is installed (PostgreSQL client); run scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "PostgreSQL at 127.0.0.1:5432 is needed for this test and refused `{sql}`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Server {
+        Server::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Server {
+        let dir = Scratch::new("server");
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDatabase::create()),
+        };
+        let database_url = db.as_ref().map(PgDatabase::url);
+        let mut cmd = Command::new(tether_bin());
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path());
+        if let Some(url) = &database_url {
+            cmd.args(["--database-url", url]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = cmd
+            .env("TETHER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tether server starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let endpoint = loop {
+            if let Ok(body) = std::fs::read(dir.path().join("endpoint.json"))
+                && let Ok(e) = serde_json::from_slice::<Endpoint>(&body)
+            {
+                break e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Server {
+            _child: child,
+            dir,
+            endpoint,
+            _db: db,
+        }
+    }
+
+    /// Runs the admin CLI against this server.
+    pub async fn admin(&self, args: &[&str]) -> Output {
+        Command::new(tether_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("TETHER_ADMIN_TOKEN")
+            .env_remove("TETHER_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("tether admin command runs")
+    }
+
+    pub async fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args).await;
+        assert!(
+            out.status.success(),
+            "`tether {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn token(&self, extra: &[&str]) -> CreatedToken {
+        let mut args = vec!["token", "create", "--kind", "discovery", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.admin_ok(&args).await;
+        serde_json::from_str(&out).expect("token create --json prints a CreatedToken")
+    }
+
+    pub async fn agents(&self) -> Vec<AgentSummary> {
+        serde_json::from_str(&self.admin_ok(&["agents", "list", "--json"]).await)
+            .expect("agents list --json")
+    }
+
+    pub async fn agent(&self, id: uuid::Uuid) -> tether_wire::AgentDetail {
+        serde_json::from_str(
+            &self
+                .admin_ok(&["agents", "show", &id.to_string(), "--json"])
+                .await,
+        )
+        .expect("agents show --json")
+    }
+
+    /// Waits (bounded) until the agent has `status`; returns its summary.
+    pub async fn wait_status(
+        &self,
+        id: uuid::Uuid,
+        status: AgentStatus,
+        within: Duration,
+    ) -> AgentSummary {
+        let deadline = Instant::now() + within;
+        loop {
+            let agents = self.agents().await;
+            if let Some(a) = agents.iter().find(|a| a.id == id) {
+                if a.status == status {
+                    return a.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "agent {id} is {} after {within:?}, expected {status}; server log:\n{}",
+                    a.status,
+                    self.log()
+                );
+            } else {
+                assert!(Instant::now() < deadline, "agent {id} not listed");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Sets the default policy's interval (the minimum the server accepts is 5 s).
+    pub async fn set_interval(&self, secs: u32) {
+        self.admin_ok(&[
+            "policy",
+            "set",
+            "default",
+            "--checkin-interval",
+            &format!("{secs}s"),
+            "--jitter-percent",
+            "0",
+        ])
+        .await;
+    }
+}
+
+/// An agent's state dir and, while running, its process.
+pub struct Agent {
+    pub state: Scratch,
+    pub child: Option<Child>,
+}
+
+impl Agent {
+    pub fn new() -> Agent {
+        Agent {
+            state: Scratch::new("agent"),
+            child: None,
+        }
+    }
+
+    pub async fn enroll(&self, server: &Server, token: &str, extra: &[&str]) -> Output {
+        Command::new(agent_bin())
+            .args(["enroll", "--server", &server.endpoint.url, "--token", token])
+            .args(["--ca-fingerprint", &server.endpoint.ca_fingerprint])
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(extra)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("tether-agent enroll runs")
+    }
+
+    pub async fn enroll_ok(&self, server: &Server, token: &str, extra: &[&str]) -> uuid::Uuid {
+        let out = self.enroll(server, token, extra).await;
+        assert!(
+            out.status.success(),
+            "enroll failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.id()
+    }
+
+    pub fn id(&self) -> uuid::Uuid {
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.state.path().join("state.json")).expect("state.json exists"),
+        )
+        .expect("state.json is JSON");
+        state["agent_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("state.json has agent_id")
+    }
+
+    pub fn credential(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("credential"))
+            .expect("credential file")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn run(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.state.path().join("run.stderr")).expect("log file");
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["run", "--state-dir"]).arg(self.state.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(
+            cmd.env_remove("HTTPS_PROXY")
+                .env_remove("https_proxy")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("tether-agent run starts"),
+        );
+    }
+
+    /// SIGTERM: the clean stop. Returns the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent is running");
+        let pid = child.id().expect("agent has a pid");
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(st.success());
+        tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("agent stops within 10 s of SIGTERM")
+            .expect("wait works")
+    }
+
+    /// SIGKILL: silence without a goodbye.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("agent is running");
+        child.kill().await.expect("kill works");
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("run.stderr")).unwrap_or_default()
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Generates one `#[tokio::test]` per backend for a scenario `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() { super::$scenario($crate::lab::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() { super::$scenario($crate::lab::Backend::Postgres).await }
+            )*
+        }
+    };
+}

@@ -1,0 +1,8 @@
+//! End-to-end: the real `tether` server process, real `tether-agent`
+//! processes, the real admin CLI, over HTTPS on 127.0.0.1, on SQLite and on
+//! PostgreSQL (a fresh database per test on the local server).
+
+mod doctor;
+mod lab;
+mod lifecycle;
+mod proxy;

@@ -1,0 +1,163 @@
+//! Check-in through a real HTTP proxy that demands Basic auth (tinyproxy).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tether_wire::{AgentStatus, ErrorCode};
+use tokio::process::{Child, Command};
+
+use crate::both_backends;
+use crate::lab::{Agent, Backend, Scratch, Server, text};
+
+both_backends!(checkin_through_an_authenticating_proxy);
+
+struct Tinyproxy {
+    _child: Child,
+    port: u16,
+    dir: Scratch,
+}
+
+impl Tinyproxy {
+    async fn start(allowed_port: u16) -> Tinyproxy {
+        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("tinyproxy is not installed: run scripts/install-test-deps.sh (this test never skips)");
+        let dir = Scratch::new("tinyproxy");
+        let port = free_port();
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "User nobody\nGroup nogroup\nPort {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\n\
+                 LogFile \"{log}\"\nMaxClients 50\nAllow 127.0.0.1\nBasicAuth tether s3cret-pass\nConnectPort {allowed_port}\n",
+                log = dir.path().join("tinyproxy.log").display()
+            ),
+        )
+        .expect("config written");
+        // tinyproxy drops to `nobody`, which must be able to write its log.
+        let _ = std::process::Command::new("chmod")
+            .arg("0777")
+            .arg(dir.path())
+            .status();
+        let child = Command::new(bin)
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tinyproxy starts");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tinyproxy did not listen on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Tinyproxy {
+            _child: child,
+            port,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+async fn checkin_through_an_authenticating_proxy(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.set_interval(5).await;
+    let server_port = url::Url::parse(&server.endpoint.url)
+        .expect("url")
+        .port()
+        .expect("port");
+    let proxy = Tinyproxy::start(server_port).await;
+    let token = server.token(&["--max-uses", "5"]).await;
+
+    // No credentials: the proxy answers 407 and the agent says so.
+    let agent = Agent::new();
+    let out = agent
+        .enroll(
+            &server,
+            &token.token,
+            &["--proxy", &format!("http://127.0.0.1:{}", proxy.port)],
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(ErrorCode::ProxyAuthRequired.as_str()),
+        "{}",
+        text(&out)
+    );
+
+    // Wrong credentials: rejected, named as such.
+    let out = agent
+        .enroll(
+            &server,
+            &token.token,
+            &[
+                "--proxy",
+                &format!("http://tether:wrong@127.0.0.1:{}", proxy.port),
+            ],
+        )
+        .await;
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains(ErrorCode::ProxyAuthFailed.as_str()), "{t}");
+    assert!(
+        !t.contains("wrong"),
+        "the proxy password must never be printed: {t}"
+    );
+
+    // Right credentials: enrollment and check-ins go through the tunnel.
+    let mut agent = Agent::new();
+    let proxy_url = format!("http://tether:s3cret-pass@127.0.0.1:{}", proxy.port);
+    let id = agent
+        .enroll_ok(&server, &token.token, &["--proxy", &proxy_url])
+        .await;
+    agent.run(&[]);
+    server
+        .wait_status(id, AgentStatus::Active, Duration::from_secs(20))
+        .await;
+
+    let detail = server.agent(id).await;
+    let reported = detail.proxy.clone().unwrap_or_default();
+    assert!(
+        reported.contains(&proxy.port.to_string()),
+        "the server knows the proxy in use: {reported:?}"
+    );
+    assert!(
+        !reported.contains("s3cret"),
+        "no proxy password reaches the server: {reported:?}"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("CONNECT"),
+        "the tunnel went through tinyproxy: {log}"
+    );
+    agent.terminate().await;
+    for f in ["agent.log", "error.log", "install.log"] {
+        let p = agent.state.path().join("logs").join(f);
+        let body = std::fs::read_to_string(&p).unwrap_or_default();
+        assert!(
+            !body.contains("s3cret-pass"),
+            "{} leaks the proxy password",
+            p.display()
+        );
+    }
+}

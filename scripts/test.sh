@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The one test command (README.md): installs what the tests need, then runs
+# format check, clippy with warnings denied, and every test of the workspace
+# (SQLite and PostgreSQL conformance, real server + agent processes, the proxy lab).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+export TETHER_TEST_DATABASE_URL="${TETHER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast "$@"
+cargo test --workspace --doc --locked
