@@ -10,10 +10,23 @@ use super::Ctx;
 use crate::engine::TaskOutput;
 use crate::report::CheckResult;
 
-/// Below this much free space (or 2 %), the agent cannot write its state.
-const FAIL_FREE_BYTES: u64 = 16 * 1024 * 1024;
-/// Below this much (or 5 %), a warning.
-const WARN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// Below this much free space the agent cannot stage a definitions update
+/// next to the installed copy, nor keep its logs: a failure.
+const FAIL_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// Below this much, a warning. The thresholds are absolute on purpose: what
+/// the agent needs is bytes, and "4 % free" of a 250 GiB disk is 10 GiB.
+const WARN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// 0 = fine, 1 = warn, 2 = fail.
+fn disk_level(free: u64) -> u8 {
+    if free < FAIL_FREE_BYTES {
+        2
+    } else if free < WARN_FREE_BYTES {
+        1
+    } else {
+        0
+    }
+}
 
 pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
     let dirs: Vec<(&str, PathBuf)> = [
@@ -57,13 +70,7 @@ fn disk(dirs: &[(&str, PathBuf)]) -> CheckResult {
                     "dir": key, "path": dir.display().to_string(),
                     "free_bytes": free, "total_bytes": total, "free_percent": (pct * 10.0).round() / 10.0,
                 }));
-                let level = if free < FAIL_FREE_BYTES || pct < 2.0 {
-                    2
-                } else if free < WARN_FREE_BYTES || pct < 5.0 {
-                    1
-                } else {
-                    0
-                };
+                let level = disk_level(free);
                 if level > 0 && worst.as_ref().is_none_or(|(l, _)| level > *l) {
                     worst = Some((
                         level,
@@ -285,6 +292,18 @@ mod tests {
                 .starts_with("The state dir"),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn disk_levels_are_absolute_not_a_percentage() {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        // 11.7 GiB free of a 252 GiB disk (4.6 %) is plenty for an agent.
+        assert_eq!(disk_level(11 * GIB), 0);
+        assert_eq!(disk_level(GIB), 0);
+        assert_eq!(disk_level(GIB - 1), 1);
+        assert_eq!(disk_level(64 * 1024 * 1024), 1);
+        assert_eq!(disk_level(64 * 1024 * 1024 - 1), 2);
+        assert_eq!(disk_level(0), 2);
     }
 
     #[test]
