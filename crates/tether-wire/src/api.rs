@@ -205,6 +205,10 @@ pub struct EnrollResponse {
     pub policy: Policy,
     #[serde(with = "time::serde::rfc3339")]
     pub server_time: OffsetDateTime,
+    /// The definitions repository's trusted root metadata (TUF `root.json`),
+    /// which the agent pins; absent from servers that serve no definitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defs_root: Option<String>,
 }
 
 /// The last error of one agent subsystem (transport, checkin, definitions…).
@@ -231,6 +235,9 @@ pub struct CheckinRequest {
     /// The proxy the agent uses, without credentials, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// Definitions state per subscribed channel.
+    #[serde(default)]
+    pub defs: Vec<crate::defs::ChannelState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +273,9 @@ pub struct Policy {
     /// the server predates the field).
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Definitions: channels, update servers, interval, user updates.
+    #[serde(default)]
+    pub defs: crate::defs::DefsPolicy,
 }
 
 /// `PUT /v1/admin/policies/{name}`.
@@ -278,6 +288,9 @@ pub struct PolicyUpdate {
     /// `host:port` targets the doctor checks; at most 64. Empty when absent.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Definitions settings; the defaults when absent.
+    #[serde(default)]
+    pub defs: crate::defs::DefsPolicy,
 }
 
 fn default_jitter() -> u8 {
@@ -307,6 +320,11 @@ pub enum ActionKind {
     Doctor {
         #[serde(default = "yes")]
         upload: bool,
+    },
+    /// Check the definitions channels now (all subscribed ones, or one).
+    UpdateDefs {
+        #[serde(default)]
+        channel: Option<String>,
     },
     /// An action this agent version does not know; it is acknowledged and ignored.
     #[serde(other)]
@@ -377,6 +395,9 @@ pub struct AgentSummary {
     pub external_ip: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub enrolled_at: OffsetDateTime,
+    /// Definitions in policy (see [`AgentDetail::in_policy`]).
+    #[serde(default)]
+    pub in_policy: Option<bool>,
 }
 
 /// One recorded status change.
@@ -390,7 +411,7 @@ pub struct Transition {
 }
 
 /// `GET /v1/admin/agents/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentDetail {
     pub summary: AgentSummary,
     pub facts: HostFacts,
@@ -406,6 +427,13 @@ pub struct AgentDetail {
     /// action or an uploaded bundle), if any.
     #[serde(default)]
     pub last_doctor: Option<DoctorSummary>,
+    /// Definitions per subscribed channel.
+    #[serde(default)]
+    pub defs: Vec<crate::defs::AgentChannelView>,
+    /// Whether every subscribed channel is in policy and the agent checked
+    /// in recently; `None` when it subscribes to no channel.
+    #[serde(default)]
+    pub in_policy: Option<bool>,
 }
 
 /// The one-line verdict of a doctor run, as the agent reports it and the

@@ -120,6 +120,26 @@ catalog! {
     MethodNotAllowed = "4007", 405, "This endpoint does not accept that HTTP method.", "Check the API documentation for the endpoint.";
     Conflict = "4008", 409, "The request conflicts with the current state of the object.", "Re-read the object and retry with the current state.";
     BundleInvalid = "4009", 422, "The uploaded escalation bundle is not a valid gzip-compressed Tether bundle.", "Upload the file `tether agent bundle` wrote, unchanged, with `Content-Type: application/gzip`.";
+    ChannelInvalid = "4010", 422, "The definitions channel name is not valid.", "Use 1-64 characters: lowercase letters, digits, '-', '_' and '.', starting with a letter or digit.";
+    DefsEmpty = "4011", 422, "The published definitions file is empty.", "Publish the definitions file itself, not an empty or truncated copy.";
+
+    // 6xxx: definitions (signed update channels) on the agent.
+    DefsSignatureInvalid = "6001", 502, "The definitions metadata is not signed by the trusted keys.", "Check that the update server serves this control plane's repository (a mirror made with `tether defs mirror`); if the keys were rotated, re-enroll the agent.";
+    DefsMetadataExpired = "6002", 502, "The update server's signed metadata has expired: it is frozen or a stale mirror.", "Refresh the mirror from the control plane (`tether defs mirror --to DIR`), or check this host's clock.";
+    DefsRollbackRefused = "6003", 502, "The update server offered older metadata or definitions than this agent already trusts.", "Point the agent at a current mirror; an older copy is refused by design.";
+    DefsDeltaFailed = "6004", 502, "A definitions delta could not be applied; the full version was downloaded instead.", "Nothing to do if the full download succeeded; otherwise republish the channel.";
+    DefsDiskFull = "6005", 507, "There is no space left to stage or install the definitions.", "Free space on the file system holding the agent's state dir; the installed version was kept.";
+    DefsDownloadInterrupted = "6006", 502, "The definitions download was cut off before it was complete.", "Nothing to do: the next attempt resumes where this one stopped. If it recurs, check the proxy or firewall for idle or size limits.";
+    DefsHashMismatch = "6007", 502, "The downloaded definitions do not match their signed hash: they were corrupted or tampered with in transit.", "Check for a proxy or inspection device that rewrites downloads; the installed version was kept.";
+    DefsTooLarge = "6008", 502, "The update server sent more bytes than the signed length allows.", "Check the mirror and any proxy in the path; the download was refused and the installed version kept.";
+    DefsUserUpdateForbidden = "6009", 403, "The agent's policy does not allow a local user to force a definitions update.", "Ask the platform admin to queue an update from the control plane, or to set `allow_user_update` in the policy.";
+    DefsChannelUnknown = "6010", 404, "The update server's signed metadata does not list this channel.", "Publish to the channel (`tether defs publish`) or fix the channel names in the policy.";
+    DefsCoolingDown = "6011", 503, "The update server asked the agent to wait (429/503 with Retry-After).", "Nothing to do: the agent retries after the cool-down it was given.";
+    DefsServerError = "6012", 502, "The update server answered the download with an error status.", "Check the update server's log and that the mirror is complete (`tether defs mirror`).";
+    DefsBundleInvalid = "6013", 422, "The offline definitions bundle is not a valid Tether definitions bundle.", "Import the file `tether defs export` wrote, unchanged.";
+    DefsNotTrusted = "6014", 400, "This agent holds no pinned definitions root, so it cannot verify updates.", "Re-enroll the agent against a control plane that serves definitions.";
+    DefsInstallFailed = "6015", 500, "The definitions could not be written to the state dir.", "Check the permissions of the agent's state dir; the installed version was kept.";
+    DefsProxyDownloadFailed = "6016", 502, "The proxy was reached but the download through it failed.", "Check the proxy's log for the update server's host; it may block, limit or rewrite the download.";
 
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";

@@ -6,9 +6,11 @@
 
 pub mod api;
 pub mod clock;
+pub mod defs;
 pub mod error;
 
 pub use api::*;
+pub use defs::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, ErrorCode};
 

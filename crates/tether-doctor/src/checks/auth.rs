@@ -34,6 +34,7 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
         "a real check-in was sent (POST /v1/agent/checkin) with this agent's facts",
     );
     let body = CheckinRequest {
+        defs: Vec::new(),
         agent_version: ctx.input.agent_version.clone(),
         facts: ctx.input.facts.clone(),
         definitions: Default::default(),
