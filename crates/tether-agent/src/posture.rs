@@ -166,6 +166,7 @@ mod tests {
             last_successful_contact: Some(now - time::Duration::seconds(20)),
             status: Some(AgentStatus::Active),
             policy: Some(Policy {
+                defs: Default::default(),
                 name: "default".into(),
                 revision: 2,
                 checkin_interval_secs: 30,

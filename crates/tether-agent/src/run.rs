@@ -124,6 +124,7 @@ impl RunContext {
             .map(|s| s.last_errors)
             .unwrap_or_default();
         let request = CheckinRequest {
+            defs: Vec::new(),
             agent_version: tether_wire::VERSION.to_owned(),
             facts: (self.facts)(),
             definitions: Default::default(),

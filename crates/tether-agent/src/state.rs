@@ -248,6 +248,7 @@ mod tests {
             last_successful_contact: None,
             status: Some(AgentStatus::Pending),
             policy: Some(Policy {
+                defs: Default::default(),
                 name: "default".into(),
                 revision: 1,
                 checkin_interval_secs: 30,

@@ -219,6 +219,7 @@ async fn transport_failures_are_recorded_under_transport_and_back_off() {
 
 fn enroll_response(credential: &str) -> EnrollResponse {
     EnrollResponse {
+        defs_root: None,
         agent_id: AGENT,
         credential: credential.into(),
         status: AgentStatus::Pending,

@@ -42,6 +42,7 @@ fn health() -> Health {
 
 fn policy() -> Policy {
     Policy {
+        defs: Default::default(),
         name: "default".into(),
         revision: 1,
         checkin_interval_secs: 30,
@@ -79,6 +80,7 @@ async fn health_decodes_and_a_foreign_service_is_not_tether() {
 #[tokio::test]
 async fn enroll_posts_json_and_returns_the_presented_chain() {
     let reply = EnrollResponse {
+        defs_root: None,
         agent_id: Uuid::from_u128(1),
         credential: "agent-cred".into(),
         status: AgentStatus::Pending,
@@ -138,6 +140,7 @@ async fn admin_calls_carry_the_bearer_and_build_paths() {
     );
     c.remove_agent(id).await.expect("204 is success");
     let update = tether_wire::PolicyUpdate {
+        defs: Default::default(),
         checkin_interval_secs: 30,
         jitter_percent: 10,
         targets: Vec::new(),

@@ -278,6 +278,7 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 .put_policy(
                     &name,
                     &PolicyUpdate {
+                        defs: Default::default(),
                         checkin_interval_secs: secs,
                         jitter_percent,
                         targets,

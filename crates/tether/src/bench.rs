@@ -282,6 +282,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
             .put_policy(
                 "default",
                 &tether_wire::PolicyUpdate {
+                    defs: Default::default(),
                     checkin_interval_secs: secs,
                     jitter_percent: 10,
                     targets: Vec::new(),
@@ -297,6 +298,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
     let transport = server.transport()?;
     let url = url::Url::parse(&server.endpoint.url)?;
     let body = Bytes::from(serde_json::to_vec(&CheckinRequest {
+        defs: Vec::new(),
         agent_version: tether_wire::VERSION.into(),
         facts: facts(0),
         definitions: Default::default(),

@@ -65,6 +65,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         .put_policy(
             "default",
             &tether_wire::PolicyUpdate {
+                defs: Default::default(),
                 checkin_interval_secs: args.checkin_interval,
                 jitter_percent: 10,
                 targets: Vec::new(),

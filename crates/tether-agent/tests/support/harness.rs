@@ -47,6 +47,7 @@ impl Sleeper for RecordingSleeper {
 
 pub fn policy(interval: u32, jitter: u8) -> Policy {
     Policy {
+        defs: Default::default(),
         name: "default".into(),
         revision: 3,
         checkin_interval_secs: interval,

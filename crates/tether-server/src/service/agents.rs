@@ -15,6 +15,7 @@ pub const DETAIL_TRANSITIONS: u32 = 100;
 
 pub fn summary(a: &AgentRecord, current_version: &str) -> AgentSummary {
     AgentSummary {
+        in_policy: None,
         id: a.id,
         name: a.name.clone(),
         kind: a.kind,
@@ -72,6 +73,8 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
         .map_err(not_found(id))?;
     let last_doctor = ctx.store.last_doctor(id).await.map_err(not_found(id))?;
     Ok(AgentDetail {
+        defs: Vec::new(),
+        in_policy: None,
         summary: summary(&a, &ctx.settings.current_agent_version),
         facts: a.facts,
         policy,

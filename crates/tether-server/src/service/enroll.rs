@@ -143,6 +143,7 @@ pub async fn enroll(
         "{verb} an agent"
     );
     Ok(EnrollResponse {
+        defs_root: None,
         agent_id: record.id,
         credential,
         status: record.status,

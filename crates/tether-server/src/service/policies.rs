@@ -13,6 +13,7 @@ use super::{Ctx, ServiceError, tokens::DEFAULT_POLICY, validate};
 
 pub fn to_wire(p: &PolicyRecord) -> Policy {
     Policy {
+        defs: Default::default(),
         name: p.name.clone(),
         revision: p.revision,
         checkin_interval_secs: p.checkin_interval_secs,

@@ -258,6 +258,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
         (
             "fast",
             PolicyUpdate {
+                defs: Default::default(),
                 checkin_interval_secs: 4,
                 jitter_percent: 10,
                 targets: Vec::new(),
@@ -266,6 +267,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
         (
             "fast",
             PolicyUpdate {
+                defs: Default::default(),
                 checkin_interval_secs: 86_401,
                 jitter_percent: 10,
                 targets: Vec::new(),
@@ -274,6 +276,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
         (
             "fast",
             PolicyUpdate {
+                defs: Default::default(),
                 checkin_interval_secs: 30,
                 jitter_percent: 51,
                 targets: Vec::new(),
@@ -282,6 +285,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
         (
             "bad%20name",
             PolicyUpdate {
+                defs: Default::default(),
                 checkin_interval_secs: 30,
                 jitter_percent: 10,
                 targets: Vec::new(),
@@ -306,6 +310,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
         too_many,
     ] {
         let body = PolicyUpdate {
+            defs: Default::default(),
             checkin_interval_secs: 30,
             jitter_percent: 10,
             targets,

@@ -338,6 +338,7 @@ async fn policies_drive_intervals_and_thresholds() {
     );
 
     let update = PolicyUpdate {
+        defs: Default::default(),
         checkin_interval_secs: 5,
         jitter_percent: 0,
         targets: vec![String::from("ldap.corp:389"), String::from("[::1]:22")],
@@ -350,6 +351,7 @@ async fn policies_drive_intervals_and_thresholds() {
     assert_eq!((p.name.as_str(), p.checkin_interval_secs), ("fast", 5));
     assert_eq!(p.targets, update.targets, "targets round-trip");
     let update = PolicyUpdate {
+        defs: Default::default(),
         checkin_interval_secs: 6,
         jitter_percent: 0,
         targets: Vec::new(),

@@ -97,6 +97,7 @@ pub fn enroll_request(token: &str, name: &str) -> EnrollRequest {
 
 pub fn checkin_request() -> CheckinRequest {
     CheckinRequest {
+        defs: Vec::new(),
         agent_version: tether_wire::VERSION.to_owned(),
         facts: facts("host-1"),
         definitions: Default::default(),

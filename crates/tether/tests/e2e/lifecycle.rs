@@ -355,6 +355,7 @@ pub fn api_client(server: &Server, bearer: &str) -> tether_client::ApiClient {
 
 pub fn checkin_body() -> tether_wire::CheckinRequest {
     tether_wire::CheckinRequest {
+        defs: Vec::new(),
         agent_version: tether_wire::VERSION.into(),
         facts: tether_wire::HostFacts {
             hostname: "e2e".into(),
