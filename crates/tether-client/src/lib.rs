@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 use tether_transport::{TlsInfo, Transport, TransportError};
 use tether_wire::{
     ActionInfo, ActionKind, ActionResult, AgentDetail, AgentStatus, AgentSummary, ApiError,
-    BundleInfo, CheckinRequest, CheckinResponse, Clock, CreateTokenRequest, CreatedToken,
-    EnrollRequest, EnrollResponse, ErrorCode, Health, Policy, PolicyUpdate, ShutdownNotice,
-    SystemClock, TokenInfo,
+    BundleInfo, ChannelSummary, CheckinRequest, CheckinResponse, Clock, CreateTokenRequest,
+    CreatedToken, DefsVersion, EnrollRequest, EnrollResponse, ErrorCode, Health, Policy,
+    PolicyUpdate, ShutdownNotice, SystemClock, TokenInfo,
 };
 use uuid::Uuid;
 
@@ -33,6 +33,10 @@ pub const SNIPPET_MAX_CHARS: usize = 160;
 #[derive(Clone)]
 pub struct ApiClient {
     transport: Transport,
+    /// The transport for bulk transfers (definitions publish and export),
+    /// whose body cap and HTTP timeout are sized for whole definitions files;
+    /// `None`: the ordinary transport and its cap.
+    bulk: Option<Transport>,
     base: url::Url,
     bearer: Option<String>,
     clock: Arc<dyn Clock>,
@@ -141,6 +145,7 @@ impl ApiClient {
     pub fn new(transport: Transport, base: url::Url) -> Self {
         ApiClient {
             transport,
+            bulk: None,
             base,
             bearer: None,
             clock: Arc::new(SystemClock),
@@ -157,6 +162,22 @@ impl ApiClient {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Uses `transport` for bulk transfers: `publish_defs` and
+    /// `export_defs`. The ordinary transport's body cap is sized for JSON
+    /// replies (and bundles), so an export larger than it fails with
+    /// `BodyTooLarge` unless a transport with a larger cap (and a longer
+    /// HTTP timeout) is given here. The cap stays explicit on purpose: the
+    /// whole body is held in memory.
+    pub fn with_bulk_transport(mut self, transport: Transport) -> Self {
+        self.bulk = Some(transport);
+        self
+    }
+
+    /// The transport bulk transfers use.
+    pub fn bulk_transport(&self) -> &Transport {
+        self.bulk.as_ref().unwrap_or(&self.transport)
     }
 
     pub fn base(&self) -> &url::Url {
@@ -368,6 +389,87 @@ impl ApiClient {
         Ok(ex.response.body.to_vec())
     }
 
+    /// `POST /v1/admin/defs/{channel}/versions?notes=…`: publishes `content`
+    /// as the channel's next version (sent as `application/octet-stream`
+    /// over the bulk transport).
+    pub async fn publish_defs(
+        &self,
+        channel: &str,
+        content: Bytes,
+        notes: Option<&str>,
+    ) -> Result<DefsVersion, ClientError> {
+        let mut path = format!(
+            "/v1/admin/defs/{}/versions",
+            percent_encode_segment(channel)
+        );
+        if let Some(notes) = notes {
+            path.push_str("?notes=");
+            path.push_str(&percent_encode_segment(notes));
+        }
+        let url = self.url(&path)?;
+        let mut request = self.build_request(http::Method::POST, &url, None::<&()>)?;
+        request.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
+        *request.body_mut() = content;
+        let ex = self.send_on(self.bulk_transport(), &url, request).await?;
+        self.decode(ex)
+    }
+
+    /// `GET /v1/admin/defs/summary[?channel=]`: every channel, or one.
+    pub async fn defs_summary(
+        &self,
+        channel: Option<&str>,
+    ) -> Result<Vec<ChannelSummary>, ClientError> {
+        let path = match channel {
+            Some(c) => format!(
+                "/v1/admin/defs/summary?channel={}",
+                percent_encode_segment(c)
+            ),
+            None => "/v1/admin/defs/summary".to_owned(),
+        };
+        self.json(http::Method::GET, &path, None::<&()>).await
+    }
+
+    /// `GET /v1/admin/defs/{channel}/export`: the offline bundle (tar) for
+    /// `tether agent defs import`, over the bulk transport. Only a tar or
+    /// octet-stream reply is our server's answer.
+    pub async fn export_defs(&self, channel: &str) -> Result<Bytes, ClientError> {
+        let url = self.url(&format!(
+            "/v1/admin/defs/{}/export",
+            percent_encode_segment(channel)
+        ))?;
+        let request = self.build_request(http::Method::GET, &url, None::<&()>)?;
+        let ex = self.send_on(self.bulk_transport(), &url, request).await?;
+        self.classify(&ex.response)?;
+        let binary = content_type(&ex.response).is_some_and(|ct| {
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            ["application/x-tar", "application/octet-stream"]
+                .iter()
+                .any(|t| essence.eq_ignore_ascii_case(t))
+        });
+        if !binary {
+            return Err(not_tether(&ex.response));
+        }
+        Ok(ex.response.body)
+    }
+
+    /// `POST /v1/admin/groups/{group}/actions`: queues `kind` for every agent
+    /// of the group; one action per agent.
+    pub async fn queue_group_action(
+        &self,
+        group: &str,
+        kind: &ActionKind,
+    ) -> Result<Vec<ActionInfo>, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/groups/{}/actions", percent_encode_segment(group)),
+            Some(kind),
+        )
+        .await
+    }
+
     /// A JSON call whose 2xx reply has a JSON body.
     pub async fn json<B: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
@@ -439,7 +541,16 @@ impl ApiClient {
         url: &url::Url,
         request: http::Request<Bytes>,
     ) -> Result<Exchange, ClientError> {
-        let mut conn = self.transport.connect(url).await?;
+        self.send_on(&self.transport, url, request).await
+    }
+
+    async fn send_on(
+        &self,
+        transport: &Transport,
+        url: &url::Url,
+        request: http::Request<Bytes>,
+    ) -> Result<Exchange, ClientError> {
+        let mut conn = transport.connect(url).await?;
         let tls = Some(conn.tls.clone());
         let response = conn.send(request).await?;
         Ok(Exchange { response, tls })
