@@ -71,6 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             installed_at: None,
                         },
                         definitions: BTreeMap::new(),
+                        defs: Vec::new(),
                         last_errors: BTreeMap::new(),
                         proxy: None,
                         checkin_interval_secs: 30,

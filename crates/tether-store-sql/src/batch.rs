@@ -18,7 +18,7 @@ use tether_store::{AgentRecord, Checkin, StoreError};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-/// Rows per statement: 64 × 11 parameters stays far below both databases'
+/// Rows per statement: 64 × 12 parameters stays far below both databases'
 /// limits, and larger batches gained nothing measurable.
 pub(crate) const MAX_BATCH: usize = 64;
 

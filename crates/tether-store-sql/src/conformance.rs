@@ -23,10 +23,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tether_store::{
-    AgentRecord, Checkin, Enrollment, NewToken, SecretHash, StatusChange, Store, StoreError,
-    TokenUnavailable,
+    AgentRecord, Checkin, Enrollment, NewToken, PolicySettings, SecretHash, StatusChange, Store,
+    StoreError, TokenUnavailable,
 };
-use tether_wire::{AgentKind, AgentStatus, ErrorCode, HostFacts, LastError};
+use tether_wire::{AgentKind, AgentStatus, DefsPolicy, ErrorCode, HostFacts, LastError};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -36,6 +36,16 @@ mod actions;
 pub use actions::{
     actions_are_queued_delivered_once_and_completed, bundles_are_stored_listed_and_pruned,
     concurrent_deliveries_hand_out_each_action_once,
+};
+mod defs;
+pub use defs::{
+    agent_defs_state_round_trips_through_both_checkin_paths, defs_version_odd_notes_round_trip,
+    defs_versions_are_ordered_and_filtered, defs_versions_round_trip,
+    duplicate_defs_version_is_refused_and_original_kept, policy_defs_round_trip,
+};
+mod upgrade;
+pub use upgrade::{
+    PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
 };
 
 /// Raw SQL access to the database behind a store, which the story needs to
@@ -121,6 +131,12 @@ macro_rules! for_each_check {
             actions_are_queued_delivered_once_and_completed,
             concurrent_deliveries_hand_out_each_action_once,
             bundles_are_stored_listed_and_pruned,
+            defs_versions_round_trip,
+            defs_version_odd_notes_round_trip,
+            duplicate_defs_version_is_refused_and_original_kept,
+            defs_versions_are_ordered_and_filtered,
+            agent_defs_state_round_trips_through_both_checkin_paths,
+            policy_defs_round_trip,
         }
     };
 }
@@ -229,11 +245,26 @@ fn checkin(id: Uuid, at: OffsetDateTime) -> Checkin {
         version: String::from("1.0.1"),
         facts: facts("host-1"),
         definitions: BTreeMap::new(),
+        defs: Vec::new(),
         last_errors: BTreeMap::new(),
         proxy: None,
         checkin_interval_secs: 30,
         inactive_after_secs: 90,
         status_change: None,
+    }
+}
+
+/// A policy's settings without definitions channels.
+pub fn policy_settings(
+    checkin_interval_secs: u32,
+    jitter_percent: u8,
+    targets: &[String],
+) -> PolicySettings {
+    PolicySettings {
+        checkin_interval_secs,
+        jitter_percent,
+        targets: targets.to_vec(),
+        defs: DefsPolicy::default(),
     }
 }
 
@@ -658,7 +689,7 @@ pub async fn reregistration_replaces_the_credential(f: Fixture) {
         .expect("shutdown");
     assert_eq!(agent(s, original.id).await.stopped_at, Some(t(3)));
 
-    s.upsert_policy("night-shift", 300, 5, &[], t(4))
+    s.upsert_policy("night-shift", &policy_settings(300, 5, &[]), t(4))
         .await
         .expect("policy");
     let mut new = new_token(Some(1));
@@ -1422,7 +1453,7 @@ pub async fn policies_are_seeded_and_revised(f: Fixture) {
         String::from("10.0.0.7:22"),
     ];
     let created = s
-        .upsert_policy("night-shift", 300, 5, &targets, t(1))
+        .upsert_policy("night-shift", &policy_settings(300, 5, &targets), t(1))
         .await
         .expect("create");
     assert_eq!(created.name, "night-shift");
@@ -1444,7 +1475,7 @@ pub async fn policies_are_seeded_and_revised(f: Fixture) {
         Some(targets.clone())
     );
     let updated = s
-        .upsert_policy("night-shift", 600, 0, &[], t(2))
+        .upsert_policy("night-shift", &policy_settings(600, 0, &[]), t(2))
         .await
         .expect("update");
     assert_eq!(
@@ -1462,14 +1493,14 @@ pub async fn policies_are_seeded_and_revised(f: Fixture) {
         Some(updated.clone())
     );
     let third = s
-        .upsert_policy("night-shift", 600, 0, &targets, t(3))
+        .upsert_policy("night-shift", &policy_settings(600, 0, &targets), t(3))
         .await
         .expect("update");
     assert_eq!(third.revision, 3, "every upsert is a new revision");
     assert_eq!(third.targets, targets);
 
     let revised_default = s
-        .upsert_policy("default", 60, 20, &[], t(4))
+        .upsert_policy("default", &policy_settings(60, 20, &[]), t(4))
         .await
         .expect("update default");
     assert_eq!(revised_default.revision, 2);
@@ -1549,7 +1580,7 @@ pub async fn sql_metacharacters_round_trip(f: Fixture) {
         "newline\nand\ttab",
         "",
     ];
-    s.upsert_policy(hostile[0], 42, 7, &[], t(0))
+    s.upsert_policy(hostile[0], &policy_settings(42, 7, &[]), t(0))
         .await
         .expect("policy with a hostile name");
     assert_eq!(

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tether_store::{AgentRecord, Overdue, PolicyRecord, StoreError, TokenRecord, TokenUnavailable};
-use tether_wire::{AgentStatus, Transition};
+use tether_wire::{AgentStatus, DefsVersion, Transition};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -159,6 +159,11 @@ impl<'r> Fields<'r> {
             .map_err(|_| self.corrupt(column, format!("{value} is outside 0..={}", u32::MAX)))
     }
 
+    fn u64(&self, column: &str) -> Result<u64, StoreError> {
+        let value = self.int(column)?;
+        u64::try_from(value).map_err(|_| self.corrupt(column, format!("negative value {value}")))
+    }
+
     fn opt_u32(&self, column: &str) -> Result<Option<u32>, StoreError> {
         self.opt_int(column)?
             .map(|value| {
@@ -234,6 +239,7 @@ pub(crate) fn agent(row: &dyn RawRow) -> Result<AgentRecord, StoreError> {
         version: f.text("version")?,
         facts: f.json("facts")?,
         definitions: f.json::<BTreeMap<String, String>>("definitions")?,
+        defs: f.json("defs")?,
         last_errors: f.json("last_errors")?,
         proxy: f.opt_text("proxy")?,
         checkin_interval_secs: f.u32("checkin_interval_secs")?,
@@ -364,7 +370,40 @@ pub(crate) fn policy(row: &dyn RawRow) -> Result<PolicyRecord, StoreError> {
         jitter_percent: u8::try_from(jitter)
             .map_err(|_| f.corrupt("jitter_percent", format!("{jitter} is outside 0..=255")))?,
         targets: f.json("targets")?,
+        defs: f.json("defs")?,
         updated_at: f.time("updated_at")?,
+    })
+}
+
+pub(crate) fn defs_version(row: &dyn RawRow) -> Result<DefsVersion, StoreError> {
+    let mut f = Fields::new(row, "defs_versions", "channel")?;
+    // The key is the channel and the version, so a message names one row.
+    if let Ok(Some(version)) = f.opt_int("version") {
+        f.key = format!("{} v{version}", f.key);
+    }
+    Ok(DefsVersion {
+        channel: f.text("channel")?,
+        version: f.u64("version")?,
+        sha256: f.text("sha256")?,
+        length: f.u64("length")?,
+        content: f.text("content")?,
+        published_at: f.time("published_at")?,
+        notes: f.opt_text("notes")?,
+        full_size: f.u64("full_size")?,
+        deltas: f.json("deltas")?,
+        // Not stored: the summary counts agents from their reported state.
+        agents: 0,
+    })
+}
+
+/// Converts a count or version to the stored signed form. Values above
+/// `i64::MAX` cannot be stored; the caller gets a `Conflict` naming the column.
+pub(crate) fn to_i64(value: u64, column: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Conflict(format!(
+            "{column} {value} is larger than the store can hold ({})",
+            i64::MAX
+        ))
     })
 }
 

@@ -13,7 +13,7 @@ macro_rules! agent_columns {
     () => {
         "id, name, kind, group_name, policy, status, requires_approval, approved_at, \
          enrolled_at, last_seen, deadline_at, stopped_at, credential_rejected_at, \
-         external_ip, version, facts, definitions, last_errors, proxy, \
+         external_ip, version, facts, definitions, defs, last_errors, proxy, \
          checkin_interval_secs, inactive_after_secs, pending_actions"
     };
 }
@@ -27,7 +27,7 @@ macro_rules! token_columns {
 
 macro_rules! policy_columns {
     () => {
-        "name, revision, checkin_interval_secs, jitter_percent, targets, updated_at"
+        "name, revision, checkin_interval_secs, jitter_percent, targets, defs, updated_at"
     };
 }
 
@@ -118,12 +118,12 @@ pub(crate) const LIST_AGENTS_WITH_STATUS: &str = concat!(
 pub(crate) const RECORD_CHECKIN: &str = concat!(
     "UPDATE agents SET last_seen = $2, deadline_at = $3, checkin_interval_secs = $4, \
      inactive_after_secs = $5, external_ip = $6, version = $7, facts = $8, definitions = $9, \
-     last_errors = $10, proxy = $11 \
+     last_errors = $10, proxy = $11, defs = $12 \
      WHERE id = $1 AND removed_at IS NULL RETURNING ",
     agent_columns!()
 );
 /// Parameters per row of [`record_checkins`].
-pub(crate) const CHECKIN_PARAMS: usize = 11;
+pub(crate) const CHECKIN_PARAMS: usize = 12;
 
 /// [`RECORD_CHECKIN`] for `rows` agents in one statement. Both dialects name
 /// the columns of a `VALUES` list `column1`, `column2`…, so the text is the
@@ -147,7 +147,8 @@ pub(crate) fn record_checkins(rows: usize) -> String {
         "UPDATE agents SET last_seen = v.column2, deadline_at = v.column3, \
          checkin_interval_secs = v.column4, inactive_after_secs = v.column5, \
          external_ip = v.column6, version = v.column7, facts = v.column8, \
-         definitions = v.column9, last_errors = v.column10, proxy = v.column11 \
+         definitions = v.column9, last_errors = v.column10, proxy = v.column11, \
+         defs = v.column12 \
          FROM (VALUES {values}) AS v \
          WHERE agents.id = v.column1 AND agents.removed_at IS NULL RETURNING {}",
         agent_columns!()
@@ -192,12 +193,12 @@ pub(crate) const POLICY: &str = concat!(
 pub(crate) const LIST_POLICIES: &str =
     concat!("SELECT ", policy_columns!(), " FROM policies ORDER BY name");
 pub(crate) const UPSERT_POLICY: &str = concat!(
-    "INSERT INTO policies (name, revision, checkin_interval_secs, jitter_percent, targets, updated_at) \
-     VALUES ($1, 1, $2, $3, $4, $5) \
+    "INSERT INTO policies (name, revision, checkin_interval_secs, jitter_percent, targets, defs, updated_at) \
+     VALUES ($1, 1, $2, $3, $4, $5, $6) \
      ON CONFLICT (name) DO UPDATE SET revision = policies.revision + 1, \
      checkin_interval_secs = excluded.checkin_interval_secs, \
      jitter_percent = excluded.jitter_percent, targets = excluded.targets, \
-     updated_at = excluded.updated_at \
+     defs = excluded.defs, updated_at = excluded.updated_at \
      RETURNING ",
     policy_columns!()
 );
@@ -270,4 +271,30 @@ pub(crate) const BUNDLE: &str = concat!(
     "SELECT ",
     bundle_columns!(),
     ", data FROM bundles WHERE id = $1"
+);
+
+// Definitions versions.
+
+macro_rules! defs_version_columns {
+    () => {
+        "channel, version, sha256, length, content, published_at, notes, full_size, deltas"
+    };
+}
+
+/// Touches nothing when the version is already recorded, so the stored one
+/// is never overwritten; the caller turns that into a `Conflict`.
+pub(crate) const INSERT_DEFS_VERSION: &str = concat!(
+    "INSERT INTO defs_versions (",
+    defs_version_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (channel, version) DO NOTHING"
+);
+pub(crate) const LIST_DEFS_VERSIONS: &str = concat!(
+    "SELECT ",
+    defs_version_columns!(),
+    " FROM defs_versions ORDER BY channel, version DESC"
+);
+pub(crate) const LIST_DEFS_VERSIONS_OF_CHANNEL: &str = concat!(
+    "SELECT ",
+    defs_version_columns!(),
+    " FROM defs_versions WHERE channel = $1 ORDER BY version DESC"
 );

@@ -211,7 +211,16 @@ mod tests {
         {
             let store = SqliteStore::open(&path).await.expect("opens");
             store
-                .upsert_policy("night", 300, 5, &[], at)
+                .upsert_policy(
+                    "night",
+                    &tether_store::PolicySettings {
+                        checkin_interval_secs: 300,
+                        jitter_percent: 5,
+                        targets: Vec::new(),
+                        defs: tether_wire::DefsPolicy::default(),
+                    },
+                    at,
+                )
                 .await
                 .expect("upserts");
             store.close().await;

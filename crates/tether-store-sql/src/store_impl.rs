@@ -87,10 +87,11 @@ macro_rules! impl_store {
                         to_json(&c.facts, "facts")?,
                         to_json(&c.definitions, "definitions")?,
                         to_json(&c.last_errors, "last_errors")?,
+                        to_json(&c.defs, "defs")?,
                     ));
                 }
                 let mut query = sqlx::query(&sql);
-                for (c, (id, at, deadline, facts, definitions, last_errors)) in
+                for (c, (id, at, deadline, facts, definitions, last_errors, defs)) in
                     batch.iter().zip(&encoded)
                 {
                     query = query
@@ -104,7 +105,8 @@ macro_rules! impl_store {
                         .bind(facts)
                         .bind(definitions)
                         .bind(last_errors)
-                        .bind(&c.proxy);
+                        .bind(&c.proxy)
+                        .bind(defs);
                 }
                 let rows = query.fetch_all(pool).await.map_err($crate::error::db)?;
                 let mut out = std::collections::HashMap::with_capacity(rows.len());
@@ -430,6 +432,7 @@ macro_rules! impl_store {
                 let facts = to_json(&c.facts, "facts")?;
                 let definitions = to_json(&c.definitions, "definitions")?;
                 let last_errors = to_json(&c.last_errors, "last_errors")?;
+                let defs = to_json(&c.defs, "defs")?;
                 let update = sqlx::query($crate::sql::RECORD_CHECKIN)
                     .bind(&agent_id)
                     .bind(at)
@@ -441,7 +444,8 @@ macro_rules! impl_store {
                     .bind(&facts)
                     .bind(&definitions)
                     .bind(&last_errors)
-                    .bind(&c.proxy);
+                    .bind(&c.proxy)
+                    .bind(&defs);
 
                 let mut tx = self.begin_write().await.map_err($crate::error::db)?;
                 let row = update
@@ -676,17 +680,17 @@ macro_rules! impl_store {
             async fn upsert_policy(
                 &self,
                 name: &str,
-                checkin_interval_secs: u32,
-                jitter_percent: u8,
-                targets: &[String],
+                settings: &tether_store::PolicySettings,
                 at: time::OffsetDateTime,
             ) -> Result<tether_store::PolicyRecord, tether_store::StoreError> {
-                let targets = $crate::row::to_json(&targets, "targets")?;
+                let targets = $crate::row::to_json(&settings.targets, "targets")?;
+                let defs = $crate::row::to_json(&settings.defs, "defs")?;
                 let row = sqlx::query($crate::sql::UPSERT_POLICY)
                     .bind(name)
-                    .bind(i64::from(checkin_interval_secs))
-                    .bind(i64::from(jitter_percent))
+                    .bind(i64::from(settings.checkin_interval_secs))
+                    .bind(i64::from(settings.jitter_percent))
                     .bind(targets)
+                    .bind(defs)
                     .bind($crate::row::to_ms(at))
                     .fetch_one(self.writer())
                     .await
@@ -932,6 +936,49 @@ macro_rules! impl_store {
                     .map_err($crate::error::db)?
                     .ok_or(tether_store::StoreError::NotFound)?;
                 $crate::row::last_doctor(&row)
+            }
+
+            async fn insert_defs_version(
+                &self,
+                v: &tether_wire::DefsVersion,
+            ) -> Result<(), tether_store::StoreError> {
+                use $crate::row::{to_i64, to_json, to_ms};
+                let inserted = sqlx::query($crate::sql::INSERT_DEFS_VERSION)
+                    .bind(&v.channel)
+                    .bind(to_i64(v.version, "version")?)
+                    .bind(&v.sha256)
+                    .bind(to_i64(v.length, "length")?)
+                    .bind(&v.content)
+                    .bind(to_ms(v.published_at))
+                    .bind(&v.notes)
+                    .bind(to_i64(v.full_size, "full_size")?)
+                    .bind(to_json(&v.deltas, "deltas")?)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                if inserted == 0 {
+                    return Err(tether_store::StoreError::Conflict(format!(
+                        "version {} of channel {:?} is already recorded",
+                        v.version, v.channel
+                    )));
+                }
+                Ok(())
+            }
+
+            async fn list_defs_versions(
+                &self,
+                channel: Option<&str>,
+            ) -> Result<Vec<tether_wire::DefsVersion>, tether_store::StoreError> {
+                let query = match channel {
+                    None => sqlx::query($crate::sql::LIST_DEFS_VERSIONS),
+                    Some(c) => sqlx::query($crate::sql::LIST_DEFS_VERSIONS_OF_CHANNEL).bind(c),
+                };
+                let rows = query
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::defs_version(r)).collect()
             }
         }
     };

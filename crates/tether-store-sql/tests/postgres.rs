@@ -104,13 +104,72 @@ async fn connect_accepts_both_schemes() {
     drop_schema(&url, &schema).await;
 }
 
+/// A database written at migration 0003 (before definitions) keeps its rows
+/// when this version opens it and applies the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_0003_keeps_data() {
+    if skipped() {
+        eprintln!("skipped: TETHER_SKIP_POSTGRES=1");
+        return;
+    }
+    let url = database_url();
+    let schema = format!("tether_test_{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copied = conformance::copy_migrations_before("postgres", 4, dir.path()).expect("copies");
+    assert_eq!(copied, 3, "migrations 0001 to 0003");
+    {
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connects to PostgreSQL");
+        // The name is ours, made of [a-z0-9_] only.
+        sqlx::raw_sql(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("creates the schema");
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .expect("reads the old migrations")
+            .run(&mut conn)
+            .await
+            .expect("applies the old migrations");
+        sqlx::raw_sql(&conformance::pre_defs_rows("postgres"))
+            .execute(&mut conn)
+            .await
+            .expect("writes rows the old way");
+        conn.close().await.expect("closes");
+    }
+    let store = Arc::new(
+        PostgresStore::connect_in_schema(&url, &schema)
+            .await
+            .expect("upgrades"),
+    );
+    let outcome = tokio::spawn(conformance::upgraded_from_0003_keeps_data(Fixture::new(
+        Arc::clone(&store),
+    )))
+    .await;
+    store.close().await;
+    drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 /// PostgreSQL refuses NUL characters in text (SQLite stores them): the
 /// refusal is a non-retriable `Conflict`, and nothing is half written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_are_refused_as_conflict() {
     run(|f: Fixture| async move {
         let at = time::macros::datetime!(2026-05-17 19:16 UTC);
-        let result = f.store.upsert_policy("nul\0inside", 30, 10, &[], at).await;
+        let result = f
+            .store
+            .upsert_policy(
+                "nul\0inside",
+                &conformance::policy_settings(30, 10, &[]),
+                at,
+            )
+            .await;
         match result {
             Err(tether_store::StoreError::Conflict(message)) => {
                 assert!(message.contains("refused"), "{message}")

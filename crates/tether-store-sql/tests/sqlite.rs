@@ -45,3 +45,37 @@ async fn whole_story_in_memory() {
     })
     .await;
 }
+
+/// A database written at migration 0003 (before definitions) keeps its rows
+/// when this version opens it and applies the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_0003_keeps_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).expect("creates the migrations dir");
+    let copied = conformance::copy_migrations_before("sqlite", 4, &old).expect("copies");
+    assert_eq!(copied, 3, "migrations 0001 to 0003");
+    let path = dir.path().join("tether.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("opens the old database");
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("reads the old migrations")
+            .run(&pool)
+            .await
+            .expect("applies the old migrations");
+        sqlx::raw_sql(&conformance::pre_defs_rows("sqlite"))
+            .execute(&pool)
+            .await
+            .expect("writes rows the old way");
+        pool.close().await;
+    }
+    let store = Arc::new(SqliteStore::open(&path).await.expect("upgrades"));
+    conformance::upgraded_from_0003_keeps_data(Fixture::new(Arc::clone(&store))).await;
+    store.close().await;
+}

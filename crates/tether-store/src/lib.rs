@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use tether_wire::{
-    ActionInfo, ActionKind, ActionResult, AgentKind, AgentStatus, BundleInfo, DoctorSummary,
-    HostFacts, LastError, Transition,
+    ActionInfo, ActionKind, ActionResult, AgentKind, AgentStatus, BundleInfo, ChannelState,
+    DefsPolicy, DefsVersion, DoctorSummary, HostFacts, LastError, Transition,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -134,6 +134,9 @@ pub struct AgentRecord {
     pub version: String,
     pub facts: HostFacts,
     pub definitions: BTreeMap<String, String>,
+    /// The definitions channels as the agent last reported them; empty
+    /// before its first check-in that carried them.
+    pub defs: Vec<ChannelState>,
     pub last_errors: BTreeMap<String, LastError>,
     pub proxy: Option<String>,
     pub checkin_interval_secs: u32,
@@ -160,6 +163,8 @@ pub struct Checkin {
     pub version: String,
     pub facts: HostFacts,
     pub definitions: BTreeMap<String, String>,
+    /// The definitions channels' state, replacing what was stored.
+    pub defs: Vec<ChannelState>,
     pub last_errors: BTreeMap<String, LastError>,
     pub proxy: Option<String>,
     pub checkin_interval_secs: u32,
@@ -201,7 +206,21 @@ pub struct PolicyRecord {
     pub jitter_percent: u8,
     /// `host:port` targets the doctor checks, validated by the server.
     pub targets: Vec<String>,
+    /// What the policy says about definitions channels.
+    pub defs: DefsPolicy,
     pub updated_at: OffsetDateTime,
+}
+
+/// What [`Store::upsert_policy`] writes: every setting of a policy, replaced
+/// as a whole. A struct rather than arguments, so that a setting added later
+/// breaks every caller at compile time instead of being silently defaulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySettings {
+    pub checkin_interval_secs: u32,
+    pub jitter_percent: u8,
+    /// `host:port` targets the doctor checks, validated by the server.
+    pub targets: Vec<String>,
+    pub defs: DefsPolicy,
 }
 
 /// The control plane's persistence. Every method is one atomic unit.
@@ -299,9 +318,7 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_policy(
         &self,
         name: &str,
-        checkin_interval_secs: u32,
-        jitter_percent: u8,
-        targets: &[String],
+        settings: &PolicySettings,
         at: OffsetDateTime,
     ) -> Result<PolicyRecord, StoreError>;
 
@@ -351,4 +368,17 @@ pub trait Store: Send + Sync + 'static {
     /// The agent's last doctor verdict, if it reported one. `NotFound` if the
     /// agent is absent or removed.
     async fn last_doctor(&self, agent_id: Uuid) -> Result<Option<DoctorSummary>, StoreError>;
+
+    // Definitions: the published versions, mirrored from the TUF repository
+    // (which stays the source of truth) so that summaries are one query.
+    /// Records a published version. A version already recorded for the
+    /// channel is `Conflict`, and the stored one is left as it was.
+    /// `agents` is not stored.
+    async fn insert_defs_version(&self, version: &DefsVersion) -> Result<(), StoreError>;
+    /// Recorded versions, of one channel or of all, ordered by channel then
+    /// newest version first. `agents` is always 0 here.
+    async fn list_defs_versions(
+        &self,
+        channel: Option<&str>,
+    ) -> Result<Vec<DefsVersion>, StoreError>;
 }

@@ -38,6 +38,7 @@ pub async fn checkin(
         version: req.agent_version,
         facts: req.facts,
         definitions: req.definitions,
+        defs: req.defs,
         last_errors: req.last_errors,
         proxy,
         checkin_interval_secs: policy.checkin_interval_secs,

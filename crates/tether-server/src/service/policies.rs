@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use tether_store::PolicyRecord;
+use tether_store::{PolicyRecord, PolicySettings};
 use tether_wire::{Policy, PolicyUpdate};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -13,7 +13,7 @@ use super::{Ctx, ServiceError, tokens::DEFAULT_POLICY, validate};
 
 pub fn to_wire(p: &PolicyRecord) -> Policy {
     Policy {
-        defs: Default::default(),
+        defs: p.defs.clone(),
         name: p.name.clone(),
         revision: p.revision,
         checkin_interval_secs: p.checkin_interval_secs,
@@ -94,9 +94,12 @@ pub async fn upsert(ctx: &Ctx, name: &str, update: PolicyUpdate) -> Result<Polic
         .store
         .upsert_policy(
             name,
-            update.checkin_interval_secs,
-            update.jitter_percent,
-            &update.targets,
+            &PolicySettings {
+                checkin_interval_secs: update.checkin_interval_secs,
+                jitter_percent: update.jitter_percent,
+                targets: update.targets,
+                defs: update.defs,
+            },
             ctx.now(),
         )
         .await?;

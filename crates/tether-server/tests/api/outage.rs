@@ -172,15 +172,25 @@ impl Store for Switchable {
     async fn upsert_policy(
         &self,
         name: &str,
-        interval: u32,
-        jitter: u8,
-        targets: &[String],
+        settings: &tether_store::PolicySettings,
         at: OffsetDateTime,
     ) -> Result<PolicyRecord, StoreError> {
         self.check()?;
-        self.inner
-            .upsert_policy(name, interval, jitter, targets, at)
-            .await
+        self.inner.upsert_policy(name, settings, at).await
+    }
+    async fn insert_defs_version(
+        &self,
+        version: &tether_wire::DefsVersion,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_defs_version(version).await
+    }
+    async fn list_defs_versions(
+        &self,
+        channel: Option<&str>,
+    ) -> Result<Vec<tether_wire::DefsVersion>, StoreError> {
+        self.check()?;
+        self.inner.list_defs_versions(channel).await
     }
     async fn queue_action(
         &self,
