@@ -40,6 +40,26 @@ pub enum AgentCommand {
     /// Write the escalation bundle (tar.gz, secrets redacted), optionally
     /// uploading it to the control plane.
     Bundle(BundleArgs),
+    /// Update the definitions channels now, in this process (not through the
+    /// running agent). Exit code: 0 all channels current, 2 a channel
+    /// failed, 3 refused or could not run (TETHER-E6009 when the policy does
+    /// not allow user updates).
+    Update(UpdateArgs),
+    /// Definitions: status and offline import.
+    #[command(subcommand)]
+    Defs(DefsCommand),
+}
+
+/// `defs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DefsCommand {
+    /// Show each subscribed channel: installed version, last attempt and
+    /// result (code and action), update server, cool-down.
+    Status(DefsStatusArgs),
+    /// Verify and install an offline bundle written by `tether defs export`,
+    /// exactly like an online update. Exit code: 0 installed or current,
+    /// 2 a channel (or the bundle) failed, 3 could not run.
+    Import(DefsImportArgs),
 }
 
 /// The state directory, on every subcommand.
@@ -194,6 +214,46 @@ pub struct BundleArgs {
     pub unit_dir: PathBuf,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Check now (required: without it the running agent updates on its
+    /// policy's schedule).
+    #[arg(long, required = true)]
+    pub now: bool,
+    /// Only this channel (repeatable); default: every subscribed channel.
+    #[arg(long = "channel")]
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DefsStatusArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DefsImportArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The bundle file (`tether defs export --out FILE`).
+    pub bundle: PathBuf,
+    /// Only this channel of the bundle (repeatable); default: all it holds.
+    #[arg(long = "channel")]
+    pub channels: Vec<String>,
+}
+
+/// Exit code of `update` and `defs import`: every channel is current.
+pub const EXIT_DEFS_OK: u8 = 0;
+/// Exit code of `update` and `defs import`: at least one channel failed.
+pub const EXIT_DEFS_FAILED: u8 = 2;
+/// Exit code of `update` and `defs import`: refused, or could not run.
+pub const EXIT_DEFS_REFUSED: u8 = 3;
+
 /// The longest doctor deadline accepted.
 pub const MAX_DOCTOR_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -212,6 +272,13 @@ pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<Ex
         AgentCommand::Debug(args) => debug(&args, &world),
         AgentCommand::Doctor(args) => return Ok(doctor(&args, &world).await),
         AgentCommand::Bundle(args) => bundle(&args, &world).await,
+        AgentCommand::Update(args) => return Ok(defs_exit(update_now(&args, &world).await)),
+        AgentCommand::Defs(DefsCommand::Import(args)) => {
+            return Ok(defs_exit(defs_import(&args, &world).await));
+        }
+        AgentCommand::Defs(DefsCommand::Status(args)) => {
+            return Ok(defs_exit(defs_status(&args, &world)));
+        }
     };
     result.map_err(anyhow::Error::new)
 }
@@ -314,6 +381,7 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         "agent starting"
     );
     let installed_at = state.installed_at;
+    let defs = start_defs_worker(&config, dir, &store, &client, state.policy.as_ref(), world);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut ctx = RunContext {
         client,
@@ -330,14 +398,65 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
             deadline: tether_doctor::DoctorInput::DEFAULT_DEADLINE,
             world: world.clone(),
         })),
+        defs: defs.as_ref().map(|(handle, _)| handle.clone()),
     };
     let summary = crate::run::run_loop(&mut ctx, crate::run::stop_signal()).await;
+    // An update cut off here resumes at the next start; installs are atomic.
+    if let Some((_, task)) = defs {
+        task.abort();
+    }
     tracing::info!(
         checkins = summary.steps.len(),
         notice_acknowledged = summary.shutdown_acknowledged,
         "agent stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the definitions worker in its own task. Without a usable update
+/// transport the agent still checks in; the reason is logged and recorded.
+fn start_defs_worker(
+    config: &crate::config::AgentConfig,
+    dir: &Path,
+    store: &StateStore,
+    client: &ApiClient,
+    policy: Option<&tether_wire::Policy>,
+    world: &World,
+) -> Option<(crate::defs::DefsHandle, tokio::task::JoinHandle<()>)> {
+    let transport = match crate::defs::transport(config, dir, &|k| world.var(k)) {
+        Ok(t) => t,
+        Err(f) => {
+            tracing::error!(code = %f.code, error = %f.message, "definitions updates are off: no update transport");
+            let now = world.clock.now();
+            let _ = store.update(|s| {
+                s.record_error(
+                    crate::state::subsystem::DEFINITIONS,
+                    f.code,
+                    f.message.clone(),
+                    now,
+                )
+            });
+            return None;
+        }
+    };
+    let factory = crate::defs::UpdaterFactory {
+        state_dir: dir.to_owned(),
+        server: config.server.clone(),
+        transport: Arc::new(transport),
+        clock: world.clock.clone(),
+    };
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let (worker, handle) = crate::defs::DefsWorker::new(
+        factory,
+        store.clone(),
+        client.clone(),
+        Box::new(move || rng.random::<f64>()),
+        policy.map(|p| p.defs.clone()),
+    );
+    let task = tokio::spawn(worker.run(|event| {
+        tracing::debug!(event = ?event, "definitions worker");
+    }));
+    Some((handle, task))
 }
 
 fn posture(args: &PostureArgs, world: &World) -> Result<ExitCode, Failure> {
@@ -515,6 +634,75 @@ async fn bundle(args: &BundleArgs, world: &World) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The exit code of a definitions command; a failure to run at all is
+/// printed with its code and action and exits [`EXIT_DEFS_REFUSED`].
+fn defs_exit(result: Result<u8, Failure>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {f}");
+            ExitCode::from(EXIT_DEFS_REFUSED)
+        }
+    }
+}
+
+async fn update_now(args: &UpdateArgs, world: &World) -> Result<u8, Failure> {
+    let dir = &args.state.state_dir;
+    let _logs = crate::logs::init(&file_log_options(dir.join("logs"))).ok();
+    let local = crate::defs::command::Local::load(dir, world)?;
+    let outcomes = local.update_now(&args.channels).await?;
+    Ok(print_outcomes(&outcomes))
+}
+
+async fn defs_import(args: &DefsImportArgs, world: &World) -> Result<u8, Failure> {
+    let dir = &args.state.state_dir;
+    let _logs = crate::logs::init(&file_log_options(dir.join("logs"))).ok();
+    let local = crate::defs::command::Local::load(dir, world)?;
+    match local.import(&args.bundle, &args.channels).await? {
+        Ok(outcomes) => Ok(print_outcomes(&outcomes)),
+        Err(error) => {
+            println!(
+                "{}: FAILED {}: {error} Action: {}",
+                args.bundle.display(),
+                error.code(),
+                error.action()
+            );
+            Ok(EXIT_DEFS_FAILED)
+        }
+    }
+}
+
+/// One line per channel; the exit code says whether any failed.
+fn print_outcomes(outcomes: &[tether_defs::client::ChannelOutcome]) -> u8 {
+    if outcomes.is_empty() {
+        println!("no definitions channel to update");
+    }
+    for o in outcomes {
+        println!("{}", crate::defs::outcome_line(o));
+    }
+    if outcomes.iter().any(|o| o.result.is_err()) {
+        EXIT_DEFS_FAILED
+    } else {
+        EXIT_DEFS_OK
+    }
+}
+
+fn defs_status(args: &DefsStatusArgs, world: &World) -> Result<u8, Failure> {
+    let status = crate::defs::command::status(&args.state.state_dir, world)?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&status).map_err(|e| {
+            Failure::new(
+                ErrorCode::Internal,
+                format!("cannot render the status: {e}"),
+            )
+        })?;
+        println!("{json}");
+    } else {
+        print!("{}", status.to_text());
+    }
+    Ok(EXIT_DEFS_OK)
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
@@ -555,6 +743,17 @@ mod tests {
             vec!["x", "bundle", "--state-dir", "/d", "--upload"],
             vec![
                 "x",
+                "update",
+                "--now",
+                "--state-dir",
+                "/d",
+                "--channel",
+                "sigs",
+            ],
+            vec!["x", "defs", "status", "--state-dir", "/d", "--json"],
+            vec!["x", "defs", "import", "--state-dir", "/d", "b.tar"],
+            vec![
+                "x",
                 "enroll",
                 "--state-dir",
                 "/d",
@@ -584,8 +783,34 @@ mod tests {
                     assert_eq!(a.log_lines, 500);
                     a.state.state_dir
                 }
+                AgentCommand::Update(a) => {
+                    assert!(a.now);
+                    assert_eq!(a.channels, vec!["sigs".to_owned()]);
+                    a.state.state_dir
+                }
+                AgentCommand::Defs(DefsCommand::Status(a)) => {
+                    assert!(a.json);
+                    a.state.state_dir
+                }
+                AgentCommand::Defs(DefsCommand::Import(a)) => {
+                    assert_eq!(a.bundle, PathBuf::from("b.tar"));
+                    assert!(a.channels.is_empty());
+                    a.state.state_dir
+                }
             };
             assert_eq!(dir, PathBuf::from("/d"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn update_requires_now_and_defs_needs_a_subcommand() {
+        for args in [
+            vec!["x", "update", "--state-dir", "/d"],
+            vec!["x", "defs", "--state-dir", "/d"],
+            vec!["x", "defs", "import", "--state-dir", "/d"],
+            vec!["x", "defs", "status", "--state-dir", "/d", "--channel", "a"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Enrolled {
     pub ca_saved: Option<PathBuf>,
     /// True when this replaced an earlier identity (re-registration).
     pub reregistered: bool,
+    /// The definitions root: pinned, refused (why), or not offered.
+    pub defs_root: DefsRoot,
     pub checkin_interval_secs: u32,
 }
 
@@ -77,6 +79,15 @@ impl Enrolled {
             self.checkin_interval_secs,
             dir = state_dir.display()
         ));
+        match &self.defs_root {
+            DefsRoot::NotOffered => {}
+            DefsRoot::Pinned => {
+                out.push_str("The definitions root of trust was pinned.\n");
+            }
+            DefsRoot::Refused(why) => out.push_str(&format!(
+                "Warning: the definitions root the server sent was refused ({why}); definitions updates will fail until the agent re-enrolls.\n"
+            )),
+        }
         if let Some(ca) = &self.ca_saved {
             out.push_str(&format!(
                 "The pinned server CA was saved to {}.\n",
@@ -85,6 +96,18 @@ impl Enrolled {
         }
         out
     }
+}
+
+/// What enrollment did with the definitions root the server offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefsRoot {
+    /// The server serves no definitions.
+    NotOffered,
+    /// Pinned in `STATE_DIR/defs/` (replacing any earlier one).
+    Pinned,
+    /// The root was refused; updates fail with TETHER-E6014 until a
+    /// re-enrollment pins a valid one. The message says why.
+    Refused(String),
 }
 
 /// Builds the `agent.toml` layer for this enrollment: trust and server from
@@ -179,6 +202,7 @@ pub async fn enroll(opts: &EnrollOptions, world: &World) -> Result<Enrolled, Fai
         tls.as_ref().map(|t| t.peer_chain_der.as_slice()),
     )?;
     write_files(dir, &layer, &response, installed_at, now, &config.server)?;
+    let defs_root = pin_defs_root(dir, response.defs_root.as_deref(), now);
     tracing::info!(
         target: INSTALL_TARGET,
         agent_id = %response.agent_id,
@@ -194,8 +218,32 @@ pub async fn enroll(opts: &EnrollOptions, world: &World) -> Result<Enrolled, Fai
         name: config.name.clone(),
         ca_saved,
         reregistered: previous_credential.is_some(),
+        defs_root,
         checkin_interval_secs: response.policy.checkin_interval_secs,
     })
+}
+
+/// Pins the definitions root after the identity is saved. A root that does
+/// not verify must not undo a good enrollment (the token is spent and the
+/// credential issued), so it is recorded as the `definitions` error and
+/// reported, and updates stay off until a re-enrollment.
+fn pin_defs_root(dir: &Path, root: Option<&str>, now: OffsetDateTime) -> DefsRoot {
+    let Some(root) = root else {
+        return DefsRoot::NotOffered;
+    };
+    match tether_defs::client::pin_root(dir, root) {
+        Ok(()) => {
+            tracing::info!(target: INSTALL_TARGET, "pinned the definitions root");
+            DefsRoot::Pinned
+        }
+        Err(error) => {
+            tracing::error!(target: INSTALL_TARGET, code = %error.code(), error = %error, "the definitions root was refused");
+            let _ = StateStore::new(dir).update(|s| {
+                s.record_error(subsystem::DEFINITIONS, error.code(), error.to_string(), now)
+            });
+            DefsRoot::Refused(format!("{}: {error}", error.code()))
+        }
+    }
 }
 
 /// Checks the flags before anything is written, so errors name the flag.

@@ -12,6 +12,7 @@
 //! - [`credential`]: the agent's secret (mode 0600) and the saved server CA.
 //! - [`enroll`], [`run`], [`posture`], [`service`]: the subcommands' logic.
 //! - [`backoff`]: pure retry and jitter arithmetic.
+//! - [`defs`]: definitions updates: servers, schedule, worker, commands.
 //! - [`logs`]: install/agent/error logs with rotation and timed debug mode.
 //! - [`cli`]: clap definitions shared by `tether-agent` and `tether agent`.
 
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod credential;
+pub mod defs;
 pub mod doctor;
 pub mod enroll;
 pub mod error;

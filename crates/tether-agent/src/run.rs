@@ -73,6 +73,10 @@ pub struct RunContext {
     pub proxy: Option<String>,
     /// Runs doctor actions; `None` answers them as not supported.
     pub actions: Option<Arc<dyn ActionHandler>>,
+    /// The definitions worker: it receives each policy and `UpdateDefs`
+    /// action, and runs updates in its own task so they never delay a
+    /// check-in. `None` answers `UpdateDefs` as not supported.
+    pub defs: Option<crate::defs::DefsHandle>,
 }
 
 /// What one check-in led to, and the delay chosen after it.
@@ -116,18 +120,18 @@ impl RunContext {
     }
 
     async fn checkin(&self) -> Result<CheckinResponse, ClientError> {
-        let last_errors = self
-            .store
-            .load()
-            .ok()
-            .flatten()
-            .map(|s| s.last_errors)
-            .unwrap_or_default();
+        let state = self.store.load().ok().flatten();
+        let policy = state.as_ref().and_then(|s| s.policy.clone());
+        let mut last_errors = state.map(|s| s.last_errors).unwrap_or_default();
+        // Read from disk each time: an `update --now` in another process
+        // changes the channels too.
+        let (defs, definitions) =
+            crate::defs::checkin_fields(self.store.dir(), policy.as_ref(), &mut last_errors);
         let request = CheckinRequest {
-            defs: Vec::new(),
+            defs,
             agent_version: tether_wire::VERSION.to_owned(),
             facts: (self.facts)(),
-            definitions: Default::default(),
+            definitions,
             last_errors,
             proxy: self.proxy.clone(),
         };
@@ -157,6 +161,9 @@ impl RunContext {
                         s.debug_until = Some(now + wanted);
                         tracing::info!(action_id = %action.id, minutes, "debug logging requested by the server");
                     }
+                    ActionKind::UpdateDefs { channel } => {
+                        tracing::info!(action_id = %action.id, channel = channel.as_deref().unwrap_or("all"), "definitions check requested by the server");
+                    }
                     other => {
                         tracing::info!(action_id = %action.id, action = ?other, "ignoring an action this agent does not know");
                     }
@@ -166,14 +173,22 @@ impl RunContext {
         if let Err(error) = saved {
             tracing::error!(code = %error.code(), error = %error, "could not record the check-in in the state file");
         }
+        if let Some(defs) = &self.defs {
+            defs.policy(&resp.policy.defs);
+        }
         tracing::info!(status = %resp.status, policy_revision = resp.policy.revision, "checked in");
     }
 
     /// Runs the doctor actions of a check-in reply and reports each result.
     async fn run_actions(&self, resp: &CheckinResponse) {
         for action in &resp.actions {
-            let ActionKind::Doctor { upload } = action.kind else {
-                continue;
+            let upload = match &action.kind {
+                ActionKind::Doctor { upload } => *upload,
+                ActionKind::UpdateDefs { channel } => {
+                    self.update_defs(action.id, channel.clone()).await;
+                    continue;
+                }
+                _ => continue,
             };
             let result = match &self.actions {
                 Some(h) => h.doctor(self.client.clone(), upload).await,
@@ -193,6 +208,29 @@ impl RunContext {
             if let Err(error) = self.client.complete_action(action.id, &result).await {
                 tracing::warn!(action_id = %action.id, code = %error.code(), error = %error, "could not report the action's result");
             }
+        }
+    }
+
+    /// Hands an `UpdateDefs` action to the definitions worker, which reports
+    /// its result when the update finished; answers it at once when there is
+    /// no worker or its queue is full.
+    async fn update_defs(&self, id: uuid::Uuid, channel: Option<String>) {
+        let queued = self.defs.as_ref().is_some_and(|d| {
+            d.trigger(crate::defs::Trigger {
+                action_id: id,
+                channel,
+            })
+        });
+        if queued {
+            return;
+        }
+        let result = crate::defs::unsupported(if self.defs.is_some() {
+            "too many definitions checks are already queued; try again later"
+        } else {
+            "this agent process does not run definitions updates"
+        });
+        if let Err(error) = self.client.complete_action(id, &result).await {
+            tracing::warn!(action_id = %id, code = %error.code(), error = %error, "could not report the action's result");
         }
     }
 

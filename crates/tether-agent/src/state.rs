@@ -123,6 +123,11 @@ impl StateStore {
         StateStore { dir: dir.into() }
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
