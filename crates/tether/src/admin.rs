@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use tether_client::ApiClient;
 use tether_transport::{ProxySetting, Transport, TransportConfig, TrustConfig};
 use tether_wire::{
-    ActionKind, AgentDetail, AgentSummary, BundleInfo, CreateTokenRequest, DoctorSummary,
-    PolicyUpdate, TokenInfo,
+    ActionKind, AgentDetail, AgentSummary, BundleInfo, CreateTokenRequest, DefsPolicy,
+    DoctorSummary, Policy, PolicyUpdate, TokenInfo,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -18,6 +18,28 @@ use crate::endpoint::{DEFAULT_DATA_DIR, Endpoint};
 
 /// Builds an authenticated admin client from flags, env and the local data dir.
 pub fn client(conn: &AdminConn) -> anyhow::Result<ApiClient> {
+    let (base, token, config) = connection(conn)?;
+    Ok(ApiClient::new(Transport::new(config)?, base).with_bearer(token))
+}
+
+/// [`client`] plus a bulk transport for definitions publish and export: a
+/// body cap of [`crate::defs::DEFS_MAX_BYTES`] and a longer HTTP limit,
+/// where the ordinary calls keep the smaller cap.
+pub fn bulk_client(conn: &AdminConn) -> anyhow::Result<ApiClient> {
+    let (base, token, config) = connection(conn)?;
+    let mut bulk = TransportConfig {
+        max_body_bytes: crate::defs::DEFS_MAX_BYTES,
+        ..config.clone()
+    };
+    bulk.timeouts.http = crate::defs::DEFS_HTTP_TIMEOUT;
+    Ok(ApiClient::new(Transport::new(config)?, base)
+        .with_bearer(token)
+        .with_bulk_transport(Transport::new(bulk)?))
+}
+
+/// The server URL, the admin credential and the transport settings, from
+/// flags, env and the local data dir.
+fn connection(conn: &AdminConn) -> anyhow::Result<(url::Url, String, TransportConfig)> {
     let data_dir = conn
         .data_dir
         .clone()
@@ -57,15 +79,15 @@ pub fn client(conn: &AdminConn) -> anyhow::Result<ApiClient> {
             .map(|e| e.ca_pem_path.clone())
     });
     let trust = trust_config(ca_file.as_deref(), conn.ca_fingerprint.as_deref())?;
-    let transport = Transport::new(TransportConfig {
+    let config = TransportConfig {
         proxy: ProxySetting::FromEnv,
         trust,
         user_agent: format!("tether-admin/{}", tether_wire::VERSION),
         // Bundle downloads are up to 16 MiB.
         max_body_bytes: 20 * 1024 * 1024,
         ..TransportConfig::default()
-    })?;
-    Ok(ApiClient::new(transport, base).with_bearer(token))
+    };
+    Ok((base, token, config))
 }
 
 pub fn trust_config(
@@ -229,6 +251,43 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
         }
+        AgentsCommand::UpdateNow {
+            conn,
+            id,
+            group,
+            channel,
+            json,
+        } => {
+            let what = match &channel {
+                Some(c) => format!("channel {c}"),
+                None => "every subscribed channel".to_owned(),
+            };
+            let kind = ActionKind::UpdateDefs { channel };
+            let client = client(&conn)?;
+            let actions = match (id, group) {
+                (Some(id), _) => vec![client.queue_action(id, &kind).await?],
+                (None, Some(group)) => client.queue_group_action(&group, &kind).await?,
+                // clap requires one of them (`required_unless_present`).
+                (None, None) => bail!("pass an agent ID or --group"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&actions)?);
+            } else {
+                for a in &actions {
+                    println!(
+                        "queued definitions update {} for agent {} ({what})",
+                        a.id, a.agent_id
+                    );
+                }
+                if actions.is_empty() {
+                    println!("no agents in that group: nothing queued");
+                } else {
+                    println!(
+                        "It runs at each agent's next check-in; follow it with `tether agents show ID`."
+                    );
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -249,20 +308,7 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&policies)?);
             } else {
-                println!(
-                    "{:<20} {:>8} {:>10} {:>7}  TARGETS",
-                    "NAME", "REVISION", "INTERVAL", "JITTER"
-                );
-                for p in policies {
-                    println!(
-                        "{:<20} {:>8} {:>9}s {:>6}%  {}",
-                        p.name,
-                        p.revision,
-                        p.checkin_interval_secs,
-                        p.jitter_percent,
-                        targets_text(&p.targets)
-                    );
-                }
+                print!("{}", policy_table(&policies));
             }
         }
         PolicyCommand::Set {
@@ -271,14 +317,24 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             checkin_interval,
             jitter_percent,
             targets,
+            channels,
+            update_urls,
+            defs_interval,
+            allow_user_update,
         } => {
             let secs = u32::try_from(checkin_interval.as_secs())
                 .context("--checkin-interval is too long")?;
+            let defs = crate::defs::defs_policy(
+                channels,
+                update_urls,
+                defs_interval.map(Into::into),
+                allow_user_update,
+            )?;
             let p = client(&conn)?
                 .put_policy(
                     &name,
                     &PolicyUpdate {
-                        defs: Default::default(),
+                        defs,
                         checkin_interval_secs: secs,
                         jitter_percent,
                         targets,
@@ -286,16 +342,76 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             println!(
-                "policy {} is at revision {}: check in every {} s ± {} %; doctor targets: {}",
+                "policy {} is at revision {}: check in every {} s ± {} %; doctor targets: {}; {}",
                 p.name,
                 p.revision,
                 p.checkin_interval_secs,
                 p.jitter_percent,
-                targets_text(&p.targets)
+                targets_text(&p.targets),
+                defs_policy_text(&p.defs)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A policy's definitions settings in one phrase.
+fn defs_policy_text(d: &DefsPolicy) -> String {
+    if d.channels.is_empty() {
+        return "definitions: no channel".to_owned();
+    }
+    format!(
+        "definitions: {} every {} from {}; user updates {}",
+        d.channels.join(","),
+        humantime::format_duration(std::time::Duration::from_secs(u64::from(d.interval_secs))),
+        if d.update_urls.is_empty() {
+            "the control plane".to_owned()
+        } else {
+            d.update_urls.join(" then ")
+        },
+        if d.allow_user_update {
+            "allowed"
+        } else {
+            "forbidden"
+        }
+    )
+}
+
+/// What `policy list` prints.
+pub fn policy_table(policies: &[Policy]) -> String {
+    let mut out = format!(
+        "{:<20} {:>8} {:>10} {:>7}  {:<20}  {:<16}  {:>9}  {:<11}  {}\n",
+        "NAME",
+        "REVISION",
+        "INTERVAL",
+        "JITTER",
+        "TARGETS",
+        "CHANNELS",
+        "DEFS EVERY",
+        "USER UPDATE",
+        "UPDATE URLS"
+    );
+    for p in policies {
+        let d = &p.defs;
+        out.push_str(&format!(
+            "{:<20} {:>8} {:>9}s {:>6}%  {:<20}  {:<16}  {:>9}  {:<11}  {}\n",
+            p.name,
+            p.revision,
+            p.checkin_interval_secs,
+            p.jitter_percent,
+            targets_text(&p.targets),
+            targets_text(&d.channels),
+            humantime::format_duration(std::time::Duration::from_secs(u64::from(d.interval_secs)))
+                .to_string(),
+            if d.allow_user_update { "yes" } else { "no" },
+            if d.update_urls.is_empty() {
+                "(control plane)".to_owned()
+            } else {
+                d.update_urls.join(" ")
+            }
+        ));
+    }
+    out
 }
 
 fn describe_token(t: &TokenInfo) -> String {
@@ -373,8 +489,8 @@ fn token_table(tokens: &[TokenInfo], now: OffsetDateTime) -> String {
 
 pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
     let mut out = format!(
-        "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {}\n",
-        "ID", "NAME", "KIND", "GROUP", "STATUS", "LAST SEEN", "VERSION", "FLAGS"
+        "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {:<9}  {}\n",
+        "ID", "NAME", "KIND", "GROUP", "STATUS", "LAST SEEN", "VERSION", "IN POLICY", "FLAGS"
     );
     for a in agents {
         let flags: Vec<String> = a
@@ -388,7 +504,7 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {}\n",
+            "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {:<9}  {}\n",
             a.id,
             truncate(&a.name, 20),
             a.kind.as_str(),
@@ -396,6 +512,7 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
             a.status.as_str().to_uppercase(),
             ago(a.last_seen, now),
             truncate(&a.version, 8),
+            crate::defs::in_policy_cell(a.in_policy),
             flags.join(",")
         ));
     }
@@ -514,9 +631,17 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
         ),
     );
     line(&mut out, "Enrolled", fmt_time(a.enrolled_at));
-    if d.definitions.is_empty() {
-        line(&mut out, "Definitions", "none yet".into());
+    if !d.defs.is_empty() || d.in_policy.is_some() {
+        out.push_str(&crate::defs::agent_defs_text(d));
+    } else if d.definitions.is_empty() {
+        line(
+            &mut out,
+            "Definitions",
+            "none (no channel subscribed)".into(),
+        );
     } else {
+        // An agent that reports versions but no channel state predates
+        // definitions channels: show what it reported.
         for (channel, version) in &d.definitions {
             line(&mut out, "Definitions", format!("{channel}: {version}"));
         }

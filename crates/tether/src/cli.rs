@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tether_wire::{AgentKind, AgentStatus};
 use uuid::Uuid;
 
-use crate::{admin, bench, quickstart, server_cmd};
+use crate::{admin, bench, defs, quickstart, server_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +37,9 @@ pub enum Command {
     /// Inspect and set policies (admin API).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Publish, inspect, export and mirror definitions channels.
+    #[command(subcommand)]
+    Defs(DefsCommand),
     /// Agent commands (the same as the `tether-agent` endpoint binary).
     #[command(subcommand)]
     Agent(tether_agent::cli::AgentCommand),
@@ -200,6 +203,22 @@ pub enum AgentsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Queue "check the definitions now" for one agent (ID) or every agent of
+    /// a group (--group); it runs at each agent's next check-in.
+    UpdateNow {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        id: Option<Uuid>,
+        /// Every agent of this group instead of one agent.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this channel (default: every subscribed channel).
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +243,111 @@ pub enum PolicyCommand {
         /// this policy (repeatable; at most 64). Replaces the policy's list.
         #[arg(long = "target", value_name = "HOST:PORT")]
         targets: Vec<String>,
+        /// A definitions channel the agents subscribe to (repeatable).
+        /// Replaces the policy's list.
+        #[arg(long = "channel", value_name = "NAME")]
+        channels: Vec<String>,
+        /// An https:// update server (a `tether defs mirror` tree), in
+        /// fallback order (repeatable). None: the control plane itself.
+        #[arg(long = "update-url", value_name = "URL")]
+        update_urls: Vec<String>,
+        /// Time between definitions update checks, e.g. 6h (default 6h).
+        #[arg(long)]
+        defs_interval: Option<humantime::Duration>,
+        /// Whether a local user may force an update (`tether agent update --now`).
+        #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+        allow_user_update: bool,
+    },
+}
+
+/// A TUF role whose key `tether defs rotate-key` replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyRole {
+    Root,
+    Targets,
+    Snapshot,
+    Timestamp,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Root => "root",
+            KeyRole::Targets => "targets",
+            KeyRole::Snapshot => "snapshot",
+            KeyRole::Timestamp => "timestamp",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DefsCommand {
+    /// Publish a file as a channel's next version (admin API); deltas from
+    /// earlier versions are computed by the server.
+    Publish {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        channel: String,
+        /// The definitions file (at most 1 GiB).
+        #[arg(long)]
+        file: PathBuf,
+        /// A note kept with the version.
+        #[arg(long)]
+        notes: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per channel: versions, sizes, deltas and how many agents are in policy.
+    Summary {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an offline bundle of a channel for `tether agent defs import`.
+    Export {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        channel: String,
+        /// Where to write the bundle (tar).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Copy the signed repository to a directory a web server can serve
+    /// (runs on the server's host, reading its data dir).
+    Mirror {
+        /// The directory to copy the served tree into.
+        #[arg(long)]
+        to: PathBuf,
+        /// The server's data dir (default ./tether-data).
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Generate a root signing key (ed25519, PKCS#8 PEM, mode 0600) to keep offline.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace a role's signing key and sign a new trust root with the
+    /// current root key(s) (runs on the server's host).
+    RotateKey {
+        #[arg(long, value_enum)]
+        role: KeyRole,
+        /// The new key (from `tether defs keygen`); default: a new online key.
+        #[arg(long)]
+        new_key: Option<PathBuf>,
+        /// A current root key file (repeatable), needed to sign the new root.
+        #[arg(long = "root-key", value_name = "FILE", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// The server's data dir (default ./tether-data).
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -240,6 +364,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => admin::token(cmd).await,
         Command::Agents(cmd) => admin::agents(cmd).await,
         Command::Policy(cmd) => admin::policy(cmd).await,
+        Command::Defs(cmd) => defs::run(cmd).await,
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,
         Command::Doctor(args) => {
             tether_agent::cli::dispatch(tether_agent::cli::AgentCommand::Doctor(args)).await
@@ -339,6 +464,139 @@ mod tests {
             panic!("doctor did not parse as doctor");
         };
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    #[test]
+    fn defs_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "defs",
+            "rotate-key",
+            "--role",
+            "targets",
+            "--root-key",
+            "a.pem",
+            "--root-key",
+            "b.pem",
+        ])
+        .expect("parses");
+        let Command::Defs(DefsCommand::RotateKey {
+            role,
+            root_keys,
+            new_key,
+            ..
+        }) = cli.command
+        else {
+            panic!("not rotate-key");
+        };
+        assert_eq!(role, KeyRole::Targets);
+        assert_eq!(root_keys.len(), 2);
+        assert_eq!(new_key, None);
+        // A root key is required: rotating without one cannot be signed.
+        assert!(Cli::try_parse_from(["tether", "defs", "rotate-key", "--role", "root"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "tether",
+                "defs",
+                "rotate-key",
+                "--role",
+                "admin",
+                "--root-key",
+                "a"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn update_now_takes_an_id_or_a_group_not_both() {
+        let id = "7b0e3c1e-8f2a-4c1b-9d4e-2f1a3b4c5d6e";
+        assert!(Cli::try_parse_from(["tether", "agents", "update-now", id]).is_ok());
+        let g = Cli::try_parse_from([
+            "tether",
+            "agents",
+            "update-now",
+            "--group",
+            "lab",
+            "--channel",
+            "main",
+        ])
+        .expect("parses");
+        let Command::Agents(AgentsCommand::UpdateNow {
+            id: None,
+            group: Some(group),
+            channel: Some(channel),
+            ..
+        }) = g.command
+        else {
+            panic!("not a group update");
+        };
+        assert_eq!((group.as_str(), channel.as_str()), ("lab", "main"));
+        assert!(Cli::try_parse_from(["tether", "agents", "update-now"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tether", "agents", "update-now", id, "--group", "lab"]).is_err()
+        );
+    }
+
+    #[test]
+    fn policy_set_takes_the_definitions_flags() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "policy",
+            "set",
+            "default",
+            "--checkin-interval",
+            "30s",
+            "--channel",
+            "main",
+            "--channel",
+            "rules",
+            "--update-url",
+            "https://a/defs",
+            "--update-url",
+            "https://b/defs",
+            "--defs-interval",
+            "2h",
+            "--allow-user-update",
+            "false",
+        ])
+        .expect("parses");
+        let Command::Policy(PolicyCommand::Set {
+            channels,
+            update_urls,
+            defs_interval,
+            allow_user_update,
+            ..
+        }) = cli.command
+        else {
+            panic!("not policy set");
+        };
+        assert_eq!(channels, ["main", "rules"]);
+        assert_eq!(update_urls, ["https://a/defs", "https://b/defs"]);
+        assert_eq!(defs_interval.map(|d| d.as_secs()), Some(7200));
+        assert!(!allow_user_update);
+        let Command::Policy(PolicyCommand::Set {
+            allow_user_update, ..
+        }) = Cli::try_parse_from(["tether", "policy", "set", "p", "--checkin-interval", "30s"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not policy set");
+        };
+        assert!(allow_user_update, "user updates are allowed by default");
+        assert!(
+            Cli::try_parse_from([
+                "tether",
+                "policy",
+                "set",
+                "p",
+                "--checkin-interval",
+                "30s",
+                "--allow-user-update",
+                "maybe"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

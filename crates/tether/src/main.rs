@@ -5,6 +5,7 @@
 mod admin;
 mod bench;
 mod cli;
+mod defs;
 mod endpoint;
 mod quickstart;
 mod server_cmd;
