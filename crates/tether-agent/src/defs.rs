@@ -530,7 +530,7 @@ impl DefsWorker {
             .iter()
             .map(outcome_line)
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("; ");
         ActionResult {
             ok: failed == 0,
             message: message.chars().take(1500).collect(),
