@@ -173,6 +173,50 @@ impl Connection {
         })
     }
 
+    /// Sends one request and returns as soon as the response head arrives;
+    /// the body is read chunk by chunk with [`BodyStream::chunk`], so a large
+    /// download can be written to disk as it arrives (and resumed after a
+    /// cut). The head must arrive within the HTTP timeout; each chunk must
+    /// then arrive within it too (an idle limit, not a total one). There is
+    /// no body cap here: the caller knows the length it will accept.
+    pub async fn send_streaming(
+        &mut self,
+        req: http::Request<Bytes>,
+    ) -> Result<StreamingResponse, TransportError> {
+        let req = self.prepare(req)?;
+        let head = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| TransportError::Http {
+                    detail: format!("the connection is closed: {e}"),
+                })?;
+            self.sender
+                .send_request(req)
+                .await
+                .map_err(|e| TransportError::Http {
+                    detail: format!("the request failed: {e}"),
+                })
+        };
+        let resp = match tokio::time::timeout(self.http_timeout, head).await {
+            Err(_) => {
+                return Err(TransportError::HttpTimeout {
+                    elapsed: self.http_timeout,
+                });
+            }
+            Ok(result) => result?,
+        };
+        let (parts, body) = resp.into_parts();
+        Ok(StreamingResponse {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: BodyStream {
+                body,
+                idle: self.http_timeout,
+            },
+        })
+    }
+
     /// Whether the connection can still carry requests.
     pub fn is_open(&self) -> bool {
         !self.sender.is_closed()
@@ -209,6 +253,53 @@ impl Connection {
             parts.headers.insert(USER_AGENT, self.user_agent.clone());
         }
         Ok(http::Request::from_parts(parts, Full::new(body)))
+    }
+}
+
+/// A response whose body is still arriving.
+#[derive(Debug)]
+pub struct StreamingResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+impl StreamingResponse {
+    /// See [`Response::retry_after`].
+    pub fn retry_after(&self, now: OffsetDateTime) -> Option<Duration> {
+        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?;
+        parse_retry_after(value, now)
+    }
+}
+
+/// The body of a [`StreamingResponse`].
+#[derive(Debug)]
+pub struct BodyStream {
+    body: hyper::body::Incoming,
+    idle: Duration,
+}
+
+impl BodyStream {
+    /// The next chunk of data; `None` at the end of the body. A connection
+    /// cut before the end is an error (hyper checks Content-Length and
+    /// chunked framing), as is a chunk that does not arrive in time.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        loop {
+            let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
+                Err(_) => return Err(TransportError::HttpTimeout { elapsed: self.idle }),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    return Err(TransportError::Http {
+                        detail: format!("the response body was cut off: {e}"),
+                    });
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            // Trailers carry no data; keep reading.
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
     }
 }
 

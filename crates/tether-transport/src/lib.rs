@@ -35,7 +35,7 @@ pub use dial::{BoxFuture, BoxedIo, ConnectAttempt, ConnectErrorKind, Dial, Io, T
 pub use dns::{DnsError, DnsErrorKind, Resolve, StaticResolver, SystemResolver};
 pub use error::{Phase, TransportError};
 pub use fingerprint::{fingerprint, parse_fingerprint};
-pub use http::{Connection, Response};
+pub use http::{BodyStream, Connection, Response, StreamingResponse};
 pub use proxy::{ProxyConfig, ProxyReply, ProxySetting};
 pub use tls::{CertSummary, TlsErrorKind, TlsInfo, TlsStream};
 pub use transport::{PhaseTimings, Transport};

@@ -1,0 +1,16 @@
+//! Definitions: content channels (detection signatures, scan rules) that
+//! agents keep current, signed with TUF metadata.
+//!
+//! - [`layout`]: how channels map onto TUF targets (names, signed custom data).
+//! - [`delta`]: record-level (line) and zstd patch-from deltas, and the
+//!   compressed full objects.
+//! - [`repo`]: the control plane's side: the signed repository, publish,
+//!   key rotation, mirrors and offline bundles.
+//! - [`client`]: the agent's side: verify, download (resumable), apply,
+//!   install atomically.
+
+pub mod client;
+pub mod delta;
+mod fsutil;
+pub mod layout;
+pub mod repo;

@@ -1,0 +1,124 @@
+use super::*;
+use tether_wire::ManualClock;
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(
+        time::macros::datetime!(2026-11-21 08:00 UTC),
+    ))
+}
+
+#[tokio::test]
+async fn publish_numbers_versions_and_keeps_history_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    let repo = Repo::open(dir.path(), c.clone()).await.expect("open");
+    let base: String = (0..2000)
+        .map(|i| format!("Sig.Family-{i}:0:{:x}\n", i * 7919))
+        .collect();
+    let changed = base.replace("Sig.Family-1000:", "Sig.Family-1000-changed:");
+    let v1 = repo
+        .publish("main", base.into_bytes(), Some("first".into()))
+        .await
+        .expect("publish");
+    assert_eq!((v1.version, v1.content.as_str()), (1, "text"));
+    assert!(v1.deltas.is_empty());
+    c.advance(time::Duration::hours(6));
+    let v2 = repo
+        .publish("main", changed.into_bytes(), None)
+        .await
+        .expect("publish");
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.deltas.len(), 1);
+    assert_eq!(v2.deltas[0].from_version, 1);
+    assert!(v2.deltas[0].size * 10 < v2.full_size, "{v2:?}");
+    let other = repo
+        .publish("rules", vec![0u8, 1, 2, 3], None)
+        .await
+        .expect("publish");
+    assert_eq!((other.version, other.content.as_str()), (1, "binary"));
+    // The content is stored by hash.
+    assert!(dir.path().join("objects").join(&v2.sha256).exists());
+    drop(repo);
+    let again = Repo::open(dir.path(), c).await.expect("reopen");
+    let h = again.history().await.expect("history");
+    assert_eq!(
+        h.iter()
+            .map(|v| (v.channel.as_str(), v.version))
+            .collect::<Vec<_>>(),
+        vec![("main", 1), ("main", 2), ("rules", 1)]
+    );
+    assert_eq!(h[0].notes.as_deref(), Some("first"));
+    // The served tree has consistent-snapshot metadata.
+    let meta = again.serve_dir().join("metadata");
+    assert!(meta.join("1.root.json").exists());
+    assert!(meta.join("timestamp.json").exists());
+    assert!(
+        meta.join("4.targets.json").exists(),
+        "initial + 3 publishes"
+    );
+}
+
+#[tokio::test]
+async fn bad_channel_names_and_empty_content_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::open(dir.path(), clock()).await.expect("open");
+    for bad in ["", "Main", "../x", "a/b", "x y"] {
+        let e = repo.publish(bad, b"x".to_vec(), None).await.expect_err(bad);
+        assert_eq!(e.code(), ErrorCode::ChannelInvalid, "{bad}");
+    }
+    let e = repo
+        .publish("main", Vec::new(), None)
+        .await
+        .expect_err("empty");
+    assert_eq!(e.code(), ErrorCode::DefsEmpty);
+    assert!(repo.history().await.expect("history").is_empty());
+}
+
+#[tokio::test]
+async fn refresh_resigns_only_past_half_life() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    let repo = Repo::open(dir.path(), c.clone()).await.expect("open");
+    assert!(!repo.refresh().await.expect("refresh"));
+    c.advance(time::Duration::hours(13));
+    assert!(repo.refresh().await.expect("refresh"));
+    assert!(!repo.refresh().await.expect("refresh"));
+}
+
+#[test]
+fn keygen_never_overwrites_and_returns_a_key_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("root.pem");
+    let id = keygen(&path).expect("keygen");
+    assert_eq!(id.len(), 64);
+    let mode = std::fs::metadata(&path).expect("meta").permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600);
+    assert!(keygen(&path).is_err());
+    std::fs::write(dir.path().join("junk.pem"), "not a key").expect("write");
+    assert!(load_key(&dir.path().join("junk.pem")).is_err());
+}
+
+#[tokio::test]
+async fn rotating_needs_a_current_root_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    Repo::open(dir.path(), c.clone()).await.expect("open");
+    let stranger = dir.path().join("stranger.pem");
+    keygen(&stranger).expect("keygen");
+    let e = rotate_key(dir.path(), RoleName::Targets, None, &[stranger], c.clone())
+        .await
+        .expect_err("not a root key");
+    assert!(matches!(e, RepoError::NotARootKey { .. }), "{e}");
+    let v = rotate_key(
+        dir.path(),
+        RoleName::Root,
+        None,
+        &[dir.path().join("keys/root.pem")],
+        c,
+    )
+    .await
+    .expect("rotate");
+    assert_eq!(v, 2);
+    assert!(dir.path().join("repo/metadata/2.root.json").exists());
+}
