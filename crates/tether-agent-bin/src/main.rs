@@ -21,9 +21,13 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            // `doctor` promises exit code 3 when it cannot run, bad arguments included.
-            let doctor = std::env::args().skip(1).take(2).any(|a| a == "doctor");
-            if doctor && error.use_stderr() {
+            // `doctor`, `update` and `defs` promise exit code 3 when they
+            // cannot run, bad arguments included (2 means a channel failed).
+            let three = std::env::args()
+                .skip(1)
+                .take(2)
+                .any(|a| matches!(a.as_str(), "doctor" | "update" | "defs"));
+            if three && error.use_stderr() {
                 let _ = error.print();
                 return ExitCode::from(3);
             }
