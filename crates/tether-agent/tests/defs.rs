@@ -543,3 +543,85 @@ async fn enrollment_pins_a_valid_root_and_survives_a_bad_one() {
     );
     assert!(d3.path().join("credential").exists());
 }
+
+/// The worker on its own schedule (real time, a 2 s interval): the first
+/// check at the random offset, a retry sooner than the interval after a
+/// failure, the interval after success, and a policy change that drops a
+/// channel without restarting the schedule.
+#[tokio::test]
+async fn the_worker_checks_on_its_schedule_and_retries_failures_sooner() {
+    let mut defs = defs_policy(&["sigs", "ghost"], true);
+    defs.interval_secs = 2;
+    let policy = full_policy(defs.clone());
+    let s = setup(&policy).await;
+    let server = control_plane(&s.repo, policy.clone(), Vec::new()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (worker, handle) = DefsWorker::new(
+        factory(&s.h, &server),
+        s.h.store.clone(),
+        client_for(&server),
+        Box::new(|| 0.5),
+        Some(defs.clone()),
+    );
+    let task = tokio::spawn(worker.run(move |e| {
+        let _ = tx.send(e);
+    }));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the worker moves on")
+            .expect("the worker runs")
+    };
+    use tether_agent::defs::WorkerEvent::*;
+    assert_eq!(
+        next().await,
+        Scheduled {
+            delay: Duration::from_secs(1),
+            reason: "first check"
+        }
+    );
+    assert_eq!(
+        next().await,
+        Checked {
+            channels: 2,
+            failed: 1
+        }
+    );
+    // Retry 1: equal jitter in [ceiling/2, ceiling], ceiling = min(60 s, 2 s).
+    assert_eq!(
+        next().await,
+        Scheduled {
+            delay: Duration::from_millis(1500),
+            reason: "retry after a failure"
+        }
+    );
+    assert_eq!(
+        s.h.store.load_required().expect("state").last_errors["defs:ghost"].code,
+        ErrorCode::DefsChannelUnknown
+    );
+    // The admin drops the broken channel: same interval, nothing added, so
+    // the pending retry stands and succeeds.
+    defs.channels = vec!["sigs".into()];
+    handle.policy(&defs);
+    assert_eq!(
+        next().await,
+        Checked {
+            channels: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        next().await,
+        Scheduled {
+            delay: Duration::from_secs(2),
+            reason: "interval"
+        }
+    );
+    task.abort();
+    let checks = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("timestamp.json"))
+        .count();
+    assert_eq!(checks, 2, "one metadata check per scheduled run");
+}
