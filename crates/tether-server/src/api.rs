@@ -11,6 +11,7 @@ use crate::service::Ctx;
 pub mod admin;
 pub mod agent;
 pub mod bundle_body;
+pub mod defs;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -49,6 +50,14 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/admin/bundles/{id}", get(admin::download_bundle))
         .route("/v1/admin/policies", get(admin::list_policies))
         .route("/v1/admin/policies/{name}", put(admin::put_policy))
+        .route(
+            "/v1/admin/groups/{group}/actions",
+            post(admin::queue_group_action),
+        )
+        .route("/defs/{*path}", get(defs::serve))
+        .route("/v1/admin/defs/summary", get(defs::summary))
+        .route("/v1/admin/defs/{channel}/versions", post(defs::publish))
+        .route("/v1/admin/defs/{channel}/export", get(defs::export))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

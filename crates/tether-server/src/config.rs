@@ -90,6 +90,12 @@ pub struct ServerConfig {
     pub sweep_interval_ms: u64,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds an agent's definitions may lag beyond a channel's usual
+    /// publish interval before the agent is out of policy.
+    pub defs_grace_secs: u32,
+    /// The largest definitions file a publish accepts, in bytes. It is held
+    /// in memory while it is published, so keep it below the free RAM.
+    pub defs_max_publish_bytes: u64,
     /// Where each value came from; not a config key.
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, ConfigSource>,
@@ -108,13 +114,15 @@ impl Default for ServerConfig {
             inactive_grace_secs: 10,
             sweep_interval_ms: 1000,
             max_body_bytes: 64 * 1024,
+            defs_grace_secs: DEFAULT_DEFS_GRACE_SECS,
+            defs_max_publish_bytes: DEFAULT_DEFS_MAX_PUBLISH_BYTES,
             sources: BTreeMap::new(),
         }
     }
 }
 
 /// Every field with its environment variable, in display order.
-const FIELDS: [(&str, &str); 10] = [
+const FIELDS: [(&str, &str); 12] = [
     ("listen", "TETHER_LISTEN"),
     ("data_dir", "TETHER_DATA_DIR"),
     ("database_url", "TETHER_DATABASE_URL"),
@@ -125,6 +133,8 @@ const FIELDS: [(&str, &str); 10] = [
     ("inactive_grace_secs", "TETHER_INACTIVE_GRACE_SECS"),
     ("sweep_interval_ms", "TETHER_SWEEP_INTERVAL_MS"),
     ("max_body_bytes", "TETHER_MAX_BODY_BYTES"),
+    ("defs_grace_secs", "TETHER_DEFS_GRACE_SECS"),
+    ("defs_max_publish_bytes", "TETHER_DEFS_MAX_PUBLISH_BYTES"),
 ];
 
 /// The bounds enforced by [`ServerConfig::validate`].
@@ -133,6 +143,14 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub const MIN_SWEEP_INTERVAL_MS: u64 = 10;
 pub const MAX_SWEEP_INTERVAL_MS: u64 = 3_600_000;
 pub const MAX_GRACE_SECS: u32 = 86_400;
+/// Twelve hours: a missed publish or two is not yet a problem.
+pub const DEFAULT_DEFS_GRACE_SECS: u32 = 12 * 3600;
+/// Thirty days: beyond that, "in policy" would mean nothing.
+pub const MAX_DEFS_GRACE_SECS: u32 = 30 * 86_400;
+/// One GiB: far above real signature sets, low enough to hold in memory.
+pub const DEFAULT_DEFS_MAX_PUBLISH_BYTES: u64 = 1024 * 1024 * 1024;
+pub const MIN_DEFS_PUBLISH_BYTES: u64 = 1024;
+pub const MAX_DEFS_PUBLISH_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 impl ServerConfig {
     /// Parses TOML text; every field present is marked as coming from the file.
@@ -262,6 +280,18 @@ impl ServerConfig {
                     .map_err(|_| invalid("a whole number of bytes"))?;
                 "max_body_bytes"
             }
+            "defs_grace_secs" => {
+                self.defs_grace_secs = value
+                    .parse()
+                    .map_err(|_| invalid("a whole number of seconds"))?;
+                "defs_grace_secs"
+            }
+            "defs_max_publish_bytes" => {
+                self.defs_max_publish_bytes = value
+                    .parse()
+                    .map_err(|_| invalid("a whole number of bytes"))?;
+                "defs_max_publish_bytes"
+            }
             other => {
                 return Err(ConfigError::UnknownField {
                     field: other.to_owned(),
@@ -305,6 +335,21 @@ impl ServerConfig {
                 format!("0..={MAX_GRACE_SECS}"),
             ));
         }
+        if self.defs_grace_secs > MAX_DEFS_GRACE_SECS {
+            return Err(invalid(
+                "defs_grace_secs",
+                self.defs_grace_secs.to_string(),
+                format!("0..={MAX_DEFS_GRACE_SECS}"),
+            ));
+        }
+        if !(MIN_DEFS_PUBLISH_BYTES..=MAX_DEFS_PUBLISH_BYTES).contains(&self.defs_max_publish_bytes)
+        {
+            return Err(invalid(
+                "defs_max_publish_bytes",
+                self.defs_max_publish_bytes.to_string(),
+                format!("{MIN_DEFS_PUBLISH_BYTES}..={MAX_DEFS_PUBLISH_BYTES}"),
+            ));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(
                 "tls_cert/tls_key",
@@ -343,6 +388,8 @@ impl ServerConfig {
                         .unwrap_or_else(|| format!("(this build: {})", tether_wire::VERSION)),
                     "inactive_grace_secs" => self.inactive_grace_secs.to_string(),
                     "sweep_interval_ms" => self.sweep_interval_ms.to_string(),
+                    "defs_grace_secs" => self.defs_grace_secs.to_string(),
+                    "defs_max_publish_bytes" => self.defs_max_publish_bytes.to_string(),
                     _ => self.max_body_bytes.to_string(),
                 };
                 (field, value, self.source(field))
@@ -499,6 +546,48 @@ mod tests {
         let e = c.validate().expect_err("cert without key");
         assert!(e.to_string().contains("both set"), "{e}");
         assert!(c.set("colour", "blue", ConfigSource::Flag).is_err());
+    }
+
+    #[test]
+    fn defs_settings_are_layered_and_bounded() {
+        let c = ServerConfig::default();
+        assert_eq!(c.defs_grace_secs, 43_200);
+        assert_eq!(c.defs_max_publish_bytes, 1 << 30);
+        let mut c = ServerConfig::from_toml_str(
+            "defs_grace_secs = 3600\ndefs_max_publish_bytes = 4096\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid toml");
+        assert_eq!(c.source("defs_grace_secs"), ConfigSource::File);
+        c.apply_env(|k| (k == "TETHER_DEFS_GRACE_SECS").then(|| "7200".to_owned()))
+            .expect("valid env");
+        c.set("defs_max_publish_bytes", "8192", ConfigSource::Flag)
+            .expect("valid flag");
+        let d = c.describe();
+        let get = |f: &str| {
+            d.iter()
+                .find(|e| e.0 == f)
+                .map(|e| (e.1.clone(), e.2))
+                .expect("field listed")
+        };
+        assert_eq!(
+            get("defs_grace_secs"),
+            ("7200".to_owned(), ConfigSource::Env)
+        );
+        assert_eq!(
+            get("defs_max_publish_bytes"),
+            ("8192".to_owned(), ConfigSource::Flag)
+        );
+        assert!(c.set("defs_grace_secs", "-1", ConfigSource::Flag).is_err());
+        c.set("defs_grace_secs", "99999999", ConfigSource::Flag)
+            .expect("parses");
+        let e = c.validate().expect_err("too long a grace");
+        assert!(e.to_string().contains("defs_grace_secs"), "{e}");
+        let mut c = ServerConfig::default();
+        c.set("defs_max_publish_bytes", "10", ConfigSource::Flag)
+            .expect("parses");
+        let e = c.validate().expect_err("too small");
+        assert!(e.to_string().contains("defs_max_publish_bytes"), "{e}");
     }
 
     #[test]

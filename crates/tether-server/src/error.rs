@@ -27,6 +27,13 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("admin token file {path} {problem}")]
     AdminToken { path: PathBuf, problem: String },
+    #[error("cannot open the definitions repository at {path}: {error}")]
+    DefsOpen {
+        path: PathBuf,
+        error: tether_defs::repo::RepoError,
+    },
+    #[error("cannot record the published definitions in the store: {0}")]
+    DefsReconcile(String),
     #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
@@ -39,7 +46,8 @@ impl ServerError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ServerError::Store(_) | ServerError::StoreOpen { .. } => ErrorCode::StoreUnavailable,
-            ServerError::Bind { .. } => ErrorCode::Internal,
+            ServerError::Bind { .. } | ServerError::DefsOpen { .. } => ErrorCode::Internal,
+            ServerError::DefsReconcile(_) => ErrorCode::StoreUnavailable,
             _ => ErrorCode::ConfigInvalid,
         }
     }

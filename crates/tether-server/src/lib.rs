@@ -68,6 +68,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// Re-signs the definitions metadata before it expires.
+    defs_refresh: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -121,6 +123,7 @@ impl RunningServer {
     pub async fn wait(self) {
         let _ = self.http.await;
         let _ = self.sweeper.await;
+        let _ = self.defs_refresh.await;
         info!("control plane stopped");
     }
 }
@@ -190,13 +193,27 @@ pub async fn start_with_store(
         current_agent_version: config.effective_agent_version(),
         inactive_grace_secs: config.inactive_grace_secs,
         max_body_bytes: config.max_body_bytes,
+        defs_grace_secs: config.defs_grace_secs,
+        defs_max_publish_bytes: config.defs_max_publish_bytes,
     };
+    let defs_dir = data_dir.join("defs");
+    let defs = tether_defs::repo::Repo::open(&defs_dir, clock.clone())
+        .await
+        .map_err(|error| ServerError::DefsOpen {
+            path: defs_dir.clone(),
+            error,
+        })?;
     let ctx = Ctx {
         store: store.clone(),
+        defs,
         clock,
         settings: Arc::new(settings),
         policies: Default::default(),
     };
+    // Versions published while the store was failing are recorded now.
+    service::defs::reconcile(&ctx)
+        .await
+        .map_err(|e| ServerError::DefsReconcile(e.to_string()))?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -218,8 +235,9 @@ pub async fn start_with_store(
     let sweeper = tokio::spawn(sweeper::run(
         ctx.clone(),
         Duration::from_millis(config.sweep_interval_ms),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx));
     let url = http::url_for(local_addr);
     info!(
         url = %url,
@@ -240,5 +258,6 @@ pub async fn start_with_store(
         stop,
         http,
         sweeper,
+        defs_refresh,
     })
 }

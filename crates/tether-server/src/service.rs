@@ -17,16 +17,20 @@ pub mod agents;
 pub mod auth;
 pub mod bundles;
 pub mod checkin;
+pub mod defs;
 pub mod enroll;
 pub mod health;
 pub mod policies;
 pub mod tokens;
 pub mod validate;
 
-/// What every service needs: the store, the clock and the settings.
+/// What every service needs: the store, the clock, the settings and the
+/// definitions repository.
 #[derive(Clone)]
 pub struct Ctx {
     pub store: Arc<dyn Store>,
+    /// The TUF repository at `data_dir/defs`.
+    pub defs: tether_defs::repo::Repo,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub policies: Arc<policies::PolicyCache>,
@@ -47,6 +51,10 @@ pub struct Settings {
     pub current_agent_version: String,
     pub inactive_grace_secs: u32,
     pub max_body_bytes: usize,
+    /// See [`crate::ServerConfig::defs_grace_secs`].
+    pub defs_grace_secs: u32,
+    /// See [`crate::ServerConfig::defs_max_publish_bytes`].
+    pub defs_max_publish_bytes: u64,
 }
 
 impl Ctx {
@@ -114,6 +122,8 @@ pub enum ServiceError {
     BundleInvalid(String),
     #[error("the store failed: {0}")]
     Store(#[source] StoreError),
+    #[error("definitions: {0}")]
+    Defs(#[source] tether_defs::repo::RepoError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -184,6 +194,7 @@ impl ServiceError {
             ServiceError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             ServiceError::Store(StoreError::Corrupt(_)) => ErrorCode::Internal,
             ServiceError::Store(_) => ErrorCode::StoreUnavailable,
+            ServiceError::Defs(e) => e.code(),
         }
     }
 
@@ -217,6 +228,13 @@ impl ServiceError {
             // Store details can name tables or hosts; the log has them, the
             // client gets the catalog's sentence.
             ServiceError::Store(_) => e.message = self.code().problem().to_owned(),
+            // Repository failures name paths on the server; the log has them.
+            ServiceError::Defs(_) if self.code() == ErrorCode::Internal => {
+                e.message = format!(
+                    "the definitions repository failed at {}; see the server log",
+                    rfc(now)
+                )
+            }
             _ => {}
         }
         e

@@ -24,6 +24,11 @@
 //! | GET | `/v1/admin/agents/{id}/actions` | → `Vec<`[`ActionInfo`]`>` |
 //! | GET | `/v1/admin/agents/{id}/bundles` | → `Vec<`[`BundleInfo`]`>` |
 //! | GET | `/v1/admin/bundles/{id}` | → the bundle's gzip bytes |
+//! | POST | `/v1/admin/groups/{group}/actions` | [`ActionKind`] → `Vec<`[`ActionInfo`]`>` (every agent of the group; 404 when it has none) |
+//! | GET | `/defs/{*path}` | → a file of the signed TUF tree (no auth; ETag, Last-Modified, single `Range`, `If-Range`) |
+//! | POST | `/v1/admin/defs/{channel}/versions?notes=N` | the definitions file (`application/octet-stream`) → [`DefsVersion`](crate::defs::DefsVersion) (201) |
+//! | GET | `/v1/admin/defs/summary?channel=C` | → `Vec<`[`ChannelSummary`](crate::defs::ChannelSummary)`>` |
+//! | GET | `/v1/admin/defs/{channel}/export` | → the offline bundle (`application/x-tar`) |
 
 use std::collections::BTreeMap;
 

@@ -164,6 +164,31 @@ pub async fn queue_action(
     Ok((StatusCode::CREATED, Json(action)))
 }
 
+/// `POST /v1/admin/groups/{group}/actions` with an [`ActionKind`] body:
+/// queues it for every agent of the group.
+pub async fn queue_group_action(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> ApiResult<Json<Vec<ActionInfo>>> {
+    admin(&ctx, &bearer).await?;
+    let group = path
+        .map_err(|e| {
+            ApiFailure::new(
+                &ctx,
+                ErrorCode::InvalidField,
+                format!("unreadable group: {e}"),
+            )
+        })?
+        .0;
+    let kind: ActionKind = json(&ctx, request).await?;
+    Ok(Json(service(
+        &ctx,
+        actions::queue_group(&ctx, &group, kind).await,
+    )?))
+}
+
 pub async fn list_actions(
     State(ctx): State<Ctx>,
     bearer: Bearer,

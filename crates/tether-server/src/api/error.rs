@@ -28,6 +28,9 @@ impl ApiFailure {
             ServiceError::Store(inner) => {
                 warn!(code = %e.code(), error = %inner, "the store failed a request")
             }
+            ServiceError::Defs(inner) if e.code() == ErrorCode::Internal => {
+                warn!(code = %e.code(), error = %inner, "the definitions repository failed a request")
+            }
             _ => debug!(code = %e.code(), error = %e, "refused a request"),
         }
         ApiFailure(e.to_api_error(ctx.now()))

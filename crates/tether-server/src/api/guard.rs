@@ -67,9 +67,17 @@ mod tests {
             current_agent_version: "1.0.0".into(),
             inactive_grace_secs: 10,
             max_body_bytes: 1024,
+            defs_grace_secs: 3600,
+            defs_max_publish_bytes: 1024,
         };
+        // The directory may go when the test ends; nothing reads it after.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let defs = tether_defs::repo::Repo::open(&dir.path().join("defs"), clock.clone())
+            .await
+            .expect("opens the definitions repository");
         Ctx {
             store,
+            defs,
             clock,
             settings: Arc::new(settings),
             policies: Default::default(),

@@ -51,7 +51,51 @@ pub async fn queue(
     agent_id: Uuid,
     kind: ActionKind,
 ) -> Result<ActionInfo, ServiceError> {
-    match &kind {
+    check_kind(&kind)?;
+    queue_checked(ctx, agent_id, kind).await
+}
+
+/// Queues an action for every agent of `group` (not removed). `NotFound`
+/// when the group has no agent.
+pub async fn queue_group(
+    ctx: &Ctx,
+    group: &str,
+    kind: ActionKind,
+) -> Result<Vec<ActionInfo>, ServiceError> {
+    check_kind(&kind)?;
+    let members: Vec<Uuid> = ctx
+        .store
+        .list_agents(None, super::agents::MAX_LIST)
+        .await?
+        .into_iter()
+        .filter(|a| a.group == group)
+        .map(|a| a.id)
+        .collect();
+    if members.is_empty() {
+        return Err(ServiceError::NotFound {
+            what: "group",
+            id: group.chars().take(64).collect(),
+        });
+    }
+    let mut queued = Vec::with_capacity(members.len());
+    for id in members {
+        match queue_checked(ctx, id, kind.clone()).await {
+            Ok(action) => queued.push(action),
+            // Removed since it was listed: nothing to queue for it.
+            Err(ServiceError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    info!(group = %group, agents = queued.len(), kind = ?kind, "queued an action for a group");
+    Ok(queued)
+}
+
+fn check_kind(kind: &ActionKind) -> Result<(), ServiceError> {
+    match kind {
+        ActionKind::UpdateDefs { channel: None } => {}
+        ActionKind::UpdateDefs {
+            channel: Some(channel),
+        } => tether_defs::repo::validate_channel(channel)?,
         ActionKind::Doctor { .. } => {}
         ActionKind::Debug { minutes } if (1..=MAX_DEBUG_MINUTES).contains(minutes) => {}
         ActionKind::Debug { minutes } => {
@@ -65,10 +109,18 @@ pub async fn queue(
             return Err(ServiceError::invalid(
                 "type",
                 format!("{other:?}"),
-                "\"doctor\" or \"debug\"",
+                "\"doctor\", \"debug\" or \"update_defs\"",
             ));
         }
     }
+    Ok(())
+}
+
+async fn queue_checked(
+    ctx: &Ctx,
+    agent_id: Uuid,
+    kind: ActionKind,
+) -> Result<ActionInfo, ServiceError> {
     let action = ctx
         .store
         .queue_action(Uuid::new_v4(), agent_id, &kind, ctx.now())

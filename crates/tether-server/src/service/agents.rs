@@ -5,7 +5,7 @@ use tether_wire::{AgentDetail, AgentStatus, AgentSummary};
 use tracing::info;
 use uuid::Uuid;
 
-use super::{Ctx, ServiceError, policies};
+use super::{Ctx, ServiceError, defs, policies};
 use crate::status;
 
 /// The most agents one list call returns.
@@ -13,9 +13,11 @@ pub const MAX_LIST: u32 = 10_000;
 /// How many transitions the detail view shows, newest first.
 pub const DETAIL_TRANSITIONS: u32 = 100;
 
-pub fn summary(a: &AgentRecord, current_version: &str) -> AgentSummary {
+/// An agent as the fleet list shows it; `in_policy` comes from
+/// [`in_policy`] (the definitions computation).
+pub fn summary(a: &AgentRecord, current_version: &str, in_policy: Option<bool>) -> AgentSummary {
     AgentSummary {
-        in_policy: None,
+        in_policy,
         id: a.id,
         name: a.name.clone(),
         kind: a.kind,
@@ -54,9 +56,33 @@ pub async fn list(
         ));
     }
     let agents = ctx.store.list_agents(status, limit).await?;
+    let in_policy = in_policy(ctx, &agents).await?;
     Ok(agents
         .iter()
-        .map(|a| summary(a, &ctx.settings.current_agent_version))
+        .zip(in_policy)
+        .map(|(a, p)| summary(a, &ctx.settings.current_agent_version, p))
+        .collect())
+}
+
+/// Whether each agent's definitions are in policy (`None` for an agent
+/// subscribed to no channel), from one read of the published versions.
+pub async fn in_policy(
+    ctx: &Ctx,
+    agents: &[AgentRecord],
+) -> Result<Vec<Option<bool>>, ServiceError> {
+    let policies = defs::policies_of(ctx, agents).await?;
+    if policies.values().all(|p| p.channels.is_empty()) {
+        return Ok(vec![None; agents.len()]);
+    }
+    let published = defs::Published::load(ctx).await?;
+    let channels = published.channels();
+    Ok(agents
+        .iter()
+        .map(|a| {
+            policies
+                .get(&a.policy)
+                .and_then(|p| defs::agent_views(ctx, &channels, p, a).1)
+        })
         .collect())
 }
 
@@ -72,10 +98,12 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
         .await
         .map_err(not_found(id))?;
     let last_doctor = ctx.store.last_doctor(id).await.map_err(not_found(id))?;
+    let published = defs::Published::load(ctx).await?;
+    let (views, in_policy) = defs::agent_views(ctx, &published.channels(), &policy.defs, &a);
     Ok(AgentDetail {
-        defs: Vec::new(),
-        in_policy: None,
-        summary: summary(&a, &ctx.settings.current_agent_version),
+        defs: views,
+        in_policy,
+        summary: summary(&a, &ctx.settings.current_agent_version, in_policy),
         facts: a.facts,
         policy,
         definitions: a.definitions,
@@ -97,7 +125,12 @@ pub async fn approve(ctx: &Ctx, id: Uuid) -> Result<AgentSummary, ServiceError> 
         .await
         .map_err(not_found(id))?;
     info!(agent_id = %id, "approved an agent");
-    Ok(summary(&a, &ctx.settings.current_agent_version))
+    let in_policy = in_policy(ctx, std::slice::from_ref(&a)).await?;
+    Ok(summary(
+        &a,
+        &ctx.settings.current_agent_version,
+        in_policy.into_iter().next().flatten(),
+    ))
 }
 
 pub async fn remove(ctx: &Ctx, id: Uuid) -> Result<(), ServiceError> {

@@ -25,6 +25,7 @@ pub async fn checkin(
     validate::definitions(&req.definitions)?;
     validate::last_errors(&req.last_errors)?;
     let proxy = validate::proxy(req.proxy.as_deref())?;
+    let defs = validate::defs_state(req.defs)?;
     let policy = policies::resolve(ctx, &agent.policy).await?;
     let verdict = status::on_checkin((&agent).into(), now);
     let status_change = match &verdict {
@@ -38,7 +39,7 @@ pub async fn checkin(
         version: req.agent_version,
         facts: req.facts,
         definitions: req.definitions,
-        defs: req.defs,
+        defs,
         last_errors: req.last_errors,
         proxy,
         checkin_interval_secs: policy.checkin_interval_secs,

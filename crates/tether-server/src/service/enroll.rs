@@ -64,6 +64,8 @@ pub async fn enroll(
     external_ip: Option<String>,
 ) -> Result<EnrollResponse, ServiceError> {
     let now = ctx.now();
+    // Read before the token is used, so a failure here consumes nothing.
+    let defs_root = ctx.defs.root_json().await?;
     if !secret::well_formed(&req.token, secret::TOKEN_PREFIX) {
         return Err(ServiceError::TokenUnknown);
     }
@@ -143,7 +145,7 @@ pub async fn enroll(
         "{verb} an agent"
     );
     Ok(EnrollResponse {
-        defs_root: None,
+        defs_root: Some(defs_root),
         agent_id: record.id,
         credential,
         status: record.status,

@@ -90,6 +90,7 @@ pub async fn upsert(ctx: &Ctx, name: &str, update: PolicyUpdate) -> Result<Polic
     validate::interval(update.checkin_interval_secs)?;
     validate::jitter(update.jitter_percent)?;
     validate::targets(&update.targets)?;
+    validate::defs_policy(&update.defs)?;
     let p = ctx
         .store
         .upsert_policy(

@@ -232,6 +232,130 @@ pub fn target(value: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// How many channels one check-in may report.
+pub const MAX_DEFS_CHANNELS: usize = 64;
+/// How many channels one policy may subscribe to.
+pub const MAX_POLICY_CHANNELS: usize = 32;
+/// How many update servers one policy may list.
+pub const MAX_UPDATE_URLS: usize = 8;
+/// The update check interval's bounds: a minute to a week.
+pub const MIN_DEFS_INTERVAL_SECS: u32 = 60;
+pub const MAX_DEFS_INTERVAL_SECS: u32 = 7 * 86_400;
+const MAX_URL: usize = 512;
+
+/// The definitions state an agent reports at check-in: at most 64 channels,
+/// each once, every string bounded. Proxy and server URLs lose any
+/// `user:pass@`, like the agent's own proxy.
+pub fn defs_state(
+    states: Vec<tether_wire::ChannelState>,
+) -> Result<Vec<tether_wire::ChannelState>, ServiceError> {
+    if states.len() > MAX_DEFS_CHANNELS {
+        return Err(ServiceError::invalid(
+            "defs",
+            format!("{} channels", states.len()),
+            format!("at most {MAX_DEFS_CHANNELS}"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(states.len());
+    for mut s in states {
+        text("defs.channel", &s.channel, MAX_GROUP_CHARS, false)?;
+        if !seen.insert(s.channel.clone()) {
+            return Err(ServiceError::invalid(
+                "defs.channel",
+                excerpt(&s.channel),
+                "each channel once",
+            ));
+        }
+        if let Some(sha) = &s.sha256 {
+            text("defs.sha256", sha, 128, false)?;
+        }
+        if let Some(e) = &s.last_error {
+            let n = e.message.chars().count();
+            if n > MAX_ERROR_MESSAGE {
+                return Err(ServiceError::invalid(
+                    "defs.last_error.message",
+                    format!("{n} characters"),
+                    format!("at most {MAX_ERROR_MESSAGE}"),
+                ));
+            }
+        }
+        if let Some(server) = &s.server {
+            text("defs.server", server, MAX_URL, false)?;
+            s.server = Some(strip_userinfo(server));
+        }
+        if let Some(proxy) = &s.via_proxy {
+            text("defs.via_proxy", proxy, MAX_PROXY, false)?;
+            s.via_proxy = Some(strip_userinfo(proxy));
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// A policy's definitions settings: valid channel names (at most 32, each
+/// once), at most 8 `https://` update URLs without credentials, and an
+/// interval from a minute to a week.
+pub fn defs_policy(p: &tether_wire::DefsPolicy) -> Result<(), ServiceError> {
+    if p.channels.len() > MAX_POLICY_CHANNELS {
+        return Err(ServiceError::invalid(
+            "defs.channels",
+            format!("{} channels", p.channels.len()),
+            format!("at most {MAX_POLICY_CHANNELS}"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &p.channels {
+        tether_defs::repo::validate_channel(c)?;
+        if !seen.insert(c.as_str()) {
+            return Err(ServiceError::invalid(
+                "defs.channels",
+                excerpt(c),
+                "each channel once",
+            ));
+        }
+    }
+    if p.update_urls.len() > MAX_UPDATE_URLS {
+        return Err(ServiceError::invalid(
+            "defs.update_urls",
+            format!("{} URLs", p.update_urls.len()),
+            format!("at most {MAX_UPDATE_URLS}"),
+        ));
+    }
+    for url in &p.update_urls {
+        update_url(url)?;
+    }
+    if !(MIN_DEFS_INTERVAL_SECS..=MAX_DEFS_INTERVAL_SECS).contains(&p.interval_secs) {
+        return Err(ServiceError::invalid(
+            "defs.interval_secs",
+            p.interval_secs,
+            format!("{MIN_DEFS_INTERVAL_SECS} to {MAX_DEFS_INTERVAL_SECS} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+/// One update server: `https://host[:port][/path]`, printable, no
+/// credentials (a policy is shown to every admin and sent to every agent).
+fn update_url(url: &str) -> Result<(), ServiceError> {
+    let expected = "an https:// URL of at most 512 characters, without spaces or user:password@";
+    let bad = || ServiceError::invalid("defs.update_urls", excerpt(url), expected);
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(authority, |(h, _)| h);
+    if url.len() > MAX_URL
+        || url.chars().any(|c| c.is_control() || c.is_whitespace())
+        || authority.contains('@')
+        || host.is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// A proxy URL as reported by an agent, with any `user:pass@` removed so the
 /// server never stores a proxy password.
 pub fn proxy(p: Option<&str>) -> Result<Option<String>, ServiceError> {

@@ -3,6 +3,7 @@
 mod support;
 
 mod actions;
+mod defs;
 mod input;
 mod lifecycle;
 mod outage;
