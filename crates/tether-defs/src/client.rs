@@ -166,6 +166,18 @@ impl Updater {
     /// the channel's `state.json`.
     pub async fn update(&self, channels: &[String]) -> Vec<ChannelOutcome> {
         let _guard = self.lock.lock().await;
+        let _file_lock = match self.file_lock().await {
+            Ok(l) => l,
+            Err(e) => {
+                return channels
+                    .iter()
+                    .map(|ch| ChannelOutcome {
+                        channel: ch.clone(),
+                        result: Err(clone_err(&e)),
+                    })
+                    .collect();
+            }
+        };
         let mut pending: Vec<String> = channels.to_vec();
         let mut last: BTreeMap<String, (UpdateError, String)> = BTreeMap::new();
         let mut done: Vec<ChannelOutcome> = Vec::new();
@@ -280,6 +292,7 @@ impl Updater {
         channels: Option<&[String]>,
     ) -> Result<Vec<ChannelOutcome>, UpdateError> {
         let _guard = self.lock.lock().await;
+        let _file_lock = self.file_lock().await?;
         let unpack = tempfile::Builder::new()
             .prefix("bundle-")
             .tempdir_in(self.defs_dir_created()?)
@@ -330,6 +343,34 @@ impl Updater {
             });
         }
         Ok(out)
+    }
+
+    /// Serializes updates across processes too (`update --now` while the
+    /// service runs): an exclusive `flock` on `defs/update.lock`, released
+    /// when the returned guard drops or the process dies.
+    async fn file_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, UpdateError> {
+        let path = self.defs_dir_created()?.join("update.lock");
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| disk_or_install("opening", path.clone(), &e))?;
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+                |(_, errno)| UpdateError::Install {
+                    what: "locking",
+                    path: path.clone(),
+                    detail: errno.desc().to_owned(),
+                },
+            )
+        })
+        .await
+        .map_err(|e| UpdateError::Install {
+            what: "locking",
+            path: self.defs_dir().join("update.lock"),
+            detail: e.to_string(),
+        })?
     }
 
     fn defs_dir_created(&self) -> Result<PathBuf, UpdateError> {
