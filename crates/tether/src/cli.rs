@@ -335,7 +335,8 @@ pub enum DefsCommand {
         out: PathBuf,
     },
     /// Replace a role's signing key and sign a new trust root with the
-    /// current root key(s) (runs on the server's host).
+    /// current root key(s) (runs on the server's host; restart the server
+    /// afterwards so it loads the new keys).
     RotateKey {
         #[arg(long, value_enum)]
         role: KeyRole,

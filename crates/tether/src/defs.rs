@@ -133,6 +133,12 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
                 "rotated the {} key; the trust root is now at version {version}. Agents pick it up at their next update.",
                 role.as_str()
             );
+            // A running server holds the repository's keys and root in
+            // memory: until it restarts it signs with the replaced key, and
+            // publishing fails.
+            println!(
+                "Restart the control plane (`tether server`) now so it signs with the new keys."
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -444,10 +450,10 @@ fn channel_text(c: &AgentChannelView) -> String {
         ),
         (Some(v), Some(_)) if c.versions_behind == 0 => format!("v{v}, current"),
         (installed, Some(newest)) => format!(
-            "{}, {} behind v{newest} ({:.1} h)",
+            "{}, {} behind v{newest} ({})",
             installed.map_or("not installed".to_owned(), |v| format!("v{v}")),
             c.versions_behind,
-            c.hours_behind
+            lag(c.hours_behind)
         ),
     });
     parts.push(match c.updated_at {
@@ -494,6 +500,19 @@ fn channel_text(c: &AgentChannelView) -> String {
     out
 }
 
+/// How long a channel has lagged: minutes under an hour (a fresh publish
+/// reads "12 min", not "0.2 h"), hours with one decimal after that.
+fn lag(hours: f64) -> String {
+    if !hours.is_finite() || hours < 0.0 {
+        return "unknown".to_owned();
+    }
+    if hours < 1.0 {
+        format!("{} min", (hours * 60.0).round())
+    } else {
+        format!("{hours:.1} h")
+    }
+}
+
 /// Why an agent is out of policy: the channels too far behind, and a status
 /// other than Active (it has not checked in recently).
 fn not_in_policy_reason(d: &AgentDetail) -> String {
@@ -503,11 +522,11 @@ fn not_in_policy_reason(d: &AgentDetail) -> String {
         .filter(|c| !c.in_policy)
         .map(|c| {
             format!(
-                "{} is {} version{} / {:.1} h behind",
+                "{} is {} version{} / {} behind",
                 printable(&c.channel),
                 c.versions_behind,
                 if c.versions_behind == 1 { "" } else { "s" },
-                c.hours_behind
+                lag(c.hours_behind)
             )
         })
         .collect();
@@ -847,6 +866,15 @@ mod tests {
         assert_eq!(std::fs::read(&out).expect("read"), b"tar");
         assert!(!dir.join("bundle.tar.partial").exists());
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn lag_reads_in_minutes_then_hours() {
+        assert_eq!(lag(0.0), "0 min");
+        assert_eq!(lag(0.2), "12 min");
+        assert_eq!(lag(9.5), "9.5 h");
+        assert_eq!(lag(f64::NAN), "unknown");
+        assert_eq!(lag(-1.0), "unknown");
     }
 
     #[test]
