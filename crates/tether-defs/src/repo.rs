@@ -207,23 +207,7 @@ impl Repo {
                     source,
                 })?;
         }
-        let state_path = dir.join("state.json");
-        let state = match tokio::fs::read(&state_path).await {
-            Ok(bytes) => {
-                serde_json::from_slice::<State>(&bytes).map_err(|e| RepoError::Corrupt {
-                    path: state_path.clone(),
-                    detail: e.to_string(),
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(source) => {
-                return Err(RepoError::Io {
-                    what: "reading",
-                    path: state_path,
-                    source,
-                });
-            }
-        };
+        let state = load_state(dir).await?;
         let repo = Repo {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -269,7 +253,7 @@ impl Repo {
 
     /// The newest signed root metadata, for agents to pin.
     pub async fn root_json(&self) -> Result<String, RepoError> {
-        let v = self.inner.state.lock().await.root_version;
+        let v = self.locked().await?.root_version;
         let path = self.metadata_dir().join(format!("{v}.root.json"));
         tokio::fs::read_to_string(&path)
             .await
@@ -282,7 +266,7 @@ impl Repo {
 
     /// Every version ever published, oldest first.
     pub async fn history(&self) -> Result<Vec<DefsVersion>, RepoError> {
-        Ok(self.inner.state.lock().await.versions.clone())
+        Ok(self.locked().await?.versions.clone())
     }
 
     /// Publishes the next version of `channel`: stores the content by hash,
@@ -298,7 +282,7 @@ impl Repo {
         if content.is_empty() {
             return Err(RepoError::Empty);
         }
-        let mut st = self.inner.state.lock().await;
+        let mut st = self.locked().await?;
         let now = self.now();
         let version = st
             .versions
@@ -411,7 +395,7 @@ impl Repo {
     /// their lifetime, so a live repository never looks frozen. Returns
     /// whether it signed.
     pub async fn refresh(&self) -> Result<bool, RepoError> {
-        let mut st = self.inner.state.lock().await;
+        let mut st = self.locked().await?;
         let now = self.now();
         let due = |expires: Option<OffsetDateTime>, life: time::Duration| {
             expires.is_none_or(|e| e - now < life / 2)
@@ -432,7 +416,7 @@ impl Repo {
     /// exactly like an online update (the metadata is the signed TUF set).
     pub async fn export(&self, channel: &str, out: &Path) -> Result<u64, RepoError> {
         validate_channel(channel)?;
-        let st = self.inner.state.lock().await;
+        let st = self.locked().await?;
         let listed = st
             .listed
             .get(channel)
@@ -532,6 +516,18 @@ impl Repo {
 
     fn now(&self) -> OffsetDateTime {
         self.inner.clock.now()
+    }
+
+    /// Takes the lock and re-reads the state from disk, so a change made by
+    /// another process (`tether defs rotate-key` while the server runs) is
+    /// seen by the next publish or refresh.
+    async fn locked(&self) -> Result<tokio::sync::MutexGuard<'_, State>, RepoError> {
+        let mut st = self.inner.state.lock().await;
+        let on_disk = load_state(&self.inner.dir).await?;
+        if on_disk.root_version != 0 {
+            *st = on_disk;
+        }
+        Ok(st)
     }
 
     fn metadata_dir(&self) -> PathBuf {
@@ -669,6 +665,22 @@ fn build_objects(
         delta_kind,
         deltas,
     })
+}
+
+async fn load_state(dir: &Path) -> Result<State, RepoError> {
+    let state_path = dir.join("state.json");
+    match tokio::fs::read(&state_path).await {
+        Ok(bytes) => serde_json::from_slice::<State>(&bytes).map_err(|e| RepoError::Corrupt {
+            path: state_path.clone(),
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(source) => Err(RepoError::Io {
+            what: "reading",
+            path: state_path,
+            source,
+        }),
+    }
 }
 
 /// Generates a new ed25519 key (PKCS#8 PEM, mode 0600) at `out`, which

@@ -122,3 +122,37 @@ async fn rotating_needs_a_current_root_key() {
     assert_eq!(v, 2);
     assert!(dir.path().join("repo/metadata/2.root.json").exists());
 }
+
+#[tokio::test]
+async fn a_running_repo_sees_a_rotation_made_by_another_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    let server = Repo::open(dir.path(), c.clone()).await.expect("open");
+    server
+        .publish("main", b"one\n".to_vec(), None)
+        .await
+        .expect("v1");
+    // The CLI rotates the timestamp key with its own handle.
+    rotate_key(
+        dir.path(),
+        RoleName::Timestamp,
+        None,
+        &[dir.path().join("keys/root.pem")],
+        c.clone(),
+    )
+    .await
+    .expect("rotate");
+    // The server's handle signs with the new key and the new root.
+    server
+        .publish("main", b"two\n".to_vec(), None)
+        .await
+        .expect("v2 after rotation");
+    assert!(
+        server
+            .root_json()
+            .await
+            .expect("root")
+            .contains("\"version\": 2")
+    );
+    assert!(server.refresh().await.is_ok());
+}
