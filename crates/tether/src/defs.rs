@@ -133,12 +133,9 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
                 "rotated the {} key; the trust root is now at version {version}. Agents pick it up at their next update.",
                 role.as_str()
             );
-            // A running server holds the repository's keys and root in
-            // memory: until it restarts it signs with the replaced key, and
-            // publishing fails.
-            println!(
-                "Restart the control plane (`tether server`) now so it signs with the new keys."
-            );
+            // A running server re-reads the repository state before each
+            // signing, so it signs with the new keys from its next publish
+            // or refresh (at most 10 minutes) without a restart.
         }
     }
     Ok(ExitCode::SUCCESS)
