@@ -20,6 +20,8 @@ use tether_wire::{
 };
 use tokio::time::Instant;
 
+mod defs_fleet;
+
 use crate::admin::trust_config;
 use crate::endpoint::Endpoint;
 
@@ -29,6 +31,8 @@ pub enum BenchCommand {
     Checkin(CheckinArgs),
     /// Resident memory of an idle, enrolled `tether-agent run` process.
     AgentRss(AgentRssArgs),
+    /// Server cost (bytes, CPU) of one definitions publish reaching N agents: deltas vs full.
+    DefsFleet(defs_fleet::DefsFleetArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -65,6 +69,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         match cmd {
             BenchCommand::Checkin(args) => checkin(args).await,
             BenchCommand::AgentRss(args) => agent_rss(args).await,
+            BenchCommand::DefsFleet(args) => defs_fleet::run(args).await,
         }
     };
     // On Ctrl-C or SIGTERM (e.g. `timeout`), dropping `work` drops the server
