@@ -104,6 +104,7 @@ pub struct Updater {
     clock: Arc<dyn Clock>,
     retry: Retry,
     lock: Arc<Mutex<()>>,
+    conns: fetch::ConnCache,
 }
 
 impl std::fmt::Debug for Updater {
@@ -144,6 +145,7 @@ impl Updater {
                 cap: Duration::from_secs(60),
             },
             lock: Arc::new(Mutex::new(())),
+            conns: fetch::ConnCache::default(),
         }
     }
 
@@ -416,6 +418,7 @@ impl Updater {
             Source::Server(_) => loader.transport(ToughTransport {
                 transport: self.transport.clone(),
                 clock: self.clock.clone(),
+                conns: self.conns.clone(),
             }),
             Source::Bundle(_) => loader.transport(tough::FilesystemTransport),
         };
@@ -611,7 +614,15 @@ impl Updater {
         };
         match source {
             Source::Server(server) => {
-                fetch::download(&self.transport, self.clock.as_ref(), server, &want, partial).await
+                fetch::download(
+                    &self.transport,
+                    &self.conns,
+                    self.clock.as_ref(),
+                    server,
+                    &want,
+                    partial,
+                )
+                .await
             }
             Source::Bundle(dir) => fetch::from_dir(dir, &want),
         }

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tether_transport::{Phase, Transport, TransportError};
+use tether_transport::{Connection, Phase, Transport, TransportError};
 use tether_wire::Clock;
+use tokio::sync::Mutex;
 use url::Url;
 
 use super::error::{UpdateError, disk_or_install};
@@ -32,12 +33,57 @@ pub(crate) enum FetchError {
     },
 }
 
+/// One kept-alive connection, shared by the metadata fetches and the
+/// download of one update: an update costs the server one TLS handshake,
+/// not one per file.
+#[derive(Clone, Default)]
+pub(crate) struct ConnCache(Arc<Mutex<Option<(String, Connection)>>>);
+
+impl ConnCache {
+    /// A connection to `url`'s origin: the cached one when it is still
+    /// open, else a new one. `fresh` forces a new one. The flag says
+    /// whether it was reused.
+    async fn take(
+        &self,
+        transport: &Transport,
+        url: &Url,
+        fresh: bool,
+    ) -> Result<(Connection, bool), TransportError> {
+        let origin = origin(url);
+        let cached = self.0.lock().await.take();
+        if !fresh
+            && let Some((o, c)) = cached
+            && o == origin
+            && c.is_open()
+        {
+            return Ok((c, true));
+        }
+        Ok((transport.connect(url).await?, false))
+    }
+
+    async fn put(&self, url: &Url, conn: Connection) {
+        if conn.is_open() {
+            *self.0.lock().await = Some((origin(url), conn));
+        }
+    }
+}
+
+fn origin(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
 /// `tough`'s transport over ours: the same DNS, proxy, TLS and HTTP path
 /// the agent uses for check-in.
 #[derive(Clone)]
 pub(crate) struct ToughTransport {
     pub(crate) transport: Arc<Transport>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) conns: ConnCache,
 }
 
 impl std::fmt::Debug for ToughTransport {
@@ -50,13 +96,33 @@ impl std::fmt::Debug for ToughTransport {
 impl tough::Transport for ToughTransport {
     async fn fetch(&self, url: Url) -> Result<tough::TransportStream, tough::TransportError> {
         use tough::{TransportError as TE, TransportErrorKind as K};
-        let req = http::Request::get(url.as_str())
-            .body(Bytes::new())
-            .map_err(|e| TE::new_with_cause(K::Other, url.as_str(), e))?;
-        let resp =
-            self.transport.request(&url, req).await.map_err(|e| {
-                TE::new_with_cause(K::Other, url.as_str(), FetchError::Transport(e))
-            })?;
+        let req = || {
+            http::Request::get(url.as_str())
+                .body(Bytes::new())
+                .map_err(|e| TE::new_with_cause(K::Other, url.as_str(), e))
+        };
+        let fail = |e| TE::new_with_cause(K::Other, url.as_str(), FetchError::Transport(e));
+        let (mut conn, reused) = self
+            .conns
+            .take(&self.transport, &url, false)
+            .await
+            .map_err(fail)?;
+        let resp = match conn.send(req()?).await {
+            Ok(r) => r,
+            // The server may have closed an idle kept-alive connection just
+            // as we reused it: one retry on a fresh connection.
+            Err(_) if reused => {
+                conn = self
+                    .conns
+                    .take(&self.transport, &url, true)
+                    .await
+                    .map_err(fail)?
+                    .0;
+                conn.send(req()?).await.map_err(fail)?
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        self.conns.put(&url, conn).await;
         match resp.status {
             200 => {
                 if resp.body.len() > MAX_METADATA_BYTES {
@@ -121,6 +187,7 @@ pub(crate) struct Wanted<'a> {
 /// of the complete file, whose length and hash match the signed metadata.
 pub(crate) async fn download(
     transport: &Transport,
+    conns: &ConnCache,
     clock: &dyn Clock,
     server: &Url,
     want: &Wanted<'_>,
@@ -171,18 +238,22 @@ pub(crate) async fn download(
             path: format!("{} ({e})", want.rel_path),
             status: 0,
         })?;
-        let mut conn = transport
-            .connect(&url)
-            .await
-            .map_err(|source| UpdateError::Transport {
-                server: server_s.clone(),
-                source: Box::new(source),
-            })?;
+        let to_err = |source| UpdateError::Transport {
+            server: server_s.clone(),
+            source: Box::new(source),
+        };
+        let (mut conn, reused) = conns.take(transport, &url, false).await.map_err(to_err)?;
+        let sent = match conn.send_streaming(req.clone()).await {
+            // A kept-alive connection closed under us: one fresh retry.
+            Err(_) if reused => {
+                conn = conns.take(transport, &url, true).await.map_err(to_err)?.0;
+                conn.send_streaming(req).await
+            }
+            other => other,
+        };
         let via_proxy = conn.via_proxy.clone();
-        let mut resp = conn
-            .send_streaming(req)
-            .await
-            .map_err(|e| body_error(&server_s, via_proxy.as_deref(), want, have, e))?;
+        let mut resp =
+            sent.map_err(|e| body_error(&server_s, via_proxy.as_deref(), want, have, e))?;
         let start = match resp.status {
             200 => 0,
             206 => match content_range_start(&resp.headers) {
@@ -267,6 +338,8 @@ pub(crate) async fn download(
         file.sync_all()
             .map_err(|e| disk_or_install("syncing", part.clone(), &e))?;
         drop(file);
+        drop(resp);
+        conns.put(&url, conn).await;
         if got < want.length {
             return Err(match via_proxy {
                 Some(proxy) => UpdateError::ProxyDownload {
