@@ -5,8 +5,8 @@
 //! database (`--changed` percent of records differ). Then `--agents`
 //! simulated agents each make exactly the requests the real updater makes
 //! for v2 (timestamp.json, the snapshot, the targets metadata, then the
-//! delta from v1 or the full object), each on its own HTTPS connection as
-//! the updater does. The simulated agents do not verify signatures or
+//! delta from v1 or the full object), over one kept-alive HTTPS connection
+//! per agent, as the updater does. The simulated agents do not verify signatures or
 //! apply anything: only the server's side is measured, as bytes served and
 //! the server process's CPU time (/proc/PID/stat), once with deltas and
 //! once with full objects, side by side in one run.
@@ -239,16 +239,15 @@ async fn fleet(
         );
         workers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < agents as u64 {
-                // One agent's update: a connection per file, as the updater does.
-                for url in paths.iter() {
-                    match fetch(&transport, url).await {
-                        Ok(n) => {
-                            bytes.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, url = %url, "fetch failed");
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
+                // One agent's update: one connection for its four files, as
+                // the updater does.
+                match update(&transport, &paths).await {
+                    Ok(n) => {
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a simulated update failed");
+                        failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -274,16 +273,19 @@ async fn fleet(
     })
 }
 
-async fn fetch(transport: &Transport, url: &Url) -> anyhow::Result<u64> {
-    let mut conn = transport.connect(url).await?;
-    let req = http::Request::get(url.as_str()).body(Bytes::new())?;
-    let mut resp = conn.send_streaming(req).await?;
-    if resp.status != 200 {
-        bail!("HTTP {}", resp.status);
-    }
+async fn update(transport: &Transport, urls: &[Url]) -> anyhow::Result<u64> {
+    let first = urls.first().context("nothing to fetch")?;
+    let mut conn = transport.connect(first).await?;
     let mut n = 0u64;
-    while let Some(chunk) = resp.body.chunk().await? {
-        n += chunk.len() as u64;
+    for url in urls {
+        let req = http::Request::get(url.as_str()).body(Bytes::new())?;
+        let mut resp = conn.send_streaming(req).await?;
+        if resp.status != 200 {
+            bail!("GET {url}: HTTP {}", resp.status);
+        }
+        while let Some(chunk) = resp.body.chunk().await? {
+            n += chunk.len() as u64;
+        }
     }
     Ok(n)
 }
