@@ -9,12 +9,14 @@ packages=(
   dnsmasq     # doctor: a real DNS server answering NXDOMAIN and relaying SERVFAIL
   iproute2    # doctor: network namespaces and veth pairs (refused / dropped / unreachable)
   iptables    # doctor: the firewall inside the test's namespace (DROP, REJECT tcp-reset)
-  socat       # doctor: the TCP listener inside the test's namespace
+  socat       # doctor: the TCP listener inside the test's namespace; e2e defs: TLS around the test relay
   openssl     # doctor: a real OCSP responder (openssl ocsp), htpasswd hashes; bench: s_client
-  squid       # doctor: a real proxy with Basic auth (basic_ncsa_auth)
+  squid       # doctor: a real proxy with Basic auth (basic_ncsa_auth); e2e defs: downloads through it
   curl        # bench: the manual procedure
   hyperfine   # bench: scripts/bench-doctor.sh
   python3-pip # doctor: installs mitmproxy when the distribution has no mitmdump
+  nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; the test runs its own nginx, never the service
+  faketime    # e2e defs (nginx_mirror_*): libfaketime moves the agent's clock past a frozen mirror's expiry
 )
 
 missing=()
@@ -25,7 +27,24 @@ if ((${#missing[@]})); then
   echo "install-test-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Packages with a service (nginx) must not start one on install: the tests
+  # run their own instances on loopback ports. policy-rc.d answering 101
+  # tells invoke-rc.d (and deb-systemd-invoke) not to start anything; an
+  # existing policy-rc.d (a container's) is left as it is.
+  own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  status=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" || status=$?
+  if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+  ((status == 0)) || exit "$status"
+  # Nor at the next boot, on a machine run by systemd.
+  if [[ " ${missing[*]} " == *" nginx "* && -d /run/systemd/system ]]; then
+    systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # The doctor's TLS-inspection test needs a real mitmproxy (mitmdump). It comes
