@@ -529,8 +529,9 @@ impl Squid {
     }
 }
 
-/// nginx serving `root` over HTTPS on loopback, in the foreground with its
-/// own config, prefix and pid file (never the system service).
+/// nginx serving `root` over HTTPS on loopback, in the foreground as one
+/// process with its own config, prefix and pid file (never the system
+/// service).
 struct Nginx {
     _child: Child,
     port: u16,
@@ -580,7 +581,11 @@ impl Nginx {
             .arg("-e")
             .arg(dir.path().join("error.log"))
             .arg("-g")
-            .arg(format!("daemon off; pid {d}/nginx.pid;"))
+            // One process, no workers: killing it (kill_on_drop) stops
+            // nginx entirely, where a master's workers would outlive it.
+            .arg(format!(
+                "daemon off; master_process off; pid {d}/nginx.pid;"
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -975,6 +980,20 @@ async fn through_squid_wrong_credentials_are_named_then_right_ones_work() {
             squid.port
         )
     };
+    // No credentials at all: the proxy's 407 is named as such.
+    std::fs::write(
+        &toml,
+        format!(
+            "{base}proxy = \"http://127.0.0.1:{}\"\nno_proxy = [\"127.0.0.1\"]\n",
+            squid.port
+        ),
+    )
+    .expect("agent.toml written");
+    let t = update_expect(&state, &[], 2).await;
+    let required = ErrorCode::ProxyAuthRequired.as_str();
+    assert!(t.contains(required), "{t}");
+    assert_eq!(last_error_code(&state).await.as_deref(), Some(required));
+
     std::fs::write(&toml, with_proxy("wrong-pass")).expect("agent.toml written");
 
     let t = update_expect(&state, &[], 2).await;
@@ -1121,6 +1140,24 @@ async fn nginx_mirror_after_a_dead_server_then_rollback_and_freeze_are_refused()
     std::fs::rename(&newer, &live).expect("rename");
     let t = update_expect(&state, &[], 0).await;
     assert!(t.contains("main: up to date at version 3"), "{t}");
+
+    // A mirror whose metadata was edited: the signature no longer holds.
+    let timestamp = live.join("metadata").join("timestamp.json");
+    let genuine = std::fs::read(&timestamp).expect("timestamp.json");
+    let mut edited: serde_json::Value = serde_json::from_slice(&genuine).expect("JSON");
+    let version = edited["signed"]["version"].as_u64().expect("a version");
+    edited["signed"]["version"] = (version + 1).into();
+    std::fs::write(&timestamp, edited.to_string()).expect("edited");
+    let t = update_expect(&state, &[], 2).await;
+    let forged = ErrorCode::DefsSignatureInvalid.as_str();
+    assert!(t.contains(forged), "{t}");
+    assert_eq!(last_error_code(&state).await.as_deref(), Some(forged));
+    assert_eq!(assert_installed_intact(&state, &[&v3]), 3);
+    std::fs::write(&timestamp, &genuine).expect("restored");
+    let t = update_expect(&state, &[], 0).await;
+    assert!(t.contains("main: up to date at version 3"), "{t}");
+
+    // Last: the trusted metadata store then remembers a time two days ahead.
     let env = faketime_env("+2d");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let t = update_expect(&state, &env, 2).await;
