@@ -393,6 +393,16 @@ impl Updater {
         let datastore = self.defs_dir_created()?.join("tuf");
         std::fs::create_dir_all(&datastore)
             .map_err(|e| disk_or_install("creating", datastore.clone(), &e))?;
+        // tough remembers the newest system time it has seen and refuses to
+        // load once the clock goes back (an NTP correction after a clock
+        // that ran ahead would lock the agent out for good). Expiry is ours
+        // to check, against the injected clock, so its memory is dropped.
+        match std::fs::remove_file(datastore.join("latest_known_time.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(disk_or_install("resetting", datastore.clone(), &e));
+            }
+            _ => {}
+        }
         let (meta_url, targets_url) = match source {
             Source::Server(u) => (
                 join_dir(u, layout::METADATA_DIR)?,

@@ -249,6 +249,31 @@ async fn expired_metadata_is_a_frozen_repository() {
 }
 
 #[tokio::test]
+async fn a_clock_that_ran_ahead_and_came_back_does_not_lock_the_agent_out() {
+    let w = world().await;
+    w.repo
+        .publish("main", b"one\n".to_vec(), None)
+        .await
+        .expect("v1");
+    let b1 = w.bundle("v1").await;
+    // The clock runs 40 days ahead: the metadata looks expired.
+    let now = w.clock.now();
+    w.clock.advance(time::Duration::days(40));
+    let e = w.import(&b1).await.expect_err("expired");
+    assert_eq!(e.code(), ErrorCode::DefsMetadataExpired, "{e}");
+    // tough also saw a far-future system time at some point.
+    std::fs::write(
+        w.state.join("defs/tuf/latest_known_time.json"),
+        "\"2099-01-01T00:00:00Z\"",
+    )
+    .expect("write");
+    // NTP puts the clock back: the update works again.
+    w.clock.set(now);
+    w.import(&b1).await.expect("works once the clock is right");
+    assert_eq!(w.installed().0, 1);
+}
+
+#[tokio::test]
 async fn garbage_and_hostile_bundles_are_refused_with_their_code() {
     let w = world().await;
     w.repo
