@@ -10,8 +10,8 @@ pub mod defs;
 pub mod error;
 
 pub use api::*;
-pub use defs::*;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use defs::*;
 pub use error::{ApiError, ErrorCode};
 
 /// The version of this build of Tether, shared by the server and the agent.
