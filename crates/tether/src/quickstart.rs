@@ -65,7 +65,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         .put_policy(
             "default",
             &tether_wire::PolicyUpdate {
-                defs: Default::default(),
+                // The tour's agent follows a sample definitions channel.
+                defs: tether_wire::DefsPolicy {
+                    channels: vec![SAMPLE_CHANNEL.to_owned()],
+                    ..Default::default()
+                },
                 checkin_interval_secs: args.checkin_interval,
                 jitter_percent: 10,
                 targets: Vec::new(),
@@ -73,6 +77,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         )
         .await
         .context("setting the quickstart policy")?;
+
+    publish_sample(&admin).await?;
 
     let agent_dir = data_dir.join("agent");
     let exe = std::env::current_exe().context("locating the tether executable")?;
@@ -145,6 +151,36 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         agents = admin.list_agents(None).await?;
     }
 
+    // Ask the agent to fetch the sample definitions at its next check-in
+    // rather than at its first scheduled check (up to 10 minutes away), and
+    // wait (bounded) until it has the newest version.
+    if let Some(id) = agents
+        .iter()
+        .find(|a| a.name == "quickstart-agent")
+        .map(|a| a.id)
+    {
+        admin
+            .queue_action(id, &tether_wire::ActionKind::UpdateDefs { channel: None })
+            .await
+            .context("queueing the sample definitions update")?;
+        let wait = Duration::from_secs(u64::from(args.checkin_interval) * 2 + 5)
+            .min(Duration::from_secs(30));
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            let detail = admin.agent(id).await?;
+            if !detail.defs.is_empty()
+                && detail
+                    .defs
+                    .iter()
+                    .all(|c| c.version.is_some() && c.version == c.newest_version)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        agents = admin.list_agents(None).await?;
+    }
+
     println!();
     println!("Tether is running.");
     println!("  API / console:     {}", server.url);
@@ -177,6 +213,10 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         "Try: tether agents list   |   tether agents show ID   |   tether agent posture --state-dir {}",
         agent_dir.display()
     );
+    println!(
+        "Definitions: tether defs summary   |   tether defs publish --channel {SAMPLE_CHANNEL} --file FILE   |   tether agent defs status --state-dir {}",
+        agent_dir.display()
+    );
     println!("Ctrl-C stops everything.");
 
     tokio::select! {
@@ -189,6 +229,39 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     server.shutdown().await;
     println!("Stopped. Run `tether quickstart` again to resume with the same data.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The channel the tour publishes and subscribes its agent to.
+const SAMPLE_CHANNEL: &str = "sample";
+
+/// Publishes a small generated signature file as the sample channel's
+/// first version, unless the channel already has one (a resumed tour).
+async fn publish_sample(admin: &tether_client::ApiClient) -> anyhow::Result<()> {
+    let summary = admin
+        .defs_summary(Some(SAMPLE_CHANNEL))
+        .await
+        .context("reading the definitions summary")?;
+    if summary.iter().any(|c| !c.versions.is_empty()) {
+        return Ok(());
+    }
+    let content: String = (0..2000u64)
+        .map(|i| {
+            let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            format!(
+                "Sample.Test-{i}:0:*:{x:016x}{:016x}:73\n",
+                x.rotate_left(23)
+            )
+        })
+        .collect();
+    admin
+        .publish_defs(
+            SAMPLE_CHANNEL,
+            bytes::Bytes::from(content),
+            Some("quickstart sample"),
+        )
+        .await
+        .context("publishing the sample definitions")?;
+    Ok(())
 }
 
 fn spawn_agent(exe: &Path, agent_dir: &Path) -> anyhow::Result<tokio::process::Child> {
