@@ -113,20 +113,7 @@ impl Connection {
         let req = self.prepare(req)?;
         let limit = self.max_body_bytes;
         let exchange = async {
-            self.sender
-                .ready()
-                .await
-                .map_err(|e| TransportError::Http {
-                    detail: format!("the connection is closed: {e}"),
-                })?;
-            let resp = self
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|e| TransportError::Http {
-                    detail: format!("the request failed: {e}"),
-                })?;
-            let (parts, body) = resp.into_parts();
+            let (parts, body) = send_head(&mut self.sender, req).await?.into_parts();
             if let Some(len) = content_length(&parts.headers)
                 && len > limit as u64
             {
@@ -184,20 +171,7 @@ impl Connection {
         req: http::Request<Bytes>,
     ) -> Result<StreamingResponse, TransportError> {
         let req = self.prepare(req)?;
-        let head = async {
-            self.sender
-                .ready()
-                .await
-                .map_err(|e| TransportError::Http {
-                    detail: format!("the connection is closed: {e}"),
-                })?;
-            self.sender
-                .send_request(req)
-                .await
-                .map_err(|e| TransportError::Http {
-                    detail: format!("the request failed: {e}"),
-                })
-        };
+        let head = send_head(&mut self.sender, req);
         let resp = match tokio::time::timeout(self.http_timeout, head).await {
             Err(_) => {
                 return Err(TransportError::HttpTimeout {
@@ -254,6 +228,23 @@ impl Connection {
         }
         Ok(http::Request::from_parts(parts, Full::new(body)))
     }
+}
+
+/// Waits for the connection to be ready, sends the request and returns the
+/// response head (the body still to be read).
+async fn send_head(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+    sender.ready().await.map_err(|e| TransportError::Http {
+        detail: format!("the connection is closed: {e}"),
+    })?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| TransportError::Http {
+            detail: format!("the request failed: {e}"),
+        })
 }
 
 /// A response whose body is still arriving.

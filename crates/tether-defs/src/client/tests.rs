@@ -74,6 +74,22 @@ impl World {
     }
 }
 
+/// A world with "one\n" installed as v1 and a bundle of v2 ("two\n").
+async fn v1_installed_v2_bundled() -> (World, PathBuf) {
+    let w = world().await;
+    w.repo
+        .publish("main", b"one\n".to_vec(), None)
+        .await
+        .expect("v1");
+    w.import(&w.bundle("v1").await).await.expect("v1");
+    w.repo
+        .publish("main", b"two\n".to_vec(), None)
+        .await
+        .expect("v2");
+    let b2 = w.bundle("v2").await;
+    (w, b2)
+}
+
 /// Rewrites a bundle, letting `edit` change the unpacked files.
 fn repack(src: &Path, out: &Path, edit: impl Fn(&Path)) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -164,17 +180,7 @@ async fn bundles_install_then_update_keeping_the_previous_version() {
 
 #[tokio::test]
 async fn tampered_metadata_is_refused_and_the_installed_version_kept() {
-    let w = world().await;
-    w.repo
-        .publish("main", b"one\n".to_vec(), None)
-        .await
-        .expect("v1");
-    w.import(&w.bundle("v1").await).await.expect("v1");
-    w.repo
-        .publish("main", b"two\n".to_vec(), None)
-        .await
-        .expect("v2");
-    let b2 = w.bundle("v2").await;
+    let (w, b2) = v1_installed_v2_bundled().await;
     let bad = b2.with_extension("tampered.tar");
     repack(&b2, &bad, |d| {
         // Claim a different length for a target in every targets
@@ -198,17 +204,7 @@ async fn tampered_metadata_is_refused_and_the_installed_version_kept() {
 
 #[tokio::test]
 async fn tampered_content_is_refused_and_the_installed_version_kept() {
-    let w = world().await;
-    w.repo
-        .publish("main", b"one\n".to_vec(), None)
-        .await
-        .expect("v1");
-    w.import(&w.bundle("v1").await).await.expect("v1");
-    w.repo
-        .publish("main", b"two\n".to_vec(), None)
-        .await
-        .expect("v2");
-    let b2 = w.bundle("v2").await;
+    let (w, b2) = v1_installed_v2_bundled().await;
     let bad = b2.with_extension("content.tar");
     repack(&b2, &bad, |d| {
         let t = first_file(d, "targets", ".v2.full.zst");
