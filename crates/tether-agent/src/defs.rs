@@ -170,11 +170,7 @@ pub fn outcome_line(outcome: &ChannelOutcome) -> String {
             bytes,
         }) => {
             let from = from.map_or_else(|| "nothing".to_owned(), |v| format!("version {v}"));
-            let method = match method {
-                tether_wire::UpdateMethod::Delta => "delta",
-                tether_wire::UpdateMethod::Full => "full",
-                tether_wire::UpdateMethod::Bundle => "bundle",
-            };
+            let method = method.as_str();
             format!(
                 "{}: installed version {version} (from {from}, {method}, {bytes} bytes)",
                 outcome.channel

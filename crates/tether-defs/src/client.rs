@@ -175,7 +175,7 @@ impl Updater {
                     .iter()
                     .map(|ch| ChannelOutcome {
                         channel: ch.clone(),
-                        result: Err(clone_err(&e)),
+                        result: Err(error::copy(&e)),
                     })
                     .collect();
             }
@@ -185,7 +185,7 @@ impl Updater {
         let mut done: Vec<ChannelOutcome> = Vec::new();
         if self.cfg.servers.is_empty() {
             for ch in pending {
-                self.record(&ch, &Err(UpdateError::NoServer), None, None);
+                self.record(&ch, Some(&UpdateError::NoServer), None, None);
                 done.push(ChannelOutcome {
                     channel: ch,
                     result: Err(UpdateError::NoServer),
@@ -227,7 +227,7 @@ impl Updater {
                         self.note_cooldown(server, &e);
                         let give_up = !e.try_next_server();
                         for ch in &pending {
-                            last.insert(ch.clone(), (clone_err(&e), server.to_string()));
+                            last.insert(ch.clone(), (error::copy(&e), server.to_string()));
                         }
                         if give_up {
                             break 'rounds;
@@ -239,7 +239,7 @@ impl Updater {
                 for ch in pending.drain(..) {
                     match self.apply(&ch, &verified, &Source::Server(server)).await {
                         Ok(applied) => {
-                            self.record(&ch, &Ok(applied.clone()), Some(server), None);
+                            self.record(&ch, None, Some(server), None);
                             last.remove(&ch);
                             done.push(ChannelOutcome {
                                 channel: ch,
@@ -252,7 +252,7 @@ impl Updater {
                                 still.push(ch.clone());
                                 last.insert(ch, (e, server.to_string()));
                             } else {
-                                self.record(&ch, &Err(clone_err(&e)), Some(server), None);
+                                self.record(&ch, Some(&e), Some(server), None);
                                 done.push(ChannelOutcome {
                                     channel: ch,
                                     result: Err(e),
@@ -274,7 +274,7 @@ impl Updater {
                     .unwrap_or_default(),
             ));
             let url = Url::parse(&server).ok();
-            self.record(&ch, &Err(clone_err(&e)), url.as_ref(), None);
+            self.record(&ch, Some(&e), url.as_ref(), None);
             done.push(ChannelOutcome {
                 channel: ch,
                 result: Err(e),
@@ -333,12 +333,7 @@ impl Updater {
                 },
                 other => other,
             });
-            self.record(
-                &ch,
-                &result.as_ref().map(Clone::clone).map_err(clone_err),
-                None,
-                Some(bundle),
-            );
+            self.record(&ch, result.as_ref().err(), None, Some(bundle));
             out.push(ChannelOutcome {
                 channel: ch,
                 result,
@@ -703,7 +698,7 @@ impl Updater {
     fn record(
         &self,
         channel: &str,
-        result: &Result<Applied, UpdateError>,
+        error: Option<&UpdateError>,
         server: Option<&Url>,
         bundle: Option<&Path>,
     ) {
@@ -719,12 +714,12 @@ impl Updater {
                 .and_then(|h| self.transport.proxy_for(h))
                 .map(|p| p.redacted())
         });
-        match result {
-            Ok(_) => {
+        match error {
+            None => {
                 st.state.last_error = None;
                 st.state.consecutive_failures = 0;
             }
-            Err(e) => {
+            Some(e) => {
                 st.state.last_error = Some(LastError {
                     code: e.code(),
                     message: e.to_string(),
@@ -747,45 +742,10 @@ impl Updater {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LocalState {
     #[serde(flatten)]
-    state: ChannelStateSer,
+    state: ChannelState,
     /// The last delta that failed and was replaced by the full object.
     #[serde(default)]
     last_delta_error: Option<LastError>,
-}
-
-/// `ChannelState` with a default, for reading partial files.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-struct ChannelStateSer(ChannelState);
-
-impl Default for ChannelStateSer {
-    fn default() -> Self {
-        ChannelStateSer(ChannelState {
-            channel: String::new(),
-            version: None,
-            sha256: None,
-            updated_at: None,
-            method: None,
-            last_attempt_at: None,
-            last_error: None,
-            consecutive_failures: 0,
-            server: None,
-            via_proxy: None,
-        })
-    }
-}
-
-impl std::ops::Deref for ChannelStateSer {
-    type Target = ChannelState;
-    fn deref(&self) -> &ChannelState {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ChannelStateSer {
-    fn deref_mut(&mut self) -> &mut ChannelState {
-        &mut self.0
-    }
 }
 
 fn read_state(state_dir: &Path, channel: &str) -> LocalState {
@@ -824,7 +784,7 @@ fn check_content(
     meta: &TargetMeta,
     content: &[u8],
 ) -> Result<(), UpdateError> {
-    let actual = fetch::sha256_hex(content);
+    let actual = delta::sha256_hex(content);
     if actual != meta.content_sha256 || content.len() as u64 != meta.content_length {
         return Err(UpdateError::HashMismatch {
             server: server.to_owned(),
@@ -869,7 +829,7 @@ pub fn channel_states(state_dir: &Path, channels: &[String]) -> Vec<ChannelState
     channels
         .iter()
         .map(|ch| {
-            let mut st = read_state(state_dir, ch).state.0;
+            let mut st = read_state(state_dir, ch).state;
             st.channel = ch.clone();
             if let Some(inst) = read_installed(state_dir, ch) {
                 st.version = Some(inst.version);
@@ -965,10 +925,6 @@ fn join_dir(base: &Url, sub: &str) -> Result<Url, UpdateError> {
         path: format!("{sub}/ ({e})"),
         status: 0,
     })
-}
-
-fn clone_err(e: &UpdateError) -> UpdateError {
-    error::copy(e)
 }
 
 /// Maps `tough`'s errors onto ours, finding our transport's error inside.

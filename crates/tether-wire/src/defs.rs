@@ -60,8 +60,19 @@ pub enum UpdateMethod {
     Bundle,
 }
 
+impl UpdateMethod {
+    /// The name used on the wire and in human output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateMethod::Delta => "delta",
+            UpdateMethod::Full => "full",
+            UpdateMethod::Bundle => "bundle",
+        }
+    }
+}
+
 /// One channel's state as the agent reports it at check-in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelState {
     pub channel: String,
     /// The installed version; `None` before the first successful update.

@@ -103,7 +103,7 @@ impl DefsStatus {
                     s.channel,
                     time_or_dash(s.updated_at),
                     s.method
-                        .map(|m| format!(" ({})", method(m)))
+                        .map(|m| format!(" ({})", m.as_str()))
                         .unwrap_or_default()
                 )),
                 None => out.push_str(&format!("{}: nothing installed yet\n", s.channel)),
@@ -138,14 +138,6 @@ impl DefsStatus {
             out.push_str(&format!("  installed at: {}\n", c.path));
         }
         out
-    }
-}
-
-fn method(m: tether_wire::UpdateMethod) -> &'static str {
-    match m {
-        tether_wire::UpdateMethod::Delta => "delta",
-        tether_wire::UpdateMethod::Full => "full",
-        tether_wire::UpdateMethod::Bundle => "bundle",
     }
 }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tether_transport::{Connection, Phase, Transport, TransportError};
 use tether_wire::Clock;
 use tokio::sync::Mutex;
@@ -454,11 +453,6 @@ fn content_range_start(headers: &http::HeaderMap) -> Option<u64> {
     let (range, _total) = rest.split_once('/')?;
     let (start, _end) = range.split_once('-')?;
     start.trim().parse().ok()
-}
-
-/// SHA-256 of bytes in memory, hex.
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[cfg(test)]

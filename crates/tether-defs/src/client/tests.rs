@@ -66,7 +66,7 @@ impl World {
         let i = read_installed(&self.state, "main").expect("installed");
         let content = std::fs::read(installed_path(&self.state, "main")).expect("current");
         assert_eq!(
-            fetch::sha256_hex(&content),
+            crate::delta::sha256_hex(&content),
             i.sha256,
             "current matches installed.json"
         );

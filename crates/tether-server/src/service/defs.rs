@@ -67,19 +67,13 @@ pub async fn publish(
 }
 
 /// Inserts into the store every version the repository published that the
-/// store lacks. Returns how many it inserted.
-pub async fn reconcile(ctx: &Ctx) -> Result<usize, ServiceError> {
+/// store lacks. Returns every version the store now holds, so a caller
+/// needs no second query.
+pub async fn reconcile(ctx: &Ctx) -> Result<Vec<DefsVersion>, ServiceError> {
     let history = ctx.defs.history().await?;
-    if history.is_empty() {
-        return Ok(0);
-    }
-    let recorded: BTreeSet<(String, u64)> = ctx
-        .store
-        .list_defs_versions(None)
-        .await?
-        .into_iter()
-        .map(|v| (v.channel, v.version))
-        .collect();
+    let mut all = ctx.store.list_defs_versions(None).await?;
+    let recorded: BTreeSet<(String, u64)> =
+        all.iter().map(|v| (v.channel.clone(), v.version)).collect();
     let mut inserted = 0;
     for v in history {
         if recorded.contains(&(v.channel.clone(), v.version)) {
@@ -87,7 +81,10 @@ pub async fn reconcile(ctx: &Ctx) -> Result<usize, ServiceError> {
         }
         match ctx.store.insert_defs_version(&v).await {
             // Another server (or a concurrent publish) recorded it meanwhile.
-            Ok(()) | Err(StoreError::Conflict(_)) => inserted += 1,
+            Ok(()) | Err(StoreError::Conflict(_)) => {
+                inserted += 1;
+                all.push(v);
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -97,7 +94,7 @@ pub async fn reconcile(ctx: &Ctx) -> Result<usize, ServiceError> {
             "recorded published definitions versions missing from the store"
         );
     }
-    Ok(inserted)
+    Ok(all)
 }
 
 /// Re-signs expiring metadata now and every [`REFRESH_EVERY`] until `stop`.
@@ -214,10 +211,13 @@ pub async fn summary(
         repo::validate_channel(c)?;
     }
     // Versions the repository has but the store missed are shown too.
-    if let Err(error) = reconcile(ctx).await {
-        warn!(%error, "could not reconcile definitions versions before a summary");
-    }
-    let published = Published::load(ctx).await?;
+    let published = match reconcile(ctx).await {
+        Ok(all) => Published::new(all),
+        Err(error) => {
+            warn!(%error, "could not reconcile definitions versions before a summary");
+            Published::load(ctx).await?
+        }
+    };
     let channels = published.channels();
     let agents = ctx.store.list_agents(None, MAX_LIST).await?;
     let policies = policies_of(ctx, &agents).await?;
@@ -230,16 +230,21 @@ pub async fn summary(
         if channel.is_some_and(|c| c != name) {
             continue;
         }
+        // Agents per installed version, in one pass over the agents.
+        let mut on_version: HashMap<u64, u64> = HashMap::new();
+        for a in &agents {
+            if let Some(v) = a
+                .defs
+                .iter()
+                .find(|s| s.channel == name)
+                .and_then(|s| s.version)
+            {
+                *on_version.entry(v).or_default() += 1;
+            }
+        }
         let mut versions = published.0.get(name).cloned().unwrap_or_default();
         for v in &mut versions {
-            v.agents = agents
-                .iter()
-                .filter(|a| {
-                    a.defs
-                        .iter()
-                        .any(|s| s.channel == name && s.version == Some(v.version))
-                })
-                .count() as u64;
+            v.agents = on_version.get(&v.version).copied().unwrap_or(0);
         }
         let mut summary = ChannelSummary {
             channel: name.to_owned(),

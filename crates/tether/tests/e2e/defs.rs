@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::both_backends;
-use crate::lab::{Agent, Backend, Scratch, Server, agent_bin, text};
+use crate::lab::{Agent, Backend, Scratch, Server, agent_bin, free_port, text, wait_listening};
 
 both_backends!(
     happy_path_full_then_delta_over_the_control_plane,
@@ -316,20 +316,6 @@ where
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// Waits (bounded) until something accepts on the loopback port.
-async fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-}
-
 fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -371,7 +357,7 @@ struct Socat {
 
 impl Socat {
     async fn start(listen: String, connect: String, port: u16) -> Socat {
-        let child = Command::new(program("socat"))
+        let mut child = Command::new(program("socat"))
             .arg(listen)
             .arg(connect)
             .stdin(Stdio::null())
@@ -380,7 +366,7 @@ impl Socat {
             .kill_on_drop(true)
             .spawn()
             .expect("socat starts");
-        wait_listening(port, "socat").await;
+        wait_listening(&mut child, port, "socat", None).await;
         Socat {
             _child: child,
             port,
@@ -506,17 +492,13 @@ impl Squid {
             .kill_on_drop(true)
             .spawn()
             .expect("squid starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "squid exited with {status}: {}",
-                    std::fs::read_to_string(dir.path().join("cache.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "squid did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(
+            &mut child,
+            port,
+            "squid",
+            Some(&dir.path().join("cache.log")),
+        )
+        .await;
         Squid {
             _child: child,
             port,
@@ -592,17 +574,13 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .expect("nginx starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "nginx exited with {status}: {}",
-                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(
+            &mut child,
+            port,
+            "nginx",
+            Some(&dir.path().join("error.log")),
+        )
+        .await;
         Nginx {
             _child: child,
             port,

@@ -15,6 +15,31 @@ pub enum Backend {
     Postgres,
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Waits (bounded, 10 s) until `child` accepts connections on the loopback
+/// `port`. If it exits first, the panic shows its `log` file, when it has one.
+pub async fn wait_listening(child: &mut Child, port: u16, what: &str, log: Option<&Path>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default();
+            panic!("{what} exited with {status}: {log}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A directory removed on drop.
 pub struct Scratch(PathBuf);
 

@@ -8,7 +8,7 @@ use tether_wire::{AgentStatus, ErrorCode};
 use tokio::process::{Child, Command};
 
 use crate::both_backends;
-use crate::lab::{Agent, Backend, Scratch, Server, text};
+use crate::lab::{Agent, Backend, Scratch, Server, free_port, text, wait_listening};
 
 both_backends!(checkin_through_an_authenticating_proxy);
 
@@ -41,7 +41,7 @@ impl Tinyproxy {
             .arg("0777")
             .arg(dir.path())
             .status();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-d")
             .arg("-c")
             .arg(&conf)
@@ -51,17 +51,13 @@ impl Tinyproxy {
             .kill_on_drop(true)
             .spawn()
             .expect("tinyproxy starts");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tinyproxy did not listen on {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(
+            &mut child,
+            port,
+            "tinyproxy",
+            Some(&dir.path().join("tinyproxy.log")),
+        )
+        .await;
         Tinyproxy {
             _child: child,
             port,
@@ -72,11 +68,6 @@ impl Tinyproxy {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 async fn checkin_through_an_authenticating_proxy(backend: Backend) {
