@@ -43,6 +43,14 @@ pub use defs::{
     defs_versions_are_ordered_and_filtered, defs_versions_round_trip,
     duplicate_defs_version_is_refused_and_original_kept, policy_defs_round_trip,
 };
+mod hardening;
+pub use hardening::{
+    admin_credentials_are_named_revoked_and_rotated, agent_pages_reach_every_agent,
+    bundle_info_comes_without_its_bytes, concurrent_revocations_leave_one_admin_credential,
+    heartbeats_return_the_previous_time, outages_give_active_agents_a_full_threshold,
+    pre_hardening_rows, retention_prunes_old_rows_but_keeps_each_agents_newest_transition,
+    token_and_credential_pages_reach_every_row, upgraded_from_0004_keeps_admin_credentials,
+};
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -137,6 +145,14 @@ macro_rules! for_each_check {
             defs_versions_are_ordered_and_filtered,
             agent_defs_state_round_trips_through_both_checkin_paths,
             policy_defs_round_trip,
+            admin_credentials_are_named_revoked_and_rotated,
+            concurrent_revocations_leave_one_admin_credential,
+            agent_pages_reach_every_agent,
+            token_and_credential_pages_reach_every_row,
+            heartbeats_return_the_previous_time,
+            outages_give_active_agents_a_full_threshold,
+            retention_prunes_old_rows_but_keeps_each_agents_newest_transition,
+            bundle_info_comes_without_its_bytes,
         }
     };
 }

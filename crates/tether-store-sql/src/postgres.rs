@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use tether_store::StoreError;
@@ -120,6 +121,23 @@ impl PostgresStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool.begin().await
     }
+
+    /// How a write transaction starts on a connection from [`Self::durable_conn`].
+    const BEGIN_WRITE: &'static str = "BEGIN";
+
+    /// Locks every admin credential that is not revoked until the
+    /// transaction ends, so two concurrent revocations cannot both see
+    /// "another one is left" and leave none.
+    const LOCK_ACTIVE_ADMIN_CREDENTIALS: &'static str =
+        "SELECT id FROM admin_credentials WHERE revoked_at IS NULL FOR UPDATE";
+
+    /// Any connection: PostgreSQL's default `synchronous_commit = on`
+    /// already makes every commit durable.
+    async fn durable_conn(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
+    async fn release_durable(&self, _conn: &mut PoolConnection<Postgres>) {}
 }
 
 impl_store!(PostgresStore, "postgres", PgPool);

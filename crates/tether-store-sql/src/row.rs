@@ -331,6 +331,34 @@ pub(crate) fn token_unavailable(row: Option<&dyn RawRow>, id: &str) -> StoreErro
     }
 }
 
+pub(crate) fn admin_credential(
+    row: &dyn RawRow,
+) -> Result<tether_store::AdminCredentialRecord, StoreError> {
+    let f = Fields::new(row, "admin_credentials", "id")?;
+    Ok(tether_store::AdminCredentialRecord {
+        id: f.uuid("id")?,
+        name: f.text("label")?,
+        bootstrap_instance: f.opt_text("bootstrap_instance")?,
+        created_at: f.time("created_at")?,
+        revoked_at: f.opt_time("revoked_at")?,
+    })
+}
+
+pub(crate) fn outage(row: &dyn RawRow) -> Result<tether_wire::ControlPlaneOutage, StoreError> {
+    let f = Fields::new(row, "control_plane_outages", "id")?;
+    Ok(tether_wire::ControlPlaneOutage {
+        kind: f.parsed("kind")?,
+        started_at: f.time("started_at")?,
+        ended_at: f.time("ended_at")?,
+        agents_given_grace: f.u64("agents_given_grace")?,
+    })
+}
+
+/// The time a heartbeat row records.
+pub(crate) fn alive_at(row: &dyn RawRow, instance: &str) -> Result<OffsetDateTime, StoreError> {
+    Fields::keyed(row, "server_heartbeats", instance).time("alive_at")
+}
+
 pub(crate) fn transition(row: &dyn RawRow, agent_id: &str) -> Result<Transition, StoreError> {
     let f = Fields::keyed(row, "transitions", agent_id);
     Ok(Transition {

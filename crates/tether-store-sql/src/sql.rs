@@ -35,10 +35,52 @@ pub(crate) const PING: &str = "SELECT 1";
 
 // Admin credentials.
 
-pub(crate) const INSERT_ADMIN_CREDENTIAL: &str =
-    "INSERT INTO admin_credentials (hash, label, created_at) VALUES ($1, $2, $3)";
-pub(crate) const ADMIN_CREDENTIAL_EXISTS: &str = "SELECT 1 FROM admin_credentials WHERE hash = $1";
-pub(crate) const ADMIN_CREDENTIAL_COUNT: &str = "SELECT COUNT(*) FROM admin_credentials";
+macro_rules! admin_credential_columns {
+    () => {
+        "id, label, bootstrap_instance, created_at, revoked_at"
+    };
+}
+
+pub(crate) const INSERT_ADMIN_CREDENTIAL: &str = concat!(
+    "INSERT INTO admin_credentials (hash, label, created_at, id, bootstrap_instance) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+    admin_credential_columns!()
+);
+/// Only a credential that is not revoked opens the admin API.
+pub(crate) const ADMIN_CREDENTIAL_EXISTS: &str =
+    "SELECT 1 FROM admin_credentials WHERE hash = $1 AND revoked_at IS NULL";
+pub(crate) const ADMIN_CREDENTIAL_COUNT: &str =
+    "SELECT COUNT(*) FROM admin_credentials WHERE revoked_at IS NULL";
+pub(crate) const ADMIN_CREDENTIAL_BY_HASH: &str = concat!(
+    "SELECT ",
+    admin_credential_columns!(),
+    " FROM admin_credentials WHERE hash = $1"
+);
+pub(crate) const ADMIN_CREDENTIAL_BY_ID: &str = concat!(
+    "SELECT ",
+    admin_credential_columns!(),
+    " FROM admin_credentials WHERE id = $1"
+);
+pub(crate) const LIST_ADMIN_CREDENTIALS: &str = concat!(
+    "SELECT ",
+    admin_credential_columns!(),
+    " FROM admin_credentials ORDER BY created_at, id LIMIT $1"
+);
+pub(crate) const LIST_ADMIN_CREDENTIALS_AFTER: &str = concat!(
+    "SELECT ",
+    admin_credential_columns!(),
+    " FROM admin_credentials WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3"
+);
+/// Revoking twice keeps the first time.
+pub(crate) const REVOKE_ADMIN_CREDENTIAL: &str = concat!(
+    "UPDATE admin_credentials SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ",
+    admin_credential_columns!()
+);
+/// Touches nothing when the credential is absent or already revoked.
+pub(crate) const REVOKE_ACTIVE_ADMIN_CREDENTIAL: &str =
+    "UPDATE admin_credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+pub(crate) const REVOKE_BOOTSTRAP_ADMIN_CREDENTIALS: &str = "UPDATE admin_credentials SET revoked_at = $2 \
+     WHERE bootstrap_instance = $1 AND revoked_at IS NULL";
 
 // Tokens.
 
@@ -53,6 +95,16 @@ pub(crate) const LIST_TOKENS: &str = concat!(
     "SELECT ",
     token_columns!(),
     " FROM tokens ORDER BY created_at, id"
+);
+pub(crate) const LIST_TOKENS_PAGE: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens ORDER BY created_at, id LIMIT $1"
+);
+pub(crate) const LIST_TOKENS_PAGE_AFTER: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3"
 );
 /// Revoking twice keeps the first time.
 pub(crate) const REVOKE_TOKEN: &str = concat!(
@@ -114,6 +166,33 @@ pub(crate) const LIST_AGENTS_WITH_STATUS: &str = concat!(
     agent_columns!(),
     " FROM agents WHERE removed_at IS NULL AND status = $1 ORDER BY enrolled_at, id LIMIT $2"
 );
+/// One page of [`crate::sql`]'s agent listing: only the conditions asked
+/// for, so each form is served by an index (`agents_enrolled`, or
+/// `agents_group` for a group). Only placeholders are generated, in the
+/// order status, group, cursor time, cursor id, limit; values are bound.
+pub(crate) fn list_agents_page(status: bool, group: bool, after: bool) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut sql = format!(
+        "SELECT {} FROM agents WHERE removed_at IS NULL",
+        agent_columns!()
+    );
+    if status {
+        sql.push_str(&format!(" AND status = {}", next()));
+    }
+    if group {
+        sql.push_str(&format!(" AND group_name = {}", next()));
+    }
+    if after {
+        let (at, id) = (next(), next());
+        sql.push_str(&format!(" AND (enrolled_at, id) > ({at}, {id})"));
+    }
+    sql.push_str(&format!(" ORDER BY enrolled_at, id LIMIT {}", next()));
+    sql
+}
 /// The check-in hot path: one statement when the status does not change.
 pub(crate) const RECORD_CHECKIN: &str = concat!(
     "UPDATE agents SET last_seen = $2, deadline_at = $3, checkin_interval_secs = $4, \
@@ -176,6 +255,36 @@ pub(crate) const OVERDUE_AGENTS: &str = "SELECT id, last_seen, deadline_at, inac
      ORDER BY deadline_at LIMIT $2";
 pub(crate) const COUNT_BY_STATUS: &str =
     "SELECT status, COUNT(*) AS n FROM agents WHERE removed_at IS NULL GROUP BY status";
+
+// The control plane's own outages.
+
+pub(crate) const HEARTBEAT_BEFORE: &str =
+    "SELECT alive_at FROM server_heartbeats WHERE instance = $1";
+pub(crate) const UPSERT_HEARTBEAT: &str = "INSERT INTO server_heartbeats (instance, alive_at) \
+     VALUES ($1, $2) ON CONFLICT (instance) DO UPDATE SET alive_at = excluded.alive_at";
+/// A full threshold from `$1` for every Active agent whose deadline comes
+/// sooner; a later deadline is kept.
+pub(crate) const GRACE_ACTIVE_AGENTS: &str = "UPDATE agents SET deadline_at = $1 + inactive_after_secs * 1000 \
+     WHERE status = 'active' AND removed_at IS NULL AND deadline_at IS NOT NULL \
+     AND deadline_at < $1 + inactive_after_secs * 1000";
+pub(crate) const INSERT_OUTAGE: &str = "INSERT INTO control_plane_outages \
+     (id, kind, instance, started_at, ended_at, agents_given_grace) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const OUTAGES: &str = "SELECT id, kind, started_at, ended_at, agents_given_grace \
+     FROM control_plane_outages WHERE ended_at >= $1 ORDER BY ended_at DESC, id DESC LIMIT $2";
+
+// Retention: bounded deletes by age.
+
+/// An agent's newest transition explains its current status, so it stays
+/// however old it is.
+pub(crate) const PRUNE_TRANSITIONS: &str = "DELETE FROM transitions WHERE seq IN \
+     (SELECT t.seq FROM transitions t WHERE t.at < $1 \
+     AND t.seq < (SELECT MAX(n.seq) FROM transitions n WHERE n.agent_id = t.agent_id) \
+     ORDER BY t.seq LIMIT $2)";
+pub(crate) const PRUNE_COMPLETED_ACTIONS: &str = "DELETE FROM actions WHERE id IN \
+     (SELECT id FROM actions WHERE state = 'completed' AND completed_at < $1 \
+     ORDER BY completed_at LIMIT $2)";
+pub(crate) const PRUNE_OUTAGES: &str = "DELETE FROM control_plane_outages WHERE id IN \
+     (SELECT id FROM control_plane_outages WHERE ended_at < $1 ORDER BY ended_at LIMIT $2)";
 
 // Transitions.
 
@@ -267,6 +376,8 @@ pub(crate) const LIST_BUNDLES: &str = concat!(
     bundle_columns!(),
     " FROM bundles WHERE agent_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
 );
+pub(crate) const BUNDLE_INFO: &str =
+    concat!("SELECT ", bundle_columns!(), " FROM bundles WHERE id = $1");
 pub(crate) const BUNDLE: &str = concat!(
     "SELECT ",
     bundle_columns!(),

@@ -8,11 +8,26 @@
 //! Write transactions still start with `BEGIN IMMEDIATE`, so that another
 //! process writing the same file cannot make a transaction fail half way when
 //! it upgrades from a read lock to a write lock.
+//!
+//! Durability: WAL with `synchronous=NORMAL` survives a crash of the process
+//! but may lose the last commits on power loss. That is acceptable for
+//! check-ins (the next one rewrites them) but not for what an agent or an
+//! admin acts on once and never repeats: an enrollment (the agent holds a
+//! credential the database forgot), a token's use, a revocation. Those run on
+//! the writer connection switched to `synchronous=FULL` for the transaction
+//! ([`SqliteStore::durable_conn`]), which fsyncs the WAL at commit.
+//!
+//! The database file is created mode 0600: it holds every secret's hash and
+//! every agent's facts. SQLite gives the `-wal` and `-shm` files the same mode.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -42,12 +57,16 @@ pub struct SqliteStore {
     path: Option<PathBuf>,
     /// Check-ins without a status change, group-committed (see batch.rs).
     checkins: Batcher,
+    /// The `synchronous` level read back on the connection of the last
+    /// durable write (2 is FULL), so tests can assert it.
+    durable_level: Arc<AtomicI64>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and applies
     /// pending migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -83,6 +102,7 @@ impl SqliteStore {
             writer,
             reader,
             path: Some(path.to_owned()),
+            durable_level: Arc::default(),
         })
     }
 
@@ -115,6 +135,7 @@ impl SqliteStore {
             writer: pool.clone(),
             reader: pool,
             path: None,
+            durable_level: Arc::default(),
         })
     }
 
@@ -146,6 +167,76 @@ impl SqliteStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
+
+    /// How a write transaction starts on a connection from [`Self::durable_conn`].
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    /// Every admin credential that is not revoked. The `BEGIN IMMEDIATE`
+    /// transaction already holds the write lock, so no row lock is needed.
+    const LOCK_ACTIVE_ADMIN_CREDENTIALS: &'static str =
+        "SELECT id FROM admin_credentials WHERE revoked_at IS NULL";
+
+    /// The writer connection, switched to `synchronous=FULL` (and checked)
+    /// for one transaction that must survive power loss. Hand it back with
+    /// [`Self::release_durable`].
+    async fn durable_conn(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await?;
+        self.durable_level.store(level, Ordering::SeqCst);
+        if level < 2 {
+            return Err(sqlx::Error::Protocol(format!(
+                "SQLite kept synchronous={level} where FULL (2) was set"
+            )));
+        }
+        Ok(conn)
+    }
+
+    /// Back to `synchronous=NORMAL` for the check-in path. Should that fail,
+    /// the connection stays at FULL, which is slower but never less safe.
+    async fn release_durable(&self, conn: &mut PoolConnection<Sqlite>) {
+        if let Err(error) = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut **conn)
+            .await
+        {
+            tracing::warn!(%error, "could not set the SQLite writer back to synchronous=NORMAL");
+        }
+    }
+
+    /// The `synchronous` level (0 OFF, 1 NORMAL, 2 FULL) the last durable
+    /// write ran with; 0 before the first.
+    pub fn last_durable_synchronous(&self) -> i64 {
+        self.durable_level.load(Ordering::SeqCst)
+    }
+
+    /// The writer connection's `synchronous` level now.
+    pub async fn writer_synchronous(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(error::db)
+    }
+}
+
+/// Creates the database file mode 0600 if it does not exist yet, so it is
+/// never readable by others, not even for a moment.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "could not create SQLite database {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 impl_store!(SqliteStore, "sqlite", SqlitePool);
@@ -175,6 +266,83 @@ mod tests {
             .await
             .expect("pragma");
         assert_eq!(sync, 1, "NORMAL is 1");
+    }
+
+    /// A committed enrollment must survive power loss, which a kill -9
+    /// cannot show (WAL survives it): the connection that enrolls runs
+    /// `synchronous=FULL`, and the check-in path is back at NORMAL after.
+    #[tokio::test]
+    async fn the_connection_that_enrolls_runs_synchronous_full() {
+        use tether_store::Store;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("opens");
+        let at = time::macros::datetime!(2026-05-17 19:16 UTC);
+        let token = tether_store::NewToken {
+            id: uuid::Uuid::new_v4(),
+            hash: [7; 32],
+            kind: tether_wire::AgentKind::Discovery,
+            group: "g".into(),
+            policy: "default".into(),
+            not_before: at,
+            expires_at: at + time::Duration::hours(1),
+            max_uses: Some(1),
+            require_approval: false,
+            created_at: at,
+        };
+        store.insert_token(&token).await.expect("inserts");
+        assert_eq!(store.last_durable_synchronous(), 2, "token creation");
+        store.durable_level.store(0, Ordering::SeqCst);
+        let agent_id = uuid::Uuid::new_v4();
+        store
+            .enroll(&tether_store::Enrollment {
+                token_id: token.id,
+                agent_id,
+                replaces: None,
+                name: "a".into(),
+                kind: token.kind,
+                group: "g".into(),
+                policy: "default".into(),
+                credential_hash: [8; 32],
+                requires_approval: false,
+                version: "1.0.0".into(),
+                facts: tether_wire::HostFacts::default(),
+                external_ip: None,
+                at,
+                status: tether_wire::AgentStatus::Pending,
+                reason: "enrolled".into(),
+            })
+            .await
+            .expect("enrolls");
+        assert_eq!(
+            store.last_durable_synchronous(),
+            2,
+            "the enrolling connection ran synchronous=FULL"
+        );
+        assert_eq!(
+            store.writer_synchronous().await.expect("reads"),
+            1,
+            "the writer is back at NORMAL for check-ins"
+        );
+        assert!(store.agent(agent_id).await.expect("reads").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        use tether_store::Store;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).await.expect("opens");
+        store.ping().await.expect("pings");
+        for file in [path.clone(), dir.path().join("t.db-wal")] {
+            let mode = std::fs::metadata(&file)
+                .expect("the file exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{}: {mode:o}", file.display());
+        }
     }
 
     #[tokio::test]

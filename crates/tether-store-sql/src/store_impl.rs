@@ -28,6 +28,27 @@ macro_rules! insert_transition {
     };
 }
 
+/// Runs `$body` as one transaction on the backend's durable connection
+/// (`synchronous=FULL` on SQLite, see sqlite.rs), then hands the connection
+/// back. `$body` is an async block's content that commits `$tx` and returns
+/// a `Result`; `return` and `?` inside it leave only the block, so the
+/// connection is always handed back.
+macro_rules! durably {
+    ($self:ident, $tx:ident, $body:block) => {{
+        let mut conn = $self.durable_conn().await.map_err($crate::error::db)?;
+        let result = async {
+            #[allow(unused_mut)]
+            let mut $tx = sqlx::Connection::begin_with(&mut *conn, Self::BEGIN_WRITE)
+                .await
+                .map_err($crate::error::db)?;
+            $body
+        }
+        .await;
+        $self.release_durable(&mut conn).await;
+        result
+    }};
+}
+
 macro_rules! impl_store {
     ($store:ty, $backend:literal, $pool:ty) => {
         impl $store {
@@ -147,14 +168,15 @@ macro_rules! impl_store {
                 label: &str,
                 at: time::OffsetDateTime,
             ) -> Result<(), tether_store::StoreError> {
-                sqlx::query($crate::sql::INSERT_ADMIN_CREDENTIAL)
-                    .bind(&hash[..])
-                    .bind(label)
-                    .bind($crate::row::to_ms(at))
-                    .execute(self.writer())
-                    .await
-                    .map_err($crate::error::db)?;
-                Ok(())
+                self.create_admin_credential(&tether_store::NewAdminCredential {
+                    id: uuid::Uuid::new_v4(),
+                    hash: *hash,
+                    name: label.to_owned(),
+                    bootstrap_instance: None,
+                    created_at: at,
+                })
+                .await
+                .map(|_| ())
             }
 
             async fn admin_credential_valid(
@@ -181,26 +203,173 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn create_admin_credential(
+                &self,
+                c: &tether_store::NewAdminCredential,
+            ) -> Result<tether_store::AdminCredentialRecord, tether_store::StoreError> {
+                durably!(self, tx, {
+                    let row = sqlx::query($crate::sql::INSERT_ADMIN_CREDENTIAL)
+                        .bind(&c.hash[..])
+                        .bind(&c.name)
+                        .bind($crate::row::to_ms(c.created_at))
+                        .bind(c.id.to_string())
+                        .bind(&c.bootstrap_instance)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    let record = $crate::row::admin_credential(&row)?;
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(record)
+                })
+            }
+
+            async fn admin_credential_by_hash(
+                &self,
+                hash: &tether_store::SecretHash,
+            ) -> Result<Option<tether_store::AdminCredentialRecord>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::ADMIN_CREDENTIAL_BY_HASH)
+                    .bind(&hash[..])
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref()
+                    .map(|r| $crate::row::admin_credential(r))
+                    .transpose()
+            }
+
+            async fn list_admin_credentials(
+                &self,
+                after: Option<&tether_store::Cursor>,
+                limit: u32,
+            ) -> Result<Vec<tether_store::AdminCredentialRecord>, tether_store::StoreError> {
+                let query = match after {
+                    None => sqlx::query($crate::sql::LIST_ADMIN_CREDENTIALS),
+                    Some(c) => sqlx::query($crate::sql::LIST_ADMIN_CREDENTIALS_AFTER)
+                        .bind($crate::row::to_ms(c.at))
+                        .bind(c.id.to_string()),
+                };
+                let rows = query
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter()
+                    .map(|r| $crate::row::admin_credential(r))
+                    .collect()
+            }
+
+            async fn revoke_admin_credential(
+                &self,
+                id: uuid::Uuid,
+                at: time::OffsetDateTime,
+            ) -> Result<tether_store::AdminCredentialRecord, tether_store::StoreError> {
+                let key = id.to_string();
+                durably!(self, tx, {
+                    let active = sqlx::query(Self::LOCK_ACTIVE_ADMIN_CREDENTIALS)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    let current = sqlx::query($crate::sql::ADMIN_CREDENTIAL_BY_ID)
+                        .bind(&key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .ok_or(tether_store::StoreError::NotFound)?;
+                    let current = $crate::row::admin_credential(&current)?;
+                    if current.revoked_at.is_some() {
+                        // Revoking twice keeps the first time.
+                        return Ok(current);
+                    }
+                    if active.len() <= 1 {
+                        return Err(tether_store::StoreError::Conflict(format!(
+                            "admin credential {id} is the last one not revoked"
+                        )));
+                    }
+                    let row = sqlx::query($crate::sql::REVOKE_ADMIN_CREDENTIAL)
+                        .bind(&key)
+                        .bind($crate::row::to_ms(at))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    let record = $crate::row::admin_credential(&row)?;
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(record)
+                })
+            }
+
+            async fn replace_admin_credential(
+                &self,
+                replaced: &tether_store::Replaced,
+                c: &tether_store::NewAdminCredential,
+                at: time::OffsetDateTime,
+            ) -> Result<(tether_store::AdminCredentialRecord, u64), tether_store::StoreError> {
+                let at = $crate::row::to_ms(at);
+                durably!(self, tx, {
+                    let mut revoked = 0;
+                    match replaced {
+                        tether_store::Replaced::Id(old) => {
+                            revoked = sqlx::query($crate::sql::REVOKE_ACTIVE_ADMIN_CREDENTIAL)
+                                .bind(old.to_string())
+                                .bind(at)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err($crate::error::db)?
+                                .rows_affected();
+                            if revoked == 0 {
+                                return Err(tether_store::StoreError::NotFound);
+                            }
+                        }
+                        tether_store::Replaced::BootstrapOf(instances) => {
+                            for instance in instances {
+                                revoked +=
+                                    sqlx::query($crate::sql::REVOKE_BOOTSTRAP_ADMIN_CREDENTIALS)
+                                        .bind(instance)
+                                        .bind(at)
+                                        .execute(&mut *tx)
+                                        .await
+                                        .map_err($crate::error::db)?
+                                        .rows_affected();
+                            }
+                        }
+                    }
+                    let row = sqlx::query($crate::sql::INSERT_ADMIN_CREDENTIAL)
+                        .bind(&c.hash[..])
+                        .bind(&c.name)
+                        .bind($crate::row::to_ms(c.created_at))
+                        .bind(c.id.to_string())
+                        .bind(&c.bootstrap_instance)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    let record = $crate::row::admin_credential(&row)?;
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok((record, revoked))
+                })
+            }
+
             async fn insert_token(
                 &self,
                 token: &tether_store::NewToken,
             ) -> Result<(), tether_store::StoreError> {
                 use $crate::row::to_ms;
-                sqlx::query($crate::sql::INSERT_TOKEN)
-                    .bind(token.id.to_string())
-                    .bind(&token.hash[..])
-                    .bind(token.kind.as_str())
-                    .bind(&token.group)
-                    .bind(&token.policy)
-                    .bind(to_ms(token.not_before))
-                    .bind(to_ms(token.expires_at))
-                    .bind(token.max_uses.map(i64::from))
-                    .bind(token.require_approval)
-                    .bind(to_ms(token.created_at))
-                    .execute(self.writer())
-                    .await
-                    .map_err($crate::error::db)?;
-                Ok(())
+                durably!(self, tx, {
+                    sqlx::query($crate::sql::INSERT_TOKEN)
+                        .bind(token.id.to_string())
+                        .bind(&token.hash[..])
+                        .bind(token.kind.as_str())
+                        .bind(&token.group)
+                        .bind(&token.policy)
+                        .bind(to_ms(token.not_before))
+                        .bind(to_ms(token.expires_at))
+                        .bind(token.max_uses.map(i64::from))
+                        .bind(token.require_approval)
+                        .bind(to_ms(token.created_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(())
+                })
             }
 
             async fn token_by_hash(
@@ -242,14 +411,37 @@ macro_rules! impl_store {
                 id: uuid::Uuid,
                 at: time::OffsetDateTime,
             ) -> Result<tether_store::TokenRecord, tether_store::StoreError> {
-                let row = sqlx::query($crate::sql::REVOKE_TOKEN)
-                    .bind(id.to_string())
-                    .bind($crate::row::to_ms(at))
-                    .fetch_optional(self.writer())
+                durably!(self, tx, {
+                    let row = sqlx::query($crate::sql::REVOKE_TOKEN)
+                        .bind(id.to_string())
+                        .bind($crate::row::to_ms(at))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .ok_or(tether_store::StoreError::NotFound)?;
+                    let record = $crate::row::token(&row)?;
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(record)
+                })
+            }
+
+            async fn list_tokens_page(
+                &self,
+                after: Option<&tether_store::Cursor>,
+                limit: u32,
+            ) -> Result<Vec<tether_store::TokenRecord>, tether_store::StoreError> {
+                let query = match after {
+                    None => sqlx::query($crate::sql::LIST_TOKENS_PAGE),
+                    Some(c) => sqlx::query($crate::sql::LIST_TOKENS_PAGE_AFTER)
+                        .bind($crate::row::to_ms(c.at))
+                        .bind(c.id.to_string()),
+                };
+                let rows = query
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
                     .await
-                    .map_err($crate::error::db)?
-                    .ok_or(tether_store::StoreError::NotFound)?;
-                $crate::row::token(&row)
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::token(r)).collect()
             }
 
             async fn enroll(
@@ -270,79 +462,82 @@ macro_rules! impl_store {
                 let at = to_ms(e.at);
                 let facts = to_json(&e.facts, "facts")?;
 
-                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
-                let consumed = sqlx::query($crate::sql::CONSUME_TOKEN_USE)
-                    .bind(&token_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::error::db)?
-                    .rows_affected();
-                if consumed == 0 {
-                    let state = sqlx::query($crate::sql::TOKEN_USE_STATE)
+                // An enrollment and its token use must survive power loss:
+                // the agent leaves holding a credential.
+                durably!(self, tx, {
+                    let consumed = sqlx::query($crate::sql::CONSUME_TOKEN_USE)
                         .bind(&token_id)
-                        .fetch_optional(&mut *tx)
+                        .execute(&mut *tx)
                         .await
-                        .map_err($crate::error::db)?;
-                    return Err($crate::row::token_unavailable(
-                        state.as_ref().map(|r| r as &dyn $crate::row::RawRow),
-                        &token_id,
-                    ));
-                }
-
-                let (row, from) = match e.replaces {
-                    None => {
-                        let row = sqlx::query($crate::sql::INSERT_AGENT)
-                            .bind(&agent_id)
-                            .bind(&e.name)
-                            .bind(e.kind.as_str())
-                            .bind(&e.group)
-                            .bind(&e.policy)
-                            .bind(e.status.as_str())
-                            .bind(e.requires_approval)
-                            .bind(at)
+                        .map_err($crate::error::db)?
+                        .rows_affected();
+                    if consumed == 0 {
+                        let state = sqlx::query($crate::sql::TOKEN_USE_STATE)
                             .bind(&token_id)
-                            .bind(&e.credential_hash[..])
-                            .bind(&e.external_ip)
-                            .bind(&e.version)
-                            .bind(&facts)
-                            .fetch_one(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await
                             .map_err($crate::error::db)?;
-                        (row, None)
+                        return Err($crate::row::token_unavailable(
+                            state.as_ref().map(|r| r as &dyn $crate::row::RawRow),
+                            &token_id,
+                        ));
                     }
-                    Some(_) => {
-                        let previous = sqlx::query(Self::LOCK_AGENT_STATUS)
-                            .bind(&agent_id)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err($crate::error::db)?
-                            .ok_or(tether_store::StoreError::NotFound)?;
-                        let from = $crate::row::agent_status(&previous, &agent_id)?;
-                        let row = sqlx::query($crate::sql::REREGISTER_AGENT)
-                            .bind(&agent_id)
-                            .bind(&e.credential_hash[..])
-                            .bind(&e.name)
-                            .bind(e.kind.as_str())
-                            .bind(&e.group)
-                            .bind(&e.policy)
-                            .bind(e.status.as_str())
-                            .bind(e.requires_approval)
-                            .bind(&token_id)
-                            .bind(&e.external_ip)
-                            .bind(&e.version)
-                            .bind(&facts)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err($crate::error::db)?
-                            .ok_or(tether_store::StoreError::NotFound)?;
-                        (row, Some(from))
-                    }
-                };
-                // Decoded before commit: a corrupt row rolls the enrollment back.
-                let record = $crate::row::agent(&row)?;
-                insert_transition!(tx, &agent_id, from, e.status, &e.reason, at);
-                tx.commit().await.map_err($crate::error::db)?;
-                Ok(record)
+
+                    let (row, from) = match e.replaces {
+                        None => {
+                            let row = sqlx::query($crate::sql::INSERT_AGENT)
+                                .bind(&agent_id)
+                                .bind(&e.name)
+                                .bind(e.kind.as_str())
+                                .bind(&e.group)
+                                .bind(&e.policy)
+                                .bind(e.status.as_str())
+                                .bind(e.requires_approval)
+                                .bind(at)
+                                .bind(&token_id)
+                                .bind(&e.credential_hash[..])
+                                .bind(&e.external_ip)
+                                .bind(&e.version)
+                                .bind(&facts)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err($crate::error::db)?;
+                            (row, None)
+                        }
+                        Some(_) => {
+                            let previous = sqlx::query(Self::LOCK_AGENT_STATUS)
+                                .bind(&agent_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err($crate::error::db)?
+                                .ok_or(tether_store::StoreError::NotFound)?;
+                            let from = $crate::row::agent_status(&previous, &agent_id)?;
+                            let row = sqlx::query($crate::sql::REREGISTER_AGENT)
+                                .bind(&agent_id)
+                                .bind(&e.credential_hash[..])
+                                .bind(&e.name)
+                                .bind(e.kind.as_str())
+                                .bind(&e.group)
+                                .bind(&e.policy)
+                                .bind(e.status.as_str())
+                                .bind(e.requires_approval)
+                                .bind(&token_id)
+                                .bind(&e.external_ip)
+                                .bind(&e.version)
+                                .bind(&facts)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err($crate::error::db)?
+                                .ok_or(tether_store::StoreError::NotFound)?;
+                            (row, Some(from))
+                        }
+                    };
+                    // Decoded before commit: a corrupt row rolls the enrollment back.
+                    let record = $crate::row::agent(&row)?;
+                    insert_transition!(tx, &agent_id, from, e.status, &e.reason, at);
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(record)
+                })
             }
 
             async fn agent(
@@ -409,6 +604,35 @@ macro_rules! impl_store {
                     None => sqlx::query($crate::sql::LIST_AGENTS),
                     Some(s) => sqlx::query($crate::sql::LIST_AGENTS_WITH_STATUS).bind(s.as_str()),
                 };
+                let rows = query
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::agent(r)).collect()
+            }
+
+            async fn list_agents_page(
+                &self,
+                filter: &tether_store::AgentFilter,
+                after: Option<&tether_store::Cursor>,
+                limit: u32,
+            ) -> Result<Vec<tether_store::AgentRecord>, tether_store::StoreError> {
+                let sql = $crate::sql::list_agents_page(
+                    filter.status.is_some(),
+                    filter.group.is_some(),
+                    after.is_some(),
+                );
+                let mut query = sqlx::query(&sql);
+                if let Some(status) = filter.status {
+                    query = query.bind(status.as_str());
+                }
+                if let Some(group) = &filter.group {
+                    query = query.bind(group);
+                }
+                if let Some(c) = after {
+                    query = query.bind($crate::row::to_ms(c.at)).bind(c.id.to_string());
+                }
                 let rows = query
                     .bind(i64::from(limit))
                     .fetch_all(self.reader())
@@ -587,18 +811,22 @@ macro_rules! impl_store {
                 id: uuid::Uuid,
                 at: time::OffsetDateTime,
             ) -> Result<(), tether_store::StoreError> {
-                let n = sqlx::query($crate::sql::REMOVE_AGENT)
-                    .bind(id.to_string())
-                    .bind($crate::row::to_ms(at))
-                    .execute(self.writer())
-                    .await
-                    .map_err($crate::error::db)?
-                    .rows_affected();
-                if n == 0 {
-                    Err(tether_store::StoreError::NotFound)
-                } else {
+                // A removed agent's credential must not come back after a
+                // power loss.
+                durably!(self, tx, {
+                    let n = sqlx::query($crate::sql::REMOVE_AGENT)
+                        .bind(id.to_string())
+                        .bind($crate::row::to_ms(at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .rows_affected();
+                    if n == 0 {
+                        return Err(tether_store::StoreError::NotFound);
+                    }
+                    tx.commit().await.map_err($crate::error::db)?;
                     Ok(())
-                }
+                })
             }
 
             async fn transitions(
@@ -630,6 +858,115 @@ macro_rules! impl_store {
                     .await
                     .map_err($crate::error::db)?;
                 rows.iter().map(|r| $crate::row::overdue(r)).collect()
+            }
+
+            async fn heartbeat(
+                &self,
+                instance: &str,
+                at: time::OffsetDateTime,
+            ) -> Result<Option<time::OffsetDateTime>, tether_store::StoreError> {
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let before = sqlx::query($crate::sql::HEARTBEAT_BEFORE)
+                    .bind(instance)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .map(|r| $crate::row::alive_at(&r, instance))
+                    .transpose()?;
+                sqlx::query($crate::sql::UPSERT_HEARTBEAT)
+                    .bind(instance)
+                    .bind($crate::row::to_ms(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(before)
+            }
+
+            async fn record_outage(
+                &self,
+                o: &tether_store::NewOutage,
+            ) -> Result<tether_wire::ControlPlaneOutage, tether_store::StoreError> {
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let given = sqlx::query($crate::sql::GRACE_ACTIVE_AGENTS)
+                    .bind($crate::row::to_ms(o.ended_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                sqlx::query($crate::sql::INSERT_OUTAGE)
+                    .bind(o.id.to_string())
+                    .bind(o.kind.as_str())
+                    .bind(&o.instance)
+                    .bind($crate::row::to_ms(o.started_at))
+                    .bind($crate::row::to_ms(o.ended_at))
+                    .bind($crate::row::to_i64(given, "agents_given_grace")?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(tether_wire::ControlPlaneOutage {
+                    kind: o.kind,
+                    started_at: o.started_at,
+                    ended_at: o.ended_at,
+                    agents_given_grace: given,
+                })
+            }
+
+            async fn outages(
+                &self,
+                since: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<Vec<tether_wire::ControlPlaneOutage>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::sql::OUTAGES)
+                    .bind($crate::row::to_ms(since))
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter().map(|r| $crate::row::outage(r)).collect()
+            }
+
+            async fn prune_transitions(
+                &self,
+                before: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<u64, tether_store::StoreError> {
+                Ok(sqlx::query($crate::sql::PRUNE_TRANSITIONS)
+                    .bind($crate::row::to_ms(before))
+                    .bind(i64::from(limit))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected())
+            }
+
+            async fn prune_completed_actions(
+                &self,
+                before: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<u64, tether_store::StoreError> {
+                Ok(sqlx::query($crate::sql::PRUNE_COMPLETED_ACTIONS)
+                    .bind($crate::row::to_ms(before))
+                    .bind(i64::from(limit))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected())
+            }
+
+            async fn prune_outages(
+                &self,
+                before: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<u64, tether_store::StoreError> {
+                Ok(sqlx::query($crate::sql::PRUNE_OUTAGES)
+                    .bind($crate::row::to_ms(before))
+                    .bind(i64::from(limit))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected())
             }
 
             async fn count_by_status(
@@ -901,6 +1238,18 @@ macro_rules! impl_store {
                     .await
                     .map_err($crate::error::db)?;
                 rows.iter().map(|r| $crate::row::bundle(r)).collect()
+            }
+
+            async fn bundle_info(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<tether_wire::BundleInfo>, tether_store::StoreError> {
+                let row = sqlx::query($crate::sql::BUNDLE_INFO)
+                    .bind(id.to_string())
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::bundle(r)).transpose()
             }
 
             async fn bundle(

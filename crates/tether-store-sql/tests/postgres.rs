@@ -184,3 +184,55 @@ async fn nul_characters_are_refused_as_conflict() {
     })
     .await;
 }
+
+/// A database written at migration 0004 keeps its admin credentials, which
+/// get ids and names, when this version applies 0005.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_0004_keeps_admin_credentials() {
+    if skipped() {
+        eprintln!("skipped: TETHER_SKIP_POSTGRES=1");
+        return;
+    }
+    let url = database_url();
+    let schema = format!("tether_test_{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copied = conformance::copy_migrations_before("postgres", 5, dir.path()).expect("copies");
+    assert_eq!(copied, 4, "migrations 0001 to 0004");
+    {
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connects to PostgreSQL");
+        // The name is ours, made of [a-z0-9_] only.
+        sqlx::raw_sql(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("creates the schema");
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .expect("reads the old migrations")
+            .run(&mut conn)
+            .await
+            .expect("applies the old migrations");
+        sqlx::raw_sql(&conformance::pre_hardening_rows("postgres"))
+            .execute(&mut conn)
+            .await
+            .expect("writes rows the old way");
+        conn.close().await.expect("closes");
+    }
+    let store = Arc::new(
+        PostgresStore::connect_in_schema(&url, &schema)
+            .await
+            .expect("upgrades"),
+    );
+    let outcome = tokio::spawn(conformance::upgraded_from_0004_keeps_admin_credentials(
+        Fixture::new(Arc::clone(&store)),
+    ))
+    .await;
+    store.close().await;
+    drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -79,3 +79,37 @@ async fn upgrade_from_0003_keeps_data() {
     conformance::upgraded_from_0003_keeps_data(Fixture::new(Arc::clone(&store))).await;
     store.close().await;
 }
+
+/// A database written at migration 0004 keeps its admin credentials, which
+/// get ids and names, when this version applies 0005.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_0004_keeps_admin_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).expect("creates the migrations dir");
+    let copied = conformance::copy_migrations_before("sqlite", 5, &old).expect("copies");
+    assert_eq!(copied, 4, "migrations 0001 to 0004");
+    let path = dir.path().join("tether.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("opens the old database");
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("reads the old migrations")
+            .run(&pool)
+            .await
+            .expect("applies the old migrations");
+        sqlx::raw_sql(&conformance::pre_hardening_rows("sqlite"))
+            .execute(&pool)
+            .await
+            .expect("writes rows the old way");
+        pool.close().await;
+    }
+    let store = Arc::new(SqliteStore::open(&path).await.expect("upgrades"));
+    conformance::upgraded_from_0004_keeps_admin_credentials(Fixture::new(Arc::clone(&store))).await;
+    store.close().await;
+}

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use tether_wire::{
     ActionInfo, ActionKind, ActionResult, AgentKind, AgentStatus, BundleInfo, ChannelState,
-    DefsPolicy, DefsVersion, DoctorSummary, HostFacts, LastError, Transition,
+    ControlPlaneOutage, DefsPolicy, DefsVersion, DoctorSummary, HostFacts, LastError, OutageKind,
+    Transition,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -223,6 +224,65 @@ pub struct PolicySettings {
     pub defs: DefsPolicy,
 }
 
+/// Where a keyset-paged listing resumes: after the row with this sort key
+/// (its creation or enrollment time, then its id). Rows added or removed
+/// between pages never make a page skip or repeat a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: OffsetDateTime,
+    pub id: Uuid,
+}
+
+/// Which agents a paged listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    pub status: Option<AgentStatus>,
+    pub group: Option<String>,
+}
+
+/// An admin API credential. Only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdminCredential {
+    pub id: Uuid,
+    pub hash: SecretHash,
+    pub name: String,
+    /// The server instance whose `admin.token` holds it, for the bootstrap
+    /// credential; `None` for credentials an admin created.
+    pub bootstrap_instance: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCredentialRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub bootstrap_instance: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Which credential [`Store::replace_admin_credential`] revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// This one; `NotFound` if it is absent or already revoked.
+    Id(Uuid),
+    /// Every credential not yet revoked whose bootstrap instance is one of
+    /// these (possibly none).
+    BootstrapOf(Vec<String>),
+}
+
+/// An outage of the control plane to record, with the grace it gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutage {
+    pub id: Uuid,
+    pub kind: OutageKind,
+    /// The server instance that saw it.
+    pub instance: String,
+    pub started_at: OffsetDateTime,
+    /// From here, every Active agent gets its full threshold again.
+    pub ended_at: OffsetDateTime,
+}
+
 /// The control plane's persistence. Every method is one atomic unit.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -241,12 +301,51 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     async fn admin_credential_valid(&self, hash: &SecretHash) -> Result<bool, StoreError>;
     async fn admin_credential_count(&self) -> Result<u64, StoreError>;
+    /// Creates a named credential. A `Conflict` if the hash or id exists.
+    async fn create_admin_credential(
+        &self,
+        credential: &NewAdminCredential,
+    ) -> Result<AdminCredentialRecord, StoreError>;
+    /// The credential with this hash, revoked or not.
+    async fn admin_credential_by_hash(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<AdminCredentialRecord>, StoreError>;
+    /// Credentials, oldest first, after `after`.
+    async fn list_admin_credentials(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<AdminCredentialRecord>, StoreError>;
+    /// Revokes a credential (revoking twice keeps the first time).
+    /// `NotFound` if absent. Refused with `Conflict` when it is the last
+    /// credential not revoked, in the same transaction, so two concurrent
+    /// revocations cannot lock every admin out.
+    async fn revoke_admin_credential(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<AdminCredentialRecord, StoreError>;
+    /// Revokes what `replaced` names and creates `new`, in one transaction
+    /// (rotation). Returns the new credential and how many were revoked.
+    async fn replace_admin_credential(
+        &self,
+        replaced: &Replaced,
+        new: &NewAdminCredential,
+        at: OffsetDateTime,
+    ) -> Result<(AdminCredentialRecord, u64), StoreError>;
 
     // Enrollment tokens.
     async fn insert_token(&self, token: &NewToken) -> Result<(), StoreError>;
     async fn token_by_hash(&self, hash: &SecretHash) -> Result<Option<TokenRecord>, StoreError>;
     async fn token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Tokens, oldest first, after `after`.
+    async fn list_tokens_page(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
     /// Revokes a token; revoking twice keeps the first time. `NotFound` if absent.
     async fn revoke_token(&self, id: Uuid, at: OffsetDateTime) -> Result<TokenRecord, StoreError>;
 
@@ -279,6 +378,14 @@ pub trait Store: Send + Sync + 'static {
         status: Option<AgentStatus>,
         limit: u32,
     ) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Agents not removed that match `filter`, oldest enrollment first,
+    /// after `after`: every agent is reachable by following pages.
+    async fn list_agents_page(
+        &self,
+        filter: &AgentFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<AgentRecord>, StoreError>;
     /// Writes a check-in; returns the agent as stored afterwards.
     async fn record_checkin(&self, checkin: &Checkin) -> Result<AgentRecord, StoreError>;
     /// Compare-and-set on the recorded status; records the transition when
@@ -307,6 +414,40 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Overdue>, StoreError>;
+    /// Records that this server instance is alive at `at`; returns the time
+    /// it was last recorded alive before, if ever.
+    async fn heartbeat(
+        &self,
+        instance: &str,
+        at: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError>;
+    /// Records an outage of the control plane and, in the same transaction,
+    /// gives every Active agent a full threshold from `ended_at`: a deadline
+    /// earlier than `ended_at + inactive_after_secs` moves to it. Returns the
+    /// outage as stored, with the number of agents given grace.
+    async fn record_outage(&self, outage: &NewOutage) -> Result<ControlPlaneOutage, StoreError>;
+    /// Outages that ended at or after `since`, newest first.
+    async fn outages(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ControlPlaneOutage>, StoreError>;
+    /// Deletes up to `limit` transitions recorded before `before`, but never
+    /// an agent's newest one (it explains its current status). Returns how
+    /// many were deleted.
+    async fn prune_transitions(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` completed actions completed before `before`.
+    async fn prune_completed_actions(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` outages that ended before `before`.
+    async fn prune_outages(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
     /// How many agents (not removed) have each recorded status.
     async fn count_by_status(&self) -> Result<BTreeMap<AgentStatus, u64>, StoreError>;
 
@@ -363,6 +504,8 @@ pub trait Store: Send + Sync + 'static {
     /// The agent's bundles without their bytes, newest first.
     async fn list_bundles(&self, agent_id: Uuid, limit: u32)
     -> Result<Vec<BundleInfo>, StoreError>;
+    /// One bundle without its bytes.
+    async fn bundle_info(&self, id: Uuid) -> Result<Option<BundleInfo>, StoreError>;
     /// One bundle with its bytes.
     async fn bundle(&self, id: Uuid) -> Result<Option<(BundleInfo, Vec<u8>)>, StoreError>;
     /// The agent's last doctor verdict, if it reported one. `NotFound` if the

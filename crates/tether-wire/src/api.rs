@@ -29,6 +29,9 @@
 //! | POST | `/v1/admin/defs/{channel}/versions?notes=N` | the definitions file (`application/octet-stream`) → [`DefsVersion`](crate::defs::DefsVersion) (201) |
 //! | GET | `/v1/admin/defs/summary?channel=C` | → `Vec<`[`ChannelSummary`](crate::defs::ChannelSummary)`>` |
 //! | GET | `/v1/admin/defs/{channel}/export` | → the offline bundle (`application/x-tar`) |
+//!
+//! Admin credentials, the agent's read-only probe and paging are in
+//! [`crate::control`].
 
 use std::collections::BTreeMap;
 
@@ -439,6 +442,10 @@ pub struct AgentDetail {
     /// in recently; `None` when it subscribes to no channel.
     #[serde(default)]
     pub in_policy: Option<bool>,
+    /// The control plane's own outages since the agent enrolled, newest
+    /// first: they explain a silence that led to no transition.
+    #[serde(default)]
+    pub outages: Vec<crate::control::ControlPlaneOutage>,
 }
 
 /// The one-line verdict of a doctor run, as the agent reports it and the

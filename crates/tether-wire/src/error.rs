@@ -75,6 +75,10 @@ catalog! {
     AgentPendingApproval = "2202", 403, "The agent is enrolled but waits for an admin's approval.", "Ask the platform admin to run `tether agents approve ID`.";
     AdminCredentialRejected = "2203", 401, "The admin credential is missing or was rejected.", "Pass `--admin-token-file`, set TETHER_ADMIN_TOKEN, or run on the server host with its data dir.";
     ServerCaPinMismatch = "2204", 495, "The server's CA does not match the pinned fingerprint.", "Check the `--ca-fingerprint` value against `tether server` output; a mismatch can mean TLS interception.";
+    CredentialProbeUnsupported = "2205", 404, "The server has no read-only credential probe (it is older than this agent), so the credential was not tested.", "Upgrade the control plane; the doctor sends no check-in in its place, because a check-in changes what the server records.";
+    LastAdminCredential = "2206", 409, "This is the last admin credential that is not revoked; revoking it would lock every admin out.", "Create another first with `tether admin-tokens create --name NAME`, or rotate this one with `tether admin-tokens rotate`.";
+    AdminCredentialRevoked = "2207", 401, "The admin credential was revoked.", "Use a current admin credential (`tether admin-tokens list` on a working one); on the server host, deleting admin.token and restarting issues a new bootstrap credential.";
+    AdminTokenNameTaken = "2208", 409, "Another admin credential that is not revoked already has this name.", "Choose another name, or rotate the existing credential with `tether admin-tokens rotate NAME`.";
 
     // 3xxx: the transport path, one code per phase and cause.
     DnsNxDomain = "3001", 502, "The server name does not exist in DNS (NXDOMAIN).", "Check the server URL's spelling and the DNS zone, or add the name to the resolver or /etc/hosts.";
@@ -122,6 +126,8 @@ catalog! {
     BundleInvalid = "4009", 422, "The uploaded escalation bundle is not a valid gzip-compressed Tether bundle.", "Upload the file `tether agent bundle` wrote, unchanged, with `Content-Type: application/gzip`.";
     ChannelInvalid = "4010", 422, "The definitions channel name is not valid.", "Use 1-64 characters: lowercase letters, digits, '-', '_' and '.', starting with a letter or digit.";
     DefsEmpty = "4011", 422, "The published definitions file is empty.", "Publish the definitions file itself, not an empty or truncated copy.";
+    BundleNotOwned = "4012", 422, "A doctor summary names an escalation bundle that this agent did not upload.", "Report only the ID of a bundle this agent uploaded (from its upload reply), or none.";
+    InvalidCursor = "4013", 400, "The paging cursor is not one this server hands out.", "Start the listing again without `after`, then follow the `tether-next-cursor` header.";
 
     // 6xxx: definitions (signed update channels) on the agent.
     DefsSignatureInvalid = "6001", 502, "The definitions metadata is not signed by the trusted keys.", "Check that the update server serves this control plane's repository (a mirror made with `tether defs mirror`); if the keys were rotated, re-enroll the agent.";

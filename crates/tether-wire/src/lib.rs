@@ -6,11 +6,13 @@
 
 pub mod api;
 pub mod clock;
+pub mod control;
 pub mod defs;
 pub mod error;
 
 pub use api::*;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use control::*;
 pub use defs::*;
 pub use error::{ApiError, ErrorCode};
 

@@ -1,0 +1,46 @@
+-- Server hardening: named and revocable admin credentials, the control
+-- plane's own outages, and indexes for paging and retention.
+-- Kept column-for-column identical to migrations/sqlite/0005_server_hardening.sql.
+
+-- Admin credentials get an id (to list, revoke and rotate them), a revocation
+-- time and, for the credential a server writes to its data dir's admin.token,
+-- the server instance it belongs to. The label is the credential's name.
+ALTER TABLE admin_credentials ADD COLUMN id TEXT;
+ALTER TABLE admin_credentials ADD COLUMN revoked_at BIGINT;
+ALTER TABLE admin_credentials ADD COLUMN bootstrap_instance TEXT;
+-- A random UUID for every credential created before this migration (md5 of
+-- random input, so no extension or PostgreSQL 13 is needed).
+UPDATE admin_credentials SET id = md5(random()::text || clock_timestamp()::text || hash::text)::uuid::text;
+-- Bootstrap credentials from before this migration belong to no known server
+-- instance: the next server that has to create a new admin.token revokes them.
+UPDATE admin_credentials SET bootstrap_instance = 'legacy', label = 'bootstrap'
+    WHERE label = 'bootstrap (admin.token)';
+CREATE UNIQUE INDEX admin_credentials_id ON admin_credentials (id);
+CREATE INDEX admin_credentials_listed ON admin_credentials (created_at, id);
+
+-- When each server instance was last seen alive, so a restart knows how long
+-- the control plane was down.
+CREATE TABLE server_heartbeats (
+    instance TEXT PRIMARY KEY,
+    alive_at BIGINT NOT NULL
+);
+
+-- The control plane's own outages (a restart, a store that failed): after
+-- each, every Active agent was given a full threshold before it could be
+-- declared Inactive, and this row says so in the agents' history.
+CREATE TABLE control_plane_outages (
+    id TEXT PRIMARY KEY,
+    -- "restart" or "store".
+    kind TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT NOT NULL,
+    agents_given_grace BIGINT NOT NULL
+);
+CREATE INDEX control_plane_outages_ended ON control_plane_outages (ended_at);
+
+-- Keyset paging of tokens, and the retention job's deletes by age.
+CREATE INDEX tokens_listed ON tokens (created_at, id);
+CREATE INDEX agents_group ON agents (group_name, enrolled_at, id) WHERE removed_at IS NULL;
+CREATE INDEX transitions_at ON transitions (at);
+CREATE INDEX actions_completed ON actions (state, completed_at);
