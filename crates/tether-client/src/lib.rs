@@ -235,9 +235,91 @@ impl ApiClient {
             .await
     }
 
+    /// Every token, following the server's pages.
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
-        self.json(http::Method::GET, "/v1/admin/tokens", None::<&()>)
+        self.all_pages("/v1/admin/tokens").await
+    }
+
+    /// The read-only credential probe (it records nothing).
+    pub async fn probe(&self) -> Result<tether_wire::AgentProbe, ClientError> {
+        self.json(http::Method::GET, "/v1/agent/probe", None::<&()>)
             .await
+    }
+
+    pub async fn create_admin_token(
+        &self,
+        req: &tether_wire::CreateAdminTokenRequest,
+    ) -> Result<tether_wire::CreatedAdminToken, ClientError> {
+        self.json(http::Method::POST, "/v1/admin/admin-tokens", Some(req))
+            .await
+    }
+
+    /// Every admin credential, revoked ones included, following the pages.
+    pub async fn list_admin_tokens(&self) -> Result<Vec<tether_wire::AdminTokenInfo>, ClientError> {
+        self.all_pages("/v1/admin/admin-tokens").await
+    }
+
+    pub async fn revoke_admin_token(
+        &self,
+        id: Uuid,
+    ) -> Result<tether_wire::AdminTokenInfo, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/admin-tokens/{id}/revoke"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn rotate_admin_token(
+        &self,
+        id: Uuid,
+    ) -> Result<tether_wire::CreatedAdminToken, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/admin-tokens/{id}/rotate"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// GETs `path` and every following page the server points to with its
+    /// `tether-next-cursor` header, so a list is never cut short.
+    pub async fn all_pages<R: DeserializeOwned>(&self, path: &str) -> Result<Vec<R>, ClientError> {
+        /// A server that never stops handing out cursors is refused
+        /// rather than followed forever: 10,000 pages of up to 1,000 rows.
+        const MAX_PAGES: usize = 10_000;
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page_path = match &after {
+                None => path.to_owned(),
+                Some(cursor) => format!(
+                    "{path}{}after={}",
+                    if path.contains('?') { '&' } else { '?' },
+                    percent_encode_segment(cursor)
+                ),
+            };
+            let ex = self
+                .exchange(http::Method::GET, &page_path, None::<&()>)
+                .await?;
+            let next = ex
+                .response
+                .headers
+                .get(tether_wire::NEXT_CURSOR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let rows: Vec<R> = self.decode(ex)?;
+            let empty = rows.is_empty();
+            out.extend(rows);
+            match next {
+                Some(n) if !empty && after.as_deref() != Some(n.as_str()) => after = Some(n),
+                _ => return Ok(out),
+            }
+        }
+        Err(ClientError::Decode {
+            detail: format!("{path}: the server handed out more than {MAX_PAGES} pages"),
+        })
     }
 
     pub async fn revoke_token(&self, id: Uuid) -> Result<TokenInfo, ClientError> {
@@ -249,6 +331,7 @@ impl ApiClient {
         .await
     }
 
+    /// Every agent (with `status`, if given), following the server's pages.
     pub async fn list_agents(
         &self,
         status: Option<AgentStatus>,
@@ -257,7 +340,7 @@ impl ApiClient {
             Some(s) => format!("/v1/admin/agents?status={s}"),
             None => "/v1/admin/agents".to_owned(),
         };
-        self.json(http::Method::GET, &path, None::<&()>).await
+        self.all_pages(&path).await
     }
 
     pub async fn agent(&self, id: Uuid) -> Result<AgentDetail, ClientError> {

@@ -131,7 +131,7 @@ async fn a_healthy_path_passes_every_check_quickly() {
         auth.evidence["side_effect"]
             .as_str()
             .unwrap_or("")
-            .contains("real check-in")
+            .contains("read-only probe")
     );
     // Nothing secret is printed.
     assert!(!r.to_text().contains(GOOD_CREDENTIAL));

@@ -10,12 +10,13 @@ use crate::service::Ctx;
 
 pub mod admin;
 pub mod agent;
-pub mod bundle_body;
+pub mod body;
 pub mod defs;
 pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod health;
+pub mod paging;
 
 pub use error::ApiFailure;
 
@@ -26,6 +27,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/enroll", post(agent::enroll))
         .route("/v1/agent/checkin", post(agent::checkin))
         .route("/v1/agent/shutdown", post(agent::shutdown))
+        .route("/v1/agent/probe", get(agent::probe))
         .route("/v1/agent/bundles", post(agent::upload_bundle))
         .route(
             "/v1/agent/actions/{id}/result",
@@ -36,6 +38,18 @@ pub fn router(ctx: Ctx) -> Router {
             post(admin::create_token).get(admin::list_tokens),
         )
         .route("/v1/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route(
+            "/v1/admin/admin-tokens",
+            post(admin::create_admin_token).get(admin::list_admin_tokens),
+        )
+        .route(
+            "/v1/admin/admin-tokens/{id}/revoke",
+            post(admin::revoke_admin_token),
+        )
+        .route(
+            "/v1/admin/admin-tokens/{id}/rotate",
+            post(admin::rotate_admin_token),
+        )
         .route("/v1/admin/agents", get(admin::list_agents))
         .route(
             "/v1/admin/agents/{id}",

@@ -1,14 +1,21 @@
-//! The server's configuration: one typed struct, loadable from a TOML file,
-//! then `TETHER_*` environment variables, then command-line flags (the binary
-//! does the layering through [`ServerConfig::apply_env`] and
-//! [`ServerConfig::set`]). Every value remembers where it came from so that
-//! `tether config show` can print it.
+//! The server's configuration: one typed struct, layered by figment from
+//! its defaults, then a TOML file, then `TETHER_*` environment variables,
+//! then command-line flags ([`ServerConfig::load`]). figment remembers which
+//! layer gave each value, which is what `tether config show` prints.
+//!
+//! A field is written once, in [`ServerConfig`] (with its doc comment), and
+//! its default once, in `Default`. Its environment variable is derived from
+//! its name (`TETHER_` and the name in capitals) and its bounds are checked
+//! by [`ServerConfig::validate`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Where a configuration value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,16 +50,23 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("config file {path} is not valid: {error}")]
-    Parse { path: PathBuf, error: String },
+    /// A layer holds a value the struct cannot take: an unknown field, a
+    /// wrong type, a value that does not parse.
+    #[error("{key}{} ({source_name}): {problem}", value.as_ref().map(|v| format!("={v:?}")).unwrap_or_default())]
+    Layer {
+        /// The field, or its environment variable when the value came from there.
+        key: String,
+        value: Option<String>,
+        /// "TOML file t.toml", "environment variable", "command-line flag".
+        source_name: String,
+        problem: String,
+    },
     #[error("{key}={value:?} is not valid: expected {expected}")]
     Invalid {
         key: String,
         value: String,
         expected: String,
     },
-    #[error("unknown config field {field:?} (expected one of: {expected})")]
-    UnknownField { field: String, expected: String },
 }
 
 impl ConfigError {
@@ -68,27 +82,34 @@ pub struct ServerConfig {
     /// The address the HTTPS listener binds (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Where the server keeps its state: the SQLite database (by default),
-    /// the generated PKI under `pki/` and the bootstrap `admin.token`.
+    /// the generated PKI under `pki/`, the definitions repository and the
+    /// bootstrap `admin.token`. Created mode 0700.
     pub data_dir: PathBuf,
     /// The store's URL: `sqlite:///abs/path.db`, `sqlite::memory:` or
     /// `postgres://…`. Unset means SQLite at `data_dir/tether.db`.
+    #[serde(deserialize_with = "optional_text")]
     pub database_url: Option<String>,
     /// An operator-provided certificate chain (PEM, leaf first). Unset means
     /// a generated local CA and server certificate under `data_dir/pki`.
+    #[serde(deserialize_with = "optional_path")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) matching `tls_cert`; required with it.
+    #[serde(deserialize_with = "optional_path")]
     pub tls_key: Option<PathBuf>,
-    /// Extra DNS names or IP addresses for the generated server certificate.
+    /// Extra DNS names or IP addresses for the generated server certificate
+    /// (a list in the file, comma-separated in the environment).
+    #[serde(deserialize_with = "text_list")]
     pub extra_sans: Vec<String>,
     /// The agent version the server considers current; older agents are
     /// flagged. Unset means this build's version.
+    #[serde(deserialize_with = "optional_text")]
     pub current_agent_version: Option<String>,
     /// Seconds added to twice an agent's interval (plus jitter) before it is
     /// declared Inactive.
     pub inactive_grace_secs: u32,
     /// How often the sweeper looks for overdue agents, in milliseconds.
     pub sweep_interval_ms: u64,
-    /// The largest request body accepted, in bytes.
+    /// The largest JSON request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Seconds an agent's definitions may lag beyond a channel's usual
     /// publish interval before the agent is out of policy.
@@ -96,9 +117,47 @@ pub struct ServerConfig {
     /// The largest definitions file a publish accepts, in bytes. It is held
     /// in memory while it is published, so keep it below the free RAM.
     pub defs_max_publish_bytes: u64,
+    /// The most connections served at once. Beyond it, new connections wait
+    /// in the kernel's accept queue until one closes. Keep it below the
+    /// process's open-file limit (`ulimit -n`).
+    pub max_connections: u32,
+    /// Seconds a connection may go without sending a complete request
+    /// header: a slow sender, or a keep-alive connection left idle.
+    pub idle_timeout_secs: u32,
+    /// Seconds a write to a client may make no progress (a client that
+    /// stopped reading) before the connection is closed, freeing the file
+    /// and the task of a streamed body.
+    pub write_timeout_secs: u32,
+    /// The slowest a streamed body (`/defs/`) may be read, in bytes per
+    /// second, after a first minute: a reader that trickles is cut off at
+    /// `60 s + size / rate`.
+    pub stream_min_bytes_per_sec: u32,
+    /// Seconds an agent's request (check-in, enrollment, shutdown) waits on
+    /// the store before it is answered 503 with Retry-After.
+    pub store_wait_secs: u32,
+    /// Failed enrollments one source address may make per minute before its
+    /// further failures are answered 429 (TETHER-E3405) with Retry-After.
+    /// Enrollments that succeed are never counted nor refused, so a fleet
+    /// behind one NAT enrolls freely. 0 turns the limit off.
+    pub enroll_failures_per_minute: u32,
+    /// Definitions downloads (`/defs/`) one source address may stream at
+    /// once; more are answered 429 with Retry-After. Generous by default,
+    /// because a NAT or a load balancer puts whole fleets behind one address.
+    pub defs_streams_per_address: u32,
+    /// Escalation bundle uploads served at once, server-wide; more are
+    /// answered 429 with Retry-After.
+    pub bundle_uploads_concurrent: u32,
+    /// Escalation bundles one agent may upload per hour (each agent keeps its
+    /// newest 10 anyway); more are answered 429 with Retry-After.
+    pub bundle_uploads_per_agent_per_hour: u32,
+    /// Days status transitions and control-plane outages are kept. An
+    /// agent's newest transition is kept whatever its age. 0 keeps all.
+    pub transitions_retention_days: u32,
+    /// Days completed actions are kept. 0 keeps all.
+    pub actions_retention_days: u32,
     /// Where each value came from; not a config key.
     #[serde(skip)]
-    pub sources: BTreeMap<&'static str, ConfigSource>,
+    pub sources: BTreeMap<String, ConfigSource>,
 }
 
 impl Default for ServerConfig {
@@ -116,26 +175,21 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             defs_grace_secs: DEFAULT_DEFS_GRACE_SECS,
             defs_max_publish_bytes: DEFAULT_DEFS_MAX_PUBLISH_BYTES,
+            max_connections: 1024,
+            idle_timeout_secs: 30,
+            write_timeout_secs: 30,
+            stream_min_bytes_per_sec: 1024,
+            store_wait_secs: 10,
+            enroll_failures_per_minute: 30,
+            defs_streams_per_address: 256,
+            bundle_uploads_concurrent: 4,
+            bundle_uploads_per_agent_per_hour: 6,
+            transitions_retention_days: 365,
+            actions_retention_days: 90,
             sources: BTreeMap::new(),
         }
     }
 }
-
-/// Every field with its environment variable, in display order.
-const FIELDS: [(&str, &str); 12] = [
-    ("listen", "TETHER_LISTEN"),
-    ("data_dir", "TETHER_DATA_DIR"),
-    ("database_url", "TETHER_DATABASE_URL"),
-    ("tls_cert", "TETHER_TLS_CERT"),
-    ("tls_key", "TETHER_TLS_KEY"),
-    ("extra_sans", "TETHER_EXTRA_SANS"),
-    ("current_agent_version", "TETHER_CURRENT_AGENT_VERSION"),
-    ("inactive_grace_secs", "TETHER_INACTIVE_GRACE_SECS"),
-    ("sweep_interval_ms", "TETHER_SWEEP_INTERVAL_MS"),
-    ("max_body_bytes", "TETHER_MAX_BODY_BYTES"),
-    ("defs_grace_secs", "TETHER_DEFS_GRACE_SECS"),
-    ("defs_max_publish_bytes", "TETHER_DEFS_MAX_PUBLISH_BYTES"),
-];
 
 /// The bounds enforced by [`ServerConfig::validate`].
 pub const MIN_BODY_BYTES: usize = 1024;
@@ -152,159 +206,138 @@ pub const DEFAULT_DEFS_MAX_PUBLISH_BYTES: u64 = 1024 * 1024 * 1024;
 pub const MIN_DEFS_PUBLISH_BYTES: u64 = 1024;
 pub const MAX_DEFS_PUBLISH_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
-impl ServerConfig {
-    /// Parses TOML text; every field present is marked as coming from the file.
-    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            error: e.to_string(),
-        })?;
-        let mut config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            error: e.to_string(),
-        })?;
-        for (field, _) in FIELDS {
-            if table.contains_key(field) {
-                config.sources.insert(field, ConfigSource::File);
+/// The provider names figment records, mapped back to [`ConfigSource`].
+const DEFAULTS: &str = "built-in default";
+const ENV: &str = "environment variable";
+const FLAGS: &str = "command-line flag";
+
+/// The values given on the command line; `None` leaves the layers below.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// A provider under a name of ours, so each value's source can be told.
+struct Named<P> {
+    name: String,
+    inner: P,
+}
+
+impl<P: Provider> Provider for Named<P> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.inner.data()
+    }
+}
+
+/// `TETHER_*` variables, read through a function rather than from the
+/// process, so tests need not touch the environment. A value for a numeric
+/// or boolean field is parsed as figment's own `Env` provider parses it;
+/// any other value stays text, so a version like `1.0` is not read as a
+/// number.
+struct EnvVars(Dict);
+
+impl EnvVars {
+    fn new(defaults: &Dict, get: impl Fn(&str) -> Option<String>) -> EnvVars {
+        let mut dict = Dict::new();
+        for (field, default) in defaults {
+            if let Some(raw) = get(&env_var(field)) {
+                let value = match default {
+                    Value::Num(..) | Value::Bool(..) => {
+                        raw.parse::<Value>().unwrap_or_else(|never| match never {})
+                    }
+                    _ => Value::from(raw),
+                };
+                dict.insert(field.clone(), value);
             }
+        }
+        EnvVars(dict)
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV).interpolater(|_profile, keys| env_var(&keys.join("_")))
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
+/// The environment variable that sets a field.
+pub fn env_var(field: &str) -> String {
+    format!("TETHER_{}", field.to_ascii_uppercase())
+}
+
+impl ServerConfig {
+    /// Every field's name, in the order `tether config show` prints them.
+    pub fn fields() -> Vec<String> {
+        Self::as_dict(&ServerConfig::default())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn as_dict(config: &ServerConfig) -> Dict {
+        Serialized::defaults(config)
+            .data()
+            .ok()
+            .and_then(|mut m| m.remove(&Profile::Default))
+            .unwrap_or_default()
+    }
+
+    /// Layers the defaults, the TOML `file`, the `TETHER_*` variables `env`
+    /// returns, then `flags`, and checks the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Flags,
+    ) -> Result<ServerConfig, ConfigError> {
+        let defaults = Self::as_dict(&ServerConfig::default());
+        let mut figment = Figment::from(Named {
+            name: DEFAULTS.to_owned(),
+            inner: Serialized::defaults(ServerConfig::default()),
+        });
+        if let Some(path) = file {
+            // Read first, so a missing file is its own clear error rather
+            // than figment's silent "no such file, no values".
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                path: path.to_owned(),
+                error,
+            })?;
+            figment = figment.merge(Named {
+                name: format!("TOML file {}", path.display()),
+                inner: Toml::string(&text),
+            });
+        }
+        let env_vars = EnvVars::new(&defaults, &env);
+        figment = figment.merge(env_vars).merge(Named {
+            name: FLAGS.to_owned(),
+            inner: Serialized::defaults(flags),
+        });
+        let mut config: ServerConfig = figment.extract().map_err(|e| layer_error(e, &env, file))?;
+        for field in defaults.into_keys() {
+            let source = match figment.find_metadata(&field).map(|m| m.name.as_ref()) {
+                Some(ENV) => ConfigSource::Env,
+                Some(FLAGS) => ConfigSource::Flag,
+                Some(DEFAULTS) | None => ConfigSource::Default,
+                Some(_) => ConfigSource::File,
+            };
+            config.sources.insert(field, source);
         }
         config.validate()?;
         Ok(config)
-    }
-
-    /// Reads and parses a TOML file.
-    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::from_toml_str(&text, path)
-    }
-
-    /// Applies `TETHER_*` variables read through `get` (so tests need not
-    /// touch the process environment). Cross-field rules are checked by
-    /// [`ServerConfig::validate`] once all layers are applied ([`crate::start`]
-    /// calls it).
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for (field, env) in FIELDS {
-            if let Some(value) = get(env) {
-                self.set_from(field, &value, ConfigSource::Env, env)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets one field from its string form (a command-line flag, typically).
-    pub fn set(
-        &mut self,
-        field: &str,
-        value: &str,
-        source: ConfigSource,
-    ) -> Result<(), ConfigError> {
-        self.set_from(field, value, source, field)
-    }
-
-    fn set_from(
-        &mut self,
-        field: &str,
-        value: &str,
-        source: ConfigSource,
-        key: &str,
-    ) -> Result<(), ConfigError> {
-        let invalid = |expected: &str| ConfigError::Invalid {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            expected: expected.to_owned(),
-        };
-        let optional = |v: &str| {
-            if v.is_empty() {
-                None
-            } else {
-                Some(v.to_owned())
-            }
-        };
-        let name: &'static str = match field {
-            "listen" => {
-                self.listen = value
-                    .parse()
-                    .map_err(|_| invalid("an address such as 127.0.0.1:8443 or [::]:8443"))?;
-                "listen"
-            }
-            "data_dir" => {
-                if value.is_empty() {
-                    return Err(invalid("a directory path"));
-                }
-                self.data_dir = PathBuf::from(value);
-                "data_dir"
-            }
-            "database_url" => {
-                self.database_url = optional(value);
-                "database_url"
-            }
-            "tls_cert" => {
-                self.tls_cert = optional(value).map(PathBuf::from);
-                "tls_cert"
-            }
-            "tls_key" => {
-                self.tls_key = optional(value).map(PathBuf::from);
-                "tls_key"
-            }
-            "extra_sans" => {
-                self.extra_sans = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                "extra_sans"
-            }
-            "current_agent_version" => {
-                self.current_agent_version = optional(value);
-                "current_agent_version"
-            }
-            "inactive_grace_secs" => {
-                self.inactive_grace_secs = value
-                    .parse()
-                    .map_err(|_| invalid("a whole number of seconds"))?;
-                "inactive_grace_secs"
-            }
-            "sweep_interval_ms" => {
-                self.sweep_interval_ms = value
-                    .parse()
-                    .map_err(|_| invalid("a whole number of milliseconds"))?;
-                "sweep_interval_ms"
-            }
-            "max_body_bytes" => {
-                self.max_body_bytes = value
-                    .parse()
-                    .map_err(|_| invalid("a whole number of bytes"))?;
-                "max_body_bytes"
-            }
-            "defs_grace_secs" => {
-                self.defs_grace_secs = value
-                    .parse()
-                    .map_err(|_| invalid("a whole number of seconds"))?;
-                "defs_grace_secs"
-            }
-            "defs_max_publish_bytes" => {
-                self.defs_max_publish_bytes = value
-                    .parse()
-                    .map_err(|_| invalid("a whole number of bytes"))?;
-                "defs_max_publish_bytes"
-            }
-            other => {
-                return Err(ConfigError::UnknownField {
-                    field: other.to_owned(),
-                    expected: FIELDS
-                        .iter()
-                        .map(|(f, _)| *f)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        };
-        self.sources.insert(name, source);
-        Ok(())
     }
 
     /// Checks the bounds that serde cannot express.
@@ -314,42 +347,94 @@ impl ServerConfig {
             value,
             expected,
         };
-        if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.max_body_bytes) {
-            return Err(invalid(
-                "max_body_bytes",
-                self.max_body_bytes.to_string(),
-                format!("{MIN_BODY_BYTES}..={MAX_BODY_BYTES}"),
-            ));
-        }
-        if !(MIN_SWEEP_INTERVAL_MS..=MAX_SWEEP_INTERVAL_MS).contains(&self.sweep_interval_ms) {
-            return Err(invalid(
-                "sweep_interval_ms",
-                self.sweep_interval_ms.to_string(),
-                format!("{MIN_SWEEP_INTERVAL_MS}..={MAX_SWEEP_INTERVAL_MS}"),
-            ));
-        }
-        if self.inactive_grace_secs > MAX_GRACE_SECS {
-            return Err(invalid(
-                "inactive_grace_secs",
-                self.inactive_grace_secs.to_string(),
-                format!("0..={MAX_GRACE_SECS}"),
-            ));
-        }
-        if self.defs_grace_secs > MAX_DEFS_GRACE_SECS {
-            return Err(invalid(
-                "defs_grace_secs",
-                self.defs_grace_secs.to_string(),
-                format!("0..={MAX_DEFS_GRACE_SECS}"),
-            ));
-        }
-        if !(MIN_DEFS_PUBLISH_BYTES..=MAX_DEFS_PUBLISH_BYTES).contains(&self.defs_max_publish_bytes)
-        {
-            return Err(invalid(
-                "defs_max_publish_bytes",
-                self.defs_max_publish_bytes.to_string(),
-                format!("{MIN_DEFS_PUBLISH_BYTES}..={MAX_DEFS_PUBLISH_BYTES}"),
-            ));
-        }
+        let within = |key: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(key, value.to_string(), format!("{min}..={max}")))
+            }
+        };
+        within(
+            "max_body_bytes",
+            self.max_body_bytes as u64,
+            MIN_BODY_BYTES as u64,
+            MAX_BODY_BYTES as u64,
+        )?;
+        within(
+            "sweep_interval_ms",
+            self.sweep_interval_ms,
+            MIN_SWEEP_INTERVAL_MS,
+            MAX_SWEEP_INTERVAL_MS,
+        )?;
+        within(
+            "inactive_grace_secs",
+            self.inactive_grace_secs.into(),
+            0,
+            MAX_GRACE_SECS.into(),
+        )?;
+        within(
+            "defs_grace_secs",
+            self.defs_grace_secs.into(),
+            0,
+            MAX_DEFS_GRACE_SECS.into(),
+        )?;
+        within(
+            "defs_max_publish_bytes",
+            self.defs_max_publish_bytes,
+            MIN_DEFS_PUBLISH_BYTES,
+            MAX_DEFS_PUBLISH_BYTES,
+        )?;
+        within("max_connections", self.max_connections.into(), 1, 1_000_000)?;
+        within("idle_timeout_secs", self.idle_timeout_secs.into(), 1, 3600)?;
+        within(
+            "write_timeout_secs",
+            self.write_timeout_secs.into(),
+            1,
+            3600,
+        )?;
+        within(
+            "stream_min_bytes_per_sec",
+            self.stream_min_bytes_per_sec.into(),
+            1,
+            u32::MAX.into(),
+        )?;
+        within("store_wait_secs", self.store_wait_secs.into(), 1, 600)?;
+        within(
+            "enroll_failures_per_minute",
+            self.enroll_failures_per_minute.into(),
+            0,
+            1_000_000,
+        )?;
+        within(
+            "defs_streams_per_address",
+            self.defs_streams_per_address.into(),
+            1,
+            1_000_000,
+        )?;
+        within(
+            "bundle_uploads_concurrent",
+            self.bundle_uploads_concurrent.into(),
+            1,
+            1024,
+        )?;
+        within(
+            "bundle_uploads_per_agent_per_hour",
+            self.bundle_uploads_per_agent_per_hour.into(),
+            1,
+            3600,
+        )?;
+        within(
+            "transitions_retention_days",
+            self.transitions_retention_days.into(),
+            0,
+            36_500,
+        )?;
+        within(
+            "actions_retention_days",
+            self.actions_retention_days.into(),
+            0,
+            36_500,
+        )?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(
                 "tls_cert/tls_key",
@@ -360,39 +445,27 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The effective configuration, one `(field, value, source)` per field
-    /// in file order, for `tether config show`. Database passwords are hidden.
-    pub fn describe(&self) -> Vec<(&'static str, String, ConfigSource)> {
-        let show_path = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
-        };
-        FIELDS
-            .iter()
-            .map(|&(field, _env)| {
-                let value = match field {
-                    "listen" => self.listen.to_string(),
-                    "data_dir" => self.data_dir.display().to_string(),
+    /// The effective configuration, one `(field, value, source)` per field,
+    /// for `tether config show`. Database passwords are hidden.
+    pub fn describe(&self) -> Vec<(String, String, ConfigSource)> {
+        Self::as_dict(self)
+            .into_iter()
+            .map(|(field, value)| {
+                let shown = match field.as_str() {
                     "database_url" => match &self.database_url {
                         Some(url) => redact_url(url),
                         None => {
                             format!("(sqlite at {})", self.data_dir.join("tether.db").display())
                         }
                     },
-                    "tls_cert" => show_path(&self.tls_cert),
-                    "tls_key" => show_path(&self.tls_key),
-                    "extra_sans" => self.extra_sans.join(","),
                     "current_agent_version" => self
                         .current_agent_version
                         .clone()
                         .unwrap_or_else(|| format!("(this build: {})", tether_wire::VERSION)),
-                    "inactive_grace_secs" => self.inactive_grace_secs.to_string(),
-                    "sweep_interval_ms" => self.sweep_interval_ms.to_string(),
-                    "defs_grace_secs" => self.defs_grace_secs.to_string(),
-                    "defs_max_publish_bytes" => self.defs_max_publish_bytes.to_string(),
-                    _ => self.max_body_bytes.to_string(),
+                    _ => show(&value),
                 };
-                (field, value, self.source(field))
+                let source = self.source(&field);
+                (field, shown, source)
             })
             .collect()
     }
@@ -405,43 +478,107 @@ impl ServerConfig {
             .unwrap_or(ConfigSource::Default)
     }
 
-    /// The environment variable that sets a field.
-    pub fn env_var(field: &str) -> Option<&'static str> {
-        FIELDS.iter().find(|(f, _)| *f == field).map(|(_, e)| *e)
-    }
-
-    /// `--listen` on the command line.
-    pub fn set_from_cli_listen(&mut self, listen: SocketAddr) {
-        self.listen = listen;
-        self.sources.insert("listen", ConfigSource::Flag);
-    }
-
-    /// `--data-dir` on the command line.
-    pub fn set_from_cli_data_dir(&mut self, dir: PathBuf) {
-        self.data_dir = dir;
-        self.sources.insert("data_dir", ConfigSource::Flag);
-    }
-
-    /// `--database-url` on the command line.
-    pub fn set_from_cli_database_url(&mut self, url: String) {
-        self.database_url = Some(url);
-        self.sources.insert("database_url", ConfigSource::Flag);
-    }
-
-    /// `--tls-cert` and `--tls-key` on the command line (they come together).
-    pub fn set_from_cli_tls(&mut self, cert: PathBuf, key: PathBuf) {
-        self.tls_cert = Some(cert);
-        self.tls_key = Some(key);
-        self.sources.insert("tls_cert", ConfigSource::Flag);
-        self.sources.insert("tls_key", ConfigSource::Flag);
-    }
-
     /// The agent version the server considers current.
     pub fn effective_agent_version(&self) -> String {
         self.current_agent_version
             .clone()
             .unwrap_or_else(|| tether_wire::VERSION.to_owned())
     }
+}
+
+/// A figment value as `config show` prints it.
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(_, s) => s.clone(),
+        Value::Array(_, items) => items.iter().map(show).collect::<Vec<_>>().join(","),
+        Value::Empty(..) => "-".to_owned(),
+        other => other
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| other.to_bool().map(|b| b.to_string()))
+            .unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
+/// The first problem figment found, with the key in the form the user wrote
+/// it (the environment variable for an env value) and, for an env value,
+/// what was given.
+fn layer_error(
+    error: figment::Error,
+    env: &impl Fn(&str) -> Option<String>,
+    file: Option<&Path>,
+) -> ConfigError {
+    let field = error.path.join(".");
+    let source_name = error
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_else(|| match file {
+            Some(p) => format!("TOML file {}", p.display()),
+            None => "configuration".to_owned(),
+        });
+    let from_env = source_name == ENV;
+    let key = if from_env {
+        env_var(&field)
+    } else if field.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        field
+    };
+    let value = if from_env { env(&key) } else { None };
+    ConfigError::Layer {
+        key,
+        value,
+        source_name,
+        problem: error.kind.to_string(),
+    }
+}
+
+/// An optional text value: empty means unset, and a number or a boolean
+/// (as an environment variable like `1.0` parses) is taken as its text.
+fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let value: Option<Text> = Option::deserialize(d)?;
+    Ok(match value {
+        None => None,
+        Some(Text::S(s)) => Some(s),
+        Some(Text::U(n)) => Some(n.to_string()),
+        Some(Text::I(n)) => Some(n.to_string()),
+        Some(Text::F(n)) => Some(n.to_string()),
+        Some(Text::B(b)) => Some(b.to_string()),
+    }
+    .filter(|s| !s.is_empty()))
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(optional_text(d)?.map(PathBuf::from))
+}
+
+/// A list of strings, or one string of comma-separated items.
+fn text_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match List::deserialize(d)? {
+        List::One(s) => s.split(',').map(str::to_owned).collect(),
+        List::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Hides a password in a database URL (`postgres://user:secret@host` →
@@ -472,122 +609,163 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text).expect("writes");
+        (dir, path)
+    }
+
+    fn get<'a>(d: &'a [(String, String, ConfigSource)], f: &str) -> (&'a str, ConfigSource) {
+        d.iter()
+            .find(|e| e.0 == f)
+            .map(|e| (e.1.as_str(), e.2))
+            .expect("field listed")
+    }
+
     #[test]
     fn defaults_match_the_documented_values() {
-        let c = ServerConfig::default();
+        let c = ServerConfig::load(None, no_env, &Flags::default()).expect("loads");
+        assert_eq!(
+            c,
+            ServerConfig {
+                sources: c.sources.clone(),
+                ..ServerConfig::default()
+            }
+        );
         assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(c.inactive_grace_secs, 10);
         assert_eq!(c.sweep_interval_ms, 1000);
         assert_eq!(c.max_body_bytes, 65536);
+        let d = c.describe();
         assert!(
-            c.describe()
-                .iter()
+            d.iter()
                 .all(|(_, _, source)| *source == ConfigSource::Default)
         );
+        assert_eq!(d.len(), ServerConfig::fields().len());
+        assert!(d.iter().any(|(f, _, _)| f == "enroll_failures_per_minute"));
     }
 
     #[test]
     fn file_then_env_then_flag_each_win_and_are_reported() {
-        let mut c = ServerConfig::from_toml_str(
-            "listen = \"0.0.0.0:9000\"\ninactive_grace_secs = 20\n",
-            Path::new("t.toml"),
-        )
-        .expect("valid toml");
-        assert_eq!(c.listen.port(), 9000);
-        c.apply_env(|k| (k == "TETHER_INACTIVE_GRACE_SECS").then(|| "30".to_owned()))
-            .expect("valid env");
-        c.set("extra_sans", "tether.example, 10.0.0.5", ConfigSource::Flag)
-            .expect("valid flag");
-        c.set_from_cli_data_dir(PathBuf::from("/srv/tether"));
-        let d = c.describe();
-        let get = |f: &str| {
-            d.iter()
-                .find(|e| e.0 == f)
-                .map(|e| (e.1.clone(), e.2))
-                .expect("field listed")
+        let (_dir, path) = file(
+            "listen = \"0.0.0.0:9000\"\ninactive_grace_secs = 20\nmax_connections = 50\nextra_sans = [\"a.example\"]\n",
+        );
+        let env = |k: &str| match k {
+            "TETHER_INACTIVE_GRACE_SECS" => Some("30".to_owned()),
+            "TETHER_EXTRA_SANS" => Some("tether.example, 10.0.0.5".to_owned()),
+            // A number by figment's rules, but this field is text.
+            "TETHER_CURRENT_AGENT_VERSION" => Some("1.0".to_owned()),
+            // Not a config field: ignored, never refused.
+            "TETHER_LOG" => Some("debug".to_owned()),
+            _ => None,
         };
-        assert_eq!(get("listen").1, ConfigSource::File);
+        let flags = Flags {
+            data_dir: Some(PathBuf::from("/srv/tether")),
+            ..Flags::default()
+        };
+        let c = ServerConfig::load(Some(&path), env, &flags).expect("loads");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_connections, 50);
+        assert_eq!(c.current_agent_version.as_deref(), Some("1.0"));
+        let d = c.describe();
+        assert_eq!(get(&d, "listen"), ("0.0.0.0:9000", ConfigSource::File));
+        assert_eq!(get(&d, "max_connections"), ("50", ConfigSource::File));
+        assert_eq!(get(&d, "inactive_grace_secs"), ("30", ConfigSource::Env));
         assert_eq!(
-            get("inactive_grace_secs"),
-            ("30".to_owned(), ConfigSource::Env)
+            get(&d, "extra_sans"),
+            ("tether.example,10.0.0.5", ConfigSource::Env)
         );
-        assert_eq!(
-            get("extra_sans"),
-            ("tether.example,10.0.0.5".to_owned(), ConfigSource::Flag)
-        );
-        assert_eq!(
-            get("data_dir"),
-            ("/srv/tether".to_owned(), ConfigSource::Flag)
-        );
-        assert_eq!(get("max_body_bytes").1, ConfigSource::Default);
-        assert_eq!(ServerConfig::env_var("listen"), Some("TETHER_LISTEN"));
+        assert_eq!(get(&d, "data_dir"), ("/srv/tether", ConfigSource::Flag));
+        assert_eq!(get(&d, "max_body_bytes").1, ConfigSource::Default);
+        assert_eq!(env_var("listen"), "TETHER_LISTEN");
     }
 
     #[test]
     fn unknown_fields_and_bad_values_are_refused_with_what_was_expected() {
-        let e = ServerConfig::from_toml_str("listn = \"x\"\n", Path::new("t.toml"))
-            .expect_err("unknown field");
+        let (_dir, path) = file("listn = \"x\"\n");
+        let e =
+            ServerConfig::load(Some(&path), no_env, &Flags::default()).expect_err("unknown field");
         assert!(e.to_string().contains("listn"), "{e}");
-        let e = ServerConfig::from_toml_str("sources = 1\n", Path::new("t.toml"))
-            .expect_err("not a key");
-        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
-        let mut c = ServerConfig::default();
-        let e = c
-            .apply_env(|k| (k == "TETHER_LISTEN").then(|| "nowhere".to_owned()))
-            .expect_err("bad addr");
+        assert!(e.to_string().contains("t.toml"), "{e}");
+        let (_dir, path) = file("sources = 1\n");
+        let e = ServerConfig::load(Some(&path), no_env, &Flags::default()).expect_err("not a key");
+        assert!(e.to_string().contains("sources"), "{e}");
+        let e = ServerConfig::load(
+            None,
+            |k| (k == "TETHER_LISTEN").then(|| "nowhere".to_owned()),
+            &Flags::default(),
+        )
+        .expect_err("bad addr");
         assert!(e.to_string().contains("TETHER_LISTEN=\"nowhere\""), "{e}");
-        c.set("max_body_bytes", "10", ConfigSource::Flag)
-            .expect("parses");
-        let e = c.validate().expect_err("too small");
+        let e = ServerConfig::load(
+            None,
+            |k| (k == "TETHER_MAX_BODY_BYTES").then(|| "10".to_owned()),
+            &Flags::default(),
+        )
+        .expect_err("too small");
         assert!(e.to_string().contains("1024..="), "{e}");
-        let mut c = ServerConfig::default();
-        c.set("tls_cert", "/x.pem", ConfigSource::Flag)
-            .expect("parses");
-        let e = c.validate().expect_err("cert without key");
+        let e = ServerConfig::load(
+            None,
+            no_env,
+            &Flags {
+                tls_cert: Some("/x.pem".into()),
+                ..Flags::default()
+            },
+        )
+        .expect_err("cert without key");
         assert!(e.to_string().contains("both set"), "{e}");
-        assert!(c.set("colour", "blue", ConfigSource::Flag).is_err());
+        let e = ServerConfig::load(
+            None,
+            |k| (k == "TETHER_DEFS_GRACE_SECS").then(|| "-1".to_owned()),
+            &Flags::default(),
+        )
+        .expect_err("negative");
+        assert!(e.to_string().contains("TETHER_DEFS_GRACE_SECS"), "{e}");
+        let missing = Path::new("/nonexistent/tether.toml");
+        assert!(matches!(
+            ServerConfig::load(Some(missing), no_env, &Flags::default()),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
-    fn defs_settings_are_layered_and_bounded() {
-        let c = ServerConfig::default();
-        assert_eq!(c.defs_grace_secs, 43_200);
-        assert_eq!(c.defs_max_publish_bytes, 1 << 30);
-        let mut c = ServerConfig::from_toml_str(
-            "defs_grace_secs = 3600\ndefs_max_publish_bytes = 4096\n",
-            Path::new("t.toml"),
+    fn defs_and_limit_settings_are_layered_and_bounded() {
+        let (_dir, path) = file("defs_grace_secs = 3600\ndefs_max_publish_bytes = 4096\n");
+        let c = ServerConfig::load(
+            Some(&path),
+            |k| (k == "TETHER_DEFS_STREAMS_PER_ADDRESS").then(|| "8".to_owned()),
+            &Flags::default(),
         )
-        .expect("valid toml");
+        .expect("loads");
         assert_eq!(c.source("defs_grace_secs"), ConfigSource::File);
-        c.apply_env(|k| (k == "TETHER_DEFS_GRACE_SECS").then(|| "7200".to_owned()))
-            .expect("valid env");
-        c.set("defs_max_publish_bytes", "8192", ConfigSource::Flag)
-            .expect("valid flag");
-        let d = c.describe();
-        let get = |f: &str| {
-            d.iter()
-                .find(|e| e.0 == f)
-                .map(|e| (e.1.clone(), e.2))
-                .expect("field listed")
-        };
         assert_eq!(
-            get("defs_grace_secs"),
-            ("7200".to_owned(), ConfigSource::Env)
+            (
+                c.defs_streams_per_address,
+                c.source("defs_streams_per_address")
+            ),
+            (8, ConfigSource::Env)
         );
-        assert_eq!(
-            get("defs_max_publish_bytes"),
-            ("8192".to_owned(), ConfigSource::Flag)
-        );
-        assert!(c.set("defs_grace_secs", "-1", ConfigSource::Flag).is_err());
-        c.set("defs_grace_secs", "99999999", ConfigSource::Flag)
-            .expect("parses");
-        let e = c.validate().expect_err("too long a grace");
-        assert!(e.to_string().contains("defs_grace_secs"), "{e}");
-        let mut c = ServerConfig::default();
-        c.set("defs_max_publish_bytes", "10", ConfigSource::Flag)
-            .expect("parses");
-        let e = c.validate().expect_err("too small");
-        assert!(e.to_string().contains("defs_max_publish_bytes"), "{e}");
+        for (var, value) in [
+            ("TETHER_DEFS_GRACE_SECS", "99999999"),
+            ("TETHER_DEFS_MAX_PUBLISH_BYTES", "10"),
+            ("TETHER_MAX_CONNECTIONS", "0"),
+            ("TETHER_STORE_WAIT_SECS", "0"),
+            ("TETHER_BUNDLE_UPLOADS_CONCURRENT", "0"),
+        ] {
+            let field = var.trim_start_matches("TETHER_").to_ascii_lowercase();
+            let e = ServerConfig::load(
+                None,
+                |k| (k == var).then(|| value.to_owned()),
+                &Flags::default(),
+            )
+            .expect_err("out of bounds");
+            assert!(e.to_string().contains(&field), "{var}: {e}");
+        }
     }
 
     #[test]
@@ -600,14 +778,17 @@ mod tests {
             redact_url("sqlite:///var/lib/t.db"),
             "sqlite:///var/lib/t.db"
         );
-        let c = ServerConfig {
-            database_url: Some("postgres://u:pw@h/d".into()),
-            ..Default::default()
-        };
+        let c = ServerConfig::load(
+            None,
+            |k| (k == "TETHER_DATABASE_URL").then(|| "postgres://u:pw@h/d".to_owned()),
+            &Flags::default(),
+        )
+        .expect("loads");
         assert!(
             c.describe()
                 .iter()
                 .all(|(_, value, _)| !value.contains("pw@"))
         );
+        assert_eq!(c.source("database_url"), ConfigSource::Env);
     }
 }

@@ -1,6 +1,17 @@
 //! The HTTPS listener: TLS via tokio-rustls, HTTP/1.1 with keep-alive via
 //! hyper, one task per connection, and a graceful shutdown that stops
 //! accepting, lets in-flight requests finish, then closes idle connections.
+//!
+//! Bounds, so no client holds the server's resources forever:
+//! - at most `max_connections` connections are served at once; beyond that
+//!   the listener stops accepting and new connections wait in the kernel's
+//!   accept queue;
+//! - a connection must finish its TLS handshake within
+//!   [`TLS_HANDSHAKE_TIMEOUT`] and send each request's header within
+//!   `idle_timeout` (which also closes keep-alive connections left idle);
+//! - a write that makes no progress for `write_timeout` (a client that
+//!   stopped reading a streamed body) fails, which closes the connection and
+//!   frees the body's file and task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +24,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -21,25 +33,72 @@ use crate::api::extract::PeerAddr;
 
 /// How long a client has to finish the TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The listener's bounds (from the server's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: u32,
+    /// Until a request's header is complete; also how long a keep-alive
+    /// connection may sit idle.
+    pub idle_timeout: Duration,
+    /// How long a write may make no progress.
+    pub write_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(config: &crate::ServerConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            idle_timeout: Duration::from_secs(u64::from(config.idle_timeout_secs)),
+            write_timeout: Duration::from_secs(u64::from(config.write_timeout_secs)),
+        }
+    }
+}
 
 /// Accepts connections until `stop` turns true, then shuts down gracefully.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.idle_timeout)
         .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(
+        usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
+    ));
+    let mut saturated = false;
     loop {
+        // A slot first: at the cap, connections wait in the accept queue.
+        let slot = if let Ok(slot) = slots.clone().try_acquire_owned() {
+            slot
+        } else {
+            if !saturated {
+                warn!(
+                    max_connections = limits.max_connections,
+                    "the connection cap is reached; new connections wait until one closes"
+                );
+                saturated = true;
+            }
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    // The semaphore is never closed.
+                    Err(_) => break,
+                },
+                _ = stop.changed() => break,
+            }
+        };
+        if saturated && slots.available_permits() > 0 {
+            saturated = false;
+        }
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -54,11 +113,16 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
+        let mut tcp = TimeoutStream::new(tcp);
+        tcp.set_write_timeout(Some(limits.write_timeout));
+        let tcp = Box::pin(tcp);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let http = http.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held for the connection's life.
+            let _slot = slot;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
                 Ok(Ok(tls)) => tls,

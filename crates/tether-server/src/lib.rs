@@ -37,13 +37,14 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod pki;
 pub mod secret;
 pub mod service;
 pub mod status;
 pub mod sweeper;
 
-pub use config::{ConfigError, ConfigSource, ServerConfig};
+pub use config::{ConfigError, ConfigSource, Flags, ServerConfig};
 pub use error::ServerError;
 pub use service::{Ctx, Settings};
 
@@ -70,6 +71,10 @@ pub struct RunningServer {
     sweeper: JoinHandle<()>,
     /// Re-signs the definitions metadata before it expires.
     defs_refresh: JoinHandle<()>,
+    /// Deletes history past its retention.
+    retention: JoinHandle<()>,
+    /// The outage recorded at this start (the restart), with its grace.
+    pub start_outage: tether_wire::ControlPlaneOutage,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -106,6 +111,23 @@ impl RunningServer {
         Ok(sweeper::sweep_once(&self.ctx).await?)
     }
 
+    /// Runs one tick of the sweeper as its timer would: the heartbeat, the
+    /// store probe and the outage's grace after a store failure, then the
+    /// sweep (none while the store fails). Returns how many agents became
+    /// Inactive.
+    pub async fn sweeper_tick(&self) -> usize {
+        if !service::outage::before_sweep(&self.ctx).await {
+            return 0;
+        }
+        match sweeper::sweep_once(&self.ctx).await {
+            Ok(n) => n,
+            Err(error) => {
+                service::outage::observe(&self.ctx, &error);
+                0
+            }
+        }
+    }
+
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.stop.clone())
     }
@@ -124,6 +146,7 @@ impl RunningServer {
         let _ = self.http.await;
         let _ = self.sweeper.await;
         let _ = self.defs_refresh.await;
+        let _ = self.retention.await;
         info!("control plane stopped");
     }
 }
@@ -154,12 +177,31 @@ pub async fn start(
     start_with_store(config, store, clock).await
 }
 
+/// Creates the data dir mode 0700 (it holds the CA key, the definitions
+/// signing keys, the admin token and, with SQLite, every agent's record).
+/// An existing directory open to others is used, with a warning.
 fn prepare_data_dir(dir: &std::path::Path) -> Result<PathBuf, ServerError> {
     let err = |error| ServerError::DataDir {
         path: dir.to_owned(),
         error,
     };
-    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data dir is open to other users; `chmod 700` it"
+            );
+        }
+    }
     std::path::absolute(dir).map_err(err)
 }
 
@@ -173,9 +215,11 @@ pub async fn start_with_store(
     let data_dir = prepare_data_dir(&config.data_dir)?;
     store.ping().await?;
 
+    let instance = bootstrap::instance_id(&data_dir)?;
     let admin_token_path = data_dir.join("admin.token");
     let admin_token_created =
-        bootstrap::ensure_admin_token(store.as_ref(), &admin_token_path, clock.now()).await?;
+        bootstrap::ensure_admin_token(store.as_ref(), &admin_token_path, &instance, clock.now())
+            .await?;
 
     let identity = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => pki::load_operator(cert, key, &data_dir)?,
@@ -189,27 +233,30 @@ pub async fn start_with_store(
     };
     let tls = pki::tls_config(&identity)?;
 
-    let settings = Settings {
-        current_agent_version: config.effective_agent_version(),
-        inactive_grace_secs: config.inactive_grace_secs,
-        max_body_bytes: config.max_body_bytes,
-        defs_grace_secs: config.defs_grace_secs,
-        defs_max_publish_bytes: config.defs_max_publish_bytes,
-    };
     let defs_dir = data_dir.join("defs");
+    let defs_open = |error| ServerError::DefsOpen {
+        path: defs_dir.clone(),
+        error,
+    };
     let defs = tether_defs::repo::Repo::open(&defs_dir, clock.clone())
         .await
-        .map_err(|error| ServerError::DefsOpen {
-            path: defs_dir.clone(),
-            error,
-        })?;
-    let ctx = Ctx {
-        store: store.clone(),
+        .map_err(defs_open)?;
+    let ctx = Ctx::new(
+        store.clone(),
         defs,
         clock,
-        settings: Arc::new(settings),
-        policies: Default::default(),
-    };
+        Settings::from_config(&config),
+        limits::LimitSettings::from_config(&config),
+        &instance,
+    )
+    .await
+    .map_err(|e| match e {
+        service::ServiceError::Defs(error) => defs_open(error),
+        other => ServerError::DefsReconcile(other.to_string()),
+    })?;
+    // Before the sweeper runs: the time this server was down was not the
+    // agents' silence.
+    let start_outage = service::outage::on_start(&ctx).await?;
     // Versions published while the store was failing are recorded now.
     service::defs::reconcile(&ctx)
         .await
@@ -230,6 +277,7 @@ pub async fn start_with_store(
         listener,
         tls,
         api::router(ctx.clone()),
+        http::Limits::from_config(&config),
         stop_rx.clone(),
     ));
     let sweeper = tokio::spawn(sweeper::run(
@@ -237,7 +285,8 @@ pub async fn start_with_store(
         Duration::from_millis(config.sweep_interval_ms),
         stop_rx.clone(),
     ));
-    let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx));
+    let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx.clone()));
+    let retention = tokio::spawn(service::retention::run(ctx.clone(), stop_rx));
     let url = http::url_for(local_addr);
     info!(
         url = %url,
@@ -259,5 +308,7 @@ pub async fn start_with_store(
         http,
         sweeper,
         defs_refresh,
+        retention,
+        start_outage,
     })
 }

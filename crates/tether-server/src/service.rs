@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::status::human;
 
 pub mod actions;
+pub mod admin_tokens;
 pub mod agents;
 pub mod auth;
 pub mod bundles;
@@ -20,7 +21,9 @@ pub mod checkin;
 pub mod defs;
 pub mod enroll;
 pub mod health;
+pub mod outage;
 pub mod policies;
+pub mod retention;
 pub mod tokens;
 pub mod validate;
 
@@ -31,9 +34,39 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     /// The TUF repository at `data_dir/defs`.
     pub defs: tether_defs::repo::Repo,
+    /// The repository's newest root, kept in memory so that enrollment,
+    /// which anyone may call, never waits on the repository's lock or disk.
+    pub defs_root: Arc<defs::PinnedRoot>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub policies: Arc<policies::PolicyCache>,
+    /// The control plane's own outages (see [`outage`]).
+    pub outages: Arc<outage::Tracker>,
+    pub limits: Arc<crate::limits::Limits>,
+}
+
+impl Ctx {
+    /// Builds the context, reading the repository's root once.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        defs: tether_defs::repo::Repo,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        limits: crate::limits::LimitSettings,
+        instance: &str,
+    ) -> Result<Ctx, ServiceError> {
+        let defs_root = Arc::new(defs::PinnedRoot::load(&defs).await?);
+        Ok(Ctx {
+            store,
+            defs,
+            defs_root,
+            clock,
+            settings: Arc::new(settings),
+            policies: Default::default(),
+            outages: Arc::new(outage::Tracker::new(instance)),
+            limits: Arc::new(crate::limits::Limits::new(limits)),
+        })
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -55,6 +88,55 @@ pub struct Settings {
     pub defs_grace_secs: u32,
     /// See [`crate::ServerConfig::defs_max_publish_bytes`].
     pub defs_max_publish_bytes: u64,
+    /// See [`crate::ServerConfig::store_wait_secs`].
+    pub store_wait_secs: u32,
+    /// See [`crate::ServerConfig::stream_min_bytes_per_sec`].
+    pub stream_min_bytes_per_sec: u32,
+    /// See [`crate::ServerConfig::transitions_retention_days`].
+    pub transitions_retention_days: u32,
+    /// See [`crate::ServerConfig::actions_retention_days`].
+    pub actions_retention_days: u32,
+}
+
+impl Settings {
+    /// The services' part of the configuration.
+    pub fn from_config(config: &crate::ServerConfig) -> Settings {
+        Settings {
+            current_agent_version: config.effective_agent_version(),
+            inactive_grace_secs: config.inactive_grace_secs,
+            max_body_bytes: config.max_body_bytes,
+            defs_grace_secs: config.defs_grace_secs,
+            defs_max_publish_bytes: config.defs_max_publish_bytes,
+            store_wait_secs: config.store_wait_secs,
+            stream_min_bytes_per_sec: config.stream_min_bytes_per_sec,
+            transitions_retention_days: config.transitions_retention_days,
+            actions_retention_days: config.actions_retention_days,
+        }
+    }
+}
+
+impl crate::limits::LimitSettings {
+    pub fn from_config(config: &crate::ServerConfig) -> Self {
+        crate::limits::LimitSettings {
+            enroll_failures_per_minute: config.enroll_failures_per_minute,
+            defs_streams_per_address: config.defs_streams_per_address,
+            bundle_uploads_concurrent: config.bundle_uploads_concurrent,
+            bundle_uploads_per_agent_per_hour: config.bundle_uploads_per_agent_per_hour,
+        }
+    }
+}
+
+/// Runs a store-bound step of an agent's request within
+/// [`Settings::store_wait_secs`]: a store that hangs is answered 503 with
+/// Retry-After instead of holding the agent (and a task) forever.
+pub async fn within_store_wait<T>(
+    ctx: &Ctx,
+    step: impl std::future::Future<Output = Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
+    let secs = ctx.settings.store_wait_secs;
+    tokio::time::timeout(std::time::Duration::from_secs(u64::from(secs)), step)
+        .await
+        .unwrap_or(Err(ServiceError::StoreTimeout { secs }))
 }
 
 impl Ctx {
@@ -122,6 +204,21 @@ pub enum ServiceError {
     BundleInvalid(String),
     #[error("the store failed: {0}")]
     Store(#[source] StoreError),
+    #[error("the server's database did not answer within {secs} s")]
+    StoreTimeout { secs: u32 },
+    #[error("{what}; retry in {retry_after} s")]
+    Throttled { what: String, retry_after: u32 },
+    #[error("bundle {bundle_id} was not uploaded by this agent")]
+    BundleNotOwned { bundle_id: uuid::Uuid },
+    #[error("admin credential {name:?} ({id}) is the last one not revoked")]
+    LastAdminCredential { id: uuid::Uuid, name: String },
+    #[error("the admin credential {name:?} was revoked at {}", rfc(*revoked_at))]
+    AdminCredentialRevoked {
+        name: String,
+        revoked_at: OffsetDateTime,
+    },
+    #[error("an admin credential named {0:?} exists and is not revoked")]
+    AdminTokenNameTaken(String),
     #[error("definitions: {0}")]
     Defs(#[source] tether_defs::repo::RepoError),
 }
@@ -194,6 +291,13 @@ impl ServiceError {
             ServiceError::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             ServiceError::Store(StoreError::Corrupt(_)) => ErrorCode::Internal,
             ServiceError::Store(_) => ErrorCode::StoreUnavailable,
+            // The code agents already know: a 503 with Retry-After.
+            ServiceError::StoreTimeout { .. } => ErrorCode::StoreUnavailable,
+            ServiceError::Throttled { .. } => ErrorCode::RateLimited,
+            ServiceError::BundleNotOwned { .. } => ErrorCode::BundleNotOwned,
+            ServiceError::LastAdminCredential { .. } => ErrorCode::LastAdminCredential,
+            ServiceError::AdminCredentialRevoked { .. } => ErrorCode::AdminCredentialRevoked,
+            ServiceError::AdminTokenNameTaken(_) => ErrorCode::AdminTokenNameTaken,
             ServiceError::Defs(e) => e.code(),
         }
     }

@@ -86,6 +86,23 @@ pub fn overdue_reason(
     }
 }
 
+/// The reason recorded when the sweeper declares an overdue agent Inactive.
+/// When the deadline was moved by a control-plane outage (it lies further
+/// than one threshold after the last check-in), the reason says the count
+/// started again from the control plane's recovery.
+pub fn overdue_reason_for(o: &tether_store::Overdue, now: OffsetDateTime) -> String {
+    let threshold = time::Duration::seconds(i64::from(o.inactive_after_secs));
+    let counted_from = o.deadline_at - threshold;
+    let base = overdue_reason(o.last_seen, now, o.inactive_after_secs);
+    match o.last_seen {
+        Some(seen) if counted_from - seen >= time::Duration::SECOND => format!(
+            "{base}; counted from {} when the control plane recovered from its own outage",
+            crate::service::rfc(counted_from)
+        ),
+        _ => base,
+    }
+}
+
 /// The flags shown on top of the status.
 pub fn flags(agent: &AgentRecord, current_version: &str) -> Vec<AgentFlag> {
     let mut out = Vec::new();
@@ -214,6 +231,29 @@ mod tests {
         assert_eq!(
             overdue_reason(Some(NOW - Duration::seconds(80)), NOW, 76),
             "no check-in for 80 s (threshold 76 s)"
+        );
+    }
+
+    #[test]
+    fn an_overdue_reason_says_when_the_count_restarted_after_an_outage() {
+        let seen = NOW - Duration::seconds(100);
+        let plain = tether_store::Overdue {
+            id: uuid::Uuid::nil(),
+            last_seen: Some(seen),
+            deadline_at: seen + Duration::seconds(20),
+            inactive_after_secs: 20,
+        };
+        assert_eq!(
+            overdue_reason_for(&plain, NOW),
+            "no check-in for 100 s (threshold 20 s)"
+        );
+        let graced = tether_store::Overdue {
+            deadline_at: NOW - Duration::seconds(1),
+            ..plain
+        };
+        assert_eq!(
+            overdue_reason_for(&graced, NOW),
+            "no check-in for 100 s (threshold 20 s); counted from 2026-05-17T11:59:39Z when the control plane recovered from its own outage"
         );
     }
 

@@ -1,6 +1,8 @@
 //! The sweeper: declares agents Inactive once they are silent past their
 //! deadline. It runs every `sweep_interval`, reads "now" from the injected
-//! clock, and works through overdue agents in bounded batches.
+//! clock, and works through overdue agents in bounded batches. While the
+//! store fails it declares nobody Inactive, and the outage's grace is given
+//! before it sweeps again (see [`crate::service::outage`]).
 
 use std::time::Duration;
 
@@ -9,8 +11,8 @@ use tether_wire::AgentStatus;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::service::Ctx;
-use crate::status::overdue_reason;
+use crate::service::{Ctx, outage};
+use crate::status::overdue_reason_for;
 
 /// Agents fetched per batch.
 pub const BATCH: u32 = 1000;
@@ -26,7 +28,7 @@ pub async fn sweep_once(ctx: &Ctx) -> Result<usize, StoreError> {
         let overdue = ctx.store.overdue_agents(now, BATCH).await?;
         let mut applied_in_batch = 0;
         for agent in &overdue {
-            let reason = overdue_reason(agent.last_seen, now, agent.inactive_after_secs);
+            let reason = overdue_reason_for(agent, now);
             let change = StatusChange {
                 from: AgentStatus::Active,
                 to: AgentStatus::Inactive,
@@ -62,7 +64,11 @@ pub async fn run(ctx: Ctx, interval: Duration, mut stop: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                if !outage::before_sweep(&ctx).await {
+                    continue;
+                }
                 if let Err(error) = sweep_once(&ctx).await {
+                    outage::observe(&ctx, &error);
                     warn!(error = %error, "sweep failed; retrying at the next tick");
                 }
             }

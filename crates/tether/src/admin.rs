@@ -13,7 +13,8 @@ use tether_wire::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{AdminConn, AgentsCommand, PolicyCommand, TokenCommand};
+use crate::cli::{AdminConn, AdminTokensCommand, AgentsCommand, PolicyCommand, TokenCommand};
+use crate::display::safe;
 use crate::endpoint::{DEFAULT_DATA_DIR, Endpoint};
 
 /// Builds an authenticated admin client from flags, env and the local data dir.
@@ -292,6 +293,146 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn admin_tokens(cmd: AdminTokensCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AdminTokensCommand::Create { conn, name, json } => {
+            let created = client(&conn)?
+                .create_admin_token(&tether_wire::CreateAdminTokenRequest { name })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("{}", created.token);
+                eprintln!(
+                    "admin credential {} ({}); the secret is shown once, Tether keeps only its hash",
+                    safe(&created.info.name),
+                    created.info.id
+                );
+            }
+        }
+        AdminTokensCommand::List { conn, json } => {
+            let tokens = client(&conn)?.list_admin_tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                print!("{}", admin_token_table(&tokens));
+            }
+        }
+        AdminTokensCommand::Revoke { conn, id_or_name } => {
+            let client = client(&conn)?;
+            let id = resolve_admin_token(&client, &id_or_name).await?;
+            let info = client.revoke_admin_token(id).await?;
+            println!(
+                "revoked admin credential {} ({}); it no longer works",
+                safe(&info.name),
+                info.id
+            );
+        }
+        AdminTokensCommand::Rotate {
+            conn,
+            id_or_name,
+            out,
+            json,
+        } => {
+            let client = client(&conn)?;
+            let id = resolve_admin_token(&client, &id_or_name).await?;
+            let created = client.rotate_admin_token(id).await?;
+            match (&out, json) {
+                (Some(path), _) => {
+                    write_secret(path, &created.token)?;
+                    println!(
+                        "rotated admin credential {} ({id} → {}); the new secret is in {} (mode 0600), the old one no longer works",
+                        safe(&created.info.name),
+                        created.info.id,
+                        path.display()
+                    );
+                }
+                (None, true) => println!("{}", serde_json::to_string_pretty(&created)?),
+                (None, false) => {
+                    println!("{}", created.token);
+                    eprintln!(
+                        "rotated admin credential {} ({id} → {}); the old one no longer works",
+                        safe(&created.info.name),
+                        created.info.id
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An admin credential's id, from an id or the name of one not revoked.
+async fn resolve_admin_token(client: &ApiClient, id_or_name: &str) -> anyhow::Result<uuid::Uuid> {
+    if let Ok(id) = uuid::Uuid::parse_str(id_or_name) {
+        return Ok(id);
+    }
+    let matching: Vec<_> = client
+        .list_admin_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.name == id_or_name)
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.id),
+        [] => bail!(
+            "{}: no admin credential named {:?} that is not revoked; list them with `tether admin-tokens list`",
+            tether_wire::ErrorCode::NotFound,
+            safe(id_or_name)
+        ),
+        many => bail!(
+            "{} admin credentials are named {:?}; pass one of their IDs: {}",
+            many.len(),
+            safe(id_or_name),
+            many.iter()
+                .map(|t| t.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Writes a secret to `path`, mode 0600, replacing it atomically.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    // NamedTempFile is created 0600 already.
+    writeln!(tmp, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+fn admin_token_table(tokens: &[tether_wire::AdminTokenInfo]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<9}  {:<20}  {:<20}\n",
+        "ID", "NAME", "STATE", "CREATED", "REVOKED"
+    );
+    for t in tokens {
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<9}  {:<20}  {:<20}\n",
+            t.id,
+            truncate(&safe(&t.name), 20),
+            if t.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            },
+            fmt_time(t.created_at),
+            t.revoked_at.map_or("-".to_owned(), fmt_time),
+        ));
+    }
+    out
+}
+
 /// A policy's doctor targets on one line, `-` when there are none.
 fn targets_text(targets: &[String]) -> String {
     if targets.is_empty() {
@@ -478,7 +619,7 @@ fn token_table(tokens: &[TokenInfo], now: OffsetDateTime) -> String {
             "{:<36}  {:<12}  {:<16}  {:<8}  {:>9}  {:<20}\n",
             t.id,
             t.kind.as_str(),
-            t.group,
+            safe(&t.group),
             state,
             uses,
             fmt_time(t.expires_at)
@@ -506,12 +647,12 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
         out.push_str(&format!(
             "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {:<9}  {}\n",
             a.id,
-            truncate(&a.name, 20),
+            truncate(&safe(&a.name), 20),
             a.kind.as_str(),
-            truncate(&a.group, 12),
+            truncate(&safe(&a.group), 12),
             a.status.as_str().to_uppercase(),
             ago(a.last_seen, now),
-            truncate(&a.version, 8),
+            truncate(&safe(&a.version), 8),
             crate::defs::in_policy_cell(a.in_policy),
             flags.join(",")
         ));
@@ -526,9 +667,9 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
 pub fn verdict_line(v: &DoctorSummary) -> String {
     format!(
         "{}{}: {}",
-        v.status.to_uppercase(),
+        safe(&v.status.to_uppercase()),
         v.code.map(|c| format!(" {c}")).unwrap_or_default(),
-        v.root_cause
+        safe(&v.root_cause)
     )
 }
 
@@ -570,7 +711,7 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
     let a = &d.summary;
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<18} {v}\n"));
-    line(&mut out, "Agent", format!("{} ({})", a.name, a.id));
+    line(&mut out, "Agent", format!("{} ({})", safe(&a.name), a.id));
     line(
         &mut out,
         "Status",
@@ -587,7 +728,7 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
     line(
         &mut out,
         "Kind / group",
-        format!("{} / {}", a.kind, a.group),
+        format!("{} / {}", a.kind, safe(&a.group)),
     );
     line(
         &mut out,
@@ -600,30 +741,30 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
     line(
         &mut out,
         "External IP",
-        a.external_ip.clone().unwrap_or_else(|| "-".into()),
+        a.external_ip.as_deref().map_or_else(|| "-".into(), safe),
     );
-    line(&mut out, "Version", a.version.clone());
+    line(&mut out, "Version", safe(&a.version));
     line(
         &mut out,
         "Host",
         format!(
             "{} ({}), internal {}",
-            d.facts.hostname,
-            d.facts.os,
-            d.facts.internal_ips.join(", ")
+            safe(&d.facts.hostname),
+            safe(&d.facts.os),
+            safe(&d.facts.internal_ips.join(", "))
         ),
     );
     line(
         &mut out,
         "Proxy",
-        d.proxy.clone().unwrap_or_else(|| "none".into()),
+        d.proxy.as_deref().map_or_else(|| "none".into(), safe),
     );
     line(
         &mut out,
         "Policy",
         format!(
             "{} rev {}: every {} s ± {} %, Inactive after {} s of silence",
-            d.policy.name,
+            safe(&d.policy.name),
             d.policy.revision,
             d.checkin_interval_secs,
             d.policy.jitter_percent,
@@ -643,7 +784,11 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
         // An agent that reports versions but no channel state predates
         // definitions channels: show what it reported.
         for (channel, version) in &d.definitions {
-            line(&mut out, "Definitions", format!("{channel}: {version}"));
+            line(
+                &mut out,
+                "Definitions",
+                format!("{}: {}", safe(channel), safe(version)),
+            );
         }
     }
     if d.last_errors.is_empty() {
@@ -654,10 +799,11 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
                 &mut out,
                 "Last error",
                 format!(
-                    "[{subsystem}] {} {}: {} Action: {}",
+                    "[{}] {} {}: {} Action: {}",
+                    safe(subsystem),
                     fmt_time(e.at),
                     e.code,
-                    e.message,
+                    safe(&e.message),
                     e.code.action()
                 ),
             );
@@ -671,7 +817,7 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
                 format!("{} ({})", verdict_line(v), fmt_time(v.at)),
             );
             if !v.action.is_empty() {
-                line(&mut out, "  action", v.action.clone());
+                line(&mut out, "  action", safe(&v.action));
             }
             if let Some(b) = v.bundle_id {
                 line(
@@ -683,15 +829,55 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
         }
         None => line(&mut out, "Last doctor", "never run".into()),
     }
-    out.push_str("Status history (newest first):\n");
-    for t in &d.transitions {
-        out.push_str(&format!(
-            "  {}  {} -> {}  {}\n",
-            fmt_time(t.at),
-            t.from.map_or("-".to_owned(), |s| s.as_str().to_owned()),
-            t.to,
-            t.reason
+    out.push_str(&history_text(d));
+    out
+}
+
+/// The status history, newest first, with the control plane's own outages
+/// in between: they say why a silence led to no transition.
+fn history_text(d: &AgentDetail) -> String {
+    let mut lines: Vec<(OffsetDateTime, String)> = d
+        .transitions
+        .iter()
+        .map(|t| {
+            (
+                t.at,
+                format!(
+                    "  {}  {} -> {}  {}\n",
+                    fmt_time(t.at),
+                    t.from.map_or("-".to_owned(), |s| s.as_str().to_owned()),
+                    t.to,
+                    safe(&t.reason)
+                ),
+            )
+        })
+        .collect();
+    // Only outages within the history shown: older ones explain nothing here.
+    let oldest = d.transitions.last().map(|t| t.at);
+    for o in d
+        .outages
+        .iter()
+        .filter(|o| oldest.is_none_or(|oldest| o.ended_at >= oldest))
+    {
+        lines.push((
+            o.ended_at,
+            format!(
+                "  {}  (control plane {} after {} down since {}; every Active agent got a full threshold again)\n",
+                fmt_time(o.ended_at),
+                match o.kind {
+                    tether_wire::OutageKind::Restart => "restarted",
+                    tether_wire::OutageKind::Store => "store recovered",
+                },
+                tether_server::status::human(o.ended_at - o.started_at),
+                fmt_time(o.started_at),
+            ),
         ));
+    }
+    // Stable: at equal times, transitions stay before outages.
+    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out = String::from("Status history (newest first):\n");
+    for (_, line) in lines {
+        out.push_str(&line);
     }
     out
 }

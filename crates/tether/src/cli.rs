@@ -34,6 +34,9 @@ pub enum Command {
     /// Inspect and manage agents (admin API).
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Admin API credentials: create, list, revoke and rotate (admin API).
+    #[command(subcommand)]
+    AdminTokens(AdminTokensCommand),
     /// Inspect and set policies (admin API).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -60,16 +63,19 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// The server's flags. Each also has a `TETHER_*` variable, read by the
+/// config layering (not by clap), so `tether config show` can tell a flag
+/// from the environment.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address to listen on (default 127.0.0.1:8443).
-    #[arg(long, env = "TETHER_LISTEN")]
+    /// Address to listen on (default 127.0.0.1:8443; env TETHER_LISTEN).
+    #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Data directory: SQLite database, PKI, admin credential (default ./tether-data).
-    #[arg(long, env = "TETHER_DATA_DIR")]
+    /// Data directory: SQLite database, PKI, admin credential (default ./tether-data; env TETHER_DATA_DIR).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Database URL: sqlite:///path/tether.db or postgres://user@host/db (default SQLite in the data dir).
-    #[arg(long, env = "TETHER_DATABASE_URL")]
+    /// Database URL: sqlite:///path/tether.db or postgres://user@host/db (default SQLite in the data dir; env TETHER_DATABASE_URL).
+    #[arg(long)]
     pub database_url: Option<String>,
     /// A TOML config file (fields of ServerConfig; unknown fields are refused).
     #[arg(long, env = "TETHER_CONFIG")]
@@ -140,6 +146,47 @@ pub enum TokenCommand {
         #[command(flatten)]
         conn: AdminConn,
         id: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokensCommand {
+    /// Create a named admin credential; its secret is printed once.
+    Create {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// 1-64 characters of A-Z a-z 0-9 . _ - (not "bootstrap").
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List admin credentials, revoked ones included (secrets are never shown).
+    List {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin credential (by ID, or by the name of one not revoked);
+    /// it stops working at once. The last working one cannot be revoked.
+    Revoke {
+        #[command(flatten)]
+        conn: AdminConn,
+        id_or_name: String,
+    },
+    /// Replace an admin credential by a new one of the same name; the old
+    /// one stops working at once. The new secret is printed, or written to
+    /// --out (mode 0600), e.g. the server's admin.token for "bootstrap".
+    Rotate {
+        #[command(flatten)]
+        conn: AdminConn,
+        id_or_name: String,
+        /// Write the new secret to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -364,6 +411,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server_cmd::run(args).await,
         Command::Token(cmd) => admin::token(cmd).await,
         Command::Agents(cmd) => admin::agents(cmd).await,
+        Command::AdminTokens(cmd) => admin::admin_tokens(cmd).await,
         Command::Policy(cmd) => admin::policy(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,
@@ -598,6 +646,31 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn admin_tokens_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "admin-tokens",
+            "rotate",
+            "bootstrap",
+            "--out",
+            "tether-data/admin.token",
+        ])
+        .expect("parses");
+        let Command::AdminTokens(AdminTokensCommand::Rotate {
+            id_or_name, out, ..
+        }) = cli.command
+        else {
+            panic!("not rotate");
+        };
+        assert_eq!(id_or_name, "bootstrap");
+        assert_eq!(out, Some(PathBuf::from("tether-data/admin.token")));
+        assert!(Cli::try_parse_from(["tether", "admin-tokens", "create"]).is_err());
+        assert!(Cli::try_parse_from(["tether", "admin-tokens", "create", "--name", "ci"]).is_ok());
+        assert!(Cli::try_parse_from(["tether", "admin-tokens", "list", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["tether", "admin-tokens", "revoke", "ci"]).is_ok());
     }
 
     #[test]

@@ -541,18 +541,9 @@ fn not_in_policy_reason(d: &AgentDetail) -> String {
 }
 
 /// Text an agent (or anyone) reported, safe for one terminal line: control
-/// characters become spaces and very long values are cut.
+/// characters are escaped (see [`crate::display`]) and very long values cut.
 fn printable(s: &str) -> String {
-    const MAX: usize = 300;
-    let mut out: String = s
-        .chars()
-        .take(MAX)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.chars().count() > MAX {
-        out.push('…');
-    }
-    out
+    crate::display::safe_cut(s, 300)
 }
 
 #[cfg(test)]
@@ -706,6 +697,7 @@ mod tests {
             last_doctor: None,
             defs,
             in_policy,
+            outages: Vec::new(),
         }
     }
 
@@ -876,7 +868,7 @@ mod tests {
 
     #[test]
     fn hostile_text_stays_on_one_line() {
-        assert_eq!(printable("a\nb\rc\x1b"), "a b c ");
+        assert_eq!(printable("a\nb\rc\x1b"), "a\\nb\\rc\\u{1b}");
         let long = "x".repeat(1000);
         assert_eq!(printable(&long).chars().count(), 301);
         assert_eq!(

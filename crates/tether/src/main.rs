@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod cli;
 mod defs;
+mod display;
 mod endpoint;
 mod quickstart;
 mod server_cmd;

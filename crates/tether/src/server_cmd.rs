@@ -4,38 +4,32 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
-use tether_server::{RunningServer, ServerConfig};
+use tether_server::{Flags, RunningServer, ServerConfig};
 
 use crate::cli::ServerArgs;
 use crate::endpoint::Endpoint;
 
-/// Builds the effective config: defaults, then the file, then env, then flags.
+/// Builds the effective config: defaults, then the file, then `TETHER_*`
+/// env, then flags (figment does the layering and remembers each source).
 pub fn effective_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
-    let mut config = match &args.config {
-        Some(path) => ServerConfig::from_toml_file(path)?,
-        None => ServerConfig::default(),
+    let flags = Flags {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
     };
-    config.apply_env(|k| std::env::var(k).ok())?;
-    if let Some(listen) = args.listen {
-        config.set_from_cli_listen(listen);
-    }
-    if let Some(dir) = &args.data_dir {
-        config.set_from_cli_data_dir(dir.clone());
-    }
-    if let Some(url) = &args.database_url {
-        config.set_from_cli_database_url(url.clone());
-    }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        config.set_from_cli_tls(cert.clone(), key.clone());
-    }
-    Ok(config)
+    Ok(ServerConfig::load(
+        args.config.as_deref(),
+        |k| std::env::var(k).ok(),
+        &flags,
+    )?)
 }
 
 pub fn show_config(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let config = effective_config(&args)?;
     for (field, value, source) in config.describe() {
-        println!("{field:<24} {value:<40} ({source})");
+        println!("{field:<34} {value:<40} ({source})");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -53,8 +47,7 @@ pub fn init_tracing() {
 /// Starts the server and records where it listens for local admin commands.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // The server creates the data dir itself, mode 0700.
     let server = tether_server::start(config, Arc::new(tether_wire::SystemClock)).await?;
     Endpoint {
         url: server.url.clone(),

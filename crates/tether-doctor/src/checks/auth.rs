@@ -1,17 +1,23 @@
-//! `auth`: the agent's credential is accepted. There is no side-effect-free
-//! authenticated endpoint, so this sends a REAL check-in (`POST
-//! /v1/agent/checkin`) with the facts the agent itself reports; the
-//! evidence says so (`side_effect`). Before enrollment, it reports "not
-//! enrolled" and what the server last said about the token, if known.
+//! `auth`: the agent's credential is accepted. It asks the server's
+//! read-only probe (`GET /v1/agent/probe`), which records nothing: unlike a
+//! check-in it neither hands out (and so loses) queued actions nor replaces
+//! what the server knows of the agent's last errors and definitions. A
+//! server too old to have the probe is reported as such (a warning naming
+//! TETHER-E2205); the doctor never falls back to a check-in. Before
+//! enrollment, it reports "not enrolled" and what the server last said
+//! about the token, if known.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tether_wire::{ApiError, CheckinRequest, CheckinResponse, ErrorCode};
+use tether_wire::{AgentProbe, ApiError, ErrorCode};
 
 use super::Ctx;
 use crate::engine::TaskOutput;
 use crate::report::{CheckResult, rfc3339};
+
+/// The probe's path on the control plane.
+pub const PROBE_PATH: &str = "/v1/agent/probe";
 
 pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
     let mut r = CheckResult::pass("auth", "Credential").with("enrolled", ctx.input.enrolled);
@@ -31,27 +37,18 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
     }
     r.set(
         "side_effect",
-        "a real check-in was sent (POST /v1/agent/checkin) with this agent's facts",
+        "none: a read-only probe (GET /v1/agent/probe) that records nothing",
     );
-    let body = CheckinRequest {
-        defs: Vec::new(),
-        agent_version: ctx.input.agent_version.clone(),
-        facts: ctx.input.facts.clone(),
-        definitions: Default::default(),
-        last_errors: Default::default(),
-        proxy: ctx.proxy.as_ref().map(|p| p.redacted()),
-    };
     let sent = async {
         let url = ctx
             .input
             .server
-            .join("/v1/agent/checkin")
+            .join(PROBE_PATH)
             .map_err(|e| e.to_string())?;
-        let json = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-        let req = http::Request::post("/")
+        let req = http::Request::get(PROBE_PATH)
             .header(http::header::AUTHORIZATION, format!("Bearer {credential}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Bytes::from(json))
+            .header(http::header::ACCEPT, "application/json")
+            .body(Bytes::new())
             .map_err(|e| e.to_string())?;
         let transport = ctx.transport().map_err(|e| e.to_string())?;
         transport.request(&url, req).await.map_err(|e| {
@@ -70,13 +67,13 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
                 None => (ErrorCode::Internal, msg),
             };
             return TaskOutput::gated_by_failures(vec![
-                r.fail(code, format!("The check-in failed: {text}.")),
+                r.fail(code, format!("The credential probe failed: {text}.")),
             ]);
         }
     };
     r.set("status", resp.status);
     if (200..300).contains(&resp.status) {
-        match serde_json::from_slice::<CheckinResponse>(&resp.body) {
+        match serde_json::from_slice::<AgentProbe>(&resp.body) {
             Ok(reply) => {
                 r.set("agent_status", reply.status.as_str());
                 r.set("server_time", rfc3339(reply.server_time));
@@ -88,27 +85,36 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
             }
             Err(e) => TaskOutput::gated_by_failures(vec![r.fail(
                 ErrorCode::HttpProtocol,
-                format!("The check-in reply does not match the API schema: {e}."),
+                format!("The probe reply does not match the API schema: {e}."),
             )]),
         }
     } else {
         let problem;
         let code;
         match serde_json::from_slice::<ApiError>(&resp.body) {
+            // An older server answers its own 404 for a route it lacks.
+            Ok(err) if err.code == ErrorCode::NotFound => {
+                r.set("error_code", err.code.as_str());
+                let r = r.warn(
+                    ErrorCode::CredentialProbeUnsupported,
+                    "The server is older than this agent and has no read-only credential probe, so the credential was not tested; no check-in was sent in its place.",
+                );
+                return TaskOutput::gated_by_failures(vec![r]);
+            }
             Ok(err) => {
                 code = err.code;
                 problem = match err.code {
                     ErrorCode::AgentCredentialRejected => {
                         "The server rejected this agent's credential: the agent was removed or re-registered elsewhere.".to_owned()
                     }
-                    _ => format!("The check-in was refused ({}): {}", resp.status, err.message),
+                    _ => format!("The probe was refused ({}): {}", resp.status, err.message),
                 };
                 r.set("error_code", err.code.as_str());
             }
             Err(_) => {
                 code = ErrorCode::HttpUnexpectedStatus;
                 problem = format!(
-                    "The check-in was answered with HTTP {} and a body that is not a Tether error.",
+                    "The probe was answered with HTTP {} and a body that is not a Tether error.",
                     resp.status
                 );
             }

@@ -1,5 +1,5 @@
 //! A Tether-like HTTPS server on 127.0.0.1 (tokio-rustls + hyper): `/health`
-//! answers like the control plane, `/v1/agent/checkin` accepts one
+//! answers like the control plane, `/v1/agent/probe` accepts one
 //! credential; or, in portal mode, every path answers a captive portal.
 
 use std::convert::Infallible;
@@ -116,7 +116,7 @@ async fn handle(
                 r#"{{"service":"tether","status":"ok","version":"0.2.0","store":{{"backend":"sqlite","ok":true}},"server_time":"{now_s}"}}"#
             ),
         ),
-        "/v1/agent/checkin" => {
+        "/v1/agent/probe" => {
             let auth = req
                 .headers()
                 .get("authorization")
@@ -127,7 +127,7 @@ async fn handle(
                     200,
                     "application/json",
                     format!(
-                        r#"{{"agent_id":"7f0c4c8e-1d7e-4b8e-9d43-5d6f0e1a2b3c","status":"active","policy":{{"name":"default","revision":1,"checkin_interval_secs":60,"jitter_percent":10}},"actions":[],"server_time":"{now_s}","current_agent_version":"9.9.9"}}"#
+                        r#"{{"agent_id":"7f0c4c8e-1d7e-4b8e-9d43-5d6f0e1a2b3c","status":"active","server_time":"{now_s}","current_agent_version":"9.9.9"}}"#
                     ),
                 )
             } else {

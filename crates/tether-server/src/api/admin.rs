@@ -7,16 +7,18 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use tether_store::AgentFilter;
 use tether_wire::{
-    ActionInfo, ActionKind, AgentDetail, AgentStatus, AgentSummary, BundleInfo, CreateTokenRequest,
-    CreatedToken, ErrorCode, Policy, PolicyUpdate, TokenInfo,
+    ActionInfo, ActionKind, AdminTokenInfo, AgentDetail, AgentStatus, AgentSummary, BundleInfo,
+    CreateAdminTokenRequest, CreateTokenRequest, CreatedAdminToken, CreatedToken, ErrorCode,
+    Policy, PolicyUpdate, TokenInfo,
 };
 use uuid::Uuid;
 
-use super::ApiFailure;
 use super::error::ApiResult;
 use super::extract::{Bearer, json};
-use crate::service::{Ctx, actions, agents, auth, bundles, policies, tokens};
+use super::{ApiFailure, paging};
+use crate::service::{Ctx, actions, admin_tokens, agents, auth, bundles, policies, tokens};
 
 async fn admin(ctx: &Ctx, bearer: &Bearer) -> ApiResult<()> {
     auth::admin(ctx, bearer.as_deref())
@@ -53,12 +55,75 @@ pub async fn create_token(
     Ok(Json(service(&ctx, tokens::create(&ctx, body).await)?))
 }
 
+/// `GET /v1/admin/tokens?limit=N&after=CURSOR`, paged.
 pub async fn list_tokens(
     State(ctx): State<Ctx>,
     bearer: Bearer,
-) -> ApiResult<Json<Vec<TokenInfo>>> {
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     admin(&ctx, &bearer).await?;
-    Ok(Json(service(&ctx, tokens::list(&ctx).await)?))
+    let (limit, after) = page_only(&ctx, raw.as_deref())?;
+    let (rows, next): (Vec<TokenInfo>, _) = service(&ctx, tokens::list(&ctx, after, limit).await)?;
+    Ok(paging::reply(rows, next))
+}
+
+/// Reads a query of `limit` and `after` only.
+fn page_only(ctx: &Ctx, raw: Option<&str>) -> ApiResult<(u32, Option<tether_store::Cursor>)> {
+    let pairs = super::defs::query(ctx, raw, &["limit", "after"])?;
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    paging::page(ctx, get("limit"), get("after"))
+}
+
+/// `POST /v1/admin/admin-tokens`.
+pub async fn create_admin_token(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<CreatedAdminToken>)> {
+    admin(&ctx, &bearer).await?;
+    let body: CreateAdminTokenRequest = json(&ctx, request).await?;
+    let created = service(&ctx, admin_tokens::create(&ctx, body).await)?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /v1/admin/admin-tokens?limit=N&after=CURSOR`, paged.
+pub async fn list_admin_tokens(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    admin(&ctx, &bearer).await?;
+    let (limit, after) = page_only(&ctx, raw.as_deref())?;
+    let (rows, next): (Vec<AdminTokenInfo>, _) =
+        service(&ctx, admin_tokens::list(&ctx, after, limit).await)?;
+    Ok(paging::reply(rows, next))
+}
+
+/// `POST /v1/admin/admin-tokens/{id}/revoke`.
+pub async fn revoke_admin_token(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<AdminTokenInfo>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, admin_tokens::revoke(&ctx, id).await)?))
+}
+
+/// `POST /v1/admin/admin-tokens/{id}/rotate`.
+pub async fn rotate_admin_token(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<CreatedAdminToken>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    Ok(Json(service(&ctx, admin_tokens::rotate(&ctx, id).await)?))
 }
 
 pub async fn revoke_token(
@@ -71,51 +136,47 @@ pub async fn revoke_token(
     Ok(Json(service(&ctx, tokens::revoke(&ctx, id).await)?))
 }
 
-/// Reads `?status=S&limit=N`; anything else is refused rather than ignored.
-fn agent_query(ctx: &Ctx, query: Option<&str>) -> ApiResult<(Option<AgentStatus>, Option<u32>)> {
-    let (mut status, mut limit) = (None, None);
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let invalid = |expected: &str| {
-            let shown: String = value.chars().take(40).collect();
-            ApiFailure::new(
-                ctx,
-                ErrorCode::InvalidField,
-                format!("query {key}={shown:?}: expected {expected}"),
-            )
-        };
-        match key {
-            "status" => {
-                status = Some(
-                    value
-                        .parse::<AgentStatus>()
-                        .map_err(|_| invalid("pending, active, inactive or stopped"))?,
-                )
-            }
-            "limit" => {
-                limit = Some(
-                    value
-                        .parse::<u32>()
-                        .map_err(|_| invalid("a whole number"))?,
-                )
-            }
-            _ => return Err(invalid("only the parameters status and limit")),
-        }
-    }
-    Ok((status, limit))
-}
-
+/// `GET /v1/admin/agents?status=S&group=G&limit=N&after=CURSOR`, paged:
+/// any other parameter is refused rather than ignored.
 pub async fn list_agents(
     State(ctx): State<Ctx>,
     bearer: Bearer,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Vec<AgentSummary>>> {
+) -> ApiResult<Response> {
     admin(&ctx, &bearer).await?;
-    let (status, limit) = agent_query(&ctx, query.as_deref())?;
-    Ok(Json(service(
+    let pairs = super::defs::query(
         &ctx,
-        agents::list(&ctx, status, limit).await,
-    )?))
+        query.as_deref(),
+        &["status", "group", "limit", "after"],
+    )?;
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let status = get("status")
+        .map(|v| {
+            v.parse::<AgentStatus>().map_err(|_| {
+                let shown: String = v.chars().take(40).collect();
+                ApiFailure::new(
+                    &ctx,
+                    ErrorCode::InvalidField,
+                    format!(
+                        "query status={shown:?}: expected pending, active, inactive or stopped"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let (limit, after) = paging::page(&ctx, get("limit"), get("after"))?;
+    let filter = AgentFilter {
+        status,
+        group: get("group").map(str::to_owned),
+    };
+    let (rows, next): (Vec<AgentSummary>, _) =
+        service(&ctx, agents::list(&ctx, &filter, after, limit).await)?;
+    Ok(paging::reply(rows, next))
 }
 
 pub async fn agent_detail(

@@ -11,14 +11,13 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tether_wire::{ChannelSummary, DefsVersion, ErrorCode};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use super::ApiFailure;
 use super::error::ApiResult;
-use super::extract::Bearer;
+use super::extract::{Bearer, PeerIp};
+use super::{ApiFailure, body};
 use crate::service::{Ctx, ServiceError, auth, defs};
 
 pub mod range;
@@ -60,7 +59,11 @@ fn channel_segment(ctx: &Ctx, path: Result<Path<String>, PathRejection>) -> ApiR
 
 /// Reads `?key=value` pairs (percent-decoded, `+` as space), refusing any
 /// key not in `allowed`.
-fn query(ctx: &Ctx, raw: Option<&str>, allowed: &[&str]) -> ApiResult<Vec<(String, String)>> {
+pub(crate) fn query(
+    ctx: &Ctx,
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> ApiResult<Vec<(String, String)>> {
     let mut out = Vec::new();
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -134,60 +137,17 @@ pub async fn publish(
 
 /// Reads a raw body of at most `defs_max_publish_bytes`.
 async fn octet_body(ctx: &Ctx, request: Request) -> ApiResult<Vec<u8>> {
-    let limit = ctx.settings.defs_max_publish_bytes;
-    let (parts, body) = request.into_parts();
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-        let text = ct.to_str().unwrap_or("(not text)");
-        let essence = text.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/octet-stream") {
-            return Err(ApiFailure::new(
-                ctx,
-                ErrorCode::UnsupportedMediaType,
-                format!("content type is {text:?}; expected \"application/octet-stream\""),
-            ));
-        }
-    }
-    let too_large = |observed: String| {
-        ApiFailure::new(
-            ctx,
-            ErrorCode::BodyTooLarge,
-            format!(
-                "the definitions file is {observed}; the limit is {limit} bytes (defs_max_publish_bytes)"
-            ),
-        )
+    let rules = body::Rules {
+        types: body::Types::IfGiven(&["application/octet-stream"]),
+        limit: ctx.settings.defs_max_publish_bytes,
+        timeout: PUBLISH_READ_TIMEOUT,
+        subject: "the definitions file",
+        limit_note: " (defs_max_publish_bytes)".to_owned(),
+        wrong_type: ErrorCode::UnsupportedMediaType,
+        unreadable: ErrorCode::InvalidField,
     };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared
-        && n > limit
-    {
-        return Err(too_large(format!("{n} bytes")));
-    }
-    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    let collected =
-        tokio::time::timeout(PUBLISH_READ_TIMEOUT, Limited::new(body, cap).collect()).await;
-    match collected {
-        Ok(Ok(c)) => Ok(Vec::from(c.to_bytes())),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(too_large("larger than that".to_owned()))
-        }
-        Ok(Err(e)) => Err(ApiFailure::new(
-            ctx,
-            ErrorCode::InvalidField,
-            format!("could not read the body: {e}"),
-        )),
-        Err(_) => Err(ApiFailure::new(
-            ctx,
-            ErrorCode::InvalidField,
-            format!(
-                "the body did not arrive within {} s",
-                PUBLISH_READ_TIMEOUT.as_secs()
-            ),
-        )),
-    }
+    let (_, bytes) = body::read(ctx, request, &rules).await?;
+    Ok(Vec::from(bytes))
 }
 
 /// `GET /v1/admin/defs/summary[?channel=]`.
@@ -231,7 +191,7 @@ pub async fn export(
     // The open file outlives its name: removing the directory now leaves
     // nothing behind, whatever becomes of the response.
     drop(dir);
-    let mut response = Response::new(stream(file, len));
+    let mut response = Response::new(stream(file, len, None, None));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -247,11 +207,39 @@ pub async fn export(
     Ok(response)
 }
 
-/// Streams `len` bytes of `file` from its current position, in chunks.
-fn stream(file: tokio::fs::File, len: u64) -> Body {
-    let chunks = futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+/// A streamed body's deadline: a first minute, plus the time its length
+/// takes at the slowest rate allowed. A reader that trickles is cut off
+/// then; one that stops reading is cut off sooner, by the connection's
+/// write timeout (see [`crate::http`]).
+pub fn stream_deadline(len: u64, min_bytes_per_sec: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(60 + len / u64::from(min_bytes_per_sec.max(1)))
+}
+
+/// Streams `len` bytes of `file` from its current position, in chunks,
+/// within `deadline` when one is given. `slot` (a per-address stream slot)
+/// is held until the body ends or is dropped, which frees it.
+fn stream(
+    file: tokio::fs::File,
+    len: u64,
+    deadline: Option<std::time::Duration>,
+    slot: Option<crate::limits::SlotGuard>,
+) -> Body {
+    let until = deadline.map(|d| tokio::time::Instant::now() + d);
+    let state = (file, len, slot);
+    let chunks = futures_util::stream::unfold(state, move |(mut file, left, slot)| async move {
         if left == 0 {
             return None;
+        }
+        if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            // Ending the body with an error makes hyper close the
+            // connection: the client sees a short read, not a complete file.
+            return Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client read too slowly",
+                )),
+                (file, 0, slot),
+            ));
         }
         let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
         let mut buf = vec![0_u8; want];
@@ -262,13 +250,13 @@ fn stream(file: tokio::fs::File, len: u64) -> Body {
                     std::io::ErrorKind::UnexpectedEof,
                     "the file ended early",
                 )),
-                (file, 0),
+                (file, 0, slot),
             )),
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
+                Some((Ok(Bytes::from(buf)), (file, left - n as u64, slot)))
             }
-            Err(e) => Some((Err(e), (file, 0))),
+            Err(e) => Some((Err(e), (file, 0, slot))),
         }
     });
     Body::from_stream(chunks)
@@ -304,6 +292,7 @@ fn cache_control(raw: &str) -> &'static str {
 /// Last-Modified and single byte ranges.
 pub async fn serve(
     State(ctx): State<Ctx>,
+    PeerIp(peer): PeerIp,
     path: Result<Path<String>, PathRejection>,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -412,8 +401,20 @@ pub async fn serve(
             .await
             .map_err(|_| not_found())?;
     }
+    // Only a body that is streamed takes a slot; a 304 or a 416 does not.
+    let slot = ctx.limits.defs_stream(peer).map_err(|t| {
+        ApiFailure::throttled(
+            &ctx,
+            t,
+            &format!(
+                "this address already streams {} definitions files at once (defs_streams_per_address)",
+                ctx.limits.settings().defs_streams_per_address
+            ),
+        )
+    })?;
+    let deadline = stream_deadline(count, ctx.settings.stream_min_bytes_per_sec);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    Ok((status, headers, stream(file, count)).into_response())
+    Ok((status, headers, stream(file, count, Some(deadline), slot)).into_response())
 }
 
 #[cfg(test)]

@@ -13,27 +13,51 @@ use crate::service::{Ctx, ServiceError};
 /// Seconds a client should wait after a store failure.
 pub const STORE_RETRY_AFTER_SECS: u32 = 5;
 
-/// A refusal, ready to send.
+/// A refusal, ready to send, and how many seconds the client should wait
+/// before trying again (`Retry-After`), when waiting helps.
 #[derive(Debug)]
-pub struct ApiFailure(pub ApiError);
+pub struct ApiFailure(pub ApiError, pub Option<u32>);
 
 impl ApiFailure {
     pub fn new(ctx: &Ctx, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiFailure(ApiError::new(code, message, ctx.now()))
+        ApiFailure(ApiError::new(code, message, ctx.now()), None)
+    }
+
+    /// A 429 TETHER-E3405 with `Retry-After`.
+    pub fn throttled(ctx: &Ctx, throttled: crate::limits::Throttled, what: &str) -> Self {
+        let secs = throttled.secs();
+        ApiFailure(
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!("{what}; retry in {secs} s"),
+                ctx.now(),
+            ),
+            Some(secs),
+        )
     }
 
     /// Converts a service error, logging what the client is not told.
     pub fn from_service(ctx: &Ctx, e: ServiceError) -> Self {
         match &e {
             ServiceError::Store(inner) => {
+                crate::service::outage::observe(ctx, inner);
                 warn!(code = %e.code(), error = %inner, "the store failed a request")
+            }
+            ServiceError::StoreTimeout { .. } => {
+                ctx.outages.note_failure(ctx.now());
+                warn!(code = %e.code(), error = %e, "the store did not answer a request in time")
+            }
+            ServiceError::Throttled { retry_after, .. } => {
+                debug!(code = %e.code(), error = %e, "throttled a request");
+                let secs = *retry_after;
+                return ApiFailure(e.to_api_error(ctx.now()), Some(secs));
             }
             ServiceError::Defs(inner) if e.code() == ErrorCode::Internal => {
                 warn!(code = %e.code(), error = %inner, "the definitions repository failed a request")
             }
             _ => debug!(code = %e.code(), error = %e, "refused a request"),
         }
-        ApiFailure(e.to_api_error(ctx.now()))
+        ApiFailure(e.to_api_error(ctx.now()), None)
     }
 }
 
@@ -41,16 +65,15 @@ impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let retry = matches!(
-            self.0.code,
-            ErrorCode::StoreUnavailable | ErrorCode::Internal
-        );
+        let retry = self.1.or(match self.0.code {
+            ErrorCode::StoreUnavailable | ErrorCode::Internal => Some(STORE_RETRY_AFTER_SECS),
+            _ => None,
+        });
         let mut response = (status, Json(self.0)).into_response();
-        if retry {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(STORE_RETRY_AFTER_SECS),
-            );
+        if let Some(secs) = retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -63,25 +63,22 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             time::macros::datetime!(2026-05-17 12:00 UTC),
         ));
-        let settings = Settings {
-            current_agent_version: "1.0.0".into(),
-            inactive_grace_secs: 10,
-            max_body_bytes: 1024,
-            defs_grace_secs: 3600,
-            defs_max_publish_bytes: 1024,
-        };
+        let config = crate::ServerConfig::default();
         // The directory may go when the test ends; nothing reads it after.
         let dir = tempfile::tempdir().expect("temp dir");
         let defs = tether_defs::repo::Repo::open(&dir.path().join("defs"), clock.clone())
             .await
             .expect("opens the definitions repository");
-        Ctx {
+        Ctx::new(
             store,
             defs,
             clock,
-            settings: Arc::new(settings),
-            policies: Default::default(),
-        }
+            Settings::from_config(&config),
+            crate::limits::LimitSettings::from_config(&config),
+            "test",
+        )
+        .await
+        .expect("builds the context")
     }
 
     async fn call(router: Router, path: &str) -> (StatusCode, ApiError) {

@@ -63,28 +63,29 @@ pub async fn queue_group(
     kind: ActionKind,
 ) -> Result<Vec<ActionInfo>, ServiceError> {
     check_kind(&kind)?;
-    let members: Vec<Uuid> = ctx
-        .store
-        .list_agents(None, super::agents::MAX_LIST)
-        .await?
-        .into_iter()
-        .filter(|a| a.group == group)
-        .map(|a| a.id)
-        .collect();
-    if members.is_empty() {
+    // Every member, a page at a time: a group larger than a page is not cut.
+    let mut pages = super::agents::Pages::new(tether_store::AgentFilter {
+        status: None,
+        group: Some(group.to_owned()),
+    });
+    let mut members = 0_usize;
+    let mut queued = Vec::new();
+    while let Some(page) = pages.next(ctx).await? {
+        members += page.len();
+        for a in page {
+            match queue_checked(ctx, a.id, kind.clone()).await {
+                Ok(action) => queued.push(action),
+                // Removed since it was listed: nothing to queue for it.
+                Err(ServiceError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if members == 0 {
         return Err(ServiceError::NotFound {
             what: "group",
             id: group.chars().take(64).collect(),
         });
-    }
-    let mut queued = Vec::with_capacity(members.len());
-    for id in members {
-        match queue_checked(ctx, id, kind.clone()).await {
-            Ok(action) => queued.push(action),
-            // Removed since it was listed: nothing to queue for it.
-            Err(ServiceError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
     }
     info!(group = %group, agents = queued.len(), kind = ?kind, "queued an action for a group");
     Ok(queued)
@@ -157,6 +158,19 @@ pub async fn complete(
     text("message", &result.message)?;
     if let Some(d) = &result.doctor {
         summary(d)?;
+        if let Some(bundle) = d.bundle_id
+            && let Err(not_owned) = super::bundles::check_owned(ctx, agent, bundle).await
+        {
+            // An action that is not this agent's is the first thing wrong.
+            let own = ctx.store.list_actions(agent.id, MAX_LIST).await?;
+            if !own.iter().any(|a| a.id == action_id) {
+                return Err(ServiceError::NotFound {
+                    what: "action",
+                    id: action_id.to_string(),
+                });
+            }
+            return Err(not_owned);
+        }
     }
     let done = ctx
         .store

@@ -1,17 +1,64 @@
 //! The admin's view of the fleet: list, inspect, approve, remove.
 
-use tether_store::{AgentRecord, StoreError};
-use tether_wire::{AgentDetail, AgentStatus, AgentSummary};
+use tether_store::{AgentFilter, AgentRecord, Cursor, StoreError};
+use tether_wire::{AgentDetail, AgentSummary};
 use tracing::info;
 use uuid::Uuid;
 
 use super::{Ctx, ServiceError, defs, policies};
 use crate::status;
 
-/// The most agents one list call returns.
-pub const MAX_LIST: u32 = 10_000;
+/// Rows per page when the server walks every agent itself (group actions,
+/// the definitions summary).
+pub const PAGE: u32 = 1000;
 /// How many transitions the detail view shows, newest first.
 pub const DETAIL_TRANSITIONS: u32 = 100;
+/// How many of the control plane's outages the detail view shows.
+pub const DETAIL_OUTAGES: u32 = 20;
+
+/// Walks every agent that matches a filter, a page at a time: no listing
+/// stops silently at a cap.
+#[derive(Debug)]
+pub struct Pages {
+    filter: AgentFilter,
+    after: Option<Cursor>,
+    done: bool,
+}
+
+impl Pages {
+    pub fn new(filter: AgentFilter) -> Pages {
+        Pages {
+            filter,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` once every agent was returned.
+    pub async fn next(&mut self, ctx: &Ctx) -> Result<Option<Vec<AgentRecord>>, ServiceError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = ctx
+            .store
+            .list_agents_page(&self.filter, self.after.as_ref(), PAGE)
+            .await?;
+        self.done = page.len() < PAGE as usize;
+        self.after = page.last().map(cursor);
+        if page.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(page))
+    }
+}
+
+/// Where a listing resumes after `a`.
+pub fn cursor(a: &AgentRecord) -> Cursor {
+    Cursor {
+        at: a.enrolled_at,
+        id: a.id,
+    }
+}
 
 /// An agent as the fleet list shows it; `in_policy` comes from
 /// [`in_policy`] (the definitions computation).
@@ -42,26 +89,30 @@ fn not_found(id: Uuid) -> impl Fn(StoreError) -> ServiceError {
     }
 }
 
+/// One page of the fleet list, and where the next page starts (`None` on
+/// the last page).
 pub async fn list(
     ctx: &Ctx,
-    status: Option<AgentStatus>,
-    limit: Option<u32>,
-) -> Result<Vec<AgentSummary>, ServiceError> {
-    let limit = limit.unwrap_or(MAX_LIST);
-    if limit == 0 || limit > MAX_LIST {
-        return Err(ServiceError::invalid(
-            "limit",
-            limit,
-            format!("1 to {MAX_LIST}"),
-        ));
-    }
-    let agents = ctx.store.list_agents(status, limit).await?;
+    filter: &AgentFilter,
+    after: Option<Cursor>,
+    limit: u32,
+) -> Result<(Vec<AgentSummary>, Option<Cursor>), ServiceError> {
+    let agents = ctx
+        .store
+        .list_agents_page(filter, after.as_ref(), limit)
+        .await?;
+    let next = (agents.len() == limit as usize)
+        .then(|| agents.last().map(cursor))
+        .flatten();
     let in_policy = in_policy(ctx, &agents).await?;
-    Ok(agents
-        .iter()
-        .zip(in_policy)
-        .map(|(a, p)| summary(a, &ctx.settings.current_agent_version, p))
-        .collect())
+    Ok((
+        agents
+            .iter()
+            .zip(in_policy)
+            .map(|(a, p)| summary(a, &ctx.settings.current_agent_version, p))
+            .collect(),
+        next,
+    ))
 }
 
 /// Whether each agent's definitions are in policy (`None` for an agent
@@ -98,6 +149,7 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
         .await
         .map_err(not_found(id))?;
     let last_doctor = ctx.store.last_doctor(id).await.map_err(not_found(id))?;
+    let outages = ctx.store.outages(a.enrolled_at, DETAIL_OUTAGES).await?;
     let published = defs::Published::load(ctx).await?;
     let (views, in_policy) = defs::agent_views(ctx, &published.channels(), &policy.defs, &a);
     Ok(AgentDetail {
@@ -113,6 +165,7 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
         inactive_after_secs: a.inactive_after_secs,
         transitions,
         last_doctor,
+        outages,
     })
 }
 

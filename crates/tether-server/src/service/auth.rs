@@ -18,16 +18,20 @@ pub async fn admin(ctx: &Ctx, bearer: Option<&str>) -> Result<(), ServiceError> 
             "malformed admin credential: expected a `tta_…` token",
         ));
     }
-    if ctx
-        .store
-        .admin_credential_valid(&secret::hash(token))
-        .await?
-    {
-        Ok(())
-    } else {
-        Err(ServiceError::AdminRejected(
+    let hash = secret::hash(token);
+    if ctx.store.admin_credential_valid(&hash).await? {
+        return Ok(());
+    }
+    // Only on a refusal: tell a revoked credential from an unknown one, so
+    // an admin with an old copy learns why.
+    match ctx.store.admin_credential_by_hash(&hash).await? {
+        Some(c) => Err(ServiceError::AdminCredentialRevoked {
+            name: c.name,
+            revoked_at: c.revoked_at.unwrap_or_else(|| ctx.now()),
+        }),
+        None => Err(ServiceError::AdminRejected(
             "admin credential not recognised by this server",
-        ))
+        )),
     }
 }
 

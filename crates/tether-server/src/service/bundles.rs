@@ -126,6 +126,29 @@ fn invalid(what: &str, e: &std::io::Error) -> ServiceError {
     ServiceError::BundleInvalid(format!("{what}: {e}"))
 }
 
+/// Whether `agent` may upload at all: only an agent that is served, not
+/// one still awaiting an admin's approval.
+pub fn may_upload(ctx: &Ctx, agent: &AgentRecord) -> Result<(), ServiceError> {
+    if crate::status::on_checkin(agent.into(), ctx.now())
+        == crate::status::CheckinVerdict::AwaitingApproval
+    {
+        return Err(ServiceError::PendingApproval {
+            agent_id: agent.id,
+            enrolled_at: agent.enrolled_at,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a bundle a doctor summary names is one `agent` uploaded, so
+/// an agent cannot make its verdict point at another agent's bundle.
+pub async fn check_owned(ctx: &Ctx, agent: &AgentRecord, id: Uuid) -> Result<(), ServiceError> {
+    match ctx.store.bundle_info(id).await? {
+        Some(b) if b.agent_id == agent.id => Ok(()),
+        _ => Err(ServiceError::BundleNotOwned { bundle_id: id }),
+    }
+}
+
 /// Stores an agent's upload.
 pub async fn upload(
     ctx: &Ctx,
@@ -139,6 +162,9 @@ pub async fn upload(
     .await
     .map_err(|e| ServiceError::Conflict(format!("the bundle check did not finish: {e}")))?;
     let inspected = inspected?;
+    if let Some(id) = inspected.verdict.as_ref().and_then(|v| v.bundle_id) {
+        check_owned(ctx, agent, id).await?;
+    }
     let sha256 = hex::encode(Sha256::digest(&data));
     let bundle = NewBundle {
         id: Uuid::new_v4(),

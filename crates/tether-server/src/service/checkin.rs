@@ -7,7 +7,7 @@
 //! makes them Active; approval itself never fakes a check-in.
 
 use tether_store::{AgentRecord, Checkin};
-use tether_wire::{CheckinRequest, CheckinResponse};
+use tether_wire::{AgentProbe, CheckinRequest, CheckinResponse};
 use tracing::{debug, info};
 
 use super::{Ctx, ServiceError, policies, validate};
@@ -73,6 +73,24 @@ pub async fn checkin(
         policy,
         actions,
         server_time: now,
+        current_agent_version: Some(ctx.settings.current_agent_version.clone()),
+    })
+}
+
+/// The read-only probe: the credential works, and what the server has
+/// recorded about the agent. Nothing is written and no action is handed out.
+/// An agent awaiting approval is told so, as at check-in.
+pub fn probe(ctx: &Ctx, agent: &AgentRecord) -> Result<AgentProbe, ServiceError> {
+    if status::on_checkin(agent.into(), ctx.now()) == CheckinVerdict::AwaitingApproval {
+        return Err(ServiceError::PendingApproval {
+            agent_id: agent.id,
+            enrolled_at: agent.enrolled_at,
+        });
+    }
+    Ok(AgentProbe {
+        agent_id: agent.id,
+        status: agent.status,
+        server_time: ctx.now(),
         current_agent_version: Some(ctx.settings.current_agent_version.clone()),
     })
 }

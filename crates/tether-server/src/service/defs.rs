@@ -18,9 +18,49 @@ use tether_wire::{AgentChannelView, AgentStatus, ChannelSummary, DefsPolicy, Def
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{Ctx, ServiceError, agents::MAX_LIST, policies};
+use super::{Ctx, ServiceError, agents, policies};
 
 pub mod policy;
+
+/// The repository's newest signed root, in memory. Enrollment hands it to
+/// every agent and is open to anyone, so it must not take the repository's
+/// lock (held through a whole publish) or read its state from disk. It is
+/// reloaded after every publish and every refresh round, which is also when
+/// a running server starts signing with keys rotated by `tether defs
+/// rotate-key`.
+#[derive(Debug)]
+pub struct PinnedRoot(std::sync::RwLock<std::sync::Arc<str>>);
+
+impl PinnedRoot {
+    pub async fn load(repo: &repo::Repo) -> Result<PinnedRoot, RepoError> {
+        Ok(PinnedRoot(std::sync::RwLock::new(
+            repo.root_json().await?.into(),
+        )))
+    }
+
+    /// The root as last loaded.
+    pub fn get(&self) -> std::sync::Arc<str> {
+        // Only ever replaced whole; a panic elsewhere cannot leave it torn.
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the repository's newest root again.
+    pub async fn reload(&self, repo: &repo::Repo) -> Result<(), RepoError> {
+        let root: std::sync::Arc<str> = repo.root_json().await?.into();
+        let mut current = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != root {
+            info!("the definitions root changed; enrollments now pin the new one");
+            *current = root;
+        }
+        Ok(())
+    }
+}
 
 /// How often the background task re-signs metadata nearing expiry. The
 /// timestamp lives a day and is re-signed past half its life, so 10 minutes
@@ -48,6 +88,9 @@ pub async fn publish(
     }
     let bytes = content.len();
     let version = ctx.defs.publish(channel, content, notes).await?;
+    if let Err(error) = ctx.defs_root.reload(&ctx.defs).await {
+        warn!(%error, "could not reload the definitions root after a publish");
+    }
     info!(
         channel = %version.channel,
         version = version.version,
@@ -114,6 +157,9 @@ pub async fn refresh_loop(ctx: Ctx, mut stop: watch::Receiver<bool>) {
             Ok(true) => info!("re-signed the definitions metadata"),
             Ok(false) => debug!("definitions metadata is fresh"),
             Err(error) => warn!(%error, "could not re-sign the definitions metadata"),
+        }
+        if let Err(error) = ctx.defs_root.reload(&ctx.defs).await {
+            warn!(%error, "could not reload the definitions root");
         }
     }
 }
@@ -219,64 +265,86 @@ pub async fn summary(
         }
     };
     let channels = published.channels();
-    let agents = ctx.store.list_agents(None, MAX_LIST).await?;
-    let policies = policies_of(ctx, &agents).await?;
-    let mut names: BTreeSet<&str> = published.0.keys().map(String::as_str).collect();
-    for p in policies.values() {
-        names.extend(p.channels.iter().map(String::as_str));
+    let empty = policy::Channel::new(Vec::new());
+    let grace = time::Duration::seconds(i64::from(ctx.settings.defs_grace_secs));
+    // One pass over every agent, a page at a time, counting per channel.
+    let mut counts: BTreeMap<String, Counts> = published
+        .0
+        .keys()
+        .map(|name| (name.clone(), Counts::default()))
+        .collect();
+    let mut pages = agents::Pages::new(tether_store::AgentFilter::default());
+    while let Some(page) = pages.next(ctx).await? {
+        let policies = policies_of(ctx, &page).await?;
+        for a in &page {
+            for s in &a.defs {
+                if let Some(v) = s.version {
+                    *counts
+                        .entry(s.channel.clone())
+                        .or_default()
+                        .on_version
+                        .entry(v)
+                        .or_default() += 1;
+                }
+            }
+            let Some(p) = policies.get(&a.policy) else {
+                continue;
+            };
+            let mut seen = BTreeSet::new();
+            for name in p.channels.iter().filter(|c| seen.insert(c.as_str())) {
+                let c = counts.entry(name.clone()).or_default();
+                c.subscribed += 1;
+                let state = a.defs.iter().find(|s| &s.channel == name);
+                let published_channel = channels.get(name.as_str()).unwrap_or(&empty);
+                let view = policy::channel_view(
+                    name,
+                    published_channel,
+                    state,
+                    a.status,
+                    ctx.now(),
+                    grace,
+                );
+                if view.in_policy && a.status == AgentStatus::Active {
+                    c.in_policy += 1;
+                }
+                if view.download_path_problem {
+                    c.download_problem += 1;
+                }
+            }
+        }
     }
     let mut out = Vec::new();
-    for name in names {
-        if channel.is_some_and(|c| c != name) {
+    for (name, c) in counts {
+        if channel.is_some_and(|want| want != name) {
             continue;
         }
-        // Agents per installed version, in one pass over the agents.
-        let mut on_version: HashMap<u64, u64> = HashMap::new();
-        for a in &agents {
-            if let Some(v) = a
-                .defs
-                .iter()
-                .find(|s| s.channel == name)
-                .and_then(|s| s.version)
-            {
-                *on_version.entry(v).or_default() += 1;
-            }
+        // A channel only reported by agents, neither published nor
+        // subscribed to by any policy, is not shown.
+        if !published.0.contains_key(&name) && c.subscribed == 0 {
+            continue;
         }
-        let mut versions = published.0.get(name).cloned().unwrap_or_default();
+        let mut versions = published.0.get(&name).cloned().unwrap_or_default();
         for v in &mut versions {
-            v.agents = on_version.get(&v.version).copied().unwrap_or(0);
+            v.agents = c.on_version.get(&v.version).copied().unwrap_or(0);
         }
-        let mut summary = ChannelSummary {
-            channel: name.to_owned(),
+        out.push(ChannelSummary {
+            channel: name,
             versions,
-            agents_subscribed: 0,
-            agents_in_policy: 0,
-            agents_download_problem: 0,
-        };
-        let empty = policy::Channel::new(Vec::new());
-        let published_channel = channels.get(name).unwrap_or(&empty);
-        let grace = time::Duration::seconds(i64::from(ctx.settings.defs_grace_secs));
-        for a in &agents {
-            let subscribed = policies
-                .get(&a.policy)
-                .is_some_and(|p| p.channels.iter().any(|c| c == name));
-            if !subscribed {
-                continue;
-            }
-            summary.agents_subscribed += 1;
-            let state = a.defs.iter().find(|s| s.channel == name);
-            let view =
-                policy::channel_view(name, published_channel, state, a.status, ctx.now(), grace);
-            if view.in_policy && a.status == AgentStatus::Active {
-                summary.agents_in_policy += 1;
-            }
-            if view.download_path_problem {
-                summary.agents_download_problem += 1;
-            }
-        }
-        out.push(summary);
+            agents_subscribed: c.subscribed,
+            agents_in_policy: c.in_policy,
+            agents_download_problem: c.download_problem,
+        });
     }
     Ok(out)
+}
+
+/// What [`summary`] counts per channel.
+#[derive(Debug, Default)]
+struct Counts {
+    on_version: HashMap<u64, u64>,
+    subscribed: u64,
+    in_policy: u64,
+    download_problem: u64,
 }
 
 impl From<RepoError> for ServiceError {

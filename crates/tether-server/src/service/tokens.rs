@@ -103,8 +103,21 @@ pub async fn create(ctx: &Ctx, req: CreateTokenRequest) -> Result<CreatedToken, 
     })
 }
 
-pub async fn list(ctx: &Ctx) -> Result<Vec<TokenInfo>, ServiceError> {
-    Ok(ctx.store.list_tokens().await?.iter().map(info).collect())
+/// One page of tokens, oldest first, and where the next page starts.
+pub async fn list(
+    ctx: &Ctx,
+    after: Option<tether_store::Cursor>,
+    limit: u32,
+) -> Result<(Vec<TokenInfo>, Option<tether_store::Cursor>), ServiceError> {
+    let rows = ctx.store.list_tokens_page(after.as_ref(), limit).await?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last())
+        .flatten()
+        .map(|t| tether_store::Cursor {
+            at: t.created_at,
+            id: t.id,
+        });
+    Ok((rows.iter().map(info).collect(), next))
 }
 
 pub async fn revoke(ctx: &Ctx, id: Uuid) -> Result<TokenInfo, ServiceError> {

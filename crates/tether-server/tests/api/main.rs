@@ -4,6 +4,7 @@ mod support;
 
 mod actions;
 mod defs;
+mod hardening;
 mod input;
 mod lifecycle;
 mod outage;

@@ -14,13 +14,26 @@ use uuid::Uuid;
 
 use crate::support::{self, Client, token_request};
 
-struct Switchable {
-    inner: Arc<dyn Store>,
-    down: AtomicBool,
+pub struct Switchable {
+    pub inner: Arc<dyn Store>,
+    pub down: AtomicBool,
+    /// Every call waits forever, as on a database that stopped answering.
+    pub hang: AtomicBool,
 }
 
 impl Switchable {
-    fn check(&self) -> Result<(), StoreError> {
+    pub fn new(inner: Arc<dyn Store>) -> Switchable {
+        Switchable {
+            inner,
+            down: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.down.load(Ordering::SeqCst) {
             Err(StoreError::Unavailable(
                 "connection refused (db.internal:5432)".into(),
@@ -37,7 +50,7 @@ impl Store for Switchable {
         self.inner.backend()
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.ping().await
     }
     async fn insert_admin_credential(
@@ -46,57 +59,57 @@ impl Store for Switchable {
         label: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.insert_admin_credential(hash, label, at).await
     }
     async fn admin_credential_valid(&self, hash: &SecretHash) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.admin_credential_valid(hash).await
     }
     async fn admin_credential_count(&self) -> Result<u64, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.admin_credential_count().await
     }
     async fn insert_token(&self, token: &NewToken) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.insert_token(token).await
     }
     async fn token_by_hash(&self, hash: &SecretHash) -> Result<Option<TokenRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.token_by_hash(hash).await
     }
     async fn token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.token(id).await
     }
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_tokens().await
     }
     async fn revoke_token(&self, id: Uuid, at: OffsetDateTime) -> Result<TokenRecord, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.revoke_token(id, at).await
     }
     async fn enroll(&self, enrollment: &Enrollment) -> Result<AgentRecord, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.enroll(enrollment).await
     }
     async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.agent(id).await
     }
     async fn agent_by_credential(
         &self,
         hash: &SecretHash,
     ) -> Result<Option<AgentRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.agent_by_credential(hash).await
     }
     async fn agent_by_previous_credential(
         &self,
         hash: &SecretHash,
     ) -> Result<Option<Uuid>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.agent_by_previous_credential(hash).await
     }
     async fn flag_credential_rejected(
@@ -104,7 +117,7 @@ impl Store for Switchable {
         id: Uuid,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.flag_credential_rejected(id, at).await
     }
     async fn list_agents(
@@ -112,11 +125,11 @@ impl Store for Switchable {
         status: Option<AgentStatus>,
         limit: u32,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_agents(status, limit).await
     }
     async fn record_checkin(&self, checkin: &Checkin) -> Result<AgentRecord, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.record_checkin(checkin).await
     }
     async fn change_status(
@@ -125,7 +138,7 @@ impl Store for Switchable {
         change: &StatusChange,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.change_status(id, change, at).await
     }
     async fn record_shutdown(
@@ -134,19 +147,19 @@ impl Store for Switchable {
         reason: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.record_shutdown(id, reason, at).await
     }
     async fn approve_agent(&self, id: Uuid, at: OffsetDateTime) -> Result<AgentRecord, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.approve_agent(id, at).await
     }
     async fn remove_agent(&self, id: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.remove_agent(id, at).await
     }
     async fn transitions(&self, id: Uuid, limit: u32) -> Result<Vec<Transition>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.transitions(id, limit).await
     }
     async fn overdue_agents(
@@ -154,19 +167,19 @@ impl Store for Switchable {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Overdue>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.overdue_agents(now, limit).await
     }
     async fn count_by_status(&self) -> Result<BTreeMap<AgentStatus, u64>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.count_by_status().await
     }
     async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.policy(name).await
     }
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_policies().await
     }
     async fn upsert_policy(
@@ -175,21 +188,21 @@ impl Store for Switchable {
         settings: &tether_store::PolicySettings,
         at: OffsetDateTime,
     ) -> Result<PolicyRecord, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.upsert_policy(name, settings, at).await
     }
     async fn insert_defs_version(
         &self,
         version: &tether_wire::DefsVersion,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.insert_defs_version(version).await
     }
     async fn list_defs_versions(
         &self,
         channel: Option<&str>,
     ) -> Result<Vec<tether_wire::DefsVersion>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_defs_versions(channel).await
     }
     async fn queue_action(
@@ -199,7 +212,7 @@ impl Store for Switchable {
         kind: &tether_wire::ActionKind,
         at: OffsetDateTime,
     ) -> Result<tether_wire::ActionInfo, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.queue_action(id, agent_id, kind, at).await
     }
     async fn take_actions(
@@ -208,7 +221,7 @@ impl Store for Switchable {
         at: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<tether_wire::ActionInfo>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.take_actions(agent_id, at, limit).await
     }
     async fn complete_action(
@@ -218,7 +231,7 @@ impl Store for Switchable {
         result: &tether_wire::ActionResult,
         at: OffsetDateTime,
     ) -> Result<tether_wire::ActionInfo, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner
             .complete_action(agent_id, action_id, result, at)
             .await
@@ -228,7 +241,7 @@ impl Store for Switchable {
         agent_id: Uuid,
         limit: u32,
     ) -> Result<Vec<tether_wire::ActionInfo>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_actions(agent_id, limit).await
     }
     async fn insert_bundle(
@@ -236,7 +249,7 @@ impl Store for Switchable {
         bundle: &NewBundle,
         keep: u32,
     ) -> Result<tether_wire::BundleInfo, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.insert_bundle(bundle, keep).await
     }
     async fn list_bundles(
@@ -244,22 +257,125 @@ impl Store for Switchable {
         agent_id: Uuid,
         limit: u32,
     ) -> Result<Vec<tether_wire::BundleInfo>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_bundles(agent_id, limit).await
     }
     async fn bundle(
         &self,
         id: Uuid,
     ) -> Result<Option<(tether_wire::BundleInfo, Vec<u8>)>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.bundle(id).await
     }
     async fn last_doctor(
         &self,
         agent_id: Uuid,
     ) -> Result<Option<tether_wire::DoctorSummary>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.last_doctor(agent_id).await
+    }
+    async fn create_admin_credential(
+        &self,
+        credential: &NewAdminCredential,
+    ) -> Result<AdminCredentialRecord, StoreError> {
+        self.check().await?;
+        self.inner.create_admin_credential(credential).await
+    }
+    async fn admin_credential_by_hash(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<AdminCredentialRecord>, StoreError> {
+        self.check().await?;
+        self.inner.admin_credential_by_hash(hash).await
+    }
+    async fn list_admin_credentials(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<AdminCredentialRecord>, StoreError> {
+        self.check().await?;
+        self.inner.list_admin_credentials(after, limit).await
+    }
+    async fn revoke_admin_credential(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<AdminCredentialRecord, StoreError> {
+        self.check().await?;
+        self.inner.revoke_admin_credential(id, at).await
+    }
+    async fn replace_admin_credential(
+        &self,
+        replaced: &Replaced,
+        new: &NewAdminCredential,
+        at: OffsetDateTime,
+    ) -> Result<(AdminCredentialRecord, u64), StoreError> {
+        self.check().await?;
+        self.inner.replace_admin_credential(replaced, new, at).await
+    }
+    async fn list_tokens_page(
+        &self,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.check().await?;
+        self.inner.list_tokens_page(after, limit).await
+    }
+    async fn list_agents_page(
+        &self,
+        filter: &AgentFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.check().await?;
+        self.inner.list_agents_page(filter, after, limit).await
+    }
+    async fn heartbeat(
+        &self,
+        instance: &str,
+        at: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.check().await?;
+        self.inner.heartbeat(instance, at).await
+    }
+    async fn record_outage(
+        &self,
+        outage: &NewOutage,
+    ) -> Result<tether_wire::ControlPlaneOutage, StoreError> {
+        self.check().await?;
+        self.inner.record_outage(outage).await
+    }
+    async fn outages(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::ControlPlaneOutage>, StoreError> {
+        self.check().await?;
+        self.inner.outages(since, limit).await
+    }
+    async fn prune_transitions(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.prune_transitions(before, limit).await
+    }
+    async fn prune_completed_actions(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.prune_completed_actions(before, limit).await
+    }
+    async fn prune_outages(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.prune_outages(before, limit).await
+    }
+    async fn bundle_info(&self, id: Uuid) -> Result<Option<tether_wire::BundleInfo>, StoreError> {
+        self.check().await?;
+        self.inner.bundle_info(id).await
     }
 }
 
@@ -268,10 +384,7 @@ async fn a_store_outage_is_a_503_with_retry_after_and_the_server_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = tether_server::default_database_url(dir.path());
     let inner = tether_store_sql::connect(&url).await.expect("sqlite opens");
-    let store = Arc::new(Switchable {
-        inner,
-        down: AtomicBool::new(false),
-    });
+    let store = Arc::new(Switchable::new(inner));
     let clock = ManualClock::new(support::epoch());
     let server = tether_server::start_with_store(
         support::config(dir.path()),

@@ -200,6 +200,15 @@ impl Client {
             .expect("TLS handshake")
     }
 
+    /// A TLS stream over a TCP connection the caller opened, verified for `name`.
+    pub async fn tls_on(&self, tcp: TcpStream, name: &str) -> TlsStream<TcpStream> {
+        let name = ServerName::try_from(name.to_owned()).expect("server name");
+        self.connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake")
+    }
+
     /// An HTTP/1.1 connection that can carry several requests.
     pub async fn connection(&self) -> SendRequest<Full<Bytes>> {
         let tls = self.tls("localhost").await;
