@@ -144,6 +144,7 @@ async fn admin_calls_carry_the_bearer_and_build_paths() {
         checkin_interval_secs: 30,
         jitter_percent: 10,
         targets: Vec::new(),
+        if_revision: None,
     };
     assert_eq!(c.put_policy("a b", &update).await.expect("puts"), policy());
     let err = c.list_tokens().await.expect_err("404");
