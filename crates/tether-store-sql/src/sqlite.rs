@@ -387,6 +387,7 @@ mod tests {
                         targets: Vec::new(),
                         defs: tether_wire::DefsPolicy::default(),
                     },
+                    None,
                     at,
                 )
                 .await

@@ -8,6 +8,7 @@ mod cli;
 mod defs;
 mod display;
 mod endpoint;
+mod policy;
 mod quickstart;
 mod server_cmd;
 
