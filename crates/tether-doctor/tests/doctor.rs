@@ -537,6 +537,23 @@ async fn a_revoked_credential_is_named() {
 }
 
 #[tokio::test]
+async fn an_older_server_without_the_probe_gets_no_check_in() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let leaf = ca.issue(&["localhost", "127.0.0.1"]);
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::OldTether).await;
+    let r = tether_doctor::run(input(server.port(), &ca), lab.world()).await;
+    let auth = r.check("auth").expect("an auth check");
+    assert!(matches!(auth.status, Status::Warn), "{}", r.to_text());
+    assert_eq!(auth.code, Some(ErrorCode::CredentialProbeUnsupported));
+    assert_eq!(
+        server::CHECKINS.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the doctor must not fall back to a check-in"
+    );
+}
+
+#[tokio::test]
 async fn a_certificate_revoked_by_its_crl() {
     let ca = Ca::root("Tether Lab CA");
     // The CRL server's address must be known before the leaf is issued.

@@ -769,6 +769,19 @@ mod tests {
     }
 
     #[test]
+    fn docs_server_config_md_names_every_field_and_variable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/server-config.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        for field in ServerConfig::fields() {
+            let row = format!("| `{field}` | `{}` |", env_var(&field));
+            assert!(
+                doc.contains(&row),
+                "docs/server-config.md has no row for {field}: add `{row} default | meaning |`"
+            );
+        }
+    }
+
+    #[test]
     fn database_passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://tether:s3cret@db:5432/t"),

@@ -12,8 +12,14 @@
 //! always explains it.
 //!
 //! Architecture Invariant: no secret is stored or logged. Tokens, agent
-//! credentials and admin tokens are kept as SHA-256 only; the admin token is
-//! written once, to a 0600 file.
+//! credentials and admin tokens are kept as SHA-256 only; the bootstrap
+//! admin token is written to a 0600 file in the 0700 data dir, and a
+//! rotated one replaces it there.
+//!
+//! Architecture Invariant: silence the control plane caused is not an
+//! agent's. After a start and after the store recovers, every Active agent
+//! gets a full threshold before the sweeper may declare it Inactive
+//! ([`service::outage`]).
 //!
 //! Architecture Invariant: no request is ever answered with a bare 500.
 //! Extractors never reject on their own; handlers map every failure to an

@@ -751,7 +751,7 @@ fn history_text(d: &AgentDetail) -> String {
         ));
     }
     // Stable: at equal times, transitions stay before outages.
-    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    lines.sort_by_key(|line| std::cmp::Reverse(line.0));
     let mut out = String::from("Status history (newest first):\n");
     for (_, line) in lines {
         out.push_str(&line);

@@ -611,7 +611,7 @@ mod tests {
              \x20 full     1.0 MiB compressed\n\
              \x20 deltas   from v11 → 10.2 KiB (1.0% of full, line)\n\
              \x20          from v10 → 51.2 KiB (5.0% of full, line)\n\
-             \x20 notes    weekly [31m\n"
+             \x20 notes    weekly\\u{1b}[31m\n"
         );
         let mut first = version(1, &[]);
         first.full_size = 0;

@@ -13,7 +13,14 @@ pub const GOOD_CREDENTIAL: &str = "good-credential";
 pub enum Mode {
     Tether,
     Portal,
+    /// A control plane from before the read-only probe: `/v1/agent/probe`
+    /// is an unknown route (its own 404 JSON), and check-ins are counted in
+    /// [`CHECKINS`].
+    OldTether,
 }
+
+/// Check-ins an [`Mode::OldTether`] server received.
+pub static CHECKINS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 pub struct Server;
 
@@ -49,6 +56,23 @@ async fn handle(req: Request, mode: Mode) -> Reply {
             "text/html",
             "<html><head><title>Guest Wi-Fi: please log in</title></head><body>Accept the terms</body></html>".into(),
         );
+    }
+    if let Mode::OldTether = mode {
+        match req.uri().path() {
+            "/v1/agent/probe" => {
+                return reply(
+                    404,
+                    "application/json",
+                    format!(
+                        r#"{{"code":"TETHER-E4004","message":"no route for GET /v1/agent/probe","action":"Check the ID","server_time":"{now_s}"}}"#
+                    ),
+                );
+            }
+            "/v1/agent/checkin" => {
+                CHECKINS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            _ => {}
+        }
     }
     match req.uri().path() {
         "/health" => reply(

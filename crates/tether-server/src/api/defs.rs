@@ -445,6 +445,21 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_body_gets_a_minute_plus_its_size_at_the_slowest_rate() {
+        use std::time::Duration;
+        assert_eq!(stream_deadline(0, 1024), Duration::from_secs(60));
+        assert_eq!(
+            stream_deadline(100 * 1024 * 1024, 1024),
+            Duration::from_secs(60 + 100 * 1024)
+        );
+        assert_eq!(
+            stream_deadline(10, 0),
+            Duration::from_secs(70),
+            "a rate of 0 is read as 1 byte/s, never a division by zero"
+        );
+    }
+
+    #[test]
     fn only_the_timestamp_is_revalidated() {
         assert_eq!(cache_control("metadata/timestamp.json"), "no-cache");
         assert_eq!(cache_control("metadata/3.snapshot.json"), IMMUTABLE);

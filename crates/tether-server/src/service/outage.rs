@@ -141,7 +141,10 @@ pub async fn before_sweep(ctx: &Ctx) -> bool {
     // The heartbeat is a write: it also proves the store takes writes again
     // (a held SQLite lock lets reads through).
     if let Err(error) = ctx.store.heartbeat(ctx.outages.instance(), now).await {
-        observe(ctx, &error);
+        if error.is_retriable() {
+            // Failing since this attempt began, not since it gave up.
+            ctx.outages.note_failure(now);
+        }
         warn!(%error, "the store failed the heartbeat; sweeping waits");
         return failing_since.is_none() && !error.is_retriable();
     }
@@ -149,6 +152,9 @@ pub async fn before_sweep(ctx: &Ctx) -> bool {
     let Some(since) = failing_since else {
         return true;
     };
+    // The grace runs from when the store took a write again, which may be
+    // well after this tick began (a write waits for a lock).
+    let back = ctx.now();
     match ctx
         .store
         .record_outage(&NewOutage {
@@ -156,7 +162,7 @@ pub async fn before_sweep(ctx: &Ctx) -> bool {
             kind: OutageKind::Store,
             instance: ctx.outages.instance().to_owned(),
             started_at: since,
-            ended_at: now,
+            ended_at: back,
         })
         .await
     {

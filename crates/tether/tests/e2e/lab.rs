@@ -40,11 +40,14 @@ pub fn agent_bin() -> PathBuf {
 }
 
 pub struct Server {
-    /// Killed when the test ends (kill_on_drop).
-    _child: Child,
+    /// Killed when the test ends (kill_on_drop); `None` while stopped.
+    child: Option<Child>,
     pub dir: Scratch,
     pub endpoint: Endpoint,
-    _db: Option<PgDatabase>,
+    db: Option<PgDatabase>,
+    /// What `--listen` was given, so a restart listens where agents look.
+    listen: String,
+    env: Vec<(String, String)>,
 }
 
 /// A fresh PostgreSQL database, dropped at the end of the test.
@@ -117,22 +120,58 @@ impl Server {
     }
 
     pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Server {
+        Server::start_listening(backend, "127.0.0.1:0".to_owned(), env).await
+    }
+
+    /// Like [`Server::start_with`], on a port that a [`Server::restart`]
+    /// listens on again, so running agents find the server back.
+    pub async fn start_restartable(backend: Backend, env: &[(&str, &str)]) -> Server {
+        Server::start_listening(backend, format!("127.0.0.1:{}", free_port()), env).await
+    }
+
+    async fn start_listening(backend: Backend, listen: String, env: &[(&str, &str)]) -> Server {
         let dir = Scratch::new("server");
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PgDatabase::create()),
         };
-        let database_url = db.as_ref().map(PgDatabase::url);
+        let mut server = Server {
+            child: None,
+            dir,
+            endpoint: Endpoint {
+                url: String::new(),
+                ca_fingerprint: String::new(),
+                ca_pem_path: PathBuf::new(),
+            },
+            db,
+            listen,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts the server process and waits until it wrote its endpoint.
+    async fn spawn(&mut self) {
+        let endpoint_file = self.dir.path().join("endpoint.json");
+        let _ = std::fs::remove_file(&endpoint_file);
         let mut cmd = Command::new(tether_bin());
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path());
-        if let Some(url) = &database_url {
-            cmd.args(["--database-url", url]);
+        cmd.args(["server", "--listen", &self.listen, "--data-dir"])
+            .arg(self.dir.path());
+        if let Some(url) = self.db.as_ref().map(PgDatabase::url) {
+            cmd.args(["--database-url", &url]);
         }
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
         let child = cmd
             .env("TETHER_LOG", "info")
             .stdin(Stdio::null())
@@ -142,8 +181,8 @@ impl Server {
             .spawn()
             .expect("tether server starts");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let endpoint = loop {
-            if let Ok(body) = std::fs::read(dir.path().join("endpoint.json"))
+        self.endpoint = loop {
+            if let Ok(body) = std::fs::read(&endpoint_file)
                 && let Ok(e) = serde_json::from_slice::<Endpoint>(&body)
             {
                 break e;
@@ -151,16 +190,48 @@ impl Server {
             assert!(
                 Instant::now() < deadline,
                 "server did not start: {}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        Server {
-            _child: child,
-            dir,
-            endpoint,
-            _db: db,
+        self.child = Some(child);
+    }
+
+    /// SIGTERM: the server's clean stop; waits (bounded) until it exited.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        let pid = child.id().expect("the server has a pid");
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(st.success());
+        tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("the server stops within 20 s of SIGTERM")
+            .expect("wait works");
+    }
+
+    /// Starts the stopped server again on the same data, database and port.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn().await;
+    }
+
+    /// Runs the admin CLI with extra environment variables (for instance
+    /// TETHER_ADMIN_TOKEN).
+    pub async fn admin_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(tether_bin());
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("TETHER_ADMIN_TOKEN")
+            .env_remove("TETHER_SERVER")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
         }
+        cmd.output().await.expect("tether admin command runs")
     }
 
     /// Runs the admin CLI against this server.

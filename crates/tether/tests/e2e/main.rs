@@ -4,6 +4,7 @@
 
 mod defs;
 mod doctor;
+mod hardening;
 mod lab;
 mod lifecycle;
 mod proxy;
