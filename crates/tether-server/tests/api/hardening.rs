@@ -235,6 +235,10 @@ async fn a_checkin_on_a_stuck_store_is_answered_503_within_the_bound() {
         server.ctx().outages.failing_since().is_some(),
         "the stuck store counts as an outage"
     );
+    let health = tokio::time::timeout(StdDuration::from_secs(20), client.get("/health", None))
+        .await
+        .expect("the health check answers too");
+    assert_eq!(health.status, 503);
     store.hang.store(false, Ordering::SeqCst);
     let c: tether_wire::CheckinResponse = client
         .post("/v1/agent/checkin", Some(&a.credential), &checkin_request())
