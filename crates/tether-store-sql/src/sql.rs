@@ -166,7 +166,7 @@ pub(crate) const LIST_AGENTS_WITH_STATUS: &str = concat!(
     agent_columns!(),
     " FROM agents WHERE removed_at IS NULL AND status = $1 ORDER BY enrolled_at, id LIMIT $2"
 );
-/// One page of [`crate::sql`]'s agent listing: only the conditions asked
+/// The SQL of one page of the agent listing: only the conditions asked
 /// for, so each form is served by an index (`agents_enrolled`, or
 /// `agents_group` for a group). Only placeholders are generated, in the
 /// order status, group, cursor time, cursor id, limit; values are bound.
