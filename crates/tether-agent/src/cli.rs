@@ -444,6 +444,7 @@ fn start_defs_worker(
         server: config.server.clone(),
         transport: Arc::new(transport),
         clock: world.clock.clone(),
+        apply_hook: None,
     };
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let (worker, handle) = crate::defs::DefsWorker::new(

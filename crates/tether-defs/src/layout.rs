@@ -98,6 +98,43 @@ pub fn valid_channel(name: &str) -> bool {
         && !name.contains("..")
 }
 
+/// Whether `name` is one plain file name: no separator, not `.` or `..`,
+/// no NUL, at most 255 bytes.
+pub fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether a signed target is one the updater may act on: a valid channel,
+/// the exact name the publisher gives such a target, and hashes that are
+/// SHA-256 hex. Anything else is ignored, however well signed: these values
+/// become file names in the agent's state dir.
+pub fn target_is_sane(name: &str, meta: &TargetMeta) -> bool {
+    if !valid_channel(&meta.channel) || !is_sha256_hex(&meta.content_sha256) {
+        return false;
+    }
+    let expected = match (meta.kind, meta.base_version, meta.delta_kind.as_deref()) {
+        (TargetKind::Full, None, None) => full_name(&meta.channel, meta.version),
+        (TargetKind::Delta, Some(from), Some(kind @ ("line" | "zstd"))) => {
+            if !meta.base_sha256.as_deref().is_some_and(is_sha256_hex) {
+                return false;
+            }
+            delta_name(&meta.channel, from, meta.version, kind)
+        }
+        _ => return false,
+    };
+    name == expected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

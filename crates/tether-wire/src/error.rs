@@ -140,6 +140,7 @@ catalog! {
     DefsNotTrusted = "6014", 400, "This agent holds no pinned definitions root, so it cannot verify updates.", "Re-enroll the agent against a control plane that serves definitions.";
     DefsInstallFailed = "6015", 500, "The definitions could not be written to the state dir.", "Check the permissions of the agent's state dir; the installed version was kept.";
     DefsProxyDownloadFailed = "6016", 502, "The proxy was reached but the download through it failed.", "Check the proxy's log for the update server's host; it may block, limit or rewrite the download.";
+    DefsChannelNameRefused = "6017", 422, "The agent refused a definitions channel name from its policy, an action or signed metadata: it could become a path outside the state dir.", "Fix the channel names in the policy (1-64 of a-z, 0-9, '.', '_', '-'); check that the update server serves this control plane's repository.";
 
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";

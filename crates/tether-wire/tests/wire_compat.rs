@@ -43,7 +43,8 @@ fn round_trip<T: DeserializeOwned + Serialize>(name: &str) -> T {
     let parsed: T = parse("v0.1", name);
     let written = serde_json::to_value(&parsed).expect("serializes");
     assert_eq!(
-        written, recorded,
+        written,
+        recorded,
         "v0.1/{name}.json: today's {} writes a different body than v0.1 peers read",
         std::any::type_name::<T>()
     );
@@ -96,7 +97,10 @@ fn requests_from_a_newer_agent_parse_on_this_server() {
     assert_eq!(token.group, "lab");
     let update: PolicyUpdate = parse("newer", "policy_update");
     assert_eq!(update.defs.channels, ["main"]);
-    assert_eq!(update.jitter_percent, 10, "absent fields take their defaults");
+    assert_eq!(
+        update.jitter_percent, 10,
+        "absent fields take their defaults"
+    );
 }
 
 #[test]

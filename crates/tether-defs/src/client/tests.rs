@@ -64,7 +64,8 @@ impl World {
 
     fn installed(&self) -> (u64, Vec<u8>) {
         let i = read_installed(&self.state, "main").expect("installed");
-        let content = std::fs::read(installed_path(&self.state, "main")).expect("current");
+        let content = std::fs::read(installed_path(&self.state, "main").expect("a valid name"))
+            .expect("current");
         assert_eq!(
             crate::delta::sha256_hex(&content),
             i.sha256,
@@ -418,4 +419,190 @@ fn cooldowns_persist_and_expire() {
         cooldown_for(dir.path(), &server, now),
         Some(Duration::from_secs(86_400))
     );
+}
+
+/// Names no agent may turn into a path: from a policy, an action, the
+/// command line or signed metadata.
+fn hostile_names() -> Vec<String> {
+    vec![
+        "..".into(),
+        ".".into(),
+        "/".into(),
+        "../escape".into(),
+        "a/../../escape".into(),
+        "/tmp/tether-hostile-abs".into(),
+        "main/../../escape".into(),
+        "nul\0byte".into(),
+        "x".repeat(300),
+        String::new(),
+        "Main".into(),
+        "sp ace".into(),
+    ]
+}
+
+/// Every path under `root`, relative to it.
+fn tree(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).expect("under root").to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn hostile_channel_names_are_refused_and_create_no_path() {
+    let (w, b2) = v1_installed_v2_bundled().await;
+    let parent = w.state.parent().expect("parent").to_path_buf();
+    let inside_before = tree(&w.state);
+    let updater = Updater::new(
+        UpdaterConfig {
+            state_dir: w.state.clone(),
+            servers: vec![Url::parse("https://127.0.0.1:9/defs/").expect("url")],
+        },
+        Arc::new(Transport::new(Default::default()).expect("transport")),
+        w.clock.clone(),
+    );
+    let names = hostile_names();
+    let outcomes = updater.update(&names).await;
+    assert_eq!(outcomes.len(), names.len());
+    for o in &outcomes {
+        let e = o.result.as_ref().expect_err("refused");
+        assert_eq!(
+            e.code(),
+            ErrorCode::DefsChannelNameRefused,
+            "{:?}: {e}",
+            o.channel
+        );
+        assert!(e.to_string().len() < 300, "the name is cut: {e}");
+    }
+    // An offline bundle asked for the same names: refused the same way.
+    let imported = w
+        .updater
+        .import_bundle(&b2, Some(&names))
+        .await
+        .expect("the bundle itself is valid");
+    for o in &imported {
+        let e = o.result.as_ref().expect_err("refused");
+        assert_eq!(
+            e.code(),
+            ErrorCode::DefsChannelNameRefused,
+            "{:?}: {e}",
+            o.channel
+        );
+    }
+    for n in &names {
+        assert!(read_installed(&w.state, n).is_none());
+        assert!(installed_path(&w.state, n).is_none());
+        assert!(last_delta_error(&w.state, n).is_none());
+    }
+    assert!(
+        channel_states(&w.state, &names).is_empty(),
+        "never echoed back"
+    );
+    assert_eq!(
+        tree(&w.state),
+        inside_before,
+        "nothing new in the state dir"
+    );
+    assert!(!Path::new("/tmp/tether-hostile-abs").exists());
+    assert!(!parent.join("escape").exists());
+    // The valid channel still installs from the same bundle.
+    let ok = w
+        .updater
+        .import_bundle(&b2, Some(&["main".to_owned()]))
+        .await
+        .expect("imports");
+    assert!(ok[0].result.is_ok(), "{:?}", ok[0].result);
+}
+
+#[tokio::test]
+async fn an_installed_record_pointing_outside_its_channel_is_ignored() {
+    let (w, _b2) = v1_installed_v2_bundled().await;
+    let record = w.state.join("defs/main/installed.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("read")).expect("json");
+    for evil in ["../../credential", "/etc/passwd", "..", "a/b.dat"] {
+        v["file"] = serde_json::Value::String(evil.to_owned());
+        std::fs::write(&record, serde_json::to_vec(&v).expect("json")).expect("write");
+        assert!(read_installed(&w.state, "main").is_none(), "{evil}");
+    }
+}
+
+#[test]
+fn signed_targets_with_hostile_names_or_hashes_are_not_sane() {
+    let sha = "a".repeat(64);
+    let full = TargetMeta {
+        channel: "main".into(),
+        version: 2,
+        kind: TargetKind::Full,
+        delta_kind: None,
+        base_version: None,
+        base_sha256: None,
+        content_sha256: sha.clone(),
+        content_length: 1,
+        content: "text".into(),
+        published_at: "2026-11-21T08:00:00Z".into(),
+    };
+    assert!(layout::target_is_sane("main.v2.full.zst", &full));
+    let delta = TargetMeta {
+        kind: TargetKind::Delta,
+        delta_kind: Some("line".into()),
+        base_version: Some(1),
+        base_sha256: Some(sha.clone()),
+        ..full.clone()
+    };
+    assert!(layout::target_is_sane("main.v1-v2.line.delta", &delta));
+    for n in hostile_names() {
+        let m = TargetMeta {
+            channel: n.clone(),
+            ..full.clone()
+        };
+        assert!(
+            !layout::target_is_sane(&layout::full_name(&n, 2), &m),
+            "{n:?}"
+        );
+    }
+    let bad = [
+        ("../main.v2.full.zst", full.clone()),
+        ("main.v3.full.zst", full.clone()),
+        (
+            "main.v2.full.zst",
+            TargetMeta {
+                content_sha256: "../../x".into(),
+                ..full.clone()
+            },
+        ),
+        (
+            "main.v2.full.zst",
+            TargetMeta {
+                content_sha256: "é".repeat(32),
+                ..full.clone()
+            },
+        ),
+        (
+            "main.v1-v2.line.delta",
+            TargetMeta {
+                base_sha256: Some("/".into()),
+                ..delta.clone()
+            },
+        ),
+        (
+            "main.v1-v2.evil.delta",
+            TargetMeta {
+                delta_kind: Some("evil".into()),
+                ..delta.clone()
+            },
+        ),
+    ];
+    for (name, m) in bad {
+        assert!(!layout::target_is_sane(name, &m), "{name} {m:?}");
+    }
 }
