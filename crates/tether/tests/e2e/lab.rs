@@ -90,6 +90,8 @@ pub struct Server {
     _child: Child,
     pub dir: Scratch,
     pub endpoint: Endpoint,
+    /// The PostgreSQL URL, when the backend is PostgreSQL.
+    pub database_url: Option<String>,
     _db: Option<PgDatabase>,
 }
 
@@ -163,12 +165,30 @@ impl Server {
     }
 
     pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Server {
-        let dir = Scratch::new("server");
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PgDatabase::create()),
         };
         let database_url = db.as_ref().map(PgDatabase::url);
+        Server::launch(database_url, db, env).await
+    }
+
+    /// A second server process on `other`'s PostgreSQL database: its own
+    /// data dir, URL and CA, the same fleet.
+    pub async fn start_sharing_database(other: &Server) -> Server {
+        let url = other
+            .database_url
+            .clone()
+            .expect("sharing needs the PostgreSQL backend");
+        Server::launch(Some(url), None, &[]).await
+    }
+
+    async fn launch(
+        database_url: Option<String>,
+        db: Option<PgDatabase>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let dir = Scratch::new("server");
         let mut cmd = Command::new(tether_bin());
         cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path());
@@ -205,6 +225,7 @@ impl Server {
             _child: child,
             dir,
             endpoint,
+            database_url,
             _db: db,
         }
     }
