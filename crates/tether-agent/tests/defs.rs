@@ -1,5 +1,5 @@
 //! Definitions in the agent against a real signed repository
-//! (`tether_defs::repo::Repo`) served over HTTPS on loopback, next to the
+//! (`tether_defs_publish::repo::Repo`) served over HTTPS on loopback, next to the
 //! canned check-in API: check-in reports, the `UpdateDefs` action through
 //! the worker, the local commands and their refusals, and root pinning at
 //! enrollment.
@@ -20,7 +20,7 @@ use tether_agent::enroll::{DefsRoot, EnrollOptions, enroll};
 use tether_agent::state::subsystem;
 use tether_client::testing::{CannedReply, RecordedRequest, TestServer};
 use tether_defs::client::Applied;
-use tether_defs::repo::Repo;
+use tether_defs_publish::repo::Repo;
 use tether_transport::Transport;
 use tether_wire::{
     Action, ActionInfo, ActionKind, ActionResult, ActionState, AgentKind, AgentStatus,

@@ -90,7 +90,10 @@ async fn the_old_credential_goes_back_to_its_own_server_and_never_to_another() {
     assert_eq!(on_b[0].0.previous_credential, None);
     for secret in [FIRST, SECOND] {
         assert!(
-            !on_b[0].1.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            !on_b[0]
+                .1
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
             "A's credential reached B"
         );
     }

@@ -478,7 +478,7 @@ impl Updater {
                     server: label,
                     role,
                     expires: expires.to_string(),
-                    now: crate::repo::rfc3339(now),
+                    now: layout::rfc3339(now),
                 });
             }
         }
@@ -1029,17 +1029,18 @@ pub fn cooldown_remaining(state_dir: &Path, now: OffsetDateTime) -> Option<Durat
         .map(|left| Duration::from_secs(left as u64))
 }
 
+/// The pause between rounds: the shared full-jitter backoff with a fresh
+/// random sample (the arithmetic is `tether_transport::backoff`'s, tested
+/// there).
 fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
     use rand::Rng;
-    let ceiling = base
-        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-        .min(cap);
-    let ms = ceiling.as_millis() as u64;
-    Duration::from_millis(if ms == 0 {
-        0
-    } else {
-        rand::rng().random_range(0..=ms)
-    })
+    tether_transport::backoff::retry_delay(
+        base,
+        cap,
+        attempt,
+        tether_transport::backoff::Jitter::Full,
+        rand::rng().random::<f64>(),
+    )
 }
 
 fn join_dir(base: &Url, sub: &str) -> Result<Url, UpdateError> {

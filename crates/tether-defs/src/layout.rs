@@ -86,6 +86,14 @@ impl TargetMeta {
     }
 }
 
+/// RFC 3339, whole seconds: TUF expirations and `published_at`.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Channel names: 1–64 of `[a-z0-9._-]`, starting with a letter or digit.
 pub fn valid_channel(name: &str) -> bool {
     let b = name.as_bytes();

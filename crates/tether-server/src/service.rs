@@ -30,7 +30,7 @@ pub mod validate;
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     /// The TUF repository at `data_dir/defs`.
-    pub defs: tether_defs::repo::Repo,
+    pub defs: tether_defs_publish::repo::Repo,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub policies: Arc<policies::PolicyCache>,
@@ -123,7 +123,7 @@ pub enum ServiceError {
     #[error("the store failed: {0}")]
     Store(#[source] StoreError),
     #[error("definitions: {0}")]
-    Defs(#[source] tether_defs::repo::RepoError),
+    Defs(#[source] tether_defs_publish::repo::RepoError),
 }
 
 impl From<StoreError> for ServiceError {

@@ -415,7 +415,7 @@ async fn verify_off_runtime(
 }
 
 fn verify(path: &Path, want: &Wanted<'_>, server: &str) -> Result<(), UpdateError> {
-    let (actual, len) = crate::repo::sha256_file(path)
+    let (actual, len) = crate::delta::sha256_file(path)
         .map_err(|e| disk_or_install("reading", path.to_path_buf(), &e))?;
     if len != want.length || actual != want.sha256 {
         return Err(UpdateError::HashMismatch {

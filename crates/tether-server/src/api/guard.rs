@@ -72,7 +72,7 @@ mod tests {
         };
         // The directory may go when the test ends; nothing reads it after.
         let dir = tempfile::tempdir().expect("temp dir");
-        let defs = tether_defs::repo::Repo::open(&dir.path().join("defs"), clock.clone())
+        let defs = tether_defs_publish::repo::Repo::open(&dir.path().join("defs"), clock.clone())
             .await
             .expect("opens the definitions repository");
         Ctx {

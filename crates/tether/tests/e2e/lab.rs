@@ -170,7 +170,13 @@ impl Server {
             Backend::Postgres => Some(PgDatabase::create()),
         };
         let database_url = db.as_ref().map(PgDatabase::url);
-        Server::launch(database_url, db, env).await
+        Server::launch(database_url, db, env, Scratch::new("server")).await
+    }
+
+    /// A SQLite server on a data dir prepared beforehand (for example by
+    /// `tether defs init`).
+    pub async fn start_in(dir: Scratch) -> Server {
+        Server::launch(None, None, &[], dir).await
     }
 
     /// A second server process on `other`'s PostgreSQL database: its own
@@ -180,15 +186,15 @@ impl Server {
             .database_url
             .clone()
             .expect("sharing needs the PostgreSQL backend");
-        Server::launch(Some(url), None, &[]).await
+        Server::launch(Some(url), None, &[], Scratch::new("server")).await
     }
 
     async fn launch(
         database_url: Option<String>,
         db: Option<PgDatabase>,
         env: &[(&str, &str)],
+        dir: Scratch,
     ) -> Server {
-        let dir = Scratch::new("server");
         let mut cmd = Command::new(tether_bin());
         cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path());

@@ -3,7 +3,9 @@
 //! PostgreSQL (a fresh database per test on the local server).
 
 mod defs;
+mod dispatch;
 mod doctor;
 mod lab;
 mod lifecycle;
 mod proxy;
+mod quickstart;
