@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn the_real_parent_is_accepted_and_another_live_process_refused() {
         let parent = u32::try_from(nix::unistd::getppid().as_raw()).expect("a pid");
-        assert_eq!(exit_with_parent(parent).expect("our parent"), true);
+        assert!(exit_with_parent(parent).expect("our parent"));
         // PID 1 is alive and (under a test runner) not our parent.
         if parent != 1 {
             let e = exit_with_parent(1).expect_err("not our parent");

@@ -203,7 +203,7 @@ async fn a_repository_rooted_offline_keeps_only_the_online_keys() {
         dir.path(),
         RoleName::Targets,
         None,
-        &[offline.clone()],
+        std::slice::from_ref(&offline),
         c.clone(),
     )
     .await
@@ -229,7 +229,7 @@ async fn moving_an_online_root_key_offline_leaves_no_current_root_key_on_the_ser
     let online = dir.path().join("keys/root.pem");
     assert_eq!(
         online_root_keys(dir.path()).expect("reads"),
-        [online.clone()],
+        std::slice::from_ref(&online),
         "a default repository has its root key online"
     );
     let offline = media.path().join("root.pem");
@@ -238,7 +238,7 @@ async fn moving_an_online_root_key_offline_leaves_no_current_root_key_on_the_ser
         dir.path(),
         RoleName::Root,
         Some(&offline),
-        &[online.clone()],
+        std::slice::from_ref(&online),
         c.clone(),
     )
     .await
