@@ -2,7 +2,7 @@
 //! code, and no definitions publisher or key management, not even
 //! transitively.
 
-const FORBIDDEN: [&str; 6] = [
+const FORBIDDEN: [&str; 7] = [
     "tether-server",
     "tether-store",
     "tether-store-sql",
@@ -10,6 +10,8 @@ const FORBIDDEN: [&str; 6] = [
     "axum",
     // The signed repository, publish, key generation and rotation.
     "tether-defs-publish",
+    // The test lab (proxies, web servers, a test PKI) is a dev-dependency only.
+    "tether-testlab",
 ];
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use harness::{AGENT, T0, policy};
 use tether_agent::World;
 use tether_agent::enroll::{EnrollOptions, enroll};
-use tether_client::testing::{CannedReply, TestServer};
+use tether_testlab::canned::{CannedReply, TestServer};
 use tether_wire::{AgentKind, AgentStatus, EnrollRequest, EnrollResponse, ManualClock};
 
 fn reply(credential: &str) -> CannedReply {
