@@ -62,6 +62,10 @@ pub struct AgentRssArgs {
     /// How long the agent idles before its memory is read.
     #[arg(long, default_value = "10s")]
     pub idle: humantime::Duration,
+    /// The endpoint binary to measure; default: `tether-agent` next to this
+    /// `tether` (for example one built with `--profile endpoint`).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -503,7 +507,10 @@ async fn agent_rss(args: AgentRssArgs) -> anyhow::Result<ExitCode> {
             policy: None,
         })
         .await?;
-    let agent_bin = sibling_binary("tether-agent")?;
+    let agent_bin = match args.agent_bin {
+        Some(p) => p,
+        None => sibling_binary("tether-agent")?,
+    };
     let state = TempDir::new("tether-bench-agent")?;
     let status = tokio::process::Command::new(&agent_bin)
         .args([
