@@ -115,8 +115,9 @@ pub struct RunArgs {
     pub log_dir: Option<PathBuf>,
     /// Stop (as on SIGTERM) when the process with this PID, which must be
     /// this agent's parent, dies, even by SIGKILL (Linux: the kernel's
-    /// parent-death signal). For supervisors such as `tether quickstart`.
-    #[arg(long, value_name = "PID")]
+    /// parent-death signal). For supervisors such as `tether quickstart`,
+    /// which set it through the environment.
+    #[arg(long, value_name = "PID", env = "TETHER_EXIT_WITH_PARENT")]
     pub exit_with_parent: Option<u32>,
 }
 

@@ -333,14 +333,15 @@ async fn publish_sample(admin: &tether_client::ApiClient) -> anyhow::Result<()> 
 }
 
 /// Starts `tether agent run` as a child tied to this process: with
-/// `--exit-with-parent` the agent asks the kernel for SIGTERM when this
-/// process dies, so even a SIGKILL of the quickstart stops it.
+/// `--exit-with-parent` (given through `TETHER_EXIT_WITH_PARENT`, so the
+/// command line stays the one the README shows) the agent asks the kernel
+/// for SIGTERM when this process dies, so even a SIGKILL of the quickstart
+/// stops it.
 fn spawn_agent(exe: &Path, agent_dir: &Path) -> anyhow::Result<tokio::process::Child> {
     tokio::process::Command::new(exe)
-        .args(["agent", "run", "--exit-with-parent"])
-        .arg(std::process::id().to_string())
-        .arg("--state-dir")
+        .args(["agent", "run", "--state-dir"])
         .arg(agent_dir)
+        .env("TETHER_EXIT_WITH_PARENT", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
