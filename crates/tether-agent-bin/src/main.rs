@@ -21,17 +21,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            // `doctor`, `update` and `defs` promise exit code 3 when they
-            // cannot run, bad arguments included (2 means a channel failed).
-            let three = std::env::args()
-                .skip(1)
-                .take(2)
-                .any(|a| matches!(a.as_str(), "doctor" | "update" | "defs"));
-            if three && error.use_stderr() {
-                let _ = error.print();
-                return ExitCode::from(3);
-            }
-            error.exit()
+            let _ = error.print();
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            return tether_agent::cli::usage_exit(&error, &args);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -1,12 +1,15 @@
 //! Architecture invariant: the endpoint binary carries no server or database
-//! code, not even transitively.
+//! code, and no definitions publisher or key management, not even
+//! transitively.
 
-const FORBIDDEN: [&str; 6] = [
+const FORBIDDEN: [&str; 7] = [
     "tether-server",
     "tether-store",
     "tether-store-sql",
     "sqlx",
     "axum",
+    // The signed repository, publish, key generation and rotation.
+    "tether-defs-publish",
     // The test lab (proxies, web servers, a test PKI) is a dev-dependency only.
     "tether-testlab",
 ];
@@ -46,9 +49,14 @@ fn tether_agent_depends_on_no_server_or_database_crate() {
         names.contains(&"tether-client"),
         "the tree lists the client: {text}"
     );
+    assert!(
+        names.contains(&"tether-defs"),
+        "the tree lists the definitions updater: {text}"
+    );
     for bad in FORBIDDEN {
         // Exact crate names: `tether-store` must not match `tether-store-sql`
-        // by prefix, and neither may appear at all.
+        // by prefix, and neither may appear at all. (`tether-defs` is
+        // allowed; `tether-defs-publish` is listed by its full name.)
         let found: Vec<&&str> = names
             .iter()
             .filter(|n| **n == bad || n.starts_with(&format!("{bad}-")))

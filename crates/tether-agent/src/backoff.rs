@@ -1,7 +1,11 @@
-//! Retry and jitter arithmetic, kept pure: callers pass the random sample
-//! (a number in `[0, 1)`), so tests can walk the whole range.
+//! The check-in's retry and jitter parameters. The arithmetic is the one
+//! pure function in `tether_transport::backoff`, shared with definitions
+//! checks and downloads; what is the check-in's own is its base, its cap and
+//! honouring Retry-After.
 
 use std::time::Duration;
+
+use tether_transport::backoff::{self, Jitter};
 
 /// The first retry waits up to this long.
 pub const BASE: Duration = Duration::from_secs(1);
@@ -14,7 +18,7 @@ pub const CAP: Duration = Duration::from_secs(5 * 60);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 60 * 60);
 
 /// The largest jitter accepted from a policy, in percent.
-pub const MAX_JITTER_PERCENT: u8 = 50;
+pub const MAX_JITTER_PERCENT: u8 = backoff::MAX_JITTER_PERCENT;
 
 /// The shortest check-in interval accepted from a policy.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,11 +40,7 @@ pub fn retry_delay(
     retry_after: Option<Duration>,
     sample: f64,
 ) -> Duration {
-    let ceiling = BASE
-        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .unwrap_or(cap)
-        .min(cap);
-    let jittered = ceiling.mul_f64(clamp_sample(sample));
+    let jittered = backoff::retry_delay(BASE, cap, attempt, Jitter::Full, sample);
     let floor = retry_after.map_or(Duration::ZERO, |r| r.min(MAX_RETRY_AFTER));
     jittered.max(floor)
 }
@@ -48,18 +48,7 @@ pub fn retry_delay(
 /// The next regular check-in delay: `interval` plus or minus up to
 /// `jitter_percent` (clamped to [`MAX_JITTER_PERCENT`]).
 pub fn jittered_interval(interval: Duration, jitter_percent: u8, sample: f64) -> Duration {
-    let interval = interval.max(MIN_INTERVAL);
-    let pct = f64::from(jitter_percent.min(MAX_JITTER_PERCENT)) / 100.0;
-    let factor = 1.0 + pct * (2.0 * clamp_sample(sample) - 1.0);
-    interval.mul_f64(factor)
-}
-
-fn clamp_sample(sample: f64) -> f64 {
-    if sample.is_finite() {
-        sample.clamp(0.0, 1.0)
-    } else {
-        0.5
-    }
+    backoff::jittered_interval(interval.max(MIN_INTERVAL), jitter_percent, sample)
 }
 
 #[cfg(test)]

@@ -113,6 +113,12 @@ pub struct RunArgs {
     /// Override the log directory.
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
+    /// Stop (as on SIGTERM) when the process with this PID, which must be
+    /// this agent's parent, dies, even by SIGKILL (Linux: the kernel's
+    /// parent-death signal). For supervisors such as `tether quickstart`,
+    /// which set it through the environment.
+    #[arg(long, value_name = "PID", env = "TETHER_EXIT_WITH_PARENT")]
+    pub exit_with_parent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -257,6 +263,23 @@ pub const EXIT_DEFS_REFUSED: u8 = 3;
 /// The longest doctor deadline accepted.
 pub const MAX_DOCTOR_DEADLINE: Duration = Duration::from_secs(300);
 
+/// The exit code for a command line clap refused, shared by
+/// `tether-agent X`, `tether agent X` and `tether doctor`, so the binaries
+/// cannot drift apart. `doctor`, `update` and `defs` promise 3 when they
+/// cannot run, bad arguments included (2 means a check or a channel
+/// failed); every other command keeps clap's code (2 for a usage error, 0
+/// for `--help` and `--version`). `args` are the words after the binary
+/// (and after `agent` for `tether`).
+pub fn usage_exit(error: &clap::Error, args: &[String]) -> ExitCode {
+    let first = args.iter().find(|a| !a.starts_with('-'));
+    let promises_three = first.is_some_and(|a| matches!(a.as_str(), "doctor" | "update" | "defs"));
+    if promises_three && error.use_stderr() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+    }
+}
+
 /// Runs a subcommand in the real world (system clock, process environment).
 pub async fn dispatch(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
     dispatch_with(cmd, World::real()).await
@@ -316,6 +339,12 @@ async fn enroll(args: EnrollArgs, world: &World) -> Result<ExitCode, Failure> {
 }
 
 async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
+    if let Some(parent) = args.exit_with_parent
+        && !crate::parent::exit_with_parent(parent)?
+    {
+        eprintln!("the parent process {parent} is already gone; not starting");
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = &args.state.state_dir;
     let store = StateStore::new(dir);
     let now = world.clock.now();
@@ -444,6 +473,7 @@ fn start_defs_worker(
         server: config.server.clone(),
         transport: Arc::new(transport),
         clock: world.clock.clone(),
+        apply_hook: None,
     };
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let (worker, handle) = crate::defs::DefsWorker::new(

@@ -4,6 +4,13 @@
 //! (read through an injected lookup so tests never touch the process
 //! environment), then CLI flags. [`Effective::report`] says where each value
 //! came from, for `tether agent posture` and support tickets.
+//!
+//! figment does the layering and remembers which layer gave each value
+//! ([`resolve`]). Each layer is a typed [`ConfigLayer`] before it gets
+//! there: the file is parsed by `toml` itself, so an error names its line
+//! and column, and each variable is parsed by [`env_layer`], so an error
+//! names the variable. What remains here is the validation of the merged
+//! values, with the source of the value that failed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -183,11 +190,12 @@ impl ConfigError {
     }
 }
 
-/// The resolved configuration and the source of each value.
+/// The resolved configuration and the source of each value set by a layer
+/// (a field absent here has its default).
 #[derive(Debug, Clone)]
 pub struct Effective {
     pub config: AgentConfig,
-    pub sources: BTreeMap<&'static str, Source>,
+    pub sources: BTreeMap<String, Source>,
 }
 
 /// One row of the effective-configuration report.
@@ -392,50 +400,101 @@ pub fn load(
     )
 }
 
-/// Merges layers (lowest priority first) and validates the result. The path
-/// of a layer marks it as the file layer; the env and flag layers name their
-/// variable or flag in the source.
+/// One layer as a figment provider, named by its index so figment's
+/// metadata leads back to the layer that set a value.
+struct Layer<'a> {
+    index: usize,
+    layer: &'a ConfigLayer,
+}
+
+impl figment::Provider for Layer<'_> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("layer {}", self.index))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        // Unset fields are not serialized, so they do not hide lower layers.
+        figment::providers::Serialized::defaults(self.layer).data()
+    }
+}
+
+/// Merges layers (lowest priority first) with figment and validates the
+/// result. The path of a layer marks it as the file layer; of the others,
+/// the first is the environment and the second the flags, and the source
+/// names the variable or the flag.
 pub fn resolve(
     layers: &[(ConfigLayer, Option<PathBuf>)],
     default_name: &dyn Fn() -> String,
 ) -> Result<Effective, ConfigError> {
-    let mut sources = BTreeMap::new();
     let file_path = layers
         .iter()
         .find_map(|(_, p)| p.clone())
         .unwrap_or_else(|| PathBuf::from(CONFIG_FILE));
-    // The index in `layers` tells the kind of source: the file layer has a
-    // path; of the others, the first is the environment and the second the
-    // flags.
+    let figment = layers
+        .iter()
+        .enumerate()
+        .fold(figment::Figment::new(), |f, (index, (layer, _))| {
+            f.merge(Layer { index, layer })
+        });
+    // Every layer is a typed ConfigLayer already, so the merge of them is
+    // one too; a failure here would be a bug in this file, reported as such.
+    let merged: ConfigLayer = figment.extract().map_err(|e| ConfigError::Invalid {
+        field: "configuration",
+        origin: Source::Default,
+        observed: e.to_string(),
+        expected: "layers that merge".to_owned(),
+    })?;
     let source_of = |i: usize, field: &str| -> Source {
         match &layers[i].1 {
             Some(p) => Source::File(p.clone()),
-            None if layers[..i].iter().filter(|(_, p)| p.is_none()).count() == 0 => {
-                Source::Env(env_var(field))
-            }
+            None if layers[..i].iter().all(|(_, p)| p.is_some()) => Source::Env(env_var(field)),
             None => Source::Flag(field.replace('_', "-")),
         }
     };
-    macro_rules! pick {
-        ($field:ident) => {{
-            let mut v = None;
-            for (i, (layer, _)) in layers.iter().enumerate() {
-                if let Some(x) = &layer.$field {
-                    v = Some(x.clone());
-                    sources.insert(stringify!($field), source_of(i, stringify!($field)));
-                }
-            }
-            v
-        }};
-    }
-    let server: Option<Url> = pick!(server);
+    use figment::Provider as _;
+    let set: Vec<String> = figment
+        .data()
+        .ok()
+        .and_then(|mut d| d.remove(&figment::Profile::Default))
+        .map(|d| d.into_keys().collect())
+        .unwrap_or_default();
+    let sources: BTreeMap<String, Source> = set
+        .into_iter()
+        .filter_map(|field| {
+            let index = figment
+                .find_metadata(&field)?
+                .name
+                .strip_prefix("layer ")?
+                .parse::<usize>()
+                .ok()?;
+            let source = source_of(index, &field);
+            Some((field, source))
+        })
+        .collect();
+    let ConfigLayer {
+        server,
+        name,
+        kind,
+        ca_fingerprint,
+        ca_file,
+        extra_ca_file,
+        system_roots,
+        proxy,
+        proxy_from_env,
+        no_proxy,
+        log_dir,
+        log_max_bytes,
+        log_keep,
+    } = merged;
     let server = server.ok_or_else(|| ConfigError::Missing {
         field: "server",
         path: file_path.clone(),
         env: env_var("server"),
     })?;
     fn invalid_in(
-        sources: &BTreeMap<&'static str, Source>,
+        sources: &BTreeMap<String, Source>,
         field: &'static str,
         observed: String,
         expected: &str,
@@ -459,7 +518,6 @@ pub fn resolve(
             "an https:// URL with a host"
         ));
     }
-    let name: Option<String> = pick!(name);
     let name = match name {
         Some(n) if n.trim().is_empty() || n.len() > 200 || n.chars().any(char::is_control) => {
             return Err(invalid!("name", n, "1 to 200 printable characters"));
@@ -467,8 +525,6 @@ pub fn resolve(
         Some(n) => n,
         None => default_name(),
     };
-    let kind: Option<AgentKind> = pick!(kind);
-    let ca_fingerprint: Option<String> = pick!(ca_fingerprint);
     if let Some(fp) = &ca_fingerprint
         && tether_transport::parse_fingerprint(fp).is_err()
     {
@@ -478,10 +534,6 @@ pub fn resolve(
             "sha256: followed by 64 hex digits"
         ));
     }
-    let ca_file: Option<PathBuf> = pick!(ca_file);
-    let extra_ca_file: Option<PathBuf> = pick!(extra_ca_file);
-    let system_roots: Option<bool> = pick!(system_roots);
-    let proxy: Option<String> = pick!(proxy);
     if let Some(p) = &proxy
         && let Err(e) = tether_transport::ProxyConfig::parse(p)
     {
@@ -491,10 +543,6 @@ pub fn resolve(
             &format!("an http://[user:pass@]host:port URL ({e})")
         ));
     }
-    let proxy_from_env: Option<bool> = pick!(proxy_from_env);
-    let no_proxy: Option<Vec<String>> = pick!(no_proxy);
-    let log_dir: Option<PathBuf> = pick!(log_dir);
-    let log_max_bytes: Option<u64> = pick!(log_max_bytes);
     let log_max_bytes = log_max_bytes.unwrap_or(DEFAULT_LOG_MAX_BYTES);
     if log_max_bytes < MIN_LOG_MAX_BYTES || usize::try_from(log_max_bytes).is_err() {
         return Err(invalid!(
@@ -503,7 +551,6 @@ pub fn resolve(
             &format!("at least {MIN_LOG_MAX_BYTES} bytes"),
         ));
     }
-    let log_keep: Option<usize> = pick!(log_keep);
     let log_keep = log_keep.unwrap_or(DEFAULT_LOG_KEEP);
     if !(1..=MAX_LOG_KEEP).contains(&log_keep) {
         return Err(invalid!(

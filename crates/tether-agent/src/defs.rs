@@ -131,6 +131,8 @@ pub struct UpdaterFactory {
     pub server: Url,
     pub transport: Arc<Transport>,
     pub clock: Arc<dyn Clock>,
+    /// Tests only: see [`tether_defs::client::ApplyHook`].
+    pub apply_hook: Option<tether_defs::client::ApplyHook>,
 }
 
 impl UpdaterFactory {
@@ -144,6 +146,7 @@ impl UpdaterFactory {
             self.transport.clone(),
             self.clock.clone(),
         )
+        .with_apply_hook(self.apply_hook.clone())
     }
 }
 
@@ -159,6 +162,24 @@ impl std::fmt::Debug for UpdaterFactory {
 /// One line per channel, as `update --now`, `defs import` and the action
 /// result print them.
 pub fn outcome_line(outcome: &ChannelOutcome) -> String {
+    // A refused name is outside input: escaped and cut, never printed raw.
+    let shown = if tether_defs::layout::valid_channel(&outcome.channel) {
+        outcome.channel.clone()
+    } else {
+        format!("{:?}", outcome.channel.chars().take(80).collect::<String>())
+    };
+    let outcome = &ChannelOutcome {
+        channel: shown,
+        result: match &outcome.result {
+            Ok(a) => Ok(a.clone()),
+            Err(e) => Err(tether_defs::client::UpdateError::Copied {
+                code: e.code(),
+                message: e.to_string(),
+                transient: false,
+                next_server: false,
+            }),
+        },
+    };
     match &outcome.result {
         Ok(Applied::UpToDate { version }) => {
             format!("{}: up to date at version {version}", outcome.channel)
@@ -473,7 +494,8 @@ impl DefsWorker {
                     tracing::info!(channel = %o.channel, outcome = %outcome_line(o), "definitions checked")
                 }
                 Err(e) => {
-                    tracing::warn!(channel = %o.channel, code = %e.code(), error = %e, "definitions update failed")
+                    // Debug form: a refused name may hold control characters.
+                    tracing::warn!(channel = ?o.channel, code = %e.code(), error = %e, "definitions update failed")
                 }
             }
         }
@@ -499,6 +521,12 @@ impl DefsWorker {
             return fail("this agent's policy subscribes to no definitions channel".to_owned());
         };
         let channels = match &trigger.channel {
+            // The action's channel is outside input: refused before it is
+            // compared, logged or used (the updater checks again).
+            Some(c) if !tether_defs::layout::valid_channel(c) => {
+                let e = tether_defs::client::UpdateError::channel_invalid(c);
+                return fail(format!("{}: {e}", e.code()));
+            }
             None => policy.channels.clone(),
             Some(c) if policy.channels.contains(c) => vec![c.clone()],
             Some(c) => {

@@ -110,6 +110,26 @@ pub enum DefsRoot {
     Refused(String),
 }
 
+/// The trust anchor a config names for the control plane: two enrollments
+/// with the same URL and anchor talk to the same server.
+#[derive(Debug, PartialEq, Eq)]
+struct Anchor {
+    fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+impl Anchor {
+    fn of(layer: &ConfigLayer) -> Anchor {
+        Anchor {
+            fingerprint: layer
+                .ca_fingerprint
+                .as_deref()
+                .map(|f| f.trim().to_ascii_lowercase()),
+            ca_file: layer.ca_file.clone(),
+        }
+    }
+}
+
 /// Builds the `agent.toml` layer for this enrollment: trust and server from
 /// the options only, other settings kept from an earlier file.
 fn file_layer(opts: &EnrollOptions, previous: Option<ConfigLayer>) -> ConfigLayer {
@@ -140,6 +160,7 @@ pub async fn enroll(opts: &EnrollOptions, world: &World) -> Result<Enrolled, Fai
         Err(crate::config::ConfigError::NotEnrolled { .. }) => None,
         Err(e) => return Err(e.into()),
     };
+    let previous_anchor = previous_layer.as_ref().map(Anchor::of);
     let layer = file_layer(opts, previous_layer);
     let env_layer = crate::config::env_layer(&|k| world.var(k))?;
     // The flags already sit in the file layer; the environment may still
@@ -158,8 +179,24 @@ pub async fn enroll(opts: &EnrollOptions, world: &World) -> Result<Enrolled, Fai
     let store = StateStore::new(dir);
     // A corrupt old state must not block re-enrollment, which rewrites it.
     let previous_state = store.load().ok().flatten();
+    // The old credential proves an identity to the server that issued it,
+    // and to no one else: a server at another URL, or behind another trust
+    // anchor, never sees it. Re-enrolling there creates a new identity.
+    let same_server = previous_state.as_ref().is_some_and(|s| {
+        Url::parse(&s.server).is_ok_and(|old| old == config.server)
+            && previous_anchor.as_ref() == Some(&Anchor::of(&layer))
+    });
     let previous_credential = match credential::load_ignoring_mode(dir) {
-        Ok(c) if previous_state.is_some() => Some(c),
+        Ok(c) if same_server => Some(c),
+        Ok(_) if previous_state.is_some() => {
+            tracing::info!(
+                target: INSTALL_TARGET,
+                previous_server = %previous_state.as_ref().map_or("", |s| s.server.as_str()),
+                server = %config.server,
+                "the previous credential belongs to another server and is not sent; this enrollment creates a new identity"
+            );
+            None
+        }
         _ => None,
     };
     let now = world.clock.now();

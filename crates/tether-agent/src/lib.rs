@@ -29,6 +29,7 @@ pub mod enroll;
 pub mod error;
 pub mod facts;
 pub mod logs;
+pub mod parent;
 pub mod posture;
 pub mod run;
 pub mod service;

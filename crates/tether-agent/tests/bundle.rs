@@ -94,7 +94,14 @@ MHcCAQEEIPlantedKeyMaterialBBBB\n\
 -----END EC PRIVATE KEY-----\n\
 2026-05-17T12:00:05Z  INFO fetch: GET https://carol:PlantedUrlPassw0rd@files.corp/x\n\
 2026-05-17T12:00:06Z ERROR tether_agent::run: the server rejected rawcred-Zx81-planted-value\n\
-2026-05-17T12:00:07Z  WARN other: saw tac_OtherAgentCredential123456 in a header\n";
+2026-05-17T12:00:07Z  WARN other: saw tac_OtherAgentCredential123456 in a header\n\
+2026-05-17T12:00:08Z DEBUG hyper: Cookie: session=PlantedCookieSession; theme=dark\n\
+2026-05-17T12:00:09Z DEBUG hyper: Set-Cookie: sid=PlantedSetCookieSid; Path=/; HttpOnly\n\
+2026-05-17T12:00:10Z  WARN ldap: bind failed password=PlantedSpacedWord1 PlantedSpacedWord2\n\
+-----BEGIN PGP PRIVATE KEY BLOCK-----\n\
+lQOYBGPlantedPgpKeyMaterial\n\
+-----END PGP PRIVATE KEY BLOCK-----\n\
+2026-05-17T12:00:11Z ERROR db: DATABASE_URL=postgres://db.corp/app?sslmode=require&password=PlantedDbUrlPassword&user=app\n";
     std::fs::write(logs.join("agent.log"), agent_log).expect("writes");
     std::fs::write(
         logs.join("install.log"),
@@ -216,6 +223,30 @@ MHcCAQEEIPlantedKeyMaterialBBBB\n\
             file: "logs/agent.log",
         },
         Planted {
+            secret: "PlantedCookieSession",
+            file: "logs/agent.log",
+        },
+        Planted {
+            secret: "PlantedSetCookieSid",
+            file: "logs/agent.log",
+        },
+        Planted {
+            secret: "PlantedSpacedWord1",
+            file: "logs/agent.log",
+        },
+        Planted {
+            secret: "PlantedSpacedWord2",
+            file: "logs/agent.log",
+        },
+        Planted {
+            secret: "PlantedPgpKeyMaterial",
+            file: "logs/agent.log",
+        },
+        Planted {
+            secret: "PlantedDbUrlPassword",
+            file: "logs/agent.log",
+        },
+        Planted {
             secret: "tet_PlantedInstallToken0000",
             file: "logs/install.log",
         },
@@ -277,6 +308,9 @@ MHcCAQEEIPlantedKeyMaterialBBBB\n\
             // A private key block is recorded once, at its BEGIN line.
             Some(text) if p.secret.starts_with("PlantedKeyMaterial") => {
                 line_of(text, "BEGIN EC PRIVATE KEY")
+            }
+            Some(text) if p.secret.starts_with("PlantedPgp") => {
+                line_of(text, "BEGIN PGP PRIVATE KEY BLOCK")
             }
             Some(text) => line_of(text, p.secret),
             None => {

@@ -1,5 +1,5 @@
 //! Definitions in the agent against a real signed repository
-//! (`tether_defs::repo::Repo`) served over HTTPS on loopback, next to the
+//! (`tether_defs_publish::repo::Repo`) served over HTTPS on loopback, next to the
 //! canned check-in API: check-in reports, the `UpdateDefs` action through
 //! the worker, the local commands and their refusals, and root pinning at
 //! enrollment.
@@ -19,7 +19,7 @@ use tether_agent::defs::{DefsWorker, UpdaterFactory, record_outcomes};
 use tether_agent::enroll::{DefsRoot, EnrollOptions, enroll};
 use tether_agent::state::subsystem;
 use tether_defs::client::Applied;
-use tether_defs::repo::Repo;
+use tether_defs_publish::repo::Repo;
 use tether_testlab::canned::{CannedReply, RecordedRequest, TestServer};
 use tether_transport::Transport;
 use tether_wire::{
@@ -146,6 +146,7 @@ fn factory(h: &Harness, server: &TestServer) -> UpdaterFactory {
         server: server.url(),
         transport: Arc::new(Transport::new(server.transport_config()).expect("transport")),
         clock: Arc::new(h.clock.clone()),
+        apply_hook: None,
     }
 }
 
@@ -195,8 +196,10 @@ async fn checkin_carries_channel_states_versions_and_per_channel_errors() {
     let ghost = by("ghost").as_ref().expect_err("never published");
     assert_eq!(ghost.code(), ErrorCode::DefsChannelUnknown, "{ghost}");
     assert_eq!(
-        std::fs::read(tether_defs::client::installed_path(s.h.dir.path(), "sigs"))
-            .expect("installed content"),
+        std::fs::read(
+            tether_defs::client::installed_path(s.h.dir.path(), "sigs").expect("a valid name")
+        )
+        .expect("installed content"),
         SIGS_V1
     );
     let state = s.h.store.load_required().expect("state");
@@ -341,6 +344,211 @@ async fn update_defs_actions_run_in_the_worker_and_report_their_results() {
         delay: Duration::from_secs(6 * 3600),
         reason: "after an admin's check"
     }));
+}
+
+#[tokio::test]
+async fn hostile_channel_names_from_the_policy_and_actions_create_no_path() {
+    let long = "x".repeat(300);
+    let hostile = [
+        "..",
+        "../escape",
+        "/tmp/tether-agent-hostile-abs",
+        "a/../../escape",
+        "nul\0byte",
+        long.as_str(),
+    ];
+    let mut channels = vec!["sigs"];
+    channels.extend(hostile);
+    let policy = full_policy(defs_policy(&channels, true));
+    let s = setup(&policy).await;
+    let all = Uuid::from_u128(1);
+    let by_action = Uuid::from_u128(2);
+    let server = control_plane(
+        &s.repo,
+        policy.clone(),
+        vec![
+            Action {
+                id: all,
+                kind: ActionKind::UpdateDefs { channel: None },
+            },
+            Action {
+                id: by_action,
+                kind: ActionKind::UpdateDefs {
+                    channel: Some("../../escape".into()),
+                },
+            },
+        ],
+    )
+    .await;
+    let client = client_for(&server)
+        .with_bearer("agent-cred")
+        .with_clock(Arc::new(s.h.clock.clone()));
+    let (worker, handle) = DefsWorker::new(
+        factory(&s.h, &server),
+        s.h.store.clone(),
+        client,
+        Box::new(|| 0.5),
+        Some(policy.defs.clone()),
+    );
+    let task = tokio::spawn(worker.run(|_| {}));
+    let mut ctx = s.h.context(client_for(&server), 0.5, None);
+    ctx.defs = Some(handle);
+    s.h.run(&mut ctx).await;
+    let results = wait_for_results(&server, 2).await;
+    task.abort();
+
+    let (ok, message) = &results[&all];
+    assert!(!*ok, "{message}");
+    assert!(message.contains("sigs: installed version 1"), "{message}");
+    // The result is cut at 1,500 characters; the first refusals show.
+    assert!(message.matches("TETHER-E6017").count() >= 3, "{message}");
+    assert!(!message.contains('\0'), "names are escaped: {message:?}");
+    let (ok, message) = &results[&by_action];
+    assert!(!*ok);
+    assert!(message.contains("TETHER-E6017"), "{message}");
+
+    // Nothing outside the state dir, nothing named after a hostile channel.
+    let parent = s.h.dir.path().parent().expect("parent");
+    assert!(!parent.join("escape").exists());
+    assert!(!Path::new("/tmp/tether-agent-hostile-abs").exists());
+    let defs_dir = s.h.dir.path().join("defs");
+    let mut names: Vec<String> = std::fs::read_dir(&defs_dir)
+        .expect("defs dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["partial", "root.json", "sigs", "tuf", "update.lock"],
+        "{names:?}"
+    );
+
+    // A later check-in reports the valid channel only.
+    let mut ctx = s.h.context(client_for(&server), 0.5, None);
+    s.h.run(&mut ctx).await;
+    let body = checkins(&server).pop().expect("a check-in");
+    let reported: Vec<&str> = body.defs.iter().map(|c| c.channel.as_str()).collect();
+    assert_eq!(reported, ["sigs"]);
+    assert!(
+        body.last_errors
+            .keys()
+            .all(|k| !k.starts_with("defs:") || k == "defs:sigs"),
+        "{:?}",
+        body.last_errors.keys()
+    );
+}
+
+/// The agent runs one current-thread runtime. A delta apply held at a
+/// barrier (as a 100 MB apply would hold it for seconds) must not hold up
+/// the check-in: the updater's hashing, apply and writes run off that thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_check_in_completes_while_a_delta_apply_is_held_at_a_barrier() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const WAITING: u8 = 0;
+    const RELEASED: u8 = 1;
+    const TIMED_OUT: u8 = 2;
+
+    let policy = full_policy(defs_policy(&["sigs"], true));
+    let s = setup(&policy).await;
+    // Enough records that a delta is smaller than the full object.
+    let rules = |n: usize, extra: &str| {
+        let mut body: String = (0..n)
+            .map(|i| format!("rule {i} {}\n", "x".repeat(40)))
+            .collect();
+        body.push_str(extra);
+        body.into_bytes()
+    };
+    s.repo
+        .publish("sigs", rules(2000, ""), None)
+        .await
+        .expect("v2");
+    let server = control_plane(&s.repo, policy.clone(), Vec::new()).await;
+    // v2 installed, then v3 published: the next update is a delta.
+    let first = factory(&s.h, &server)
+        .updater(&policy.defs)
+        .update(&policy.defs.channels)
+        .await;
+    assert!(first[0].result.is_ok(), "{:?}", first[0].result);
+    s.repo
+        .publish("sigs", rules(2000, "rule gamma\n"), None)
+        .await
+        .expect("v3");
+
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let hook_state = Arc::new(AtomicU8::new(WAITING));
+    let seen = hook_state.clone();
+    let mut f = factory(&s.h, &server);
+    f.apply_hook = Some(Arc::new(move || {
+        let _ = entered_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(());
+        // Were this on the runtime thread, nothing else could run until the
+        // wait times out.
+        let got = release_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recv_timeout(Duration::from_secs(20));
+        seen.store(
+            if got.is_ok() { RELEASED } else { TIMED_OUT },
+            Ordering::SeqCst,
+        );
+    }));
+    let client = client_for(&server)
+        .with_bearer("agent-cred")
+        .with_clock(Arc::new(s.h.clock.clone()));
+    let (worker, handle) = DefsWorker::new(
+        f,
+        s.h.store.clone(),
+        client,
+        Box::new(|| 0.5),
+        Some(policy.defs.clone()),
+    );
+    let task = tokio::spawn(worker.run(|_| {}));
+    let action = Uuid::from_u128(7);
+    assert!(handle.trigger(tether_agent::defs::Trigger {
+        action_id: action,
+        channel: None,
+    }));
+    // Wait (bounded) until the apply is held at the barrier.
+    let mut held = false;
+    for _ in 0..600 {
+        if entered_rx.try_recv().is_ok() {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held, "the delta apply never started");
+
+    let before = checkins(&server).len();
+    let mut ctx = s.h.context(client_for(&server), 0.5, None);
+    ctx.defs = Some(handle);
+    s.h.run(&mut ctx).await;
+    assert_eq!(
+        checkins(&server).len(),
+        before + 1,
+        "the check-in completed"
+    );
+    assert_eq!(
+        hook_state.load(Ordering::SeqCst),
+        WAITING,
+        "the check-in completed while the apply was still held"
+    );
+
+    release_tx.send(()).expect("the hook still waits");
+    let results = wait_for_results(&server, 1).await;
+    task.abort();
+    let (ok, message) = &results[&action];
+    assert!(*ok, "{message}");
+    assert!(
+        message.contains("installed version 3 (from version 2, delta"),
+        "{message}"
+    );
+    assert_eq!(hook_state.load(Ordering::SeqCst), RELEASED);
 }
 
 /// Waits (bounded) until `n` action results arrived; returns them by id.

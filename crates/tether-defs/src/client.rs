@@ -96,7 +96,17 @@ struct Retry {
     cap: Duration,
 }
 
+/// Called on the blocking thread right before a delta is applied. Tests
+/// hold the apply there (a barrier) to show that check-ins go on meanwhile;
+/// production passes none.
+pub type ApplyHook = Arc<dyn Fn() + Send + Sync>;
+
 /// The updater; clones share one lock, so updates never overlap.
+///
+/// Hashing, decompression, delta apply and the install's writes and fsyncs
+/// run on tokio's blocking pool (`off_runtime`), never on the caller's
+/// runtime thread: the agent runs one current-thread runtime, and a 100 MB
+/// update must not delay its check-ins.
 #[derive(Clone)]
 pub struct Updater {
     cfg: UpdaterConfig,
@@ -105,6 +115,7 @@ pub struct Updater {
     retry: Retry,
     lock: Arc<Mutex<()>>,
     conns: fetch::ConnCache,
+    apply_hook: Option<ApplyHook>,
 }
 
 impl std::fmt::Debug for Updater {
@@ -146,7 +157,14 @@ impl Updater {
             },
             lock: Arc::new(Mutex::new(())),
             conns: fetch::ConnCache::default(),
+            apply_hook: None,
         }
+    }
+
+    /// See [`ApplyHook`].
+    pub fn with_apply_hook(mut self, hook: Option<ApplyHook>) -> Updater {
+        self.apply_hook = hook;
+        self
     }
 
     /// Rounds over the server list within one cycle, and the full-jitter
@@ -180,9 +198,21 @@ impl Updater {
                     .collect();
             }
         };
-        let mut pending: Vec<String> = channels.to_vec();
         let mut last: BTreeMap<String, (UpdateError, String)> = BTreeMap::new();
         let mut done: Vec<ChannelOutcome> = Vec::new();
+        // A name from the policy or an action is outside input: one that is
+        // not a valid channel name never becomes a path, and has no state
+        // file to record its failure in.
+        let (mut pending, refused): (Vec<String>, Vec<String>) = channels
+            .iter()
+            .cloned()
+            .partition(|c| layout::valid_channel(c));
+        for ch in refused {
+            done.push(ChannelOutcome {
+                result: Err(UpdateError::channel_invalid(&ch)),
+                channel: ch,
+            });
+        }
         if self.cfg.servers.is_empty() {
             for ch in pending {
                 self.record(&ch, Some(&UpdateError::NoServer), None, None);
@@ -280,6 +310,8 @@ impl Updater {
                 result: Err(e),
             });
         }
+        // In the order asked, whatever order they finished in.
+        done.sort_by_key(|o| channels.iter().position(|c| *c == o.channel));
         done
     }
 
@@ -446,7 +478,7 @@ impl Updater {
                     server: label,
                     role,
                     expires: expires.to_string(),
-                    now: crate::repo::rfc3339(now),
+                    now: layout::rfc3339(now),
                 });
             }
         }
@@ -454,6 +486,13 @@ impl Updater {
             .all_targets()
             .filter_map(|(name, t)| {
                 let meta = TargetMeta::from_custom(&t.custom)?;
+                // Signed is not the same as sane: a name or hash that could
+                // become a path outside the state dir is dropped (and the
+                // channel then reads as unknown).
+                if !layout::target_is_sane(name.raw(), &meta) {
+                    tracing::warn!(target = ?name.raw().chars().take(100).collect::<String>(), "ignoring a signed target whose name or hashes are not valid");
+                    return None;
+                }
                 Some((
                     name.raw().to_owned(),
                     t.length,
@@ -473,6 +512,7 @@ impl Updater {
         source: &Source<'_>,
     ) -> Result<Applied, UpdateError> {
         let label = source.label();
+        channel_dir(&self.cfg.state_dir, channel)?;
         let full = v
             .targets
             .iter()
@@ -511,7 +551,8 @@ impl Updater {
         {
             match self.via_delta(channel, inst, d, source, &partial).await {
                 Ok((content, bytes)) => {
-                    self.install(channel, newest, &full.3, &content, UpdateMethod::Delta)?;
+                    self.install(channel, newest, &full.3, content, UpdateMethod::Delta)
+                        .await?;
                     return Ok(Applied::Installed {
                         from: Some(inst.version),
                         version: newest,
@@ -535,22 +576,32 @@ impl Updater {
             }
         }
         let path = self.fetch(full, source, &partial).await?;
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let compressed =
-            std::fs::read(&path).map_err(|e| disk_or_install("reading", path.clone(), &e))?;
-        let content = delta::decompress_full(&compressed, full.3.content_length).map_err(|e| {
-            UpdateError::HashMismatch {
-                server: label.clone(),
-                name: full.0.clone(),
-                expected: full.3.content_sha256.clone(),
-                actual: format!("undecodable ({e})"),
+        let (name, meta) = (full.0.clone(), full.3.clone());
+        let (content, bytes) = off_runtime(move || {
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let compressed =
+                std::fs::read(&path).map_err(|e| disk_or_install("reading", path.clone(), &e))?;
+            let content =
+                delta::decompress_full(&compressed, meta.content_length).map_err(|e| {
+                    UpdateError::HashMismatch {
+                        server: label.clone(),
+                        name: name.clone(),
+                        expected: meta.content_sha256.clone(),
+                        actual: format!("undecodable ({e})"),
+                    }
+                })?;
+            check_content(&label, &name, &meta, &content)?;
+            Ok((content, bytes, path))
+        })
+        .await
+        .map(|(content, bytes, path)| {
+            if matches!(source, Source::Server(_)) {
+                let _ = std::fs::remove_file(&path);
             }
+            (content, bytes)
         })?;
-        check_content(&label, &full.0, &full.3, &content)?;
-        self.install(channel, newest, &full.3, &content, UpdateMethod::Full)?;
-        if matches!(source, Source::Server(_)) {
-            let _ = std::fs::remove_file(&path);
-        }
+        self.install(channel, newest, &full.3, content, UpdateMethod::Full)
+            .await?;
         if let Some(e) = delta_error {
             save_note(&self.cfg.state_dir, channel, &e, self.clock.now());
         }
@@ -583,26 +634,37 @@ impl Updater {
             });
         }
         let path = self.fetch(d, source, partial).await?;
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let patch =
-            std::fs::read(&path).map_err(|e| disk_or_install("reading", path.clone(), &e))?;
-        let base_path = channel_dir(&self.cfg.state_dir, channel).join(&inst.file);
-        let base =
-            std::fs::read(&base_path).map_err(|e| disk_or_install("reading", base_path, &e))?;
-        let content = delta::apply_delta(&base, &patch, d.3.content_length).map_err(|e| {
-            UpdateError::DeltaFailed {
-                name: d.0.clone(),
-                detail: e.to_string(),
+        let base_path = channel_dir(&self.cfg.state_dir, channel)?.join(&inst.file);
+        let (name, meta) = (d.0.clone(), d.3.clone());
+        let remove = matches!(source, Source::Server(_));
+        let hook = self.apply_hook.clone();
+        off_runtime(move || {
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let patch =
+                std::fs::read(&path).map_err(|e| disk_or_install("reading", path.clone(), &e))?;
+            let base =
+                std::fs::read(&base_path).map_err(|e| disk_or_install("reading", base_path, &e))?;
+            if let Some(hook) = hook {
+                hook();
             }
-        })?;
-        if matches!(source, Source::Server(_)) {
-            let _ = std::fs::remove_file(&path);
-        }
-        check_content(&label, &d.0, &d.3, &content).map_err(|e| UpdateError::DeltaFailed {
-            name: d.0.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok((content, bytes))
+            let content = delta::apply_delta(&base, &patch, meta.content_length).map_err(|e| {
+                UpdateError::DeltaFailed {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+            if remove {
+                let _ = std::fs::remove_file(&path);
+            }
+            check_content(&label, &name, &meta, &content).map_err(|e| {
+                UpdateError::DeltaFailed {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+            Ok((content, bytes))
+        })
+        .await
     }
 
     async fn fetch(
@@ -629,7 +691,7 @@ impl Updater {
                 )
                 .await
             }
-            Source::Bundle(dir) => fetch::from_dir(dir, &want),
+            Source::Bundle(dir) => fetch::from_dir(dir, &want).await,
         }
     }
 
@@ -638,15 +700,54 @@ impl Updater {
     /// old files are removed. A kill between any two steps leaves a
     /// complete version installed: the old one until `installed.json`
     /// moves, the new one after.
-    fn install(
+    async fn install(
         &self,
         channel: &str,
         version: u64,
         meta: &TargetMeta,
-        content: &[u8],
+        content: Vec<u8>,
         method: UpdateMethod,
     ) -> Result<(), UpdateError> {
-        let dir = channel_dir(&self.cfg.state_dir, channel);
+        let dir = channel_dir(&self.cfg.state_dir, channel)?;
+        let (state_dir, channel) = (self.cfg.state_dir.clone(), channel.to_owned());
+        let (meta, now) = (meta.clone(), self.clock.now());
+        off_runtime(move || {
+            install_blocking(
+                &state_dir, &channel, dir, version, &meta, &content, method, now,
+            )
+        })
+        .await
+    }
+}
+
+/// Runs disk- and CPU-heavy work (hashing, decompression, delta apply,
+/// writes and fsyncs) on tokio's blocking pool, so the caller's runtime
+/// thread stays free for check-ins.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, UpdateError> + Send + 'static,
+) -> Result<T, UpdateError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(UpdateError::Install {
+            what: "running the install worker for",
+            path: PathBuf::from("defs"),
+            detail: e.to_string(),
+        })
+    })
+}
+
+/// The blocking half of [`Updater::install`].
+#[allow(clippy::too_many_arguments)]
+fn install_blocking(
+    state_dir: &Path,
+    channel: &str,
+    dir: PathBuf,
+    version: u64,
+    meta: &TargetMeta,
+    content: &[u8],
+    method: UpdateMethod,
+    now: OffsetDateTime,
+) -> Result<(), UpdateError> {
+    {
         std::fs::create_dir_all(&dir).map_err(|e| disk_or_install("creating", dir.clone(), &e))?;
         let sha = &meta.content_sha256;
         let file = format!("v{version}.{}.dat", &sha[..sha.len().min(16)]);
@@ -656,7 +757,7 @@ impl Updater {
             let _ = std::fs::remove_file(fsutil::tmp_path(&path));
             disk_or_install(what, p, &e)
         })?;
-        let previous = read_installed(&self.cfg.state_dir, channel).map(|mut p| {
+        let previous = read_installed(state_dir, channel).map(|mut p| {
             p.previous = None;
             Box::new(p)
         });
@@ -665,7 +766,7 @@ impl Updater {
             sha256: sha.clone(),
             length: content.len() as u64,
             file: file.clone(),
-            installed_at: self.clock.now(),
+            installed_at: now,
             method,
             previous,
         };
@@ -687,7 +788,9 @@ impl Updater {
         }
         Ok(())
     }
+}
 
+impl Updater {
     fn note_cooldown(&self, server: &Url, e: &UpdateError) {
         if let Some(wait) = e.retry_after() {
             set_cooldown(&self.cfg.state_dir, server, self.clock.now(), wait);
@@ -749,14 +852,18 @@ struct LocalState {
 }
 
 fn read_state(state_dir: &Path, channel: &str) -> LocalState {
-    std::fs::read(channel_dir(state_dir, channel).join("state.json"))
+    channel_dir(state_dir, channel)
         .ok()
+        .and_then(|d| std::fs::read(d.join("state.json")).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
 fn write_state(state_dir: &Path, channel: &str, st: &LocalState) {
-    let path = channel_dir(state_dir, channel).join("state.json");
+    let Ok(dir) = channel_dir(state_dir, channel) else {
+        return;
+    };
+    let path = dir.join("state.json");
     let bytes = serde_json::to_vec_pretty(st).unwrap_or_default();
     if let Err((what, p, e)) = fsutil::write_atomic(&path, &bytes) {
         tracing::warn!(path = %p.display(), error = %e, "{what} the definitions state failed");
@@ -809,25 +916,45 @@ fn defs_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("defs")
 }
 
-fn channel_dir(state_dir: &Path, channel: &str) -> PathBuf {
-    defs_dir(state_dir).join(channel)
+/// A channel's directory. The name is checked every time it becomes a path
+/// ([`layout::valid_channel`]: no `/`, no `..`, no NUL, at most 64
+/// characters), whichever way it arrived: policy, action, signed metadata,
+/// command line.
+fn channel_dir(state_dir: &Path, channel: &str) -> Result<PathBuf, UpdateError> {
+    if layout::valid_channel(channel) {
+        Ok(defs_dir(state_dir).join(channel))
+    } else {
+        Err(UpdateError::channel_invalid(channel))
+    }
 }
 
-/// What consumers read: `state_dir/defs/<channel>/current`.
-pub fn installed_path(state_dir: &Path, channel: &str) -> PathBuf {
-    channel_dir(state_dir, channel).join("current")
+/// What consumers read: `state_dir/defs/<channel>/current`; `None` for a
+/// name that is not a valid channel name.
+pub fn installed_path(state_dir: &Path, channel: &str) -> Option<PathBuf> {
+    channel_dir(state_dir, channel)
+        .ok()
+        .map(|d| d.join("current"))
 }
 
-/// What is installed for a channel, if anything valid is.
+/// What is installed for a channel, if anything valid is. A record naming a
+/// content file outside the channel's directory is not valid.
 pub fn read_installed(state_dir: &Path, channel: &str) -> Option<Installed> {
-    let bytes = std::fs::read(channel_dir(state_dir, channel).join("installed.json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let dir = channel_dir(state_dir, channel).ok()?;
+    let bytes = std::fs::read(dir.join("installed.json")).ok()?;
+    let installed: Installed = serde_json::from_slice(&bytes).ok()?;
+    let plain = |f: &str| layout::plain_file_name(f) && f.ends_with(".dat");
+    let previous_ok = installed.previous.as_ref().is_none_or(|p| plain(&p.file));
+    (plain(&installed.file) && previous_ok).then_some(installed)
 }
 
 /// Each channel's state, for check-in.
+///
+/// Names that are not valid channel names are left out: they never had a
+/// state, and reporting them back would only echo hostile input.
 pub fn channel_states(state_dir: &Path, channels: &[String]) -> Vec<ChannelState> {
     channels
         .iter()
+        .filter(|ch| layout::valid_channel(ch))
         .map(|ch| {
             let mut st = read_state(state_dir, ch).state;
             st.channel = ch.clone();
@@ -902,17 +1029,18 @@ pub fn cooldown_remaining(state_dir: &Path, now: OffsetDateTime) -> Option<Durat
         .map(|left| Duration::from_secs(left as u64))
 }
 
+/// The pause between rounds: the shared full-jitter backoff with a fresh
+/// random sample (the arithmetic is `tether_transport::backoff`'s, tested
+/// there).
 fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
     use rand::Rng;
-    let ceiling = base
-        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-        .min(cap);
-    let ms = ceiling.as_millis() as u64;
-    Duration::from_millis(if ms == 0 {
-        0
-    } else {
-        rand::rng().random_range(0..=ms)
-    })
+    tether_transport::backoff::retry_delay(
+        base,
+        cap,
+        attempt,
+        tether_transport::backoff::Jitter::Full,
+        rand::rng().random::<f64>(),
+    )
 }
 
 fn join_dir(base: &Url, sub: &str) -> Result<Url, UpdateError> {

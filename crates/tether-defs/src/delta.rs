@@ -166,6 +166,25 @@ impl DeltaError {
     }
 }
 
+/// SHA-256 (hex) and length of a file, streamed.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let r = f.read(&mut buf)?;
+        if r == 0 {
+            break;
+        }
+        h.update(&buf[..r]);
+        n += r as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
 /// The hex SHA-256 of `data`, as recorded in metadata and delta headers.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

@@ -86,6 +86,14 @@ impl TargetMeta {
     }
 }
 
+/// RFC 3339, whole seconds: TUF expirations and `published_at`.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Channel names: 1–64 of `[a-z0-9._-]`, starting with a letter or digit.
 pub fn valid_channel(name: &str) -> bool {
     let b = name.as_bytes();
@@ -96,6 +104,43 @@ pub fn valid_channel(name: &str) -> bool {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
         })
         && !name.contains("..")
+}
+
+/// Whether `name` is one plain file name: no separator, not `.` or `..`,
+/// no NUL, at most 255 bytes.
+pub fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether a signed target is one the updater may act on: a valid channel,
+/// the exact name the publisher gives such a target, and hashes that are
+/// SHA-256 hex. Anything else is ignored, however well signed: these values
+/// become file names in the agent's state dir.
+pub fn target_is_sane(name: &str, meta: &TargetMeta) -> bool {
+    if !valid_channel(&meta.channel) || !is_sha256_hex(&meta.content_sha256) {
+        return false;
+    }
+    let expected = match (meta.kind, meta.base_version, meta.delta_kind.as_deref()) {
+        (TargetKind::Full, None, None) => full_name(&meta.channel, meta.version),
+        (TargetKind::Delta, Some(from), Some(kind @ ("line" | "zstd"))) => {
+            if !meta.base_sha256.as_deref().is_some_and(is_sha256_hex) {
+                return false;
+            }
+            delta_name(&meta.channel, from, meta.version, kind)
+        }
+        _ => return false,
+    };
+    name == expected
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! - [`layout`]: how channels map onto TUF targets (names, signed custom data).
 //! - [`delta`]: record-level (line) and zstd patch-from deltas, and the
 //!   compressed full objects.
-//! - [`repo`]: the control plane's side: the signed repository, publish,
-//!   key rotation, mirrors and offline bundles.
+//!
+//! This crate ships in the endpoint binary. The publisher (the signed
+//! repository, publish, key generation and rotation, mirrors, exports) is
+//! `tether-defs-publish`, which the endpoint binary never links.
 //! - [`client`]: the agent's side: verify, download (resumable), apply,
 //!   install atomically.
 
@@ -13,4 +15,3 @@ pub mod client;
 pub mod delta;
 mod fsutil;
 pub mod layout;
-pub mod repo;

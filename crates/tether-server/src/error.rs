@@ -30,7 +30,7 @@ pub enum ServerError {
     #[error("cannot open the definitions repository at {path}: {error}")]
     DefsOpen {
         path: PathBuf,
-        error: tether_defs::repo::RepoError,
+        error: tether_defs_publish::repo::RepoError,
     },
     #[error("cannot record the published definitions in the store: {0}")]
     DefsReconcile(String),

@@ -244,9 +244,27 @@ pub async fn start_with_store(
         path: defs_dir.clone(),
         error,
     };
-    let defs = tether_defs::repo::Repo::open(&defs_dir, clock.clone())
+    let defs = tether_defs_publish::repo::Repo::open(&defs_dir, clock.clone())
         .await
         .map_err(defs_open)?;
+    // The root key signs every agent's trust root; on this host it is one
+    // break-in away. docs/defs-keys.md moves it offline.
+    match tether_defs_publish::repo::online_root_keys(&defs_dir) {
+        Ok(keys) if !keys.is_empty() => {
+            let code = tether_wire::ErrorCode::DefsRootKeyOnline;
+            tracing::warn!(
+                code = %code,
+                keys = ?keys,
+                action = code.action(),
+                "the definitions root key is online: {}",
+                code.problem()
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(error = %error, "could not check whether the definitions root key is online")
+        }
+    }
     let ctx = Ctx::new(
         store.clone(),
         defs,

@@ -8,7 +8,6 @@
 //! so callers pass the real time here, not a test clock.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +21,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 use tracing::{info, warn};
 
-use crate::secret::fingerprint;
+// The one CA fingerprint function, the one the agent pins against.
+use tether_transport::fingerprint;
 
 pub const CA_COMMON_NAME: &str = "Tether Local CA";
 const CA_VALIDITY: Duration = Duration::days(3650);
@@ -108,22 +108,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
 
 /// Writes a file readable by its owner only (0600), replacing it atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io(&tmp))?;
-    #[cfg(unix)]
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(io(&tmp))?;
-    file.write_all(contents).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    tether_fs::write_atomic(path, contents, tether_fs::PRIVATE).map_err(fs_error)
 }
 
+/// Certificates: readable by all, replaced as durably as the keys.
 fn write_public(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    std::fs::write(path, contents).map_err(io(path))
+    tether_fs::write_atomic(path, contents, tether_fs::PUBLIC).map_err(fs_error)
+}
+
+fn fs_error(e: tether_fs::WriteError) -> PkiError {
+    PkiError::Io {
+        path: e.path,
+        error: e.source,
+    }
 }
 
 /// This machine's host name, if it can be read and is a usable DNS name.

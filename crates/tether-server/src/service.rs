@@ -33,7 +33,7 @@ pub mod validate;
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     /// The TUF repository at `data_dir/defs`.
-    pub defs: tether_defs::repo::Repo,
+    pub defs: tether_defs_publish::repo::Repo,
     /// The repository's newest root, kept in memory so that enrollment,
     /// which anyone may call, never waits on the repository's lock or disk.
     pub defs_root: Arc<defs::PinnedRoot>,
@@ -49,7 +49,7 @@ impl Ctx {
     /// Builds the context, reading the repository's root once.
     pub async fn new(
         store: Arc<dyn Store>,
-        defs: tether_defs::repo::Repo,
+        defs: tether_defs_publish::repo::Repo,
         clock: Arc<dyn Clock>,
         settings: Settings,
         limits: crate::limits::LimitSettings,
@@ -220,7 +220,7 @@ pub enum ServiceError {
     #[error("an admin credential named {0:?} exists and is not revoked")]
     AdminTokenNameTaken(String),
     #[error("definitions: {0}")]
-    Defs(#[source] tether_defs::repo::RepoError),
+    Defs(#[source] tether_defs_publish::repo::RepoError),
 }
 
 impl From<StoreError> for ServiceError {

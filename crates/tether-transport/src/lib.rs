@@ -20,6 +20,7 @@
 //! - No secret is logged or printed: proxy passwords live only in
 //!   [`ProxyConfig`], whose `Debug` and [`ProxyConfig::redacted`] omit them.
 
+pub mod backoff;
 mod config;
 mod dial;
 mod dns;

@@ -32,6 +32,13 @@
 //!
 //! Admin credentials, the agent's read-only probe and paging are in
 //! [`crate::control`].
+//!
+//! Compatibility (ARCHITECTURE.md, "Wire compatibility"): an agent one
+//! version older or newer than the server keeps working. So no body here
+//! rejects a field it does not know, a field added later has a default, and
+//! nothing is renamed or removed while a supported peer still sends or reads
+//! it. Recorded bodies of each released version live in
+//! `tests/fixtures/` and are parsed by `tests/wire_compat.rs`.
 
 use std::collections::BTreeMap;
 
@@ -186,7 +193,6 @@ pub struct HostFacts {
 
 /// `POST /v1/enroll`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
     /// A display name; defaults to the hostname on the agent side.
@@ -230,7 +236,6 @@ pub struct LastError {
 
 /// `POST /v1/agent/checkin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
     pub agent_version: String,
     pub facts: HostFacts,
@@ -263,13 +268,16 @@ pub struct CheckinResponse {
 
 /// `POST /v1/agent/shutdown`: the agent is stopping cleanly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShutdownNotice {
     pub reason: String,
 }
 
 /// A policy, revision-tracked: the agent applies a policy when its revision
 /// is newer than the one it holds.
+///
+/// Every agent reads this struct leniently, so this is where new settings
+/// go, each with a default for servers that predate it. Never in
+/// [`DefsPolicy`](crate::defs::DefsPolicy), which agents 0.1 read strictly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
@@ -288,7 +296,6 @@ pub struct Policy {
 
 /// `PUT /v1/admin/policies/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
     pub checkin_interval_secs: u32,
     #[serde(default = "default_jitter")]
@@ -346,7 +353,6 @@ pub enum ActionKind {
 
 /// `POST /v1/admin/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     pub kind: AgentKind,
     pub group: String,
@@ -480,7 +486,6 @@ pub struct DoctorSummary {
 
 /// `POST /v1/agent/actions/{id}/result`: what became of an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ActionResult {
     /// Whether the action was carried out (a doctor run that found a fault
     /// still counts as carried out).
@@ -604,11 +609,14 @@ mod tests {
     }
 
     #[test]
-    fn enroll_request_rejects_unknown_fields() {
+    fn enroll_request_ignores_fields_it_does_not_know() {
+        // A newer agent may send a field this server does not know yet
+        // (ARCHITECTURE.md, wire compatibility); it grants nothing.
         let r = serde_json::from_str::<EnrollRequest>(
             r#"{"token":"t","name":"n","agent_version":"1","facts":{"hostname":"h","os":"o","internal_ips":[],"uptime_secs":1},"admin":true}"#,
-        );
-        assert!(r.is_err());
+        )
+        .expect("parses");
+        assert_eq!(r.token, "t");
     }
 
     #[test]

@@ -8,8 +8,15 @@ use time::OffsetDateTime;
 use crate::api::LastError;
 
 /// What an agent's policy says about definitions.
+///
+/// **Frozen.** Agents 0.1 read this struct with `deny_unknown_fields`, so a
+/// field added here would make every such agent fail to read its check-in
+/// reply. Never add a field: put new settings beside it in [`Policy`]
+/// (`crate::api::Policy`), which every agent reads leniently. This version
+/// reads it leniently too, and `tests/wire_compat.rs` pins its field set.
+///
+/// [`Policy`]: crate::api::Policy
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DefsPolicy {
     /// The channels the agent subscribes to.
     #[serde(default)]

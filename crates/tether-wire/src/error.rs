@@ -61,6 +61,7 @@ catalog! {
     ServiceNotRunning = "1010", 400, "The tether-agent service is not running.", "Start it with `systemctl enable --now tether-agent` and read `journalctl -u tether-agent` if it stops again.";
     AgentVersionOutdated = "1011", 400, "This agent is older than the version the server considers current.", "Install the current agent package; enrollment and state are kept across upgrades.";
     ProxyEnvMismatch = "1012", 400, "The shell and the installed service use different proxy settings.", "Set the same HTTPS_PROXY and NO_PROXY in the service unit (`systemctl edit tether-agent`) as in the shell, or set the proxy in the agent config.";
+    AgentParentInvalid = "1020", 400, "`tether-agent run --exit-with-parent PID` names a process that is not the agent's parent, or the parent-death signal could not be set.", "Pass the PID of the process that starts the agent (supervisors such as `tether quickstart` do this themselves), or leave the flag out.";
 
     // 21xx: enrollment tokens.
     TokenUnknown = "2101", 401, "The enrollment token is not known to this server.", "Check that the token was copied whole and belongs to this server; create a new one with `tether token create`.";
@@ -146,6 +147,8 @@ catalog! {
     DefsNotTrusted = "6014", 400, "This agent holds no pinned definitions root, so it cannot verify updates.", "Re-enroll the agent against a control plane that serves definitions.";
     DefsInstallFailed = "6015", 500, "The definitions could not be written to the state dir.", "Check the permissions of the agent's state dir; the installed version was kept.";
     DefsProxyDownloadFailed = "6016", 502, "The proxy was reached but the download through it failed.", "Check the proxy's log for the update server's host; it may block, limit or rewrite the download.";
+    DefsChannelNameRefused = "6017", 422, "The agent refused a definitions channel name from its policy, an action or signed metadata: it could become a path outside the state dir.", "Fix the channel names in the policy (1-64 of a-z, 0-9, '.', '_', '-'); check that the update server serves this control plane's repository.";
+    DefsRootKeyOnline = "6018", 500, "The definitions root signing key is on the server's disk, where a break-in could sign a new trust root for every agent.", "Move it offline: `tether defs keygen --out /media/offline/root.pem`, then `tether defs rotate-key --role root --new-key /media/offline/root.pem --root-key DATA_DIR/defs/keys/root.pem`, then delete the old key (docs/defs-keys.md).";
 
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";

@@ -248,7 +248,8 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             out,
         } => {
             let bytes = client(&conn)?.download_bundle(bundle_id).await?;
-            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            tether_fs::write_atomic(&out, &bytes, tether_fs::PRIVATE)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
         }
         AgentsCommand::UpdateNow {

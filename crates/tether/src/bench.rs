@@ -62,6 +62,10 @@ pub struct AgentRssArgs {
     /// How long the agent idles before its memory is read.
     #[arg(long, default_value = "10s")]
     pub idle: humantime::Duration,
+    /// The endpoint binary to measure; default: `tether-agent` next to this
+    /// `tether` (for example one built with `--profile endpoint`).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -503,7 +507,10 @@ async fn agent_rss(args: AgentRssArgs) -> anyhow::Result<ExitCode> {
             policy: None,
         })
         .await?;
-    let agent_bin = sibling_binary("tether-agent")?;
+    let agent_bin = match args.agent_bin {
+        Some(p) => p,
+        None => sibling_binary("tether-agent")?,
+    };
     let state = TempDir::new("tether-bench-agent")?;
     let status = tokio::process::Command::new(&agent_bin)
         .args([
@@ -547,6 +554,29 @@ async fn agent_rss(args: AgentRssArgs) -> anyhow::Result<ExitCode> {
         hwm as f64 / 1024.0,
         args.idle
     );
+    // Where it goes: heap and stacks (anonymous) against mapped code and
+    // data (file-backed), and how many threads hold them.
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    println!(
+        "  anonymous          {:.1} MiB (heap, stacks)",
+        kib("Anonymous:") as f64 / 1024.0
+    );
+    println!(
+        "  file-backed        {:.1} MiB (code and data mapped from the binary and libraries)",
+        kib("Rss:").saturating_sub(kib("Anonymous:")) as f64 / 1024.0
+    );
+    println!("  threads            {threads}");
     let _ = agent.kill().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -358,6 +358,18 @@ pub enum DefsCommand {
         #[arg(long, env = "TETHER_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Create the definitions repository before the server's first start,
+    /// with its root signed by an offline key (`tether defs keygen`) that is
+    /// read and never copied: only the online keys are written to the data
+    /// dir (docs/defs-keys.md).
+    Init {
+        /// The offline root key (for example on removable media).
+        #[arg(long = "root-key", value_name = "FILE")]
+        root_key: PathBuf,
+        /// The server's data dir (default ./tether-data).
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Generate a root signing key (ed25519, PKCS#8 PEM, mode 0600) to keep offline.
     Keygen {
         /// Where to write the key; an existing file is never overwritten.

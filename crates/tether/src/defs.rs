@@ -88,6 +88,32 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
                 to.display()
             );
         }
+        DefsCommand::Init { root_key, data_dir } => {
+            let dir = defs_dir(&data_dir);
+            if dir.join("state.json").exists() {
+                bail!(
+                    "{} already holds a definitions repository; move its root key offline with `tether defs rotate-key --role root` instead (docs/defs-keys.md)",
+                    dir.display()
+                );
+            }
+            tether_defs_publish::repo::Repo::open_with_root_key(
+                &dir,
+                Arc::new(SystemClock),
+                Some(&root_key),
+            )
+            .await
+            .map_err(repo_error)
+            .with_context(|| format!("creating the definitions repository in {}", dir.display()))?;
+            println!(
+                "created the definitions repository in {} with its root signed by {}; only the online keys are on this host",
+                dir.display(),
+                root_key.display()
+            );
+            println!(
+                "Put {} back offline; rotations need it again.",
+                root_key.display()
+            );
+        }
         DefsCommand::Keygen { out } => {
             if out.exists() {
                 bail!(
@@ -95,7 +121,7 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
                     out.display()
                 );
             }
-            let key_id = tether_defs::repo::keygen(&out)
+            let key_id = tether_defs_publish::repo::keygen(&out)
                 .map_err(repo_error)
                 .with_context(|| format!("writing a new root key to {}", out.display()))?;
             println!("wrote {} (mode 0600)", out.display());
@@ -119,7 +145,7 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             }
-            let version = tether_defs::repo::rotate_key(
+            let version = tether_defs_publish::repo::rotate_key(
                 &dir,
                 role.into(),
                 new_key.as_deref(),
@@ -141,19 +167,19 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-impl From<KeyRole> for tether_defs::repo::RoleName {
+impl From<KeyRole> for tether_defs_publish::repo::RoleName {
     fn from(role: KeyRole) -> Self {
         match role {
-            KeyRole::Root => tether_defs::repo::RoleName::Root,
-            KeyRole::Targets => tether_defs::repo::RoleName::Targets,
-            KeyRole::Snapshot => tether_defs::repo::RoleName::Snapshot,
-            KeyRole::Timestamp => tether_defs::repo::RoleName::Timestamp,
+            KeyRole::Root => tether_defs_publish::repo::RoleName::Root,
+            KeyRole::Targets => tether_defs_publish::repo::RoleName::Targets,
+            KeyRole::Snapshot => tether_defs_publish::repo::RoleName::Snapshot,
+            KeyRole::Timestamp => tether_defs_publish::repo::RoleName::Timestamp,
         }
     }
 }
 
 /// A repository error with its stable code and action, as the CLI prints it.
-fn repo_error(e: tether_defs::repo::RepoError) -> anyhow::Error {
+fn repo_error(e: tether_defs_publish::repo::RepoError) -> anyhow::Error {
     let code = e.code();
     anyhow::anyhow!("{code}: {e}. Action: {}", code.action())
 }
@@ -168,7 +194,9 @@ fn defs_dir(data_dir: &Option<PathBuf>) -> PathBuf {
 /// Opens the repository only if it exists: `Repo::open` creates a fresh one
 /// (new keys, root v1) on first use, and a mirror of a repository no agent
 /// trusts would be worse than an error.
-async fn open_existing_repo(data_dir: &Option<PathBuf>) -> anyhow::Result<tether_defs::repo::Repo> {
+async fn open_existing_repo(
+    data_dir: &Option<PathBuf>,
+) -> anyhow::Result<tether_defs_publish::repo::Repo> {
     let dir = defs_dir(data_dir);
     if !dir.is_dir() {
         bail!(
@@ -176,7 +204,7 @@ async fn open_existing_repo(data_dir: &Option<PathBuf>) -> anyhow::Result<tether
             dir.display()
         );
     }
-    tether_defs::repo::Repo::open(&dir, Arc::new(SystemClock))
+    tether_defs_publish::repo::Repo::open(&dir, Arc::new(SystemClock))
         .await
         .map_err(repo_error)
         .with_context(|| format!("opening the definitions repository in {}", dir.display()))
@@ -222,15 +250,10 @@ pub fn read_defs_file(path: &Path, max: usize) -> anyhow::Result<Bytes> {
 /// Writes next to `out` and renames, so an interrupted export never leaves a
 /// truncated bundle under the name an operator would carry to an agent.
 fn write_atomically(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = out
-        .file_name()
+    out.file_name()
         .with_context(|| format!("--out {} names no file", out.display()))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".partial");
-    let tmp = out.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))
+    tether_fs::write_atomic(out, bytes, tether_fs::PUBLIC)
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 /// Checks the definitions flags of `policy set` and builds the policy part.

@@ -26,11 +26,9 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn write(&self, data_dir: &Path) -> anyhow::Result<()> {
         let path = data_dir.join(FILE_NAME);
-        let tmp = data_dir.join(format!(".{FILE_NAME}.tmp"));
         let body = serde_json::to_vec_pretty(self)?;
-        std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        tether_fs::write_atomic(&path, &body, tether_fs::PUBLIC)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// `Ok(None)` when there is no local server record.

@@ -20,13 +20,22 @@ fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            // `doctor` promises exit code 3 when it cannot run, bad arguments included.
-            let doctor = std::env::args().skip(1).take(2).any(|a| a == "doctor");
-            if doctor && error.use_stderr() {
-                let _ = error.print();
-                return ExitCode::from(3);
-            }
-            error.exit()
+            // `tether agent X` and `tether doctor` exit as `tether-agent X`
+            // does (one function decides for both binaries).
+            let _ = error.print();
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            return match args
+                .iter()
+                .find(|a| !a.starts_with('-'))
+                .map(String::as_str)
+            {
+                Some("agent") => {
+                    let at = args.iter().position(|a| a == "agent").unwrap_or(0);
+                    tether_agent::cli::usage_exit(&error, &args[at + 1..])
+                }
+                Some("doctor") => tether_agent::cli::usage_exit(&error, &args),
+                _ => ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2)),
+            };
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,12 @@ const TOUR_CHECKIN_SECS: u32 = 10;
 
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     server_cmd::init_tracing();
+    // Listen for SIGTERM and SIGINT before anything starts: a signal that
+    // arrives while the tour is still setting up (a `timeout`, a service
+    // manager) must stop the agent child too, not kill this process by the
+    // default action and leave the agent orphaned.
+    let stop = stop_requested().context("listening for SIGTERM")?;
+    tokio::pin!(stop);
     let data_dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
     let server_args = ServerArgs {
         listen: Some(args.listen),
@@ -116,7 +122,52 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut agent = spawn_agent(&exe, &agent_dir)?;
+    let tour = tour(&args, &admin, &server, &data_dir, &agent_dir);
+    let interrupted = tokio::select! {
+        done = tour => {
+            // On an error the agent is killed when `agent` is dropped.
+            done?;
+            false
+        }
+        () = &mut stop => true,
+    };
+    if !interrupted {
+        tokio::select! {
+            () = &mut stop => {}
+            status = agent.wait() => {
+                eprintln!("the local agent exited ({}); see {}", status.map(|s| s.to_string()).unwrap_or_default(), agent_dir.join("logs").display());
+            }
+        }
+    }
+    stop_agent(&mut agent).await;
+    server.shutdown().await;
+    println!("Stopped. Run `tether quickstart` again to resume with the same data.");
+    Ok(ExitCode::SUCCESS)
+}
 
+/// Resolves at the first SIGTERM or SIGINT. The handlers are installed
+/// when this is called, not when it is first polled.
+fn stop_requested() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// The tour once the agent runs: a token for the next agent, the first
+/// check-in, the sample definitions, and what an admin needs printed.
+async fn tour(
+    args: &QuickstartArgs,
+    admin: &tether_client::ApiClient,
+    server: &tether_server::RunningServer,
+    data_dir: &Path,
+    agent_dir: &Path,
+) -> anyhow::Result<()> {
     // A token for the next agent, so the printed command works as is.
     let next = admin
         .create_token(&CreateTokenRequest {
@@ -207,17 +258,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         agent_dir.display()
     );
     println!("Ctrl-C stops everything.");
-
-    tokio::select! {
-        _ = server_cmd::wait_for_signal() => {}
-        status = agent.wait() => {
-            eprintln!("the local agent exited ({}); see {}", status.map(|s| s.to_string()).unwrap_or_default(), agent_dir.join("logs").display());
-        }
-    }
-    stop_agent(&mut agent).await;
-    server.shutdown().await;
-    println!("Stopped. Run `tether quickstart` again to resume with the same data.");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Sets up the default policy for the tour on the first run: a short
@@ -291,10 +332,16 @@ async fn publish_sample(admin: &tether_client::ApiClient) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Starts `tether agent run` as a child tied to this process: with
+/// `--exit-with-parent` (given through `TETHER_EXIT_WITH_PARENT`, so the
+/// command line stays the one the README shows) the agent asks the kernel
+/// for SIGTERM when this process dies, so even a SIGKILL of the quickstart
+/// stops it.
 fn spawn_agent(exe: &Path, agent_dir: &Path) -> anyhow::Result<tokio::process::Child> {
     tokio::process::Command::new(exe)
         .args(["agent", "run", "--state-dir"])
         .arg(agent_dir)
+        .env("TETHER_EXIT_WITH_PARENT", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

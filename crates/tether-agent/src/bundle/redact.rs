@@ -1,8 +1,9 @@
 //! Redaction of everything that goes into an escalation bundle.
 //!
-//! Secrets are found by shape (Tether's prefixed secrets, `Authorization`
-//! headers, PEM private keys, `user:pass@` in URLs, `password=`-style
-//! key-values) and by value (the agent's credential and proxy passwords
+//! Secrets are found by shape (Tether's prefixed secrets, `Authorization`,
+//! `Cookie` and `Set-Cookie` headers, PEM and PGP private keys, `user:pass@`
+//! in URLs, `password=`-style key-values, quoted or not, with spaces, and
+//! as URL query parameters) and by value (the agent's credential and proxy passwords
 //! known from its config). Each is replaced by `[REDACTED:kind]` and
 //! recorded as a [`Redaction`] (file, line, kind), never with the secret.
 //! Line numbers are those of the redacted file: redaction never adds or
@@ -37,6 +38,9 @@ pub enum Kind {
     Secret,
     /// A proxy password known from the config or the environment.
     ProxyPassword,
+    /// The value of a `Cookie` or `Set-Cookie` header (sessions are
+    /// credentials).
+    Cookie,
 }
 
 impl Kind {
@@ -52,6 +56,7 @@ impl Kind {
             Kind::Password => "password",
             Kind::Secret => "secret",
             Kind::ProxyPassword => "proxy_password",
+            Kind::Cookie => "cookie",
         }
     }
 
@@ -77,24 +82,30 @@ pub const MIN_EXACT_LEN: usize = 4;
 // pattern, which the unit tests would catch at once.
 #[allow(clippy::unwrap_used)]
 static PEM_INLINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
+    Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|$)")
         .unwrap()
 });
 #[allow(clippy::unwrap_used)]
 static PEM_END: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"-----END [A-Z0-9 ]*PRIVATE KEY-----").unwrap());
+    LazyLock::new(|| Regex::new(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----").unwrap());
 #[allow(clippy::unwrap_used)]
 static AUTH_HEADER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)\b(proxy-authorization|authorization)(["']?\s*[:=]\s*["']?)([^"'\r\n,}\]]+)"#)
         .unwrap()
 });
 #[allow(clippy::unwrap_used)]
+static COOKIE_HEADER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)\b(set-cookie|cookie)(["']?\s*[:=]\s*["']?)([^"'\r\n}\]]+)"#).unwrap()
+});
+#[allow(clippy::unwrap_used)]
 static URL_USERINFO: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@"'<>]*):([^/\s@"'<>]*)@"#).unwrap()
 });
 #[allow(clippy::unwrap_used)]
+/// The key and separator of a secret-looking key-value, and the opening
+/// quote of its value if it has one; the value's extent is [`value_end`]'s.
 static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|credential|api[_-]?key)[a-z0-9_.-]*)(["']?\s*[:=]\s*["']?)([^\s"',;&}\]]+)"#).unwrap()
+    Regex::new(r#"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|credential|api[_-]?key)[a-z0-9_.-]*)(["']?\s*[:=]\s*)(["']?)"#).unwrap()
 });
 #[allow(clippy::unwrap_used)]
 static PREFIXED: LazyLock<Regex> =
@@ -173,6 +184,13 @@ impl Redactor {
                 record(kind);
                 format!("{}{}{}", &c[1], &c[2], kind.marker())
             });
+            line = replace_all(&COOKIE_HEADER, &line, |c| {
+                if c[3].trim().starts_with("[REDACTED") {
+                    return c[0].to_owned();
+                }
+                record(Kind::Cookie);
+                format!("{}{}{}", &c[1], &c[2], Kind::Cookie.marker())
+            });
             line = replace_all(&URL_USERINFO, &line, |c| {
                 if c[3].is_empty() && c[2].is_empty() {
                     return c[0].to_owned();
@@ -189,31 +207,91 @@ impl Redactor {
                 record(kind);
                 kind.marker()
             });
-            line = replace_all(&KEY_VALUE, &line, |c| {
-                let value = &c[3];
-                let harmless = value.starts_with("[REDACTED")
-                    || [
-                        "true", "false", "null", "none", "(none)", "present", "absent",
-                    ]
-                    .contains(&value.to_ascii_lowercase().as_str())
-                    || value.chars().all(|ch| ch.is_ascii_digit());
-                if harmless {
-                    return c[0].to_owned();
-                }
-                let key = c[1].to_ascii_lowercase();
-                let kind = if key.contains("pass") || key.contains("pwd") {
-                    Kind::Password
-                } else {
-                    Kind::Secret
-                };
-                record(kind);
-                format!("{}{}{}", &c[1], &c[2], kind.marker())
-            });
+            line = redact_key_values(&line, &mut record);
             out.push_str(&line);
             out.push_str(newline);
         }
         (out, found)
     }
+}
+
+/// Replaces the value of each secret-looking key-value. A quoted value
+/// runs to its closing quote, spaces included (`"password": "a b"`); an
+/// unquoted one runs over spaces until a word that looks like the next key
+/// (`password=a b retrying` loses all three words, `pwd=x user=y` keeps
+/// `user=y`), and stops at `,`, `;`, `&` and brackets, so the next query
+/// parameter or JSON field survives. Redacting a word too many is the
+/// price of never leaving half a password behind.
+fn redact_key_values(line: &str, record: &mut impl FnMut(Kind)) -> String {
+    let mut out = String::with_capacity(line.len());
+    let (mut copied, mut from) = (0, 0);
+    while from <= line.len() {
+        let Some(c) = KEY_VALUE.captures_at(line, from) else {
+            break;
+        };
+        let (Some(whole), Some(key)) = (c.get(0), c.get(1)) else {
+            break;
+        };
+        let quote = c.get(3).map_or("", |q| q.as_str());
+        let start = whole.end();
+        let end = value_end(line, start, quote);
+        let value = &line[start..end];
+        from = end.max(whole.end());
+        if value.is_empty() || harmless(value) {
+            continue;
+        }
+        let lower = key.as_str().to_ascii_lowercase();
+        let kind = if lower.contains("pass") || lower.contains("pwd") {
+            Kind::Password
+        } else {
+            Kind::Secret
+        };
+        record(kind);
+        out.push_str(&line[copied..start]);
+        out.push_str(&kind.marker());
+        copied = end;
+    }
+    out.push_str(&line[copied..]);
+    out
+}
+
+/// Where a value starting at `start` ends (see [`redact_key_values`]).
+fn value_end(line: &str, start: usize, quote: &str) -> usize {
+    if let Some(q) = quote.chars().next() {
+        return line[start..].find(q).map_or(line.len(), |i| start + i);
+    }
+    let token = |s: &str| {
+        s.find(|ch: char| ch.is_whitespace() || "\"',;&}]".contains(ch))
+            .unwrap_or(s.len())
+    };
+    let mut end = start + token(&line[start..]);
+    if end == start {
+        return end;
+    }
+    loop {
+        let after = &line[end..];
+        let spaces = after.len() - after.trim_start_matches([' ', '\t']).len();
+        if spaces == 0 {
+            return end;
+        }
+        let next = &after[spaces..];
+        let len = token(next);
+        // An empty word (end of line, punctuation) or the next key ends it.
+        if len == 0 || next[..len].contains([':', '=']) {
+            return end;
+        }
+        end += spaces + len;
+    }
+}
+
+/// Values that say whether a secret exists, not what it is.
+fn harmless(value: &str) -> bool {
+    value.starts_with("[REDACTED")
+        || [
+            "true", "false", "null", "none", "(none)", "present", "absent",
+        ]
+        .contains(&value.to_ascii_lowercase().as_str())
+        || value.chars().all(|ch| ch.is_ascii_digit())
 }
 
 fn replace_all(
@@ -336,6 +414,62 @@ end";
                 (2, Kind::ProxyPassword)
             ]
         );
+    }
+
+    #[test]
+    fn cookies_spaced_values_pgp_keys_and_database_url_passwords_are_redacted() {
+        let r = Redactor::default();
+        let text = "\
+GET / Cookie: session=PlantedCookieValue1; theme=dark
+HTTP/1.1 200 Set-Cookie: sid=PlantedSetCookie2; Path=/; HttpOnly
+{\"headers\": {\"cookie\": \"auth=PlantedJsonCookie3\"}}
+db password=PlantedSpaced alsosecret
+config \"password\": \"Planted quoted value\", \"user\": \"bob\"
+pwd: 'Planted single quoted'
+-----BEGIN PGP PRIVATE KEY BLOCK-----
+lQOYBGPlantedPgpMaterial
+=PLNT
+-----END PGP PRIVATE KEY BLOCK-----
+DATABASE_URL=postgres://db.corp:5432/app?sslmode=require&password=PlantedDbUrlPw&user=app
+jdbc:postgresql://db.corp/app?user=app&PASSWORD=PlantedJdbcPw
+mysql://db.corp/app?Password=Planted%20Encoded
+end
+";
+        let (out, found) = r.redact("agent.log", text);
+        for secret in [
+            "PlantedCookieValue1",
+            "PlantedSetCookie2",
+            "PlantedJsonCookie3",
+            "PlantedSpaced",
+            "alsosecret",
+            "Planted quoted value",
+            "quoted value",
+            "single quoted",
+            "PlantedPgpMaterial",
+            "=PLNT",
+            "PlantedDbUrlPw",
+            "PlantedJdbcPw",
+            "Encoded",
+        ] {
+            assert!(!out.contains(secret), "{secret} survived:\n{out}");
+        }
+        assert_eq!(out.lines().count(), text.lines().count(), "{out}");
+        assert!(
+            out.contains("\"user\": \"bob\""),
+            "the next field is kept: {out}"
+        );
+        assert!(
+            out.contains("&user=app"),
+            "the next parameter is kept: {out}"
+        );
+        assert!(out.contains("?sslmode=require&password="), "{out}");
+        let k = kinds(&found);
+        assert!(k.contains(&(1, Kind::Cookie)), "{k:?}");
+        assert!(k.contains(&(2, Kind::Cookie)), "{k:?}");
+        assert!(k.contains(&(3, Kind::Cookie)), "{k:?}");
+        assert!(k.contains(&(4, Kind::Password)), "{k:?}");
+        assert!(k.contains(&(7, Kind::PrivateKey)), "{k:?}");
+        assert!(k.contains(&(11, Kind::Password)), "{k:?}");
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl Local {
                 server: config.server,
                 transport: Arc::new(transport),
                 clock: world.clock.clone(),
+                apply_hook: None,
             },
             store,
             world: world.clone(),

@@ -53,14 +53,13 @@ pub fn next_delay(interval: Duration, jitter_percent: u8, sample: f64) -> Durati
 /// `RETRY_BASE * 2^(failures - 1)` capped at the interval. Half the ceiling
 /// is kept so a fleet that lost its mirror does not retry in a burst.
 pub fn retry_delay(failures: u32, interval: Duration, sample: f64) -> Duration {
-    let interval = interval.max(MIN_INTERVAL);
-    let exponent = failures.saturating_sub(1).min(31);
-    let ceiling = RETRY_BASE
-        .checked_mul(1u32 << exponent)
-        .unwrap_or(interval)
-        .min(interval);
-    let half = ceiling / 2;
-    half + below(ceiling - half, sample)
+    tether_transport::backoff::retry_delay(
+        RETRY_BASE,
+        interval.max(MIN_INTERVAL),
+        failures.saturating_sub(1),
+        tether_transport::backoff::Jitter::Equal,
+        sample,
+    )
 }
 
 /// A delay moved past the update server's cool-down, if one is running.
@@ -157,7 +156,7 @@ mod tests {
         let top = |failures| retry_delay(failures, 6 * HOUR, 1.0);
         let bottom = |failures| retry_delay(failures, 6 * HOUR, 0.0);
         assert_eq!(bottom(1), Duration::from_secs(30));
-        assert!(top(1) < Duration::from_secs(60) && top(1) > Duration::from_secs(59));
+        assert_eq!(top(1), Duration::from_secs(60));
         assert_eq!(bottom(2), Duration::from_secs(60));
         assert_eq!(bottom(5), Duration::from_secs(480));
         assert_eq!(bottom(9), Duration::from_secs(7680));

@@ -49,9 +49,10 @@ impl DefsStatus {
                     .last_error
                     .as_ref()
                     .map(|e| e.code.action().to_owned()),
+                // channel_states lists valid names only, so the path exists.
                 path: tether_defs::client::installed_path(state_dir, &state.channel)
-                    .display()
-                    .to_string(),
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 state,
             })
             .collect();

@@ -94,6 +94,13 @@ pub enum UpdateError {
     BundleInvalid { path: PathBuf, detail: String },
     #[error("no update server is configured")]
     NoServer,
+    /// A channel name (from the policy, an action or the command line) that
+    /// is not a valid channel name. Shown escaped and cut, since it is
+    /// outside input.
+    #[error(
+        "{channel} is not a valid channel name (1-64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit); nothing was written"
+    )]
+    ChannelInvalid { channel: String },
     /// A copy of another error (one failure reported for several
     /// channels): its code, words and retry class are kept.
     #[error("{message}")]
@@ -106,6 +113,14 @@ pub enum UpdateError {
 }
 
 impl UpdateError {
+    /// A refused channel name, escaped and cut to 80 characters.
+    pub fn channel_invalid(name: &str) -> UpdateError {
+        let cut: String = name.chars().take(80).collect();
+        UpdateError::ChannelInvalid {
+            channel: format!("{cut:?}"),
+        }
+    }
+
     /// The catalog code.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -126,6 +141,7 @@ impl UpdateError {
             UpdateError::Install { .. } => ErrorCode::DefsInstallFailed,
             UpdateError::BundleInvalid { .. } => ErrorCode::DefsBundleInvalid,
             UpdateError::NoServer => ErrorCode::DefsServerError,
+            UpdateError::ChannelInvalid { .. } => ErrorCode::DefsChannelNameRefused,
             UpdateError::Copied { code, .. } => *code,
         }
     }
@@ -154,6 +170,7 @@ impl UpdateError {
                 | UpdateError::Install { .. }
                 | UpdateError::BundleInvalid { .. }
                 | UpdateError::NoServer
+                | UpdateError::ChannelInvalid { .. }
                 | UpdateError::Copied {
                     next_server: false,
                     ..

@@ -213,7 +213,7 @@ pub(crate) async fn download(
             continue;
         }
         if have == want.length && have > 0 {
-            match verify(&part, want, &server_s) {
+            match verify_off_runtime(&part, want, &server_s).await {
                 Ok(()) => return Ok(part),
                 Err(_) => {
                     discard(&part, &meta_path);
@@ -358,7 +358,7 @@ pub(crate) async fn download(
                 },
             });
         }
-        if let Err(e) = verify(&part, want, &server_s) {
+        if let Err(e) = verify_off_runtime(&part, want, &server_s).await {
             discard(&part, &meta_path);
             return Err(e);
         }
@@ -373,7 +373,7 @@ pub(crate) async fn download(
 }
 
 /// Copies a target from an unpacked bundle, with the same checks as a download.
-pub(crate) fn from_dir(dir: &Path, want: &Wanted<'_>) -> Result<PathBuf, UpdateError> {
+pub(crate) async fn from_dir(dir: &Path, want: &Wanted<'_>) -> Result<PathBuf, UpdateError> {
     let path = dir.join(&want.rel_path);
     let len =
         std::fs::metadata(&path)
@@ -389,12 +389,33 @@ pub(crate) fn from_dir(dir: &Path, want: &Wanted<'_>) -> Result<PathBuf, UpdateE
             limit: want.length,
         });
     }
-    verify(&path, want, &dir.display().to_string())?;
+    verify_off_runtime(&path, want, &dir.display().to_string()).await?;
     Ok(path)
 }
 
+/// [`verify`] on the blocking pool: hashing 100 MB takes the better part of
+/// a second, which the agent's one runtime thread owes to its check-ins.
+async fn verify_off_runtime(
+    path: &Path,
+    want: &Wanted<'_>,
+    server: &str,
+) -> Result<(), UpdateError> {
+    let (path, server) = (path.to_path_buf(), server.to_owned());
+    let (name, sha256, length) = (want.name.to_owned(), want.sha256.to_owned(), want.length);
+    super::off_runtime(move || {
+        let want = Wanted {
+            name: &name,
+            rel_path: String::new(),
+            sha256: &sha256,
+            length,
+        };
+        verify(&path, &want, &server)
+    })
+    .await
+}
+
 fn verify(path: &Path, want: &Wanted<'_>, server: &str) -> Result<(), UpdateError> {
-    let (actual, len) = crate::repo::sha256_file(path)
+    let (actual, len) = crate::delta::sha256_file(path)
         .map_err(|e| disk_or_install("reading", path.to_path_buf(), &e))?;
     if len != want.length || actual != want.sha256 {
         return Err(UpdateError::HashMismatch {

@@ -52,7 +52,7 @@ fn channel_segment(ctx: &Ctx, path: Result<Path<String>, PathRejection>) -> ApiR
         .0;
     service(
         ctx,
-        tether_defs::repo::validate_channel(&channel).map_err(ServiceError::from),
+        tether_defs_publish::repo::validate_channel(&channel).map_err(ServiceError::from),
     )?;
     Ok(channel)
 }

@@ -66,7 +66,7 @@ mod tests {
         let config = crate::ServerConfig::default();
         // The directory may go when the test ends; nothing reads it after.
         let dir = tempfile::tempdir().expect("temp dir");
-        let defs = tether_defs::repo::Repo::open(&dir.path().join("defs"), clock.clone())
+        let defs = tether_defs_publish::repo::Repo::open(&dir.path().join("defs"), clock.clone())
             .await
             .expect("opens the definitions repository");
         Ctx::new(

@@ -96,7 +96,7 @@ fn check_kind(kind: &ActionKind) -> Result<(), ServiceError> {
         ActionKind::UpdateDefs { channel: None } => {}
         ActionKind::UpdateDefs {
             channel: Some(channel),
-        } => tether_defs::repo::validate_channel(channel)?,
+        } => tether_defs_publish::repo::validate_channel(channel)?,
         ActionKind::Doctor { .. } => {}
         ActionKind::Debug { minutes } if (1..=MAX_DEBUG_MINUTES).contains(minutes) => {}
         ActionKind::Debug { minutes } => {

@@ -1,5 +1,5 @@
 //! Definitions on the control plane: publishing into the TUF repository
-//! (`tether_defs::repo`), the fleet summary, offline bundles, and keeping the
+//! (`tether_defs_publish::repo`), the fleet summary, offline bundles, and keeping the
 //! store's record of versions and the repository's signatures fresh.
 //!
 //! The repository on disk is the source of truth for what was published;
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use tether_defs::repo::{self, RepoError};
+use tether_defs_publish::repo::{self, RepoError};
 use tether_store::{AgentRecord, StoreError};
 use tether_wire::{AgentChannelView, AgentStatus, ChannelSummary, DefsPolicy, DefsVersion};
 use tokio::sync::watch;

@@ -306,7 +306,7 @@ pub fn defs_policy(p: &tether_wire::DefsPolicy) -> Result<(), ServiceError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for c in &p.channels {
-        tether_defs::repo::validate_channel(c)?;
+        tether_defs_publish::repo::validate_channel(c)?;
         if !seen.insert(c.as_str()) {
             return Err(ServiceError::invalid(
                 "defs.channels",

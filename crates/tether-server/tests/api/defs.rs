@@ -482,9 +482,10 @@ async fn policy_defs_are_validated() {
             .await
             .error(422, ErrorCode::InvalidField);
     }
-    put(serde_json::json!({"unknown": 1}))
-        .await
-        .error(400, ErrorCode::MalformedJson);
+    // A field this version does not know is ignored (wire compatibility),
+    // and changes nothing: the definitions settings stay at their defaults.
+    let ignored: Policy = put(serde_json::json!({"unknown": 1})).await.ok();
+    assert_eq!(ignored.defs, tether_wire::DefsPolicy::default());
     let ok: Policy = put(serde_json::json!({
         "channels": ["sig"],
         "update_urls": ["https://mirror.example:8443/defs/"],

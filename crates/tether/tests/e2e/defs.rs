@@ -21,7 +21,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::both_backends;
-use crate::lab::{Backend, Scratch, agent_bin, free_port, text};
+use crate::lab::{Backend, Scratch, Server, agent_bin, free_port, tether_bin, text};
 
 mod support;
 
@@ -703,4 +703,54 @@ async fn admin_update_now_reaches_a_running_agent_and_user_updates_can_be_forbid
     );
     assert_eq!(assert_installed_intact(&state, &[&v2]), 2);
     assert!(v1.version == 1);
+}
+
+/// The root key ceremony (docs/defs-keys.md): a server whose root key is
+/// on its disk warns at start with TETHER-E6018; one whose repository was
+/// created by `tether defs init` with an offline root key does not, and
+/// holds only the online roles' keys.
+#[tokio::test]
+async fn the_server_warns_while_the_root_key_is_online_and_not_after_the_ceremony() {
+    let online = Server::start(Backend::Sqlite).await;
+    assert!(
+        online.log().contains("TETHER-E6018"),
+        "no warning: {}",
+        online.log()
+    );
+
+    let media = Scratch::new("offline-media");
+    let root = media.path().join("root.pem");
+    let out = Command::new(tether_bin())
+        .args(["defs", "keygen", "--out"])
+        .arg(&root)
+        .output()
+        .await
+        .expect("keygen runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let data = Scratch::new("server");
+    let out = Command::new(tether_bin())
+        .args(["defs", "init", "--root-key"])
+        .arg(&root)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .await
+        .expect("init runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let mut keys: Vec<String> = std::fs::read_dir(data.path().join("defs/keys"))
+        .expect("keys/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["snapshot.pem", "targets.pem", "timestamp.pem"]);
+    let offline = Server::start_in(data).await;
+    assert!(!offline.log().contains("TETHER-E6018"), "{}", offline.log());
+    // It serves definitions all the same: publishing needs no root key.
+    let file = media.path().join("rules.txt");
+    std::fs::write(&file, "rule one\n").expect("writes");
+    let file = file.to_str().expect("utf-8 path");
+    offline
+        .admin_ok(&["defs", "publish", "--channel", "main", "--file", file])
+        .await;
 }

@@ -44,6 +44,10 @@ pub struct Server {
     child: Option<Child>,
     pub dir: Scratch,
     pub endpoint: Endpoint,
+    /// The PostgreSQL URL, when the backend is PostgreSQL.
+    pub database_url: Option<String>,
+    /// The database this server created (dropped with it); `None` when it
+    /// shares another server's.
     db: Option<PgDatabase>,
     /// What `--listen` was given, so a restart listens where agents look.
     listen: String,
@@ -130,11 +134,44 @@ impl Server {
     }
 
     async fn start_listening(backend: Backend, listen: String, env: &[(&str, &str)]) -> Server {
-        let dir = Scratch::new("server");
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PgDatabase::create()),
         };
+        let database_url = db.as_ref().map(PgDatabase::url);
+        Server::launch(database_url, db, listen, env, Scratch::new("server")).await
+    }
+
+    /// A SQLite server on a data dir prepared beforehand (for example by
+    /// `tether defs init`).
+    pub async fn start_in(dir: Scratch) -> Server {
+        Server::launch(None, None, "127.0.0.1:0".to_owned(), &[], dir).await
+    }
+
+    /// A second server process on `other`'s PostgreSQL database: its own
+    /// data dir, URL and CA, the same fleet.
+    pub async fn start_sharing_database(other: &Server) -> Server {
+        let url = other
+            .database_url
+            .clone()
+            .expect("sharing needs the PostgreSQL backend");
+        Server::launch(
+            Some(url),
+            None,
+            "127.0.0.1:0".to_owned(),
+            &[],
+            Scratch::new("server"),
+        )
+        .await
+    }
+
+    async fn launch(
+        database_url: Option<String>,
+        db: Option<PgDatabase>,
+        listen: String,
+        env: &[(&str, &str)],
+        dir: Scratch,
+    ) -> Server {
         let mut server = Server {
             child: None,
             dir,
@@ -143,6 +180,7 @@ impl Server {
                 ca_fingerprint: String::new(),
                 ca_pem_path: PathBuf::new(),
             },
+            database_url,
             db,
             listen,
             env: env
@@ -161,8 +199,8 @@ impl Server {
         let mut cmd = Command::new(tether_bin());
         cmd.args(["server", "--listen", &self.listen, "--data-dir"])
             .arg(self.dir.path());
-        if let Some(url) = self.db.as_ref().map(PgDatabase::url) {
-            cmd.args(["--database-url", &url]);
+        if let Some(url) = &self.database_url {
+            cmd.args(["--database-url", url]);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -367,3 +367,45 @@ pub fn checkin_body() -> tether_wire::CheckinRequest {
         proxy: None,
     }
 }
+
+/// Re-enrolling against another server never sends it the old credential.
+/// The two real servers share one PostgreSQL database (each with its own
+/// data dir, URL and CA), so a credential sent to B would be found there and
+/// B would re-register A's agent in place: the leak is visible.
+#[tokio::test]
+async fn reenrolling_on_another_server_never_sends_the_old_credential() {
+    let a = Server::start(Backend::Postgres).await;
+    let b = Server::start_sharing_database(&a).await;
+    assert_ne!(a.endpoint.url, b.endpoint.url);
+    assert_ne!(a.endpoint.ca_fingerprint, b.endpoint.ca_fingerprint);
+    let agent = Agent::new();
+    let on_a = agent
+        .enroll_ok(&a, &a.token(&[]).await.token, &["--name", "moving"])
+        .await;
+    let credential_a = agent.credential();
+
+    let out = agent.enroll(&b, &b.token(&[]).await.token, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Enrolled agent"),
+        "a new identity, not a re-registration: {}",
+        text(&out)
+    );
+    let on_b = agent.id();
+    assert_ne!(on_b, on_a, "B did not take over A's agent");
+    let kept = b.agent(on_a).await;
+    assert!(
+        kept.transitions
+            .iter()
+            .all(|t| !t.reason.contains("re-registered")),
+        "{:?}",
+        kept.transitions
+    );
+    assert_ne!(agent.credential(), credential_a);
+    let install_log =
+        std::fs::read_to_string(agent.state.path().join("logs/install.log")).unwrap_or_default();
+    assert!(
+        install_log.contains("belongs to another server"),
+        "{install_log}"
+    );
+}

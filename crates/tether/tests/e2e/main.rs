@@ -3,8 +3,10 @@
 //! PostgreSQL (a fresh database per test on the local server).
 
 mod defs;
+mod dispatch;
 mod doctor;
 mod hardening;
 mod lab;
 mod lifecycle;
 mod proxy;
+mod quickstart;

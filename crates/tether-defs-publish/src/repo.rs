@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tough::editor::RepositoryEditor;
@@ -35,8 +34,9 @@ use tough::sign::Sign;
 
 use tether_wire::{Clock, DefsVersion, DeltaInfo, ErrorCode};
 
-use crate::delta::{self, ContentKind, DeltaKind};
-use crate::layout::{self, TargetKind, TargetMeta};
+use tether_defs::delta::{self, ContentKind, DeltaKind};
+use tether_defs::layout::rfc3339;
+use tether_defs::layout::{self, TargetKind, TargetMeta};
 
 /// Deltas are built from every version published this recently…
 const DELTA_WINDOW: time::Duration = time::Duration::days(31);
@@ -197,6 +197,19 @@ impl Repo {
     /// Opens the repository under `dir`, creating keys, root v1 and empty
     /// signed metadata on first use.
     pub async fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Repo, RepoError> {
+        Repo::open_with_root_key(dir, clock, None).await
+    }
+
+    /// Like [`Repo::open`], but a new repository's root is signed by
+    /// `offline_root` (from `tether defs keygen`, on removable media), which
+    /// is read and never copied: only the online roles' keys (targets,
+    /// snapshot, timestamp) are written under `keys/`. An existing
+    /// repository ignores it.
+    pub async fn open_with_root_key(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        offline_root: Option<&Path>,
+    ) -> Result<Repo, RepoError> {
         for sub in ["keys", "objects", "repo/metadata", "repo/targets"] {
             let p = dir.join(sub);
             tokio::fs::create_dir_all(&p)
@@ -218,26 +231,39 @@ impl Repo {
         {
             let mut st = repo.inner.state.lock().await;
             if st.root_version == 0 {
+                let root_key = match offline_root {
+                    Some(p) => p.to_path_buf(),
+                    None => repo.key_path(RoleName::Root),
+                };
                 for role in [
                     RoleName::Root,
                     RoleName::Targets,
                     RoleName::Snapshot,
                     RoleName::Timestamp,
                 ] {
-                    let path = repo.key_path(role);
+                    let path = match role {
+                        RoleName::Root => root_key.clone(),
+                        _ => repo.key_path(role),
+                    };
                     if !path.exists() {
+                        if role == RoleName::Root && offline_root.is_some() {
+                            return Err(RepoError::Key {
+                                path,
+                                detail: "the offline root key is not there (is the media mounted?)"
+                                    .into(),
+                            });
+                        }
                         write_new_key(&path)?;
                     }
                 }
                 let keys = [
-                    RoleName::Root,
-                    RoleName::Targets,
-                    RoleName::Snapshot,
-                    RoleName::Timestamp,
-                ]
-                .map(|r| repo.key_path(r));
+                    root_key.clone(),
+                    repo.key_path(RoleName::Targets),
+                    repo.key_path(RoleName::Snapshot),
+                    repo.key_path(RoleName::Timestamp),
+                ];
                 let root = new_root(1, repo.now(), &keys).await?;
-                let signed = sign_root(root, &[repo.key_path(RoleName::Root)]).await?;
+                let signed = sign_root(root, &[root_key]).await?;
                 repo.write_root(1, signed.buffer()).await?;
                 st.root_version = 1;
                 repo.resign(&mut st).await?;
@@ -450,7 +476,7 @@ impl Repo {
             let file = tar.into_inner().map_err(|e| io(e, &tmp))?;
             file.sync_all().map_err(|e| io(e, &tmp))?;
             let len = file.metadata().map_err(|e| io(e, &tmp))?.len();
-            std::fs::rename(&tmp, &out).map_err(|e| io(e, &out))?;
+            tether_fs::rename_durable(&tmp, &out).map_err(|e| io(e.source, &e.path))?;
             Ok(len)
         })
         .await
@@ -491,17 +517,13 @@ impl Repo {
                     if sub == layout::TARGETS_DIR && target.exists() {
                         continue;
                     }
-                    let tmp = dst.join(format!(".{}.tmp", entry.file_name().to_string_lossy()));
-                    std::fs::copy(entry.path(), &tmp).map_err(|source| RepoError::Io {
-                        what: "copying to",
-                        path: tmp.clone(),
-                        source,
-                    })?;
-                    std::fs::rename(&tmp, &target).map_err(|source| RepoError::Io {
-                        what: "renaming",
-                        path: target.clone(),
-                        source,
-                    })?;
+                    tether_fs::copy_atomic(&entry.path(), &target, tether_fs::PUBLIC).map_err(
+                        |e| RepoError::Io {
+                            what: e.op,
+                            path: e.path,
+                            source: e.source,
+                        },
+                    )?;
                     copied += 1;
                 }
             }
@@ -641,7 +663,8 @@ fn build_objects(
     let full = delta::compress_full(content);
     let delta_kind = match kind {
         ContentKind::Text => DeltaKind::Line,
-        ContentKind::Binary => DeltaKind::Zstd,
+        // zstd patch-from works on any bytes, so it is also the fallback.
+        _ => DeltaKind::Zstd,
     };
     let mut deltas = Vec::new();
     for base in bases {
@@ -681,6 +704,70 @@ async fn load_state(dir: &Path) -> Result<State, RepoError> {
             source,
         }),
     }
+}
+
+/// The key files under the repository's `keys/` that are current root
+/// keys: the root key is online while this is not empty. The server warns
+/// at start; the ceremony in docs/defs-keys.md empties it. Files that do not
+/// parse as keys are skipped (they sign nothing).
+pub fn online_root_keys(dir: &Path) -> Result<Vec<PathBuf>, RepoError> {
+    let state_path = dir.join("state.json");
+    let st: State = match std::fs::read(&state_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| RepoError::Corrupt {
+            path: state_path.clone(),
+            detail: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RepoError::Io {
+                what: "reading",
+                path: state_path,
+                source,
+            });
+        }
+    };
+    let root_path = dir
+        .join("repo")
+        .join(layout::METADATA_DIR)
+        .join(format!("{}.root.json", st.root_version));
+    let root: Signed<Root> = match std::fs::read(&root_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| RepoError::Corrupt {
+            path: root_path.clone(),
+            detail: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RepoError::Io {
+                what: "reading",
+                path: root_path,
+                source,
+            });
+        }
+    };
+    let root_ids = root
+        .signed
+        .roles
+        .get(&RoleType::Root)
+        .map(|r| r.keyids.clone())
+        .unwrap_or_default();
+    let mut online = Vec::new();
+    for entry in std::fs::read_dir(dir.join("keys"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        let Ok(key) = load_key(&path) else { continue };
+        if key
+            .tuf_key()
+            .key_id()
+            .is_ok_and(|id| root_ids.contains(&id))
+        {
+            online.push(path);
+        }
+    }
+    online.sort();
+    Ok(online)
 }
 
 /// Generates a new ed25519 key (PKCS#8 PEM, mode 0600) at `out`, which
@@ -963,13 +1050,16 @@ async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Rep
 async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
     let path = path.to_path_buf();
     let bytes = bytes.to_vec();
-    tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&path, &bytes))
-        .await
-        .map_err(|e| RepoError::Sign {
-            role: "state",
-            detail: format!("the writer stopped: {e}"),
-        })?
-        .map_err(|(what, path, source)| RepoError::Io { what, path, source })
+    tokio::task::spawn_blocking(move || {
+        tether_fs::write_atomic(&path, &bytes, tether_fs::PUBLIC)
+            .map_err(|e| (e.op, e.path, e.source))
+    })
+    .await
+    .map_err(|e| RepoError::Sign {
+        role: "state",
+        detail: format!("the writer stopped: {e}"),
+    })?
+    .map_err(|(what, path, source)| RepoError::Io { what, path, source })
 }
 
 fn sign_err(role: &'static str, e: impl std::fmt::Display) -> RepoError {
@@ -986,32 +1076,6 @@ fn nz(v: u64) -> NonZeroU64 {
 fn jiff_ts(t: OffsetDateTime) -> jiff::Timestamp {
     // Whole seconds: TUF expirations are RFC 3339 without fractions.
     jiff::Timestamp::from_second(t.unix_timestamp()).unwrap_or(jiff::Timestamp::MAX)
-}
-
-/// RFC 3339, whole seconds.
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// SHA-256 of a file, streamed.
-pub(crate) fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let r = f.read(&mut buf)?;
-        if r == 0 {
-            break;
-        }
-        h.update(&buf[..r]);
-        n += r as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
 }
 
 #[cfg(test)]

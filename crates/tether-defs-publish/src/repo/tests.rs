@@ -156,3 +156,108 @@ async fn a_running_repo_sees_a_rotation_made_by_another_process() {
     );
     assert!(server.refresh().await.is_ok());
 }
+
+fn key_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("keys"))
+        .expect("keys/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The ceremony for a new control plane: the root key is made offline and
+/// only read from its media; the server holds the online roles' keys.
+#[tokio::test]
+async fn a_repository_rooted_offline_keeps_only_the_online_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let media = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    let offline = media.path().join("root.pem");
+    let root_id = keygen(&offline).expect("keygen");
+    let repo = Repo::open_with_root_key(dir.path(), c.clone(), Some(&offline))
+        .await
+        .expect("open");
+    assert_eq!(
+        key_files(dir.path()),
+        ["snapshot.pem", "targets.pem", "timestamp.pem"]
+    );
+    assert!(online_root_keys(dir.path()).expect("reads").is_empty());
+    let root: serde_json::Value =
+        serde_json::from_str(&repo.root_json().await.expect("root")).expect("json");
+    assert_eq!(
+        root["signed"]["roles"]["root"]["keyids"][0],
+        root_id.as_str()
+    );
+    // Day to day needs no root key: publish and refresh sign with the online keys.
+    repo.publish("main", b"one\n".to_vec(), None)
+        .await
+        .expect("publishes without the root key");
+    c.advance(time::Duration::days(2));
+    repo.refresh()
+        .await
+        .expect("refreshes without the root key");
+    // Rotations take it from the media again.
+    let v = rotate_key(
+        dir.path(),
+        RoleName::Targets,
+        None,
+        std::slice::from_ref(&offline),
+        c.clone(),
+    )
+    .await
+    .expect("rotates with the offline root");
+    assert_eq!(v, 2);
+    assert!(online_root_keys(dir.path()).expect("reads").is_empty());
+    // A missing medium is named, not papered over with a new online key.
+    let other = tempfile::tempdir().expect("tempdir");
+    let e = Repo::open_with_root_key(other.path(), c, Some(&media.path().join("gone.pem")))
+        .await
+        .expect_err("no key there");
+    assert!(e.to_string().contains("media"), "{e}");
+}
+
+/// The ceremony for a control plane that made its root key online at its
+/// first start: rotate the root to an offline key, then delete the old one.
+#[tokio::test]
+async fn moving_an_online_root_key_offline_leaves_no_current_root_key_on_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let media = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    let _repo = Repo::open(dir.path(), c.clone()).await.expect("open");
+    let online = dir.path().join("keys/root.pem");
+    assert_eq!(
+        online_root_keys(dir.path()).expect("reads"),
+        std::slice::from_ref(&online),
+        "a default repository has its root key online"
+    );
+    let offline = media.path().join("root.pem");
+    keygen(&offline).expect("keygen");
+    rotate_key(
+        dir.path(),
+        RoleName::Root,
+        Some(&offline),
+        std::slice::from_ref(&online),
+        c.clone(),
+    )
+    .await
+    .expect("rotates the root");
+    assert!(
+        online_root_keys(dir.path()).expect("reads").is_empty(),
+        "the old root key no longer signs anything"
+    );
+    std::fs::remove_file(&online).expect("the old key is deleted");
+    assert_eq!(
+        key_files(dir.path()),
+        ["snapshot.pem", "targets.pem", "timestamp.pem"]
+    );
+    // The next root still needs the offline key, and works with it.
+    let e = rotate_key(dir.path(), RoleName::Snapshot, None, &[], c.clone())
+        .await
+        .expect_err("no root key given");
+    assert!(matches!(e, RepoError::NotARootKey { .. }), "{e}");
+    rotate_key(dir.path(), RoleName::Snapshot, None, &[offline], c)
+        .await
+        .expect("rotates with the offline root");
+}
