@@ -141,6 +141,18 @@ catalog! {
     DefsInstallFailed = "6015", 500, "The definitions could not be written to the state dir.", "Check the permissions of the agent's state dir; the installed version was kept.";
     DefsProxyDownloadFailed = "6016", 502, "The proxy was reached but the download through it failed.", "Check the proxy's log for the update server's host; it may block, limit or rewrite the download.";
 
+    // 70xx: the task queue.
+    TaskSpecInvalid = "7001", 422, "The task's spec is not valid for its kind.", "Fix the named field of the spec; the message says what the kind accepts.";
+    TaskStaleEpoch = "7002", 409, "The heartbeat or result carries a stale lease epoch: the task moved on to a newer attempt.", "Nothing to do on the agent: it stops this attempt. The newer attempt's agent reports the result.";
+    TaskNotLeased = "7003", 409, "The task is not leased to this agent.", "Nothing to do on the agent: it drops the work. An admin can read the task with `tether tasks show ID`.";
+    TaskFinal = "7004", 409, "The task already finished (succeeded, dead-lettered or cancelled).", "Use `tether tasks retry ID` to run a dead-lettered or cancelled task again.";
+    TaskNotRetriable = "7005", 409, "Only a dead-lettered or cancelled task can be retried.", "Wait for the task to finish, or cancel it first.";
+    TaskTargetInvalid = "7006", 422, "The task's target names no agent or group that can run it.", "Target an existing agent, or a group and agent kind (`--group G --agent-kind K`).";
+    TaskScheduleInvalid = "7007", 422, "The task's schedule or allowed hours are not valid.", "Use `--every 1h` or `--cron 'M H DOM MON DOW'` with weekdays by name, an IANA time zone, and `HH:MM-HH:MM` hours.";
+    TaskPollersFull = "7008", 503, "The server holds as many task polls as it allows.", "Nothing to do: the agent polls again after Retry-After, and check-ins still deliver admin actions.";
+    SiteInvalid = "7009", 422, "The site name or its time zone is not valid.", "Use 1-64 characters (letters, digits, '-', '_', '.') and an IANA time zone such as Europe/Paris.";
+    TaskResultTooLarge = "7010", 413, "The result chunk is larger than the server accepts.", "Nothing to do on the agent: it splits results into smaller chunks. Raise the server's body limit if it persists.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";
