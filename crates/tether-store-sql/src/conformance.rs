@@ -43,6 +43,13 @@ pub use defs::{
     defs_versions_are_ordered_and_filtered, defs_versions_round_trip,
     duplicate_defs_version_is_refused_and_original_kept, policy_defs_round_trip,
 };
+mod tasks;
+pub use tasks::{
+    concurrent_lessors_never_lease_a_task_twice, expired_leases_and_deadlines_are_found,
+    leases_go_to_eligible_agents_in_order, new_task, result_chunks_are_stored_once,
+    schedules_fire_each_run_once, sites_label_agents_and_tokens,
+    tasks_round_trip_and_writes_are_compare_and_set,
+};
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -137,6 +144,13 @@ macro_rules! for_each_check {
             defs_versions_are_ordered_and_filtered,
             agent_defs_state_round_trips_through_both_checkin_paths,
             policy_defs_round_trip,
+            tasks_round_trip_and_writes_are_compare_and_set,
+            leases_go_to_eligible_agents_in_order,
+            concurrent_lessors_never_lease_a_task_twice,
+            result_chunks_are_stored_once,
+            expired_leases_and_deadlines_are_found,
+            schedules_fire_each_run_once,
+            sites_label_agents_and_tokens,
         }
     };
 }

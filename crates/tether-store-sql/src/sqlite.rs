@@ -129,6 +129,9 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    /// Nothing: `BEGIN IMMEDIATE` already serializes lessors (see tasks.rs).
+    const TASK_LOCK: &'static str = "";
+
     /// SQLite has no row locks: the `BEGIN IMMEDIATE` transaction already
     /// holds the database's write lock, so a plain read is enough (and
     /// `FOR UPDATE` is a syntax error here).
@@ -148,6 +151,7 @@ impl SqliteStore {
     }
 }
 
+impl_task_store!(SqliteStore);
 impl_store!(SqliteStore, "sqlite", SqlitePool);
 
 #[cfg(test)]
