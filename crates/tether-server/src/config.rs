@@ -97,6 +97,15 @@ pub struct ServerConfig {
     /// in memory while it is published, so keep it below the free RAM.
     pub defs_max_publish_bytes: u64,
     /// Where each value came from; not a config key.
+    /// The longest a task poll is held, in seconds. Below common
+    /// load-balancer idle timeouts (60 s), so a held poll is never cut.
+    pub task_poll_max_wait_secs: u32,
+    /// The most task polls held at once; past it, polls are answered at once
+    /// and agents fall back to check-in delivery of admin actions.
+    pub max_task_pollers: usize,
+    /// After a start, leases do not expire for this many seconds: agents
+    /// could not heartbeat while the server was down.
+    pub task_lease_grace_secs: u32,
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, ConfigSource>,
 }
@@ -116,13 +125,16 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             defs_grace_secs: DEFAULT_DEFS_GRACE_SECS,
             defs_max_publish_bytes: DEFAULT_DEFS_MAX_PUBLISH_BYTES,
+            task_poll_max_wait_secs: DEFAULT_TASK_POLL_WAIT_SECS,
+            max_task_pollers: DEFAULT_MAX_TASK_POLLERS,
+            task_lease_grace_secs: DEFAULT_TASK_LEASE_GRACE_SECS,
             sources: BTreeMap::new(),
         }
     }
 }
 
 /// Every field with its environment variable, in display order.
-const FIELDS: [(&str, &str); 12] = [
+const FIELDS: [(&str, &str); 15] = [
     ("listen", "TETHER_LISTEN"),
     ("data_dir", "TETHER_DATA_DIR"),
     ("database_url", "TETHER_DATABASE_URL"),
@@ -135,7 +147,17 @@ const FIELDS: [(&str, &str); 12] = [
     ("max_body_bytes", "TETHER_MAX_BODY_BYTES"),
     ("defs_grace_secs", "TETHER_DEFS_GRACE_SECS"),
     ("defs_max_publish_bytes", "TETHER_DEFS_MAX_PUBLISH_BYTES"),
+    ("task_poll_max_wait_secs", "TETHER_TASK_POLL_MAX_WAIT_SECS"),
+    ("max_task_pollers", "TETHER_MAX_TASK_POLLERS"),
+    ("task_lease_grace_secs", "TETHER_TASK_LEASE_GRACE_SECS"),
 ];
+
+/// 50 s: under the 60 s idle timeout most load balancers default to.
+pub const DEFAULT_TASK_POLL_WAIT_SECS: u32 = 50;
+pub const MAX_TASK_POLL_WAIT_SECS: u32 = 300;
+/// Room for a fleet of 10,000 with headroom (see BENCHMARKS.md for the cost).
+pub const DEFAULT_MAX_TASK_POLLERS: usize = 20_000;
+pub const DEFAULT_TASK_LEASE_GRACE_SECS: u32 = 60;
 
 /// The bounds enforced by [`ServerConfig::validate`].
 pub const MIN_BODY_BYTES: usize = 1024;
@@ -292,6 +314,24 @@ impl ServerConfig {
                     .map_err(|_| invalid("a whole number of bytes"))?;
                 "defs_max_publish_bytes"
             }
+            "task_poll_max_wait_secs" => {
+                self.task_poll_max_wait_secs = value
+                    .parse()
+                    .map_err(|_| invalid("a whole number of seconds"))?;
+                "task_poll_max_wait_secs"
+            }
+            "max_task_pollers" => {
+                self.max_task_pollers = value
+                    .parse()
+                    .map_err(|_| invalid("a whole number of polls"))?;
+                "max_task_pollers"
+            }
+            "task_lease_grace_secs" => {
+                self.task_lease_grace_secs = value
+                    .parse()
+                    .map_err(|_| invalid("a whole number of seconds"))?;
+                "task_lease_grace_secs"
+            }
             other => {
                 return Err(ConfigError::UnknownField {
                     field: other.to_owned(),
@@ -319,6 +359,20 @@ impl ServerConfig {
                 "max_body_bytes",
                 self.max_body_bytes.to_string(),
                 format!("{MIN_BODY_BYTES}..={MAX_BODY_BYTES}"),
+            ));
+        }
+        if !(1..=MAX_TASK_POLL_WAIT_SECS).contains(&self.task_poll_max_wait_secs) {
+            return Err(invalid(
+                "task_poll_max_wait_secs",
+                self.task_poll_max_wait_secs.to_string(),
+                format!("1..={MAX_TASK_POLL_WAIT_SECS}"),
+            ));
+        }
+        if self.task_lease_grace_secs > MAX_GRACE_SECS {
+            return Err(invalid(
+                "task_lease_grace_secs",
+                self.task_lease_grace_secs.to_string(),
+                format!("0..={MAX_GRACE_SECS}"),
             ));
         }
         if !(MIN_SWEEP_INTERVAL_MS..=MAX_SWEEP_INTERVAL_MS).contains(&self.sweep_interval_ms) {

@@ -68,6 +68,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// Expires task leases, dead-letters late tasks, fires schedules.
+    task_sweeper: JoinHandle<()>,
     /// Re-signs the definitions metadata before it expires.
     defs_refresh: JoinHandle<()>,
 }
@@ -123,6 +125,7 @@ impl RunningServer {
     pub async fn wait(self) {
         let _ = self.http.await;
         let _ = self.sweeper.await;
+        let _ = self.task_sweeper.await;
         let _ = self.defs_refresh.await;
         info!("control plane stopped");
     }
@@ -203,12 +206,19 @@ pub async fn start_with_store(
             path: defs_dir.clone(),
             error,
         })?;
+    let started = clock.now();
     let ctx = Ctx {
         store: store.clone(),
         defs,
         clock,
         settings: Arc::new(settings),
         policies: Default::default(),
+        tasks: service::tasks::hub(
+            config.max_task_pollers,
+            config.task_poll_max_wait_secs,
+            config.task_lease_grace_secs,
+            started,
+        ),
     };
     // Versions published while the store was failing are recorded now.
     service::defs::reconcile(&ctx)
@@ -237,6 +247,11 @@ pub async fn start_with_store(
         Duration::from_millis(config.sweep_interval_ms),
         stop_rx.clone(),
     ));
+    let task_sweeper = tokio::spawn(service::tasks::run_sweeper(
+        ctx.clone(),
+        Duration::from_millis(config.sweep_interval_ms),
+        stop_rx.clone(),
+    ));
     let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx));
     let url = http::url_for(local_addr);
     info!(
@@ -258,6 +273,7 @@ pub async fn start_with_store(
         stop,
         http,
         sweeper,
+        task_sweeper,
         defs_refresh,
     })
 }

@@ -21,6 +21,7 @@ pub mod defs;
 pub mod enroll;
 pub mod health;
 pub mod policies;
+pub mod tasks;
 pub mod tokens;
 pub mod validate;
 
@@ -34,6 +35,8 @@ pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub policies: Arc<policies::PolicyCache>,
+    /// The task polls this server holds (long-poll delivery).
+    pub tasks: Arc<tasks::hub::TaskHub>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -124,6 +127,23 @@ pub enum ServiceError {
     Store(#[source] StoreError),
     #[error("definitions: {0}")]
     Defs(#[source] tether_defs::repo::RepoError),
+    #[error("task spec: {0}")]
+    TaskSpec(#[source] tether_tasks::SpecError),
+    #[error("task {id}: {refusal}")]
+    TaskRefused {
+        id: uuid::Uuid,
+        refusal: tether_tasks::Refusal,
+    },
+    #[error("task target: {0}")]
+    TaskTarget(String),
+    #[error("task schedule: {0}")]
+    TaskSchedule(#[source] tether_tasks::schedule::ScheduleError),
+    #[error(
+        "this server holds {held} task polls, its limit (max_task_pollers = {max}); poll again later"
+    )]
+    PollersFull { held: usize, max: usize },
+    #[error("site: {0}")]
+    SiteInvalid(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -195,6 +215,17 @@ impl ServiceError {
             ServiceError::Store(StoreError::Corrupt(_)) => ErrorCode::Internal,
             ServiceError::Store(_) => ErrorCode::StoreUnavailable,
             ServiceError::Defs(e) => e.code(),
+            ServiceError::TaskSpec(_) => ErrorCode::TaskSpecInvalid,
+            ServiceError::TaskRefused { refusal, .. } => match refusal {
+                tether_tasks::Refusal::StaleEpoch { .. } => ErrorCode::TaskStaleEpoch,
+                tether_tasks::Refusal::NotLeased { .. } => ErrorCode::TaskNotLeased,
+                tether_tasks::Refusal::Final { .. } => ErrorCode::TaskFinal,
+                tether_tasks::Refusal::NotRetriable { .. } => ErrorCode::TaskNotRetriable,
+            },
+            ServiceError::TaskTarget(_) => ErrorCode::TaskTargetInvalid,
+            ServiceError::TaskSchedule(_) => ErrorCode::TaskScheduleInvalid,
+            ServiceError::PollersFull { .. } => ErrorCode::TaskPollersFull,
+            ServiceError::SiteInvalid(_) => ErrorCode::SiteInvalid,
         }
     }
 

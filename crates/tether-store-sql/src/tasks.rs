@@ -213,8 +213,35 @@ macro_rules! impl_task_store {
                 &self,
                 task: &tether_tasks::TaskSnapshot,
             ) -> Result<(), tether_store::StoreError> {
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
                 let q = sqlx::query($crate::tasks::INSERT_TASK);
                 bind_task!(q, task)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                // An admin action for one agent raises the cheap flag the
+                // check-in reads, so agents that do not poll still get it.
+                if let (true, tether_wire::TaskTarget::Agent { agent_id }) =
+                    (task.kind.is_action(), &task.target)
+                {
+                    sqlx::query($crate::sql::BUMP_PENDING_ACTIONS)
+                        .bind(agent_id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                }
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn record_doctor(
+                &self,
+                agent_id: uuid::Uuid,
+                doctor: &tether_wire::DoctorSummary,
+            ) -> Result<(), tether_store::StoreError> {
+                sqlx::query($crate::sql::SET_LAST_DOCTOR)
+                    .bind(agent_id.to_string())
+                    .bind($crate::row::to_json(doctor, "last_doctor")?)
                     .execute(self.writer())
                     .await
                     .map_err($crate::error::db)?;

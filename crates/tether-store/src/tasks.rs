@@ -74,8 +74,18 @@ pub struct ScheduleRun {
 
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Inserts a new task. `Conflict` if the id exists.
+    /// Inserts a new task. `Conflict` if the id exists. An admin action
+    /// (`TaskKind::is_action`) for one agent also raises that agent's
+    /// `pending_actions`, in the same transaction, so that a check-in of an
+    /// agent that does not poll delivers it.
     async fn insert_task(&self, task: &TaskSnapshot) -> Result<(), StoreError>;
+    /// Records a doctor verdict reported as a task result as the agent's
+    /// last doctor verdict.
+    async fn record_doctor(
+        &self,
+        agent_id: Uuid,
+        doctor: &tether_wire::DoctorSummary,
+    ) -> Result<(), StoreError>;
     async fn task(&self, id: Uuid) -> Result<Option<TaskSnapshot>, StoreError>;
     /// Newest first.
     async fn list_tasks(

@@ -356,6 +356,9 @@ pub struct CreateTokenRequest {
     /// The policy agents enrolled with this token get; `"default"` if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The site label agents enrolled with this token get (an existing site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -183,6 +183,7 @@ async fn enroll_many(
             max_uses: Some(u32::try_from(n).context("too many agents")?),
             require_approval: false,
             policy: None,
+            site: None,
         })
         .await?;
     let transport = server.transport()?;
@@ -500,6 +501,7 @@ async fn agent_rss(args: AgentRssArgs) -> anyhow::Result<ExitCode> {
             max_uses: Some(1),
             require_approval: false,
             policy: None,
+            site: None,
         })
         .await?;
     let agent_bin = sibling_binary("tether-agent")?;

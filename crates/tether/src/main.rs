@@ -9,6 +9,7 @@ mod defs;
 mod endpoint;
 mod quickstart;
 mod server_cmd;
+mod tasks_cmd;
 
 use std::process::ExitCode;
 

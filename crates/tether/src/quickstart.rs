@@ -92,6 +92,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
                 max_uses: Some(1),
                 require_approval: false,
                 policy: None,
+                site: None,
             })
             .await
             .context("creating the local agent's enrollment token")?;
@@ -138,6 +139,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             max_uses: Some(10),
             require_approval: false,
             policy: None,
+            site: None,
         })
         .await?;
 

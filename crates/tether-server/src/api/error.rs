@@ -43,7 +43,7 @@ impl IntoResponse for ApiFailure {
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let retry = matches!(
             self.0.code,
-            ErrorCode::StoreUnavailable | ErrorCode::Internal
+            ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::TaskPollersFull
         );
         let mut response = (status, Json(self.0)).into_response();
         if retry {

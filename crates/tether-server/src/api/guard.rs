@@ -81,6 +81,11 @@ mod tests {
             clock,
             settings: Arc::new(settings),
             policies: Default::default(),
+            tasks: Arc::new(crate::service::tasks::hub::TaskHub::new(
+                10,
+                50,
+                time::OffsetDateTime::UNIX_EPOCH,
+            )),
         }
     }
 

@@ -13,7 +13,7 @@ use tether_wire::{
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::{Fixture, assert_conflict, assert_not_found, enroll_at, t};
+use super::{Fixture, agent, assert_conflict, assert_not_found, enroll_at, t};
 
 /// A queued task for `target`, created at `at`.
 pub fn new_task(kind: TaskKind, target: TaskTarget, at: OffsetDateTime) -> TaskSnapshot {
@@ -213,6 +213,11 @@ pub async fn leases_go_to_eligible_agents_in_order(f: Fixture) {
     ] {
         f.store.insert_task(task).await.expect("inserts");
     }
+    assert_eq!(
+        agent(&*f.store, a.id).await.pending_actions,
+        1,
+        "an admin action for the agent raises the check-in's cheap flag"
+    );
     let mut only_actions = request(a.id, now, 10);
     only_actions.actions_only = true;
     let got = f.store.lease_tasks(&only_actions).await.expect("leases");
