@@ -39,6 +39,9 @@ pub const POLL_WAIT_SECS: u32 = 50;
 pub const POLL_MARGIN: Duration = Duration::from_secs(20);
 /// The longest pause between two polls after failures.
 pub const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest pause before resending spooled results: short, because a
+/// finished attempt no longer heartbeats and its lease runs out.
+pub const MAX_SEND_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the worker needs.
 pub struct TaskWorker {
@@ -337,7 +340,7 @@ async fn send_results(client: ApiClient, spool: Spool, wake: Arc<Notify>) {
             Some(error) => {
                 let delay = crate::backoff::retry_delay(
                     failures,
-                    MAX_POLL_BACKOFF,
+                    MAX_SEND_BACKOFF,
                     error.retry_after(),
                     rand::random(),
                 );

@@ -173,8 +173,8 @@ pub fn table(tasks: &[TaskInfo<Value>]) -> String {
         out.push_str(&format!(
             "{:<36}  {:<11}  {:<9}  {:<7}  {:<8}  {}\n",
             t.id,
-            t.kind,
-            t.state,
+            t.kind.as_str(),
+            t.state.as_str(),
             format!("{}/{}", t.attempt, t.max_attempts),
             hhmm(Some(t.created_at)),
             why

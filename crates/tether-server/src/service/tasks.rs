@@ -922,7 +922,18 @@ pub async fn complete_action(
     let Some(task) = ctx.store.task(id).await? else {
         return Ok(None);
     };
+    // As for actions: another agent's is unknown to this one, and a
+    // finished one cannot be completed again.
+    if !task.kind.is_action() || task.leased_to != Some(agent.id) {
+        return Ok(None);
+    }
+    if task.state.is_final() {
+        return Err(ServiceError::Conflict(format!(
+            "action {id} is completed; only a delivered action can be completed"
+        )));
+    }
     if let Some(d) = &result.doctor {
+        super::actions::summary(d)?;
         ctx.store.record_doctor(agent.id, d).await?;
         let items = json_text(d)?;
         ctx.store

@@ -86,11 +86,13 @@ pub fn agent_bin() -> PathBuf {
 }
 
 pub struct Server {
-    /// Killed when the test ends (kill_on_drop).
-    _child: Child,
+    /// Killed when the test ends (kill_on_drop); `None` while stopped.
+    child: Option<Child>,
     pub dir: Scratch,
     pub endpoint: Endpoint,
     _db: Option<PgDatabase>,
+    database_url: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A fresh PostgreSQL database, dropped at the end of the test.
@@ -157,6 +159,52 @@ fn psql(sql: &str) {
     );
 }
 
+/// Starts `tether server` on `listen` and waits for its endpoint file.
+async fn spawn_server(
+    dir: &Scratch,
+    database_url: Option<&str>,
+    env: &[(String, String)],
+    listen: &str,
+) -> (Child, Endpoint) {
+    let mut cmd = Command::new(tether_bin());
+    cmd.args(["server", "--listen", listen, "--data-dir"])
+        .arg(dir.path());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("server.log"))
+        .expect("log file");
+    let child = cmd
+        .env("TETHER_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tether server starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let endpoint = loop {
+        if let Ok(body) = std::fs::read(dir.path().join("endpoint.json"))
+            && let Ok(e) = serde_json::from_slice::<Endpoint>(&body)
+        {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not start: {}",
+            std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    (child, endpoint)
+}
+
 impl Server {
     pub async fn start(backend: Backend) -> Server {
         Server::start_with(backend, &[]).await
@@ -169,44 +217,49 @@ impl Server {
             Backend::Postgres => Some(PgDatabase::create()),
         };
         let database_url = db.as_ref().map(PgDatabase::url);
-        let mut cmd = Command::new(tether_bin());
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path());
-        if let Some(url) = &database_url {
-            cmd.args(["--database-url", url]);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = cmd
-            .env("TETHER_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tether server starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let endpoint = loop {
-            if let Ok(body) = std::fs::read(dir.path().join("endpoint.json"))
-                && let Ok(e) = serde_json::from_slice::<Endpoint>(&body)
-            {
-                break e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (child, endpoint) =
+            spawn_server(&dir, database_url.as_deref(), &env, "127.0.0.1:0").await;
         Server {
-            _child: child,
+            child: Some(child),
             dir,
             endpoint,
             _db: db,
+            database_url,
+            env,
         }
+    }
+
+    /// Kills the server process (its data stays).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the server again on the same port, data dir and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let port = self
+            .endpoint
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+            .expect("the endpoint URL has a port");
+        let _ = std::fs::remove_file(self.dir.path().join("endpoint.json"));
+        let (child, endpoint) = spawn_server(
+            &self.dir,
+            self.database_url.as_deref(),
+            &self.env,
+            &format!("127.0.0.1:{port}"),
+        )
+        .await;
+        self.child = Some(child);
+        self.endpoint = endpoint;
     }
 
     /// Runs the admin CLI against this server.

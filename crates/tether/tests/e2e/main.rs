@@ -7,3 +7,4 @@ mod doctor;
 mod lab;
 mod lifecycle;
 mod proxy;
+mod tasks;
