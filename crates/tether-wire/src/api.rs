@@ -442,6 +442,9 @@ pub struct AgentDetail {
     /// in recently; `None` when it subscribes to no channel.
     #[serde(default)]
     pub in_policy: Option<bool>,
+    /// The site label (from the enrollment token, or set by an admin).
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// The one-line verdict of a doctor run, as the agent reports it and the

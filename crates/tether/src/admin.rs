@@ -597,7 +597,15 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
     line(
         &mut out,
         "Kind / group",
-        format!("{} / {}", a.kind, a.group),
+        format!(
+            "{} / {}{}",
+            a.kind,
+            a.group,
+            d.site
+                .as_deref()
+                .map(|s| format!("  site: {s}"))
+                .unwrap_or_default()
+        ),
     );
     line(
         &mut out,

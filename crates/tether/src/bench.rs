@@ -21,6 +21,7 @@ use tether_wire::{
 use tokio::time::Instant;
 
 mod defs_fleet;
+mod tasks;
 
 use crate::admin::trust_config;
 use crate::endpoint::Endpoint;
@@ -33,6 +34,8 @@ pub enum BenchCommand {
     AgentRss(AgentRssArgs),
     /// Server cost (bytes, CPU) of one definitions publish reaching N agents: deltas vs full.
     DefsFleet(defs_fleet::DefsFleetArgs),
+    /// Task delivery: idle cost of N held long polls, queue-to-start latency, CPU per task.
+    Tasks(tasks::TasksArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,6 +73,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             BenchCommand::Checkin(args) => checkin(args).await,
             BenchCommand::AgentRss(args) => agent_rss(args).await,
             BenchCommand::DefsFleet(args) => defs_fleet::run(args).await,
+            BenchCommand::Tasks(args) => tasks::run(args).await,
         }
     };
     // On Ctrl-C or SIGTERM (e.g. `timeout`), dropping `work` drops the server
@@ -159,7 +163,11 @@ fn facts(i: usize) -> HostFacts {
     }
 }
 
-fn post(path: &str, bearer: Option<&str>, body: Vec<u8>) -> anyhow::Result<http::Request<Bytes>> {
+pub(crate) fn post(
+    path: &str,
+    bearer: Option<&str>,
+    body: Vec<u8>,
+) -> anyhow::Result<http::Request<Bytes>> {
     let mut b = http::Request::post(path).header("content-type", "application/json");
     if let Some(secret) = bearer {
         b = b.header("authorization", format!("Bearer {secret}"));
@@ -168,7 +176,7 @@ fn post(path: &str, bearer: Option<&str>, body: Vec<u8>) -> anyhow::Result<http:
 }
 
 /// Enrolls `n` agents with `workers` keep-alive connections; returns credentials.
-async fn enroll_many(
+pub(crate) async fn enroll_many(
     server: &ServerProcess,
     n: usize,
     workers: usize,
@@ -567,7 +575,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// utime + stime of a process, in clock ticks, from /proc/PID/stat.
-fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; fields after ')' are fixed.
     let rest = stat
@@ -594,7 +602,7 @@ pub fn process_rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
-fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -706,6 +706,7 @@ mod tests {
             last_doctor: None,
             defs,
             in_policy,
+            site: None,
         }
     }
 

@@ -363,6 +363,32 @@ async fn a_schedule_that_missed_runs_runs_once_and_names_them() {
         )
         .await
         .ok::<Value>();
+    // The enrollment token sets the site label; an admin can change it.
+    let mut req = token_request(AgentKind::Connector);
+    req.site = Some("paris".into());
+    let t = h.create_token(&req).await;
+    let e = h.enroll_ok(&t.token, "bot-paris").await;
+    assert_eq!(h.detail(e.agent_id).await.site.as_deref(), Some("paris"));
+    h.client
+        .json_request(
+            "PUT",
+            &format!("/v1/admin/agents/{}/site", e.agent_id),
+            Some(&h.admin),
+            &json!({"site": "lyon"}),
+        )
+        .await
+        .error(422, ErrorCode::SiteInvalid);
+    let r = h
+        .client
+        .json_request(
+            "PUT",
+            &format!("/v1/admin/agents/{}/site", e.agent_id),
+            Some(&h.admin),
+            &json!({"site": null}),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(h.detail(e.agent_id).await.site, None);
     let mut body = json!({"kind": "doctor", "spec": {},
         "target": {"type": "group", "group": "prod", "agent_kind": "discovery", "site": "paris"}});
     body["schedule"] = json!({"type": "interval", "secs": 600});
