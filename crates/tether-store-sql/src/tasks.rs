@@ -330,6 +330,25 @@ macro_rules! impl_task_store {
                     $crate::tasks::LEASE_ORDER,
                     Self::TASK_LOCK
                 );
+                // Most polls find nothing: ask a reader first, so that an
+                // idle fleet's polls never queue for the write lock.
+                let probe = format!("{base} AND kind IN ({}) LIMIT 1", placeholders.join(", "));
+                let mut p = sqlx::query(&probe)
+                    .bind($crate::row::to_ms(req.now))
+                    .bind(req.agent_id.to_string())
+                    .bind(group)
+                    .bind(agent_kind)
+                    .bind(site);
+                for k in &kinds {
+                    p = p.bind(*k);
+                }
+                if p.fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?
+                    .is_none()
+                {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.begin_write().await.map_err($crate::error::db)?;
                 let mut q = sqlx::query(&sql)
                     .bind($crate::row::to_ms(req.now))

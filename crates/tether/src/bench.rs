@@ -163,11 +163,7 @@ fn facts(i: usize) -> HostFacts {
     }
 }
 
-pub(crate) fn post(
-    path: &str,
-    bearer: Option<&str>,
-    body: Vec<u8>,
-) -> anyhow::Result<http::Request<Bytes>> {
+fn post(path: &str, bearer: Option<&str>, body: Vec<u8>) -> anyhow::Result<http::Request<Bytes>> {
     let mut b = http::Request::post(path).header("content-type", "application/json");
     if let Some(secret) = bearer {
         b = b.header("authorization", format!("Bearer {secret}"));
@@ -175,8 +171,9 @@ pub(crate) fn post(
     Ok(b.body(Bytes::from(body))?)
 }
 
-/// Enrolls `n` agents with `workers` keep-alive connections; returns credentials.
-pub(crate) async fn enroll_many(
+/// Enrolls `n` agents (named `bench-i`) with `workers` keep-alive
+/// connections; returns their credentials in that order.
+async fn enroll_many(
     server: &ServerProcess,
     n: usize,
     workers: usize,
@@ -221,7 +218,7 @@ pub(crate) async fn enroll_many(
                     );
                 }
                 let e: EnrollResponse = serde_json::from_slice(&resp.body)?;
-                out.push(e.credential);
+                out.push((i, e.credential));
             }
             anyhow::Ok(out)
         });
@@ -230,7 +227,9 @@ pub(crate) async fn enroll_many(
     while let Some(r) = tasks.join_next().await {
         creds.extend(r??);
     }
-    Ok(creds)
+    // In enrollment order: credential i is agent `bench-i`.
+    creds.sort_unstable_by_key(|(i, _)| *i);
+    Ok(creds.into_iter().map(|(_, c)| c).collect())
 }
 
 /// One check-in per agent, as fast as the connections allow.
@@ -575,7 +574,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// utime + stime of a process, in clock ticks, from /proc/PID/stat.
-pub(crate) fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; fields after ')' are fixed.
     let rest = stat
@@ -602,7 +601,7 @@ pub fn process_rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
-pub(crate) fn ticks_per_second() -> f64 {
+fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -87,6 +87,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
         kinds: vec![TaskKind::Doctor],
     })?);
     let mut pollers: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
+    let reconnects = Arc::new(AtomicU64::new(0));
     for i in 0..args.agents {
         let (transport, url, creds, sent, tx, body) = (
             transport.clone(),
@@ -96,17 +97,22 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
             tx.clone(),
             poll_body.clone(),
         );
+        let reconnects = reconnects.clone();
         pollers.spawn(async move {
             let mut conn = transport.connect(&url).await?;
             // Bounded: the benchmark aborts the pollers when it is done.
             loop {
-                let resp = conn
-                    .send(post(
-                        "/v1/agent/tasks/poll",
-                        Some(&creds[i]),
-                        body.to_vec(),
-                    )?)
-                    .await?;
+                let request = post("/v1/agent/tasks/poll", Some(&creds[i]), body.to_vec())?;
+                let resp = match conn.send(request).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // As the agent does: a new connection, and poll again.
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        conn = transport.connect(&url).await?;
+                        continue;
+                    }
+                };
                 if resp.status != 200 {
                     bail!(
                         "poll of agent {i}: HTTP {} {}",
@@ -153,14 +159,15 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
         args.agents, args.tasks
     );
     println!(
-        "idle, {} polls held:   server RSS {:.1} MiB → {:.1} MiB (+{:.1} KiB per poll), open fds {} → {}, CPU {:.3} s/s",
+        "idle, {} polls held:   server RSS {:.1} MiB → {:.1} MiB (+{:.1} KiB per poll), open fds {} → {}, CPU {:.3} s/s, {} reconnects",
         args.agents,
         rss_before as f64 / 1024.0,
         rss_idle as f64 / 1024.0,
         (rss_idle.saturating_sub(rss_before)) as f64 / args.agents as f64,
         fds_before,
         fds_idle,
-        idle_cpu_per_s
+        idle_cpu_per_s,
+        reconnects.load(Ordering::Relaxed)
     );
 
     if args.tasks > 0 {
