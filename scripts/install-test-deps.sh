@@ -17,6 +17,7 @@ packages=(
   python3-pip # doctor: installs mitmproxy when the distribution has no mitmdump
   nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; the test runs its own nginx, never the service
   faketime    # e2e defs (nginx_mirror_*): libfaketime moves the agent's clock past a frozen mirror's expiry
+  haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy)
 )
 
 missing=()

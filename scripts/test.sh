@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README.md): installs what the tests need, then runs
 # format check, clippy with warnings denied, and every test of the workspace
-# (SQLite and PostgreSQL conformance, real server + agent processes, the proxy lab).
+# (SQLite and PostgreSQL conformance, real server + agent processes, the proxy lab),
+# then README.md's runnable blocks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
+# README.md's runnable blocks, as a newcomer runs them (scripts/readme-test.sh).
+bash scripts/readme-test.sh

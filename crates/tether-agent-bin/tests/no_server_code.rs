@@ -1,12 +1,14 @@
 //! Architecture invariant: the endpoint binary carries no server or database
 //! code, not even transitively.
 
-const FORBIDDEN: [&str; 5] = [
+const FORBIDDEN: [&str; 6] = [
     "tether-server",
     "tether-store",
     "tether-store-sql",
     "sqlx",
     "axum",
+    // The test lab (proxies, web servers, a test PKI) is a dev-dependency only.
+    "tether-testlab",
 ];
 
 #[test]

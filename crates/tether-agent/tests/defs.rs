@@ -18,9 +18,9 @@ use tether_agent::defs::status::DefsStatus;
 use tether_agent::defs::{DefsWorker, UpdaterFactory, record_outcomes};
 use tether_agent::enroll::{DefsRoot, EnrollOptions, enroll};
 use tether_agent::state::subsystem;
-use tether_client::testing::{CannedReply, RecordedRequest, TestServer};
 use tether_defs::client::Applied;
 use tether_defs::repo::Repo;
+use tether_testlab::canned::{CannedReply, RecordedRequest, TestServer};
 use tether_transport::Transport;
 use tether_wire::{
     Action, ActionInfo, ActionKind, ActionResult, ActionState, AgentKind, AgentStatus,

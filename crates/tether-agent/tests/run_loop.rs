@@ -15,7 +15,7 @@ use tether_agent::run::Step;
 use tether_agent::state::{StateStore, subsystem};
 use tether_agent::{World, backoff};
 use tether_client::ApiClient;
-use tether_client::testing::{CannedReply, TestServer};
+use tether_testlab::canned::{CannedReply, TestServer};
 use tether_transport::Transport;
 use tether_wire::{
     AgentKind, AgentStatus, CheckinRequest, EnrollRequest, EnrollResponse, ErrorCode, ManualClock,
@@ -326,7 +326,7 @@ async fn enroll_refuses_a_wrong_pin_and_reports_token_errors() {
     let server = TestServer::scripted(vec![api_error(403, ErrorCode::TokenExpired)]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let world = World::fixed(Arc::new(ManualClock::new(T0)), &[]);
-    let other_ca = tether_client::testing::TestPki::generate().ca_fingerprint();
+    let other_ca = tether_testlab::canned::TestPki::generate().ca_fingerprint();
     let err = enroll(&enroll_opts(dir.path(), &server, other_ca), &world)
         .await
         .expect_err("wrong pin");

@@ -8,9 +8,6 @@
 //! [`ClientError::NotTether`] with a short sanitized snippet, never a
 //! confusing JSON error.
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 use std::sync::Arc;
 use std::time::Duration;
 

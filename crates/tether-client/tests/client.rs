@@ -1,10 +1,10 @@
-//! The client against a real HTTPS server on loopback (the `testing`
-//! feature's canned server), covering every reply class.
+//! The client against a real HTTPS server on loopback (the lab's
+//! canned server, `tether_testlab::canned`), covering every reply class.
 
 use std::time::Duration;
 
-use tether_client::testing::{CannedReply, TestServer};
 use tether_client::{ApiClient, ClientError};
+use tether_testlab::canned::{CannedReply, TestServer};
 use tether_transport::Transport;
 use tether_wire::{
     AgentKind, AgentStatus, ApiError, EnrollRequest, EnrollResponse, ErrorCode, Health, HostFacts,
@@ -144,6 +144,7 @@ async fn admin_calls_carry_the_bearer_and_build_paths() {
         checkin_interval_secs: 30,
         jitter_percent: 10,
         targets: Vec::new(),
+        if_revision: None,
     };
     assert_eq!(c.put_policy("a b", &update).await.expect("puts"), policy());
     let err = c.list_tokens().await.expect_err("404");
@@ -290,7 +291,7 @@ async fn an_untrusted_server_fails_tls_with_unknown_issuer() {
     let server = TestServer::scripted(vec![CannedReply::no_content()]).await;
     let mut cfg = server.transport_config();
     cfg.trust.ca_pem = Some(
-        tether_client::testing::TestPki::generate()
+        tether_testlab::canned::TestPki::generate()
             .ca_pem
             .into_bytes(),
     );

@@ -2,8 +2,8 @@
 //! real HTTPS server on loopback, including the bulk transport's body cap.
 
 use bytes::Bytes;
-use tether_client::testing::{CannedReply, TestServer};
 use tether_client::{ApiClient, ClientError};
+use tether_testlab::canned::{CannedReply, TestServer};
 use tether_transport::{Transport, TransportConfig, TransportError};
 use tether_wire::{
     ActionInfo, ActionKind, ActionState, ApiError, ChannelSummary, DefsVersion, DeltaInfo,

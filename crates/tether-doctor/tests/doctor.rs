@@ -7,10 +7,6 @@
 
 #[path = "doctor/lab.rs"]
 mod lab;
-#[path = "doctor/netns.rs"]
-mod netns;
-#[path = "doctor/pki.rs"]
-mod pki;
 #[path = "doctor/server.rs"]
 mod server;
 
@@ -22,9 +18,10 @@ use std::time::Duration;
 use lab::{
     BlackholeDialer, Dnsmasq, Lab, Mitmproxy, Ntp, OpensslOcsp, PlainHttp, Squid, Tinyproxy,
 };
-use pki::Ca;
 use server::{GOOD_CREDENTIAL, Mode, Server};
 use tether_doctor::{DoctorInput, ErrorCode, Report, Status, VerdictStatus};
+use tether_testlab::netns;
+use tether_testlab::pki::Ca;
 use tether_transport::{ProxyConfig, ProxySetting, SystemResolver, TcpDialer, TrustConfig};
 use tether_wire::{ManualClock, SystemClock};
 
@@ -48,7 +45,7 @@ fn input(port: u16, ca: &Ca) -> DoctorInput {
     i
 }
 
-async fn healthy_server(ca: &Ca) -> Server {
+async fn healthy_server(ca: &Ca) -> tether_testlab::https::HttpsServer {
     let leaf = ca.issue(&["localhost", "127.0.0.1"]);
     Server::start(leaf.chain(&[ca]), leaf.key(), Mode::Tether).await
 }
@@ -587,7 +584,7 @@ async fn a_certificate_revoked_by_its_crl() {
 #[tokio::test]
 async fn a_nearly_full_disk_on_a_real_tmpfs() {
     let mnt = tempfile::tempdir().expect("tempdir");
-    let status_code = std::process::Command::new(lab::binary("mount"))
+    let status_code = std::process::Command::new(lab::program("mount"))
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
         .arg(mnt.path())
         .status()

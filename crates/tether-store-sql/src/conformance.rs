@@ -132,6 +132,7 @@ macro_rules! for_each_check {
             overdue_agents_are_active_and_past_deadline,
             counts_by_status,
             policies_are_seeded_and_revised,
+            policy_update_is_compare_and_set,
             json_columns_round_trip,
             sql_metacharacters_round_trip,
             corrupt_rows_are_reported_not_overwritten,
@@ -703,7 +704,7 @@ pub async fn reregistration_replaces_the_credential(f: Fixture) {
         .expect("shutdown");
     assert_eq!(agent(s, original.id).await.stopped_at, Some(t(3)));
 
-    s.upsert_policy("night-shift", &policy_settings(300, 5, &[]), t(4))
+    s.upsert_policy("night-shift", &policy_settings(300, 5, &[]), None, t(4))
         .await
         .expect("policy");
     let mut new = new_token(Some(1));
@@ -1441,6 +1442,52 @@ pub async fn counts_by_status(f: Fixture) {
     assert_eq!(counts, expected);
 }
 
+/// An edit based on an older revision is refused and changes nothing; one
+/// based on the stored revision is saved; of two concurrent edits based on the
+/// same revision exactly one wins.
+pub async fn policy_update_is_compare_and_set(f: Fixture) {
+    let s = &*f.store;
+    let first = s
+        .upsert_policy("edge", &policy_settings(30, 10, &[]), None, t(1))
+        .await
+        .expect("create");
+    assert_eq!(first.revision, 1);
+    let second = s
+        .upsert_policy("edge", &policy_settings(60, 10, &[]), Some(1), t(2))
+        .await
+        .expect("based on the stored revision");
+    assert_eq!((second.revision, second.checkin_interval_secs), (2, 60));
+    match s
+        .upsert_policy("edge", &policy_settings(90, 10, &[]), Some(1), t(3))
+        .await
+    {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains("revision 2"), "{message}")
+        }
+        other => panic!("a stale edit must be a conflict, got {other:?}"),
+    }
+    let stored = s.policy("edge").await.expect("reads").expect("exists");
+    assert_eq!(
+        (stored.revision, stored.checkin_interval_secs),
+        (2, 60),
+        "the stale edit changed nothing"
+    );
+
+    let (slow, slower) = (policy_settings(120, 10, &[]), policy_settings(150, 10, &[]));
+    let (a, b) = tokio::join!(
+        s.upsert_policy("edge", &slow, Some(2), t(4)),
+        s.upsert_policy("edge", &slower, Some(2), t(4)),
+    );
+    let won = usize::from(a.is_ok()) + usize::from(b.is_ok());
+    assert_eq!(won, 1, "exactly one concurrent edit wins: {a:?} {b:?}");
+    assert!(
+        matches!(a, Err(StoreError::Conflict(_))) || matches!(b, Err(StoreError::Conflict(_))),
+        "the other is a conflict: {a:?} {b:?}"
+    );
+    let stored = s.policy("edge").await.expect("reads").expect("exists");
+    assert_eq!(stored.revision, 3);
+}
+
 pub async fn policies_are_seeded_and_revised(f: Fixture) {
     let s = &*f.store;
     let default = s
@@ -1467,7 +1514,12 @@ pub async fn policies_are_seeded_and_revised(f: Fixture) {
         String::from("10.0.0.7:22"),
     ];
     let created = s
-        .upsert_policy("night-shift", &policy_settings(300, 5, &targets), t(1))
+        .upsert_policy(
+            "night-shift",
+            &policy_settings(300, 5, &targets),
+            None,
+            t(1),
+        )
         .await
         .expect("create");
     assert_eq!(created.name, "night-shift");
@@ -1489,7 +1541,7 @@ pub async fn policies_are_seeded_and_revised(f: Fixture) {
         Some(targets.clone())
     );
     let updated = s
-        .upsert_policy("night-shift", &policy_settings(600, 0, &[]), t(2))
+        .upsert_policy("night-shift", &policy_settings(600, 0, &[]), None, t(2))
         .await
         .expect("update");
     assert_eq!(
@@ -1507,14 +1559,19 @@ pub async fn policies_are_seeded_and_revised(f: Fixture) {
         Some(updated.clone())
     );
     let third = s
-        .upsert_policy("night-shift", &policy_settings(600, 0, &targets), t(3))
+        .upsert_policy(
+            "night-shift",
+            &policy_settings(600, 0, &targets),
+            None,
+            t(3),
+        )
         .await
         .expect("update");
     assert_eq!(third.revision, 3, "every upsert is a new revision");
     assert_eq!(third.targets, targets);
 
     let revised_default = s
-        .upsert_policy("default", &policy_settings(60, 20, &[]), t(4))
+        .upsert_policy("default", &policy_settings(60, 20, &[]), None, t(4))
         .await
         .expect("update default");
     assert_eq!(revised_default.revision, 2);
@@ -1594,7 +1651,7 @@ pub async fn sql_metacharacters_round_trip(f: Fixture) {
         "newline\nand\ttab",
         "",
     ];
-    s.upsert_policy(hostile[0], &policy_settings(42, 7, &[]), t(0))
+    s.upsert_policy(hostile[0], &policy_settings(42, 7, &[]), None, t(0))
         .await
         .expect("policy with a hostile name");
     assert_eq!(

@@ -199,6 +199,7 @@ pub(crate) const UPSERT_POLICY: &str = concat!(
      checkin_interval_secs = excluded.checkin_interval_secs, \
      jitter_percent = excluded.jitter_percent, targets = excluded.targets, \
      defs = excluded.defs, updated_at = excluded.updated_at \
+     WHERE $7 IS NULL OR policies.revision = $7 \
      RETURNING ",
     policy_columns!()
 );

@@ -223,6 +223,7 @@ mod tests {
                         targets: Vec::new(),
                         defs: tether_wire::DefsPolicy::default(),
                     },
+                    None,
                     at,
                 )
                 .await

@@ -681,6 +681,7 @@ macro_rules! impl_store {
                 &self,
                 name: &str,
                 settings: &tether_store::PolicySettings,
+                if_revision: Option<i64>,
                 at: time::OffsetDateTime,
             ) -> Result<tether_store::PolicyRecord, tether_store::StoreError> {
                 let targets = $crate::row::to_json(&settings.targets, "targets")?;
@@ -692,10 +693,23 @@ macro_rules! impl_store {
                     .bind(targets)
                     .bind(defs)
                     .bind($crate::row::to_ms(at))
-                    .fetch_one(self.writer())
+                    .bind(if_revision)
+                    .fetch_optional(self.writer())
                     .await
                     .map_err($crate::error::db)?;
-                $crate::row::policy(&row)
+                match row {
+                    Some(row) => $crate::row::policy(&row),
+                    // The guarded update touched nothing: someone else saved
+                    // a newer revision since the caller read it.
+                    None => {
+                        let stored = self.policy(name).await?.map(|p| p.revision);
+                        Err(tether_store::StoreError::Conflict(format!(
+                            "policy {name:?} is at revision {}, not {} as expected: it was changed meanwhile",
+                            stored.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+                            if_revision.unwrap_or_default()
+                        )))
+                    }
+                }
             }
 
             async fn queue_action(

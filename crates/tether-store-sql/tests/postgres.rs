@@ -167,6 +167,7 @@ async fn nul_characters_are_refused_as_conflict() {
             .upsert_policy(
                 "nul\0inside",
                 &conformance::policy_settings(30, 10, &[]),
+                None,
                 at,
             )
             .await;

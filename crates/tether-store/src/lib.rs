@@ -320,10 +320,14 @@ pub trait Store: TaskStore + Send + Sync + 'static {
     async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
     /// Creates or updates a policy; the revision goes up by one on each change.
+    /// With `if_revision`, an existing policy is updated only while it is still
+    /// at that revision (compare-and-set); otherwise `Conflict` names the
+    /// stored revision and nothing changes.
     async fn upsert_policy(
         &self,
         name: &str,
         settings: &PolicySettings,
+        if_revision: Option<i64>,
         at: OffsetDateTime,
     ) -> Result<PolicyRecord, StoreError>;
 

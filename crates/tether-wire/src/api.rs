@@ -296,6 +296,11 @@ pub struct PolicyUpdate {
     /// Definitions settings; the defaults when absent.
     #[serde(default)]
     pub defs: crate::defs::DefsPolicy,
+    /// Save only if the stored policy is still at this revision (the one the
+    /// edit was based on); otherwise the server answers 409 `Conflict` and
+    /// changes nothing. Absent: save unconditionally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_revision: Option<i64>,
 }
 
 fn default_jitter() -> u8 {

@@ -7,13 +7,12 @@ use anyhow::{Context, bail};
 use tether_client::ApiClient;
 use tether_transport::{ProxySetting, Transport, TransportConfig, TrustConfig};
 use tether_wire::{
-    ActionKind, AgentDetail, AgentSummary, BundleInfo, CreateTokenRequest, DefsPolicy,
-    DoctorSummary, Policy, PolicyUpdate, TokenInfo,
+    ActionKind, AgentDetail, AgentSummary, BundleInfo, CreateTokenRequest, DoctorSummary, TokenInfo,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{AdminConn, AgentsCommand, PolicyCommand, TokenCommand};
+use crate::cli::{AdminConn, AgentsCommand, TokenCommand};
 use crate::endpoint::{DEFAULT_DATA_DIR, Endpoint};
 
 /// Builds an authenticated admin client from flags, env and the local data dir.
@@ -300,128 +299,6 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A policy's doctor targets on one line, `-` when there are none.
-fn targets_text(targets: &[String]) -> String {
-    if targets.is_empty() {
-        String::from("-")
-    } else {
-        targets.join(",")
-    }
-}
-
-pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        PolicyCommand::List { conn, json } => {
-            let policies = client(&conn)?.list_policies().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&policies)?);
-            } else {
-                print!("{}", policy_table(&policies));
-            }
-        }
-        PolicyCommand::Set {
-            conn,
-            name,
-            checkin_interval,
-            jitter_percent,
-            targets,
-            channels,
-            update_urls,
-            defs_interval,
-            allow_user_update,
-        } => {
-            let secs = u32::try_from(checkin_interval.as_secs())
-                .context("--checkin-interval is too long")?;
-            let defs = crate::defs::defs_policy(
-                channels,
-                update_urls,
-                defs_interval.map(Into::into),
-                allow_user_update,
-            )?;
-            let p = client(&conn)?
-                .put_policy(
-                    &name,
-                    &PolicyUpdate {
-                        defs,
-                        checkin_interval_secs: secs,
-                        jitter_percent,
-                        targets,
-                    },
-                )
-                .await?;
-            println!(
-                "policy {} is at revision {}: check in every {} s ± {} %; doctor targets: {}; {}",
-                p.name,
-                p.revision,
-                p.checkin_interval_secs,
-                p.jitter_percent,
-                targets_text(&p.targets),
-                defs_policy_text(&p.defs)
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A policy's definitions settings in one phrase.
-fn defs_policy_text(d: &DefsPolicy) -> String {
-    if d.channels.is_empty() {
-        return "definitions: no channel".to_owned();
-    }
-    format!(
-        "definitions: {} every {} from {}; user updates {}",
-        d.channels.join(","),
-        humantime::format_duration(std::time::Duration::from_secs(u64::from(d.interval_secs))),
-        if d.update_urls.is_empty() {
-            "the control plane".to_owned()
-        } else {
-            d.update_urls.join(" then ")
-        },
-        if d.allow_user_update {
-            "allowed"
-        } else {
-            "forbidden"
-        }
-    )
-}
-
-/// What `policy list` prints.
-pub fn policy_table(policies: &[Policy]) -> String {
-    let mut out = format!(
-        "{:<20} {:>8} {:>10} {:>7}  {:<20}  {:<16}  {:>9}  {:<11}  {}\n",
-        "NAME",
-        "REVISION",
-        "INTERVAL",
-        "JITTER",
-        "TARGETS",
-        "CHANNELS",
-        "DEFS EVERY",
-        "USER UPDATE",
-        "UPDATE URLS"
-    );
-    for p in policies {
-        let d = &p.defs;
-        out.push_str(&format!(
-            "{:<20} {:>8} {:>9}s {:>6}%  {:<20}  {:<16}  {:>9}  {:<11}  {}\n",
-            p.name,
-            p.revision,
-            p.checkin_interval_secs,
-            p.jitter_percent,
-            targets_text(&p.targets),
-            targets_text(&d.channels),
-            humantime::format_duration(std::time::Duration::from_secs(u64::from(d.interval_secs)))
-                .to_string(),
-            if d.allow_user_update { "yes" } else { "no" },
-            if d.update_urls.is_empty() {
-                "(control plane)".to_owned()
-            } else {
-                d.update_urls.join(" ")
-            }
-        ));
-    }
-    out
 }
 
 fn describe_token(t: &TokenInfo) -> String {

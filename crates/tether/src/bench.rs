@@ -299,6 +299,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
                     checkin_interval_secs: secs,
                     jitter_percent: 10,
                     targets: Vec::new(),
+                    if_revision: None,
                 },
             )
             .await?;

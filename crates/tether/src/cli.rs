@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tether_wire::{AgentKind, AgentStatus};
 use uuid::Uuid;
 
-use crate::{admin, bench, defs, quickstart, server_cmd};
+use crate::{admin, bench, defs, policy, quickstart, server_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -238,34 +238,17 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create or update a policy (its revision goes up).
+    /// Create a policy, or change the settings given and keep the others;
+    /// prints what changed (its revision goes up).
     Set {
         #[command(flatten)]
         conn: AdminConn,
         name: String,
-        /// Check-in interval, e.g. 30s, 5m.
+        #[command(flatten)]
+        edit: Box<crate::policy::PolicyEdit>,
+        /// Print the saved policy as JSON.
         #[arg(long)]
-        checkin_interval: humantime::Duration,
-        #[arg(long, default_value_t = 10)]
-        jitter_percent: u8,
-        /// A `HOST:PORT` the connectivity doctor checks on every agent of
-        /// this policy (repeatable; at most 64). Replaces the policy's list.
-        #[arg(long = "target", value_name = "HOST:PORT")]
-        targets: Vec<String>,
-        /// A definitions channel the agents subscribe to (repeatable).
-        /// Replaces the policy's list.
-        #[arg(long = "channel", value_name = "NAME")]
-        channels: Vec<String>,
-        /// An https:// update server (a `tether defs mirror` tree), in
-        /// fallback order (repeatable). None: the control plane itself.
-        #[arg(long = "update-url", value_name = "URL")]
-        update_urls: Vec<String>,
-        /// Time between definitions update checks, e.g. 6h (default 6h).
-        #[arg(long)]
-        defs_interval: Option<humantime::Duration>,
-        /// Whether a local user may force an update (`tether agent update --now`).
-        #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
-        allow_user_update: bool,
+        json: bool,
     },
 }
 
@@ -373,7 +356,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server_cmd::run(args).await,
         Command::Token(cmd) => admin::token(cmd).await,
         Command::Agents(cmd) => admin::agents(cmd).await,
-        Command::Policy(cmd) => admin::policy(cmd).await,
+        Command::Policy(cmd) => policy::run(cmd).await,
         Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,
         Command::Sites(cmd) => crate::tasks_cmd::sites(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
@@ -547,67 +530,6 @@ mod tests {
         assert!(Cli::try_parse_from(["tether", "agents", "update-now"]).is_err());
         assert!(
             Cli::try_parse_from(["tether", "agents", "update-now", id, "--group", "lab"]).is_err()
-        );
-    }
-
-    #[test]
-    fn policy_set_takes_the_definitions_flags() {
-        let cli = Cli::try_parse_from([
-            "tether",
-            "policy",
-            "set",
-            "default",
-            "--checkin-interval",
-            "30s",
-            "--channel",
-            "main",
-            "--channel",
-            "rules",
-            "--update-url",
-            "https://a/defs",
-            "--update-url",
-            "https://b/defs",
-            "--defs-interval",
-            "2h",
-            "--allow-user-update",
-            "false",
-        ])
-        .expect("parses");
-        let Command::Policy(PolicyCommand::Set {
-            channels,
-            update_urls,
-            defs_interval,
-            allow_user_update,
-            ..
-        }) = cli.command
-        else {
-            panic!("not policy set");
-        };
-        assert_eq!(channels, ["main", "rules"]);
-        assert_eq!(update_urls, ["https://a/defs", "https://b/defs"]);
-        assert_eq!(defs_interval.map(|d| d.as_secs()), Some(7200));
-        assert!(!allow_user_update);
-        let Command::Policy(PolicyCommand::Set {
-            allow_user_update, ..
-        }) = Cli::try_parse_from(["tether", "policy", "set", "p", "--checkin-interval", "30s"])
-            .expect("parses")
-            .command
-        else {
-            panic!("not policy set");
-        };
-        assert!(allow_user_update, "user updates are allowed by default");
-        assert!(
-            Cli::try_parse_from([
-                "tether",
-                "policy",
-                "set",
-                "p",
-                "--checkin-interval",
-                "30s",
-                "--allow-user-update",
-                "maybe"
-            ])
-            .is_err()
         );
     }
 

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod defs;
 mod endpoint;
+mod policy;
 mod quickstart;
 mod server_cmd;
 mod tasks_cmd;

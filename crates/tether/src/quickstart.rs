@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::admin::{agent_table, trust_config};
 use crate::cli::ServerArgs;
 use crate::endpoint::DEFAULT_DATA_DIR;
+use crate::policy::PolicyEdit;
 use crate::server_cmd;
 
 #[derive(Debug, Clone, Args)]
@@ -24,12 +25,17 @@ pub struct QuickstartArgs {
     #[arg(long, env = "TETHER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Address for the control plane.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
-    /// Check-in interval of the quickstart policy, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub checkin_interval: u32,
+    /// Check-in interval of the default policy, in seconds (10 on the first
+    /// run; a resumed run keeps the policy as the admin left it unless this
+    /// is given).
+    #[arg(long)]
+    pub checkin_interval: Option<u32>,
 }
+
+/// The tour's check-in interval: short, so status changes show within seconds.
+const TOUR_CHECKIN_SECS: u32 = 10;
 
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     server_cmd::init_tracing();
@@ -60,24 +66,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     let base = url::Url::parse(&server.url)?;
     let admin = tether_client::ApiClient::new(transport, base).with_bearer(admin_token);
 
-    // A short interval so the tour shows status changes within seconds.
-    admin
-        .put_policy(
-            "default",
-            &tether_wire::PolicyUpdate {
-                // The tour's agent follows a sample definitions channel.
-                defs: tether_wire::DefsPolicy {
-                    channels: vec![SAMPLE_CHANNEL.to_owned()],
-                    ..Default::default()
-                },
-                checkin_interval_secs: args.checkin_interval,
-                jitter_percent: 10,
-                targets: Vec::new(),
-            },
-        )
-        .await
-        .context("setting the quickstart policy")?;
-
+    configure_policy(&admin, args.checkin_interval).await?;
     publish_sample(&admin).await?;
 
     let agent_dir = data_dir.join("agent");
@@ -165,8 +154,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             .queue_action(id, &tether_wire::ActionKind::UpdateDefs { channel: None })
             .await
             .context("queueing the sample definitions update")?;
-        let wait = Duration::from_secs(u64::from(args.checkin_interval) * 2 + 5)
-            .min(Duration::from_secs(30));
+        let interval = args.checkin_interval.unwrap_or(TOUR_CHECKIN_SECS);
+        let wait = Duration::from_secs(u64::from(interval) * 2 + 5).min(Duration::from_secs(30));
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             let detail = admin.agent(id).await?;
@@ -232,6 +221,44 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     println!("Stopped. Run `tether quickstart` again to resume with the same data.");
     Ok(ExitCode::SUCCESS)
 }
+
+/// Sets up the default policy for the tour on the first run: a short
+/// check-in interval and the sample channel. Later runs keep whatever the
+/// admin changed since (a resumed tour must not undo `tether policy set`),
+/// except for an interval passed explicitly.
+async fn configure_policy(
+    admin: &tether_client::ApiClient,
+    checkin_interval: Option<u32>,
+) -> anyhow::Result<()> {
+    let policies = admin
+        .list_policies()
+        .await
+        .context("reading the policies")?;
+    let current = policies.iter().find(|p| p.name == DEFAULT_POLICY);
+    // Revision 1 is the policy as the server seeded it: nobody changed it yet.
+    let first_run = current.is_none_or(|p| p.revision <= 1);
+    let mut edit = PolicyEdit {
+        checkin_interval: checkin_interval
+            .or(first_run.then_some(TOUR_CHECKIN_SECS))
+            .map(|s| Duration::from_secs(u64::from(s)).into()),
+        ..Default::default()
+    };
+    if first_run {
+        // The tour's agent follows a sample definitions channel.
+        edit.channels.add = vec![SAMPLE_CHANNEL.to_owned()];
+    }
+    let (update, changes) = crate::policy::plan(DEFAULT_POLICY, current, &edit)?;
+    if current.is_some() && changes.is_empty() {
+        return Ok(());
+    }
+    admin
+        .put_policy(DEFAULT_POLICY, &update)
+        .await
+        .context("setting the quickstart policy")?;
+    Ok(())
+}
+
+const DEFAULT_POLICY: &str = "default";
 
 /// The channel the tour publishes and subscribes its agent to.
 const SAMPLE_CHANNEL: &str = "sample";

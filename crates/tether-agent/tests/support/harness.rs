@@ -10,7 +10,7 @@ use std::time::Duration;
 use tether_agent::run::{BoxFuture, RunContext, RunSummary, Sleeper, run_loop};
 use tether_agent::state::{AgentState, StateStore};
 use tether_client::ApiClient;
-use tether_client::testing::{CannedReply, RecordedRequest, TestServer};
+use tether_testlab::canned::{CannedReply, RecordedRequest, TestServer};
 use tether_transport::Transport;
 use tether_wire::{
     Action, AgentStatus, ApiError, CheckinResponse, ErrorCode, HostFacts, ManualClock, Policy,

@@ -101,9 +101,17 @@ pub async fn upsert(ctx: &Ctx, name: &str, update: PolicyUpdate) -> Result<Polic
                 targets: update.targets,
                 defs: update.defs,
             },
+            update.if_revision,
             ctx.now(),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Our own message (the revisions), safe to show the admin.
+            tether_store::StoreError::Conflict(m) if update.if_revision.is_some() => {
+                ServiceError::Conflict(m)
+            }
+            e => ServiceError::Store(e),
+        })?;
     ctx.policies.clear();
     info!(
         policy = %p.name,

@@ -262,6 +262,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 4,
                 jitter_percent: 10,
                 targets: Vec::new(),
+                if_revision: None,
             },
         ),
         (
@@ -271,6 +272,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 86_401,
                 jitter_percent: 10,
                 targets: Vec::new(),
+                if_revision: None,
             },
         ),
         (
@@ -280,6 +282,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 30,
                 jitter_percent: 51,
                 targets: Vec::new(),
+                if_revision: None,
             },
         ),
         (
@@ -289,6 +292,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 30,
                 jitter_percent: 10,
                 targets: Vec::new(),
+                if_revision: None,
             },
         ),
     ] {
@@ -314,6 +318,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
             checkin_interval_secs: 30,
             jitter_percent: 10,
             targets,
+            if_revision: None,
         };
         let e = h
             .client

@@ -342,6 +342,7 @@ async fn policies_drive_intervals_and_thresholds() {
         checkin_interval_secs: 5,
         jitter_percent: 0,
         targets: vec![String::from("ldap.corp:389"), String::from("[::1]:22")],
+        if_revision: None,
     };
     let p: Policy = h
         .client
@@ -355,6 +356,7 @@ async fn policies_drive_intervals_and_thresholds() {
         checkin_interval_secs: 6,
         jitter_percent: 0,
         targets: Vec::new(),
+        if_revision: None,
     };
     let p2: Policy = h
         .client
@@ -362,6 +364,42 @@ async fn policies_drive_intervals_and_thresholds() {
         .await
         .ok();
     assert!(p2.revision > p.revision);
+
+    // An edit based on an older revision is refused and changes nothing.
+    let stale = PolicyUpdate {
+        checkin_interval_secs: 7,
+        if_revision: Some(p.revision),
+        ..update.clone()
+    };
+    let e = h
+        .client
+        .json_request("PUT", "/v1/admin/policies/fast", Some(&h.admin), &stale)
+        .await
+        .error(409, ErrorCode::Conflict);
+    assert!(e.message.contains("changed meanwhile"), "{}", e.message);
+    let current = PolicyUpdate {
+        if_revision: Some(p2.revision),
+        ..stale
+    };
+    let p3: Policy = h
+        .client
+        .json_request("PUT", "/v1/admin/policies/fast", Some(&h.admin), &current)
+        .await
+        .ok();
+    assert_eq!(
+        (p3.revision, p3.checkin_interval_secs),
+        (p2.revision + 1, 7)
+    );
+    let update = PolicyUpdate {
+        checkin_interval_secs: 6,
+        if_revision: None,
+        ..current
+    };
+    let p2: Policy = h
+        .client
+        .json_request("PUT", "/v1/admin/policies/fast", Some(&h.admin), &update)
+        .await
+        .ok();
 
     let mut req = token_request(AgentKind::Connector);
     req.policy = Some("fast".into());

@@ -305,10 +305,13 @@ impl Store for Switchable {
         &self,
         name: &str,
         settings: &tether_store::PolicySettings,
+        if_revision: Option<i64>,
         at: OffsetDateTime,
     ) -> Result<PolicyRecord, StoreError> {
         self.check()?;
-        self.inner.upsert_policy(name, settings, at).await
+        self.inner
+            .upsert_policy(name, settings, if_revision, at)
+            .await
     }
     async fn insert_defs_version(
         &self,

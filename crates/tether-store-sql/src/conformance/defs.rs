@@ -313,7 +313,7 @@ pub async fn policy_defs_round_trip(f: Fixture) {
         defs: defs.clone(),
     };
     let created = s
-        .upsert_policy("plant", &settings, t(1))
+        .upsert_policy("plant", &settings, None, t(1))
         .await
         .expect("creates");
     assert_eq!(created.defs, defs);
@@ -337,6 +337,7 @@ pub async fn policy_defs_round_trip(f: Fixture) {
                 defs: DefsPolicy::default(),
                 ..settings
             },
+            None,
             t(2),
         )
         .await

@@ -28,7 +28,7 @@ async fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn dns_failures_map_to_their_codes() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let resolver = StaticResolver::new()
         .with("servfail.test", Err(DnsErrorKind::ServFail))
         .with("slow.test", Err(DnsErrorKind::Timeout))
@@ -72,7 +72,7 @@ impl Resolve for HangingResolver {
 
 #[tokio::test(start_paused = true)]
 async fn a_resolver_that_never_answers_times_out() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let t = Transport::new(config_trusting(&ca))
         .expect("valid")
         .with_resolver(Arc::new(HangingResolver));
@@ -87,7 +87,7 @@ async fn a_resolver_that_never_answers_times_out() {
 
 #[tokio::test]
 async fn a_closed_port_is_refused() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let port = closed_port().await;
     let t = transport(config_trusting(&ca));
     let err = t
@@ -130,7 +130,7 @@ impl Dial for NoRouteTo {
 
 #[tokio::test]
 async fn each_address_is_tried_in_order_until_one_connects() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["server.test"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let unroutable: IpAddr = "192.0.2.1".parse().expect("literal");
@@ -149,7 +149,7 @@ async fn each_address_is_tried_in_order_until_one_connects() {
 
 #[tokio::test]
 async fn when_every_address_fails_the_most_telling_failure_is_reported() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let port = closed_port().await;
     let unroutable: IpAddr = "192.0.2.1".parse().expect("literal");
     let lo: IpAddr = "127.0.0.1".parse().expect("literal");
@@ -204,7 +204,7 @@ impl Dial for Blackhole {
 
 #[tokio::test(start_paused = true)]
 async fn a_silently_dropped_syn_times_out_within_the_connect_limit() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let mut config = config_trusting(&ca);
     config.timeouts.connect = Duration::from_secs(3);
     let t = Transport::new(config)

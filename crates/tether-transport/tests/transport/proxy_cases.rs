@@ -9,9 +9,9 @@ use tether_transport::{
 use tether_wire::ErrorCode;
 
 use crate::pki::Ca;
-use crate::proxy_server::{Mode, TestProxy};
 use crate::server::TestServer;
 use crate::{config_trusting, get, url};
+use tether_testlab::connect_proxy::{ProxyMode as Mode, TestProxy};
 
 fn basic() -> Mode {
     Mode::Basic {
@@ -34,11 +34,11 @@ fn via(ca: &Ca, proxy_url: &str) -> Transport {
 
 struct Setup {
     ca: Ca,
-    server: TestServer,
+    server: tether_testlab::https::HttpsServer,
 }
 
 async fn setup() -> Setup {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     Setup { ca, server }

@@ -57,7 +57,7 @@ fn expect_tls(
 
 #[tokio::test]
 async fn trusted_ca_file_gives_a_full_exchange_with_timings() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost", "127.0.0.1", "::1"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let t = transport(config_trusting(&ca));
@@ -80,7 +80,7 @@ async fn trusted_ca_file_gives_a_full_exchange_with_timings() {
 
 #[tokio::test]
 async fn one_connection_carries_many_requests_with_default_headers() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let t = transport(config_trusting(&ca));
@@ -129,7 +129,7 @@ async fn one_connection_carries_many_requests_with_default_headers() {
 
 #[tokio::test]
 async fn ip_literal_urls_are_checked_against_ip_sans() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost", "127.0.0.1", "::1"]);
     let v4 = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let v6 = TestServer::start_on("[::1]:0", leaf.chain(&[&ca]), leaf.key()).await;
@@ -158,7 +158,7 @@ async fn ip_literal_urls_are_checked_against_ip_sans() {
 
 #[tokio::test]
 async fn a_pinned_ca_fingerprint_alone_is_enough() {
-    let ca = Ca::new("Pinned CA");
+    let ca = Ca::root("Pinned CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let t = transport(pinned_only(&ca));
@@ -174,7 +174,7 @@ async fn a_pinned_ca_fingerprint_alone_is_enough() {
 
 #[tokio::test]
 async fn a_pinned_ca_saved_in_ca_pem_anchors_a_chain_without_it() {
-    let ca = Ca::new("Pinned CA");
+    let ca = Ca::root("Pinned CA");
     let leaf = ca.issue(&["localhost"]);
     // The server sends only its leaf.
     let server = TestServer::start(leaf.chain(&[]), leaf.key()).await;
@@ -206,8 +206,8 @@ async fn a_pinned_ca_saved_in_ca_pem_anchors_a_chain_without_it() {
 
 #[tokio::test]
 async fn a_different_ca_is_a_pin_mismatch_listing_what_was_presented() {
-    let ca = Ca::new("Real CA");
-    let other = Ca::new("Pinned but absent CA");
+    let ca = Ca::root("Real CA");
+    let other = Ca::root("Pinned but absent CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     // The pin wins over a ca_pem that would otherwise trust the server.
@@ -234,8 +234,8 @@ async fn a_different_ca_is_a_pin_mismatch_listing_what_was_presented() {
 
 #[tokio::test]
 async fn a_presented_pinned_ca_that_does_not_sign_the_leaf_is_a_mismatch() {
-    let pinned = Ca::new("Pinned CA");
-    let interceptor = Ca::new("Interception CA");
+    let pinned = Ca::root("Pinned CA");
+    let interceptor = Ca::root("Interception CA");
     let leaf = interceptor.issue(&["localhost"]);
     // The server appends the pinned CA to a chain it did not sign.
     let server = TestServer::start(leaf.chain(&[&interceptor, &pinned]), leaf.key()).await;
@@ -254,7 +254,7 @@ async fn a_presented_pinned_ca_that_does_not_sign_the_leaf_is_a_mismatch() {
 
 #[tokio::test]
 async fn an_expired_certificate_reports_its_end_date() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let now = OffsetDateTime::now_utc();
     let leaf = ca.issue_between(
         &["localhost"],
@@ -298,7 +298,7 @@ async fn an_expired_certificate_reports_its_end_date() {
 
 #[tokio::test]
 async fn validity_is_checked_against_the_injected_clock() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let target = url(&format!("https://localhost:{}/hello", server.port()));
@@ -337,7 +337,7 @@ async fn validity_is_checked_against_the_injected_clock() {
 
 #[tokio::test]
 async fn a_certificate_for_another_host_is_a_hostname_mismatch() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["other.example", "192.0.2.9"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let t = transport(config_trusting(&ca));
@@ -366,8 +366,8 @@ async fn a_certificate_for_another_host_is_a_hostname_mismatch() {
 
 #[tokio::test]
 async fn an_untrusted_ca_is_an_unknown_issuer_naming_it() {
-    let trusted = Ca::new("Trusted CA");
-    let untrusted = Ca::new("Untrusted Interception CA");
+    let trusted = Ca::root("Trusted CA");
+    let untrusted = Ca::root("Untrusted Interception CA");
     let leaf = untrusted.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&untrusted]), leaf.key()).await;
     let t = transport(config_trusting(&trusted));
@@ -400,7 +400,7 @@ async fn an_untrusted_ca_is_an_unknown_issuer_naming_it() {
 
 #[tokio::test]
 async fn the_tls_phase_alone_reports_what_was_negotiated() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let t = transport(config_trusting(&ca));
@@ -434,7 +434,7 @@ async fn the_tls_phase_alone_reports_what_was_negotiated() {
 
 #[tokio::test]
 async fn bodies_over_the_cap_are_refused() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let mut config = config_trusting(&ca);
@@ -464,7 +464,7 @@ async fn bodies_over_the_cap_are_refused() {
 
 #[tokio::test]
 async fn a_slow_server_hits_the_http_timeout() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let mut config = config_trusting(&ca);
@@ -485,7 +485,7 @@ async fn a_slow_server_hits_the_http_timeout() {
 
 #[tokio::test]
 async fn retry_after_is_read_from_a_real_response() {
-    let ca = Ca::new("Tether Test CA");
+    let ca = Ca::root("Tether Test CA");
     let leaf = ca.issue(&["localhost"]);
     let server = TestServer::start(leaf.chain(&[&ca]), leaf.key()).await;
     let t = transport(config_trusting(&ca));

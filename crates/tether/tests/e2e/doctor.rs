@@ -6,6 +6,7 @@ use std::io::Read;
 use std::process::Output;
 use std::time::Duration;
 
+use tether_testlab::ntp::Ntp;
 use tether_wire::{AgentStatus, BundleInfo};
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -14,39 +15,6 @@ use crate::both_backends;
 use crate::lab::{Agent, Backend, Server, tether_bin, text};
 
 both_backends!(queued_doctor_uploads_a_redacted_bundle_with_its_verdict);
-
-/// A one-shot-per-packet SNTP server on 127.0.0.1 answering with this
-/// host's time, so the clock check has an NTP server that answers.
-async fn sntp_server() -> (String, tokio::task::JoinHandle<()>) {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("binds UDP");
-    let addr = sock.local_addr().expect("addr").to_string();
-    let task = tokio::spawn(async move {
-        let mut buf = [0u8; 512];
-        // Bounded: a doctor run asks once per server.
-        for _ in 0..64 {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                return;
-            };
-            if n < 48 {
-                continue;
-            }
-            let now = time::OffsetDateTime::now_utc();
-            let secs = (now.unix_timestamp() + 2_208_988_800) as u64;
-            let frac = (u64::from(now.nanosecond()) << 32) / 1_000_000_000;
-            let ts = ((secs << 32) | frac).to_be_bytes();
-            let mut p = [0u8; 48];
-            p[0] = (4 << 3) | 4;
-            p[1] = 2;
-            p[24..32].copy_from_slice(&buf[40..48]);
-            p[32..40].copy_from_slice(&ts);
-            p[40..48].copy_from_slice(&ts);
-            let _ = sock.send_to(&p, peer).await;
-        }
-    });
-    (addr, task)
-}
 
 async fn tether(args: &[&str]) -> Output {
     Command::new(tether_bin())
@@ -75,7 +43,10 @@ async fn doctor_is_healthy_then_names_a_stopped_server() {
         .to_str()
         .expect("utf-8 temp path")
         .to_owned();
-    let (ntp, _ntp_task) = sntp_server().await;
+    // An SNTP server answering with this host's time, so the clock check
+    // has one that answers.
+    let sntp = Ntp::start(time::Duration::ZERO).await;
+    let ntp = sntp.addr.to_string();
     let units = crate::lab::Scratch::new("units");
     let units = units.path().to_str().expect("utf-8").to_owned();
 

@@ -1,6 +1,6 @@
 //! The lab: starts a server process on a chosen backend and drives agents.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -15,53 +15,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// Waits (bounded, 10 s) until `child` accepts connections on the loopback
-/// `port`. If it exits first, the panic shows its `log` file, when it has one.
-pub async fn wait_listening(child: &mut Child, port: u16, what: &str, log: Option<&Path>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = log
-                .and_then(|l| std::fs::read_to_string(l).ok())
-                .unwrap_or_default();
-            panic!("{what} exited with {status}: {log}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A directory removed on drop.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!(
-            "tether-e2e-{tag}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&p).expect("temp dir is writable");
-        Scratch(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use tether_testlab::{Scratch, free_port};
 
 #[derive(Debug, Deserialize)]
 pub struct Endpoint {

@@ -1,74 +1,15 @@
 //! Check-in through a real HTTP proxy that demands Basic auth (tinyproxy).
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tether_wire::{AgentStatus, ErrorCode};
-use tokio::process::{Child, Command};
 
 use crate::both_backends;
-use crate::lab::{Agent, Backend, Scratch, Server, free_port, text, wait_listening};
+use tether_testlab::tinyproxy::Tinyproxy;
+
+use crate::lab::{Agent, Backend, Server, text};
 
 both_backends!(checkin_through_an_authenticating_proxy);
-
-struct Tinyproxy {
-    _child: Child,
-    port: u16,
-    dir: Scratch,
-}
-
-impl Tinyproxy {
-    async fn start(allowed_port: u16) -> Tinyproxy {
-        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("tinyproxy is not installed: run scripts/install-test-deps.sh (this test never skips)");
-        let dir = Scratch::new("tinyproxy");
-        let port = free_port();
-        let conf = dir.path().join("tinyproxy.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "User nobody\nGroup nogroup\nPort {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\n\
-                 LogFile \"{log}\"\nMaxClients 50\nAllow 127.0.0.1\nBasicAuth tether s3cret-pass\nConnectPort {allowed_port}\n",
-                log = dir.path().join("tinyproxy.log").display()
-            ),
-        )
-        .expect("config written");
-        // tinyproxy drops to `nobody`, which must be able to write its log.
-        let _ = std::process::Command::new("chmod")
-            .arg("0777")
-            .arg(dir.path())
-            .status();
-        let mut child = Command::new(bin)
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tinyproxy starts");
-        wait_listening(
-            &mut child,
-            port,
-            "tinyproxy",
-            Some(&dir.path().join("tinyproxy.log")),
-        )
-        .await;
-        Tinyproxy {
-            _child: child,
-            port,
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
-    }
-}
 
 async fn checkin_through_an_authenticating_proxy(backend: Backend) {
     let server = Server::start(backend).await;
@@ -77,7 +18,7 @@ async fn checkin_through_an_authenticating_proxy(backend: Backend) {
         .expect("url")
         .port()
         .expect("port");
-    let proxy = Tinyproxy::start(server_port).await;
+    let proxy = Tinyproxy::start_with(server_port, "tether", "s3cret-pass").await;
     let token = server.token(&["--max-uses", "5"]).await;
 
     // No credentials: the proxy answers 407 and the agent says so.

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::lab::binary;
+use crate::program as binary;
 
 /// Serialises the choice of a free /24, so parallel tests never share one.
 static ALLOCATE: Mutex<()> = Mutex::new(());
@@ -54,6 +54,8 @@ fn must(args: &[&str]) {
 
 impl Netns {
     /// Creates the namespace, the veth pair, the addresses and the routes.
+    // No `Default`: creating a namespace is an action with side effects.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Netns {
         let _held = ALLOCATE.lock().unwrap_or_else(|p| p.into_inner());
         let seq = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +68,7 @@ impl Netns {
             .expect("a free 10.200.K.0/24 among 200");
         // Interface names are at most 15 bytes.
         let tag = format!("{:x}{seq:x}", pid % 0x10000);
-        let name = format!("tdoc-{pid}-{seq}");
+        let name = format!("tlab-{pid}-{seq}");
         let host_if = format!("vh{tag}");
         let ns_if = format!("vn{tag}");
         let host_ip = Ipv4Addr::new(10, 200, k as u8, 1);

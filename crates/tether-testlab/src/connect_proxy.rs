@@ -1,5 +1,7 @@
-//! A tiny CONNECT proxy for the tests, on loopback, with selectable
-//! misbehaviour.
+//! A tiny CONNECT proxy on loopback with selectable misbehaviour, for
+//! the cases real proxies cannot be made to show on demand (garbage
+//! replies, silence). Real proxies are in [`crate::tinyproxy`] and
+//! [`crate::squid`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Clone, Debug)]
-pub enum Mode {
+pub enum ProxyMode {
     /// Demands `Proxy-Authorization: Basic` with these credentials.
     Basic { user: String, pass: String },
     /// Tunnels without authentication.
@@ -37,7 +39,7 @@ impl Drop for TestProxy {
 }
 
 impl TestProxy {
-    pub async fn start(mode: Mode) -> Self {
+    pub async fn start(mode: ProxyMode) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("local addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -72,7 +74,7 @@ impl TestProxy {
 
 async fn serve(
     mut conn: TcpStream,
-    mode: Mode,
+    mode: ProxyMode,
     log: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
@@ -98,21 +100,21 @@ async fn serve(
             .then(|| value.trim().to_owned())
     });
     match mode {
-        Mode::Block => {
+        ProxyMode::Block => {
             conn.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nContent-Length: 17\r\n\r\n<h1>blocked</h1>\n")
                 .await?;
             return Ok(());
         }
-        Mode::Garbage => {
+        ProxyMode::Garbage => {
             conn.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n\r\n")
                 .await?;
             return Ok(());
         }
-        Mode::Silent => {
+        ProxyMode::Silent => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             return Ok(());
         }
-        Mode::Basic { user, pass } => {
+        ProxyMode::Basic { user, pass } => {
             let expected = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -127,7 +129,7 @@ async fn serve(
                 return Ok(());
             }
         }
-        Mode::Open => {}
+        ProxyMode::Open => {}
     }
     let Ok(mut upstream) = TcpStream::connect(target.as_str()).await else {
         conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")

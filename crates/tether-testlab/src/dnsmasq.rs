@@ -1,0 +1,97 @@
+//! A real dnsmasq on 127.0.0.1:PORT: `good.test` → 127.0.0.1, `nx.test`
+//! NXDOMAIN, `fail.test` forwarded to an upstream that answers SERVFAIL,
+//! which dnsmasq relays (a dead upstream makes dnsmasq stay silent instead).
+
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::process::read_logs;
+use crate::{Scratch, free_port, program, spawn_logged};
+
+pub struct Dnsmasq {
+    pub port: u16,
+    _dir: Scratch,
+    _child: Child,
+    upstream: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.upstream.abort();
+    }
+}
+
+impl Dnsmasq {
+    pub async fn start() -> Dnsmasq {
+        let bin = program("dnsmasq");
+        let failing = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let upstream_port = failing.local_addr().expect("addr").port();
+        let upstream = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let Ok((n, peer)) = failing.recv_from(&mut buf).await else {
+                    return;
+                };
+                if n < 12 {
+                    continue;
+                }
+                // Same id and question; QR=1, RD, RA, RCODE=2 (SERVFAIL).
+                buf[2] = 0x81;
+                buf[3] = 0x82;
+                let _ = failing.send_to(&buf[..n], peer).await;
+            }
+        });
+        let server_arg = format!("--server=/fail.test/127.0.0.1#{upstream_port}");
+        let dir = Scratch::new("dnsmasq");
+        let out = dir.path().join("dnsmasq.out");
+        // The port is only free when asked; another process can take it
+        // first, so a failed start is retried on a fresh one.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = spawn_logged(
+                Command::new(&bin).args([
+                    "--no-daemon",
+                    "--keep-in-foreground",
+                    "--port",
+                    &port.to_string(),
+                    "--listen-address",
+                    "127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--user=root",
+                    "--pid-file",
+                    "--address=/good.test/127.0.0.1",
+                    "--address=/nx.test/",
+                    &server_arg,
+                ]),
+                dir.path(),
+                "dnsmasq",
+            );
+            // dnsmasq binds before it logs "started"; probe with a TCP
+            // connect (it serves DNS over TCP too).
+            for _ in 0..50 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return Dnsmasq {
+                        port,
+                        _dir: dir,
+                        _child: child,
+                        upstream,
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            eprintln!("dnsmasq did not come up on {port}:\n{}", read_logs(&[&out]));
+        }
+        panic!("dnsmasq did not start (see stderr above)");
+    }
+}
