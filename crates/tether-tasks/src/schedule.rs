@@ -104,7 +104,7 @@ pub enum Rule {
         secs: u64,
     },
     Cron {
-        cron: jiff_cron::Schedule,
+        cron: Box<jiff_cron::Schedule>,
         tz: TimeZone,
     },
 }
@@ -127,7 +127,7 @@ pub fn parse(rule: &ScheduleRule, default_tz: &str) -> Result<(Rule, String), Sc
             let zone = zone(&tz_name)?;
             Ok((
                 Rule::Cron {
-                    cron: cron(expr)?,
+                    cron: Box::new(cron(expr)?),
                     tz: zone,
                 },
                 tz_name,

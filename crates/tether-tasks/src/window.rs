@@ -77,7 +77,7 @@ impl Window {
         };
         // A start skipped by DST opens at the next valid minute.
         let opens = crate::schedule::civil_to_instant(start, &self.tz)
-            .and_then(|ts| to_time(ts))
+            .and_then(to_time)
             .unwrap_or(now);
         WindowState::Closed { opens_at: opens }
     }

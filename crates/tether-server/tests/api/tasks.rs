@@ -448,7 +448,6 @@ async fn an_older_agent_still_gets_admin_actions_at_check_in() {
     ];
     let checkin = |h: &support::Harness| {
         let c = h.client.clone();
-        let headers = headers;
         async move {
             c.send(
                 "POST",

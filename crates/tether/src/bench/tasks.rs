@@ -189,7 +189,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
         let phase = Instant::now();
         let gap = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
         for (n, i) in (0..args.agents)
-            .step_by((args.agents / args.tasks).max(1))
+            .step_by(args.agents.checked_div(args.tasks).unwrap_or(1).max(1))
             .take(args.tasks)
             .enumerate()
         {

@@ -68,12 +68,13 @@ impl Drop for Registration {
             .waiters
             .get(&self.agent)
             .is_some_and(|w| Arc::ptr_eq(&w.notify, &self.notify));
-        if ours && let Some(w) = inner.waiters.remove(&self.agent) {
-            if let Some(set) = inner.by_group.get_mut(&w.group) {
-                set.remove(&self.agent);
-                if set.is_empty() {
-                    inner.by_group.remove(&w.group);
-                }
+        if ours
+            && let Some(w) = inner.waiters.remove(&self.agent)
+            && let Some(set) = inner.by_group.get_mut(&w.group)
+        {
+            set.remove(&self.agent);
+            if set.is_empty() {
+                inner.by_group.remove(&w.group);
             }
         }
     }
