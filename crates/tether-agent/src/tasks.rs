@@ -204,6 +204,20 @@ impl TaskWorker {
         let every = Duration::from_secs(u64::from(lease.lease_secs.max(3) / 3));
         let mut abandoned = false;
         let mut cancelled = false;
+        // The first heartbeat confirms the pickup (the server keeps an
+        // unconfirmed lease only briefly).
+        match self.heartbeat(id, epoch, None).await {
+            Beat::Keep => {}
+            Beat::Cancel => {
+                cancelled = true;
+                let _ = cancel_tx.send(true);
+            }
+            Beat::Gone(code) => {
+                tracing::warn!(task_id = %id, code = %code, "the server no longer gives this attempt the task; dropping it");
+                abandoned = true;
+                let _ = cancel_tx.send(true);
+            }
+        }
         let finished = loop {
             tokio::select! {
                 r = &mut done_rx => break r,

@@ -374,7 +374,7 @@ macro_rules! impl_task_store {
                             continue;
                         }
                     }
-                    let next = task.lease(req.agent_id, req.now);
+                    let next = task.lease(req.agent_id, req.now, req.actions_only);
                     let q = sqlx::query($crate::tasks::UPDATE_TASK);
                     let done = bind_task_update!(q, &next)
                         .execute(&mut *tx)

@@ -35,7 +35,8 @@ pub struct LeaseRequest {
     /// The kinds the agent can run.
     pub kinds: Vec<TaskKind>,
     /// Only admin actions targeted at this agent (check-in delivery to
-    /// agents that do not poll).
+    /// agents that do not poll). Such leases are confirmed at once (the
+    /// check-in reply is read); a poll's wait for the agent's first heartbeat.
     pub actions_only: bool,
     pub now: OffsetDateTime,
     pub limit: u32,

@@ -30,6 +30,11 @@ pub const MAX_RETRY_DELAY: Duration = Duration::minutes(5);
 pub const FIRST_RETRY_DELAY: Duration = Duration::seconds(5);
 /// The longest error or reason kept, in characters.
 pub const MAX_TEXT: usize = 1024;
+/// A lease handed to a poll runs this long (at most) until the agent
+/// confirms it with its first heartbeat, which it sends when it starts the
+/// work. A poll held for an agent that went away meanwhile thus costs the
+/// task seconds, not a whole visibility timeout, and no attempt.
+pub const PICKUP_SECS: u32 = 15;
 
 /// A task as stored: everything the state machine reads and writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,16 +138,24 @@ impl TaskSnapshot {
         self
     }
 
-    /// Leases the task to `agent`: the next epoch and attempt, the lease
-    /// running for the task's visibility timeout.
-    pub fn lease(&self, agent: Uuid, now: OffsetDateTime) -> TaskSnapshot {
+    /// Leases the task to `agent`: the next epoch and attempt. A lease
+    /// handed over in a synchronous reply the agent is known to read (a
+    /// check-in) is `confirmed` at once and runs for the task's visibility
+    /// timeout; one handed to a poll runs [`PICKUP_SECS`] until the agent's
+    /// first heartbeat confirms it.
+    pub fn lease(&self, agent: Uuid, now: OffsetDateTime, confirmed: bool) -> TaskSnapshot {
         let mut t = self.clone();
         t.state = TaskState::Leased;
         t.epoch += 1;
         t.attempt = t.attempt.saturating_add(1);
         t.leased_to = Some(agent);
-        t.lease_expires_at = Some(now + Duration::seconds(i64::from(t.lease_secs)));
-        t.heartbeat_at = Some(now);
+        let secs = if confirmed {
+            t.lease_secs
+        } else {
+            t.lease_secs.min(PICKUP_SECS)
+        };
+        t.lease_expires_at = Some(now + Duration::seconds(i64::from(secs)));
+        t.heartbeat_at = confirmed.then_some(now);
         t.progress = None;
         t.result_chunks = 0;
         t.touched(now)
@@ -254,7 +267,22 @@ impl TaskSnapshot {
     /// reason, is dead-lettered after its last attempt, or ends cancelled if
     /// an admin cancelled it meanwhile.
     pub fn expire(&self, holder_name: &str, now: OffsetDateTime) -> (TaskSnapshot, Transition) {
-        let silent_since = self.heartbeat_at.unwrap_or(now);
+        if self.heartbeat_at.is_none() && !self.cancel_requested {
+            // Never confirmed: the work never started (the poll's agent went
+            // away). Back in the queue at once, and the attempt is not spent.
+            let mut t = self.clone();
+            t.state = TaskState::Queued;
+            t.attempt = t.attempt.saturating_sub(1);
+            t.lease_expires_at = None;
+            t.not_before = now;
+            t.reason = Some(format!(
+                "lease expired: agent {holder_name} never confirmed it (gone while its poll was held?); attempt {}/{} next",
+                t.attempt + 1,
+                t.max_attempts
+            ));
+            return (t.touched(now), Transition::Requeued);
+        }
+        let silent_since = self.heartbeat_at.unwrap_or(self.updated_at);
         let why = format!(
             "lease expired: agent {holder_name} silent since {}",
             hhmm(silent_since)
@@ -432,15 +460,22 @@ pub(crate) mod tests {
         let now = datetime!(2026-05-17 10:00 UTC);
         let a = Uuid::from_u128(7);
         let b = Uuid::from_u128(8);
-        let t = queued(3).lease(a, now);
+        let t = queued(3).lease(a, now, false);
         assert_eq!((t.state, t.epoch, t.attempt), (TaskState::Leased, 1, 1));
+        assert_eq!(
+            t.lease_expires_at,
+            Some(now + Duration::seconds(15)),
+            "until picked up"
+        );
+        let t = t.heartbeat(a, 1, None, now).expect("confirms");
+        assert_eq!(t.lease_expires_at, Some(now + Duration::seconds(60)));
         let (t, tr) = t.expire("a", now + Duration::minutes(2));
         assert_eq!(tr, Transition::Requeued);
         assert_eq!(
             t.reason.as_deref(),
             Some("lease expired: agent a silent since 10:00 UTC; attempt 2/3 next")
         );
-        let t = t.lease(b, now + Duration::minutes(3));
+        let t = t.lease(b, now + Duration::minutes(3), false);
         assert_eq!(t.epoch, 2);
         assert_eq!(
             t.heartbeat(a, 1, None, now).expect_err("zombie"),
@@ -460,12 +495,12 @@ pub(crate) mod tests {
     fn failures_back_off_then_dead_letter_keeping_the_last_error() {
         let now = datetime!(2026-05-17 10:00 UTC);
         let a = Uuid::from_u128(7);
-        let t = queued(2).lease(a, now);
+        let t = queued(2).lease(a, now, true);
         let (t, tr) = t.finish(a, 1, &failed("disk full"), now).expect("accepted");
         assert_eq!(tr, Transition::Requeued);
         assert_eq!(t.reason.as_deref(), Some("attempt 2/2 after \"disk full\""));
         assert_eq!(t.not_before, now + FIRST_RETRY_DELAY);
-        let t = t.lease(a, now + Duration::minutes(1));
+        let t = t.lease(a, now + Duration::minutes(1), true);
         let (t, tr) = t
             .finish(a, 2, &failed("still full"), now)
             .expect("accepted");
@@ -490,7 +525,7 @@ pub(crate) mod tests {
             queued(1).cancel(now).expect("ok").state,
             TaskState::Cancelled
         );
-        let leased = queued(1).lease(a, now).cancel(now).expect("ok");
+        let leased = queued(1).lease(a, now, true).cancel(now).expect("ok");
         assert_eq!(leased.state, TaskState::Leased);
         assert!(leased.cancel_requested);
         let (gone, tr) = leased.expire("a", now + Duration::minutes(5));
@@ -512,7 +547,7 @@ pub(crate) mod tests {
         let now = datetime!(2026-05-17 10:00 UTC);
         let a = Uuid::from_u128(7);
         let (t, _) = queued(3)
-            .lease(a, now)
+            .lease(a, now, true)
             .expire("a", now + Duration::minutes(2));
         assert_eq!(t.state, TaskState::Queued);
         assert!(t.accept_result(a, 1).is_ok());
@@ -525,7 +560,7 @@ pub(crate) mod tests {
     #[test]
     fn grace_defers_expiry_and_deadlines_dead_letter() {
         let now = datetime!(2026-05-17 10:00 UTC);
-        let t = queued(3).lease(Uuid::from_u128(7), now);
+        let t = queued(3).lease(Uuid::from_u128(7), now, true);
         let later = now + Duration::minutes(2);
         assert!(t.lease_expired(later, now));
         assert!(!t.lease_expired(later, later + Duration::seconds(1)));
@@ -537,6 +572,24 @@ pub(crate) mod tests {
         assert_eq!(
             dead.last_error.as_deref(),
             Some("deadline passed at 10:01 UTC")
+        );
+    }
+
+    #[test]
+    fn a_lease_never_picked_up_costs_no_attempt() {
+        let now = datetime!(2026-05-17 10:00 UTC);
+        let t = queued(2).lease(Uuid::from_u128(7), now, false);
+        let (t, tr) = t.expire("gone", now + Duration::seconds(16));
+        assert_eq!(
+            (tr, t.state, t.attempt, t.epoch),
+            (Transition::Requeued, TaskState::Queued, 0, 1)
+        );
+        assert!(
+            t.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("never confirmed")),
+            "{:?}",
+            t.reason
         );
     }
 

@@ -214,7 +214,7 @@ mod tests {
             waiting(&task(5), &Eligible::Agent(Some(inactive)), None, now).as_deref(),
             Some("the agent bot-1 is Inactive since 09:12 UTC (last seen 09:10 UTC)")
         );
-        let mut leased = task(5).lease(Uuid::from_u128(7), now);
+        let mut leased = task(5).lease(Uuid::from_u128(7), now, true);
         leased.progress = Some(Progress {
             done: 40,
             total: Some(100),

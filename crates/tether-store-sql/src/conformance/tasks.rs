@@ -90,7 +90,7 @@ pub async fn tasks_round_trip_and_writes_are_compare_and_set(f: Fixture) {
     );
     assert_conflict(f.store.insert_task(&task).await, "a duplicate id");
 
-    let mut leased = task.lease(a.id, t(20));
+    let mut leased = task.lease(a.id, t(20), true);
     leased.progress = Some(Progress {
         done: 4,
         total: Some(10),
@@ -241,7 +241,11 @@ pub async fn leases_go_to_eligible_agents_in_order(f: Fixture) {
             (task.state, task.epoch, task.attempt, task.leased_to),
             (TaskState::Leased, 1, 1, Some(a.id))
         );
-        assert_eq!(task.lease_expires_at, Some(now + Duration::seconds(60)));
+        assert_eq!(
+            task.lease_expires_at,
+            Some(now + Duration::seconds(15)),
+            "a poll's lease waits for its pickup"
+        );
         assert_eq!(
             &stored(&*f.store, task.id).await,
             task,
@@ -402,12 +406,12 @@ pub async fn expired_leases_and_deadlines_are_found(f: Fixture) {
     assert_eq!(leased[0].id, short.id, "admin actions first");
     assert!(
         f.store
-            .expired_leases(t(69), 10)
+            .expired_leases(t(24), 10)
             .await
             .expect("reads")
             .is_empty()
     );
-    let expired = f.store.expired_leases(t(70), 10).await.expect("reads");
+    let expired = f.store.expired_leases(t(25), 10).await.expect("reads");
     assert_eq!(
         expired.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![short.id]

@@ -202,9 +202,15 @@ async fn killed_agent_lease_expires_and_another_finishes(backend: Backend) {
         ],
     )
     .await;
-    let leased = wait_for(&server, id, Duration::from_secs(10), "leased", |d| {
-        d.task.state == TaskState::Leased
-    })
+    // Mid-task: the holder confirmed the lease (its first heartbeat, sent
+    // when the work starts) and works.
+    let leased = wait_for(
+        &server,
+        id,
+        Duration::from_secs(10),
+        "leased and started",
+        |d| d.task.state == TaskState::Leased && d.task.heartbeat_at.is_some(),
+    )
     .await;
     let first = leased.task.leased_to.expect("a holder");
     let (victim, victim_name_id, survivor) = if first == a_id {
@@ -222,9 +228,11 @@ async fn killed_agent_lease_expires_and_another_finishes(backend: Backend) {
         Some(survivor),
         "the other agent finished it"
     );
-    assert_eq!(
-        (done.task.attempt, done.task.epoch),
-        (2, 2),
+    // Two attempts: the killed agent's and the survivor's. The epoch may
+    // be higher: a poll the killed agent left held on the server can take a
+    // lease it never confirms, which expires without costing an attempt.
+    assert!(
+        done.task.attempt == 2 && done.task.epoch >= 2,
         "{:#?}\n{}",
         done.task,
         server.log()
