@@ -412,6 +412,12 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
     let installed_at = state.installed_at;
     let defs = start_defs_worker(&config, dir, &store, &client, state.policy.as_ref(), world);
     let mut rng = rand::rngs::StdRng::from_os_rng();
+    let doctor_actions = crate::actions::DoctorActions {
+        state_dir: dir.clone(),
+        unit_dir: PathBuf::from("/etc/systemd/system"),
+        deadline: tether_doctor::DoctorInput::DEFAULT_DEADLINE,
+        world: world.clone(),
+    };
     let mut ctx = RunContext {
         client,
         store,
@@ -421,15 +427,15 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         logs: Some(Arc::new(logs)),
         facts: Arc::new(move || crate::facts::collect(Some(installed_at))),
         proxy,
-        actions: Some(Arc::new(crate::actions::DoctorActions {
-            state_dir: dir.clone(),
-            unit_dir: PathBuf::from("/etc/systemd/system"),
-            deadline: tether_doctor::DoctorInput::DEFAULT_DEADLINE,
-            world: world.clone(),
-        })),
+        actions: Some(Arc::new(doctor_actions.clone())),
+        actions_doctor: Some(doctor_actions),
         defs: defs.as_ref().map(|(handle, _)| handle.clone()),
     };
+    let tasks = start_task_worker(&config, dir, &ctx, world);
     let summary = crate::run::run_loop(&mut ctx, crate::run::stop_signal()).await;
+    if let Some(task) = tasks {
+        task.abort();
+    }
     // An update cut off here resumes at the next start; installs are atomic.
     if let Some((_, task)) = defs {
         task.abort();
@@ -444,6 +450,60 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
 
 /// Starts the definitions worker in its own task. Without a usable update
 /// transport the agent still checks in; the reason is logged and recorded.
+/// Starts the task worker: the long poll and the result spool. Work
+/// threads start only when a task arrives.
+fn start_task_worker(
+    config: &crate::config::AgentConfig,
+    dir: &Path,
+    ctx: &crate::run::RunContext,
+    world: &World,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut transport_config = match crate::connect::transport_config(config, Some(dir), &|k| {
+        world.var(k)
+    }) {
+        Ok(c) => c,
+        Err(f) => {
+            tracing::error!(code = %f.code, error = %f.message, "tasks are off: no transport for the poll");
+            return None;
+        }
+    };
+    transport_config.timeouts.http =
+        Duration::from_secs(u64::from(crate::tasks::POLL_WAIT_SECS)) + crate::tasks::POLL_MARGIN;
+    let poll_transport = match tether_transport::Transport::new(transport_config) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "tasks are off: no transport for the poll");
+            return None;
+        }
+    };
+    let mut poll_client =
+        ApiClient::new(poll_transport, config.server.clone()).with_clock(world.clock.clone());
+    if let Ok(credential) = crate::credential::load(dir) {
+        poll_client = poll_client.with_bearer(credential.expose());
+    }
+    let mut executors = crate::tasks::executor::Executors::default();
+    if let Some(doctor) = &ctx.actions_doctor {
+        executors = executors.with(Arc::new(crate::tasks::kinds::DoctorExecutor(
+            doctor.clone(),
+        )));
+    }
+    if let Some(defs) = &ctx.defs {
+        executors = executors.with(Arc::new(crate::tasks::kinds::UpdateDefsExecutor(
+            defs.clone(),
+        )));
+    }
+    let worker = crate::tasks::TaskWorker {
+        poll_client,
+        client: ctx.client.clone(),
+        spool: crate::tasks::spool::Spool::new(dir),
+        executors,
+        max_concurrent: crate::tasks::DEFAULT_MAX_CONCURRENT,
+        poll_wait_secs: crate::tasks::POLL_WAIT_SECS,
+    };
+    tracing::info!(kinds = %crate::tasks::describe(&worker.executors), "task worker started");
+    Some(worker.spawn())
+}
+
 fn start_defs_worker(
     config: &crate::config::AgentConfig,
     dir: &Path,
@@ -589,6 +649,7 @@ async fn doctor(args: &DoctorArgs, world: &World) -> ExitCode {
         token: args.token.clone(),
         targets: args.targets.clone(),
         deadline: args.deadline,
+        target_timeout: tether_doctor::DoctorInput::DEFAULT_TARGET_TIMEOUT,
         unit_dir: args.unit_dir.clone(),
         ntp_servers: args.ntp_servers.clone(),
     };

@@ -43,6 +43,8 @@ pub struct DoctorOptions {
     /// `HOST:PORT` targets to probe.
     pub targets: Vec<(String, u16)>,
     pub deadline: Duration,
+    /// How long a target's probe waits for its answer.
+    pub target_timeout: Duration,
     /// Where the service unit was installed.
     pub unit_dir: PathBuf,
     /// NTP servers (`host` or `host:port`); empty uses the host's own
@@ -63,6 +65,7 @@ impl DoctorOptions {
             token: None,
             targets: Vec::new(),
             deadline: DoctorInput::DEFAULT_DEADLINE,
+            target_timeout: DoctorInput::DEFAULT_TARGET_TIMEOUT,
             unit_dir: PathBuf::from("/etc/systemd/system"),
             ntp_servers: Vec::new(),
         }
@@ -291,6 +294,7 @@ pub fn input(
     input.service_proxy_env = service;
     input.targets = merge_targets(&opts.targets, &policy_targets);
     input.deadline = opts.deadline;
+    input.target_timeout = opts.target_timeout;
     input.ntp_servers = if opts.ntp_servers.is_empty() {
         tether_doctor::default_ntp_servers()
     } else {

@@ -14,6 +14,8 @@
 //! - [`backoff`]: pure retry and jitter arithmetic.
 //! - [`defs`]: definitions updates: servers, schedule, worker, commands.
 //! - [`logs`]: install/agent/error logs with rotation and timed debug mode.
+//! - [`tasks`]: the task queue on the agent: long poll, one thread per
+//!   attempt, heartbeats, executors per kind, the result spool.
 //! - [`cli`]: clap definitions shared by `tether-agent` and `tether agent`.
 
 pub mod actions;
@@ -34,6 +36,7 @@ pub mod posture;
 pub mod run;
 pub mod service;
 pub mod state;
+pub mod tasks;
 pub mod world;
 
 pub use cli::{AgentCommand, dispatch, dispatch_with};

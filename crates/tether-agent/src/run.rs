@@ -73,6 +73,8 @@ pub struct RunContext {
     pub proxy: Option<String>,
     /// Runs doctor actions; `None` answers them as not supported.
     pub actions: Option<Arc<dyn ActionHandler>>,
+    /// The same doctor runner, for doctor tasks received by the task poll.
+    pub actions_doctor: Option<crate::actions::DoctorActions>,
     /// The definitions worker: it receives each policy and `UpdateDefs`
     /// action, and runs updates in its own task so they never delay a
     /// check-in. `None` answers `UpdateDefs` as not supported.

@@ -550,6 +550,142 @@ impl ApiClient {
         .await
     }
 
+    /// `POST /v1/admin/tasks`: the reply is a `TaskInfo`, or a
+    /// `ScheduleInfo` when the request has a schedule.
+    pub async fn create_task(
+        &self,
+        task: &tether_wire::NewTask<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.json(http::Method::POST, "/v1/admin/tasks", Some(task))
+            .await
+    }
+
+    /// `GET /v1/admin/tasks?…`; `query` is the URL query (without `?`).
+    pub async fn list_tasks(
+        &self,
+        query: &str,
+    ) -> Result<Vec<tether_wire::TaskInfo<serde_json::Value>>, ClientError> {
+        let path = if query.is_empty() {
+            "/v1/admin/tasks".to_owned()
+        } else {
+            format!("/v1/admin/tasks?{query}")
+        };
+        self.json(http::Method::GET, &path, None::<&()>).await
+    }
+
+    pub async fn task(
+        &self,
+        id: Uuid,
+    ) -> Result<tether_wire::TaskDetail<serde_json::Value>, ClientError> {
+        self.json(
+            http::Method::GET,
+            &format!("/v1/admin/tasks/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn cancel_task(
+        &self,
+        id: Uuid,
+    ) -> Result<tether_wire::TaskInfo<serde_json::Value>, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/tasks/{id}/cancel"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn retry_task(
+        &self,
+        id: Uuid,
+    ) -> Result<tether_wire::TaskInfo<serde_json::Value>, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/tasks/{id}/retry"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn schedules(
+        &self,
+    ) -> Result<Vec<tether_wire::ScheduleInfo<serde_json::Value>>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/schedules", None::<&()>)
+            .await
+    }
+
+    pub async fn delete_schedule(&self, id: Uuid) -> Result<(), ClientError> {
+        self.empty(
+            http::Method::DELETE,
+            &format!("/v1/admin/schedules/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn put_site(&self, name: &str, tz: &str) -> Result<tether_wire::Site, ClientError> {
+        self.json(
+            http::Method::PUT,
+            &format!("/v1/admin/sites/{}", percent_encode_segment(name)),
+            Some(&tether_wire::SiteUpdate { tz: tz.to_owned() }),
+        )
+        .await
+    }
+
+    pub async fn sites(&self) -> Result<Vec<tether_wire::Site>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/sites", None::<&()>)
+            .await
+    }
+
+    pub async fn set_agent_site(&self, agent: Uuid, site: Option<&str>) -> Result<(), ClientError> {
+        self.empty(
+            http::Method::PUT,
+            &format!("/v1/admin/agents/{agent}/site"),
+            Some(&tether_wire::AgentSiteUpdate {
+                site: site.map(str::to_owned),
+            }),
+        )
+        .await
+    }
+
+    /// `POST /v1/agent/tasks/poll`: held by the server up to `wait_secs`;
+    /// the transport's HTTP timeout must be longer.
+    pub async fn poll_tasks(
+        &self,
+        poll: &tether_wire::TaskPoll,
+    ) -> Result<tether_wire::TaskPollReply<serde_json::Value>, ClientError> {
+        self.json(http::Method::POST, "/v1/agent/tasks/poll", Some(poll))
+            .await
+    }
+
+    pub async fn task_heartbeat(
+        &self,
+        id: Uuid,
+        hb: &tether_wire::Heartbeat,
+    ) -> Result<tether_wire::HeartbeatReply, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/agent/tasks/{id}/heartbeat"),
+            Some(hb),
+        )
+        .await
+    }
+
+    pub async fn task_result(
+        &self,
+        id: Uuid,
+        chunk: &tether_wire::ResultChunk<serde_json::Value>,
+    ) -> Result<tether_wire::ResultAck, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/agent/tasks/{id}/results"),
+            Some(chunk),
+        )
+        .await
+    }
+
     /// A JSON call whose 2xx reply has a JSON body.
     pub async fn json<B: Serialize + ?Sized, R: DeserializeOwned>(
         &self,

@@ -77,6 +77,9 @@ pub struct DoctorInput {
     pub targets: Vec<(String, u16)>,
     /// The global deadline for the whole run.
     pub deadline: Duration,
+    /// How long a target's protocol probe may wait for an answer (a WAN
+    /// service can be slow); capped by the deadline.
+    pub target_timeout: Duration,
     /// This agent's version.
     pub agent_version: String,
     /// NTP servers as `host` or `host:port` (see [`default_ntp_servers`]).
@@ -86,6 +89,8 @@ pub struct DoctorInput {
 impl DoctorInput {
     /// The default global deadline.
     pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+    /// The default wait for a target's answer.
+    pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(3);
 
     /// An input for a pre-enrollment check of `server` with the default
     /// transport: not enrolled, no targets, a 10 s deadline.
@@ -106,6 +111,7 @@ impl DoctorInput {
             service_proxy_env: None,
             targets: Vec::new(),
             deadline: Self::DEFAULT_DEADLINE,
+            target_timeout: Self::DEFAULT_TARGET_TIMEOUT,
             agent_version: tether_wire::VERSION.to_owned(),
             ntp_servers: Vec::new(),
         }

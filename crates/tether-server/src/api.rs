@@ -4,7 +4,7 @@
 //! panic, is a [`tether_wire::ApiError`].
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::service::Ctx;
 
@@ -17,6 +17,7 @@ pub mod extract;
 pub mod guard;
 pub mod health;
 pub mod paging;
+pub mod tasks;
 
 pub use error::ApiFailure;
 
@@ -68,6 +69,18 @@ pub fn router(ctx: Ctx) -> Router {
             "/v1/admin/groups/{group}/actions",
             post(admin::queue_group_action),
         )
+        .route("/v1/admin/tasks", post(tasks::create).get(tasks::list))
+        .route("/v1/admin/tasks/{id}", get(tasks::show))
+        .route("/v1/admin/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/admin/tasks/{id}/retry", post(tasks::retry))
+        .route("/v1/admin/schedules", get(tasks::schedules))
+        .route("/v1/admin/schedules/{id}", delete(tasks::delete_schedule))
+        .route("/v1/admin/sites", get(tasks::sites))
+        .route("/v1/admin/sites/{name}", put(tasks::put_site))
+        .route("/v1/admin/agents/{id}/site", put(tasks::put_agent_site))
+        .route("/v1/agent/tasks/poll", post(tasks::poll))
+        .route("/v1/agent/tasks/{id}/heartbeat", post(tasks::heartbeat))
+        .route("/v1/agent/tasks/{id}/results", post(tasks::result))
         .route("/defs/{*path}", get(defs::serve))
         .route("/v1/admin/defs/summary", get(defs::summary))
         .route("/v1/admin/defs/{channel}/versions", post(defs::publish))

@@ -155,6 +155,15 @@ pub struct ServerConfig {
     pub transitions_retention_days: u32,
     /// Days completed actions are kept. 0 keeps all.
     pub actions_retention_days: u32,
+    /// The longest a task poll is held, in seconds. Below common
+    /// load-balancer idle timeouts (60 s), so a held poll is never cut.
+    pub task_poll_max_wait_secs: u32,
+    /// The most task polls held at once; past it, polls are answered at once
+    /// and agents fall back to check-in delivery of admin actions.
+    pub max_task_pollers: usize,
+    /// After a start, leases do not expire for this many seconds: agents
+    /// could not heartbeat while the server was down.
+    pub task_lease_grace_secs: u32,
     /// Where each value came from; not a config key.
     #[serde(skip)]
     pub sources: BTreeMap<String, ConfigSource>,
@@ -186,10 +195,20 @@ impl Default for ServerConfig {
             bundle_uploads_per_agent_per_hour: 6,
             transitions_retention_days: 365,
             actions_retention_days: 90,
+            task_poll_max_wait_secs: DEFAULT_TASK_POLL_WAIT_SECS,
+            max_task_pollers: DEFAULT_MAX_TASK_POLLERS,
+            task_lease_grace_secs: DEFAULT_TASK_LEASE_GRACE_SECS,
             sources: BTreeMap::new(),
         }
     }
 }
+
+/// 50 s: under the 60 s idle timeout most load balancers default to.
+pub const DEFAULT_TASK_POLL_WAIT_SECS: u32 = 50;
+pub const MAX_TASK_POLL_WAIT_SECS: u32 = 300;
+/// Room for a fleet of 10,000 with headroom (see BENCHMARKS.md for the cost).
+pub const DEFAULT_MAX_TASK_POLLERS: usize = 20_000;
+pub const DEFAULT_TASK_LEASE_GRACE_SECS: u32 = 60;
 
 /// The bounds enforced by [`ServerConfig::validate`].
 pub const MIN_BODY_BYTES: usize = 1024;
@@ -434,6 +453,24 @@ impl ServerConfig {
             self.actions_retention_days.into(),
             0,
             36_500,
+        )?;
+        within(
+            "task_poll_max_wait_secs",
+            self.task_poll_max_wait_secs.into(),
+            1,
+            MAX_TASK_POLL_WAIT_SECS.into(),
+        )?;
+        within(
+            "max_task_pollers",
+            self.max_task_pollers as u64,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "task_lease_grace_secs",
+            self.task_lease_grace_secs.into(),
+            0,
+            MAX_GRACE_SECS.into(),
         )?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(

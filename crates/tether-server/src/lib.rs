@@ -75,6 +75,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// Expires task leases, dead-letters late tasks, fires schedules.
+    task_sweeper: JoinHandle<()>,
     /// Re-signs the definitions metadata before it expires.
     defs_refresh: JoinHandle<()>,
     /// Deletes history past its retention.
@@ -151,6 +153,7 @@ impl RunningServer {
     pub async fn wait(self) {
         let _ = self.http.await;
         let _ = self.sweeper.await;
+        let _ = self.task_sweeper.await;
         let _ = self.defs_refresh.await;
         let _ = self.retention.await;
         info!("control plane stopped");
@@ -309,6 +312,11 @@ pub async fn start_with_store(
         Duration::from_millis(config.sweep_interval_ms),
         stop_rx.clone(),
     ));
+    let task_sweeper = tokio::spawn(service::tasks::run_sweeper(
+        ctx.clone(),
+        Duration::from_millis(config.sweep_interval_ms),
+        stop_rx.clone(),
+    ));
     let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx.clone()));
     let retention = tokio::spawn(service::retention::run(ctx.clone(), stop_rx));
     let url = http::url_for(local_addr);
@@ -331,6 +339,7 @@ pub async fn start_with_store(
         stop,
         http,
         sweeper,
+        task_sweeper,
         defs_refresh,
         retention,
         start_outage,

@@ -24,6 +24,7 @@ pub mod health;
 pub mod outage;
 pub mod policies;
 pub mod retention;
+pub mod tasks;
 pub mod tokens;
 pub mod validate;
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     /// The control plane's own outages (see [`outage`]).
     pub outages: Arc<outage::Tracker>,
     pub limits: Arc<crate::limits::Limits>,
+    /// The task polls this server holds (long-poll delivery).
+    pub tasks: Arc<tasks::hub::TaskHub>,
 }
 
 impl Ctx {
@@ -56,6 +59,8 @@ impl Ctx {
         instance: &str,
     ) -> Result<Ctx, ServiceError> {
         let defs_root = Arc::new(defs::PinnedRoot::load(&defs).await?);
+        let started = clock.now();
+        let settings_tasks = settings.tasks.clone();
         Ok(Ctx {
             store,
             defs,
@@ -65,6 +70,12 @@ impl Ctx {
             policies: Default::default(),
             outages: Arc::new(outage::Tracker::new(instance)),
             limits: Arc::new(crate::limits::Limits::new(limits)),
+            tasks: tasks::hub(
+                settings_tasks.max_pollers,
+                settings_tasks.poll_max_wait_secs,
+                settings_tasks.lease_grace_secs,
+                started,
+            ),
         })
     }
 }
@@ -96,6 +107,18 @@ pub struct Settings {
     pub transitions_retention_days: u32,
     /// See [`crate::ServerConfig::actions_retention_days`].
     pub actions_retention_days: u32,
+    /// How this server holds task polls.
+    pub tasks: TaskSettings,
+}
+
+/// See [`crate::ServerConfig::task_poll_max_wait_secs`],
+/// [`crate::ServerConfig::max_task_pollers`] and
+/// [`crate::ServerConfig::task_lease_grace_secs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSettings {
+    pub max_pollers: usize,
+    pub poll_max_wait_secs: u32,
+    pub lease_grace_secs: u32,
 }
 
 impl Settings {
@@ -111,6 +134,11 @@ impl Settings {
             stream_min_bytes_per_sec: config.stream_min_bytes_per_sec,
             transitions_retention_days: config.transitions_retention_days,
             actions_retention_days: config.actions_retention_days,
+            tasks: TaskSettings {
+                max_pollers: config.max_task_pollers,
+                poll_max_wait_secs: config.task_poll_max_wait_secs,
+                lease_grace_secs: config.task_lease_grace_secs,
+            },
         }
     }
 }
@@ -221,6 +249,23 @@ pub enum ServiceError {
     AdminTokenNameTaken(String),
     #[error("definitions: {0}")]
     Defs(#[source] tether_defs_publish::repo::RepoError),
+    #[error("task spec: {0}")]
+    TaskSpec(#[source] tether_tasks::SpecError),
+    #[error("task {id}: {refusal}")]
+    TaskRefused {
+        id: uuid::Uuid,
+        refusal: tether_tasks::Refusal,
+    },
+    #[error("task target: {0}")]
+    TaskTarget(String),
+    #[error("task schedule: {0}")]
+    TaskSchedule(#[source] tether_tasks::schedule::ScheduleError),
+    #[error(
+        "this server holds {held} task polls, its limit (max_task_pollers = {max}); poll again later"
+    )]
+    PollersFull { held: usize, max: usize },
+    #[error("site: {0}")]
+    SiteInvalid(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -299,6 +344,17 @@ impl ServiceError {
             ServiceError::AdminCredentialRevoked { .. } => ErrorCode::AdminCredentialRevoked,
             ServiceError::AdminTokenNameTaken(_) => ErrorCode::AdminTokenNameTaken,
             ServiceError::Defs(e) => e.code(),
+            ServiceError::TaskSpec(_) => ErrorCode::TaskSpecInvalid,
+            ServiceError::TaskRefused { refusal, .. } => match refusal {
+                tether_tasks::Refusal::StaleEpoch { .. } => ErrorCode::TaskStaleEpoch,
+                tether_tasks::Refusal::NotLeased { .. } => ErrorCode::TaskNotLeased,
+                tether_tasks::Refusal::Final { .. } => ErrorCode::TaskFinal,
+                tether_tasks::Refusal::NotRetriable { .. } => ErrorCode::TaskNotRetriable,
+            },
+            ServiceError::TaskTarget(_) => ErrorCode::TaskTargetInvalid,
+            ServiceError::TaskSchedule(_) => ErrorCode::TaskScheduleInvalid,
+            ServiceError::PollersFull { .. } => ErrorCode::TaskPollersFull,
+            ServiceError::SiteInvalid(_) => ErrorCode::SiteInvalid,
         }
     }
 

@@ -51,6 +51,13 @@ pub use hardening::{
     pre_hardening_rows, retention_prunes_old_rows_but_keeps_each_agents_newest_transition,
     token_and_credential_pages_reach_every_row, upgraded_from_0004_keeps_admin_credentials,
 };
+mod tasks;
+pub use tasks::{
+    concurrent_lessors_never_lease_a_task_twice, expired_leases_and_deadlines_are_found,
+    leases_go_to_eligible_agents_in_order, new_task, result_chunks_are_stored_once,
+    schedules_fire_each_run_once, sites_label_agents_and_tokens,
+    tasks_round_trip_and_writes_are_compare_and_set,
+};
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -154,6 +161,13 @@ macro_rules! for_each_check {
             outages_give_active_agents_a_full_threshold,
             retention_prunes_old_rows_but_keeps_each_agents_newest_transition,
             bundle_info_comes_without_its_bytes,
+            tasks_round_trip_and_writes_are_compare_and_set,
+            leases_go_to_eligible_agents_in_order,
+            concurrent_lessors_never_lease_a_task_twice,
+            result_chunks_are_stored_once,
+            expired_leases_and_deadlines_are_found,
+            schedules_fire_each_run_once,
+            sites_label_agents_and_tokens,
         }
     };
 }

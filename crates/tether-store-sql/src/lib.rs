@@ -22,6 +22,8 @@ mod row;
 mod sql;
 #[macro_use]
 mod store_impl;
+#[macro_use]
+mod tasks;
 mod postgres;
 mod sqlite;
 

@@ -105,6 +105,9 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Appended to the lease query (see tasks.rs).
+    const TASK_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+
     /// Locks the agent's row until the transaction ends, so the status read
     /// here is still the recorded one when the change is written.
     const LOCK_AGENT_STATUS: &'static str =
@@ -140,6 +143,7 @@ impl PostgresStore {
     async fn release_durable(&self, _conn: &mut PoolConnection<Postgres>) {}
 }
 
+impl_task_store!(PostgresStore);
 impl_store!(PostgresStore, "postgres", PgPool);
 
 fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {

@@ -435,6 +435,8 @@ pub(crate) fn to_i64(value: u64, column: &str) -> Result<i64, StoreError> {
     })
 }
 
+pub(crate) mod tasks;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,6 +150,9 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    /// Nothing: `BEGIN IMMEDIATE` already serializes lessors (see tasks.rs).
+    const TASK_LOCK: &'static str = "";
+
     /// SQLite has no row locks: the `BEGIN IMMEDIATE` transaction already
     /// holds the database's write lock, so a plain read is enough (and
     /// `FOR UPDATE` is a syntax error here).
@@ -239,6 +242,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+impl_task_store!(SqliteStore);
 impl_store!(SqliteStore, "sqlite", SqlitePool);
 
 #[cfg(test)]

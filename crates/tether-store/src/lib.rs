@@ -18,6 +18,10 @@ use tether_wire::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod tasks;
+pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
+pub use tether_tasks::TaskSnapshot;
+
 /// A SHA-256 digest of a high-entropy secret (token, credential). Secrets are
 /// never stored; only these.
 pub type SecretHash = [u8; 32];
@@ -283,9 +287,10 @@ pub struct NewOutage {
     pub ended_at: OffsetDateTime,
 }
 
-/// The control plane's persistence. Every method is one atomic unit.
+/// The control plane's persistence. Every method is one atomic unit. The
+/// task queue's methods are in [`TaskStore`], part of the same one store.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TaskStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -370,6 +370,9 @@ pub struct CreateTokenRequest {
     /// The policy agents enrolled with this token get; `"default"` if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The site label agents enrolled with this token get (an existing site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +460,9 @@ pub struct AgentDetail {
     /// first: they explain a silence that led to no transition.
     #[serde(default)]
     pub outages: Vec<crate::control::ControlPlaneOutage>,
+    /// The site label (from the enrollment token, or set by an admin).
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// The one-line verdict of a doctor run, as the agent reports it and the

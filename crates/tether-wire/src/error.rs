@@ -150,6 +150,18 @@ catalog! {
     DefsChannelNameRefused = "6017", 422, "The agent refused a definitions channel name from its policy, an action or signed metadata: it could become a path outside the state dir.", "Fix the channel names in the policy (1-64 of a-z, 0-9, '.', '_', '-'); check that the update server serves this control plane's repository.";
     DefsRootKeyOnline = "6018", 500, "The definitions root signing key is on the server's disk, where a break-in could sign a new trust root for every agent.", "Move it offline: `tether defs keygen --out /media/offline/root.pem`, then `tether defs rotate-key --role root --new-key /media/offline/root.pem --root-key DATA_DIR/defs/keys/root.pem`, then delete the old key (docs/defs-keys.md).";
 
+    // 70xx: the task queue.
+    TaskSpecInvalid = "7001", 422, "The task's spec is not valid for its kind.", "Fix the named field of the spec; the message says what the kind accepts.";
+    TaskStaleEpoch = "7002", 409, "The heartbeat or result carries a stale lease epoch: the task moved on to a newer attempt.", "Nothing to do on the agent: it stops this attempt. The newer attempt's agent reports the result.";
+    TaskNotLeased = "7003", 409, "The task is not leased to this agent.", "Nothing to do on the agent: it drops the work. An admin can read the task with `tether tasks show ID`.";
+    TaskFinal = "7004", 409, "The task already finished (succeeded, dead-lettered or cancelled).", "Use `tether tasks retry ID` to run a dead-lettered or cancelled task again.";
+    TaskNotRetriable = "7005", 409, "Only a dead-lettered or cancelled task can be retried.", "Wait for the task to finish, or cancel it first.";
+    TaskTargetInvalid = "7006", 422, "The task's target names no agent or group that can run it.", "Target an existing agent, or a group and agent kind (`--group G --agent-kind K`).";
+    TaskScheduleInvalid = "7007", 422, "The task's schedule or allowed hours are not valid.", "Use `--every 1h` or `--cron 'M H DOM MON DOW'` with weekdays by name, an IANA time zone, and `HH:MM-HH:MM` hours.";
+    TaskPollersFull = "7008", 503, "The server holds as many task polls as it allows.", "Nothing to do: the agent polls again after Retry-After, and check-ins still deliver admin actions.";
+    SiteInvalid = "7009", 422, "The site name or its time zone is not valid.", "Use 1-64 characters (letters, digits, '-', '_', '.') and an IANA time zone such as Europe/Paris.";
+    TaskResultTooLarge = "7010", 413, "The result chunk is larger than the server accepts.", "Nothing to do on the agent: it splits results into smaller chunks. Raise the server's body limit if it persists.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

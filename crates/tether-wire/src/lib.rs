@@ -9,12 +9,14 @@ pub mod clock;
 pub mod control;
 pub mod defs;
 pub mod error;
+pub mod tasks;
 
 pub use api::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::*;
 pub use defs::*;
 pub use error::{ApiError, ErrorCode};
+pub use tasks::*;
 
 /// The version of this build of Tether, shared by the server and the agent.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

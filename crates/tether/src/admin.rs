@@ -134,6 +134,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             max_uses,
             require_approval,
             policy,
+            site,
             json,
         } => {
             let not_before = match not_before {
@@ -151,6 +152,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 max_uses,
                 require_approval,
                 policy,
+                site,
             };
             let created = client(&conn)?.create_token(&req).await?;
             if json {
@@ -188,11 +190,19 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AgentsCommand::Show { conn, id, json } => {
-            let detail = client(&conn)?.agent(id).await?;
+            let api = client(&conn)?;
+            let detail = api.agent(id).await?;
+            let tasks = api.list_tasks(&format!("agent={id}&limit=20")).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&detail)?);
+                let mut v = serde_json::to_value(&detail)?;
+                v["tasks"] = serde_json::to_value(&tasks)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", agent_detail(&detail, OffsetDateTime::now_utc()));
+                if !tasks.is_empty() {
+                    println!("Tasks (newest first):");
+                    print!("{}", crate::tasks_cmd::table(&tasks));
+                }
             }
         }
         AgentsCommand::Approve { conn, id } => {
@@ -606,7 +616,15 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
     line(
         &mut out,
         "Kind / group",
-        format!("{} / {}", a.kind, safe(&a.group)),
+        format!(
+            "{} / {}{}",
+            a.kind,
+            safe(&a.group),
+            d.site
+                .as_deref()
+                .map(|s| format!("  site: {}", safe(s)))
+                .unwrap_or_default()
+        ),
     );
     line(
         &mut out,

@@ -21,6 +21,7 @@ use tether_wire::{
 use tokio::time::Instant;
 
 mod defs_fleet;
+mod tasks;
 
 use crate::admin::trust_config;
 use crate::endpoint::Endpoint;
@@ -33,6 +34,8 @@ pub enum BenchCommand {
     AgentRss(AgentRssArgs),
     /// Server cost (bytes, CPU) of one definitions publish reaching N agents: deltas vs full.
     DefsFleet(defs_fleet::DefsFleetArgs),
+    /// Task delivery: idle cost of N held long polls, queue-to-start latency, CPU per task.
+    Tasks(tasks::TasksArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +77,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             BenchCommand::Checkin(args) => checkin(args).await,
             BenchCommand::AgentRss(args) => agent_rss(args).await,
             BenchCommand::DefsFleet(args) => defs_fleet::run(args).await,
+            BenchCommand::Tasks(args) => tasks::run(args).await,
         }
     };
     // On Ctrl-C or SIGTERM (e.g. `timeout`), dropping `work` drops the server
@@ -171,7 +175,8 @@ fn post(path: &str, bearer: Option<&str>, body: Vec<u8>) -> anyhow::Result<http:
     Ok(b.body(Bytes::from(body))?)
 }
 
-/// Enrolls `n` agents with `workers` keep-alive connections; returns credentials.
+/// Enrolls `n` agents (named `bench-i`) with `workers` keep-alive
+/// connections; returns their credentials in that order.
 async fn enroll_many(
     server: &ServerProcess,
     n: usize,
@@ -187,6 +192,7 @@ async fn enroll_many(
             max_uses: Some(u32::try_from(n).context("too many agents")?),
             require_approval: false,
             policy: None,
+            site: None,
         })
         .await?;
     let transport = server.transport()?;
@@ -216,7 +222,7 @@ async fn enroll_many(
                     );
                 }
                 let e: EnrollResponse = serde_json::from_slice(&resp.body)?;
-                out.push(e.credential);
+                out.push((i, e.credential));
             }
             anyhow::Ok(out)
         });
@@ -225,7 +231,9 @@ async fn enroll_many(
     while let Some(r) = tasks.join_next().await {
         creds.extend(r??);
     }
-    Ok(creds)
+    // In enrollment order: credential i is agent `bench-i`.
+    creds.sort_unstable_by_key(|(i, _)| *i);
+    Ok(creds.into_iter().map(|(_, c)| c).collect())
 }
 
 /// One check-in per agent, as fast as the connections allow.
@@ -505,6 +513,7 @@ async fn agent_rss(args: AgentRssArgs) -> anyhow::Result<ExitCode> {
             max_uses: Some(1),
             require_approval: false,
             policy: None,
+            site: None,
         })
         .await?;
     let agent_bin = match args.agent_bin {

@@ -40,6 +40,12 @@ pub enum Command {
     /// Inspect and set policies (admin API).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The task queue: create, list, show, cancel, retry (admin API).
+    #[command(subcommand)]
+    Tasks(crate::tasks_cmd::TasksCommand),
+    /// Sites and their time zones; an agent's site label (admin API).
+    #[command(subcommand)]
+    Sites(crate::tasks_cmd::SitesCommand),
     /// Publish, inspect, export and mirror definitions channels.
     #[command(subcommand)]
     Defs(DefsCommand),
@@ -131,6 +137,9 @@ pub enum TokenCommand {
         /// Policy for agents enrolled with this token (default "default").
         #[arg(long)]
         policy: Option<String>,
+        /// Site label for agents enrolled with this token (an existing site).
+        #[arg(long)]
+        site: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -408,6 +417,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(cmd) => admin::agents(cmd).await,
         Command::AdminTokens(cmd) => admin::admin_tokens(cmd).await,
         Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,
+        Command::Sites(cmd) => crate::tasks_cmd::sites(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,
         Command::Doctor(args) => {

@@ -721,6 +721,7 @@ mod tests {
             defs,
             in_policy,
             outages: Vec::new(),
+            site: None,
         }
     }
 

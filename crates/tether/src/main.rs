@@ -11,6 +11,7 @@ mod endpoint;
 mod policy;
 mod quickstart;
 mod server_cmd;
+mod tasks_cmd;
 
 use std::process::ExitCode;
 

@@ -87,6 +87,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
                 max_uses: Some(1),
                 require_approval: false,
                 policy: None,
+                site: None,
             })
             .await
             .context("creating the local agent's enrollment token")?;
@@ -178,6 +179,7 @@ async fn tour(
             max_uses: Some(10),
             require_approval: false,
             policy: None,
+            site: None,
         })
         .await?;
 

@@ -155,6 +155,7 @@ impl Harness {
             }),
             proxy: Some("proxy.corp:3128".into()),
             actions: None,
+            actions_doctor: None,
             defs: None,
         }
     }

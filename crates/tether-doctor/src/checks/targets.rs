@@ -105,7 +105,7 @@ pub(crate) async fn check(ctx: Arc<Ctx>, host: String, port: u16) -> TaskOutput 
         };
     };
 
-    let limit = ctx.limit(std::time::Duration::from_secs(3));
+    let limit = ctx.limit(ctx.input.target_timeout);
     let mismatch = |r: CheckResult, what: String| {
         r.fail(
             ErrorCode::TargetProtocolMismatch,

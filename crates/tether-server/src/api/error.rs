@@ -66,7 +66,9 @@ impl IntoResponse for ApiFailure {
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let retry = self.1.or(match self.0.code {
-            ErrorCode::StoreUnavailable | ErrorCode::Internal => Some(STORE_RETRY_AFTER_SECS),
+            ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::TaskPollersFull => {
+                Some(STORE_RETRY_AFTER_SECS)
+            }
             _ => None,
         });
         let mut response = (status, Json(self.0)).into_response();

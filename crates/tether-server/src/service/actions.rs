@@ -36,13 +36,18 @@ pub async fn deliver(ctx: &Ctx, agent: &AgentRecord) -> Result<Vec<Action>, Serv
     for a in &taken {
         info!(agent_id = %agent.id, action_id = %a.id, kind = ?a.kind, "delivered an action");
     }
-    Ok(taken
+    let mut actions: Vec<Action> = taken
         .into_iter()
         .map(|a| Action {
             id: a.id,
             kind: a.kind,
         })
-        .collect())
+        .collect();
+    // Doctor runs and definitions checks are tasks: an agent that holds no
+    // task poll here gets them now, the way it always did.
+    let room = MAX_PER_CHECKIN.saturating_sub(u32::try_from(actions.len()).unwrap_or(u32::MAX));
+    actions.extend(super::tasks::deliver_actions(ctx, agent, room).await?);
+    Ok(actions)
 }
 
 /// Queues an action for an agent. Only kinds this server knows are accepted.
@@ -53,6 +58,22 @@ pub async fn queue(
 ) -> Result<ActionInfo, ServiceError> {
     check_kind(&kind)?;
     queue_checked(ctx, agent_id, kind).await
+}
+
+/// Debug windows stay actions (a setting, not work); the doctor and
+/// definitions checks are tasks of the queue, shown here the old way.
+async fn queue_checked(
+    ctx: &Ctx,
+    agent_id: Uuid,
+    kind: ActionKind,
+) -> Result<ActionInfo, ServiceError> {
+    match kind {
+        ActionKind::Doctor { .. } | ActionKind::UpdateDefs { .. } => {
+            let task = super::tasks::create_action(ctx, agent_id, &kind).await?;
+            Ok(super::tasks::action_info(&task, agent_id, None))
+        }
+        other => queue_action(ctx, agent_id, other).await,
+    }
 }
 
 /// Queues an action for every agent of `group` (not removed). `NotFound`
@@ -117,7 +138,7 @@ fn check_kind(kind: &ActionKind) -> Result<(), ServiceError> {
     Ok(())
 }
 
-async fn queue_checked(
+async fn queue_action(
     ctx: &Ctx,
     agent_id: Uuid,
     kind: ActionKind,
@@ -145,7 +166,20 @@ pub async fn list(ctx: &Ctx, agent_id: Uuid) -> Result<Vec<ActionInfo>, ServiceE
             id: agent_id.to_string(),
         });
     }
-    Ok(ctx.store.list_actions(agent_id, MAX_LIST).await?)
+    let mut all = ctx.store.list_actions(agent_id, MAX_LIST).await?;
+    let filter = tether_store::TaskFilter {
+        agent: Some(agent_id),
+        ..Default::default()
+    };
+    for t in super::tasks::list(ctx, &filter, Some(MAX_LIST)).await? {
+        if t.kind.is_action() {
+            let doctor = super::tasks::doctor_of(ctx, &t).await?;
+            all.push(super::tasks::action_info(&t, agent_id, doctor));
+        }
+    }
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    all.truncate(MAX_LIST as usize);
+    Ok(all)
 }
 
 /// Records what became of an action the agent was given.
@@ -172,18 +206,22 @@ pub async fn complete(
             return Err(not_owned);
         }
     }
-    let done = ctx
+    let done = match ctx
         .store
         .complete_action(agent.id, action_id, &result, ctx.now())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ServiceError::NotFound {
+    {
+        Ok(done) => done,
+        // Not an action: a task handed out as one.
+        Err(StoreError::NotFound) => super::tasks::complete_action(ctx, agent, action_id, &result)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
                 what: "action",
                 id: action_id.to_string(),
-            },
-            StoreError::Conflict(m) => ServiceError::Conflict(m),
-            other => other.into(),
-        })?;
+            })?,
+        Err(StoreError::Conflict(m)) => return Err(ServiceError::Conflict(m)),
+        Err(other) => return Err(other.into()),
+    };
     info!(
         agent_id = %agent.id,
         action_id = %action_id,

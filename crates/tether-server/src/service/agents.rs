@@ -152,7 +152,9 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
     let outages = ctx.store.outages(a.enrolled_at, DETAIL_OUTAGES).await?;
     let published = defs::Published::load(ctx).await?;
     let (views, in_policy) = defs::agent_views(ctx, &published.channels(), &policy.defs, &a);
+    let site = ctx.store.agent_site(id).await?;
     Ok(AgentDetail {
+        site,
         defs: views,
         in_policy,
         summary: summary(&a, &ctx.settings.current_agent_version, in_policy),

@@ -137,6 +137,10 @@ pub async fn enroll(
         StoreError::TokenUnavailable(why) => ServiceError::from_token_unavailable(why, &token),
         other => other.into(),
     })?;
+    // The token's site labels the agent (an admin can change it later).
+    if let Some(site) = ctx.store.token_site(token.id).await? {
+        ctx.store.set_agent_site(record.id, Some(&site)).await?;
+    }
     info!(
         agent_id = %record.id,
         token_id = %token.id,

@@ -74,6 +74,19 @@ pub async fn create(ctx: &Ctx, req: CreateTokenRequest) -> Result<CreatedToken, 
                 "a window ending before year 9999",
             )
         })?;
+    if let Some(site) = &req.site
+        && !ctx
+            .store
+            .list_sites()
+            .await?
+            .iter()
+            .any(|s| &s.name == site)
+    {
+        return Err(ServiceError::SiteInvalid(format!(
+            "site {:?} is not defined; create it with `tether sites set NAME --tz ZONE`",
+            site.chars().take(64).collect::<String>()
+        )));
+    }
     let secret = secret::generate(secret::TOKEN_PREFIX);
     let token = NewToken {
         id: Uuid::new_v4(),
@@ -88,6 +101,9 @@ pub async fn create(ctx: &Ctx, req: CreateTokenRequest) -> Result<CreatedToken, 
         created_at: now,
     };
     ctx.store.insert_token(&token).await?;
+    if let Some(site) = &req.site {
+        ctx.store.set_token_site(token.id, Some(site)).await?;
+    }
     info!(token_id = %token.id, kind = %token.kind, group = %token.group, "created an enrollment token");
     let record = ctx
         .store

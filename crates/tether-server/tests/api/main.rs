@@ -9,4 +9,5 @@ mod input;
 mod lifecycle;
 mod outage;
 mod server;
+mod tasks;
 mod tokens;

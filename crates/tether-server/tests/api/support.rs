@@ -115,6 +115,7 @@ pub fn token_request(kind: AgentKind) -> CreateTokenRequest {
         max_uses: None,
         require_approval: false,
         policy: None,
+        site: None,
     }
 }
 

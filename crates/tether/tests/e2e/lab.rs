@@ -272,6 +272,13 @@ impl Server {
         cmd.output().await.expect("tether admin command runs")
     }
 
+    /// SIGKILL: the server dies as in a crash (its data stays); waits until
+    /// it is gone.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.kill().await.expect("the server is killed");
+    }
+
     /// Runs the admin CLI against this server.
     pub async fn admin(&self, args: &[&str]) -> Output {
         Command::new(tether_bin())

@@ -10,3 +10,4 @@ mod lab;
 mod lifecycle;
 mod proxy;
 mod quickstart;
+mod tasks;
