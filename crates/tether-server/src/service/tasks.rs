@@ -319,11 +319,10 @@ fn schedule_info(r: &ScheduleRecord) -> Result<ScheduleInfo<Value>, ServiceError
 }
 
 /// Who could run tasks, remembered per list call so that many tasks of one
-/// group cost one read of the fleet.
+/// group cost one read of that group's agents.
 #[derive(Default)]
 struct EligibleCache {
     groups: std::collections::HashMap<(String, tether_wire::AgentKind), (u32, u32)>,
-    fleet: Option<Vec<AgentRecord>>,
     agents: BTreeMap<Uuid, Option<AgentView>>,
 }
 
@@ -369,19 +368,18 @@ impl EligibleCache {
                         active: *active,
                     });
                 }
-                if self.fleet.is_none() {
-                    self.fleet = Some(ctx.store.list_agents(None, super::agents::MAX_LIST).await?);
-                }
-                let members = self
-                    .fleet
-                    .iter()
-                    .flatten()
-                    .filter(|a| &a.group == group && a.kind == *agent_kind);
+                // Only this group's agents, every page of them.
+                let mut pages = super::agents::Pages::new(tether_store::AgentFilter {
+                    group: Some(group.clone()),
+                    ..Default::default()
+                });
                 let (mut total, mut active) = (0u32, 0u32);
-                for a in members {
-                    total += 1;
-                    if a.status == AgentStatus::Active {
-                        active += 1;
+                while let Some(page) = pages.next(ctx).await? {
+                    for a in page.iter().filter(|a| a.kind == *agent_kind) {
+                        total += 1;
+                        if a.status == AgentStatus::Active {
+                            active += 1;
+                        }
                     }
                 }
                 self.groups.insert(key, (total, active));

@@ -48,7 +48,7 @@ impl Switchable {
 #[async_trait]
 impl TaskStore for Switchable {
     async fn insert_task(&self, task: &TaskSnapshot) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.insert_task(task).await
     }
     async fn record_doctor(
@@ -56,11 +56,11 @@ impl TaskStore for Switchable {
         agent_id: Uuid,
         doctor: &tether_wire::DoctorSummary,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.record_doctor(agent_id, doctor).await
     }
     async fn task(&self, id: Uuid) -> Result<Option<TaskSnapshot>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.task(id).await
     }
     async fn list_tasks(
@@ -68,15 +68,15 @@ impl TaskStore for Switchable {
         filter: &TaskFilter,
         limit: u32,
     ) -> Result<Vec<TaskSnapshot>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_tasks(filter, limit).await
     }
     async fn update_task(&self, task: &TaskSnapshot) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.update_task(task).await
     }
     async fn lease_tasks(&self, req: &LeaseRequest) -> Result<Vec<TaskSnapshot>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.lease_tasks(req).await
     }
     async fn expired_leases(
@@ -84,7 +84,7 @@ impl TaskStore for Switchable {
         before: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<TaskSnapshot>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.expired_leases(before, limit).await
     }
     async fn tasks_past_deadline(
@@ -92,7 +92,7 @@ impl TaskStore for Switchable {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<TaskSnapshot>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.tasks_past_deadline(now, limit).await
     }
     async fn insert_result(
@@ -103,7 +103,7 @@ impl TaskStore for Switchable {
         items: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner
             .insert_result(task_id, epoch, chunk, items, at)
             .await
@@ -114,19 +114,19 @@ impl TaskStore for Switchable {
         epoch: u64,
         limit: u32,
     ) -> Result<Vec<Option<String>>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.results(task_id, epoch, limit).await
     }
     async fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.insert_schedule(schedule).await
     }
     async fn schedule(&self, id: Uuid) -> Result<Option<ScheduleRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.schedule(id).await
     }
     async fn list_schedules(&self, limit: u32) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_schedules(limit).await
     }
     async fn due_schedules(
@@ -134,15 +134,15 @@ impl TaskStore for Switchable {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.due_schedules(now, limit).await
     }
     async fn fire_schedule(&self, run: &ScheduleRun) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.fire_schedule(run).await
     }
     async fn delete_schedule(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.delete_schedule(id).await
     }
     async fn upsert_site(
@@ -151,27 +151,27 @@ impl TaskStore for Switchable {
         tz: &str,
         at: OffsetDateTime,
     ) -> Result<tether_wire::Site, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.upsert_site(name, tz, at).await
     }
     async fn list_sites(&self) -> Result<Vec<tether_wire::Site>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.list_sites().await
     }
     async fn set_agent_site(&self, agent_id: Uuid, site: Option<&str>) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.set_agent_site(agent_id, site).await
     }
     async fn agent_site(&self, agent_id: Uuid) -> Result<Option<String>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.agent_site(agent_id).await
     }
     async fn set_token_site(&self, token_id: Uuid, site: Option<&str>) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.set_token_site(token_id, site).await
     }
     async fn token_site(&self, token_id: Uuid) -> Result<Option<String>, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.token_site(token_id).await
     }
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{SpecError, object, only, type_name};
 
-/// The channel-name rule of `tether_defs::repo::validate_channel`, repeated
+/// The channel-name rule of `tether_defs_publish::repo::validate_channel`, repeated
 /// here because this crate must not depend on the definitions publisher.
 fn channel_ok(s: &str) -> bool {
     (1..=64).contains(&s.len())

@@ -48,7 +48,7 @@ pub struct Server {
     pub database_url: Option<String>,
     /// The database this server created (dropped with it); `None` when it
     /// shares another server's.
-    db: Option<PgDatabase>,
+    _db: Option<PgDatabase>,
     /// What `--listen` was given, so a restart listens where agents look.
     listen: String,
     env: Vec<(String, String)>,
@@ -181,7 +181,7 @@ impl Server {
                 ca_pem_path: PathBuf::new(),
             },
             database_url,
-            db,
+            _db: db,
             listen,
             env: env
                 .iter()
