@@ -38,7 +38,7 @@ pub use error::{Phase, TransportError};
 pub use fingerprint::{fingerprint, parse_fingerprint};
 pub use http::{BodyStream, Connection, Response, StreamingResponse};
 pub use proxy::{ProxyConfig, ProxyReply, ProxySetting};
-pub use tls::{CertSummary, TlsErrorKind, TlsInfo, TlsStream};
+pub use tls::{CertFacts, TlsErrorKind, TlsInfo, TlsStream};
 pub use transport::{PhaseTimings, Transport};
 
 /// Deterministic pseudo-random inputs for the "hostile input never panics"

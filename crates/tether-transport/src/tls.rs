@@ -1,7 +1,6 @@
 //! The TLS phase: rustls with a verifier that records the presented chain
 //! (even when verification fails) and supports CA pinning by fingerprint.
 
-mod cert;
 mod verify;
 
 use std::fmt;
@@ -21,7 +20,7 @@ use crate::dial::BoxedIo;
 use crate::error::TransportError;
 use crate::fingerprint::fingerprint;
 
-pub use cert::CertSummary;
+pub use tether_x509::CertFacts;
 
 /// A client TLS stream over any [`crate::Io`].
 pub type TlsStream = tokio_rustls::client::TlsStream<BoxedIo>;

@@ -11,8 +11,9 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::{RootCertStore, crypto::ring};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
-use tether_transport::{CertSummary, TlsErrorKind, TransportError};
+use tether_transport::{TlsErrorKind, TransportError};
 use tether_wire::ErrorCode;
+use tether_x509::{CertFacts, Shape};
 
 use super::Ctx;
 use crate::engine::TaskOutput;
@@ -83,7 +84,7 @@ fn diagnose(
     ctx: &Ctx,
     kind: &TlsErrorKind,
     chain: &[Vec<u8>],
-    summaries: &[CertSummary],
+    summaries: &[CertFacts],
     server_name: &str,
     now: time::OffsetDateTime,
 ) -> (ErrorCode, String, Option<String>) {
@@ -157,39 +158,42 @@ fn diagnose(
                     None,
                 );
             }
-            match top {
-                Some(t) if t.subject == t.issuer && summaries.len() == 1 => (
-                    ErrorCode::TlsUnknownIssuer,
-                    format!(
-                        "The server presents a self-signed certificate \"{}\" that this agent does not trust.",
-                        t.subject
-                    ),
-                    None,
-                ),
-                Some(t) if t.subject == t.issuer => (
-                    ErrorCode::TlsUnknownIssuer,
-                    format!(
-                        "The server's chain ends in the root \"{}\", which this agent does not trust.",
-                        t.subject
-                    ),
-                    None,
-                ),
-                Some(t) => (
-                    ErrorCode::TlsChainIncomplete,
-                    format!(
-                        "The server's chain stops at \"{}\" without its issuer \"{}\": the server does not send the intermediate CA, or that CA is not trusted here.",
-                        t.subject, t.issuer
-                    ),
-                    None,
-                ),
-                None => (ErrorCode::TlsUnknownIssuer, format!("{kind}."), None),
-            }
+            untrusted(tether_x509::shape(summaries))
+                .unwrap_or_else(|| (ErrorCode::TlsUnknownIssuer, format!("{kind}."), None))
         }
         other => (
             ErrorCode::TlsHandshakeFailed,
             format!("The TLS handshake with {server_name} failed: {other}."),
             None,
         ),
+    }
+}
+
+/// The verdict for a chain no trust anchor vouches for, by where it stops.
+fn untrusted(shape: Shape) -> Option<(ErrorCode, String, Option<String>)> {
+    match shape {
+        Shape::SelfSigned { subject, .. } => Some((
+            ErrorCode::TlsUnknownIssuer,
+            format!(
+                "The server presents a self-signed certificate \"{subject}\" that this agent does not trust."
+            ),
+            None,
+        )),
+        Shape::EndsInRoot { root } => Some((
+            ErrorCode::TlsUnknownIssuer,
+            format!(
+                "The server's chain ends in the root \"{root}\", which this agent does not trust."
+            ),
+            None,
+        )),
+        Shape::StopsShort { subject, issuer } => Some((
+            ErrorCode::TlsChainIncomplete,
+            format!(
+                "The server's chain stops at \"{subject}\" without its issuer \"{issuer}\": the server does not send the intermediate CA, or that CA is not trusted here."
+            ),
+            None,
+        )),
+        _ => None,
     }
 }
 
@@ -222,17 +226,17 @@ fn trust_source(ctx: &Ctx) -> &'static str {
     }
 }
 
-fn summaries(chain: &[Vec<u8>]) -> Vec<CertSummary> {
+fn summaries(chain: &[Vec<u8>]) -> Vec<CertFacts> {
     chain
         .iter()
-        .filter_map(|der| CertSummary::from_der(der))
+        .filter_map(|der| CertFacts::from_der(der))
         .collect()
 }
 
 pub(crate) fn chain_json(chain: &[Vec<u8>]) -> Value {
     let certs: Vec<Value> = chain
         .iter()
-        .map(|der| match CertSummary::from_der(der) {
+        .map(|der| match CertFacts::from_der(der) {
             Some(s) => json!({
                 "subject": s.subject,
                 "issuer": s.issuer,
@@ -249,7 +253,7 @@ pub(crate) fn chain_json(chain: &[Vec<u8>]) -> Value {
 }
 
 /// The first known interceptor named by an issuer or subject in the chain.
-fn interceptor_in(summaries: &[CertSummary]) -> Option<(&'static str, String)> {
+fn interceptor_in(summaries: &[CertFacts]) -> Option<(&'static str, String)> {
     summaries.iter().rev().find_map(|s| {
         interceptors::recognise(&s.issuer)
             .map(|p| (p, s.issuer.clone()))

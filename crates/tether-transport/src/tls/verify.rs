@@ -9,10 +9,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::cert::CertSummary;
 use super::{Capture, SharedCapture, TlsErrorKind, unix_to_datetime};
 use crate::error::TransportError;
 use crate::fingerprint::{fingerprint, sha256};
+use tether_x509::CertFacts;
 
 /// What every handshake of one transport shares: the provider, the roots
 /// verifier, and the pin.
@@ -180,7 +180,7 @@ fn classify(
     server_name: &ServerName<'_>,
     now: UnixTime,
 ) -> TlsErrorKind {
-    let summary = || CertSummary::from_der(end_entity);
+    let summary = || CertFacts::from_der(end_entity);
     let now_dt = unix_to_datetime(now);
     let rustls::Error::InvalidCertificate(cert_err) = err else {
         return TlsErrorKind::Handshake(err.to_string());
@@ -222,7 +222,7 @@ fn classify(
 }
 
 fn issuer_of(cert: &CertificateDer<'_>) -> String {
-    CertSummary::from_der(cert)
+    CertFacts::from_der(cert)
         .map(|s| s.issuer)
         .unwrap_or_else(|| "<unparseable certificate>".to_owned())
 }
