@@ -18,6 +18,7 @@ use std::time::Duration;
 use lab::{
     BlackholeDialer, Dnsmasq, Lab, Mitmproxy, Ntp, OpensslOcsp, PlainHttp, Squid, Tinyproxy,
 };
+use rustls_pki_types::pem::PemObject;
 use server::{GOOD_CREDENTIAL, Mode, Server};
 use tether_doctor::{DoctorInput, ErrorCode, Report, Status, VerdictStatus};
 use tether_testlab::netns;
@@ -437,6 +438,63 @@ async fn tls_incomplete_chain() {
     // With the intermediate sent, the same PKI passes.
     let r = tls_lab(leaf.chain(&[&inter]), leaf.key(), &root).await;
     assert_eq!(status(&r, "tls"), &Status::Pass, "{}", r.to_text());
+}
+
+/// The self-signed verdict: its own code, the subject, the fingerprint a
+/// pin would name, and the two ways out.
+fn assert_self_signed(r: &Report, subject: &str, fingerprint: &str) {
+    assert_verdict(r, "tls", ErrorCode::TlsSelfSigned);
+    assert!(
+        r.verdict.root_cause.contains(subject),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(
+        r.verdict.root_cause.contains(fingerprint),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(r.verdict.action.contains("pin"), "{}", r.verdict.action);
+    assert!(
+        r.verdict.action.contains("platform's CA"),
+        "{}",
+        r.verdict.action
+    );
+    assert_eq!(
+        r.check("tls").expect("tls").evidence["reason"],
+        "self_signed",
+        "{}",
+        r.to_text()
+    );
+}
+
+#[tokio::test]
+async fn a_self_signed_leaf_is_named_with_its_fingerprint() {
+    let trusted = Ca::root("Tether Lab CA");
+    let leaf = tether_testlab::pki::Leaf::self_signed(&["localhost"]);
+    let fp = tether_x509::fingerprint(&leaf.chain(&[])[0]);
+    let r = tls_lab(leaf.chain(&[]), leaf.key(), &trusted).await;
+    assert_self_signed(&r, "CN=localhost", &fp);
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_from_openssl_served_by_a_real_nginx_is_named() {
+    // `openssl req -x509` marks the certificate CA:TRUE, which webpki
+    // refuses as "CA used as end entity": the generic handshake failure
+    // until the doctor looks at the certificate itself.
+    let lab = Lab::new();
+    let trusted = Ca::root("Tether Lab CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = tether_testlab::pki::openssl_self_signed(dir.path(), &["localhost"]);
+    let pem = std::fs::read(&cert).expect("cert");
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .expect("one certificate")
+        .expect("PEM");
+    let fp = tether_x509::fingerprint(&der);
+    let nginx = tether_testlab::nginx::Nginx::static_https(dir.path(), &cert, &key).await;
+    let r = tether_doctor::run(input(nginx.port, &trusted), lab.world()).await;
+    assert_self_signed(&r, "CN=localhost", &fp);
 }
 
 #[tokio::test]

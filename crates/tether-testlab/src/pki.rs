@@ -355,3 +355,48 @@ mod tests {
         assert!(s.key_pem().contains("PRIVATE KEY"));
     }
 }
+
+/// A self-signed certificate made the way a person makes one for a quick
+/// server, by the real `openssl req -x509`: subject `CN=<first name>`, the
+/// names as subject alternative names, and OpenSSL's default basic
+/// constraints (`CA:TRUE`), so it is a CA used as its own end entity.
+/// Returns the certificate and key PEM files written into `dir`.
+pub fn openssl_self_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let cert = dir.join("self-signed.pem");
+    let key = dir.join("self-signed.key");
+    let sans: Vec<String> = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("IP:{n}"),
+            Err(_) => format!("DNS:{n}"),
+        })
+        .collect();
+    let out = std::process::Command::new(crate::program("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-subj"])
+        .arg(format!(
+            "/CN={}",
+            names.first().copied().unwrap_or("localhost")
+        ))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", sans.join(",")))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl req -x509 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}

@@ -197,6 +197,7 @@ impl TransportError {
                 TlsErrorKind::NotYetValid { .. } => ErrorCode::TlsCertNotYetValid,
                 TlsErrorKind::HostnameMismatch { .. } => ErrorCode::TlsHostnameMismatch,
                 TlsErrorKind::UnknownIssuer { .. } => ErrorCode::TlsUnknownIssuer,
+                TlsErrorKind::SelfSigned { .. } => ErrorCode::TlsSelfSigned,
                 TlsErrorKind::PinMismatch { .. } => ErrorCode::ServerCaPinMismatch,
                 TlsErrorKind::Revoked => ErrorCode::TlsRevoked,
                 TlsErrorKind::BadCertificate(_)
@@ -393,6 +394,13 @@ mod tests {
             (
                 TlsErrorKind::UnknownIssuer { issuer: "x".into() },
                 ErrorCode::TlsUnknownIssuer,
+            ),
+            (
+                TlsErrorKind::SelfSigned {
+                    subject: "CN=x".into(),
+                    fingerprint: "sha256:00".into(),
+                },
+                ErrorCode::TlsSelfSigned,
             ),
             (
                 TlsErrorKind::PinMismatch {

@@ -108,6 +108,7 @@ catalog! {
     TlsChainIncomplete = "3308", 502, "The server does not send the intermediate CA that links its certificate to a trusted root.", "Configure the server to send its full chain (leaf and intermediates), or add the missing CA to `extra_ca_file`.";
     RevocationUnreachable = "3309", 502, "The certificate's revocation server (OCSP or CRL) could not be reached.", "Allow plain HTTP (port 80) to the OCSP and CRL URLs named, through the proxy if one is used.";
     RevocationUnknown = "3310", 502, "The certificate's revocation status could not be established.", "Check the OCSP and CRL URLs named; the CA may publish no revocation information for this certificate.";
+    TlsSelfSigned = "3311", 502, "The server presents a self-signed certificate: no CA vouches for it.", "Pin it (`--ca-fingerprint` with the fingerprint named), or install a certificate from the platform's CA on the server.";
     HttpTimeout = "3401", 504, "The server did not answer the HTTP request in time.", "Check the server's load and health (`curl https://SERVER/health`).";
     HttpProtocol = "3402", 502, "The HTTP exchange failed or the reply was malformed.", "Check for a middlebox rewriting traffic; run `tether doctor`.";
     HttpUnexpectedStatus = "3403", 502, "The server answered with an unexpected HTTP status.", "Check the server's logs for the request; the message names the status.";

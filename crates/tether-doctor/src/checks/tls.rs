@@ -122,6 +122,10 @@ fn diagnose(
             ),
             None,
         ),
+        TlsErrorKind::SelfSigned {
+            subject,
+            fingerprint,
+        } => self_signed(subject, fingerprint),
         TlsErrorKind::UnknownIssuer { .. } | TlsErrorKind::PinMismatch { .. } => {
             let top = summaries.last();
             let top_issuer = top.map(|s| s.issuer.clone()).unwrap_or_default();
@@ -169,16 +173,26 @@ fn diagnose(
     }
 }
 
+/// A self-signed server certificate, named with what a pin would need.
+fn self_signed(subject: &str, fingerprint: &str) -> (ErrorCode, String, Option<String>) {
+    (
+        ErrorCode::TlsSelfSigned,
+        format!(
+            "The server presents a self-signed certificate \"{subject}\" (fingerprint {fingerprint}) that no trusted CA vouches for."
+        ),
+        Some(format!(
+            "If this is the server's own certificate, pin it (`--ca-fingerprint {fingerprint}`); otherwise install a certificate from the platform's CA on the server."
+        )),
+    )
+}
+
 /// The verdict for a chain no trust anchor vouches for, by where it stops.
 fn untrusted(shape: Shape) -> Option<(ErrorCode, String, Option<String>)> {
     match shape {
-        Shape::SelfSigned { subject, .. } => Some((
-            ErrorCode::TlsUnknownIssuer,
-            format!(
-                "The server presents a self-signed certificate \"{subject}\" that this agent does not trust."
-            ),
-            None,
-        )),
+        Shape::SelfSigned {
+            subject,
+            fingerprint,
+        } => Some(self_signed(&subject, &fingerprint)),
         Shape::EndsInRoot { root } => Some((
             ErrorCode::TlsUnknownIssuer,
             format!(
@@ -203,6 +217,7 @@ fn reason_name(kind: &TlsErrorKind) -> &'static str {
         TlsErrorKind::NotYetValid { .. } => "not_yet_valid",
         TlsErrorKind::HostnameMismatch { .. } => "hostname_mismatch",
         TlsErrorKind::UnknownIssuer { .. } => "unknown_issuer",
+        TlsErrorKind::SelfSigned { .. } => "self_signed",
         TlsErrorKind::PinMismatch { .. } => "pin_mismatch",
         TlsErrorKind::Revoked => "revoked",
         TlsErrorKind::BadCertificate(_) => "bad_certificate",

@@ -90,9 +90,12 @@ impl VerifierCore {
     ) -> Result<ServerCertVerified, (rustls::Error, TlsErrorKind)> {
         let Some(pin) = &self.pin else {
             let Some(roots) = &self.roots else {
-                let kind = TlsErrorKind::UnknownIssuer {
-                    issuer: issuer_of(end_entity),
-                };
+                let kind = self_signed_or(
+                    TlsErrorKind::UnknownIssuer {
+                        issuer: issuer_of(end_entity),
+                    },
+                    end_entity,
+                );
                 return Err((
                     rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
                     kind,
@@ -101,7 +104,8 @@ impl VerifierCore {
             return roots
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
                 .map_err(|e| {
-                    let kind = classify(&e, end_entity, server_name, now);
+                    let kind =
+                        self_signed_or(classify(&e, end_entity, server_name, now), end_entity);
                     (e, kind)
                 });
         };
@@ -218,6 +222,25 @@ fn classify(
         },
         CertificateError::Revoked => TlsErrorKind::Revoked,
         _ => TlsErrorKind::BadCertificate(err.to_string()),
+    }
+}
+
+/// A refusal for want of a trusted issuer (or of a CA used as its own end
+/// entity, as `openssl req -x509` makes it) is named for what it is when
+/// the end-entity certificate signs itself.
+fn self_signed_or(kind: TlsErrorKind, end_entity: &CertificateDer<'_>) -> TlsErrorKind {
+    if !matches!(
+        kind,
+        TlsErrorKind::UnknownIssuer { .. } | TlsErrorKind::BadCertificate(_)
+    ) {
+        return kind;
+    }
+    match CertFacts::from_der(end_entity) {
+        Some(f) if f.self_issued => TlsErrorKind::SelfSigned {
+            subject: f.subject,
+            fingerprint: f.fingerprint,
+        },
+        _ => kind,
     }
 }
 
