@@ -275,6 +275,71 @@ async fn proxy_lab(creds: Option<&str>) -> (Report, u16) {
 }
 
 #[tokio::test]
+async fn a_web_server_in_the_proxy_setting_is_not_a_proxy_that_refuses() {
+    // A real nginx answers CONNECT with "400 Bad Request" and its HTML
+    // page: the setting is wrong, no proxy admin has anything to allow.
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let server = healthy_server(&ca).await;
+    let web = tether_testlab::nginx::Nginx::start(&tether_testlab::nginx::Site {
+        server: "location / { return 200 'a web site'; }".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut i = input(server.port(), &ca);
+    let p = format!("http://127.0.0.1:{}", web.port);
+    i.transport.proxy = ProxySetting::Explicit(ProxyConfig::parse(&p).expect("proxy URL"));
+    let r = tether_doctor::run(i, lab.world()).await;
+    assert_verdict(&r, "proxy", ErrorCode::ProxyNotAProxy);
+    assert!(
+        r.verdict.root_cause.contains("not an HTTP proxy")
+            && r.verdict.root_cause.contains("400")
+            && r.verdict.root_cause.contains("nginx"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(
+        !r.verdict.action.contains("allow CONNECT"),
+        "{}",
+        r.verdict.action
+    );
+    assert!(
+        r.verdict.action.contains("host and port"),
+        "{}",
+        r.verdict.action
+    );
+    let proxy = r.check("proxy").expect("proxy");
+    assert_eq!(proxy.evidence["answered_by"], "not_a_proxy");
+    assert!(
+        proxy.evidence["body_snippet"]
+            .as_str()
+            .unwrap_or("")
+            .contains("400 Bad Request"),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[tokio::test]
+async fn a_real_proxy_refusing_the_port_is_still_a_proxy_refusal() {
+    // tinyproxy allows CONNECT to one port only; asked for another, it
+    // refuses as a proxy does (403, Server: tinyproxy).
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let server = healthy_server(&ca).await;
+    let proxy = Tinyproxy::start(lab::free_port()).await;
+    let mut i = input(server.port(), &ca);
+    let p = proxy.url_with("user", "pass");
+    i.transport.proxy = ProxySetting::Explicit(ProxyConfig::parse(&p).expect("proxy URL"));
+    let r = tether_doctor::run(i, lab.world()).await;
+    assert_verdict(&r, "proxy", ErrorCode::ProxyConnectRefused);
+    assert_eq!(
+        r.check("proxy").expect("proxy").evidence["answered_by"],
+        "proxy"
+    );
+}
+
+#[tokio::test]
 async fn a_real_proxy_demanding_credentials_none_configured() {
     let (r, port) = proxy_lab(None).await;
     assert_verdict(&r, "proxy", ErrorCode::ProxyAuthRequired);

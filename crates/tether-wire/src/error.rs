@@ -98,6 +98,7 @@ catalog! {
     ProxyConnectRefused = "3204", 502, "The proxy refused to open a tunnel to the server.", "Ask the proxy admin to allow CONNECT to the server's host and port.";
     ProxyBadReply = "3205", 502, "The proxy sent a reply that is not valid HTTP.", "Check that the proxy address points to an HTTP proxy, not another service.";
     ProxyTimeout = "3206", 504, "The proxy accepted the connection but did not answer the CONNECT request in time.", "The proxy may be unable to reach the server: ask the proxy admin to check its route to the server's host and port.";
+    ProxyNotAProxy = "3207", 502, "The proxy setting points at something that is not an HTTP proxy: a web server answered CONNECT.", "Fix the proxy host and port in the agent config or HTTPS_PROXY so they name the HTTP proxy, not a web server.";
     TlsHandshakeFailed = "3301", 502, "The TLS handshake failed.", "Run `tether doctor` to see the presented chain and the reason.";
     TlsCertExpired = "3302", 502, "The server's certificate has expired, or this host's clock is ahead.", "Renew the server certificate, or fix this host's clock (check NTP).";
     TlsCertNotYetValid = "3303", 502, "The server's certificate is not valid yet, or this host's clock is behind.", "Fix this host's clock (check NTP).";
