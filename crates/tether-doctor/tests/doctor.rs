@@ -604,6 +604,138 @@ async fn a_captive_portal_is_not_mistaken_for_the_server() {
     );
 }
 
+/// A real nginx in front of the server's name, serving `site` over TLS
+/// with a certificate the doctor trusts; the doctor's report through it.
+async fn through_nginx(
+    site: impl FnOnce(&std::path::Path) -> tether_testlab::nginx::Site,
+) -> Report {
+    through_nginx_twice(site, 1).await
+}
+
+async fn through_nginx_twice(
+    site: impl FnOnce(&std::path::Path) -> tether_testlab::nginx::Site,
+    runs: usize,
+) -> Report {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = ca.issue(&["localhost"]);
+    let (cert, key) = leaf.write_chain(dir.path(), "leaf", &[&ca]);
+    let mut site = site(dir.path());
+    site.tls = Some((cert, key));
+    let nginx = tether_testlab::nginx::Nginx::start(&site).await;
+    let mut r = None;
+    for _ in 0..runs {
+        r = Some(tether_doctor::run(input(nginx.port, &ca), lab.world()).await);
+    }
+    r.expect("at least one run")
+}
+
+#[tokio::test]
+async fn a_real_haproxy_whose_backend_is_down_is_named() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = ca.issue(&["localhost"]);
+    let pem = dir.path().join("haproxy.pem");
+    std::fs::write(
+        &pem,
+        format!(
+            "{}{}{}",
+            leaf.pem(),
+            String::from_utf8_lossy(&ca.pem()),
+            leaf.key_pem()
+        ),
+    )
+    .expect("pem");
+    let dead = lab::free_port();
+    let balancer = tether_testlab::haproxy::Haproxy::start(&tether_testlab::haproxy::Balancer {
+        tls: Some(pem),
+        servers: vec![format!("127.0.0.1:{dead}")],
+    })
+    .await;
+    let r = tether_doctor::run(input(balancer.port, &ca), lab.world()).await;
+    assert_verdict(&r, "http", ErrorCode::HttpBackendDown);
+    assert!(
+        r.verdict.root_cause.contains("503"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert_eq!(
+        r.check("http").expect("http").evidence["answered_by"],
+        "balancer_backend_down"
+    );
+}
+
+#[tokio::test]
+async fn a_real_nginx_whose_backend_is_down_is_named() {
+    let dead = lab::free_port();
+    let r = through_nginx(|_| tether_testlab::nginx::Site {
+        server: format!("location / {{ proxy_pass http://127.0.0.1:{dead}; }}"),
+        ..Default::default()
+    })
+    .await;
+    assert_verdict(&r, "http", ErrorCode::HttpBackendDown);
+    assert!(
+        r.verdict.root_cause.contains("502") && r.verdict.root_cause.contains("nginx"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
+#[tokio::test]
+async fn a_real_nginx_rate_limit_says_how_long_to_slow_down() {
+    // One request a minute: the first run takes it, the second meets 429.
+    let r = through_nginx_twice(
+        |root| tether_testlab::nginx::Site {
+            http: "limit_req_zone $binary_remote_addr zone=agents:1m rate=1r/m;".into(),
+            server: format!(
+                "root {}; location / {{ limit_req zone=agents nodelay; limit_req_status 429; add_header Retry-After 30 always; }}",
+                root.display()
+            ),
+            ..Default::default()
+        },
+        2,
+    )
+    .await;
+    assert_verdict(&r, "http", ErrorCode::HttpGatewayRateLimited);
+    assert!(
+        r.verdict.root_cause.contains("30 seconds"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(
+        r.verdict.action.contains("wait 30 seconds"),
+        "{}",
+        r.verdict.action
+    );
+}
+
+#[tokio::test]
+async fn a_real_nginx_demanding_a_client_certificate_is_named() {
+    let r = through_nginx(|dir| {
+        let client_ca = Ca::root("Gateway Client CA");
+        let path = dir.join("client-ca.pem");
+        std::fs::write(&path, client_ca.pem()).expect("client CA");
+        tether_testlab::nginx::Site {
+            server: format!(
+                "ssl_client_certificate {}; ssl_verify_client on; location / {{ return 200 'ok'; }}",
+                path.display()
+            ),
+            ..Default::default()
+        }
+    })
+    .await;
+    assert_verdict(&r, "http", ErrorCode::HttpClientCertRequired);
+    assert!(
+        r.verdict
+            .root_cause
+            .contains("client certificate is required"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
 #[tokio::test]
 async fn clock_skew_against_the_server_and_ntp() {
     let lab = Lab::new();

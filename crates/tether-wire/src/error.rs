@@ -115,6 +115,9 @@ catalog! {
     HttpUnexpectedStatus = "3403", 502, "The server answered with an unexpected HTTP status.", "Check the server's logs for the request; the message names the status.";
     HttpNotTether = "3404", 502, "Something other than a Tether server answered (a captive portal or block page?).", "Check the server URL and any proxy or portal between this host and the server.";
     RateLimited = "3405", 429, "The server asked this client to slow down.", "Nothing to do: the agent waits for the Retry-After period and tries again.";
+    HttpBackendDown = "3406", 502, "A load balancer or reverse proxy answered in the server's place (502/503/504): the Tether server behind it is down or out of its reach.", "Check that the Tether server runs and that the balancer's backend health checks pass; the path up to the balancer works.";
+    HttpGatewayRateLimited = "3407", 429, "A gateway in front of the server answered 429: it asks this client to slow down.", "Wait the number of seconds named (Retry-After) before trying again; if agents keep meeting the limit, ask the gateway's admin to raise it for the agents' path.";
+    HttpClientCertRequired = "3408", 400, "A gateway in front of the server demands a TLS client certificate, which agents do not present.", "Ask the gateway's admin to exempt the Tether server's path from client-certificate authentication (agents authenticate with their own credential).";
     TargetProtocolMismatch = "3501", 502, "A target port accepted the connection but did not speak the expected protocol.", "Check that the named service listens on that port, and that no middlebox answers in its place.";
 
     // 4xxx: API input.
