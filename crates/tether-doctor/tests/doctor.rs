@@ -808,6 +808,62 @@ async fn an_older_server_without_the_probe_gets_no_check_in() {
     );
 }
 
+/// A pre-install check: not enrolled, no token given.
+fn pre_install(port: u16, ca: &Ca) -> DoctorInput {
+    let mut i = input(port, ca);
+    i.enrolled = false;
+    i.credential = None;
+    i
+}
+
+#[tokio::test]
+async fn before_enrollment_not_enrolled_is_information_and_hides_no_warning() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    // The CRL server named in the certificate is down.
+    let crl_url = format!("http://127.0.0.1:{}/lab.crl", lab::free_port());
+    let now = time::OffsetDateTime::now_utc();
+    let leaf = ca.issue_with(
+        &["localhost"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+        Some(&crl_url),
+    );
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::Tether).await;
+    let r = tether_doctor::run(pre_install(server.port(), &ca), lab.world()).await;
+    assert_eq!(status(&r, "auth"), &Status::Info, "{}", r.to_text());
+    assert_eq!(code(&r, "auth"), Some(ErrorCode::NotEnrolled));
+    assert_eq!(r.verdict.status, VerdictStatus::Warnings, "{}", r.to_text());
+    assert_eq!(
+        r.verdict.check.as_deref(),
+        Some("revocation"),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.verdict.code, Some(ErrorCode::RevocationUnreachable));
+    assert_eq!(r.exit_code(), 1);
+    assert!(r.to_text().contains("INFO  auth"), "{}", r.to_text());
+    assert_eq!(
+        r.to_json()["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == "auth"))
+            .map(|c| c["status"].clone()),
+        Some(serde_json::json!("info"))
+    );
+
+    // With nothing else to say, the path is healthy and the next step named.
+    let healthy = healthy_server(&ca).await;
+    let r = tether_doctor::run(pre_install(healthy.port(), &ca), lab.world()).await;
+    assert_eq!(r.verdict.status, VerdictStatus::Healthy, "{}", r.to_text());
+    assert_eq!(r.exit_code(), 0);
+    assert!(
+        r.verdict.root_cause.contains("not enrolled"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(r.verdict.action.contains("enroll"), "{}", r.verdict.action);
+}
+
 #[tokio::test]
 async fn a_certificate_revoked_by_its_crl() {
     let ca = Ca::root("Tether Lab CA");
