@@ -865,6 +865,52 @@ async fn before_enrollment_not_enrolled_is_information_and_hides_no_warning() {
 }
 
 #[tokio::test]
+async fn a_silent_revocation_server_costs_its_budget_not_the_deadline() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    // One listener for both the OCSP responder and the CRL: it accepts,
+    // reads the request and never answers.
+    let port = lab::free_port();
+    let _silent = PlainHttp::silent_on(port).await;
+    let ocsp_url = format!("http://127.0.0.1:{port}/ocsp");
+    let crl_url = format!("http://127.0.0.1:{port}/lab.crl");
+    let leaf = ca.issue_opts(
+        &["localhost"],
+        &tether_testlab::pki::LeafOptions {
+            crl_url: Some(&crl_url),
+            ocsp_url: Some(&ocsp_url),
+            ..Default::default()
+        },
+    );
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::Tether).await;
+    let mut i = input(server.port(), &ca);
+    i.deadline = Duration::from_secs(6);
+    i.revocation_budget = Duration::from_secs(2);
+    let r = tether_doctor::run(i, lab.world()).await;
+    // The run ends soon after the revocation budget, well inside the
+    // deadline, and the revocation check reports instead of being cut off.
+    assert!(
+        r.duration < Duration::from_secs(4),
+        "took {:?}\n{}",
+        r.duration,
+        r.to_text()
+    );
+    assert_eq!(status(&r, "revocation"), &Status::Warn, "{}", r.to_text());
+    assert_eq!(
+        code(&r, "revocation"),
+        Some(ErrorCode::RevocationUnreachable)
+    );
+    let evidence = format!("{:?}", r.check("revocation").expect("revocation").evidence);
+    assert!(evidence.contains("revocation budget"), "{evidence}");
+    // Every other check completed, and passed.
+    for id in ["tls", "http", "auth", "clock", "host.version"] {
+        assert_eq!(status(&r, id), &Status::Pass, "{id}: {}", r.to_text());
+    }
+    assert_eq!(r.verdict.status, VerdictStatus::Warnings, "{}", r.to_text());
+    assert_eq!(r.verdict.check.as_deref(), Some("revocation"));
+}
+
+#[tokio::test]
 async fn a_certificate_revoked_by_its_crl() {
     let ca = Ca::root("Tether Lab CA");
     // The CRL server's address must be known before the leaf is issued.
