@@ -338,24 +338,6 @@ fn next_serial() -> Vec<u8> {
     v
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serials_differ_and_leaves_carry_what_was_asked() {
-        let ca = Ca::root("Lab Root");
-        let a = ca.issue(&["a.test"]);
-        let b = ca.issue(&["b.test"]);
-        assert_ne!(a.serial, b.serial);
-        assert_eq!(a.not_after - a.not_before, Duration::days(31));
-        assert_eq!(a.chain(&[&ca]).len(), 2);
-        assert!(a.pem().starts_with("-----BEGIN CERTIFICATE-----"));
-        let s = Leaf::self_signed(&["self.test"]);
-        assert!(s.key_pem().contains("PRIVATE KEY"));
-    }
-}
-
 /// A self-signed certificate made the way a person makes one for a quick
 /// server, by the real `openssl req -x509`: subject `CN=<first name>`, the
 /// names as subject alternative names, and OpenSSL's default basic
@@ -399,4 +381,22 @@ pub fn openssl_self_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_differ_and_leaves_carry_what_was_asked() {
+        let ca = Ca::root("Lab Root");
+        let a = ca.issue(&["a.test"]);
+        let b = ca.issue(&["b.test"]);
+        assert_ne!(a.serial, b.serial);
+        assert_eq!(a.not_after - a.not_before, Duration::days(31));
+        assert_eq!(a.chain(&[&ca]).len(), 2);
+        assert!(a.pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        let s = Leaf::self_signed(&["self.test"]);
+        assert!(s.key_pem().contains("PRIVATE KEY"));
+    }
 }

@@ -92,17 +92,15 @@ pub enum TransportError {
         credentials_configured: bool,
     },
     /// The proxy answered CONNECT with a non-2xx status other than 407.
-    /// `answered_by` says whether a proxy refused, or something that is not
-    /// a proxy answered; `headers` and `body` (its first bytes) are what
-    /// that was judged from.
+    /// `refusal` says whether a proxy refused, or something that is not a
+    /// proxy answered, with the headers and body start that was judged from
+    /// (boxed: errors travel in every `Result` of the transport).
     #[error("proxy-connect: the proxy {proxy} refused the tunnel: {status} {reason}")]
     ProxyRefused {
         proxy: String,
         status: u16,
         reason: String,
-        answered_by: crate::proxy::Answerer,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+        refusal: Box<crate::proxy::Refusal>,
     },
     /// The proxy's reply is not usable HTTP.
     #[error("proxy-connect: bad reply from the proxy {proxy}: {detail}")]
@@ -195,11 +193,10 @@ impl TransportError {
                     ErrorCode::ProxyAuthRequired
                 }
             }
-            TransportError::ProxyRefused {
-                answered_by: crate::proxy::Answerer::NotAProxy { .. },
-                ..
-            } => ErrorCode::ProxyNotAProxy,
-            TransportError::ProxyRefused { .. } => ErrorCode::ProxyConnectRefused,
+            TransportError::ProxyRefused { refusal, .. } => match refusal.answered_by {
+                crate::proxy::Answerer::NotAProxy { .. } => ErrorCode::ProxyNotAProxy,
+                _ => ErrorCode::ProxyConnectRefused,
+            },
             TransportError::ProxyBadReply { .. } => ErrorCode::ProxyBadReply,
             TransportError::ProxyTimeout { .. } => ErrorCode::ProxyTimeout,
             TransportError::Tls { kind, .. } => match kind {

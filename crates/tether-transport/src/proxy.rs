@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::error::TransportError;
 
-pub use answerer::{Answerer, who_answered};
+pub use answerer::{Answerer, Refusal, who_answered};
 pub use tunnel::ProxyReply;
 
 /// Which proxy the transport uses.

@@ -83,17 +83,19 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
                 TransportError::ProxyRefused {
                     status,
                     reason,
-                    answered_by: Answerer::NotAProxy { evidence },
-                    headers,
-                    body,
+                    refusal,
                     ..
-                } => {
+                } if matches!(refusal.answered_by, Answerer::NotAProxy { .. }) => {
+                    let evidence = match &refusal.answered_by {
+                        Answerer::NotAProxy { evidence } => evidence.as_str(),
+                        _ => "",
+                    };
                     r.set("status", *status);
                     r.set("reason", reason.as_str());
                     r.set("answered_by", "not_a_proxy");
-                    r.set("answer_evidence", evidence.as_str());
-                    r.set("headers", headers_json(headers));
-                    r.set("body_snippet", super::snippet(body, 160));
+                    r.set("answer_evidence", evidence);
+                    r.set("headers", headers_json(&refusal.headers));
+                    r.set("body_snippet", super::snippet(&refusal.body, 160));
                     r = r.with_action(format!(
                         "The proxy setting {name} names something that is not an HTTP proxy: fix its host and port in the agent config or HTTPS_PROXY, or remove it if this network needs no proxy."
                     ));
@@ -104,17 +106,16 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
                 TransportError::ProxyRefused {
                     status,
                     reason,
-                    answered_by,
-                    headers,
+                    refusal,
                     ..
                 } => {
                     r.set("status", *status);
                     r.set("reason", reason.as_str());
                     r.set("answered_by", "proxy");
-                    if let Answerer::Proxy { evidence } = answered_by {
+                    if let Answerer::Proxy { evidence } = &refusal.answered_by {
                         r.set("answer_evidence", evidence.as_str());
                     }
-                    r.set("headers", headers_json(headers));
+                    r.set("headers", headers_json(&refusal.headers));
                     let hint = if *status == 403 {
                         " (a policy block: the proxy answered with a block page instead of a tunnel)"
                     } else {

@@ -19,6 +19,18 @@ pub enum Answerer {
     },
 }
 
+/// What a refused CONNECT's answer showed: who answered, and what that
+/// was judged from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Who answered.
+    pub answered_by: Answerer,
+    /// The reply's headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The first bytes of the reply's body (at most 4 KiB).
+    pub body: Vec<u8>,
+}
+
 /// `Server` values of HTTP proxies and secure web gateways.
 const PROXY_SERVERS: &[&str] = &[
     "squid",

@@ -104,9 +104,11 @@ pub(crate) async fn connect(
                 proxy: redacted,
                 status: reply.status,
                 reason: reply.reason,
-                answered_by,
-                headers: reply.headers,
-                body,
+                refusal: Box::new(super::Refusal {
+                    answered_by,
+                    headers: reply.headers,
+                    body,
+                }),
             })
         }
     }
