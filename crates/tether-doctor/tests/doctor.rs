@@ -563,6 +563,34 @@ async fn a_self_signed_certificate_from_openssl_served_by_a_real_nginx_is_named(
 }
 
 #[tokio::test]
+async fn a_certificate_signed_with_sha1_is_named_not_a_generic_handshake_failure() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tether_testlab::pki::openssl_sha1_chain(dir.path(), &["localhost"]);
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+        .expect("leaf PEM")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).expect("key PEM");
+    let server = Server::start(chain, key, Mode::Tether).await;
+    let mut i = DoctorInput::new(url(&format!("https://localhost:{}/", server.port())));
+    i.transport.trust = TrustConfig {
+        ca_pem: Some(std::fs::read(&ca).expect("CA PEM")),
+        system_roots: false,
+        ..TrustConfig::default()
+    };
+    i.deadline = Duration::from_secs(5);
+    let r = tether_doctor::run(i, lab.world()).await;
+    assert_verdict(&r, "tls", ErrorCode::TlsWeakCertificate);
+    assert!(
+        r.verdict.root_cause.contains("ecdsa-with-SHA1")
+            && r.verdict.root_cause.contains("CN=localhost"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
+#[tokio::test]
 async fn tls_inspection_is_named_from_the_issuer() {
     // A chain as mitmproxy presents it: its own CA ("mitmproxy") signing a
     // leaf for the server's name.

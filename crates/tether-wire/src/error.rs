@@ -110,6 +110,7 @@ catalog! {
     RevocationUnreachable = "3309", 502, "The certificate's revocation server (OCSP or CRL) could not be reached.", "Allow plain HTTP (port 80) to the OCSP and CRL URLs named, through the proxy if one is used.";
     RevocationUnknown = "3310", 502, "The certificate's revocation status could not be established.", "Check the OCSP and CRL URLs named; the CA may publish no revocation information for this certificate.";
     TlsSelfSigned = "3311", 502, "The server presents a self-signed certificate: no CA vouches for it.", "Pin it (`--ca-fingerprint` with the fingerprint named), or install a certificate from the platform's CA on the server.";
+    TlsWeakCertificate = "3312", 502, "The server's certificate uses a key or a signature hash that is no longer accepted (RSA under 2048 bits, MD5 or SHA-1).", "Reissue the server certificate with an RSA 2048+ or ECDSA P-256+ key, signed with SHA-256 or better.";
     HttpTimeout = "3401", 504, "The server did not answer the HTTP request in time.", "Check the server's load and health (`curl https://SERVER/health`).";
     HttpProtocol = "3402", 502, "The HTTP exchange failed or the reply was malformed.", "Check for a middlebox rewriting traffic; run `tether doctor`.";
     HttpUnexpectedStatus = "3403", 502, "The server answered with an unexpected HTTP status.", "Check the server's logs for the request; the message names the status.";

@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 use tether_transport::{TlsErrorKind, TransportError};
 use tether_wire::ErrorCode;
-use tether_x509::{CertFacts, Shape};
+use tether_x509::{CertFacts, Finding, Shape};
 
 use super::Ctx;
 use crate::engine::TaskOutput;
@@ -165,12 +165,49 @@ fn diagnose(
             untrusted(tether_x509::shape(summaries))
                 .unwrap_or_else(|| (ErrorCode::TlsUnknownIssuer, format!("{kind}."), None))
         }
-        other => (
-            ErrorCode::TlsHandshakeFailed,
-            format!("The TLS handshake with {server_name} failed: {other}."),
-            None,
-        ),
+        other => weak(chain, now).unwrap_or_else(|| {
+            (
+                ErrorCode::TlsHandshakeFailed,
+                format!("The TLS handshake with {server_name} failed: {other}."),
+                None,
+            )
+        }),
     }
+}
+
+/// A refusal the classifier explains by a weak key or signature in the
+/// presented chain (webpki refuses both without saying which).
+fn weak(
+    chain: &[Vec<u8>],
+    now: time::OffsetDateTime,
+) -> Option<(ErrorCode, String, Option<String>)> {
+    let what: Vec<String> = tether_x509::classify(chain, None, now, &[])
+        .into_iter()
+        .filter_map(|f| match f {
+            Finding::WeakKey {
+                subject,
+                algorithm,
+                bits,
+            } => Some(match bits {
+                Some(b) => format!("\"{subject}\" has a {b}-bit {algorithm} key"),
+                None => format!("\"{subject}\" has a {algorithm} key"),
+            }),
+            Finding::WeakSignature { subject, algorithm } => {
+                Some(format!("\"{subject}\" is signed with {algorithm}"))
+            }
+            _ => None,
+        })
+        .collect();
+    (!what.is_empty()).then(|| {
+        (
+            ErrorCode::TlsWeakCertificate,
+            format!(
+                "The server's chain is refused as too weak: {}.",
+                what.join("; ")
+            ),
+            None,
+        )
+    })
 }
 
 /// A self-signed server certificate, named with what a pin would need.
