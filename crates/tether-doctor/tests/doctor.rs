@@ -660,6 +660,22 @@ async fn through_nginx_twice(
 }
 
 #[tokio::test]
+async fn a_degraded_server_answering_503_is_the_server_not_a_balancer() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let leaf = ca.issue(&["localhost"]);
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::Degraded).await;
+    let r = tether_doctor::run(input(server.port(), &ca), lab.world()).await;
+    assert_eq!(status(&r, "http"), &Status::Warn, "{}", r.to_text());
+    assert_eq!(code(&r, "http"), Some(ErrorCode::StoreUnavailable));
+    assert!(
+        r.verdict.root_cause.contains("database is locked"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
+#[tokio::test]
 async fn a_real_haproxy_whose_backend_is_down_is_named() {
     let lab = Lab::new();
     let ca = Ca::root("Tether Lab CA");
