@@ -527,8 +527,8 @@ impl ServerConfig {
     /// `max_connections`: the last quarter stays for check-ins, enrollments
     /// and admin calls, which held polls must never starve.
     pub fn effective_task_pollers(&self) -> usize {
-        let cap = usize::try_from(self.max_connections - self.max_connections / 4)
-            .unwrap_or(usize::MAX);
+        let cap =
+            usize::try_from(self.max_connections - self.max_connections / 4).unwrap_or(usize::MAX);
         self.max_task_pollers.min(cap)
     }
 }
@@ -854,9 +854,11 @@ mod tests {
 
     #[test]
     fn held_polls_leave_a_quarter_of_the_connections_to_check_ins() {
-        let mut c = ServerConfig::default();
-        c.max_connections = 1024;
-        c.max_task_pollers = 20_000;
+        let mut c = ServerConfig {
+            max_connections: 1024,
+            max_task_pollers: 20_000,
+            ..Default::default()
+        };
         assert_eq!(c.effective_task_pollers(), 768);
         c.max_task_pollers = 100;
         assert_eq!(c.effective_task_pollers(), 100, "a lower setting stands");
