@@ -135,6 +135,8 @@ catalog! {
     DefsEmpty = "4011", 422, "The published definitions file is empty.", "Publish the definitions file itself, not an empty or truncated copy.";
     BundleNotOwned = "4012", 422, "A doctor summary names an escalation bundle that this agent did not upload.", "Report only the ID of a bundle this agent uploaded (from its upload reply), or none.";
     InvalidCursor = "4013", 400, "The paging cursor is not one this server hands out.", "Start the listing again without `after`, then follow the `tether-next-cursor` header.";
+    /// Never sent: what a code from a newer peer's catalog reads as here.
+    UnknownPeerCode = "4014", 502, "A peer reported an error code that this version's catalog does not have (the peer is newer).", "Read the message, which starts with the peer's own code; upgrade this side to get that code's catalog entry and action.";
 
     // 6xxx: definitions (signed update channels) on the agent.
     DefsSignatureInvalid = "6001", 502, "The definitions metadata is not signed by the trusted keys.", "Check that the update server serves this control plane's repository (a mirror made with `tether defs mirror`); if the keys were rotated, re-enroll the agent.";
@@ -185,11 +187,37 @@ impl Serialize for ErrorCode {
     }
 }
 
+/// Codes are read leniently: a peer one version newer may report a code that
+/// this catalog does not have yet, and the body carrying it must still parse
+/// (ARCHITECTURE.md, "Wire compatibility"). Such a code reads as
+/// [`ErrorCode::UnknownPeerCode`]; the bodies that carry a message
+/// ([`ApiError`], `LastError`) keep the peer's code at the head of it, see
+/// [`peer_code`].
 impl<'de> Deserialize<'de> for ErrorCode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        ErrorCode::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {s:?}")))
+        Ok(ErrorCode::parse(&s).unwrap_or(ErrorCode::UnknownPeerCode))
+    }
+}
+
+/// The longest peer code kept in a message; anything longer is not a code.
+const PEER_CODE_MAX: usize = 32;
+
+/// Reads a code a peer sent, with its message. A code this catalog does not
+/// have becomes [`ErrorCode::UnknownPeerCode`] and the peer's code (cut to a
+/// sane length, control characters dropped) heads the message, so nothing the
+/// peer said is lost.
+pub(crate) fn peer_code(code: &str, message: String) -> (ErrorCode, String) {
+    match ErrorCode::parse(code) {
+        Some(known) => (known, message),
+        None => {
+            let shown: String = code
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(PEER_CODE_MAX)
+                .collect();
+            (ErrorCode::UnknownPeerCode, format!("{shown}: {message}"))
+        }
     }
 }
 
@@ -197,6 +225,7 @@ impl<'de> Deserialize<'de> for ErrorCode {
 /// the specific problem (with observed and expected values), `action` what to
 /// do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ApiErrorWire")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -219,6 +248,35 @@ pub struct ApiError {
         with = "time::serde::rfc3339::option"
     )]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// [`ApiError`] as read from the wire: the code stays a string until
+/// [`peer_code`] has looked it up.
+#[derive(Deserialize)]
+struct ApiErrorWire {
+    code: String,
+    message: String,
+    action: String,
+    #[serde(with = "time::serde::rfc3339")]
+    server_time: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    not_before: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+}
+
+impl From<ApiErrorWire> for ApiError {
+    fn from(w: ApiErrorWire) -> Self {
+        let (code, message) = peer_code(&w.code, w.message);
+        ApiError {
+            code,
+            message,
+            action: w.action,
+            server_time: w.server_time,
+            not_before: w.not_before,
+            expires_at: w.expires_at,
+        }
+    }
 }
 
 impl ApiError {
@@ -246,6 +304,28 @@ impl std::error::Error for ApiError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_from_a_newer_catalog_is_kept_in_the_message() {
+        let body = r#"{"code":"TETHER-E9999","message":"new","action":"a","server_time":"2026-05-17T12:00:00Z"}"#;
+        let e: ApiError = serde_json::from_str(body).expect("parses");
+        assert_eq!(e.code, ErrorCode::UnknownPeerCode);
+        assert_eq!(e.message, "TETHER-E9999: new");
+        // A known code is untouched.
+        let body = body.replace("E9999", "E2101");
+        let e: ApiError = serde_json::from_str(&body).expect("parses");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::TokenUnknown, "new")
+        );
+        // A hostile "code" is cut and stripped of control characters.
+        let (code, message) = peer_code(&format!("\u{1b}[31m{}", "X".repeat(100)), "m".into());
+        assert_eq!(code, ErrorCode::UnknownPeerCode);
+        assert_eq!(message, format!("[31m{}: m", "X".repeat(28)));
+        // Bare codes read leniently too.
+        let c: ErrorCode = serde_json::from_str("\"TETHER-E0000\"").expect("parses");
+        assert_eq!(c, ErrorCode::UnknownPeerCode);
+    }
 
     #[test]
     fn codes_are_unique_and_round_trip() {
