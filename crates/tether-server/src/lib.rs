@@ -250,7 +250,11 @@ pub async fn start_with_store(
     let defs = tether_defs_publish::repo::Repo::open(&defs_dir, clock.clone())
         .await
         .map_err(defs_open)?;
-    if config.effective_task_pollers() < config.max_task_pollers {
+    // Said only when someone asked for more polls than the cap allows; the
+    // default (docs/server-config.md) is capped quietly.
+    if config.effective_task_pollers() < config.max_task_pollers
+        && config.max_task_pollers != config::DEFAULT_MAX_TASK_POLLERS
+    {
         tracing::warn!(
             max_task_pollers = config.max_task_pollers,
             max_connections = config.max_connections,
