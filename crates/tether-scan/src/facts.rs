@@ -71,6 +71,10 @@ pub enum Verdict {
     WeakSignature,
     /// The bytes the server sent as a certificate are not one.
     Unparsable,
+    /// The certificate reads, but the path verifier refuses to process it
+    /// (for example a leaf with thousands of names), so trust and name
+    /// are unknown.
+    Unverifiable,
 }
 
 impl Verdict {
@@ -85,6 +89,7 @@ impl Verdict {
             Verdict::WeakKey => "weak_key",
             Verdict::WeakSignature => "weak_signature",
             Verdict::Unparsable => "unparsable",
+            Verdict::Unverifiable => "unverifiable",
         }
     }
 }
@@ -443,7 +448,7 @@ pub fn judge(
             None => push(Verdict::NameMismatch, &mut verdicts),
         }
     } else if !verdicts.contains(&Verdict::Unparsable) {
-        push(Verdict::Unparsable, &mut verdicts);
+        push(Verdict::Unverifiable, &mut verdicts);
     }
     Chain {
         certs,

@@ -328,6 +328,11 @@ impl Prober {
                     .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                     .cloned();
                 let reason = match &tls_error {
+                    Some(rustls::Error::InvalidMessage(
+                        rustls::InvalidMessage::HandshakePayloadTooLarge
+                        | rustls::InvalidMessage::MessageTooLarge,
+                    )) => "the server's handshake message is larger than rustls accepts (64 KiB)"
+                        .to_owned(),
                     Some(t) => t.to_string(),
                     None if e.kind() == io::ErrorKind::UnexpectedEof => {
                         if first_bytes.is_empty() {

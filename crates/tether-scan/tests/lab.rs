@@ -194,7 +194,13 @@ async fn a_server_requiring_a_client_certificate_still_yields_its_chain() {
         let (results, _) = scan(one(server.port), &[root.der()]).await;
         match only_result(&results) {
             Outcome::ClientCertRequired { chain } => {
-                assert_eq!(chain.certs.len(), 1, "{version}");
+                // s_server completes the chain from its -CAfile.
+                assert!(!chain.certs.is_empty(), "{version}");
+                assert_eq!(
+                    chain.certs[0].fingerprint,
+                    tether_scan::facts::fingerprint(&leaf.der),
+                    "{version}"
+                );
                 assert!(chain.verdicts.is_empty(), "{version}: {:?}", chain.verdicts);
             }
             other => panic!("{version}: expected client_cert_required, got {other:?}"),
@@ -250,7 +256,13 @@ async fn ten_thousand_sans_are_read_and_counted() {
     let facts = &chain.certs[0];
     assert_eq!(facts.sans_total, 10_000);
     assert_eq!(facts.sans.len(), tether_scan::facts::MAX_SANS_RECORDED);
-    assert!(chain.verdicts.is_empty(), "{:?}", chain.verdicts);
+    assert_eq!(
+        facts.fingerprint,
+        tether_scan::facts::fingerprint(&leaf.der)
+    );
+    // webpki will not build a path for such a leaf: trust is unknown, and
+    // said so.
+    assert_eq!(chain.verdicts, vec![Verdict::Unverifiable]);
     // rustls refuses a Certificate message over 64 KiB: the reason says so.
     match outcome {
         Outcome::TlsFailed { reason, .. } => assert!(
@@ -415,7 +427,9 @@ async fn filtered_refused_and_plain_ports_in_a_namespace() {
     );
     for p in [dropped, rejected, plain] {
         assert!(
-            matches!(at(ns.unreachable_ip, p), Outcome::Filtered { detail } if detail.contains("unreachable")),
+            // Unreachable (ICMP) or silent, depending on how fast the
+            // kernel gives up: filtered either way.
+            matches!(at(ns.unreachable_ip, p), Outcome::Filtered { .. }),
             "{:?}",
             at(ns.unreachable_ip, p)
         );
