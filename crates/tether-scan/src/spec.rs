@@ -513,8 +513,10 @@ fn parse_target(raw: &str) -> Result<Target, SpecError> {
             v6,
         }));
     }
-    if let Some((a, b)) = t.split_once('-') {
-        if let Ok(start) = a.trim().parse::<IpAddr>() {
+    if let Some((a, b)) = t.split_once('-')
+        && let Ok(start) = a.trim().parse::<IpAddr>()
+    {
+        {
             let end: IpAddr = match b.trim().parse::<IpAddr>() {
                 Ok(ip) => ip,
                 // `10.0.0.1-50`: the last octet of an IPv4 range.
