@@ -433,6 +433,14 @@ pub fn judge(
                     push(Verdict::WeakSignature, &mut verdicts);
                 }
             }
+            // A lone self-signed certificate that webpki refuses for its
+            // shape (a CA used as a server certificate) is still, first of
+            // all, self-signed.
+            Err(_)
+                if certs.len() == 1 && !leaf.subject.is_empty() && leaf.subject == leaf.issuer =>
+            {
+                push(Verdict::SelfSigned, &mut verdicts);
+            }
             Err(_) => push(Verdict::UnknownIssuer, &mut verdicts),
         }
         let server_name = match name.parse::<IpAddr>() {
@@ -554,6 +562,13 @@ mod tests {
         );
         let c = judge(&ders(&early.chain(&[&inter])), 2, "good.test", &roots, t);
         assert_eq!(c.verdicts, vec![Verdict::NotYetValid]);
+
+        let c = judge(&[root.der().to_vec()], 1, "127.0.0.1", &Roots::default(), t);
+        assert!(
+            c.verdicts.contains(&Verdict::SelfSigned),
+            "{:?}",
+            c.verdicts
+        );
 
         let c = judge(&[b"not a certificate".to_vec()], 1, "good.test", &roots, t);
         assert_eq!(c.verdicts, vec![Verdict::Unparsable]);
