@@ -471,3 +471,31 @@ async fn a_stopped_scan_still_accounts_for_every_endpoint() {
         "{summary:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_to_one_host_are_paced() {
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let started = tokio::time::Instant::now();
+    let (_, summary) = scan(
+        json!({"targets": ["127.0.0.1"], "ports": ports, "rate_per_host": 2, "concurrency": 64}),
+        &[],
+    )
+    .await;
+    let paced = started.elapsed();
+    assert_eq!(summary.outcomes["refused"], 6);
+    // Six connections at two per second: the sixth starts 2.5 s in.
+    assert!(paced >= Duration::from_millis(2_400), "{paced:?}");
+    // Spread over six hosts, the same ports go at once.
+    let started = tokio::time::Instant::now();
+    let (_, summary) = scan(
+        json!({"targets": ["127.0.0.1-6"], "ports": [ports[0]], "rate_per_host": 2}),
+        &[],
+    )
+    .await;
+    assert_eq!(summary.outcomes["refused"], 6);
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+}
