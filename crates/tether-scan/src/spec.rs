@@ -516,35 +516,33 @@ fn parse_target(raw: &str) -> Result<Target, SpecError> {
     if let Some((a, b)) = t.split_once('-')
         && let Ok(start) = a.trim().parse::<IpAddr>()
     {
-        {
-            let end: IpAddr = match b.trim().parse::<IpAddr>() {
-                Ok(ip) => ip,
-                // `10.0.0.1-50`: the last octet of an IPv4 range.
-                Err(_) => match (start, b.trim().parse::<u8>()) {
-                    (IpAddr::V4(s), Ok(last)) => {
-                        let o = s.octets();
-                        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], last))
-                    }
-                    _ => return Err(bad("a range such as 10.0.0.1-10.0.0.50 or 10.0.0.1-50")),
-                },
-            };
-            let (first, v6) = ip_value(start);
-            let (last, v6_end) = ip_value(end);
-            if v6 != v6_end {
-                return Err(bad("both ends of a range in the same address family"));
-            }
-            if last < first {
-                return Err(bad("a range whose end is not before its start"));
-            }
-            if last - first >= u128::from(MAX_ADDRESSES) {
-                return Err(SpecError::too_large(
-                    "targets",
-                    format!("{t} ({} addresses or more)", MAX_ADDRESSES + 1),
-                    format!("at most {MAX_ADDRESSES} addresses"),
-                ));
-            }
-            return Ok(Target::Range(AddrRange { first, last, v6 }));
+        let end: IpAddr = match b.trim().parse::<IpAddr>() {
+            Ok(ip) => ip,
+            // `10.0.0.1-50`: the last octet of an IPv4 range.
+            Err(_) => match (start, b.trim().parse::<u8>()) {
+                (IpAddr::V4(s), Ok(last)) => {
+                    let o = s.octets();
+                    IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], last))
+                }
+                _ => return Err(bad("a range such as 10.0.0.1-10.0.0.50 or 10.0.0.1-50")),
+            },
+        };
+        let (first, v6) = ip_value(start);
+        let (last, v6_end) = ip_value(end);
+        if v6 != v6_end {
+            return Err(bad("both ends of a range in the same address family"));
         }
+        if last < first {
+            return Err(bad("a range whose end is not before its start"));
+        }
+        if last - first >= u128::from(MAX_ADDRESSES) {
+            return Err(SpecError::too_large(
+                "targets",
+                format!("{t} ({} addresses or more)", MAX_ADDRESSES + 1),
+                format!("at most {MAX_ADDRESSES} addresses"),
+            ));
+        }
+        return Ok(Target::Range(AddrRange { first, last, v6 }));
     }
     host_name(t)
         .map(Target::Name)
