@@ -499,3 +499,38 @@ async fn new_connections_to_one_host_are_paced() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_imap_and_pop3_upgrade_with_starttls() {
+    let root = Ca::root("Mail Root");
+    let leaf = root.issue(&["mail.test"]);
+    let dir = Scratch::new("scan-dovecot");
+    let (cert, key) = leaf.write_chain(dir.path(), "mail", &[&root]);
+    dir.open_to_all();
+    let dovecot = tether_testlab::dovecot::Dovecot::start(&cert, &key).await;
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [dovecot.imap_port, dovecot.pop3_port],
+        "sni_names": {"127.0.0.1": ["mail.test"]},
+        "starttls": {dovecot.imap_port.to_string(): "imap", dovecot.pop3_port.to_string(): "pop3"},
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 5000});
+    let (results, summary) = scan(spec, &[root.der()]).await;
+    for r in &results {
+        match &r.outcome {
+            Outcome::TlsAccepted { chain, .. } => {
+                assert!(chain.trusted && chain.verdicts.is_empty(), "{r:?}");
+                assert_eq!(chain.certs[0].sans, vec!["mail.test"]);
+            }
+            other => panic!(
+                "{:?} on {}: {other:?}",
+                r.endpoint.starttls, r.endpoint.port
+            ),
+        }
+    }
+    assert_eq!(summary.outcomes["tls_accepted"], 2);
+    // The same ports without STARTTLS speak clear text first: not TLS.
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [dovecot.imap_port], "connect_timeout_ms": 1000, "handshake_timeout_ms": 3000});
+    let (results, _) = scan(spec, &[root.der()]).await;
+    assert!(
+        matches!(only_result(&results), Outcome::NotTls { detail } if detail.contains("* OK")),
+        "{results:?}"
+    );
+}

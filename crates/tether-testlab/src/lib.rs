@@ -2,7 +2,7 @@
 //! PKI and small in-process servers, each written once and shared by every
 //! crate's tests. A test file holds the story; the plumbing lives here.
 //!
-//! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`],
+//! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`],
 //!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`],
 //!   [`faketime`]; [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
@@ -36,6 +36,7 @@
 pub mod canned;
 pub mod connect_proxy;
 pub mod dnsmasq;
+pub mod dovecot;
 pub mod faketime;
 pub mod haproxy;
 pub mod https;
