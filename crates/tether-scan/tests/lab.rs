@@ -534,3 +534,24 @@ async fn dovecot_imap_and_pop3_upgrade_with_starttls() {
         "{results:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slapd_upgrades_with_the_ldap_starttls_operation() {
+    let root = Ca::root("Directory Root");
+    let leaf = root.issue(&["ldap.test", "127.0.0.1"]);
+    let dir = Scratch::new("scan-slapd");
+    let (cert, key) = leaf.write_chain(dir.path(), "ldap", &[&root]);
+    let slapd = tether_testlab::slapd::Slapd::start(&cert, &key).await;
+    // No `starttls` entry: the port is not 389, so say which protocol.
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [slapd.port],
+        "starttls": {slapd.port.to_string(): "ldap"},
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 5000});
+    let (results, _) = scan(spec, &[root.der()]).await;
+    match only_result(&results) {
+        Outcome::TlsAccepted { chain, .. } => {
+            assert!(chain.trusted && chain.verdicts.is_empty(), "{chain:?}");
+            assert_eq!(chain.certs.len(), 2);
+        }
+        other => panic!("expected tls_accepted over LDAP StartTLS, got {other:?}"),
+    }
+}

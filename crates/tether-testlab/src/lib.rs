@@ -3,7 +3,7 @@
 //! crate's tests. A test file holds the story; the plumbing lives here.
 //!
 //! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`],
-//!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`],
+//!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`], [`slapd`],
 //!   [`faketime`]; [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
 //!   firewall), [`tmpfs`] (a small file system that runs out of space),
@@ -48,6 +48,7 @@ pub mod ocsp;
 pub mod pki;
 pub mod plain_http;
 pub mod relay;
+pub mod slapd;
 pub mod socat;
 pub mod squid;
 pub mod tinyproxy;
