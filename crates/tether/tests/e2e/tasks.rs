@@ -550,9 +550,69 @@ async fn discover_task_streams_endpoint_results(backend: Backend) {
     assert_eq!(summary["outcomes"]["refused"], 1);
 }
 
+/// A running discover task shows its progress in `tasks show`, and cancel
+/// stops the scan: the probe held on a silent port is closed.
+async fn discover_progress_then_cancel_stops_the_scan(backend: Backend) {
+    let server = Server::start(backend).await;
+    let hold = Hold::start().await;
+    let token = server.token(&["--group", "lab"]).await;
+    let (agent, agent_id) = enrolled(&server, &token.token).await;
+    // Port 22 of the held address answers nothing; the other port of the
+    // same address refuses at once.
+    let refused = tether_testlab::free_port();
+    let spec = serde_json::json!({"targets": [hold.addr.ip().to_string()], "ports": [22, refused],
+        "connect_timeout_ms": 2000, "handshake_timeout_ms": 60000})
+    .to_string();
+    let id = create(
+        &server,
+        &[
+            "--kind",
+            "discover",
+            "--agent",
+            &agent_id.to_string(),
+            "--lease",
+            "10s",
+            "--spec",
+            &spec,
+        ],
+    )
+    .await;
+    let d = wait_for(
+        &server,
+        id,
+        Duration::from_secs(20),
+        "leased with progress",
+        |d| {
+            d.task.state == TaskState::Leased
+                && d.task.progress.as_ref().is_some_and(|p| p.done >= 1)
+        },
+    )
+    .await;
+    let p = d.task.progress.expect("progress");
+    assert_eq!((p.done, p.total), (1, Some(2)), "{p:?}");
+    assert!(hold.open() > 0, "the probe waits on the held port");
+    let shown = text(&server.admin(&["tasks", "show", &id.to_string()]).await);
+    assert!(shown.contains("1 endpoints scanned"), "{shown}");
+    server.admin_ok(&["tasks", "cancel", &id.to_string()]).await;
+    wait_for(&server, id, Duration::from_secs(20), "cancelled", |d| {
+        d.task.state == TaskState::Cancelled
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hold.open() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scan's connection is still open: the work did not stop. {}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 crate::both_backends!(
     killed_agent_lease_expires_and_another_finishes,
-    discover_task_streams_endpoint_results
+    discover_task_streams_endpoint_results,
+    discover_progress_then_cancel_stops_the_scan
 );
 
 mod sqlite_only {
