@@ -50,6 +50,10 @@ fn tether_agent_depends_on_no_server_or_database_crate() {
         "the tree lists the client: {text}"
     );
     assert!(
+        names.contains(&"tether-x509"),
+        "the tree lists the certificate classifier the doctor shares: {text}"
+    );
+    assert!(
         names.contains(&"tether-defs"),
         "the tree lists the definitions updater: {text}"
     );

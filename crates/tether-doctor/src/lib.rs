@@ -80,6 +80,11 @@ pub struct DoctorInput {
     /// How long a target's protocol probe may wait for an answer (a WAN
     /// service can be slow); capped by the deadline.
     pub target_timeout: Duration,
+    /// The revocation check's own budget inside the deadline: every OCSP
+    /// and CRL fetch runs at once and whatever has not answered when it
+    /// runs out is "unreachable", so a server that drops packets cannot
+    /// hold the run until the global deadline.
+    pub revocation_budget: Duration,
     /// This agent's version.
     pub agent_version: String,
     /// NTP servers as `host` or `host:port` (see [`default_ntp_servers`]).
@@ -91,6 +96,8 @@ impl DoctorInput {
     pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
     /// The default wait for a target's answer.
     pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(3);
+    /// The default revocation budget.
+    pub const DEFAULT_REVOCATION_BUDGET: Duration = Duration::from_secs(3);
 
     /// An input for a pre-enrollment check of `server` with the default
     /// transport: not enrolled, no targets, a 10 s deadline.
@@ -112,6 +119,7 @@ impl DoctorInput {
             targets: Vec::new(),
             deadline: Self::DEFAULT_DEADLINE,
             target_timeout: Self::DEFAULT_TARGET_TIMEOUT,
+            revocation_budget: Self::DEFAULT_REVOCATION_BUDGET,
             agent_version: tether_wire::VERSION.to_owned(),
             ntp_servers: Vec::new(),
         }

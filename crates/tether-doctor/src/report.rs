@@ -20,6 +20,10 @@ pub enum Status {
     Pass,
     /// Something is off but the path can still work.
     Warn,
+    /// Something a person should know that is not a fault where the doctor
+    /// runs (before enrollment, "not enrolled"). It has a code and a
+    /// problem like a warning, but never becomes the verdict.
+    Info,
     /// The check found a fault.
     Fail,
     /// The check did not run because a prerequisite failed.
@@ -30,11 +34,12 @@ pub enum Status {
 }
 
 impl Status {
-    /// The stable lowercase name: `pass`, `warn`, `fail`, `skipped`.
+    /// The stable lowercase name: `pass`, `warn`, `info`, `fail`, `skipped`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Warn => "warn",
+            Status::Info => "info",
             Status::Fail => "fail",
             Status::Skipped { .. } => "skipped",
         }
@@ -100,6 +105,11 @@ impl CheckResult {
     /// Marks the result as a warning with `code` and a specific problem.
     pub fn warn(self, code: ErrorCode, problem: impl Into<String>) -> CheckResult {
         self.fault(Status::Warn, code, problem)
+    }
+
+    /// Information with a code: shown, never the verdict.
+    pub fn info(self, code: ErrorCode, problem: impl Into<String>) -> CheckResult {
+        self.fault(Status::Info, code, problem)
     }
 
     fn fault(mut self, status: Status, code: ErrorCode, problem: impl Into<String>) -> CheckResult {
@@ -219,8 +229,35 @@ fn rank(id: &str) -> usize {
     }
 }
 
+/// How much a warning threatens the agent's path, most first. A failure
+/// always outranks a warning (it stops the path); among warnings, the one
+/// that will break or silently weaken the agent's path comes before
+/// housekeeping, whatever its place on the path.
+fn impact(code: Option<ErrorCode>) -> usize {
+    match code {
+        // The path works today only by accident, or the agent itself
+        // cannot run or keep its state: these break it next.
+        Some(
+            ErrorCode::ClockSkew
+            | ErrorCode::TlsInspected
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::ProxyEnvMismatch
+            | ErrorCode::ServiceNotRunning
+            | ErrorCode::StateDirUnwritable
+            | ErrorCode::DiskNearlyFull
+            | ErrorCode::CredentialFileInsecure,
+        ) => 0,
+        // Housekeeping: nothing on the path is weakened.
+        Some(ErrorCode::AgentVersionOutdated | ErrorCode::CredentialProbeUnsupported) => 2,
+        // A check the agent relies on is weakened (revocation, NTP…).
+        _ => 1,
+    }
+}
+
 impl Verdict {
-    /// Picks the most upstream failure (then warning) as the root cause.
+    /// Picks the root cause: the most upstream failure; with none, the
+    /// warning of most impact on the agent's path (then the most upstream).
+    /// Information ([`Status::Info`]) is never the verdict.
     ///
     /// One exception: a certificate that looks expired or not yet valid
     /// because this host's clock is wrong is a clock problem, so a failing
@@ -231,7 +268,13 @@ impl Verdict {
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| &c.status == status)
-                .min_by_key(|(i, c)| (rank(&c.id), *i))
+                .min_by_key(|(i, c)| {
+                    let impact = match status {
+                        Status::Warn => impact(c.code),
+                        _ => 0,
+                    };
+                    (impact, rank(&c.id), *i)
+                })
                 .map(|(_, c)| c)
         };
         if let Some(mut root) = pick(&Status::Fail) {
@@ -249,11 +292,18 @@ impl Verdict {
         if let Some(root) = pick(&Status::Warn) {
             return Verdict::naming(VerdictStatus::Warnings, root);
         }
+        let mut root_cause = format!("Every check passed: the agent's path to {server} works.");
+        let mut action = "Nothing to do.".to_owned();
+        if let Some(info) = pick(&Status::Info) {
+            let named = Verdict::naming(VerdictStatus::Healthy, info);
+            root_cause.push_str(&format!(" For information: {}", named.root_cause));
+            action = format!("Nothing to fix. Next: {}", named.action);
+        }
         Verdict {
             status: VerdictStatus::Healthy,
-            root_cause: format!("Every check passed: the agent's path to {server} works."),
+            root_cause,
             code: None,
-            action: "Nothing to do.".to_owned(),
+            action,
             check: None,
         }
     }
@@ -306,6 +356,7 @@ impl Report {
             let status = match &c.status {
                 Status::Pass => "PASS",
                 Status::Warn => "WARN",
+                Status::Info => "INFO",
                 Status::Fail => "FAIL",
                 Status::Skipped { .. } => "SKIP",
             };
@@ -319,7 +370,7 @@ impl Report {
                 c.id,
                 fmt_duration(c.duration),
             );
-            if matches!(c.status, Status::Warn | Status::Fail)
+            if matches!(c.status, Status::Warn | Status::Info | Status::Fail)
                 && let Some(p) = &c.problem
             {
                 let code = c.code.map(|k| format!("{k}: ")).unwrap_or_default();
@@ -500,6 +551,32 @@ mod tests {
         assert_eq!(v.status, VerdictStatus::Healthy);
         assert_eq!(v.code, None);
         assert!(v.root_cause.contains("https://s"));
+    }
+
+    #[test]
+    fn warnings_rank_by_impact_and_information_is_never_the_verdict() {
+        let not_enrolled =
+            CheckResult::pass("auth", "a").info(ErrorCode::NotEnrolled, "not enrolled");
+        let revocation =
+            CheckResult::pass("revocation", "r").warn(ErrorCode::RevocationUnreachable, "no OCSP");
+        let outdated =
+            CheckResult::pass("host.version", "v").warn(ErrorCode::AgentVersionOutdated, "old");
+        let clock = CheckResult::pass("clock", "c").warn(ErrorCode::ClockSkew, "skewed");
+        // Information does not hide a real warning further down the path.
+        let v = Verdict::from_checks(&[not_enrolled.clone(), revocation.clone()], "https://s");
+        assert_eq!(v.status, VerdictStatus::Warnings);
+        assert_eq!(v.check.as_deref(), Some("revocation"));
+        // A weakened check outranks housekeeping; a path about to break
+        // outranks both, wherever it sits on the path.
+        let v = Verdict::from_checks(&[outdated.clone(), revocation.clone()], "https://s");
+        assert_eq!(v.check.as_deref(), Some("revocation"));
+        let v = Verdict::from_checks(&[revocation, outdated, clock], "https://s");
+        assert_eq!(v.check.as_deref(), Some("clock"));
+        // Information alone leaves the path healthy, and says what is next.
+        let v = Verdict::from_checks(&[not_enrolled], "https://s");
+        assert_eq!(v.status, VerdictStatus::Healthy);
+        assert!(v.root_cause.contains("not enrolled"), "{}", v.root_cause);
+        assert!(v.action.contains("tether agent enroll"), "{}", v.action);
     }
 
     #[test]

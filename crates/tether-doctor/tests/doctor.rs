@@ -18,6 +18,7 @@ use std::time::Duration;
 use lab::{
     BlackholeDialer, Dnsmasq, Lab, Mitmproxy, Ntp, OpensslOcsp, PlainHttp, Squid, Tinyproxy,
 };
+use rustls_pki_types::pem::PemObject;
 use server::{GOOD_CREDENTIAL, Mode, Server};
 use tether_doctor::{DoctorInput, ErrorCode, Report, Status, VerdictStatus};
 use tether_testlab::netns;
@@ -274,6 +275,71 @@ async fn proxy_lab(creds: Option<&str>) -> (Report, u16) {
 }
 
 #[tokio::test]
+async fn a_web_server_in_the_proxy_setting_is_not_a_proxy_that_refuses() {
+    // A real nginx answers CONNECT with "400 Bad Request" and its HTML
+    // page: the setting is wrong, no proxy admin has anything to allow.
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let server = healthy_server(&ca).await;
+    let web = tether_testlab::nginx::Nginx::start(&tether_testlab::nginx::Site {
+        server: "location / { return 200 'a web site'; }".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut i = input(server.port(), &ca);
+    let p = format!("http://127.0.0.1:{}", web.port);
+    i.transport.proxy = ProxySetting::Explicit(ProxyConfig::parse(&p).expect("proxy URL"));
+    let r = tether_doctor::run(i, lab.world()).await;
+    assert_verdict(&r, "proxy", ErrorCode::ProxyNotAProxy);
+    assert!(
+        r.verdict.root_cause.contains("not an HTTP proxy")
+            && r.verdict.root_cause.contains("400")
+            && r.verdict.root_cause.contains("nginx"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(
+        !r.verdict.action.contains("allow CONNECT"),
+        "{}",
+        r.verdict.action
+    );
+    assert!(
+        r.verdict.action.contains("host and port"),
+        "{}",
+        r.verdict.action
+    );
+    let proxy = r.check("proxy").expect("proxy");
+    assert_eq!(proxy.evidence["answered_by"], "not_a_proxy");
+    assert!(
+        proxy.evidence["body_snippet"]
+            .as_str()
+            .unwrap_or("")
+            .contains("400 Bad Request"),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[tokio::test]
+async fn a_real_proxy_refusing_the_port_is_still_a_proxy_refusal() {
+    // tinyproxy allows CONNECT to one port only; asked for another, it
+    // refuses as a proxy does (403, Server: tinyproxy).
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let server = healthy_server(&ca).await;
+    let proxy = Tinyproxy::start(lab::free_port()).await;
+    let mut i = input(server.port(), &ca);
+    let p = proxy.url_with("user", "pass");
+    i.transport.proxy = ProxySetting::Explicit(ProxyConfig::parse(&p).expect("proxy URL"));
+    let r = tether_doctor::run(i, lab.world()).await;
+    assert_verdict(&r, "proxy", ErrorCode::ProxyConnectRefused);
+    assert_eq!(
+        r.check("proxy").expect("proxy").evidence["answered_by"],
+        "proxy"
+    );
+}
+
+#[tokio::test]
 async fn a_real_proxy_demanding_credentials_none_configured() {
     let (r, port) = proxy_lab(None).await;
     assert_verdict(&r, "proxy", ErrorCode::ProxyAuthRequired);
@@ -439,6 +505,91 @@ async fn tls_incomplete_chain() {
     assert_eq!(status(&r, "tls"), &Status::Pass, "{}", r.to_text());
 }
 
+/// The self-signed verdict: its own code, the subject, the fingerprint a
+/// pin would name, and the two ways out.
+fn assert_self_signed(r: &Report, subject: &str, fingerprint: &str) {
+    assert_verdict(r, "tls", ErrorCode::TlsSelfSigned);
+    assert!(
+        r.verdict.root_cause.contains(subject),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(
+        r.verdict.root_cause.contains(fingerprint),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(r.verdict.action.contains("pin"), "{}", r.verdict.action);
+    assert!(
+        r.verdict.action.contains("platform's CA"),
+        "{}",
+        r.verdict.action
+    );
+    assert_eq!(
+        r.check("tls").expect("tls").evidence["reason"],
+        "self_signed",
+        "{}",
+        r.to_text()
+    );
+}
+
+#[tokio::test]
+async fn a_self_signed_leaf_is_named_with_its_fingerprint() {
+    let trusted = Ca::root("Tether Lab CA");
+    let leaf = tether_testlab::pki::Leaf::self_signed(&["localhost"]);
+    let fp = tether_x509::fingerprint(&leaf.chain(&[])[0]);
+    let r = tls_lab(leaf.chain(&[]), leaf.key(), &trusted).await;
+    assert_self_signed(&r, "CN=localhost", &fp);
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_from_openssl_served_by_a_real_nginx_is_named() {
+    // `openssl req -x509` marks the certificate CA:TRUE, which webpki
+    // refuses as "CA used as end entity": the generic handshake failure
+    // until the doctor looks at the certificate itself.
+    let lab = Lab::new();
+    let trusted = Ca::root("Tether Lab CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = tether_testlab::pki::openssl_self_signed(dir.path(), &["localhost"]);
+    let pem = std::fs::read(&cert).expect("cert");
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .expect("one certificate")
+        .expect("PEM");
+    let fp = tether_x509::fingerprint(&der);
+    let nginx = tether_testlab::nginx::Nginx::static_https(dir.path(), &cert, &key).await;
+    let r = tether_doctor::run(input(nginx.port, &trusted), lab.world()).await;
+    assert_self_signed(&r, "CN=localhost", &fp);
+}
+
+#[tokio::test]
+async fn a_certificate_signed_with_sha1_is_named_not_a_generic_handshake_failure() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tether_testlab::pki::openssl_sha1_chain(dir.path(), &["localhost"]);
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+        .expect("leaf PEM")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).expect("key PEM");
+    let server = Server::start(chain, key, Mode::Tether).await;
+    let mut i = DoctorInput::new(url(&format!("https://localhost:{}/", server.port())));
+    i.transport.trust = TrustConfig {
+        ca_pem: Some(std::fs::read(&ca).expect("CA PEM")),
+        system_roots: false,
+        ..TrustConfig::default()
+    };
+    i.deadline = Duration::from_secs(5);
+    let r = tether_doctor::run(i, lab.world()).await;
+    assert_verdict(&r, "tls", ErrorCode::TlsWeakCertificate);
+    assert!(
+        r.verdict.root_cause.contains("ecdsa-with-SHA1")
+            && r.verdict.root_cause.contains("CN=localhost"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
 #[tokio::test]
 async fn tls_inspection_is_named_from_the_issuer() {
     // A chain as mitmproxy presents it: its own CA ("mitmproxy") signing a
@@ -478,6 +629,154 @@ async fn a_captive_portal_is_not_mistaken_for_the_server() {
         &Status::Skipped {
             blocked_by: "http".into()
         }
+    );
+}
+
+/// A real nginx in front of the server's name, serving `site` over TLS
+/// with a certificate the doctor trusts; the doctor's report through it.
+async fn through_nginx(
+    site: impl FnOnce(&std::path::Path) -> tether_testlab::nginx::Site,
+) -> Report {
+    through_nginx_twice(site, 1).await
+}
+
+async fn through_nginx_twice(
+    site: impl FnOnce(&std::path::Path) -> tether_testlab::nginx::Site,
+    runs: usize,
+) -> Report {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = ca.issue(&["localhost"]);
+    let (cert, key) = leaf.write_chain(dir.path(), "leaf", &[&ca]);
+    let mut site = site(dir.path());
+    site.tls = Some((cert, key));
+    let nginx = tether_testlab::nginx::Nginx::start(&site).await;
+    let mut r = None;
+    for _ in 0..runs {
+        r = Some(tether_doctor::run(input(nginx.port, &ca), lab.world()).await);
+    }
+    r.expect("at least one run")
+}
+
+#[tokio::test]
+async fn a_degraded_server_answering_503_is_the_server_not_a_balancer() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let leaf = ca.issue(&["localhost"]);
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::Degraded).await;
+    let r = tether_doctor::run(input(server.port(), &ca), lab.world()).await;
+    assert_eq!(status(&r, "http"), &Status::Warn, "{}", r.to_text());
+    assert_eq!(code(&r, "http"), Some(ErrorCode::StoreUnavailable));
+    assert!(
+        r.verdict.root_cause.contains("database is locked"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
+#[tokio::test]
+async fn a_real_haproxy_whose_backend_is_down_is_named() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = ca.issue(&["localhost"]);
+    let pem = dir.path().join("haproxy.pem");
+    std::fs::write(
+        &pem,
+        format!(
+            "{}{}{}",
+            leaf.pem(),
+            String::from_utf8_lossy(&ca.pem()),
+            leaf.key_pem()
+        ),
+    )
+    .expect("pem");
+    let dead = lab::free_port();
+    let balancer = tether_testlab::haproxy::Haproxy::start(&tether_testlab::haproxy::Balancer {
+        tls: Some(pem),
+        servers: vec![format!("127.0.0.1:{dead}")],
+    })
+    .await;
+    let r = tether_doctor::run(input(balancer.port, &ca), lab.world()).await;
+    assert_verdict(&r, "http", ErrorCode::HttpBackendDown);
+    assert!(
+        r.verdict.root_cause.contains("503"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert_eq!(
+        r.check("http").expect("http").evidence["answered_by"],
+        "balancer_backend_down"
+    );
+}
+
+#[tokio::test]
+async fn a_real_nginx_whose_backend_is_down_is_named() {
+    let dead = lab::free_port();
+    let r = through_nginx(|_| tether_testlab::nginx::Site {
+        server: format!("location / {{ proxy_pass http://127.0.0.1:{dead}; }}"),
+        ..Default::default()
+    })
+    .await;
+    assert_verdict(&r, "http", ErrorCode::HttpBackendDown);
+    assert!(
+        r.verdict.root_cause.contains("502") && r.verdict.root_cause.contains("nginx"),
+        "{}",
+        r.verdict.root_cause
+    );
+}
+
+#[tokio::test]
+async fn a_real_nginx_rate_limit_says_how_long_to_slow_down() {
+    // One request a minute: the first run takes it, the second meets 429.
+    let r = through_nginx_twice(
+        |root| tether_testlab::nginx::Site {
+            http: "limit_req_zone $binary_remote_addr zone=agents:1m rate=1r/m;".into(),
+            server: format!(
+                "root {}; location / {{ limit_req zone=agents nodelay; limit_req_status 429; add_header Retry-After 30 always; }}",
+                root.display()
+            ),
+            ..Default::default()
+        },
+        2,
+    )
+    .await;
+    assert_verdict(&r, "http", ErrorCode::HttpGatewayRateLimited);
+    assert!(
+        r.verdict.root_cause.contains("30 seconds"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(
+        r.verdict.action.contains("wait 30 seconds"),
+        "{}",
+        r.verdict.action
+    );
+}
+
+#[tokio::test]
+async fn a_real_nginx_demanding_a_client_certificate_is_named() {
+    let r = through_nginx(|dir| {
+        let client_ca = Ca::root("Gateway Client CA");
+        let path = dir.join("client-ca.pem");
+        std::fs::write(&path, client_ca.pem()).expect("client CA");
+        tether_testlab::nginx::Site {
+            server: format!(
+                "ssl_client_certificate {}; ssl_verify_client on; location / {{ return 200 'ok'; }}",
+                path.display()
+            ),
+            ..Default::default()
+        }
+    })
+    .await;
+    assert_verdict(&r, "http", ErrorCode::HttpClientCertRequired);
+    assert!(
+        r.verdict
+            .root_cause
+            .contains("client certificate is required"),
+        "{}",
+        r.verdict.root_cause
     );
 }
 
@@ -551,6 +850,108 @@ async fn an_older_server_without_the_probe_gets_no_check_in() {
         0,
         "the doctor must not fall back to a check-in"
     );
+}
+
+/// A pre-install check: not enrolled, no token given.
+fn pre_install(port: u16, ca: &Ca) -> DoctorInput {
+    let mut i = input(port, ca);
+    i.enrolled = false;
+    i.credential = None;
+    i
+}
+
+#[tokio::test]
+async fn before_enrollment_not_enrolled_is_information_and_hides_no_warning() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    // The CRL server named in the certificate is down.
+    let crl_url = format!("http://127.0.0.1:{}/lab.crl", lab::free_port());
+    let now = time::OffsetDateTime::now_utc();
+    let leaf = ca.issue_with(
+        &["localhost"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+        Some(&crl_url),
+    );
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::Tether).await;
+    let r = tether_doctor::run(pre_install(server.port(), &ca), lab.world()).await;
+    assert_eq!(status(&r, "auth"), &Status::Info, "{}", r.to_text());
+    assert_eq!(code(&r, "auth"), Some(ErrorCode::NotEnrolled));
+    assert_eq!(r.verdict.status, VerdictStatus::Warnings, "{}", r.to_text());
+    assert_eq!(
+        r.verdict.check.as_deref(),
+        Some("revocation"),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.verdict.code, Some(ErrorCode::RevocationUnreachable));
+    assert_eq!(r.exit_code(), 1);
+    assert!(r.to_text().contains("INFO  auth"), "{}", r.to_text());
+    assert_eq!(
+        r.to_json()["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == "auth"))
+            .map(|c| c["status"].clone()),
+        Some(serde_json::json!("info"))
+    );
+
+    // With nothing else to say, the path is healthy and the next step named.
+    let healthy = healthy_server(&ca).await;
+    let r = tether_doctor::run(pre_install(healthy.port(), &ca), lab.world()).await;
+    assert_eq!(r.verdict.status, VerdictStatus::Healthy, "{}", r.to_text());
+    assert_eq!(r.exit_code(), 0);
+    assert!(
+        r.verdict.root_cause.contains("not enrolled"),
+        "{}",
+        r.verdict.root_cause
+    );
+    assert!(r.verdict.action.contains("enroll"), "{}", r.verdict.action);
+}
+
+#[tokio::test]
+async fn a_silent_revocation_server_costs_its_budget_not_the_deadline() {
+    let lab = Lab::new();
+    let ca = Ca::root("Tether Lab CA");
+    // One listener for both the OCSP responder and the CRL: it accepts,
+    // reads the request and never answers.
+    let port = lab::free_port();
+    let _silent = PlainHttp::silent_on(port).await;
+    let ocsp_url = format!("http://127.0.0.1:{port}/ocsp");
+    let crl_url = format!("http://127.0.0.1:{port}/lab.crl");
+    let leaf = ca.issue_opts(
+        &["localhost"],
+        &tether_testlab::pki::LeafOptions {
+            crl_url: Some(&crl_url),
+            ocsp_url: Some(&ocsp_url),
+            ..Default::default()
+        },
+    );
+    let server = Server::start(leaf.chain(&[&ca]), leaf.key(), Mode::Tether).await;
+    let mut i = input(server.port(), &ca);
+    i.deadline = Duration::from_secs(6);
+    i.revocation_budget = Duration::from_secs(2);
+    let r = tether_doctor::run(i, lab.world()).await;
+    // The run ends soon after the revocation budget, well inside the
+    // deadline, and the revocation check reports instead of being cut off.
+    assert!(
+        r.duration < Duration::from_secs(4),
+        "took {:?}\n{}",
+        r.duration,
+        r.to_text()
+    );
+    assert_eq!(status(&r, "revocation"), &Status::Warn, "{}", r.to_text());
+    assert_eq!(
+        code(&r, "revocation"),
+        Some(ErrorCode::RevocationUnreachable)
+    );
+    let evidence = format!("{:?}", r.check("revocation").expect("revocation").evidence);
+    assert!(evidence.contains("revocation budget"), "{evidence}");
+    // Every other check completed, and passed.
+    for id in ["tls", "http", "auth", "clock", "host.version"] {
+        assert_eq!(status(&r, id), &Status::Pass, "{id}: {}", r.to_text());
+    }
+    assert_eq!(r.verdict.status, VerdictStatus::Warnings, "{}", r.to_text());
+    assert_eq!(r.verdict.check.as_deref(), Some("revocation"));
 }
 
 #[tokio::test]

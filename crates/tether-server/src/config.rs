@@ -521,6 +521,16 @@ impl ServerConfig {
             .clone()
             .unwrap_or_else(|| tether_wire::VERSION.to_owned())
     }
+
+    /// How many task polls this server holds at once. Each held poll is an
+    /// open connection, so polls may take at most three quarters of
+    /// `max_connections`: the last quarter stays for check-ins, enrollments
+    /// and admin calls, which held polls must never starve.
+    pub fn effective_task_pollers(&self) -> usize {
+        let cap =
+            usize::try_from(self.max_connections - self.max_connections / 4).unwrap_or(usize::MAX);
+        self.max_task_pollers.min(cap)
+    }
 }
 
 /// A figment value as `config show` prints it.
@@ -840,5 +850,20 @@ mod tests {
                 .all(|(_, value, _)| !value.contains("pw@"))
         );
         assert_eq!(c.source("database_url"), ConfigSource::Env);
+    }
+
+    #[test]
+    fn held_polls_leave_a_quarter_of_the_connections_to_check_ins() {
+        let mut c = ServerConfig {
+            max_connections: 1024,
+            max_task_pollers: 20_000,
+            ..Default::default()
+        };
+        assert_eq!(c.effective_task_pollers(), 768);
+        c.max_task_pollers = 100;
+        assert_eq!(c.effective_task_pollers(), 100, "a lower setting stands");
+        c.max_connections = 1;
+        c.max_task_pollers = 20_000;
+        assert_eq!(c.effective_task_pollers(), 1);
     }
 }

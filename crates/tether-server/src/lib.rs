@@ -250,6 +250,14 @@ pub async fn start_with_store(
     let defs = tether_defs_publish::repo::Repo::open(&defs_dir, clock.clone())
         .await
         .map_err(defs_open)?;
+    if config.effective_task_pollers() < config.max_task_pollers {
+        tracing::warn!(
+            max_task_pollers = config.max_task_pollers,
+            max_connections = config.max_connections,
+            held = config.effective_task_pollers(),
+            "task polls are capped at three quarters of max_connections, so check-ins keep a quarter; raise max_connections (and `ulimit -n`) to hold more"
+        );
+    }
     // The root key signs every agent's trust root; on this host it is one
     // break-in away. docs/defs-keys.md moves it offline.
     match tether_defs_publish::repo::online_root_keys(&defs_dir) {

@@ -135,7 +135,7 @@ impl Settings {
             transitions_retention_days: config.transitions_retention_days,
             actions_retention_days: config.actions_retention_days,
             tasks: TaskSettings {
-                max_pollers: config.max_task_pollers,
+                max_pollers: config.effective_task_pollers(),
                 poll_max_wait_secs: config.task_poll_max_wait_secs,
                 lease_grace_secs: config.task_lease_grace_secs,
             },

@@ -54,6 +54,7 @@ pub use hardening::{
 mod tasks;
 pub use tasks::{
     concurrent_lessors_never_lease_a_task_twice, expired_leases_and_deadlines_are_found,
+    finished_tasks_past_retention_are_pruned_with_their_results,
     leases_go_to_eligible_agents_in_order, new_task, result_chunks_are_stored_once,
     schedules_fire_each_run_once, sites_label_agents_and_tokens,
     tasks_round_trip_and_writes_are_compare_and_set,
@@ -168,6 +169,7 @@ macro_rules! for_each_check {
             expired_leases_and_deadlines_are_found,
             schedules_fire_each_run_once,
             sites_label_agents_and_tokens,
+            finished_tasks_past_retention_are_pruned_with_their_results,
         }
     };
 }

@@ -91,6 +91,21 @@ pub(crate) const DUE_SCHEDULES: &str = concat!(
 pub(crate) const FIRE_SCHEDULE: &str = "UPDATE task_schedules SET next_run_at = $3, \
      last_run_at = $4, last_task_id = $5, missed = $6 WHERE id = $1 AND next_run_at = $2";
 pub(crate) const DELETE_SCHEDULE: &str = "DELETE FROM task_schedules WHERE id = $1";
+/// The finished tasks past their retention, oldest first: succeeded and
+/// cancelled ones only (a dead-lettered task waits for `retry`).
+macro_rules! prunable_tasks {
+    () => {
+        "SELECT id FROM tasks WHERE state IN ('succeeded', 'cancelled') \
+         AND finished_at < $1 ORDER BY finished_at, id LIMIT $2"
+    };
+}
+pub(crate) const PRUNE_TASK_RESULTS: &str = concat!(
+    "DELETE FROM task_results WHERE task_id IN (",
+    prunable_tasks!(),
+    ")"
+);
+pub(crate) const PRUNE_TASKS: &str =
+    concat!("DELETE FROM tasks WHERE id IN (", prunable_tasks!(), ")");
 
 pub(crate) const UPSERT_SITE: &str = "INSERT INTO sites (name, tz, updated_at) VALUES ($1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET tz = excluded.tz, updated_at = excluded.updated_at";
@@ -576,6 +591,30 @@ macro_rules! impl_task_store {
                     .map_err($crate::error::db)?
                     .rows_affected();
                 Ok(n == 1)
+            }
+
+            async fn prune_finished_tasks(
+                &self,
+                before: time::OffsetDateTime,
+                limit: u32,
+            ) -> Result<u64, tether_store::StoreError> {
+                // One transaction: the results go with their task.
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                sqlx::query($crate::tasks::PRUNE_TASK_RESULTS)
+                    .bind($crate::row::to_ms(before))
+                    .bind(i64::from(limit))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                let n = sqlx::query($crate::tasks::PRUNE_TASKS)
+                    .bind($crate::row::to_ms(before))
+                    .bind(i64::from(limit))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?
+                    .rows_affected();
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(n)
             }
 
             async fn upsert_site(

@@ -149,6 +149,14 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn fire_schedule(&self, run: &ScheduleRun) -> Result<bool, StoreError>;
     /// Returns whether it existed. Tasks it created are kept.
     async fn delete_schedule(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Deletes up to `limit` succeeded or cancelled tasks that finished
+    /// before `before`, with their results. Dead-lettered tasks are kept
+    /// (they wait for `retry`). Returns how many tasks were deleted.
+    async fn prune_finished_tasks(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 
     /// Creates or updates a site.
     async fn upsert_site(

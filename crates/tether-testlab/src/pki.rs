@@ -338,6 +338,144 @@ fn next_serial() -> Vec<u8> {
     v
 }
 
+/// A self-signed certificate made the way a person makes one for a quick
+/// server, by the real `openssl req -x509`: subject `CN=<first name>`, the
+/// names as subject alternative names, and OpenSSL's default basic
+/// constraints (`CA:TRUE`), so it is a CA used as its own end entity.
+/// Returns the certificate and key PEM files written into `dir`.
+pub fn openssl_self_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let cert = dir.join("self-signed.pem");
+    let key = dir.join("self-signed.key");
+    let sans: Vec<String> = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("IP:{n}"),
+            Err(_) => format!("DNS:{n}"),
+        })
+        .collect();
+    let out = std::process::Command::new(crate::program("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-subj"])
+        .arg(format!(
+            "/CN={}",
+            names.first().copied().unwrap_or("localhost")
+        ))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", sans.join(",")))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl req -x509 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A chain made by the real `openssl`, the way an old internal CA still
+/// signs: a CA ("CN=Weak Lab CA", P-256) and a leaf for `names` whose
+/// signature uses SHA-1 (`ecdsa-with-SHA1`). Returns the CA, the leaf and
+/// the leaf's key as PEM files written into `dir`.
+pub fn openssl_sha1_chain(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::program("openssl"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Weak Lab CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    let cn = format!("/CN={}", names.first().copied().unwrap_or("localhost"));
+    run(&[
+        &["req", "-new"][..],
+        &ec,
+        &[
+            "-subj",
+            cn.as_str(),
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+    ]
+    .concat());
+    let sans: Vec<String> = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("IP:{n}"),
+            Err(_) => format!("DNS:{n}"),
+        })
+        .collect();
+    std::fs::write(
+        dir.join("leaf.ext"),
+        format!(
+            "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            sans.join(",")
+        ),
+    )
+    .expect("the lab directory is writable");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-sha1",
+        "-days",
+        "30",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

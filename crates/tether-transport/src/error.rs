@@ -92,11 +92,15 @@ pub enum TransportError {
         credentials_configured: bool,
     },
     /// The proxy answered CONNECT with a non-2xx status other than 407.
+    /// `refusal` says whether a proxy refused, or something that is not a
+    /// proxy answered, with the headers and body start that was judged from
+    /// (boxed: errors travel in every `Result` of the transport).
     #[error("proxy-connect: the proxy {proxy} refused the tunnel: {status} {reason}")]
     ProxyRefused {
         proxy: String,
         status: u16,
         reason: String,
+        refusal: Box<crate::proxy::Refusal>,
     },
     /// The proxy's reply is not usable HTTP.
     #[error("proxy-connect: bad reply from the proxy {proxy}: {detail}")]
@@ -189,7 +193,10 @@ impl TransportError {
                     ErrorCode::ProxyAuthRequired
                 }
             }
-            TransportError::ProxyRefused { .. } => ErrorCode::ProxyConnectRefused,
+            TransportError::ProxyRefused { refusal, .. } => match refusal.answered_by {
+                crate::proxy::Answerer::NotAProxy { .. } => ErrorCode::ProxyNotAProxy,
+                _ => ErrorCode::ProxyConnectRefused,
+            },
             TransportError::ProxyBadReply { .. } => ErrorCode::ProxyBadReply,
             TransportError::ProxyTimeout { .. } => ErrorCode::ProxyTimeout,
             TransportError::Tls { kind, .. } => match kind {
@@ -197,6 +204,7 @@ impl TransportError {
                 TlsErrorKind::NotYetValid { .. } => ErrorCode::TlsCertNotYetValid,
                 TlsErrorKind::HostnameMismatch { .. } => ErrorCode::TlsHostnameMismatch,
                 TlsErrorKind::UnknownIssuer { .. } => ErrorCode::TlsUnknownIssuer,
+                TlsErrorKind::SelfSigned { .. } => ErrorCode::TlsSelfSigned,
                 TlsErrorKind::PinMismatch { .. } => ErrorCode::ServerCaPinMismatch,
                 TlsErrorKind::Revoked => ErrorCode::TlsRevoked,
                 TlsErrorKind::BadCertificate(_)
@@ -393,6 +401,13 @@ mod tests {
             (
                 TlsErrorKind::UnknownIssuer { issuer: "x".into() },
                 ErrorCode::TlsUnknownIssuer,
+            ),
+            (
+                TlsErrorKind::SelfSigned {
+                    subject: "CN=x".into(),
+                    fingerprint: "sha256:00".into(),
+                },
+                ErrorCode::TlsSelfSigned,
             ),
             (
                 TlsErrorKind::PinMismatch {

@@ -1,18 +1,11 @@
 //! Certificate fingerprints: `sha256:<hex>` over the DER bytes.
 
-use sha2::{Digest, Sha256};
-
 use crate::error::TransportError;
 
-/// The fingerprint of a DER certificate, as `sha256:<lowercase hex>`.
-pub fn fingerprint(der: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha256(der)))
-}
-
-/// The raw sha256 of a DER certificate.
-pub(crate) fn sha256(der: &[u8]) -> [u8; 32] {
-    Sha256::digest(der).into()
-}
+/// The fingerprint of a DER certificate, as `sha256:<lowercase hex>`: the
+/// one function lives in `tether-x509`, beside the certificate facts that
+/// report it.
+pub use tether_x509::{fingerprint, sha256};
 
 /// Parses `sha256:HEX` (case-insensitive; colons and spaces between hex pairs
 /// allowed, as printed by `openssl x509 -fingerprint`). The `sha256:` prefix

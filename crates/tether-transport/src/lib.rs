@@ -37,8 +37,8 @@ pub use dns::{DnsError, DnsErrorKind, Resolve, StaticResolver, SystemResolver};
 pub use error::{Phase, TransportError};
 pub use fingerprint::{fingerprint, parse_fingerprint};
 pub use http::{BodyStream, Connection, Response, StreamingResponse};
-pub use proxy::{ProxyConfig, ProxyReply, ProxySetting};
-pub use tls::{CertSummary, TlsErrorKind, TlsInfo, TlsStream};
+pub use proxy::{Answerer, ProxyConfig, ProxyReply, ProxySetting, Refusal, who_answered};
+pub use tls::{CertFacts, TlsErrorKind, TlsInfo, TlsStream};
 pub use transport::{PhaseTimings, Transport};
 
 /// Deterministic pseudo-random inputs for the "hostile input never panics"

@@ -2,6 +2,7 @@
 //! environment, and NO_PROXY matching. The CONNECT exchange itself lives in
 //! [`tunnel`].
 
+mod answerer;
 mod no_proxy;
 pub(crate) mod tunnel;
 
@@ -11,6 +12,7 @@ use url::Url;
 
 use crate::error::TransportError;
 
+pub use answerer::{Answerer, Refusal, who_answered};
 pub use tunnel::ProxyReply;
 
 /// Which proxy the transport uses.

@@ -1,7 +1,6 @@
 //! The TLS phase: rustls with a verifier that records the presented chain
 //! (even when verification fails) and supports CA pinning by fingerprint.
 
-mod cert;
 mod verify;
 
 use std::fmt;
@@ -21,7 +20,7 @@ use crate::dial::BoxedIo;
 use crate::error::TransportError;
 use crate::fingerprint::fingerprint;
 
-pub use cert::CertSummary;
+pub use tether_x509::CertFacts;
 
 /// A client TLS stream over any [`crate::Io`].
 pub type TlsStream = tokio_rustls::client::TlsStream<BoxedIo>;
@@ -70,6 +69,14 @@ pub enum TlsErrorKind {
         /// The end-entity certificate's issuer, as a distinguished name.
         issuer: String,
     },
+    /// The end-entity certificate signs itself and nothing trusted vouches
+    /// for it (whether or not it calls itself a CA).
+    SelfSigned {
+        /// Its subject, as a distinguished name.
+        subject: String,
+        /// Its fingerprint, `sha256:<hex>`: what a pin would name.
+        fingerprint: String,
+    },
     /// The pinned CA is not in the chain, or does not anchor it.
     PinMismatch {
         /// The pinned fingerprint, `sha256:<hex>`.
@@ -115,6 +122,13 @@ impl fmt::Display for TlsErrorKind {
             TlsErrorKind::UnknownIssuer { issuer } => {
                 write!(f, "the certificate's issuer \"{issuer}\" is not trusted")
             }
+            TlsErrorKind::SelfSigned {
+                subject,
+                fingerprint,
+            } => write!(
+                f,
+                "the certificate \"{subject}\" ({fingerprint}) is self-signed and not trusted"
+            ),
             TlsErrorKind::PinMismatch {
                 expected,
                 presented,

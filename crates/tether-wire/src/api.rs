@@ -226,12 +226,35 @@ pub struct EnrollResponse {
 }
 
 /// The last error of one agent subsystem (transport, checkin, definitions…).
+/// A code from a newer agent's catalog reads as
+/// [`ErrorCode::UnknownPeerCode`], with the agent's code heading the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LastErrorWire")]
 pub struct LastError {
     pub code: ErrorCode,
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+/// [`LastError`] as read from the wire, its code still a string.
+#[derive(Deserialize)]
+struct LastErrorWire {
+    code: String,
+    message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+impl From<LastErrorWire> for LastError {
+    fn from(w: LastErrorWire) -> Self {
+        let (code, message) = crate::error::peer_code(&w.code, w.message);
+        LastError {
+            code,
+            message,
+            at: w.at,
+        }
+    }
 }
 
 /// `POST /v1/agent/checkin`.

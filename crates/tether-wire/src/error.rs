@@ -98,6 +98,7 @@ catalog! {
     ProxyConnectRefused = "3204", 502, "The proxy refused to open a tunnel to the server.", "Ask the proxy admin to allow CONNECT to the server's host and port.";
     ProxyBadReply = "3205", 502, "The proxy sent a reply that is not valid HTTP.", "Check that the proxy address points to an HTTP proxy, not another service.";
     ProxyTimeout = "3206", 504, "The proxy accepted the connection but did not answer the CONNECT request in time.", "The proxy may be unable to reach the server: ask the proxy admin to check its route to the server's host and port.";
+    ProxyNotAProxy = "3207", 502, "The proxy setting points at something that is not an HTTP proxy: a web server answered CONNECT.", "Fix the proxy host and port in the agent config or HTTPS_PROXY so they name the HTTP proxy, not a web server.";
     TlsHandshakeFailed = "3301", 502, "The TLS handshake failed.", "Run `tether doctor` to see the presented chain and the reason.";
     TlsCertExpired = "3302", 502, "The server's certificate has expired, or this host's clock is ahead.", "Renew the server certificate, or fix this host's clock (check NTP).";
     TlsCertNotYetValid = "3303", 502, "The server's certificate is not valid yet, or this host's clock is behind.", "Fix this host's clock (check NTP).";
@@ -108,11 +109,16 @@ catalog! {
     TlsChainIncomplete = "3308", 502, "The server does not send the intermediate CA that links its certificate to a trusted root.", "Configure the server to send its full chain (leaf and intermediates), or add the missing CA to `extra_ca_file`.";
     RevocationUnreachable = "3309", 502, "The certificate's revocation server (OCSP or CRL) could not be reached.", "Allow plain HTTP (port 80) to the OCSP and CRL URLs named, through the proxy if one is used.";
     RevocationUnknown = "3310", 502, "The certificate's revocation status could not be established.", "Check the OCSP and CRL URLs named; the CA may publish no revocation information for this certificate.";
+    TlsSelfSigned = "3311", 502, "The server presents a self-signed certificate: no CA vouches for it.", "Pin it (`--ca-fingerprint` with the fingerprint named), or install a certificate from the platform's CA on the server.";
+    TlsWeakCertificate = "3312", 502, "The server's certificate uses a key or a signature hash that is no longer accepted (RSA under 2048 bits, MD5 or SHA-1).", "Reissue the server certificate with an RSA 2048+ or ECDSA P-256+ key, signed with SHA-256 or better.";
     HttpTimeout = "3401", 504, "The server did not answer the HTTP request in time.", "Check the server's load and health (`curl https://SERVER/health`).";
     HttpProtocol = "3402", 502, "The HTTP exchange failed or the reply was malformed.", "Check for a middlebox rewriting traffic; run `tether doctor`.";
     HttpUnexpectedStatus = "3403", 502, "The server answered with an unexpected HTTP status.", "Check the server's logs for the request; the message names the status.";
     HttpNotTether = "3404", 502, "Something other than a Tether server answered (a captive portal or block page?).", "Check the server URL and any proxy or portal between this host and the server.";
     RateLimited = "3405", 429, "The server asked this client to slow down.", "Nothing to do: the agent waits for the Retry-After period and tries again.";
+    HttpBackendDown = "3406", 502, "A load balancer or reverse proxy answered in the server's place (502/503/504): the Tether server behind it is down or out of its reach.", "Check that the Tether server runs and that the balancer's backend health checks pass; the path up to the balancer works.";
+    HttpGatewayRateLimited = "3407", 429, "A gateway in front of the server answered 429: it asks this client to slow down.", "Wait the number of seconds named (Retry-After) before trying again; if agents keep meeting the limit, ask the gateway's admin to raise it for the agents' path.";
+    HttpClientCertRequired = "3408", 400, "A gateway in front of the server demands a TLS client certificate, which agents do not present.", "Ask the gateway's admin to exempt the Tether server's path from client-certificate authentication (agents authenticate with their own credential).";
     TargetProtocolMismatch = "3501", 502, "A target port accepted the connection but did not speak the expected protocol.", "Check that the named service listens on that port, and that no middlebox answers in its place.";
 
     // 4xxx: API input.
@@ -129,6 +135,8 @@ catalog! {
     DefsEmpty = "4011", 422, "The published definitions file is empty.", "Publish the definitions file itself, not an empty or truncated copy.";
     BundleNotOwned = "4012", 422, "A doctor summary names an escalation bundle that this agent did not upload.", "Report only the ID of a bundle this agent uploaded (from its upload reply), or none.";
     InvalidCursor = "4013", 400, "The paging cursor is not one this server hands out.", "Start the listing again without `after`, then follow the `tether-next-cursor` header.";
+    /// Never sent: what a code from a newer peer's catalog reads as here.
+    UnknownPeerCode = "4014", 502, "A peer reported an error code that this version's catalog does not have (the peer is newer).", "Read the message, which starts with the peer's own code; upgrade this side to get that code's catalog entry and action.";
 
     // 6xxx: definitions (signed update channels) on the agent.
     DefsSignatureInvalid = "6001", 502, "The definitions metadata is not signed by the trusted keys.", "Check that the update server serves this control plane's repository (a mirror made with `tether defs mirror`); if the keys were rotated, re-enroll the agent.";
@@ -184,11 +192,37 @@ impl Serialize for ErrorCode {
     }
 }
 
+/// Codes are read leniently: a peer one version newer may report a code that
+/// this catalog does not have yet, and the body carrying it must still parse
+/// (ARCHITECTURE.md, "Wire compatibility"). Such a code reads as
+/// [`ErrorCode::UnknownPeerCode`]; the bodies that carry a message
+/// ([`ApiError`], `LastError`) keep the peer's code at the head of it, see
+/// [`peer_code`].
 impl<'de> Deserialize<'de> for ErrorCode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        ErrorCode::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {s:?}")))
+        Ok(ErrorCode::parse(&s).unwrap_or(ErrorCode::UnknownPeerCode))
+    }
+}
+
+/// The longest peer code kept in a message; anything longer is not a code.
+const PEER_CODE_MAX: usize = 32;
+
+/// Reads a code a peer sent, with its message. A code this catalog does not
+/// have becomes [`ErrorCode::UnknownPeerCode`] and the peer's code (cut to a
+/// sane length, control characters dropped) heads the message, so nothing the
+/// peer said is lost.
+pub(crate) fn peer_code(code: &str, message: String) -> (ErrorCode, String) {
+    match ErrorCode::parse(code) {
+        Some(known) => (known, message),
+        None => {
+            let shown: String = code
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(PEER_CODE_MAX)
+                .collect();
+            (ErrorCode::UnknownPeerCode, format!("{shown}: {message}"))
+        }
     }
 }
 
@@ -196,6 +230,7 @@ impl<'de> Deserialize<'de> for ErrorCode {
 /// the specific problem (with observed and expected values), `action` what to
 /// do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ApiErrorWire")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -218,6 +253,35 @@ pub struct ApiError {
         with = "time::serde::rfc3339::option"
     )]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// [`ApiError`] as read from the wire: the code stays a string until
+/// [`peer_code`] has looked it up.
+#[derive(Deserialize)]
+struct ApiErrorWire {
+    code: String,
+    message: String,
+    action: String,
+    #[serde(with = "time::serde::rfc3339")]
+    server_time: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    not_before: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+}
+
+impl From<ApiErrorWire> for ApiError {
+    fn from(w: ApiErrorWire) -> Self {
+        let (code, message) = peer_code(&w.code, w.message);
+        ApiError {
+            code,
+            message,
+            action: w.action,
+            server_time: w.server_time,
+            not_before: w.not_before,
+            expires_at: w.expires_at,
+        }
+    }
 }
 
 impl ApiError {
@@ -245,6 +309,28 @@ impl std::error::Error for ApiError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_from_a_newer_catalog_is_kept_in_the_message() {
+        let body = r#"{"code":"TETHER-E9999","message":"new","action":"a","server_time":"2026-05-17T12:00:00Z"}"#;
+        let e: ApiError = serde_json::from_str(body).expect("parses");
+        assert_eq!(e.code, ErrorCode::UnknownPeerCode);
+        assert_eq!(e.message, "TETHER-E9999: new");
+        // A known code is untouched.
+        let body = body.replace("E9999", "E2101");
+        let e: ApiError = serde_json::from_str(&body).expect("parses");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::TokenUnknown, "new")
+        );
+        // A hostile "code" is cut and stripped of control characters.
+        let (code, message) = peer_code(&format!("\u{1b}[31m{}", "X".repeat(100)), "m".into());
+        assert_eq!(code, ErrorCode::UnknownPeerCode);
+        assert_eq!(message, format!("[31m{}: m", "X".repeat(28)));
+        // Bare codes read leniently too.
+        let c: ErrorCode = serde_json::from_str("\"TETHER-E0000\"").expect("parses");
+        assert_eq!(c, ErrorCode::UnknownPeerCode);
+    }
 
     #[test]
     fn codes_are_unique_and_round_trip() {

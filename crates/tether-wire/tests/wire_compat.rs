@@ -90,6 +90,14 @@ fn requests_from_a_newer_agent_parse_on_this_server() {
     let checkin: CheckinRequest = parse("newer", "checkin_request");
     assert_eq!(checkin.defs[0].version, Some(3));
     assert_eq!(checkin.last_errors["transport"].message.len(), 38);
+    // A code from the newer agent's catalog: the body still parses, and the
+    // agent's code is kept at the head of the message.
+    let scan = &checkin.last_errors["scan"];
+    assert_eq!(scan.code, tether_wire::ErrorCode::UnknownPeerCode);
+    assert_eq!(
+        scan.message,
+        "TETHER-E7104: 10.0.0.0/8 is larger than the policy allows"
+    );
     let _: ShutdownNotice = parse("newer", "shutdown_notice");
     let result: ActionResult = parse("newer", "action_result");
     assert!(!result.ok);
@@ -119,6 +127,15 @@ fn replies_from_a_newer_server_parse_on_this_agent() {
     );
     let error: ApiError = parse("newer", "api_error");
     assert_eq!(error.code, tether_wire::ErrorCode::TokenExpired);
+    // A code from the newer server's catalog is still an API error (not
+    // "something other than Tether answered"), with the server's code kept.
+    let error: ApiError = parse("newer", "api_error_new_code");
+    assert_eq!(error.code, tether_wire::ErrorCode::UnknownPeerCode);
+    assert_eq!(
+        error.message,
+        "TETHER-E7201: the deployment target ssh://web-02 is locked by task 42"
+    );
+    assert_eq!(error.action, "Wait for task 42, or cancel it.");
     let info: ActionInfo = parse("newer", "action_info");
     assert_eq!(info.result.map(|r| r.ok), Some(true));
 }

@@ -97,6 +97,15 @@ struct ServerProcess {
 
 impl ServerProcess {
     async fn start(database_url: Option<&str>) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(database_url, None).await
+    }
+
+    /// With `connections`, the server serves that many connections at once
+    /// (`max_connections`), for benches that hold one per simulated agent.
+    async fn start_with(
+        database_url: Option<&str>,
+        connections: Option<u32>,
+    ) -> anyhow::Result<ServerProcess> {
         let dir = TempDir::new("tether-bench")?;
         let exe = std::env::current_exe()?;
         let mut cmd = tokio::process::Command::new(exe);
@@ -104,6 +113,9 @@ impl ServerProcess {
             .arg(dir.path());
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
+        }
+        if let Some(n) = connections {
+            cmd.env("TETHER_MAX_CONNECTIONS", n.to_string());
         }
         let child = cmd
             .env("TETHER_LOG", "warn")

@@ -155,6 +155,8 @@ fn not_enrolled(ctx: &Ctx, r: CheckResult) -> CheckResult {
         (Some(_), None) => r
             .with("note", "not enrolled yet; the token's window is known only once the server has answered an enrollment")
             ,
-        (None, _) => r.warn(ErrorCode::NotEnrolled, "This host is not enrolled and no token was given."),
+        // A pre-install check: not being enrolled yet is what is expected,
+        // so it is information, and the verdict is about the path.
+        (None, _) => r.info(ErrorCode::NotEnrolled, "This host is not enrolled and no token was given."),
     }
 }

@@ -1,5 +1,9 @@
 //! `http`: `GET /health` over the agent's full path; tells the Tether
-//! server's answer from a captive portal or a proxy's block page.
+//! server's answer from an intermediary's: a balancer whose backend is
+//! down, a gateway that rate-limits or demands a client certificate, a
+//! captive portal or a proxy's block page.
+
+mod answer;
 
 use std::sync::Arc;
 
@@ -70,7 +74,15 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
         .and_then(|b| b.get("service"))
         .and_then(Value::as_str)
         == Some("tether");
-    if !(200..300).contains(&resp.status) || !tether {
+    // A degraded control plane answers 503 with its own health body: that is
+    // the server answering, and the warning below says what is wrong.
+    let degraded = tether
+        && body
+            .as_ref()
+            .and_then(|b| b.get("status"))
+            .and_then(Value::as_str)
+            == Some("degraded");
+    if !tether || (!(200..300).contains(&resp.status) && !degraded) {
         let location = resp
             .headers
             .get(http::header::LOCATION)
@@ -97,10 +109,13 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
                 }
             ),
         };
-        let problem = format!(
-            "GET /health was answered by something other than a Tether server: {what}; a captive portal or a proxy's block page is in the path."
-        );
-        return TaskOutput::gated_by_failures(vec![r.fail(ErrorCode::HttpNotTether, problem)]);
+        if let Some(fault) = tether_error(body.as_ref(), resp.status) {
+            return TaskOutput::gated_by_failures(vec![fault.apply(r)]);
+        }
+        let answer = answer::classify(resp.status, &resp.headers, &resp.body, received);
+        let fault = intermediary(&answer, &what, resp.status);
+        r.set("answered_by", answer_name(&answer));
+        return TaskOutput::gated_by_failures(vec![fault.apply(r)]);
     }
     let body = body.unwrap_or(Value::Null);
     let server_time = body
@@ -135,6 +150,103 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
         r = r.warn(ErrorCode::StoreUnavailable, format!("The server answers but reports itself degraded: its store is unavailable ({detail})."));
     }
     TaskOutput::gated_by_failures(vec![r])
+}
+
+/// A failure with its code, problem and, when the catalog's is not
+/// specific enough, an action.
+struct Fault {
+    code: ErrorCode,
+    problem: String,
+    action: Option<String>,
+}
+
+impl Fault {
+    fn apply(self, r: CheckResult) -> CheckResult {
+        let r = r.fail(self.code, self.problem);
+        match self.action {
+            Some(a) => r.with_action(a),
+            None => r,
+        }
+    }
+}
+
+/// The Tether server's own error body (`{"code":"TETHER-E…"}`): the server
+/// answered, and said what is wrong.
+fn tether_error(body: Option<&Value>, status: u16) -> Option<Fault> {
+    let body = body?;
+    let code = ErrorCode::parse(body.get("code")?.as_str()?)?;
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .map(|m| snippet(m.as_bytes(), 200))
+        .unwrap_or_default();
+    Some(Fault {
+        code,
+        problem: format!(
+            "The Tether server answered GET /health with {status} {}: {message}.",
+            code.as_str()
+        ),
+        action: None,
+    })
+}
+
+/// The fault an intermediary's answer stands for.
+fn intermediary(answer: &answer::Answer, what: &str, status: u16) -> Fault {
+    use answer::Answer;
+    let who = |by: &Option<String>, default: &str| match by {
+        Some(b) => format!("{default} ({b})"),
+        None => default.to_owned(),
+    };
+    match answer {
+        Answer::BackendDown { by } => Fault {
+            code: ErrorCode::HttpBackendDown,
+            problem: format!(
+                "GET /health was answered {status} by {} in front of the server, not by the server: the Tether server behind it is down or out of its reach ({what}).",
+                who(by, "a load balancer or reverse proxy")
+            ),
+            action: None,
+        },
+        Answer::RateLimited { by, retry_after } => {
+            let wait = match retry_after {
+                Some(d) => format!("{} seconds", d.as_secs()),
+                None => "a while (it gave no Retry-After)".to_owned(),
+            };
+            Fault {
+                code: ErrorCode::HttpGatewayRateLimited,
+                problem: format!(
+                    "GET /health was answered 429 by {}, not by the server: it asks this client to slow down for {wait}.",
+                    who(by, "a gateway in front of the server")
+                ),
+                action: Some(format!(
+                    "Slow down: wait {wait} before trying again; if agents keep meeting this limit, ask the gateway's admin to raise it for the agents' path."
+                )),
+            }
+        }
+        Answer::ClientCertRequired { by } => Fault {
+            code: ErrorCode::HttpClientCertRequired,
+            problem: format!(
+                "GET /health was refused by {}: a client certificate is required, and agents do not present one ({what}).",
+                who(by, "a gateway in front of the server")
+            ),
+            action: None,
+        },
+        Answer::NotTether => Fault {
+            code: ErrorCode::HttpNotTether,
+            problem: format!(
+                "GET /health was answered by something other than a Tether server: {what}; a captive portal or a proxy's block page is in the path."
+            ),
+            action: None,
+        },
+    }
+}
+
+fn answer_name(answer: &answer::Answer) -> &'static str {
+    match answer {
+        answer::Answer::BackendDown { .. } => "balancer_backend_down",
+        answer::Answer::RateLimited { .. } => "gateway_rate_limit",
+        answer::Answer::ClientCertRequired { .. } => "gateway_client_certificate",
+        answer::Answer::NotTether => "not_tether",
+    }
 }
 
 /// Parses an HTTP `Date` header (IMF-fixdate, which RFC 2822 covers).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tether_transport::TransportError;
+use tether_transport::{Answerer, TransportError};
 use tether_wire::ErrorCode;
 
 use super::Ctx;
@@ -80,9 +80,42 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
                         )
                     }
                 }
-                TransportError::ProxyRefused { status, reason, .. } => {
+                TransportError::ProxyRefused {
+                    status,
+                    reason,
+                    refusal,
+                    ..
+                } if matches!(refusal.answered_by, Answerer::NotAProxy { .. }) => {
+                    let evidence = match &refusal.answered_by {
+                        Answerer::NotAProxy { evidence } => evidence.as_str(),
+                        _ => "",
+                    };
                     r.set("status", *status);
                     r.set("reason", reason.as_str());
+                    r.set("answered_by", "not_a_proxy");
+                    r.set("answer_evidence", evidence);
+                    r.set("headers", headers_json(&refusal.headers));
+                    r.set("body_snippet", super::snippet(&refusal.body, 160));
+                    r = r.with_action(format!(
+                        "The proxy setting {name} names something that is not an HTTP proxy: fix its host and port in the agent config or HTTPS_PROXY, or remove it if this network needs no proxy."
+                    ));
+                    format!(
+                        "The proxy setting points at {name}, which is not an HTTP proxy: it answered CONNECT with {status} {reason} ({evidence})."
+                    )
+                }
+                TransportError::ProxyRefused {
+                    status,
+                    reason,
+                    refusal,
+                    ..
+                } => {
+                    r.set("status", *status);
+                    r.set("reason", reason.as_str());
+                    r.set("answered_by", "proxy");
+                    if let Answerer::Proxy { evidence } = &refusal.answered_by {
+                        r.set("answer_evidence", evidence.as_str());
+                    }
+                    r.set("headers", headers_json(&refusal.headers));
                     let hint = if *status == 403 {
                         " (a policy block: the proxy answered with a block page instead of a tunnel)"
                     } else {
@@ -117,7 +150,7 @@ fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
         .filter(|(k, _)| {
             matches!(
                 k.to_ascii_lowercase().as_str(),
-                "server" | "via" | "x-squid-error"
+                "server" | "via" | "x-squid-error" | "proxy-agent" | "content-type"
             )
         })
         .map(|(k, v)| json!({ "name": k, "value": super::snippet(v.as_bytes(), 120) }))

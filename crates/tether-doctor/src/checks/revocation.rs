@@ -85,10 +85,17 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[i..]
 }
 
+/// Which fetch of a run: the certificate's index in the chain, OCSP or
+/// CRL, and the URL's index in its list.
+type FetchKey = (usize, bool, usize);
+
 pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
     let chain = ctx.found().chain.clone();
     let now = ctx.world.clock.now();
-    let mut r = CheckResult::pass("revocation", "Revocation (OCSP/CRL)");
+    let budget = ctx.limit(ctx.input.revocation_budget);
+    let budget_end = tokio::time::Instant::now() + budget;
+    let mut r = CheckResult::pass("revocation", "Revocation (OCSP/CRL)")
+        .with("budget_ms", crate::report::ms(budget));
     let mut certs = Vec::new();
     let mut revoked: Option<String> = None;
     let mut unreachable = Vec::new();
@@ -100,12 +107,54 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
     } else {
         &chain[..]
     };
+    // Every fetch starts at once, under one budget: a responder that drops
+    // packets costs the budget once, not once per URL, and cannot starve
+    // the others.
+    let mut set = tokio::task::JoinSet::new();
+    for (i, der) in checked.iter().enumerate() {
+        let Some(p) = pointers(der) else { continue };
+        if let Some(issuer) = chain.get(i + 1) {
+            for (j, url) in p.ocsp.iter().enumerate() {
+                if let Ok(req) = ocsp::request(der, issuer) {
+                    let (ctx, url) = (ctx.clone(), url.clone());
+                    set.spawn(async move {
+                        let key: FetchKey = (i, true, j);
+                        (key, fetch(&ctx, &url, Some(&req), budget_end).await)
+                    });
+                }
+            }
+        }
+        for (j, url) in p.crl.iter().enumerate() {
+            let (ctx, url) = (ctx.clone(), url.clone());
+            set.spawn(async move {
+                let key: FetchKey = (i, false, j);
+                (key, fetch(&ctx, &url, None, budget_end).await)
+            });
+        }
+    }
+    let mut fetched: std::collections::HashMap<FetchKey, Result<Vec<u8>, String>> =
+        std::collections::HashMap::new();
+    let collect = async {
+        while let Some(joined) = set.join_next().await {
+            if let Ok((key, outcome)) = joined {
+                fetched.insert(key, outcome);
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(budget_end, collect).await;
+    set.abort_all();
+    let out_of_budget = || {
+        format!(
+            "no answer within the revocation budget of {} ms",
+            budget.as_millis()
+        )
+    };
     for (i, der) in checked.iter().enumerate() {
         let Some(p) = pointers(der) else { continue };
         any_info |= !p.ocsp.is_empty() || !p.crl.is_empty();
         let issuer = chain.get(i + 1);
         let mut ocsp_results = Vec::new();
-        for url in &p.ocsp {
+        for (j, url) in p.ocsp.iter().enumerate() {
             let Some(issuer) = issuer else {
                 let e = "the issuer certificate is not in the presented chain, so no OCSP request can name it";
                 ocsp_results.push(json!({ "url": url, "status": "unknown", "error": e }));
@@ -113,9 +162,12 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
                 continue;
             };
             let outcome = match ocsp::request(der, issuer) {
-                Ok(req) => fetch(&ctx, url, Some(&req)).await.map(|body| {
-                    ocsp::read_response(&body, der, issuer, now).map_err(|e| e.to_string())
-                }),
+                Ok(_) => fetched
+                    .remove(&(i, true, j))
+                    .unwrap_or_else(|| Err(out_of_budget()))
+                    .map(|body| {
+                        ocsp::read_response(&body, der, issuer, now).map_err(|e| e.to_string())
+                    }),
                 Err(e) => Ok(Err(e.to_string())),
             };
             match outcome {
@@ -155,8 +207,11 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
             }
         }
         let mut crl_results = Vec::new();
-        for url in &p.crl {
-            match fetch(&ctx, url, None).await {
+        for (j, url) in p.crl.iter().enumerate() {
+            match fetched
+                .remove(&(i, false, j))
+                .unwrap_or_else(|| Err(out_of_budget()))
+            {
                 Ok(body) => match crl_lists(&body, &p.serial) {
                     Ok(true) => {
                         crl_results.push(json!({ "url": url, "status": "revoked" }));
@@ -221,7 +276,12 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
 /// GET (or, with a body, POST as an OCSP request) an http:// URL over the
 /// agent's path: through a CONNECT tunnel when a proxy is used, else
 /// directly; HTTP/1.0, read to the end or to Content-Length (capped).
-async fn fetch(ctx: &Ctx, url: &str, ocsp_request: Option<&[u8]>) -> Result<Vec<u8>, String> {
+async fn fetch(
+    ctx: &Ctx,
+    url: &str,
+    ocsp_request: Option<&[u8]>,
+    budget_end: tokio::time::Instant,
+) -> Result<Vec<u8>, String> {
     let u = url::Url::parse(url).map_err(|e| e.to_string())?;
     if u.scheme() != "http" {
         return Err(format!("unsupported scheme {}", u.scheme()));
@@ -233,7 +293,8 @@ async fn fetch(ctx: &Ctx, url: &str, ocsp_request: Option<&[u8]>) -> Result<Vec<
     };
     let port = u.port_or_known_default().unwrap_or(80);
     let transport = ctx.transport().map_err(|e| e.to_string())?;
-    let limit = ctx.limit(std::time::Duration::from_secs(5));
+    let left = budget_end.saturating_duration_since(tokio::time::Instant::now());
+    let limit = ctx.limit(std::time::Duration::from_secs(5)).min(left);
     let exchange = async {
         let proxy = transport.proxy_for(&host).cloned();
         let (hop, hop_port) = match &proxy {

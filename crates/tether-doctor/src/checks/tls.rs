@@ -11,8 +11,9 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::{RootCertStore, crypto::ring};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
-use tether_transport::{CertSummary, TlsErrorKind, TransportError};
+use tether_transport::{TlsErrorKind, TransportError};
 use tether_wire::ErrorCode;
+use tether_x509::{CertFacts, Finding, Shape};
 
 use super::Ctx;
 use crate::engine::TaskOutput;
@@ -83,7 +84,7 @@ fn diagnose(
     ctx: &Ctx,
     kind: &TlsErrorKind,
     chain: &[Vec<u8>],
-    summaries: &[CertSummary],
+    summaries: &[CertFacts],
     server_name: &str,
     now: time::OffsetDateTime,
 ) -> (ErrorCode, String, Option<String>) {
@@ -121,6 +122,10 @@ fn diagnose(
             ),
             None,
         ),
+        TlsErrorKind::SelfSigned {
+            subject,
+            fingerprint,
+        } => self_signed(subject, fingerprint),
         TlsErrorKind::UnknownIssuer { .. } | TlsErrorKind::PinMismatch { .. } => {
             let top = summaries.last();
             let top_issuer = top.map(|s| s.issuer.clone()).unwrap_or_default();
@@ -157,39 +162,89 @@ fn diagnose(
                     None,
                 );
             }
-            match top {
-                Some(t) if t.subject == t.issuer && summaries.len() == 1 => (
-                    ErrorCode::TlsUnknownIssuer,
-                    format!(
-                        "The server presents a self-signed certificate \"{}\" that this agent does not trust.",
-                        t.subject
-                    ),
-                    None,
-                ),
-                Some(t) if t.subject == t.issuer => (
-                    ErrorCode::TlsUnknownIssuer,
-                    format!(
-                        "The server's chain ends in the root \"{}\", which this agent does not trust.",
-                        t.subject
-                    ),
-                    None,
-                ),
-                Some(t) => (
-                    ErrorCode::TlsChainIncomplete,
-                    format!(
-                        "The server's chain stops at \"{}\" without its issuer \"{}\": the server does not send the intermediate CA, or that CA is not trusted here.",
-                        t.subject, t.issuer
-                    ),
-                    None,
-                ),
-                None => (ErrorCode::TlsUnknownIssuer, format!("{kind}."), None),
-            }
+            untrusted(tether_x509::shape(summaries))
+                .unwrap_or_else(|| (ErrorCode::TlsUnknownIssuer, format!("{kind}."), None))
         }
-        other => (
-            ErrorCode::TlsHandshakeFailed,
-            format!("The TLS handshake with {server_name} failed: {other}."),
+        other => weak(chain, now).unwrap_or_else(|| {
+            (
+                ErrorCode::TlsHandshakeFailed,
+                format!("The TLS handshake with {server_name} failed: {other}."),
+                None,
+            )
+        }),
+    }
+}
+
+/// A refusal the classifier explains by a weak key or signature in the
+/// presented chain (webpki refuses both without saying which).
+fn weak(
+    chain: &[Vec<u8>],
+    now: time::OffsetDateTime,
+) -> Option<(ErrorCode, String, Option<String>)> {
+    let what: Vec<String> = tether_x509::classify(chain, None, now, &[])
+        .into_iter()
+        .filter_map(|f| match f {
+            Finding::WeakKey {
+                subject,
+                algorithm,
+                bits,
+            } => Some(match bits {
+                Some(b) => format!("\"{subject}\" has a {b}-bit {algorithm} key"),
+                None => format!("\"{subject}\" has a {algorithm} key"),
+            }),
+            Finding::WeakSignature { subject, algorithm } => {
+                Some(format!("\"{subject}\" is signed with {algorithm}"))
+            }
+            _ => None,
+        })
+        .collect();
+    (!what.is_empty()).then(|| {
+        (
+            ErrorCode::TlsWeakCertificate,
+            format!(
+                "The server's chain is refused as too weak: {}.",
+                what.join("; ")
+            ),
             None,
+        )
+    })
+}
+
+/// A self-signed server certificate, named with what a pin would need.
+fn self_signed(subject: &str, fingerprint: &str) -> (ErrorCode, String, Option<String>) {
+    (
+        ErrorCode::TlsSelfSigned,
+        format!(
+            "The server presents a self-signed certificate \"{subject}\" (fingerprint {fingerprint}) that no trusted CA vouches for."
         ),
+        Some(format!(
+            "If this is the server's own certificate, pin it (`--ca-fingerprint {fingerprint}`); otherwise install a certificate from the platform's CA on the server."
+        )),
+    )
+}
+
+/// The verdict for a chain no trust anchor vouches for, by where it stops.
+fn untrusted(shape: Shape) -> Option<(ErrorCode, String, Option<String>)> {
+    match shape {
+        Shape::SelfSigned {
+            subject,
+            fingerprint,
+        } => Some(self_signed(&subject, &fingerprint)),
+        Shape::EndsInRoot { root } => Some((
+            ErrorCode::TlsUnknownIssuer,
+            format!(
+                "The server's chain ends in the root \"{root}\", which this agent does not trust."
+            ),
+            None,
+        )),
+        Shape::StopsShort { subject, issuer } => Some((
+            ErrorCode::TlsChainIncomplete,
+            format!(
+                "The server's chain stops at \"{subject}\" without its issuer \"{issuer}\": the server does not send the intermediate CA, or that CA is not trusted here."
+            ),
+            None,
+        )),
+        _ => None,
     }
 }
 
@@ -199,6 +254,7 @@ fn reason_name(kind: &TlsErrorKind) -> &'static str {
         TlsErrorKind::NotYetValid { .. } => "not_yet_valid",
         TlsErrorKind::HostnameMismatch { .. } => "hostname_mismatch",
         TlsErrorKind::UnknownIssuer { .. } => "unknown_issuer",
+        TlsErrorKind::SelfSigned { .. } => "self_signed",
         TlsErrorKind::PinMismatch { .. } => "pin_mismatch",
         TlsErrorKind::Revoked => "revoked",
         TlsErrorKind::BadCertificate(_) => "bad_certificate",
@@ -222,17 +278,17 @@ fn trust_source(ctx: &Ctx) -> &'static str {
     }
 }
 
-fn summaries(chain: &[Vec<u8>]) -> Vec<CertSummary> {
+fn summaries(chain: &[Vec<u8>]) -> Vec<CertFacts> {
     chain
         .iter()
-        .filter_map(|der| CertSummary::from_der(der))
+        .filter_map(|der| CertFacts::from_der(der))
         .collect()
 }
 
 pub(crate) fn chain_json(chain: &[Vec<u8>]) -> Value {
     let certs: Vec<Value> = chain
         .iter()
-        .map(|der| match CertSummary::from_der(der) {
+        .map(|der| match CertFacts::from_der(der) {
             Some(s) => json!({
                 "subject": s.subject,
                 "issuer": s.issuer,
@@ -249,7 +305,7 @@ pub(crate) fn chain_json(chain: &[Vec<u8>]) -> Value {
 }
 
 /// The first known interceptor named by an issuer or subject in the chain.
-fn interceptor_in(summaries: &[CertSummary]) -> Option<(&'static str, String)> {
+fn interceptor_in(summaries: &[CertFacts]) -> Option<(&'static str, String)> {
     summaries.iter().rev().find_map(|s| {
         interceptors::recognise(&s.issuer)
             .map(|p| (p, s.issuer.clone()))

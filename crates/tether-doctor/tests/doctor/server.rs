@@ -13,6 +13,9 @@ pub const GOOD_CREDENTIAL: &str = "good-credential";
 pub enum Mode {
     Tether,
     Portal,
+    /// A control plane whose store is down: `/health` answers 503 with its
+    /// own health body, `status: "degraded"`.
+    Degraded,
     /// A control plane from before the read-only probe: `/v1/agent/probe`
     /// is an unknown route (its own 404 JSON), and check-ins are counted in
     /// [`CHECKINS`].
@@ -55,6 +58,15 @@ async fn handle(req: Request, mode: Mode) -> Reply {
             200,
             "text/html",
             "<html><head><title>Guest Wi-Fi: please log in</title></head><body>Accept the terms</body></html>".into(),
+        );
+    }
+    if let (Mode::Degraded, "/health") = (mode, req.uri().path()) {
+        return reply(
+            503,
+            "application/json",
+            format!(
+                r#"{{"service":"tether","status":"degraded","version":"0.2.0","store":{{"backend":"sqlite","ok":false,"error":"database is locked"}},"server_time":"{now_s}"}}"#
+            ),
         );
     }
     if let Mode::OldTether = mode {

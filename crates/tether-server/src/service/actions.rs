@@ -197,7 +197,9 @@ pub async fn complete(
         {
             // An action that is not this agent's is the first thing wrong.
             let own = ctx.store.list_actions(agent.id, MAX_LIST).await?;
-            if !own.iter().any(|a| a.id == action_id) {
+            if !own.iter().any(|a| a.id == action_id)
+                && !super::tasks::holds_action(ctx, agent, action_id).await?
+            {
                 return Err(ServiceError::NotFound {
                     what: "action",
                     id: action_id.to_string(),

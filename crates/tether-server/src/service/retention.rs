@@ -63,7 +63,10 @@ pub async fn prune_once(ctx: &Ctx) -> Result<Pruned, StoreError> {
     let keep = ctx.settings.actions_retention_days;
     if keep > 0 {
         let before = now - days(keep);
-        pruned.actions = drain(|| ctx.store.prune_completed_actions(before, BATCH)).await?;
+        pruned.actions = drain(|| ctx.store.prune_completed_actions(before, BATCH)).await?
+            // Doctor runs and definitions checks are tasks now; finished
+            // tasks keep the same retention.
+            + drain(|| ctx.store.prune_finished_tasks(before, BATCH)).await?;
     }
     if pruned != Pruned::default() {
         info!(

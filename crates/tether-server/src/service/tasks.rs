@@ -917,6 +917,15 @@ pub async fn deliver_actions(
         .collect())
 }
 
+/// Whether `id` is an action task handed to this agent (leased to it now).
+pub async fn holds_action(ctx: &Ctx, agent: &AgentRecord, id: Uuid) -> Result<bool, ServiceError> {
+    Ok(ctx
+        .store
+        .task(id)
+        .await?
+        .is_some_and(|t| t.kind.is_action() && t.leased_to == Some(agent.id)))
+}
+
 /// `POST /v1/agent/actions/{id}/result` for an action that is a task: ends
 /// its current attempt. `None` when `id` is not a task.
 pub async fn complete_action(

@@ -145,6 +145,14 @@ impl TaskStore for Switchable {
         self.check().await?;
         self.inner.delete_schedule(id).await
     }
+    async fn prune_finished_tasks(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.prune_finished_tasks(before, limit).await
+    }
     async fn upsert_site(
         &self,
         name: &str,

@@ -387,6 +387,71 @@ pub async fn result_chunks_are_stored_once(f: Fixture) {
     );
 }
 
+pub async fn finished_tasks_past_retention_are_pruned_with_their_results(f: Fixture) {
+    let (a, _) = enroll_at(&*f.store, t(0)).await;
+    // One task per final state, finished at t(10), and one still queued.
+    let mut ids = Vec::new();
+    for state in [TaskState::Succeeded, TaskState::Cancelled, TaskState::Dead] {
+        let task = new_task(TaskKind::Doctor, TaskTarget::Agent { agent_id: a.id }, t(1));
+        f.store.insert_task(&task).await.expect("inserts");
+        let mut leased = f
+            .store
+            .lease_tasks(&request(a.id, t(2), 1))
+            .await
+            .expect("leases")
+            .remove(0);
+        assert!(
+            f.store
+                .insert_result(task.id, leased.epoch, 0, Some("[1]"), t(3))
+                .await
+                .expect("stores")
+        );
+        leased = stored(&*f.store, task.id).await;
+        leased.state = state;
+        leased.finished_at = Some(t(10));
+        leased.leased_to = None;
+        assert!(f.store.update_task(&leased).await.expect("updates"));
+        ids.push((state, task.id, leased.epoch));
+    }
+    let queued = new_task(TaskKind::Doctor, TaskTarget::Agent { agent_id: a.id }, t(1));
+    f.store.insert_task(&queued).await.expect("inserts");
+
+    assert_eq!(
+        f.store
+            .prune_finished_tasks(t(10), 100)
+            .await
+            .expect("prunes"),
+        0,
+        "finished at t(10) is not before t(10)"
+    );
+    assert_eq!(
+        f.store
+            .prune_finished_tasks(t(11), 1)
+            .await
+            .expect("prunes"),
+        1,
+        "the limit holds"
+    );
+    assert_eq!(
+        f.store
+            .prune_finished_tasks(t(11), 100)
+            .await
+            .expect("prunes"),
+        1
+    );
+    for (state, id, epoch) in ids {
+        let kept = f.store.task(id).await.expect("reads");
+        assert_eq!(
+            kept.is_some(),
+            state == TaskState::Dead,
+            "{state:?}: only the dead-lettered task is kept (it waits for retry)"
+        );
+        let results = f.store.results(id, epoch, 10).await.expect("reads");
+        assert_eq!(results.is_empty(), state != TaskState::Dead, "{state:?}");
+    }
+    assert!(f.store.task(queued.id).await.expect("reads").is_some());
+}
+
 pub async fn expired_leases_and_deadlines_are_found(f: Fixture) {
     let (a, _) = enroll_at(&*f.store, t(0)).await;
     let short = new_task(TaskKind::Doctor, TaskTarget::Agent { agent_id: a.id }, t(1));

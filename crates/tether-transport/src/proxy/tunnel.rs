@@ -95,12 +95,51 @@ pub(crate) async fn connect(
             offered_schemes: reply.auth_schemes,
             credentials_configured: proxy.username.is_some(),
         }),
-        _ => Err(TransportError::ProxyRefused {
-            proxy: redacted,
-            status: reply.status,
-            reason: reply.reason,
-        }),
+        _ => {
+            // The connection is spent; its body (bounded in size and time)
+            // tells a web server's error page from a proxy's refusal.
+            let body = read_body_start(&mut io, &reply.headers).await;
+            let answered_by = super::who_answered(reply.status, &reply.headers, &body);
+            Err(TransportError::ProxyRefused {
+                proxy: redacted,
+                status: reply.status,
+                reason: reply.reason,
+                refusal: Box::new(super::Refusal {
+                    answered_by,
+                    headers: reply.headers,
+                    body,
+                }),
+            })
+        }
     }
+}
+
+/// The most of a refusal's body read to judge who answered.
+const MAX_REFUSAL_BODY: usize = 4096;
+
+/// How long a refusal's body is waited for.
+const REFUSAL_BODY_WAIT: Duration = Duration::from_millis(500);
+
+/// The first bytes of a refusal's body: up to its `Content-Length`, at most
+/// [`MAX_REFUSAL_BODY`], within [`REFUSAL_BODY_WAIT`]; whatever arrived.
+async fn read_body_start(io: &mut BoxedIo, headers: &[(String, String)]) -> Vec<u8> {
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    let want = declared.unwrap_or(MAX_REFUSAL_BODY).min(MAX_REFUSAL_BODY);
+    let mut body = Vec::with_capacity(want.min(1024));
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while body.len() < want {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n.min(want - body.len())]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_BODY_WAIT, read).await;
+    body
 }
 
 /// The CONNECT request head. Contains the credentials: never log it.

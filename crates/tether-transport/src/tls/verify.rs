@@ -9,10 +9,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::cert::CertSummary;
 use super::{Capture, SharedCapture, TlsErrorKind, unix_to_datetime};
 use crate::error::TransportError;
 use crate::fingerprint::{fingerprint, sha256};
+use tether_x509::CertFacts;
 
 /// What every handshake of one transport shares: the provider, the roots
 /// verifier, and the pin.
@@ -90,9 +90,12 @@ impl VerifierCore {
     ) -> Result<ServerCertVerified, (rustls::Error, TlsErrorKind)> {
         let Some(pin) = &self.pin else {
             let Some(roots) = &self.roots else {
-                let kind = TlsErrorKind::UnknownIssuer {
-                    issuer: issuer_of(end_entity),
-                };
+                let kind = self_signed_or(
+                    TlsErrorKind::UnknownIssuer {
+                        issuer: issuer_of(end_entity),
+                    },
+                    end_entity,
+                );
                 return Err((
                     rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
                     kind,
@@ -101,7 +104,8 @@ impl VerifierCore {
             return roots
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
                 .map_err(|e| {
-                    let kind = classify(&e, end_entity, server_name, now);
+                    let kind =
+                        self_signed_or(classify(&e, end_entity, server_name, now), end_entity);
                     (e, kind)
                 });
         };
@@ -180,7 +184,7 @@ fn classify(
     server_name: &ServerName<'_>,
     now: UnixTime,
 ) -> TlsErrorKind {
-    let summary = || CertSummary::from_der(end_entity);
+    let summary = || CertFacts::from_der(end_entity);
     let now_dt = unix_to_datetime(now);
     let rustls::Error::InvalidCertificate(cert_err) = err else {
         return TlsErrorKind::Handshake(err.to_string());
@@ -221,8 +225,27 @@ fn classify(
     }
 }
 
+/// A refusal for want of a trusted issuer (or of a CA used as its own end
+/// entity, as `openssl req -x509` makes it) is named for what it is when
+/// the end-entity certificate signs itself.
+fn self_signed_or(kind: TlsErrorKind, end_entity: &CertificateDer<'_>) -> TlsErrorKind {
+    if !matches!(
+        kind,
+        TlsErrorKind::UnknownIssuer { .. } | TlsErrorKind::BadCertificate(_)
+    ) {
+        return kind;
+    }
+    match CertFacts::from_der(end_entity) {
+        Some(f) if f.self_issued => TlsErrorKind::SelfSigned {
+            subject: f.subject,
+            fingerprint: f.fingerprint,
+        },
+        _ => kind,
+    }
+}
+
 fn issuer_of(cert: &CertificateDer<'_>) -> String {
-    CertSummary::from_der(cert)
+    CertFacts::from_der(cert)
         .map(|s| s.issuer)
         .unwrap_or_else(|| "<unparseable certificate>".to_owned())
 }

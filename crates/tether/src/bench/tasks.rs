@@ -60,7 +60,14 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
     if args.tasks > args.agents {
         bail!("--tasks must be at most --agents (one task per agent)");
     }
-    let server = ServerProcess::start(args.database_url.as_deref()).await?;
+    // One connection per agent's held poll, which may take three quarters
+    // of `max_connections`; the rest stays for the admin and the results.
+    let connections = u32::try_from(args.agents)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(4)
+        / 3
+        + 64;
+    let server = ServerProcess::start_with(args.database_url.as_deref(), Some(connections)).await?;
     let pid = server.pid()?;
     let creds = Arc::new(enroll_many(&server, args.agents, 64).await?);
     let (rss_before, _) = process_rss_kib(pid)?;

@@ -287,6 +287,31 @@ async fn hostile_agent_text_is_escaped_and_the_doctor_changes_nothing(backend: B
     let listed = server.admin_ok(&["agents", "list"]).await;
     assert_escaped(&listed, "agents list");
 
+    // The killed agent's last task poll is still held by the server (HTTP/1
+    // gives no sign that its client died), so it takes the first task queued;
+    // that lease lapses at the pickup deadline without costing an attempt.
+    // Let it take one, so that what follows sees only the doctor's effect.
+    let absorbed: ActionInfo = serde_json::from_str(
+        &server
+            .admin_ok(&["agents", "doctor", &id.to_string(), "--no-upload", "--json"])
+            .await,
+    )
+    .expect("action JSON");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let actions = api(&server).list_actions(id).await.expect("lists actions");
+        if actions
+            .iter()
+            .any(|a| a.id == absorbed.id && a.state == ActionState::Delivered)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead agent's held poll took nothing: {actions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The doctor tests the credential without a check-in: the queued action
     // stays queued and the server's record of the agent is untouched.
     let queued: ActionInfo = serde_json::from_str(
@@ -318,9 +343,14 @@ async fn hostile_agent_text_is_escaped_and_the_doctor_changes_nothing(backend: B
     );
     let actions = api(&server).list_actions(id).await.expect("lists actions");
     assert_eq!(
-        actions.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(),
+        actions
+            .iter()
+            .filter(|a| a.id != absorbed.id)
+            .map(|a| (a.id, a.state))
+            .collect::<Vec<_>>(),
         [(queued.id, ActionState::Queued)],
-        "the doctor must not take the agent's queued action"
+        "the doctor must not take the agent's queued action; server log:\n{}",
+        server.log()
     );
     let after = server.agent(id).await;
     assert_eq!(after.last_errors, before.last_errors, "last errors kept");
