@@ -18,6 +18,9 @@ packages=(
   nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; the test runs its own nginx, never the service
   faketime    # e2e defs (nginx_mirror_*): libfaketime moves the agent's clock past a frozen mirror's expiry
   haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy)
+  dovecot-imapd # scan: a real IMAP server offering STARTTLS (tether-testlab::dovecot); the test runs its own, never the service
+  dovecot-pop3d # scan: the same dovecot's POP3 with STLS
+  slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
 )
 
 missing=()
@@ -45,6 +48,12 @@ if ((${#missing[@]})); then
   # Nor at the next boot, on a machine run by systemd.
   if [[ " ${missing[*]} " == *" nginx "* && -d /run/systemd/system ]]; then
     systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" slapd "* && -d /run/systemd/system ]]; then
+    systemctl disable --now slapd.service >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" dovecot-imapd "* && -d /run/systemd/system ]]; then
+    systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true
   fi
 fi
 

@@ -57,6 +57,10 @@ fn tether_agent_depends_on_no_server_or_database_crate() {
         names.contains(&"tether-defs"),
         "the tree lists the definitions updater: {text}"
     );
+    assert!(
+        names.contains(&"tether-scan"),
+        "the tree lists the discovery scanner: {text}"
+    );
     for bad in FORBIDDEN {
         // Exact crate names: `tether-store` must not match `tether-store-sql`
         // by prefix, and neither may appear at all. (`tether-defs` is

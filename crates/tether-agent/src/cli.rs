@@ -481,7 +481,8 @@ fn start_task_worker(
     if let Ok(credential) = crate::credential::load(dir) {
         poll_client = poll_client.with_bearer(credential.expose());
     }
-    let mut executors = crate::tasks::executor::Executors::default();
+    let mut executors = crate::tasks::executor::Executors::default()
+        .with(Arc::new(crate::tasks::kinds::DiscoverExecutor));
     if let Some(doctor) = &ctx.actions_doctor {
         executors = executors.with(Arc::new(crate::tasks::kinds::DoctorExecutor(
             doctor.clone(),

@@ -251,6 +251,8 @@ pub enum ServiceError {
     Defs(#[source] tether_defs_publish::repo::RepoError),
     #[error("task spec: {0}")]
     TaskSpec(#[source] tether_tasks::SpecError),
+    #[error("discovery spec: {0}")]
+    ScanSpec(#[source] tether_scan::SpecError),
     #[error("task {id}: {refusal}")]
     TaskRefused {
         id: uuid::Uuid,
@@ -345,6 +347,7 @@ impl ServiceError {
             ServiceError::AdminTokenNameTaken(_) => ErrorCode::AdminTokenNameTaken,
             ServiceError::Defs(e) => e.code(),
             ServiceError::TaskSpec(_) => ErrorCode::TaskSpecInvalid,
+            ServiceError::ScanSpec(e) => e.code,
             ServiceError::TaskRefused { refusal, .. } => match refusal {
                 tether_tasks::Refusal::StaleEpoch { .. } => ErrorCode::TaskStaleEpoch,
                 tether_tasks::Refusal::NotLeased { .. } => ErrorCode::TaskNotLeased,

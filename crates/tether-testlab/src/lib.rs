@@ -2,8 +2,8 @@
 //! PKI and small in-process servers, each written once and shared by every
 //! crate's tests. A test file holds the story; the plumbing lives here.
 //!
-//! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`],
-//!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`],
+//! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`],
+//!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`], [`slapd`],
 //!   [`faketime`]; [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
 //!   firewall), [`tmpfs`] (a small file system that runs out of space),
@@ -38,6 +38,7 @@
 pub mod canned;
 pub mod connect_proxy;
 pub mod dnsmasq;
+pub mod dovecot;
 pub mod faketime;
 pub mod haproxy;
 pub mod https;
@@ -49,6 +50,7 @@ pub mod ocsp;
 pub mod pki;
 pub mod plain_http;
 pub mod relay;
+pub mod slapd;
 pub mod socat;
 pub mod squid;
 pub mod tinyproxy;

@@ -170,6 +170,11 @@ catalog! {
     SiteInvalid = "7009", 422, "The site name or its time zone is not valid.", "Use 1-64 characters (letters, digits, '-', '_', '.') and an IANA time zone such as Europe/Paris.";
     TaskResultTooLarge = "7010", 413, "The result chunk is larger than the server accepts.", "Nothing to do on the agent: it splits results into smaller chunks. Raise the server's body limit if it persists.";
 
+    // 81xx: discovery scans.
+    ScanSpecInvalid = "8101", 422, "The discovery spec is not valid: a target, port, SNI, STARTTLS, rate or time setting cannot be read.", "Fix the named field; the message says what it accepts.";
+    ScanSpecTooLarge = "8102", 422, "The discovery spec asks for more than one scan may cover (addresses, ports, host names or endpoints).", "Split the scan into smaller ones: at most 65,536 addresses (an IPv4 /16), 1,024 ports, 1,024 host names and 1,048,576 endpoints per scan.";
+    ScanTargetsEmpty = "8103", 422, "The discovery spec names no target or no port.", "Give at least one target (CIDR, range, address or host name) and one port.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

@@ -49,6 +49,9 @@ pub enum Command {
     /// Publish, inspect, export and mirror definitions channels.
     #[command(subcommand)]
     Defs(DefsCommand),
+    /// TLS certificate discovery from this machine (`scan run --targets … --ports …`).
+    #[command(subcommand)]
+    Scan(crate::scan_cmd::ScanCommand),
     /// Agent commands (the same as the `tether-agent` endpoint binary).
     #[command(subcommand)]
     Agent(tether_agent::cli::AgentCommand),
@@ -420,6 +423,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,
         Command::Sites(cmd) => crate::tasks_cmd::sites(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
+        Command::Scan(cmd) => crate::scan_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,
         Command::Doctor(args) => {
             tether_agent::cli::dispatch(tether_agent::cli::AgentCommand::Doctor(args)).await

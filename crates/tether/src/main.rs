@@ -10,6 +10,7 @@ mod display;
 mod endpoint;
 mod policy;
 mod quickstart;
+mod scan_cmd;
 mod server_cmd;
 mod tasks_cmd;
 

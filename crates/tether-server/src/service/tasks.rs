@@ -185,6 +185,14 @@ async fn check(ctx: &Ctx, req: &NewTask<Value>) -> Result<(NewTask<Value>, Strin
     if let Some(hours) = &req.allowed_hours {
         Window::parse(hours, &tz).map_err(ServiceError::TaskSchedule)?;
     }
+    // The discovery spec's parser and limits are the scanner's (the agent
+    // runs the same check before it scans). It cannot live in
+    // tether-tasks' hook: tether-scan depends on tether-tasks.
+    if req.kind == tether_wire::TaskKind::Discover {
+        tether_scan::DiscoverSpec::from_json(&spec)
+            .and_then(|s| s.plan())
+            .map_err(ServiceError::ScanSpec)?;
+    }
     let mut checked = req.clone();
     checked.spec = spec;
     checked.max_attempts = Some(max_attempts);

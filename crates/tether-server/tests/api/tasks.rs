@@ -60,6 +60,27 @@ async fn hostile_task_input_is_refused_with_a_code() {
             "does not exist",
         ),
         (
+            json!({"kind": "discover", "spec": {"targets": ["0.0.0.0/0"], "ports": [443]},
+                   "target": {"type": "group", "group": "prod", "agent_kind": "discovery"}}),
+            422,
+            ErrorCode::ScanSpecTooLarge,
+            "at most 65536 addresses",
+        ),
+        (
+            json!({"kind": "discover", "spec": {"targets": ["10.0.0.1"], "ports": ["1-65535"]},
+                   "target": {"type": "group", "group": "prod", "agent_kind": "discovery"}}),
+            422,
+            ErrorCode::ScanSpecTooLarge,
+            "at most 1024 ports",
+        ),
+        (
+            json!({"kind": "discover", "spec": {"targets": [], "ports": [443]},
+                   "target": {"type": "group", "group": "prod", "agent_kind": "discovery"}}),
+            422,
+            ErrorCode::ScanTargetsEmpty,
+            "at least one target",
+        ),
+        (
             json!({"kind": "discover", "spec": {}, "target": {"type": "group", "group": "prod", "agent_kind": "connector"}}),
             422,
             ErrorCode::TaskTargetInvalid,

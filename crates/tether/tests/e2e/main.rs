@@ -10,4 +10,5 @@ mod lab;
 mod lifecycle;
 mod proxy;
 mod quickstart;
+mod scan;
 mod tasks;

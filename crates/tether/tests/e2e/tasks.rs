@@ -474,7 +474,146 @@ async fn cancel_stops_the_agents_work(backend: Backend) {
     assert!(retried.contains("again"), "{retried}");
 }
 
-crate::both_backends!(killed_agent_lease_expires_and_another_finishes);
+/// A discover task run by a real agent against a real `openssl s_server`
+/// and a refused port: the endpoint results arrive as result chunks, then
+/// the summary, and the task succeeds with the counts in its message.
+async fn discover_task_streams_endpoint_results(backend: Backend) {
+    let server = Server::start(backend).await;
+    let dir = tether_testlab::Scratch::new("e2e-discover");
+    let root = tether_testlab::pki::Ca::root("E2E Discover Root");
+    let leaf = root.issue(&["127.0.0.1"]);
+    let (cert, key) = leaf.write_chain(dir.path(), "server", &[]);
+    let port = tether_testlab::free_port();
+    let mut s_server = tether_testlab::spawn_logged(
+        tokio::process::Command::new(tether_testlab::program("openssl"))
+            .arg("s_server")
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .arg("-quiet"),
+        dir.path(),
+        "s_server",
+    );
+    let log = dir.path().join("s_server.out");
+    tether_testlab::wait_listening(&mut s_server, port, "openssl s_server", &[&log]).await;
+    let refused = tether_testlab::free_port();
+    let token = server.token(&["--group", "lab"]).await;
+    let (_agent, _id) = enrolled(&server, &token.token).await;
+    let spec = serde_json::json!({"targets": ["127.0.0.1"], "ports": [port, refused],
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 3000})
+    .to_string();
+    let id = create(
+        &server,
+        &[
+            "--kind",
+            "discover",
+            "--group",
+            "lab",
+            "--agent-kind",
+            "discovery",
+            "--spec",
+            &spec,
+        ],
+    )
+    .await;
+    let d = wait_for(&server, id, Duration::from_secs(30), "succeeded", |d| {
+        d.task.state == TaskState::Succeeded
+    })
+    .await;
+    let endpoints: Vec<&Value> = d
+        .results
+        .iter()
+        .filter_map(Value::as_array)
+        .flatten()
+        .collect();
+    assert_eq!(endpoints.len(), 2, "{:#?}", d.results);
+    let tls = endpoints
+        .iter()
+        .find(|e| e["port"] == port)
+        .expect("the TLS port");
+    assert_eq!(tls["outcome"], "tls_accepted");
+    assert_eq!(
+        tls["chain"]["certs"][0]["fingerprint"],
+        tether_scan::facts::fingerprint(&leaf.der)
+    );
+    let closed = endpoints
+        .iter()
+        .find(|e| e["port"] == refused)
+        .expect("the refused port");
+    assert_eq!(closed["outcome"], "refused");
+    let summary = &d.results.last().expect("a summary chunk")["summary"];
+    assert_eq!(summary["total"], 2);
+    assert_eq!(summary["outcomes"]["tls_accepted"], 1);
+    assert_eq!(summary["outcomes"]["refused"], 1);
+}
+
+/// A running discover task shows its progress in `tasks show`, and cancel
+/// stops the scan: the probe held on a silent port is closed.
+async fn discover_progress_then_cancel_stops_the_scan(backend: Backend) {
+    let server = Server::start(backend).await;
+    let hold = Hold::start().await;
+    let token = server.token(&["--group", "lab"]).await;
+    let (agent, agent_id) = enrolled(&server, &token.token).await;
+    // Port 22 of the held address answers nothing; the other port of the
+    // same address refuses at once.
+    let refused = tether_testlab::free_port();
+    let spec = serde_json::json!({"targets": [hold.addr.ip().to_string()], "ports": [22, refused],
+        "connect_timeout_ms": 2000, "handshake_timeout_ms": 60000})
+    .to_string();
+    let id = create(
+        &server,
+        &[
+            "--kind",
+            "discover",
+            "--agent",
+            &agent_id.to_string(),
+            "--lease",
+            "10s",
+            "--spec",
+            &spec,
+        ],
+    )
+    .await;
+    let d = wait_for(
+        &server,
+        id,
+        Duration::from_secs(20),
+        "leased with progress",
+        |d| {
+            d.task.state == TaskState::Leased
+                && d.task.progress.as_ref().is_some_and(|p| p.done >= 1)
+        },
+    )
+    .await;
+    let p = d.task.progress.expect("progress");
+    assert_eq!((p.done, p.total), (1, Some(2)), "{p:?}");
+    assert!(hold.open() > 0, "the probe waits on the held port");
+    let shown = text(&server.admin(&["tasks", "show", &id.to_string()]).await);
+    assert!(shown.contains("1 endpoints scanned"), "{shown}");
+    server.admin_ok(&["tasks", "cancel", &id.to_string()]).await;
+    wait_for(&server, id, Duration::from_secs(20), "cancelled", |d| {
+        d.task.state == TaskState::Cancelled
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hold.open() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scan's connection is still open: the work did not stop. {}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+crate::both_backends!(
+    killed_agent_lease_expires_and_another_finishes,
+    discover_task_streams_endpoint_results,
+    discover_progress_then_cancel_stops_the_scan
+);
 
 mod sqlite_only {
     use super::*;
