@@ -1,16 +1,17 @@
 //! Per-certificate facts and the chain's verdicts.
 //!
-//! This module is the seam to the shared certificate classifier: it has one
-//! entry point per question ([`CertFacts::from_der`], [`judge`]) and no
-//! other part of the scanner reads X.509 itself, so it can be replaced by
-//! `tether-x509` (the doctor's classifier, once it moves there) without
-//! touching the probes.
+//! The verdicts come from the classifier the doctor uses (`tether-x509`):
+//! the same rules name a self-signed certificate, a weak key, a broken
+//! signature hash and where an untrusted chain stops, so a scan and a
+//! doctor run say the same of one chain. What this module adds is what an
+//! inventory records and the doctor does not need (serial, every SAN kind,
+//! AIA and CDP URLs, bounded text) and webpki's trust decision against the
+//! scan's roots. No other part of the scanner reads X.509.
 
 use std::net::IpAddr;
 
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::public_key::PublicKey;
@@ -121,33 +122,8 @@ fn clip(s: String) -> String {
     }
 }
 
-/// `sha256:<hex>` of some DER.
-pub fn fingerprint(der: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(der)))
-}
-
-fn sig_name(oid: &str) -> &str {
-    match oid {
-        "1.2.840.113549.1.1.4" => "md5WithRSAEncryption",
-        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
-        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
-        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
-        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
-        "1.2.840.113549.1.1.10" => "rsassaPss",
-        "1.2.840.10045.4.1" => "ecdsa-with-SHA1",
-        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
-        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
-        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
-        "1.3.101.112" => "ed25519",
-        "1.2.840.10040.4.3" => "dsa-with-sha1",
-        other => other,
-    }
-}
-
-fn weak_signature(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.contains("md5") || n.contains("md2") || n.contains("sha1") || n.contains("dsa-with-sha1")
-}
+/// `sha256:<hex>` of some DER: the one fingerprint of the code base.
+pub use tether_x509::fingerprint;
 
 impl CertFacts {
     /// Reads a DER certificate; `None` when it is not one. Never trusts
@@ -234,11 +210,11 @@ impl CertFacts {
                 }
             }
         };
-        let signature_algorithm =
-            sig_name(&cert.signature_algorithm.algorithm.to_id_string()).to_owned();
+        // The shared classifier's reading decides every verdict below.
+        let shared = tether_x509::CertFacts::from_der(der)?;
+        let signature_algorithm = shared.signature_algorithm.clone();
         let subject = clip(cert.subject().to_string());
         let issuer = clip(cert.issuer().to_string());
-        let self_signed = cert.subject().as_raw() == cert.issuer().as_raw();
         let mut verdicts = Vec::new();
         if now > not_after {
             verdicts.push(Verdict::Expired);
@@ -246,20 +222,15 @@ impl CertFacts {
         if now < not_before {
             verdicts.push(Verdict::NotYetValid);
         }
-        if self_signed && !cert.is_ca() {
+        if shared.self_issued && !shared.is_ca {
             verdicts.push(Verdict::SelfSigned);
         }
-        let weak_key = match key_type {
-            "rsa" | "dsa" => key_bits < 2048,
-            "ec" => key_bits < 256,
-            _ => false,
-        };
-        if weak_key {
+        if shared.key.is_weak() {
             verdicts.push(Verdict::WeakKey);
         }
         // A root's own signature is never checked by anyone, so a SHA-1
         // self-signature on a CA is not a weakness.
-        if weak_signature(&signature_algorithm) && !(self_signed && cert.is_ca()) {
+        if shared.has_weak_signature() && !(shared.self_issued && shared.is_ca) {
             verdicts.push(Verdict::WeakSignature);
         }
         Some(CertFacts {
@@ -273,7 +244,7 @@ impl CertFacts {
             signature_algorithm,
             not_before,
             not_after,
-            fingerprint: fingerprint(der),
+            fingerprint: shared.fingerprint,
             aia_urls,
             cdp_urls,
             is_ca: cert.is_ca(),
@@ -386,6 +357,11 @@ pub fn judge(
             }
         }
     }
+    // The shared classifier's reading of the chain, for where it stops.
+    let shared: Vec<tether_x509::CertFacts> = ders
+        .iter()
+        .filter_map(|d| tether_x509::CertFacts::from_der(d))
+        .collect();
     let leaf_cert = CertificateDer::from(leaf_der.as_slice());
     let mut trusted = false;
     if let Ok(ee) = webpki::EndEntityCert::try_from(&leaf_cert) {
@@ -408,20 +384,14 @@ pub fn judge(
             None,
         ) {
             Ok(_) => trusted = true,
-            Err(webpki::Error::UnknownIssuer) => {
-                let top = certs.last().unwrap_or(leaf);
-                let top_self_signed = !top.subject.is_empty() && top.subject == top.issuer;
-                if certs.len() == 1 && top_self_signed {
-                    push(Verdict::SelfSigned, &mut verdicts);
-                } else if top_self_signed {
-                    push(Verdict::UnknownIssuer, &mut verdicts);
-                } else {
-                    // The chain stops below a root: the server does not send
-                    // the issuer of its top certificate (as the doctor says
-                    // it, an incomplete chain).
-                    push(Verdict::IncompleteChain, &mut verdicts);
+            // Where the untrusted chain stops, as the doctor names it.
+            Err(webpki::Error::UnknownIssuer) => match tether_x509::shape(&shared) {
+                tether_x509::Shape::SelfSigned { .. } => push(Verdict::SelfSigned, &mut verdicts),
+                tether_x509::Shape::StopsShort { .. } => {
+                    push(Verdict::IncompleteChain, &mut verdicts)
                 }
-            }
+                _ => push(Verdict::UnknownIssuer, &mut verdicts),
+            },
             Err(
                 webpki::Error::UnsupportedSignatureAlgorithmContext(_)
                 | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
@@ -437,7 +407,11 @@ pub fn judge(
             // shape (a CA used as a server certificate) is still, first of
             // all, self-signed.
             Err(_)
-                if certs.len() == 1 && !leaf.subject.is_empty() && leaf.subject == leaf.issuer =>
+                if certs.len() == 1
+                    && matches!(
+                        tether_x509::shape(&shared),
+                        tether_x509::Shape::SelfSigned { .. }
+                    ) =>
             {
                 push(Verdict::SelfSigned, &mut verdicts);
             }
