@@ -238,7 +238,9 @@ mod tests {
         assert_eq!(fingerprint(&hex).ok(), Some(want.clone()));
         let colons: Vec<String> = (0..32).map(|_| "ab".to_owned()).collect();
         assert_eq!(fingerprint(&colons.join(":")).ok(), Some(want));
-        for bad in ["", "sha256:", "sha256:zz", &"a".repeat(63), &"a".repeat(65), "sha1:00"] {
+        let short = "a".repeat(63);
+        let long = "a".repeat(65);
+        for bad in ["", "sha256:", "sha256:zz", short.as_str(), long.as_str(), "sha1:00"] {
             assert!(fingerprint(bad).is_err(), "{bad:?}");
         }
     }

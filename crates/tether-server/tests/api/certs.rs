@@ -66,16 +66,14 @@ async fn discover(h: &Harness, agent: uuid::Uuid, credential: &str, chunks: &[Va
     assert_eq!(got.leases.len(), 1);
     let epoch = got.leases[0].epoch;
     let res = format!("/v1/agent/tasks/{}/results", created.id);
-    let mut n = 0;
-    for items in chunks {
+    for (n, items) in chunks.iter().enumerate() {
         let chunk = json!({"epoch": epoch, "chunk": n, "items": items});
         let first: ResultAck = h.client.post(&res, Some(credential), &chunk).await.ok();
         assert!(first.stored);
         let again: ResultAck = h.client.post(&res, Some(credential), &chunk).await.ok();
         assert!(!again.stored);
-        n += 1;
     }
-    let end = json!({"epoch": epoch, "chunk": n, "items": {"summary": {"total": 4}},
+    let end = json!({"epoch": epoch, "chunk": chunks.len(), "items": {"summary": {"total": 4}},
                      "outcome": {"outcome": "ok", "message": "done"}});
     let _: ResultAck = h.client.post(&res, Some(credential), &end).await.ok();
 }
