@@ -563,10 +563,7 @@ impl ApiClient {
     /// `GET /v1/admin/tasks?…`; `query` is the URL query (without `?`).
     /// The discovery inventory, every page; `query` holds the filters
     /// (`expiring=30d`, `verdict=expired`), already encoded.
-    pub async fn list_certs(
-        &self,
-        query: &str,
-    ) -> Result<Vec<tether_wire::CertInfo>, ClientError> {
+    pub async fn list_certs(&self, query: &str) -> Result<Vec<tether_wire::CertInfo>, ClientError> {
         let path = if query.is_empty() {
             "/v1/admin/certs".to_owned()
         } else {

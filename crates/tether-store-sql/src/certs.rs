@@ -43,10 +43,18 @@ pub(crate) const UPSERT_LOCATION: &str = concat!(
      ON CONFLICT (address, sni, agent_id, fingerprint) DO UPDATE SET \
      first_seen = CASE WHEN excluded.first_seen < cert_locations.first_seen \
          THEN excluded.first_seen ELSE cert_locations.first_seen END, \
-     state = CASE WHEN ", newest!(), " THEN 'current' ELSE cert_locations.state END, \
-     state_since = CASE WHEN ", newest!(), " THEN NULL ELSE cert_locations.state_since END, \
-     replaced_by = CASE WHEN ", newest!(), " THEN NULL ELSE cert_locations.replaced_by END, \
-     previous = CASE WHEN ", newest!(), " AND excluded.previous IS NOT NULL \
+     state = CASE WHEN ",
+    newest!(),
+    " THEN 'current' ELSE cert_locations.state END, \
+     state_since = CASE WHEN ",
+    newest!(),
+    " THEN NULL ELSE cert_locations.state_since END, \
+     replaced_by = CASE WHEN ",
+    newest!(),
+    " THEN NULL ELSE cert_locations.replaced_by END, \
+     previous = CASE WHEN ",
+    newest!(),
+    " AND excluded.previous IS NOT NULL \
          THEN excluded.previous ELSE cert_locations.previous END, \
      last_seen = CASE WHEN excluded.last_seen > cert_locations.last_seen \
          THEN excluded.last_seen ELSE cert_locations.last_seen END"

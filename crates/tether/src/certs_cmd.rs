@@ -142,12 +142,16 @@ pub fn detail(d: &CertDetail) -> String {
             LocationState::Current => "current".to_owned(),
             LocationState::Changed => format!(
                 "CHANGED{} to {}",
-                l.state_since.map(|t| format!(" at {}", when(t))).unwrap_or_default(),
+                l.state_since
+                    .map(|t| format!(" at {}", when(t)))
+                    .unwrap_or_default(),
                 safe(l.replaced_by.as_deref().unwrap_or("?"))
             ),
             LocationState::Gone => format!(
                 "GONE (no TLS{})",
-                l.state_since.map(|t| format!(" at {}", when(t))).unwrap_or_default()
+                l.state_since
+                    .map(|t| format!(" at {}", when(t)))
+                    .unwrap_or_default()
             ),
         };
         out.push_str(&format!(

@@ -9,18 +9,16 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tether_store::AgentFilter;
 use tether_wire::{
-    ActionInfo, ActionKind, AdminTokenInfo, AgentDetail, CertDetail, CertInfo, AgentStatus, AgentSummary, BundleInfo,
-    CreateAdminTokenRequest, CreateTokenRequest, CreatedAdminToken, CreatedToken, ErrorCode,
-    Policy, PolicyUpdate, TokenInfo,
+    ActionInfo, ActionKind, AdminTokenInfo, AgentDetail, AgentStatus, AgentSummary, BundleInfo,
+    CertDetail, CertInfo, CreateAdminTokenRequest, CreateTokenRequest, CreatedAdminToken,
+    CreatedToken, ErrorCode, Policy, PolicyUpdate, TokenInfo,
 };
 use uuid::Uuid;
 
 use super::error::ApiResult;
 use super::extract::{Bearer, json};
 use super::{ApiFailure, paging};
-use crate::service::{
-    Ctx, actions, admin_tokens, agents, auth, bundles, certs, policies, tokens,
-};
+use crate::service::{Ctx, actions, admin_tokens, agents, auth, bundles, certs, policies, tokens};
 
 async fn admin(ctx: &Ctx, bearer: &Bearer) -> ApiResult<()> {
     auth::admin(ctx, bearer.as_deref())

@@ -101,7 +101,9 @@ pub fn fingerprint(text: &str) -> Result<String, ServiceError> {
 /// Whether a fingerprint an agent reported has the scanner's exact form.
 fn well_formed(fp: &str) -> bool {
     fp.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -234,13 +236,23 @@ mod tests {
     fn fingerprints_are_normalized_or_refused() {
         let hex = "AB".repeat(32);
         let want = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(fingerprint(&format!("sha256:{hex}")).ok(), Some(want.clone()));
+        assert_eq!(
+            fingerprint(&format!("sha256:{hex}")).ok(),
+            Some(want.clone())
+        );
         assert_eq!(fingerprint(&hex).ok(), Some(want.clone()));
         let colons: Vec<String> = (0..32).map(|_| "ab".to_owned()).collect();
         assert_eq!(fingerprint(&colons.join(":")).ok(), Some(want));
         let short = "a".repeat(63);
         let long = "a".repeat(65);
-        for bad in ["", "sha256:", "sha256:zz", short.as_str(), long.as_str(), "sha1:00"] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:zz",
+            short.as_str(),
+            long.as_str(),
+            "sha1:00",
+        ] {
             assert!(fingerprint(bad).is_err(), "{bad:?}");
         }
     }

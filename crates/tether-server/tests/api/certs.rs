@@ -23,7 +23,13 @@ fn fp(n: u8) -> String {
 
 /// A `tether_scan::EndpointResult` that accepted TLS with a one-certificate
 /// chain, as the agent sends it.
-fn tls(ip: &str, sni: Option<&str>, cert: u8, not_after: OffsetDateTime, chain_verdicts: &[&str]) -> Value {
+fn tls(
+    ip: &str,
+    sni: Option<&str>,
+    cert: u8,
+    not_after: OffsetDateTime,
+    chain_verdicts: &[&str],
+) -> Value {
     json!({
         "ip": ip, "port": 443, "sni": sni,
         "outcome": "tls_accepted", "protocol": "TLSv1_3", "cipher": "TLS13_AES_128_GCM_SHA256",
@@ -51,7 +57,10 @@ fn refused(ip: &str, sni: Option<&str>) -> Value {
 async fn discover(h: &Harness, agent: uuid::Uuid, credential: &str, chunks: &[Value]) {
     let body = json!({"kind": "discover", "spec": {"targets": ["10.0.0.0/30"], "ports": [443]},
                       "target": {"type": "agent", "agent_id": agent}});
-    let r = h.client.post("/v1/admin/tasks", Some(&h.admin), &body).await;
+    let r = h
+        .client
+        .post("/v1/admin/tasks", Some(&h.admin), &body)
+        .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let created: TaskInfo<Value> = r.json();
     let got: TaskPollReply<Value> = h
@@ -121,17 +130,26 @@ async fn discover_results_fill_the_inventory_and_mark_changes() {
     assert_eq!(all.len(), 2, "deduplicated by fingerprint: {all:?}");
     let one = all.iter().find(|c| c.fingerprint == fp(1)).expect("cert 1");
     assert_eq!(one.locations, 2, "each chunk was sent twice, stored once");
-    assert_eq!(one.cert.subject, "CN=host-1\u{1b}[31m", "JSON keeps the text");
+    assert_eq!(
+        one.cert.subject, "CN=host-1\u{1b}[31m",
+        "JSON keeps the text"
+    );
     let expiring = list(&h, "?expiring=30d").await;
     assert_eq!(
-        expiring.iter().map(|c| c.fingerprint.clone()).collect::<Vec<_>>(),
+        expiring
+            .iter()
+            .map(|c| c.fingerprint.clone())
+            .collect::<Vec<_>>(),
         vec![fp(1)]
     );
     let self_signed = list(&h, "?verdict=self_signed").await;
     assert_eq!(self_signed.len(), 1);
     assert_eq!(self_signed[0].fingerprint, fp(2));
     // Paging: one per page, the cursor in the header.
-    let r = h.client.get("/v1/admin/certs?limit=1", Some(&h.admin)).await;
+    let r = h
+        .client
+        .get("/v1/admin/certs?limit=1", Some(&h.admin))
+        .await;
     let first: Vec<CertInfo> = r.ok();
     assert_eq!(first.len(), 1);
     let next = r
@@ -195,15 +213,39 @@ async fn hostile_inventory_queries_are_refused_with_codes() {
     let t = h.create_token(&token_request(AgentKind::Discovery)).await;
     let a = h.enroll_ok(&t.token, "bot-a").await;
     for (path, status, code) in [
-        ("/v1/admin/certs/not-a-fingerprint", 422, ErrorCode::InvalidField),
+        (
+            "/v1/admin/certs/not-a-fingerprint",
+            422,
+            ErrorCode::InvalidField,
+        ),
         ("/v1/admin/certs/sha256:abc", 422, ErrorCode::InvalidField),
-        ("/v1/admin/certs/sha1:0000000000000000000000000000000000000000", 422, ErrorCode::InvalidField),
-        ("/v1/admin/certs?expiring=soon", 422, ErrorCode::InvalidField),
+        (
+            "/v1/admin/certs/sha1:0000000000000000000000000000000000000000",
+            422,
+            ErrorCode::InvalidField,
+        ),
+        (
+            "/v1/admin/certs?expiring=soon",
+            422,
+            ErrorCode::InvalidField,
+        ),
         ("/v1/admin/certs?expiring=-1d", 422, ErrorCode::InvalidField),
-        ("/v1/admin/certs?expiring=99999999999999999999d", 422, ErrorCode::InvalidField),
-        ("/v1/admin/certs?verdict=x%27%20OR%20%271%27%3D%271", 422, ErrorCode::InvalidField),
+        (
+            "/v1/admin/certs?expiring=99999999999999999999d",
+            422,
+            ErrorCode::InvalidField,
+        ),
+        (
+            "/v1/admin/certs?verdict=x%27%20OR%20%271%27%3D%271",
+            422,
+            ErrorCode::InvalidField,
+        ),
         ("/v1/admin/certs?limit=0", 422, ErrorCode::InvalidField),
-        ("/v1/admin/certs?after=yesterday", 400, ErrorCode::InvalidCursor),
+        (
+            "/v1/admin/certs?after=yesterday",
+            400,
+            ErrorCode::InvalidCursor,
+        ),
     ] {
         let e = h.client.get(path, Some(&h.admin)).await.error(status, code);
         assert!(!e.message.is_empty(), "{path}");

@@ -61,14 +61,35 @@ pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
     let agent = Uuid::new_v4();
     let other = Uuid::new_v4();
     let batch = vec![
-        at("10.0.0.1:443", Some("a.example"), agent, Some(seen(1, t(86_400), &["self_signed"]))),
-        at("10.0.0.2:443", None, agent, Some(seen(1, t(86_400), &["self_signed"]))),
-        at("[2001:db8::1]:8443", None, other, Some(seen(1, t(86_400), &["self_signed"]))),
+        at(
+            "10.0.0.1:443",
+            Some("a.example"),
+            agent,
+            Some(seen(1, t(86_400), &["self_signed"])),
+        ),
+        at(
+            "10.0.0.2:443",
+            None,
+            agent,
+            Some(seen(1, t(86_400), &["self_signed"])),
+        ),
+        at(
+            "[2001:db8::1]:8443",
+            None,
+            other,
+            Some(seen(1, t(86_400), &["self_signed"])),
+        ),
         at("10.0.0.3:443", None, agent, None),
     ];
-    f.store.record_sightings(&batch, t(10)).await.expect("records");
+    f.store
+        .record_sightings(&batch, t(10))
+        .await
+        .expect("records");
     // The same batch delivered again stores nothing new.
-    f.store.record_sightings(&batch, t(10)).await.expect("records again");
+    f.store
+        .record_sightings(&batch, t(10))
+        .await
+        .expect("records again");
     let all = f
         .store
         .list_certs(&CertFilter::default(), None, 100)
@@ -87,7 +108,11 @@ pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
     let again = f.store.cert(&fp(1)).await.expect("reads").expect("exists");
     assert_eq!(&again, c);
     assert!(f.store.cert(&fp(9)).await.expect("reads").is_none());
-    let locs = f.store.cert_locations(&fp(1), 100).await.expect("locations");
+    let locs = f
+        .store
+        .cert_locations(&fp(1), 100)
+        .await
+        .expect("locations");
     assert_eq!(locs.len(), 3);
     assert!(locs.iter().all(|l| l.state == LocationState::Current));
     let v6 = locs
@@ -117,11 +142,17 @@ pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
     let agent = Uuid::new_v4();
     let addr = "192.0.2.10:443";
     f.store
-        .record_sightings(&[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))], t(10))
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+            t(10),
+        )
         .await
         .expect("first scan");
     f.store
-        .record_sightings(&[at(addr, Some("www"), agent, Some(seen(2, t(2000), &[])))], t(20))
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(2, t(2000), &[])))],
+            t(20),
+        )
         .await
         .expect("second scan");
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
@@ -135,7 +166,13 @@ pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
     assert_eq!(new[0].previous.as_deref(), Some(fp(1).as_str()));
     // Another SNI or another agent at the same address is another location.
     f.store
-        .record_sightings(&[at(addr, None, agent, None), at(addr, Some("www"), Uuid::new_v4(), None)], t(25))
+        .record_sightings(
+            &[
+                at(addr, None, agent, None),
+                at(addr, Some("www"), Uuid::new_v4(), None),
+            ],
+            t(25),
+        )
         .await
         .expect("other locations");
     let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
@@ -149,20 +186,34 @@ pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
     assert_eq!(new[0].state, LocationState::Gone);
     assert_eq!(new[0].state_since, Some(t(30)));
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
-    assert_eq!(old[0].state, LocationState::Changed, "changed stays changed");
+    assert_eq!(
+        old[0].state,
+        LocationState::Changed,
+        "changed stays changed"
+    );
     // An older batch delivered late changes nothing it should not.
     f.store
-        .record_sightings(&[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))], t(15))
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+            t(15),
+        )
         .await
         .expect("late batch");
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
     assert_eq!(old[0].state, LocationState::Changed);
     assert_eq!(old[0].last_seen, t(15));
     let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
-    assert_eq!(new[0].state, LocationState::Gone, "a late batch does not revive");
+    assert_eq!(
+        new[0].state,
+        LocationState::Gone,
+        "a late batch does not revive"
+    );
     // It answers again with the first certificate: current again.
     f.store
-        .record_sightings(&[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))], t(40))
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+            t(40),
+        )
         .await
         .expect("fourth scan");
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
@@ -181,7 +232,11 @@ pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
         let cert = seen(
             n,
             if soon { t(3_600) } else { t(90 * 86_400) },
-            if soon { &["self_signed", "expired"] } else { &["unknown_issuer"] },
+            if soon {
+                &["self_signed", "expired"]
+            } else {
+                &["unknown_issuer"]
+            },
         );
         f.store
             .record_sightings(
@@ -234,7 +289,11 @@ pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
         .await
         .expect("by verdict");
     assert_eq!(self_signed.len(), 5);
-    assert!(self_signed.iter().all(|c| c.info.verdicts.contains(&"self_signed".to_owned())));
+    assert!(
+        self_signed
+            .iter()
+            .all(|c| c.info.verdicts.contains(&"self_signed".to_owned()))
+    );
     let both = f
         .store
         .list_certs(
@@ -263,7 +322,15 @@ pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
     assert!(hostile.is_empty());
     // A newer sighting's verdicts replace the old ones.
     f.store
-        .record_sightings(&[at("10.0.1.0:443", None, agent, Some(seen(0, t(3_600), &[])))], t(100))
+        .record_sightings(
+            &[at(
+                "10.0.1.0:443",
+                None,
+                agent,
+                Some(seen(0, t(3_600), &[])),
+            )],
+            t(100),
+        )
         .await
         .expect("records");
     let c = f.store.cert(&fp(0)).await.expect("reads").expect("exists");

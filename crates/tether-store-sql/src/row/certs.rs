@@ -21,7 +21,10 @@ pub(crate) fn cert(row: &dyn RawRow) -> Result<CertRecord, StoreError> {
     })
 }
 
-pub(crate) fn cert_location(row: &dyn RawRow, fingerprint: &str) -> Result<CertLocation, StoreError> {
+pub(crate) fn cert_location(
+    row: &dyn RawRow,
+    fingerprint: &str,
+) -> Result<CertLocation, StoreError> {
     let f = Fields::keyed(row, "cert_locations", fingerprint);
     let sni = f.text("sni")?;
     Ok(CertLocation {

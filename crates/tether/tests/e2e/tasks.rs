@@ -560,15 +560,23 @@ async fn discover_task_streams_endpoint_results(backend: Backend) {
         listed[0].verdicts.contains(&"unknown_issuer".to_owned()),
         "{listed:?}"
     );
-    let table = server.admin_ok(&["certs", "list", "--verdict", "unknown_issuer"]).await;
+    let table = server
+        .admin_ok(&["certs", "list", "--verdict", "unknown_issuer"])
+        .await;
     assert!(table.contains(&fp), "{table}");
     let shown = server.admin_ok(&["certs", "show", &fp]).await;
     assert!(
         shown.contains(&format!("127.0.0.1:{port}")) && shown.contains("current"),
         "{shown}"
     );
-    let none = server.admin_ok(&["certs", "list", "--expiring", "0d", "--json"]).await;
-    assert_eq!(none.trim(), "[]", "a fresh certificate does not expire today");
+    let none = server
+        .admin_ok(&["certs", "list", "--expiring", "0d", "--json"])
+        .await;
+    assert_eq!(
+        none.trim(),
+        "[]",
+        "a fresh certificate does not expire today"
+    );
 }
 
 /// A running discover task shows its progress in `tasks show`, and cancel
