@@ -557,11 +557,18 @@ async fn discover_task_streams_endpoint_results(backend: Backend) {
     assert_eq!(listed[0].fingerprint, fp);
     assert_eq!(listed[0].locations, 1);
     assert!(
-        listed[0].verdicts.contains(&"unknown_issuer".to_owned()),
+        listed[0].verdicts.contains(&"incomplete_chain".to_owned()),
         "{listed:?}"
     );
     let table = server
-        .admin_ok(&["certs", "list", "--verdict", "unknown_issuer"])
+        .admin_ok(&[
+            "certs",
+            "list",
+            "--verdict",
+            "incomplete_chain",
+            "--expiring",
+            "60d",
+        ])
         .await;
     assert!(table.contains(&fp), "{table}");
     let shown = server.admin_ok(&["certs", "show", &fp]).await;
