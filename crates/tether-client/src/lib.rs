@@ -561,6 +561,27 @@ impl ApiClient {
     }
 
     /// `GET /v1/admin/tasks?…`; `query` is the URL query (without `?`).
+    /// The discovery inventory, every page; `query` holds the filters
+    /// (`expiring=30d`, `verdict=expired`), already encoded.
+    pub async fn list_certs(&self, query: &str) -> Result<Vec<tether_wire::CertInfo>, ClientError> {
+        let path = if query.is_empty() {
+            "/v1/admin/certs".to_owned()
+        } else {
+            format!("/v1/admin/certs?{query}")
+        };
+        self.all_pages(&path).await
+    }
+
+    /// One certificate of the inventory, its chain and where it was seen.
+    pub async fn cert(&self, fingerprint: &str) -> Result<tether_wire::CertDetail, ClientError> {
+        self.json(
+            http::Method::GET,
+            &format!("/v1/admin/certs/{}", percent_encode_segment(fingerprint)),
+            None::<&()>,
+        )
+        .await
+    }
+
     pub async fn list_tasks(
         &self,
         query: &str,

@@ -52,6 +52,8 @@ pub fn router(ctx: Ctx) -> Router {
             post(admin::rotate_admin_token),
         )
         .route("/v1/admin/agents", get(admin::list_agents))
+        .route("/v1/admin/certs", get(admin::list_certs))
+        .route("/v1/admin/certs/{fingerprint}", get(admin::cert_detail))
         .route(
             "/v1/admin/agents/{id}",
             get(admin::agent_detail).delete(admin::remove_agent),

@@ -17,6 +17,7 @@ pub mod admin_tokens;
 pub mod agents;
 pub mod auth;
 pub mod bundles;
+pub mod certs;
 pub mod checkin;
 pub mod defs;
 pub mod enroll;

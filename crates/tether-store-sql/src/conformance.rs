@@ -51,6 +51,11 @@ pub use hardening::{
     pre_hardening_rows, retention_prunes_old_rows_but_keeps_each_agents_newest_transition,
     token_and_credential_pages_reach_every_row, upgraded_from_0004_keeps_admin_credentials,
 };
+mod certs;
+pub use certs::{
+    cert_pages_reach_every_cert_and_filter, certs_are_stored_once_with_their_locations,
+    changed_and_silent_locations_are_marked,
+};
 mod tasks;
 pub use tasks::{
     concurrent_lessors_never_lease_a_task_twice, expired_leases_and_deadlines_are_found,
@@ -170,6 +175,9 @@ macro_rules! for_each_check {
             schedules_fire_each_run_once,
             sites_label_agents_and_tokens,
             finished_tasks_past_retention_are_pruned_with_their_results,
+            certs_are_stored_once_with_their_locations,
+            changed_and_silent_locations_are_marked,
+            cert_pages_reach_every_cert_and_filter,
         }
     };
 }

@@ -24,6 +24,8 @@ mod sql;
 mod store_impl;
 #[macro_use]
 mod tasks;
+#[macro_use]
+mod certs;
 mod postgres;
 mod sqlite;
 

@@ -18,7 +18,9 @@ use tether_wire::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod certs;
 mod tasks;
+pub use certs::{CertFilter, CertRecord, CertStore, SeenCert, Sighting};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
@@ -290,7 +292,7 @@ pub struct NewOutage {
 /// The control plane's persistence. Every method is one atomic unit. The
 /// task queue's methods are in [`TaskStore`], part of the same one store.
 #[async_trait]
-pub trait Store: TaskStore + Send + Sync + 'static {
+pub trait Store: TaskStore + CertStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

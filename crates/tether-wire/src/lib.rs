@@ -5,6 +5,7 @@
 //! defined here, and every other crate converts at its edge.
 
 pub mod api;
+pub mod certs;
 pub mod clock;
 pub mod control;
 pub mod defs;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod tasks;
 
 pub use api::*;
+pub use certs::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::*;
 pub use defs::*;

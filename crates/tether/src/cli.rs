@@ -43,6 +43,9 @@ pub enum Command {
     /// The task queue: create, list, show, cancel, retry (admin API).
     #[command(subcommand)]
     Tasks(crate::tasks_cmd::TasksCommand),
+    /// The discovery inventory: certificates and where they were seen (admin API).
+    #[command(subcommand)]
+    Certs(crate::certs_cmd::CertsCommand),
     /// Sites and their time zones; an agent's site label (admin API).
     #[command(subcommand)]
     Sites(crate::tasks_cmd::SitesCommand),
@@ -422,6 +425,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,
         Command::Sites(cmd) => crate::tasks_cmd::sites(cmd).await,
+        Command::Certs(cmd) => crate::certs_cmd::run(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
         Command::Scan(cmd) => crate::scan_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,

@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod certs_cmd;
 mod cli;
 mod defs;
 mod display;

@@ -10,15 +10,15 @@ use axum::response::{IntoResponse, Response};
 use tether_store::AgentFilter;
 use tether_wire::{
     ActionInfo, ActionKind, AdminTokenInfo, AgentDetail, AgentStatus, AgentSummary, BundleInfo,
-    CreateAdminTokenRequest, CreateTokenRequest, CreatedAdminToken, CreatedToken, ErrorCode,
-    Policy, PolicyUpdate, TokenInfo,
+    CertDetail, CertInfo, CreateAdminTokenRequest, CreateTokenRequest, CreatedAdminToken,
+    CreatedToken, ErrorCode, Policy, PolicyUpdate, TokenInfo,
 };
 use uuid::Uuid;
 
 use super::error::ApiResult;
 use super::extract::{Bearer, json};
 use super::{ApiFailure, paging};
-use crate::service::{Ctx, actions, admin_tokens, agents, auth, bundles, policies, tokens};
+use crate::service::{Ctx, actions, admin_tokens, agents, auth, bundles, certs, policies, tokens};
 
 async fn admin(ctx: &Ctx, bearer: &Bearer) -> ApiResult<()> {
     auth::admin(ctx, bearer.as_deref())
@@ -187,6 +187,44 @@ pub async fn agent_detail(
     admin(&ctx, &bearer).await?;
     let id = uuid(&ctx, path)?;
     Ok(Json(service(&ctx, agents::detail(&ctx, id).await)?))
+}
+
+/// `GET /v1/admin/certs`: the inventory, oldest first, paged.
+pub async fn list_certs(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    admin(&ctx, &bearer).await?;
+    let pairs = super::defs::query(
+        &ctx,
+        query.as_deref(),
+        &["expiring", "verdict", "limit", "after"],
+    )?;
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let filter = service(&ctx, certs::filter(&ctx, get("expiring"), get("verdict")))?;
+    let (limit, after) = paging::page(&ctx, get("limit"), get("after"))?;
+    let (rows, next): (Vec<CertInfo>, _) =
+        service(&ctx, certs::list(&ctx, &filter, after, limit).await)?;
+    Ok(paging::reply(rows, next))
+}
+
+/// `GET /v1/admin/certs/{fingerprint}`.
+pub async fn cert_detail(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<CertDetail>> {
+    admin(&ctx, &bearer).await?;
+    let raw = path
+        .map_err(|e| ApiFailure::new(&ctx, ErrorCode::InvalidId, format!("unreadable path: {e}")))?
+        .0;
+    Ok(Json(service(&ctx, certs::show(&ctx, &raw).await)?))
 }
 
 pub async fn approve_agent(

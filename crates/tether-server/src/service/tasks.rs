@@ -729,6 +729,13 @@ pub async fn result(
             return Err(refused(id)(refusal));
         }
     }
+    // Discover results feed the inventory, idempotently, before the chunk
+    // is stored: a delivery that fails between the two is retried whole.
+    if task.kind == TaskKind::Discover
+        && let Some(items) = &chunk.items
+    {
+        super::certs::ingest(ctx, agent, items).await?;
+    }
     let stored = ctx
         .store
         .insert_result(id, chunk.epoch, chunk.chunk, items.as_deref(), ctx.now())

@@ -3,6 +3,7 @@
 mod support;
 
 mod actions;
+mod certs;
 mod defs;
 mod hardening;
 mod input;

@@ -184,6 +184,40 @@ impl TaskStore for Switchable {
     }
 }
 
+/// The inventory behind the same switch.
+#[async_trait]
+impl CertStore for Switchable {
+    async fn record_sightings(
+        &self,
+        sightings: &[Sighting],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.record_sightings(sightings, at).await
+    }
+    async fn list_certs(
+        &self,
+        filter: &CertFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        self.check().await?;
+        self.inner.list_certs(filter, after, limit).await
+    }
+    async fn cert(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.check().await?;
+        self.inner.cert(fingerprint).await
+    }
+    async fn cert_locations(
+        &self,
+        fingerprint: &str,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::CertLocation>, StoreError> {
+        self.check().await?;
+        self.inner.cert_locations(fingerprint, limit).await
+    }
+}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {

@@ -548,6 +548,42 @@ async fn discover_task_streams_endpoint_results(backend: Backend) {
     assert_eq!(summary["total"], 2);
     assert_eq!(summary["outcomes"]["tls_accepted"], 1);
     assert_eq!(summary["outcomes"]["refused"], 1);
+    // The inventory holds the certificate, where it was seen and by whom.
+    let fp = tether_scan::facts::fingerprint(&leaf.der);
+    let listed: Vec<tether_wire::CertInfo> =
+        serde_json::from_str(&server.admin_ok(&["certs", "list", "--json"]).await)
+            .expect("certs list --json");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].fingerprint, fp);
+    assert_eq!(listed[0].locations, 1);
+    assert!(
+        listed[0].verdicts.contains(&"incomplete_chain".to_owned()),
+        "{listed:?}"
+    );
+    let table = server
+        .admin_ok(&[
+            "certs",
+            "list",
+            "--verdict",
+            "incomplete_chain",
+            "--expiring",
+            "60d",
+        ])
+        .await;
+    assert!(table.contains(&fp), "{table}");
+    let shown = server.admin_ok(&["certs", "show", &fp]).await;
+    assert!(
+        shown.contains(&format!("127.0.0.1:{port}")) && shown.contains("current"),
+        "{shown}"
+    );
+    let none = server
+        .admin_ok(&["certs", "list", "--expiring", "0d", "--json"])
+        .await;
+    assert_eq!(
+        none.trim(),
+        "[]",
+        "a fresh certificate does not expire today"
+    );
 }
 
 /// A running discover task shows its progress in `tasks show`, and cancel

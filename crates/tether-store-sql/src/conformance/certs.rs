@@ -1,0 +1,338 @@
+//! The story of the discovery inventory: certificates are stored once per
+//! fingerprint with every location they were seen at; a location whose
+//! certificate changed, or which stopped answering TLS, is marked so;
+//! recording the same sightings twice stores them once; listings page by
+//! keyset and filter by expiry and verdict.
+
+use std::collections::BTreeSet;
+
+use tether_store::{CertFilter, Cursor, SeenCert, Sighting};
+use tether_wire::{CertFacts, LocationState};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Fixture, t};
+
+fn facts(fingerprint: &str, not_after: OffsetDateTime) -> CertFacts {
+    CertFacts {
+        subject: "CN=it's \"quoted\" -- ; DROP TABLE certs".into(),
+        issuer: "CN=Lab CA".into(),
+        serial: "01ab".into(),
+        sans: vec!["a.example".into()],
+        sans_total: 1,
+        key_type: "ec".into(),
+        key_bits: 256,
+        signature_algorithm: "ecdsa-with-SHA256".into(),
+        not_before: t(-86_400),
+        not_after,
+        fingerprint: fingerprint.into(),
+        aia_urls: vec![],
+        cdp_urls: vec![],
+        is_ca: false,
+        verdicts: vec![],
+    }
+}
+
+fn fp(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn seen(n: u8, not_after: OffsetDateTime, verdicts: &[&str]) -> SeenCert {
+    let f = facts(&fp(n), not_after);
+    SeenCert {
+        fingerprint: fp(n),
+        facts: serde_json::to_string(&f).expect("facts encode"),
+        chain: serde_json::to_string(&vec![f]).expect("chain encodes"),
+        not_after,
+        verdicts: verdicts.iter().map(|v| (*v).to_owned()).collect(),
+    }
+}
+
+fn at(address: &str, sni: Option<&str>, agent: Uuid, cert: Option<SeenCert>) -> Sighting {
+    Sighting {
+        address: address.into(),
+        sni: sni.map(str::to_owned),
+        agent_id: agent,
+        cert,
+    }
+}
+
+pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
+    let agent = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    let batch = vec![
+        at(
+            "10.0.0.1:443",
+            Some("a.example"),
+            agent,
+            Some(seen(1, t(86_400), &["self_signed"])),
+        ),
+        at(
+            "10.0.0.2:443",
+            None,
+            agent,
+            Some(seen(1, t(86_400), &["self_signed"])),
+        ),
+        at(
+            "[2001:db8::1]:8443",
+            None,
+            other,
+            Some(seen(1, t(86_400), &["self_signed"])),
+        ),
+        at("10.0.0.3:443", None, agent, None),
+    ];
+    f.store
+        .record_sightings(&batch, t(10))
+        .await
+        .expect("records");
+    // The same batch delivered again stores nothing new.
+    f.store
+        .record_sightings(&batch, t(10))
+        .await
+        .expect("records again");
+    let all = f
+        .store
+        .list_certs(&CertFilter::default(), None, 100)
+        .await
+        .expect("lists");
+    assert_eq!(all.len(), 1, "one certificate, deduplicated by fingerprint");
+    let c = &all[0];
+    assert_eq!(c.info.fingerprint, fp(1));
+    assert_eq!(c.info.locations, 3);
+    assert_eq!(c.info.verdicts, vec!["self_signed".to_owned()]);
+    assert_eq!(c.info.first_seen, t(10));
+    assert_eq!(c.info.last_seen, t(10));
+    assert_eq!(c.info.cert, facts(&fp(1), t(86_400)), "facts round-trip");
+    let chain: Vec<CertFacts> = serde_json::from_str(&c.chain).expect("chain decodes");
+    assert_eq!(chain.len(), 1);
+    let again = f.store.cert(&fp(1)).await.expect("reads").expect("exists");
+    assert_eq!(&again, c);
+    assert!(f.store.cert(&fp(9)).await.expect("reads").is_none());
+    let locs = f
+        .store
+        .cert_locations(&fp(1), 100)
+        .await
+        .expect("locations");
+    assert_eq!(locs.len(), 3);
+    assert!(locs.iter().all(|l| l.state == LocationState::Current));
+    let v6 = locs
+        .iter()
+        .find(|l| l.address == "[2001:db8::1]:8443")
+        .expect("the IPv6 location");
+    assert_eq!((v6.agent_id, v6.sni.as_deref()), (other, None));
+    let named = locs
+        .iter()
+        .find(|l| l.address == "10.0.0.1:443")
+        .expect("the named location");
+    assert_eq!(named.sni.as_deref(), Some("a.example"));
+    // Seen again later: first seen stays, last seen moves.
+    f.store
+        .record_sightings(&batch[..1], t(20))
+        .await
+        .expect("records later");
+    let c = f.store.cert(&fp(1)).await.expect("reads").expect("exists");
+    assert_eq!((c.info.first_seen, c.info.last_seen), (t(10), t(20)));
+    let locs = f.store.cert_locations(&fp(1), 1).await.expect("locations");
+    assert_eq!(locs.len(), 1, "the limit holds");
+    assert_eq!(locs[0].address, "10.0.0.1:443", "newest sighting first");
+    assert_eq!((locs[0].first_seen, locs[0].last_seen), (t(10), t(20)));
+}
+
+pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
+    let agent = Uuid::new_v4();
+    let addr = "192.0.2.10:443";
+    f.store
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+            t(10),
+        )
+        .await
+        .expect("first scan");
+    f.store
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(2, t(2000), &[])))],
+            t(20),
+        )
+        .await
+        .expect("second scan");
+    let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].state, LocationState::Changed);
+    assert_eq!(old[0].replaced_by.as_deref(), Some(fp(2).as_str()));
+    assert_eq!(old[0].state_since, Some(t(20)));
+    assert_eq!(old[0].last_seen, t(10));
+    let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
+    assert_eq!(new[0].state, LocationState::Current);
+    assert_eq!(new[0].previous.as_deref(), Some(fp(1).as_str()));
+    // Another SNI or another agent at the same address is another location.
+    f.store
+        .record_sightings(
+            &[
+                at(addr, None, agent, None),
+                at(addr, Some("www"), Uuid::new_v4(), None),
+            ],
+            t(25),
+        )
+        .await
+        .expect("other locations");
+    let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
+    assert_eq!(new[0].state, LocationState::Current, "{new:?}");
+    // A later scan finds no TLS there: gone.
+    f.store
+        .record_sightings(&[at(addr, Some("www"), agent, None)], t(30))
+        .await
+        .expect("third scan");
+    let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
+    assert_eq!(new[0].state, LocationState::Gone);
+    assert_eq!(new[0].state_since, Some(t(30)));
+    let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
+    assert_eq!(
+        old[0].state,
+        LocationState::Changed,
+        "changed stays changed"
+    );
+    // An older batch delivered late changes nothing it should not.
+    f.store
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+            t(15),
+        )
+        .await
+        .expect("late batch");
+    let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
+    assert_eq!(old[0].state, LocationState::Changed);
+    assert_eq!(old[0].last_seen, t(15));
+    let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
+    assert_eq!(
+        new[0].state,
+        LocationState::Gone,
+        "a late batch does not revive"
+    );
+    // It answers again with the first certificate: current again.
+    f.store
+        .record_sightings(
+            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+            t(40),
+        )
+        .await
+        .expect("fourth scan");
+    let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
+    assert_eq!(old[0].state, LocationState::Current);
+    assert_eq!(old[0].replaced_by, None);
+    assert_eq!(old[0].previous.as_deref(), Some(fp(2).as_str()));
+    assert_eq!(old[0].first_seen, t(10));
+}
+
+pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
+    let agent = Uuid::new_v4();
+    // Ten certificates, two per instant (so pages split ties), every other
+    // one expiring soon and self-signed.
+    for n in 0..10_u8 {
+        let soon = n % 2 == 0;
+        let cert = seen(
+            n,
+            if soon { t(3_600) } else { t(90 * 86_400) },
+            if soon {
+                &["self_signed", "expired"]
+            } else {
+                &["unknown_issuer"]
+            },
+        );
+        f.store
+            .record_sightings(
+                &[at(&format!("10.0.1.{n}:443"), None, agent, Some(cert))],
+                t(i64::from(n / 2)),
+            )
+            .await
+            .expect("records");
+    }
+    let mut seen_fps = BTreeSet::new();
+    let mut after: Option<Cursor> = None;
+    for _ in 0..20 {
+        let page = f
+            .store
+            .list_certs(&CertFilter::default(), after.as_ref(), 3)
+            .await
+            .expect("page");
+        for c in &page {
+            assert!(seen_fps.insert(c.info.fingerprint.clone()), "no repeats");
+        }
+        if page.len() < 3 {
+            break;
+        }
+        after = page.last().map(|c| c.cursor());
+    }
+    assert_eq!(seen_fps.len(), 10, "paging reaches every certificate");
+    let expiring = f
+        .store
+        .list_certs(
+            &CertFilter {
+                expiring_before: Some(t(86_400)),
+                verdict: None,
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("expiring");
+    assert_eq!(expiring.len(), 5);
+    let self_signed = f
+        .store
+        .list_certs(
+            &CertFilter {
+                expiring_before: None,
+                verdict: Some("self_signed".into()),
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("by verdict");
+    assert_eq!(self_signed.len(), 5);
+    assert!(
+        self_signed
+            .iter()
+            .all(|c| c.info.verdicts.contains(&"self_signed".to_owned()))
+    );
+    let both = f
+        .store
+        .list_certs(
+            &CertFilter {
+                expiring_before: Some(t(86_400)),
+                verdict: Some("unknown_issuer".into()),
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("both filters");
+    assert!(both.is_empty());
+    let hostile = f
+        .store
+        .list_certs(
+            &CertFilter {
+                expiring_before: None,
+                verdict: Some("x' OR '1'='1".into()),
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("a hostile verdict is a plain value");
+    assert!(hostile.is_empty());
+    // A newer sighting's verdicts replace the old ones.
+    f.store
+        .record_sightings(
+            &[at(
+                "10.0.1.0:443",
+                None,
+                agent,
+                Some(seen(0, t(3_600), &[])),
+            )],
+            t(100),
+        )
+        .await
+        .expect("records");
+    let c = f.store.cert(&fp(0)).await.expect("reads").expect("exists");
+    assert!(c.info.verdicts.is_empty());
+}
