@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
     ("proxy_reply", proxy_reply),
     ("delta_apply", delta_apply),
     ("bundle_import", bundle_import),
+    ("defs_bundle_import", defs_bundle_import),
     ("api_bodies", api_bodies),
 ];
 
@@ -186,6 +187,54 @@ pub fn bundle_import(data: &[u8]) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Offline definitions bundle import (`tether defs import`): the tar is
+/// unpacked into a scratch directory before any signature is checked.
+///
+/// Input: the tar itself. Asserts that an accepted bundle put nothing
+/// anywhere but `metadata/<name>` and `targets/<name>` of that directory.
+pub fn defs_bundle_import(data: &[u8]) -> bool {
+    let Ok(scratch) = tempfile::tempdir() else {
+        return false;
+    };
+    let bundle = scratch.path().join("bundle.tar");
+    let into = scratch.path().join("unpacked");
+    if std::fs::write(&bundle, data).is_err() || std::fs::create_dir(&into).is_err() {
+        return false;
+    }
+    let accepted = tether_defs::client::unpack_bundle(&bundle, &into).is_ok();
+    // Whatever the verdict, nothing was written outside the two folders.
+    for top in std::fs::read_dir(&into).into_iter().flatten().flatten() {
+        let name = top.file_name();
+        assert!(
+            name == "metadata" || name == "targets",
+            "unpack_bundle wrote {name:?} at the top of its directory"
+        );
+        for file in std::fs::read_dir(top.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            assert!(
+                file.file_type().is_ok_and(|t| t.is_file()),
+                "unpack_bundle made {:?}, which is not a plain file",
+                file.path()
+            );
+        }
+    }
+    let escaped: Vec<_> = std::fs::read_dir(scratch.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "bundle.tar" && n != "unpacked")
+        .collect();
+    assert!(
+        escaped.is_empty(),
+        "unpack_bundle wrote {escaped:?} outside its directory"
+    );
+    accepted
 }
 
 /// The JSON API bodies the server accepts, parsed as the server parses them

@@ -184,6 +184,24 @@ fn bundle_seeds() {
     write("bundle_import", "no-manifest", &no_manifest);
 }
 
+fn defs_bundle_seeds() {
+    let ts = br#"{"signed":{"_type":"timestamp"},"signatures":[]}"#;
+    write(
+        "defs_bundle_import",
+        "metadata-and-target",
+        &tarball(&[
+            ("metadata/timestamp.json", ts),
+            ("metadata/1.root.json", b"{}"),
+            ("targets/00ff.core-1.full.zst", b"payload"),
+        ]),
+    );
+    write(
+        "defs_bundle_import",
+        "timestamp-only",
+        &tarball(&[("metadata/timestamp.json", ts)]),
+    );
+}
+
 fn api_seeds() {
     let bodies: &[(u8, &str, &str)] = &[
         (
@@ -227,5 +245,6 @@ fn regenerate_seed_corpus() {
     proxy_seeds();
     delta_seeds();
     bundle_seeds();
+    defs_bundle_seeds();
     api_seeds();
 }

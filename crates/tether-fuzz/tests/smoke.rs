@@ -145,6 +145,11 @@ fn bundle_import() {
 }
 
 #[test]
+fn defs_bundle_import() {
+    smoke("defs_bundle_import");
+}
+
+#[test]
 fn api_bodies() {
     smoke("api_bodies");
 }
