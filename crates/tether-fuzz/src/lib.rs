@@ -19,8 +19,11 @@ use std::io::Write as _;
 
 use time::OffsetDateTime;
 
+/// A target's body: whether the input was accepted all the way.
+pub type Body = fn(&[u8]) -> bool;
+
 /// Every target, by the name cargo-fuzz and the corpus folders use.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("x509_chain", x509_chain),
     ("proxy_reply", proxy_reply),
     ("delta_apply", delta_apply),

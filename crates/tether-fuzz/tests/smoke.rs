@@ -98,7 +98,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &mut Vec<u8>) {
     }
 }
 
-fn run(target: &str, body: fn(&[u8]) -> bool, input: &[u8]) -> bool {
+fn run(target: &str, body: tether_fuzz::Body, input: &[u8]) -> bool {
     let Ok(accepted) = catch_unwind(AssertUnwindSafe(|| body(input))) else {
         let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
         panic!("fuzz target {target} panicked on input (hex): {hex}");
