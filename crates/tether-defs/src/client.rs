@@ -1125,8 +1125,9 @@ fn tough_error(label: &str, e: tough::error::Error, source: &Source<'_>) -> Upda
 }
 
 /// Unpacks a bundle: plain files under `metadata/` and `targets/` only,
-/// with safe names, bounded in count and size.
-fn unpack_bundle(bundle: &Path, into: &Path) -> Result<(), UpdateError> {
+/// with safe names, bounded in count and size. Hostile input (a bundle is
+/// carried by hand): public so the fuzz target calls this very function.
+pub fn unpack_bundle(bundle: &Path, into: &Path) -> Result<(), UpdateError> {
     const MAX_ENTRIES: usize = 10_000;
     const MAX_BYTES: u64 = 8 * 1024 * 1024 * 1024;
     let bad = |detail: String| UpdateError::BundleInvalid {
@@ -1175,7 +1176,7 @@ fn unpack_bundle(bundle: &Path, into: &Path) -> Result<(), UpdateError> {
                 path.display()
             )));
         }
-        total += entry.header().size().unwrap_or(u64::MAX);
+        total = total.saturating_add(entry.header().size().unwrap_or(u64::MAX));
         if total > MAX_BYTES {
             return Err(bad("larger than 8 GiB".into()));
         }

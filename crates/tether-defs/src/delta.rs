@@ -60,8 +60,9 @@ const MAGIC: &[u8; 4] = b"TDLT";
 /// The delta format version this code writes and reads.
 const FORMAT_VERSION: u8 = 1;
 
-/// Length of the header before the payload.
-const HEADER_LEN: usize = 4 + 1 + 1 + 32 + 8 + 32 + 8;
+/// Length of the header before the payload (public for the fuzz target
+/// that keeps a valid header in front of a fuzzed payload).
+pub const HEADER_LEN: usize = 4 + 1 + 1 + 32 + 8 + 32 + 8;
 
 /// What a definitions file holds, which decides the delta kind to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

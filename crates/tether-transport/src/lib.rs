@@ -37,7 +37,10 @@ pub use dns::{DnsError, DnsErrorKind, Resolve, StaticResolver, SystemResolver};
 pub use error::{Phase, TransportError};
 pub use fingerprint::{fingerprint, parse_fingerprint};
 pub use http::{BodyStream, Connection, Response, StreamingResponse};
-pub use proxy::{Answerer, ProxyConfig, ProxyReply, ProxySetting, Refusal, who_answered};
+pub use proxy::{
+    Answerer, ProxyConfig, ProxyReply, ProxySetting, Refusal, parse_reply as parse_proxy_reply,
+    who_answered,
+};
 pub use tls::{CertFacts, TlsErrorKind, TlsInfo, TlsStream};
 pub use transport::{PhaseTimings, Transport};
 

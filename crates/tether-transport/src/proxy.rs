@@ -13,7 +13,7 @@ use url::Url;
 use crate::error::TransportError;
 
 pub use answerer::{Answerer, Refusal, who_answered};
-pub use tunnel::ProxyReply;
+pub use tunnel::{ProxyReply, parse_reply};
 
 /// Which proxy the transport uses.
 #[derive(Debug, Clone, Default)]

@@ -192,8 +192,10 @@ async fn read_head(io: &mut BoxedIo) -> Result<Vec<u8>, HeadError> {
     }
 }
 
-/// Parses a reply head; the error is a human-readable detail.
-fn parse_reply(head: &[u8]) -> Result<ProxyReply, String> {
+/// Parses a proxy's reply head to CONNECT (hostile input: public so the
+/// fuzz targets call this very function); the error is a human-readable
+/// detail.
+pub fn parse_reply(head: &[u8]) -> Result<ProxyReply, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_REPLY_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(head) {

@@ -1,0 +1,250 @@
+//! The generator of the checked-in seed corpus (`fuzz/corpus/<target>/`):
+//! real certificates (rcgen), real bundles (tar in gzip), real deltas
+//! (`make_delta`), real JSON bodies and proxy replies. Ignored by default,
+//! since it rewrites files in the source tree; run it after a format change:
+//!
+//! `cargo test -p tether-fuzz --test seeds -- --ignored`
+//!
+//! Files named `crash-*` in the corpus are inputs that once crashed a
+//! target; this generator leaves them alone.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use tether_defs::delta::{DeltaKind, compress_full, make_delta};
+
+fn dir(target: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    std::fs::create_dir_all(&d).expect("create the corpus folder");
+    d
+}
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    std::fs::write(dir(target).join(format!("seed-{name}")), data).expect("write a seed");
+}
+
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let n = u16::try_from(data.len()).expect("a seed chunk under 64 KiB");
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+fn x509_input(flags: u8, name: Option<&str>, chain: &[&[u8]]) -> Vec<u8> {
+    // 2026-01-01, inside the certificates' validity.
+    let secs: u32 = 820_454_400;
+    let mut out = vec![flags];
+    out.extend_from_slice(&secs.to_le_bytes());
+    if let Some(n) = name {
+        chunk(&mut out, n.as_bytes());
+    }
+    for der in chain {
+        chunk(&mut out, der);
+    }
+    out
+}
+
+fn x509_seeds() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Fuzz Seed CA");
+    let ca = ca_params.self_signed(&ca_key).expect("a CA certificate");
+    let leaf_key = KeyPair::generate().expect("a leaf key");
+    let leaf_params =
+        CertificateParams::new(vec!["example.test".to_owned(), "*.example.test".to_owned()])
+            .expect("leaf params");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("a leaf certificate");
+    let self_key = KeyPair::generate().expect("a self-signed key");
+    let selfsigned = CertificateParams::new(vec!["self.test".to_owned()])
+        .expect("self params")
+        .self_signed(&self_key)
+        .expect("a self-signed certificate");
+
+    write(
+        "x509_chain",
+        "chain-anchored",
+        &x509_input(3, Some("www.example.test"), &[leaf.der(), ca.der()]),
+    );
+    write(
+        "x509_chain",
+        "leaf-only",
+        &x509_input(1, Some("other.test"), &[leaf.der()]),
+    );
+    write(
+        "x509_chain",
+        "self-signed",
+        &x509_input(0, None, &[selfsigned.der()]),
+    );
+}
+
+fn proxy_seeds() {
+    let replies: &[(&str, &str)] = &[
+        ("200", "HTTP/1.1 200 Connection established\r\n\r\n"),
+        (
+            "407",
+            "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"squid\"\r\nProxy-Authenticate: Negotiate\r\nServer: squid/5.7\r\nContent-Length: 5\r\n\r\nhello",
+        ),
+        (
+            "403-html",
+            "HTTP/1.0 403 Forbidden\r\nContent-Type: text/html\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n\r\n<html><title>ERROR: The requested URL could not be retrieved</title></html>",
+        ),
+        (
+            "502-nginx",
+            "HTTP/1.1 502 Bad Gateway\nServer: nginx\n\n<center>nginx</center>",
+        ),
+        (
+            "401",
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer, Basic realm=\"x\"\r\n\r\n",
+        ),
+    ];
+    for (name, reply) in replies {
+        write("proxy_reply", name, reply.as_bytes());
+    }
+}
+
+fn delta_input(mode: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![mode];
+    for p in parts {
+        chunk(&mut out, p);
+    }
+    out
+}
+
+fn delta_seeds() {
+    let base = b"alpha 1\nbeta 2\ngamma 3\ndelta 4\n".as_slice();
+    let target = b"alpha 1\nbeta 22\ngamma 3\nepsilon 5\n".as_slice();
+    let line = make_delta(DeltaKind::Line, base, target).expect("a line delta");
+    let zstd = make_delta(DeltaKind::Zstd, base, target).expect("a zstd delta");
+    write("delta_apply", "raw-line", &delta_input(0, &[base, &line]));
+    write(
+        "delta_apply",
+        "raw-zstd",
+        &delta_input(0x80, &[base, &zstd]),
+    );
+    // Mode 1: a valid header for (base, target), then the payload.
+    write(
+        "delta_apply",
+        "payload-line",
+        &delta_input(1, &[base, &line[tether_defs::delta::HEADER_LEN..], target]),
+    );
+    write(
+        "delta_apply",
+        "payload-zstd",
+        &delta_input(
+            0x81,
+            &[base, &zstd[tether_defs::delta::HEADER_LEN..], target],
+        ),
+    );
+    write("delta_apply", "roundtrip", &delta_input(2, &[base, target]));
+    let mut full = vec![3];
+    full.extend_from_slice(&compress_full(target));
+    write("delta_apply", "full", &full);
+}
+
+fn tarball(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, *data)
+            .expect("append to a tar");
+    }
+    builder.into_inner().expect("finish a tar")
+}
+
+fn bundle_seeds() {
+    let manifest = br#"{"verdict":{"status":"failed","code":"TETHER-E3312","root_cause":"weak chain","action":"replace it","check":"tls","at":"2026-01-01T00:00:00Z"}}"#;
+    let tar = tarball(&[
+        ("MANIFEST.json", manifest),
+        ("doctor.txt", b"tls: failed\n"),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("gzip a tar");
+    let gz = gz.finish().expect("finish gzip");
+    // Mode 0: the upload as sent; mode 1: the tar, gzipped by the target.
+    let mut sent = vec![0];
+    sent.extend_from_slice(&gz);
+    write("bundle_import", "bundle-gz", &sent);
+    let mut plain = vec![1];
+    plain.extend_from_slice(&tar);
+    write("bundle_import", "bundle-tar", &plain);
+    let mut no_manifest = vec![1];
+    no_manifest.extend_from_slice(&tarball(&[("logs/agent.log", b"line\n")]));
+    write("bundle_import", "no-manifest", &no_manifest);
+}
+
+fn defs_bundle_seeds() {
+    let ts = br#"{"signed":{"_type":"timestamp"},"signatures":[]}"#;
+    write(
+        "defs_bundle_import",
+        "metadata-and-target",
+        &tarball(&[
+            ("metadata/timestamp.json", ts),
+            ("metadata/1.root.json", b"{}"),
+            ("targets/00ff.core-1.full.zst", b"payload"),
+        ]),
+    );
+    write(
+        "defs_bundle_import",
+        "timestamp-only",
+        &tarball(&[("metadata/timestamp.json", ts)]),
+    );
+}
+
+fn api_seeds() {
+    let bodies: &[(u8, &str, &str)] = &[
+        (
+            0,
+            "checkin",
+            r#"{"agent_version":"0.1.0","facts":{"hostname":"h1","os":"linux","internal_ips":["10.0.0.1"],"uptime_secs":5},"definitions":{"core":"3"},"last_errors":{"checkin":{"code":"TETHER-E2101","message":"refused","at":"2026-01-01T00:00:00Z"}},"proxy":"http://proxy.test:3128","defs":[{"channel":"core","version":3,"sha256":"00"}]}"#,
+        ),
+        (
+            1,
+            "enroll",
+            r#"{"token":"tok","name":"web-1","agent_version":"0.1.0","facts":{"hostname":"h1","os":"linux","internal_ips":[],"uptime_secs":1}}"#,
+        ),
+        (
+            2,
+            "policy",
+            r#"{"checkin_interval_secs":60,"jitter_percent":10,"targets":["example.test:443"],"defs":{"channels":["core"],"update_urls":["https://defs.test/"],"interval_secs":3600}}"#,
+        ),
+        (
+            3,
+            "token",
+            r#"{"kind":"discovery","group":"web","valid_for_secs":3600,"max_uses":5,"require_approval":false,"policy":"default"}"#,
+        ),
+        (4, "admin-token", r#"{"name":"ci-bot"}"#),
+        (
+            5,
+            "action-result",
+            r#"{"ok":true,"message":"done","doctor":{"status":"healthy","root_cause":"","at":"2026-01-01T00:00:00Z"}}"#,
+        ),
+    ];
+    for (selector, name, json) in bodies {
+        let mut input = vec![*selector];
+        input.extend_from_slice(json.as_bytes());
+        write("api_bodies", name, &input);
+    }
+}
+
+#[test]
+#[ignore = "rewrites the checked-in seed corpus"]
+fn regenerate_seed_corpus() {
+    x509_seeds();
+    proxy_seeds();
+    delta_seeds();
+    bundle_seeds();
+    defs_bundle_seeds();
+    api_seeds();
+}
