@@ -22,7 +22,10 @@
 #     dropped (254)  both ports of .128-.254: iptables DROP, no answer
 #   delay            the second run adds `tc qdisc add dev <lab veth> root
 #                    netem delay 50ms`: every packet from the lab waits 50 ms
-#                    (+50 ms of round-trip time).
+#                    (+50 ms of round-trip time). A kernel without sch_netem
+#                    gets the same delay from a userspace relay between two
+#                    TUN devices (see set_delay below); the run prints which,
+#                    and the measured TCP connect time.
 #
 # The connect timeout for dropped targets is the same for the three tools:
 #   sslyze  5 s, its fixed network timeout (ServerNetworkConfiguration's
