@@ -20,6 +20,8 @@ packages=(
   haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy)
   dovecot-imapd # scan: a real IMAP server offering STARTTLS (tether-testlab::dovecot); the test runs its own, never the service
   dovecot-pop3d # scan: the same dovecot's POP3 with STLS
+  nmap        # bench: scripts/bench-discovery.sh compares `tether scan run` with nmap's ssl-cert (sslyze comes from pip there)
+  time        # bench: /usr/bin/time -v for peak RSS (scripts/bench-discovery.sh)
   slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
 )
 
