@@ -242,7 +242,7 @@ impl Updater {
                             (
                                 UpdateError::CoolingDown {
                                     server: server.to_string(),
-                                    status: 0,
+                                    status: None,
                                     wait,
                                 },
                                 server.to_string(),
@@ -1048,10 +1048,10 @@ fn join_dir(base: &Url, sub: &str) -> Result<Url, UpdateError> {
     if !s.ends_with('/') {
         s.push('/');
     }
-    Url::parse(&format!("{s}{sub}/")).map_err(|e| UpdateError::Status {
+    Url::parse(&format!("{s}{sub}/")).map_err(|e| UpdateError::BadUrl {
         server: base.to_string(),
-        path: format!("{sub}/ ({e})"),
-        status: 0,
+        path: format!("{sub}/"),
+        detail: e.to_string(),
     })
 }
 
@@ -1072,7 +1072,7 @@ fn tough_error(label: &str, e: tough::error::Error, source: &Source<'_>) -> Upda
                 retry_after: Some(wait),
             } if *status == 429 || *status == 503 => UpdateError::CoolingDown {
                 server,
-                status: *status,
+                status: Some(*status),
                 wait: *wait,
             },
             FetchError::Status { status, .. } => UpdateError::Status {
@@ -1087,10 +1087,14 @@ fn tough_error(label: &str, e: tough::error::Error, source: &Source<'_>) -> Upda
         T::OlderMetadata { .. }
         | T::SnapshotRoleRollback { .. }
         | T::OlderSnapshotInTimestamp { .. } => UpdateError::Rollback { server, detail },
-        T::MaxSizeExceeded { .. } => UpdateError::TooLarge {
+        T::MaxSizeExceeded {
+            max_size,
+            specifier,
+            ..
+        } => UpdateError::MetadataTooLarge {
             server,
-            name: "metadata".into(),
-            limit: 0,
+            specifier: specifier.to_owned(),
+            limit: max_size,
         },
         // A file that is missing: the server or bundle is incomplete.
         T::Transport { source: ref t, .. }

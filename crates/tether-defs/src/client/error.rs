@@ -42,11 +42,27 @@ pub enum UpdateError {
         path: String,
         status: u16,
     },
-    #[error("update server {server} asked to wait {}s (HTTP {status} with Retry-After)", .wait.as_secs())]
+    #[error("update server {server} asked to wait {}s ({})", .wait.as_secs(), asked_by(*.status))]
     CoolingDown {
         server: String,
-        status: u16,
+        /// The answer that asked; `None` for a wait remembered on disk
+        /// from an earlier run, whose answer was not kept.
+        status: Option<u16>,
         wait: Duration,
+    },
+    #[error("update server {server}: no URL can be made for {path}: {detail}")]
+    BadUrl {
+        server: String,
+        path: String,
+        detail: String,
+    },
+    #[error(
+        "update server {server}: the signed metadata {specifier} is larger than the {limit}-byte limit for metadata"
+    )]
+    MetadataTooLarge {
+        server: String,
+        specifier: String,
+        limit: u64,
     },
     #[error(
         "update server {server}: the signed metadata does not verify against the pinned root: {detail}"
@@ -135,7 +151,10 @@ impl UpdateError {
             UpdateError::Rollback { .. } => ErrorCode::DefsRollbackRefused,
             UpdateError::ChannelUnknown { .. } => ErrorCode::DefsChannelUnknown,
             UpdateError::HashMismatch { .. } => ErrorCode::DefsHashMismatch,
-            UpdateError::TooLarge { .. } => ErrorCode::DefsTooLarge,
+            UpdateError::TooLarge { .. } | UpdateError::MetadataTooLarge { .. } => {
+                ErrorCode::DefsTooLarge
+            }
+            UpdateError::BadUrl { .. } => ErrorCode::DefsServerError,
             UpdateError::DeltaFailed { .. } => ErrorCode::DefsDeltaFailed,
             UpdateError::DiskFull { .. } => ErrorCode::DefsDiskFull,
             UpdateError::Install { .. } => ErrorCode::DefsInstallFailed,
@@ -209,6 +228,14 @@ pub(crate) fn disk_or_install(
     }
 }
 
+/// Who asked for a cool-down, as the message says it.
+fn asked_by(status: Option<u16>) -> String {
+    match status {
+        Some(status) => format!("HTTP {status} with Retry-After"),
+        None => "a Retry-After remembered from an earlier answer".to_owned(),
+    }
+}
+
 /// A copy of `e` for a second channel or for the state file.
 pub(crate) fn copy(e: &UpdateError) -> UpdateError {
     match e {
@@ -227,5 +254,60 @@ pub(crate) fn copy(e: &UpdateError) -> UpdateError {
             transient: other.is_transient(),
             next_server: other.try_next_server(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No message carries a made-up value: a wait remembered on disk says
+    /// so instead of "HTTP 0", a URL that cannot be made is not "answered
+    /// 0", and oversized metadata names tough's real limit, not "0 bytes".
+    #[test]
+    fn messages_say_what_really_happened() {
+        let remembered = UpdateError::CoolingDown {
+            server: "https://m.corp/".into(),
+            status: None,
+            wait: Duration::from_secs(30),
+        };
+        assert_eq!(
+            remembered.to_string(),
+            "update server https://m.corp/ asked to wait 30s (a Retry-After remembered from an earlier answer)"
+        );
+        let answered = UpdateError::CoolingDown {
+            server: "https://m.corp/".into(),
+            status: Some(503),
+            wait: Duration::from_secs(30),
+        };
+        assert!(
+            answered
+                .to_string()
+                .ends_with("(HTTP 503 with Retry-After)")
+        );
+        let url = UpdateError::BadUrl {
+            server: "https://m.corp/".into(),
+            path: "targets/x".into(),
+            detail: "invalid port number".into(),
+        };
+        assert_eq!(
+            url.to_string(),
+            "update server https://m.corp/: no URL can be made for targets/x: invalid port number"
+        );
+        assert_eq!(url.code(), ErrorCode::DefsServerError);
+        let big = UpdateError::MetadataTooLarge {
+            server: "https://m.corp/".into(),
+            specifier: "max_timestamp_size argument".into(),
+            limit: 1_048_576,
+        };
+        assert!(big.to_string().contains("1048576-byte limit"), "{big}");
+        assert_eq!(big.code(), ErrorCode::DefsTooLarge);
+        for e in [remembered, answered, url, big] {
+            let text = e.to_string();
+            assert!(
+                !text.contains(" 0 ") && !text.contains("HTTP 0") && !text.contains("of 0 bytes"),
+                "{text}"
+            );
+        }
     }
 }

@@ -199,10 +199,10 @@ pub(crate) async fn download(
         .map_err(|e| disk_or_install("creating", partial_dir.to_path_buf(), &e))?;
     let url = server
         .join(&want.rel_path)
-        .map_err(|e| UpdateError::Status {
+        .map_err(|e| UpdateError::BadUrl {
             server: server_s.clone(),
-            path: format!("{} ({e})", want.rel_path),
-            status: 0,
+            path: want.rel_path.clone(),
+            detail: e.to_string(),
         })?;
     // A restart from zero is allowed once (416, or a 206 that does not
     // continue where we are).
@@ -232,10 +232,10 @@ pub(crate) async fn download(
                 req = req.header(IF_RANGE, v.as_str());
             }
         }
-        let req = req.body(Bytes::new()).map_err(|e| UpdateError::Status {
+        let req = req.body(Bytes::new()).map_err(|e| UpdateError::BadUrl {
             server: server_s.clone(),
-            path: format!("{} ({e})", want.rel_path),
-            status: 0,
+            path: want.rel_path.clone(),
+            detail: e.to_string(),
         })?;
         let to_err = |source| UpdateError::Transport {
             server: server_s.clone(),
@@ -271,7 +271,7 @@ pub(crate) async fn download(
                 if let Some(wait) = resp.retry_after(clock.now()) {
                     return Err(UpdateError::CoolingDown {
                         server: server_s,
-                        status: resp.status,
+                        status: Some(resp.status),
                         wait,
                     });
                 }
