@@ -602,6 +602,7 @@ async fn a_reader_that_stops_is_cut_off_and_streams_per_address_are_capped() {
         .write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
         .await
         .expect("writes");
+    stalled.flush().await.expect("flushes");
     let mut head = [0_u8; 64];
     let n = stalled.read(&mut head).await.expect("reads the head");
     assert!(
@@ -755,6 +756,7 @@ async fn uploads_beyond_the_concurrent_cap_are_told_to_wait() {
     .await
     .expect("writes");
     slow.write_all(&[0x1f, 0x8b]).await.expect("writes");
+    slow.flush().await.expect("flushes");
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
     loop {
         let r = upload(&h, &b.credential, tar_gz(&[("x", b"y")])).await;

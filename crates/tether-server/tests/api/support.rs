@@ -301,6 +301,7 @@ impl Client {
     pub async fn raw(&self, request: &[u8]) -> String {
         let mut tls = self.tls("localhost").await;
         tls.write_all(request).await.expect("writes");
+        tls.flush().await.expect("flushes");
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         for _ in 0..64 {
