@@ -108,19 +108,29 @@ pub fn trust(config: &AgentConfig, state_dir: &Path) -> Result<TrustConfig, Fail
     Ok(trust)
 }
 
-/// The transport for update servers: the check-in path's proxy and timeouts
-/// (so the doctor's verdicts hold for downloads too) with [`trust`].
+/// The settings of the transport for update servers: the check-in path's
+/// proxy, NO_PROXY and timeouts with [`trust`]. The updater and the
+/// doctor's definitions checks are both built from it, so the doctor's
+/// verdicts hold for downloads.
+pub fn transport_config(
+    config: &AgentConfig,
+    state_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TransportConfig, Failure> {
+    let base = crate::connect::transport_config(config, Some(state_dir), env)?;
+    Ok(TransportConfig {
+        trust: trust(config, state_dir)?,
+        ..base
+    })
+}
+
+/// The transport for update servers ([`transport_config`]).
 pub fn transport(
     config: &AgentConfig,
     state_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Transport, Failure> {
-    let base = crate::connect::transport_config(config, Some(state_dir), env)?;
-    let cfg = TransportConfig {
-        trust: trust(config, state_dir)?,
-        ..base
-    };
-    Transport::new(cfg).map_err(Failure::from)
+    Transport::new(transport_config(config, state_dir, env)?).map_err(Failure::from)
 }
 
 /// Builds updaters for a state dir, against the servers the policy names.

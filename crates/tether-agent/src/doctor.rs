@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tether_doctor::{DoctorInput, Report};
+use tether_doctor::{DefsInput, DoctorInput, Report};
 use tether_transport::{ProxyConfig, ProxySetting, TransportConfig, TrustConfig};
 use tether_wire::{DoctorSummary, ErrorCode};
 use time::OffsetDateTime;
@@ -262,6 +262,12 @@ pub fn input(
             let transport = crate::connect::transport_config(config, Some(dir), &env)?;
             let mut input = DoctorInput::new(config.server.clone());
             input.transport = transport;
+            input.defs = defs_input(
+                config,
+                dir,
+                state.as_ref().and_then(|s| s.policy.as_ref()),
+                &env,
+            )?;
             input.enrolled = credential.is_some() && state.is_some();
             input.agent_id = state.as_ref().map(|s| s.agent_id);
             input.credential = credential.map(|c| c.expose().to_owned());
@@ -301,6 +307,36 @@ pub fn input(
         opts.ntp_servers.clone()
     };
     Ok(input)
+}
+
+/// The definitions path as the updater takes it, when the last policy
+/// subscribes to a channel: the same server list
+/// ([`crate::defs::update_servers`]) and transport settings
+/// ([`crate::defs::transport_config`]) the updater is built from.
+fn defs_input(
+    config: &crate::config::AgentConfig,
+    dir: &Path,
+    policy: Option<&tether_wire::Policy>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<DefsInput>, Failure> {
+    let Some(policy) = policy.filter(|p| !p.defs.channels.is_empty()) else {
+        return Ok(None);
+    };
+    let servers = crate::defs::update_servers(&policy.defs, &config.server);
+    let Some(control_plane) =
+        crate::defs::update_servers(&tether_wire::DefsPolicy::default(), &config.server)
+            .into_iter()
+            .next()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(DefsInput {
+        servers,
+        control_plane,
+        transport: crate::defs::transport_config(config, dir, env)?,
+        channels: policy.defs.channels.clone(),
+        state_dir: dir.to_owned(),
+    }))
 }
 
 fn pre_enrollment(

@@ -21,6 +21,7 @@
 
 mod error;
 mod fetch;
+mod probe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use tough::{ExpirationEnforcement, RepositoryLoader};
 use url::Url;
 
 pub use error::UpdateError;
+pub use probe::{ServerProbe, partial_downloads, probe_server, trusted_versions};
 
 use crate::delta;
 use crate::fsutil;
@@ -448,9 +450,7 @@ impl Updater {
                 )
             }
         };
-        let loader = RepositoryLoader::new(&root, meta_url, targets_url)
-            .datastore(datastore)
-            .expiration_enforcement(ExpirationEnforcement::Unsafe);
+        let loader = verifying_loader(&root, meta_url, targets_url, datastore);
         let loader = match source {
             Source::Server(_) => loader.transport(ToughTransport {
                 transport: self.transport.clone(),
@@ -464,44 +464,18 @@ impl Updater {
             .await
             .map_err(|e| tough_error(&label, e, source))?;
         let now = self.clock.now();
-        let mut checks: Vec<(&'static str, jiff::Timestamp)> = vec![
-            ("root", repo.root().signed.expires),
-            ("snapshot", repo.snapshot().signed.expires),
-            ("targets", repo.targets().signed.expires),
-        ];
-        if matches!(source, Source::Server(_)) {
-            checks.push(("timestamp", repo.timestamp().signed.expires));
+        let with_timestamp = matches!(source, Source::Server(_));
+        if let Some((role, expires)) = expired_role(&repo, now, with_timestamp) {
+            return Err(UpdateError::Expired {
+                server: label,
+                role,
+                expires: expires.to_string(),
+                now: layout::rfc3339(now),
+            });
         }
-        for (role, expires) in checks {
-            if expires.as_second() < now.unix_timestamp() {
-                return Err(UpdateError::Expired {
-                    server: label,
-                    role,
-                    expires: expires.to_string(),
-                    now: layout::rfc3339(now),
-                });
-            }
-        }
-        let targets = repo
-            .all_targets()
-            .filter_map(|(name, t)| {
-                let meta = TargetMeta::from_custom(&t.custom)?;
-                // Signed is not the same as sane: a name or hash that could
-                // become a path outside the state dir is dropped (and the
-                // channel then reads as unknown).
-                if !layout::target_is_sane(name.raw(), &meta) {
-                    tracing::warn!(target = ?name.raw().chars().take(100).collect::<String>(), "ignoring a signed target whose name or hashes are not valid");
-                    return None;
-                }
-                Some((
-                    name.raw().to_owned(),
-                    t.length,
-                    hex::encode(t.hashes.sha256.clone().into_vec()),
-                    meta,
-                ))
-            })
-            .collect();
-        Ok(Verified { targets })
+        Ok(Verified {
+            targets: sane_targets(&repo),
+        })
     }
 
     /// Brings one channel to the newest signed version.
@@ -718,6 +692,63 @@ impl Updater {
         })
         .await
     }
+}
+
+/// The one way metadata is loaded: `tough` verifies the signatures from
+/// the pinned `root` on (walking the root chain), keeps what it trusts in
+/// `datastore` (rollback protection), and leaves expiry to us, checked
+/// against the injected clock ([`expired_role`]).
+fn verifying_loader<'a, R: AsRef<[u8]>>(
+    root: &'a R,
+    meta_url: Url,
+    targets_url: Url,
+    datastore: PathBuf,
+) -> RepositoryLoader<'a> {
+    RepositoryLoader::new(root, meta_url, targets_url)
+        .datastore(datastore)
+        .expiration_enforcement(ExpirationEnforcement::Unsafe)
+}
+
+/// The first role whose signed expiry has passed at `now` (the timestamp
+/// only when asked: a hand-carried bundle's one-day timestamp is not
+/// enforced).
+fn expired_role(
+    repo: &tough::Repository,
+    now: OffsetDateTime,
+    with_timestamp: bool,
+) -> Option<(&'static str, jiff::Timestamp)> {
+    let mut checks: Vec<(&'static str, jiff::Timestamp)> = vec![
+        ("root", repo.root().signed.expires),
+        ("snapshot", repo.snapshot().signed.expires),
+        ("targets", repo.targets().signed.expires),
+    ];
+    if with_timestamp {
+        checks.push(("timestamp", repo.timestamp().signed.expires));
+    }
+    checks
+        .into_iter()
+        .find(|(_, expires)| expires.as_second() < now.unix_timestamp())
+}
+
+/// The signed targets that are also sane: a name or hash that could become
+/// a path outside the state dir is dropped (and the channel then reads as
+/// unknown).
+fn sane_targets(repo: &tough::Repository) -> Vec<(String, u64, String, TargetMeta)> {
+    repo.all_targets()
+        .filter_map(|(name, t)| {
+            let meta = TargetMeta::from_custom(&t.custom)?;
+            if !layout::target_is_sane(name.raw(), &meta) {
+                tracing::warn!(target = ?name.raw().chars().take(100).collect::<String>(), "ignoring a signed target whose name or hashes are not valid");
+                return None;
+            }
+            Some((
+                name.raw().to_owned(),
+                t.length,
+                hex::encode(t.hashes.sha256.clone().into_vec()),
+                meta,
+            ))
+        })
+        .collect()
 }
 
 /// Runs disk- and CPU-heavy work (hashing, decompression, delta apply,

@@ -6,10 +6,17 @@
 //!                                   └→ revocation
 //! host, target:*, logs: independent
 //! ```
+//!
+//! The definitions path (`defs`) runs the same dns, tcp, proxy, tls,
+//! revocation and http checks once per update server, on a [`Ctx`] of its
+//! own (the server's URL and the updater's transport), with ids prefixed
+//! `defs.N.`, then its TUF check; `defs.state` reads the agent's own
+//! definitions state once every server was probed.
 
 pub(crate) mod auth;
 pub(crate) mod clock;
 pub(crate) mod config;
+pub(crate) mod defs;
 pub(crate) mod dns;
 pub(crate) mod host;
 pub(crate) mod http;
@@ -47,7 +54,23 @@ pub(crate) struct Ctx {
     pub(crate) proxy: Option<ProxyConfig>,
     /// Why a transport cannot be built from the input, if it cannot.
     pub(crate) transport_error: Option<String>,
+    /// Which path this context checks.
+    pub(crate) route: Route,
+    /// The prefix of this path's check ids: empty for the control plane,
+    /// `defs.N.` for the N-th update server.
+    pub(crate) prefix: String,
     found: Mutex<Found>,
+    /// What the definitions checks share across paths.
+    pub(crate) defs: Arc<Mutex<defs::DefsFound>>,
+}
+
+/// The path a [`Ctx`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The agent's path to its control plane (check-ins).
+    ControlPlane,
+    /// The updater's path to an update server (1-based, in fallback order).
+    UpdateServer(usize),
 }
 
 /// What earlier checks hand to later ones.
@@ -71,6 +94,48 @@ pub(crate) struct Found {
 }
 
 impl Ctx {
+    /// A context for the path to `input.server` with `input.transport`.
+    fn new(
+        input: DoctorInput,
+        world: World,
+        deadline: Instant,
+        route: Route,
+        defs: Arc<Mutex<defs::DefsFound>>,
+    ) -> Ctx {
+        let host = match input.server.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string().to_ascii_lowercase(),
+            None => String::new(),
+        };
+        let port = input.server.port_or_known_default().unwrap_or(443);
+        let (proxy, transport_error) = match Transport::new(input.transport.clone()) {
+            Ok(t) => (t.proxy_for(&host).cloned(), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let prefix = match route {
+            Route::ControlPlane => String::new(),
+            Route::UpdateServer(n) => format!("{}{n}.", defs::DEFS_PREFIX),
+        };
+        Ctx {
+            input,
+            world,
+            deadline,
+            host,
+            port,
+            proxy,
+            transport_error,
+            route,
+            prefix,
+            found: Mutex::new(Found::default()),
+            defs,
+        }
+    }
+
+    /// This path's id for a check: `tls`, or `defs.2.tls`.
+    pub(crate) fn id(&self, check: &str) -> String {
+        format!("{}{check}", self.prefix)
+    }
+
     /// What earlier checks found.
     pub(crate) fn found(&self) -> MutexGuard<'_, Found> {
         self.found.lock().unwrap_or_else(|p| p.into_inner())
@@ -137,9 +202,36 @@ where
     F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = TaskOutput> + Send + 'static,
 {
+    let prefix = ctx.prefix.clone();
+    let title = match ctx.route {
+        Route::ControlPlane => title.to_owned(),
+        Route::UpdateServer(n) => format!("Update server {n}: {title}"),
+    };
     let ctx = ctx.clone();
-    Task::new(id, title, timeout_code, move || -> TaskFuture {
-        Box::pin(check(ctx))
+    Task::new(ctx.id(id), title, timeout_code, move || -> TaskFuture {
+        Box::pin(async move {
+            let out = check(ctx).await;
+            if prefix.is_empty() {
+                return out;
+            }
+            // The checks name themselves and each other without the path;
+            // on an update server's path every id gets its prefix.
+            let results = out
+                .results
+                .into_iter()
+                .map(|mut r| {
+                    r.id = format!("{prefix}{}", r.id);
+                    if let crate::report::Status::Skipped { blocked_by } = &mut r.status {
+                        *blocked_by = format!("{prefix}{blocked_by}");
+                    }
+                    r
+                })
+                .collect();
+            TaskOutput {
+                results,
+                blocked_by: out.blocked_by.map(|b| format!("{prefix}{b}")),
+            }
+        })
     })
 }
 
@@ -148,28 +240,23 @@ pub(crate) async fn run(input: DoctorInput, world: World) -> Report {
     let started = Instant::now();
     let deadline = started + input.deadline;
     let server = redacted_server(&input.server);
-    let host = match input.server.host() {
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        Some(h) => h.to_string().to_ascii_lowercase(),
-        None => String::new(),
-    };
-    let port = input.server.port_or_known_default().unwrap_or(443);
-    let (proxy, transport_error) = match Transport::new(input.transport.clone()) {
-        Ok(t) => (t.proxy_for(&host).cloned(), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let ctx = Arc::new(Ctx {
+    let shared = Arc::new(Mutex::new(defs::DefsFound::default()));
+    let ctx = Arc::new(Ctx::new(
         input,
         world,
         deadline,
-        host,
-        port,
-        proxy,
-        transport_error,
-        found: Mutex::new(Found::default()),
-    });
-    let results = engine::run(plan(&ctx), deadline).await;
-    let verdict = Verdict::from_checks(&results, &server);
+        Route::ControlPlane,
+        shared.clone(),
+    ));
+    let mut tasks = plan(&ctx);
+    tasks.extend(defs::plan(&ctx, &shared));
+    let results = engine::run(tasks, deadline).await;
+    let update_servers = shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .servers
+        .clone();
+    let verdict = Verdict::from_checks_with_defs(&results, &server, &update_servers);
     Report {
         schema_version: SCHEMA_VERSION,
         server,

@@ -35,6 +35,7 @@ use tether_wire::{ApiError, Clock, HostFacts, SystemClock};
 use uuid::Uuid;
 
 pub use checks::clock::default_ntp_servers;
+pub use checks::defs::{DEFS_PREFIX, defs_check_id};
 pub use checks::logs::{Signature, SignatureTable};
 pub use report::{CheckResult, Report, SCHEMA_VERSION, Status, Verdict, VerdictStatus};
 pub use tether_wire::ErrorCode;
@@ -89,6 +90,29 @@ pub struct DoctorInput {
     pub agent_version: String,
     /// NTP servers as `host` or `host:port` (see [`default_ntp_servers`]).
     pub ntp_servers: Vec<String>,
+    /// The definitions path, when the agent is subscribed to a channel.
+    pub defs: Option<DefsInput>,
+}
+
+/// The definitions path as the agent's updater takes it, built by the agent
+/// crate from the same functions the updater uses.
+#[derive(Debug, Clone)]
+pub struct DefsInput {
+    /// The update servers in fallback order: the policy's `update_urls`, or
+    /// the control plane's `/defs/` when it names none.
+    pub servers: Vec<url::Url>,
+    /// The control plane's own `/defs/` tree: the newest version, to tell a
+    /// mirror that is behind.
+    pub control_plane: url::Url,
+    /// The updater's transport: the check-in path's proxy, NO_PROXY and
+    /// timeouts, with the definitions trust (the agent's CA anchors plus
+    /// system roots, no pin).
+    pub transport: TransportConfig,
+    /// The subscribed channels.
+    pub channels: Vec<String>,
+    /// The agent's state dir: `defs/root.json` (the pinned root), `defs/tuf`
+    /// (what it trusts), and each channel's state.
+    pub state_dir: PathBuf,
 }
 
 impl DoctorInput {
@@ -122,6 +146,7 @@ impl DoctorInput {
             revocation_budget: Self::DEFAULT_REVOCATION_BUDGET,
             agent_version: tether_wire::VERSION.to_owned(),
             ntp_servers: Vec::new(),
+            defs: None,
         }
     }
 }

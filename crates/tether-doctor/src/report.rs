@@ -10,7 +10,7 @@ use tether_wire::ErrorCode;
 use time::OffsetDateTime;
 
 /// The version of the JSON schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,9 +208,26 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// The upstream order of check families: a failure further up the path is
-/// the root cause of failures further down.
+/// The upstream order of checks: a failure further up the path is the root
+/// cause of failures further down. The control plane's path comes first
+/// (check-ins are what keep an agent managed), then each update server's,
+/// in the policy's fallback order, then the agent's own definitions state.
 fn rank(id: &str) -> usize {
+    match defs_server(id) {
+        Some((n, family)) => 100 + n.min(1000) * 20 + family_rank(family),
+        None if id.starts_with(crate::checks::defs::DEFS_PREFIX) => 100 + 1001 * 20,
+        None => family_rank(id),
+    }
+}
+
+/// For an update server's check (`defs.N.tls`), N and the check's own id.
+pub(crate) fn defs_server(id: &str) -> Option<(usize, &str)> {
+    let rest = id.strip_prefix(crate::checks::defs::DEFS_PREFIX)?;
+    let (n, check) = rest.split_once('.')?;
+    Some((n.parse().ok()?, check))
+}
+
+fn family_rank(id: &str) -> usize {
     let family = id.split([':', '.']).next().unwrap_or(id);
     match family {
         "config" => 0,
@@ -219,6 +236,7 @@ fn rank(id: &str) -> usize {
         "proxy" => 3,
         "tls" => 4,
         "http" => 5,
+        "tuf" => 6,
         "auth" => 6,
         "clock" => 7,
         "revocation" => 8,
@@ -247,6 +265,9 @@ fn impact(code: Option<ErrorCode>) -> usize {
             | ErrorCode::DiskNearlyFull
             | ErrorCode::CredentialFileInsecure,
         ) => 0,
+        // A mirror that is behind: the agent installs stale definitions and
+        // falls out of policy.
+        Some(ErrorCode::DefsMirrorBehind) => 0,
         // Housekeeping: nothing on the path is weakened.
         Some(ErrorCode::AgentVersionOutdated | ErrorCode::CredentialProbeUnsupported) => 2,
         // A check the agent relies on is weakened (revocation, NTP…).
@@ -263,6 +284,75 @@ impl Verdict {
     /// because this host's clock is wrong is a clock problem, so a failing
     /// clock check takes precedence over those TLS failures.
     pub fn from_checks(checks: &[CheckResult], server: &str) -> Verdict {
+        Verdict::from_checks_with_defs(checks, server, &[])
+    }
+
+    /// [`Verdict::from_checks`] over both paths. `update_servers` are the
+    /// definitions servers in fallback order (`defs.N.*` is the N-th).
+    ///
+    /// A failure on the control plane's path outranks any on the
+    /// definitions path. When check-ins work and definitions fail, the
+    /// verdict names the update server's URL with the definitions root
+    /// cause. When both fail, the control plane's root cause is named, and
+    /// the definitions failure is added only if its cause differs (the same
+    /// proxy, the same first hop or the same configuration is named once).
+    pub fn from_checks_with_defs(
+        checks: &[CheckResult],
+        server: &str,
+        update_servers: &[String],
+    ) -> Verdict {
+        let mut v = Verdict::pick_root(checks, server);
+        let url_of = |id: &str| {
+            defs_server(id)
+                .and_then(|(n, _)| update_servers.get(n.wrapping_sub(1)))
+                .cloned()
+        };
+        let Some(root_id) = v.check.clone() else {
+            return v;
+        };
+        if root_id.starts_with(crate::checks::defs::DEFS_PREFIX) {
+            let what = match url_of(&root_id) {
+                Some(url) => format!("definitions updates from {url} fail"),
+                None => "definitions updates fail".to_owned(),
+            };
+            v.root_cause = match v.status {
+                VerdictStatus::Failed => {
+                    format!("Check-ins work, but {what}: {}", v.root_cause)
+                }
+                _ => format!("Definitions: {}", v.root_cause),
+            };
+            return v;
+        }
+        if v.status != VerdictStatus::Failed {
+            return v;
+        }
+        // Both paths fail: the definitions path's own root, if any.
+        let cp_root = checks.iter().find(|c| c.id == root_id);
+        let defs_root = checks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_fail() && defs_server(&c.id).is_some())
+            .min_by_key(|(i, c)| (rank(&c.id), *i))
+            .map(|(_, c)| c);
+        if let (Some(cp), Some(d)) = (cp_root, defs_root) {
+            let url = url_of(&d.id).unwrap_or_else(|| "the update server".to_owned());
+            if same_cause(cp, d) {
+                v.root_cause.push_str(&format!(
+                    " The same cause stops definitions updates from {url}."
+                ));
+            } else {
+                let problem = d.problem.clone().unwrap_or_default();
+                v.root_cause.push_str(&format!(
+                    " Definitions updates from {url} also fail ({}, check {}): {problem}",
+                    d.code.map(|c| c.as_str()).unwrap_or("no code"),
+                    d.id
+                ));
+            }
+        }
+        v
+    }
+
+    fn pick_root(checks: &[CheckResult], server: &str) -> Verdict {
         let pick = |status: &Status| {
             checks
                 .iter()
@@ -326,6 +416,31 @@ impl Verdict {
             action,
             check: Some(c.id.clone()),
         }
+    }
+}
+
+/// Whether a definitions failure has the control plane's failure as its
+/// cause: the same check on the same first hop with the same code (the
+/// same proxy refusing, the same proxy's name not resolving), or the
+/// configuration both paths share.
+fn same_cause(cp: &CheckResult, defs: &CheckResult) -> bool {
+    let Some((_, check)) = defs_server(&defs.id) else {
+        return false;
+    };
+    let family = |id: &str| id.split([':', '.']).next().unwrap_or("").to_owned();
+    if family(check) != family(&cp.id) || cp.code != defs.code {
+        return false;
+    }
+    let key = match family(check).as_str() {
+        "config" => return true,
+        "dns" => "host",
+        "tcp" => "address",
+        "proxy" => "proxy",
+        _ => return false,
+    };
+    match (cp.evidence.get(key), defs.evidence.get(key)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -394,7 +509,7 @@ impl Report {
         out
     }
 
-    /// The JSON rendering (schema version 1, `docs/doctor-schema.md`).
+    /// The JSON rendering (schema version 2, `docs/doctor-schema.md`).
     pub fn to_json(&self) -> Value {
         let checks: Vec<Value> = self
             .checks
@@ -577,6 +692,122 @@ mod tests {
         assert_eq!(v.status, VerdictStatus::Healthy);
         assert!(v.root_cause.contains("not enrolled"), "{}", v.root_cause);
         assert!(v.action.contains("tether agent enroll"), "{}", v.action);
+    }
+
+    const MIRROR: &str = "https://mirror.corp/defs/";
+    const SECOND: &str = "https://cdn.example/defs/";
+
+    fn servers() -> Vec<String> {
+        vec![MIRROR.to_owned(), SECOND.to_owned()]
+    }
+
+    #[test]
+    fn a_definitions_only_failure_names_its_root_cause_and_the_servers_url() {
+        let checks = vec![
+            CheckResult::pass("tcp:127.0.0.1:8443", "t"),
+            CheckResult::pass("tls", "t"),
+            CheckResult::pass("http", "h"),
+            CheckResult::pass("auth", "a"),
+            CheckResult::pass("clock", "c").warn(ErrorCode::NtpUnreachable, "no NTP."),
+            failing("defs.1.tcp:10.0.0.9:443", ErrorCode::ConnectRefused),
+            CheckResult::skipped("defs.1.tls", "t", "defs.1.tcp:10.0.0.9:443"),
+            failing("defs.2.tuf", ErrorCode::DefsMirrorFrozen),
+            CheckResult::pass("defs.state", "s").warn(ErrorCode::ConnectRefused, "last failed."),
+        ];
+        let v = Verdict::from_checks_with_defs(&checks, "https://s", &servers());
+        assert_eq!(v.status, VerdictStatus::Failed);
+        // The first server in fallback order, its most upstream failure;
+        // not the NTP warning, which says nothing about definitions.
+        assert_eq!(v.check.as_deref(), Some("defs.1.tcp:10.0.0.9:443"));
+        assert_eq!(v.code, Some(ErrorCode::ConnectRefused));
+        assert_eq!(
+            v.root_cause,
+            format!(
+                "Check-ins work, but definitions updates from {MIRROR} fail: defs.1.tcp:10.0.0.9:443 broke."
+            )
+        );
+        // The second server alone: its own URL.
+        let v = Verdict::from_checks_with_defs(&checks[5..], "https://s", &servers());
+        assert_eq!(v.check.as_deref(), Some("defs.1.tcp:10.0.0.9:443"));
+        let v = Verdict::from_checks_with_defs(&checks[7..], "https://s", &servers());
+        assert_eq!(v.check.as_deref(), Some("defs.2.tuf"));
+        assert!(v.root_cause.contains(SECOND), "{}", v.root_cause);
+    }
+
+    #[test]
+    fn a_definitions_warning_is_named_as_such() {
+        let checks = vec![
+            CheckResult::pass("tls", "t"),
+            CheckResult::pass("defs.1.tuf", "t").warn(ErrorCode::DefsMirrorBehind, "behind."),
+            CheckResult::pass("defs.1.revocation", "r")
+                .warn(ErrorCode::RevocationUnreachable, "no OCSP."),
+        ];
+        let v = Verdict::from_checks_with_defs(&checks, "https://s", &servers());
+        assert_eq!(v.status, VerdictStatus::Warnings);
+        // A mirror that is behind outranks a weakened check.
+        assert_eq!(v.check.as_deref(), Some("defs.1.tuf"));
+        assert_eq!(v.root_cause, "Definitions: behind.");
+        let v = Verdict::from_checks_with_defs(&checks[2..], "https://s", &servers());
+        assert_eq!(v.check.as_deref(), Some("defs.1.revocation"));
+    }
+
+    #[test]
+    fn both_paths_failing_at_the_same_proxy_name_it_once() {
+        let proxy_fail = |id: &str| {
+            CheckResult::pass(id, "p")
+                .with("proxy", "http://127.0.0.1:3128")
+                .fail(
+                    ErrorCode::ProxyAuthFailed,
+                    "The proxy http://127.0.0.1:3128 rejected the configured credentials (407, offers Basic).",
+                )
+        };
+        let checks = vec![
+            CheckResult::pass("tcp:127.0.0.1:3128", "t"),
+            proxy_fail("proxy"),
+            CheckResult::skipped("tls", "t", "proxy"),
+            CheckResult::pass("defs.1.tcp:127.0.0.1:3128", "t"),
+            proxy_fail("defs.1.proxy"),
+            CheckResult::skipped("defs.1.tls", "t", "defs.1.proxy"),
+        ];
+        let v = Verdict::from_checks_with_defs(&checks, "https://s", &servers());
+        assert_eq!(v.status, VerdictStatus::Failed);
+        assert_eq!(v.check.as_deref(), Some("proxy"));
+        assert_eq!(v.code, Some(ErrorCode::ProxyAuthFailed));
+        assert_eq!(
+            v.root_cause
+                .matches("rejected the configured credentials")
+                .count(),
+            1
+        );
+        assert!(
+            v.root_cause.ends_with(&format!(
+                "The same cause stops definitions updates from {MIRROR}."
+            )),
+            "{}",
+            v.root_cause
+        );
+    }
+
+    #[test]
+    fn both_paths_failing_for_different_causes_name_both() {
+        let checks = vec![
+            failing("tls", ErrorCode::TlsUnknownIssuer),
+            // Another proxy, or none: a cause of its own.
+            CheckResult::pass("defs.1.proxy", "p")
+                .with("proxy", "http://10.9.9.9:8080")
+                .fail(ErrorCode::ProxyAuthFailed, "The other proxy refused."),
+        ];
+        let v = Verdict::from_checks_with_defs(&checks, "https://s", &servers());
+        assert_eq!(v.check.as_deref(), Some("tls"));
+        assert_eq!(v.code, Some(ErrorCode::TlsUnknownIssuer));
+        assert!(v.root_cause.starts_with("tls broke."), "{}", v.root_cause);
+        assert!(
+            v.root_cause.contains(&format!(
+                "Definitions updates from {MIRROR} also fail (TETHER-E3203, check defs.1.proxy): The other proxy refused."
+            )),
+            "{}",
+            v.root_cause
+        );
     }
 
     #[test]

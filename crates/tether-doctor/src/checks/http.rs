@@ -2,6 +2,10 @@
 //! server's answer from an intermediary's: a balancer whose backend is
 //! down, a gateway that rate-limits or demands a client certificate, a
 //! captive portal or a proxy's block page.
+//!
+//! On an update server's path the same check asks for the definitions
+//! tree's `metadata/timestamp.json` instead (an update server has no
+//! `/health`), and wants TUF timestamp metadata back.
 
 mod answer;
 
@@ -13,11 +17,14 @@ use tether_wire::ErrorCode;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-use super::{Ctx, snippet, timings_json};
+use super::{Ctx, Route, snippet, timings_json};
 use crate::engine::TaskOutput;
 use crate::report::CheckResult;
 
 pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
+    if let Route::UpdateServer(_) = ctx.route {
+        return metadata(ctx).await;
+    }
     let mut r = CheckResult::pass("http", "HTTP /health");
     let url = match ctx.input.server.join("/health") {
         Ok(u) => u,
@@ -113,7 +120,7 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
             return TaskOutput::gated_by_failures(vec![fault.apply(r)]);
         }
         let answer = answer::classify(resp.status, &resp.headers, &resp.body, received);
-        let fault = intermediary(&answer, &what, resp.status);
+        let fault = intermediary(&answer, "GET /health", &what, resp.status);
         r.set("answered_by", answer_name(&answer));
         return TaskOutput::gated_by_failures(vec![fault.apply(r)]);
     }
@@ -150,6 +157,91 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
         r = r.warn(ErrorCode::StoreUnavailable, format!("The server answers but reports itself degraded: its store is unavailable ({detail})."));
     }
     TaskOutput::gated_by_failures(vec![r])
+}
+
+/// `GET metadata/timestamp.json` from an update server, over the updater's
+/// path: TUF timestamp metadata is the answer wanted; anything else is
+/// named as the health check names it (an intermediary, a portal), or as
+/// an incomplete tree.
+async fn metadata(ctx: Arc<Ctx>) -> TaskOutput {
+    let file = "metadata/timestamp.json";
+    let mut r = CheckResult::pass("http", format!("HTTP {file}"));
+    let url = match ctx.input.server.join(file) {
+        Ok(u) => u,
+        Err(e) => {
+            let r = r.fail(
+                ErrorCode::ConfigInvalid,
+                format!("The update server's metadata URL cannot be built: {e}."),
+            );
+            return TaskOutput::gated_by_failures(vec![r]);
+        }
+    };
+    let shown = super::redacted_server(&url);
+    r.set("url", shown.as_str());
+    let transport = match ctx.transport() {
+        Ok(t) => t,
+        Err(e) => return TaskOutput::gated_by_failures(vec![r.fail(e.code(), format!("{e}."))]),
+    };
+    let req = match http::Request::get("/").body(Bytes::new()) {
+        Ok(req) => req,
+        Err(e) => {
+            return TaskOutput::gated_by_failures(vec![
+                r.fail(ErrorCode::Internal, format!("{e}.")),
+            ]);
+        }
+    };
+    let resp = match transport.request(&url, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            r.set("error", e.to_string());
+            let problem = format!("GET {shown} failed in phase {}: {e}.", e.phase());
+            return TaskOutput::gated_by_failures(vec![r.fail(e.code(), problem)]);
+        }
+    };
+    let received = ctx.world.clock.now();
+    r.set("status", resp.status);
+    r.set("timings", timings_json(&resp.timings));
+    let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
+    let is_timestamp = body
+        .as_ref()
+        .and_then(|b| b.pointer("/signed/_type"))
+        .and_then(Value::as_str)
+        == Some("timestamp");
+    if resp.status == 200 && is_timestamp {
+        return TaskOutput::gated_by_failures(vec![r]);
+    }
+    if let Some(t) = html_title(&resp.body) {
+        r.set("html_title", t.as_str());
+    }
+    r.set("body_snippet", snippet(&resp.body, 160));
+    if let Some(fault) = tether_error(body.as_ref(), resp.status) {
+        return TaskOutput::gated_by_failures(vec![fault.apply(r)]);
+    }
+    if matches!(resp.status, 404 | 410) {
+        let r = r.fail(
+            ErrorCode::DefsServerError,
+            format!(
+                "The update server answered GET {shown} with {}: the URL is not a definitions tree, or the mirror is incomplete.",
+                resp.status
+            ),
+        );
+        return TaskOutput::gated_by_failures(vec![r]);
+    }
+    let what = match html_title(&resp.body) {
+        Some(t) => format!("an HTML page ({}) titled \"{t}\"", resp.status),
+        None => format!("HTTP {} that is not TUF timestamp metadata", resp.status),
+    };
+    let answer = answer::classify(resp.status, &resp.headers, &resp.body, received);
+    r.set("answered_by", answer_name(&answer));
+    let fault = match answer {
+        answer::Answer::NotTether if resp.status != 200 => Fault {
+            code: ErrorCode::DefsServerError,
+            problem: format!("The update server answered GET {shown} with {what}."),
+            action: None,
+        },
+        other => intermediary(&other, &format!("GET {shown}"), &what, resp.status),
+    };
+    TaskOutput::gated_by_failures(vec![fault.apply(r)])
 }
 
 /// A failure with its code, problem and, when the catalog's is not
@@ -191,7 +283,7 @@ fn tether_error(body: Option<&Value>, status: u16) -> Option<Fault> {
 }
 
 /// The fault an intermediary's answer stands for.
-fn intermediary(answer: &answer::Answer, what: &str, status: u16) -> Fault {
+fn intermediary(answer: &answer::Answer, request: &str, what: &str, status: u16) -> Fault {
     use answer::Answer;
     let who = |by: &Option<String>, default: &str| match by {
         Some(b) => format!("{default} ({b})"),
@@ -201,7 +293,7 @@ fn intermediary(answer: &answer::Answer, what: &str, status: u16) -> Fault {
         Answer::BackendDown { by } => Fault {
             code: ErrorCode::HttpBackendDown,
             problem: format!(
-                "GET /health was answered {status} by {} in front of the server, not by the server: the Tether server behind it is down or out of its reach ({what}).",
+                "{request} was answered {status} by {} in front of the server, not by the server: the Tether server behind it is down or out of its reach ({what}).",
                 who(by, "a load balancer or reverse proxy")
             ),
             action: None,
@@ -214,7 +306,7 @@ fn intermediary(answer: &answer::Answer, what: &str, status: u16) -> Fault {
             Fault {
                 code: ErrorCode::HttpGatewayRateLimited,
                 problem: format!(
-                    "GET /health was answered 429 by {}, not by the server: it asks this client to slow down for {wait}.",
+                    "{request} was answered 429 by {}, not by the server: it asks this client to slow down for {wait}.",
                     who(by, "a gateway in front of the server")
                 ),
                 action: Some(format!(
@@ -225,7 +317,7 @@ fn intermediary(answer: &answer::Answer, what: &str, status: u16) -> Fault {
         Answer::ClientCertRequired { by } => Fault {
             code: ErrorCode::HttpClientCertRequired,
             problem: format!(
-                "GET /health was refused by {}: a client certificate is required, and agents do not present one ({what}).",
+                "{request} was refused by {}: a client certificate is required, and agents do not present one ({what}).",
                 who(by, "a gateway in front of the server")
             ),
             action: None,
@@ -233,7 +325,7 @@ fn intermediary(answer: &answer::Answer, what: &str, status: u16) -> Fault {
         Answer::NotTether => Fault {
             code: ErrorCode::HttpNotTether,
             problem: format!(
-                "GET /health was answered by something other than a Tether server: {what}; a captive portal or a proxy's block page is in the path."
+                "{request} was answered by something other than a Tether server: {what}; a captive portal or a proxy's block page is in the path."
             ),
             action: None,
         },

@@ -100,7 +100,7 @@ async fn doctor_is_healthy_then_names_a_stopped_server() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("--json prints JSON");
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert_eq!(report["verdict"]["status"], "healthy");
     assert!(
         report["checks"].as_array().is_some_and(|c| c.len() > 5),
