@@ -268,8 +268,15 @@ fn impact(code: Option<ErrorCode>) -> usize {
         // A mirror that is behind: the agent installs stale definitions and
         // falls out of policy.
         Some(ErrorCode::DefsMirrorBehind) => 0,
-        // Housekeeping: nothing on the path is weakened.
-        Some(ErrorCode::AgentVersionOutdated | ErrorCode::CredentialProbeUnsupported) => 2,
+        // Housekeeping: nothing on the path is weakened. No NTP answer is
+        // one of them: the clock is still compared with the server's, and a
+        // skew found there is its own warning (ClockSkew), so a silent
+        // UDP 123 must not hide a weakened check on either path.
+        Some(
+            ErrorCode::AgentVersionOutdated
+            | ErrorCode::CredentialProbeUnsupported
+            | ErrorCode::NtpUnreachable,
+        ) => 2,
         // A check the agent relies on is weakened (revocation, NTP…).
         _ => 1,
     }
@@ -315,11 +322,12 @@ impl Verdict {
                 Some(url) => format!("definitions updates from {url} fail"),
                 None => "definitions updates fail".to_owned(),
             };
-            v.root_cause = match v.status {
-                VerdictStatus::Failed => {
+            v.root_cause = match (v.status, url_of(&root_id)) {
+                (VerdictStatus::Failed, _) => {
                     format!("Check-ins work, but {what}: {}", v.root_cause)
                 }
-                _ => format!("Definitions: {}", v.root_cause),
+                (_, Some(url)) => format!("Definitions from {url}: {}", v.root_cause),
+                (_, None) => format!("Definitions: {}", v.root_cause),
             };
             return v;
         }
@@ -746,9 +754,20 @@ mod tests {
         assert_eq!(v.status, VerdictStatus::Warnings);
         // A mirror that is behind outranks a weakened check.
         assert_eq!(v.check.as_deref(), Some("defs.1.tuf"));
-        assert_eq!(v.root_cause, "Definitions: behind.");
+        assert_eq!(v.root_cause, format!("Definitions from {MIRROR}: behind."));
         let v = Verdict::from_checks_with_defs(&checks[2..], "https://s", &servers());
         assert_eq!(v.check.as_deref(), Some("defs.1.revocation"));
+        // No NTP answer does not hide it (the issue's "WARNINGS: no NTP
+        // server answered").
+        let ntp = CheckResult::pass("clock", "c").warn(ErrorCode::NtpUnreachable, "no NTP.");
+        let v = Verdict::from_checks_with_defs(
+            &[ntp.clone(), checks[2].clone()],
+            "https://s",
+            &servers(),
+        );
+        assert_eq!(v.check.as_deref(), Some("defs.1.revocation"));
+        let v = Verdict::from_checks_with_defs(&[ntp], "https://s", &servers());
+        assert_eq!(v.check.as_deref(), Some("clock"));
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub async fn probe_server(
         .tempdir()
         .map_err(|e| disk_or_install("creating", std::env::temp_dir(), &e))?;
     let datastore = scratch.path().join("tuf");
+    std::fs::create_dir_all(&datastore)
+        .map_err(|e| disk_or_install("creating", datastore.clone(), &e))?;
     let source = Source::Server(server);
     let label = source.label();
     let loader = verifying_loader(

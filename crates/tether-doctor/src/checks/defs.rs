@@ -172,6 +172,9 @@ pub(crate) fn plan(cp: &Arc<Ctx>, shared: &Arc<Mutex<DefsFound>>) -> Vec<Task> {
     for t in &tufs {
         state = state.after_any_outcome_of(t);
     }
+    if reference_index.is_none() {
+        state = state.after_any_outcome_of(REFERENCE);
+    }
     tasks.push(state);
     tasks
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::both_backends;
 use crate::lab::{Backend, Scratch, Server, agent_bin, free_port, tether_bin, text};
 
-mod support;
+pub(crate) mod support;
 
 use support::*;
 

@@ -256,6 +256,16 @@ impl Server {
         self.spawn().await;
     }
 
+    /// Like [`Server::restart`], with `env` instead of the environment it
+    /// was started with (for instance without libfaketime).
+    pub async fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.restart().await;
+    }
+
     /// Runs the admin CLI with extra environment variables (for instance
     /// TETHER_ADMIN_TOKEN).
     pub async fn admin_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -5,6 +5,7 @@
 mod defs;
 mod dispatch;
 mod doctor;
+mod doctor_defs;
 mod hardening;
 mod lab;
 mod lifecycle;
