@@ -8,8 +8,9 @@
 //! squid with the wrong password, a mirror whose certificate comes from a
 //! CA the agent does not trust, a mirror frozen under libfaketime (its
 //! timestamp was signed two days ago by a server whose clock was two days
-//! behind), a mirror one version behind the control plane, and a mirror
-//! whose certificate names an OCSP responder nobody answers at.
+//! behind), a mirror one version behind the control plane, a mirror
+//! whose certificate names an OCSP responder nobody answers at, and a
+//! mirror whose timestamp was edited after it was signed.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -114,8 +115,19 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
     let live = www.path().join("live");
     mirror(&lab.server, &live, &[]).await;
 
+    // A copy whose timestamp was edited after signing.
+    let forged = www.path().join("forged");
+    mirror(&lab.server, &forged, &[]).await;
+    let timestamp = forged.join("metadata").join("timestamp.json");
+    let mut edited: Value =
+        serde_json::from_slice(&std::fs::read(&timestamp).expect("timestamp.json")).expect("JSON");
+    let version = edited["signed"]["version"].as_u64().expect("a version");
+    edited["signed"]["version"] = (version + 1).into();
+    std::fs::write(&timestamp, edited.to_string()).expect("edited");
+
     // The mirrors.
     let pki = |f: &str| lab.pki(f);
+    let forged_nginx = Nginx::static_https(&forged, &pki("server.pem"), &pki("server.key")).await;
     let frozen_nginx = Nginx::static_https(&frozen, &pki("server.pem"), &pki("server.key")).await;
     let behind_nginx = Nginx::static_https(&behind, &pki("server.pem"), &pki("server.key")).await;
     let certs = Scratch::new("mirror-certs");
@@ -190,6 +202,14 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
             code: ErrorCode::RevocationUnreachable,
             check: "defs.1.revocation".to_owned(),
         },
+        Scenario {
+            name: "forged",
+            update_url: forged_nginx.url(),
+            config: String::new(),
+            status: "failed",
+            code: ErrorCode::DefsMirrorUnverified,
+            check: "defs.1.tuf".to_owned(),
+        },
     ];
 
     // One policy and one enrolled, running agent per scenario.
@@ -235,6 +255,10 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    // The dead mirror's agent has tried once: its state says how it failed.
+    let t = crate::defs::support::update_expect(agents[0].0.state.path(), &[], 2).await;
+    assert!(t.contains(ErrorCode::ConnectRefused.as_str()), "{t}");
 
     // The local doctor, every agent at once.
     let sntp = Ntp::start(time::Duration::ZERO).await;
@@ -295,6 +319,30 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
         };
         assert_eq!(channel["newest_version"], newest, "{}: {report:#}", s.name);
     }
+    // The failed attempt, with its code, action and the server it tried.
+    let state = check(&reports[0], "defs.state");
+    assert_eq!(state["status"], "warn", "{state:#}");
+    assert_eq!(
+        state["code"],
+        ErrorCode::ConnectRefused.as_str(),
+        "{state:#}"
+    );
+    let channel = &state["evidence"]["channels"][0];
+    assert_eq!(
+        channel["last_error"]["code"],
+        ErrorCode::ConnectRefused.as_str()
+    );
+    assert_eq!(
+        channel["last_error"]["action"],
+        ErrorCode::ConnectRefused.action()
+    );
+    assert!(
+        channel["consecutive_failures"].as_u64() >= Some(1),
+        "{channel:#}"
+    );
+    assert_eq!(channel["installed_version"], Value::Null);
+    assert_eq!(channel["versions_behind"], 2);
+    assert_eq!(channel["server"], scenarios[0].update_url.as_str());
     // Evidence of the TUF check: version and expiry of each mirror.
     let frozen_tuf = check(&reports[3], "defs.1.tuf");
     assert!(
@@ -347,5 +395,5 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
     for (mut agent, _) in agents {
         agent.terminate().await;
     }
-    eprintln!("the six scenarios took {:?}", started.elapsed());
+    eprintln!("the seven scenarios took {:?}", started.elapsed());
 }
