@@ -267,8 +267,13 @@ fn trust_source(ctx: &Ctx) -> &'static str {
     let t = &ctx.input.transport.trust;
     if t.pinned_ca_sha256.is_some() {
         "pinned CA"
+    } else if t.ca_pem.is_some() && t.extra_ca_pem.is_some() && t.system_roots {
+        // The updater's trust for update servers: every anchor the agent has.
+        "CA file, extra CA file and system roots"
     } else if t.ca_pem.is_some() && t.extra_ca_pem.is_some() {
         "CA file and extra CA file"
+    } else if t.ca_pem.is_some() && t.system_roots {
+        "CA file and system roots"
     } else if t.ca_pem.is_some() {
         "CA file"
     } else if t.extra_ca_pem.is_some() {

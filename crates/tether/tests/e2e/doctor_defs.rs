@@ -358,6 +358,17 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
         behind_tuf["evidence"]["timestamp_expires"].is_string(),
         "{behind_tuf:#}"
     );
+    // Each path with its own trust: the pin for check-ins, every anchor the
+    // agent has for update servers (the updater's).
+    assert_eq!(check(&reports[4], "tls")["evidence"]["trust"], "pinned CA");
+    assert_eq!(
+        check(&reports[4], "defs.1.tls")["evidence"]["trust"],
+        "CA file and system roots"
+    );
+    assert_eq!(
+        check(&reports[5], "defs.1.tls")["evidence"]["trust"],
+        "CA file, extra CA file and system roots"
+    );
     let ocsp = check(&reports[5], "defs.1.revocation");
     assert_eq!(ocsp["evidence"]["outcome"], "unreachable", "{ocsp:#}");
 
