@@ -286,7 +286,10 @@ async fn each_broken_update_server_is_named_by_both_doctors_while_check_ins_stay
         assert_eq!(v["code"], s.code.as_str(), "{}: {v:#}", s.name);
         assert_eq!(v["check"], s.check.as_str(), "{}: {v:#}", s.name);
         let root = v["root_cause"].as_str().unwrap_or_default();
-        eprintln!("{} (local): {} {}", s.name, v["code"], root);
+        eprintln!(
+            "{} (local, {} ms): {} {}",
+            s.name, report["duration_ms"], v["code"], root
+        );
         let shown_url = url::Url::parse(&s.update_url)
             .expect("update URL")
             .to_string();
