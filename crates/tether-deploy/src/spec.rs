@@ -177,11 +177,18 @@ impl DeploySpec {
         }
         self.target.cert_mode()?;
         self.target.key_file_mode()?;
-        for (field, v) in [("target.owner", &self.target.owner), ("target.group", &self.target.group)] {
+        for (field, v) in [
+            ("target.owner", &self.target.owner),
+            ("target.group", &self.target.group),
+        ] {
             if let Some(v) = v
                 && !is_account(v)
             {
-                return Err(refuse(field, format!("{v:?}"), "a user or group name, or a number"));
+                return Err(refuse(
+                    field,
+                    format!("{v:?}"),
+                    "a user or group name, or a number",
+                ));
             }
         }
         let cmd = &self.reload.command;
@@ -196,8 +203,16 @@ impl DeploySpec {
                 "1 to 64 arguments, the first a program, none with NUL or over 4096 bytes",
             ));
         }
-        bounded("reload.timeout_secs", self.reload.timeout_secs, MAX_RELOAD_SECS)?;
-        bounded("verify.timeout_secs", self.verify.timeout_secs, MAX_VERIFY_SECS)?;
+        bounded(
+            "reload.timeout_secs",
+            self.reload.timeout_secs,
+            MAX_RELOAD_SECS,
+        )?;
+        bounded(
+            "verify.timeout_secs",
+            self.verify.timeout_secs,
+            MAX_VERIFY_SECS,
+        )?;
         if self.verify.port == 0 {
             return Err(refuse("verify.port", 0, "1 to 65535"));
         }
@@ -231,7 +246,10 @@ impl DeploySpec {
 impl PemTarget {
     /// The set's files, in the order they are written.
     pub fn files(&self) -> Vec<(Role, PathBuf)> {
-        let mut v = vec![(Role::Cert, self.cert.clone()), (Role::Key, self.key.clone())];
+        let mut v = vec![
+            (Role::Cert, self.cert.clone()),
+            (Role::Key, self.key.clone()),
+        ];
         if let Some(p) = &self.chain {
             v.push((Role::Chain, p.clone()));
         }
@@ -262,7 +280,11 @@ fn mode(field: &str, text: Option<&str>, default: u32) -> Result<u32, SpecError>
     let Some(t) = text else { return Ok(default) };
     match u32::from_str_radix(t, 8) {
         Ok(m) if m <= 0o777 && !t.is_empty() && t.len() <= 4 => Ok(m),
-        _ => Err(refuse(field, format!("{t:?}"), "an octal mode such as \"0644\", at most 0777")),
+        _ => Err(refuse(
+            field,
+            format!("{t:?}"),
+            "an octal mode such as \"0644\", at most 0777",
+        )),
     }
 }
 
@@ -279,9 +301,14 @@ fn check_path(field: &str, p: &Path) -> Result<(), SpecError> {
         || text.len() > 4096
         || text.contains('\0')
         || p.file_name().is_none()
-        || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(refuse(field, format!("{text:?}"), "an absolute path to a file, without '..'"));
+        return Err(refuse(
+            field,
+            format!("{text:?}"),
+            "an absolute path to a file, without '..'",
+        ));
     }
     Ok(())
 }
@@ -303,7 +330,8 @@ fn is_dns_name(n: &str) -> bool {
 fn is_account(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 32
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -340,20 +368,56 @@ mod tests {
     fn hostile_specs_name_their_field() {
         assert_eq!(refused(|v| v["names"] = json!([])).field, "names");
         assert_eq!(refused(|v| v["names"] = json!(["a b"])).field, "names");
-        assert_eq!(refused(|v| v["names"] = json!(["\u{1b}[31m"])).field, "names");
-        assert_eq!(refused(|v| v["target"]["cert"] = json!("rel/cert.pem")).field, "target.cert");
-        assert_eq!(refused(|v| v["target"]["key"] = json!("/etc/../etc/shadow")).field, "target.key");
-        assert_eq!(refused(|v| v["target"]["key"] = json!("/etc/t/cert.pem")).field, "target.key");
-        assert_eq!(refused(|v| v["target"]["key_mode"] = json!("0644")).field, "target.key_mode");
-        assert_eq!(refused(|v| v["target"]["mode"] = json!("9999")).field, "target.mode");
-        assert_eq!(refused(|v| v["target"]["owner"] = json!("root;rm")).field, "target.owner");
-        assert_eq!(refused(|v| v["reload"]["command"] = json!([])).field, "reload.command");
-        assert_eq!(refused(|v| v["reload"]["timeout_secs"] = json!(0)).field, "reload.timeout_secs");
-        assert_eq!(refused(|v| v["verify"]["timeout_secs"] = json!(100000)).field, "verify.timeout_secs");
-        assert_eq!(refused(|v| v["verify"]["port"] = json!(0)).field, "verify.port");
+        assert_eq!(
+            refused(|v| v["names"] = json!(["\u{1b}[31m"])).field,
+            "names"
+        );
+        assert_eq!(
+            refused(|v| v["target"]["cert"] = json!("rel/cert.pem")).field,
+            "target.cert"
+        );
+        assert_eq!(
+            refused(|v| v["target"]["key"] = json!("/etc/../etc/shadow")).field,
+            "target.key"
+        );
+        assert_eq!(
+            refused(|v| v["target"]["key"] = json!("/etc/t/cert.pem")).field,
+            "target.key"
+        );
+        assert_eq!(
+            refused(|v| v["target"]["key_mode"] = json!("0644")).field,
+            "target.key_mode"
+        );
+        assert_eq!(
+            refused(|v| v["target"]["mode"] = json!("9999")).field,
+            "target.mode"
+        );
+        assert_eq!(
+            refused(|v| v["target"]["owner"] = json!("root;rm")).field,
+            "target.owner"
+        );
+        assert_eq!(
+            refused(|v| v["reload"]["command"] = json!([])).field,
+            "reload.command"
+        );
+        assert_eq!(
+            refused(|v| v["reload"]["timeout_secs"] = json!(0)).field,
+            "reload.timeout_secs"
+        );
+        assert_eq!(
+            refused(|v| v["verify"]["timeout_secs"] = json!(100000)).field,
+            "verify.timeout_secs"
+        );
+        assert_eq!(
+            refused(|v| v["verify"]["port"] = json!(0)).field,
+            "verify.port"
+        );
         assert_eq!(refused(|v| v["days"] = json!(5000)).field, "days");
         assert_eq!(refused(|v| v["surprise"] = json!(1)).field, "spec");
-        assert_eq!(refused(|v| v["verify"]["address"] = json!("not-an-ip")).field, "spec");
+        assert_eq!(
+            refused(|v| v["verify"]["address"] = json!("not-an-ip")).field,
+            "spec"
+        );
         assert_eq!(refused(|v| *v = json!([1, 2])).field, "spec");
     }
 }

@@ -176,7 +176,11 @@ mod tests {
         assert_eq!(mode(&p), 0o640);
         assert_eq!((meta.uid(), meta.gid()), ids);
         assert_eq!(fs::read(&p).expect("read"), b"k");
-        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1, "no temporary left");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "no temporary left"
+        );
     }
 
     fn mode(p: &Path) -> u32 {

@@ -152,7 +152,12 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
     })
 }
 
-fn ca_params(cn: &str, not_before: OffsetDateTime, validity: Duration, path_len: Option<u8>) -> CertificateParams {
+fn ca_params(
+    cn: &str,
+    not_before: OffsetDateTime,
+    validity: Duration,
+    path_len: Option<u8>,
+) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
@@ -186,7 +191,8 @@ pub fn init(
         return Err(CaError::AlreadyInitialized(files.dir.clone()));
     }
     let root_key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-    let root = ca_params(&format!("{name} Root CA"), now, ROOT_VALIDITY, None).self_signed(&root_key_pair)?;
+    let root = ca_params(&format!("{name} Root CA"), now, ROOT_VALIDITY, None)
+        .self_signed(&root_key_pair)?;
     let int_key = KeyPair::generate()?;
     let int_cert = ca_params(
         &format!("{name} Issuing CA 1"),
@@ -200,7 +206,11 @@ pub fn init(
     // intermediate's certificate, so a crash in between leaves a directory
     // that `init` refuses and an operator can move aside.
     match root_key {
-        RootKeyPlace::Offline(path) => write(path, root_key_pair.serialize_pem().as_bytes(), tether_fs::PRIVATE)?,
+        RootKeyPlace::Offline(path) => write(
+            path,
+            root_key_pair.serialize_pem().as_bytes(),
+            tether_fs::PRIVATE,
+        )?,
         RootKeyPlace::Online => write(
             &files.root_key(),
             &kek.seal(SEAL_ROOT, root_key_pair.serialize_pem().as_bytes())?,
@@ -213,7 +223,11 @@ pub fn init(
         tether_fs::PRIVATE,
     )?;
     write(&files.root_cert(), root.pem().as_bytes(), tether_fs::PUBLIC)?;
-    write(&files.intermediate_cert(), int_cert.pem().as_bytes(), tether_fs::PUBLIC)?;
+    write(
+        &files.intermediate_cert(),
+        int_cert.pem().as_bytes(),
+        tether_fs::PUBLIC,
+    )?;
     open(files, kek)
 }
 
@@ -264,7 +278,9 @@ pub fn open(files: &CaFiles, kek: &Kek) -> Result<IssuingCa, CaError> {
         path: int_path.clone(),
         expected: "the intermediate's PEM certificate",
     };
-    let der = pem::parse(&intermediate_pem).map_err(|_| bad_cert())?.into_contents();
+    let der = pem::parse(&intermediate_pem)
+        .map_err(|_| bad_cert())?
+        .into_contents();
     let (_, cert) = X509Certificate::from_der(&der).map_err(|_| bad_cert())?;
     let not_after = cert.validity().not_after.to_datetime();
     if cert.public_key().raw != key.public_key_der().as_slice() {
@@ -276,7 +292,8 @@ pub fn open(files: &CaFiles, kek: &Kek) -> Result<IssuingCa, CaError> {
     // rcgen signs with an issuer `Certificate`; rebuilt from the stored one
     // it carries the same name and key identifier, so the leaf's issuer and
     // authority key identifier match the intermediate actually served.
-    let params = CertificateParams::from_ca_cert_der(&der.clone().into()).map_err(|_| bad_cert())?;
+    let params =
+        CertificateParams::from_ca_cert_der(&der.clone().into()).map_err(|_| bad_cert())?;
     let issuer = params.self_signed(&key)?;
     Ok(IssuingCa {
         intermediate_pem,
@@ -300,7 +317,12 @@ impl IssuingCa {
     /// Signs a checked CSR for `days` (at most [`MAX_LEAF_DAYS`], and never
     /// past the intermediate). The certificate carries the CSR's checked
     /// names only, for server authentication.
-    pub fn sign(&self, csr: &CsrRequest, days: u32, now: OffsetDateTime) -> Result<Issued, CaError> {
+    pub fn sign(
+        &self,
+        csr: &CsrRequest,
+        days: u32,
+        now: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
         let mut req = rcgen::CertificateSigningRequestParams::from_der(&csr.der.clone().into())?;
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -329,7 +351,10 @@ impl IssuingCa {
         serial[0] |= 0x01;
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.use_authority_key_identifier_extension = true;
         req.params = p;

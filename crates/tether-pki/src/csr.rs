@@ -90,8 +90,8 @@ fn der_of(input: &[u8]) -> Result<Vec<u8>, CsrError> {
 /// task spec.
 pub fn check(input: &[u8], allowed: &[String]) -> Result<CsrRequest, CsrError> {
     let der = der_of(input)?;
-    let (rest, csr) = X509CertificationRequest::from_der(&der)
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrError::Malformed(format!(
             "{} bytes after the request",

@@ -21,6 +21,6 @@ pub mod ca;
 pub mod csr;
 pub mod seal;
 
-pub use ca::{CaError, CaFiles, IssuingCa, Issued};
+pub use ca::{CaError, CaFiles, Issued, IssuingCa};
 pub use csr::{CsrError, CsrRequest};
 pub use seal::{Kek, SealError};

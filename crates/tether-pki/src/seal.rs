@@ -30,10 +30,7 @@ pub enum SealError {
     #[error("the CA key (KEK) is not base64 of 32 bytes: {0}")]
     BadKek(String),
     #[error("cannot read the CA key file {path}: {error}")]
-    KekFile {
-        path: String,
-        error: std::io::Error,
-    },
+    KekFile { path: String, error: std::io::Error },
     #[error("the sealed key is not in the sealed format")]
     Format,
     #[error(
@@ -94,9 +91,10 @@ impl Kek {
 
     fn aead(&self) -> LessSafeKey {
         // A 32-byte key is what ChaCha20-Poly1305 takes: this cannot fail.
-        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &self.0).unwrap_or_else(|_| {
-            unreachable!("a 32-byte key is a valid ChaCha20-Poly1305 key")
-        }))
+        LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &self.0)
+                .unwrap_or_else(|_| unreachable!("a 32-byte key is a valid ChaCha20-Poly1305 key")),
+        )
     }
 
     /// Seals `plain` for the purpose `what`.
@@ -158,9 +156,15 @@ mod tests {
         let k = kek(7);
         let sealed = k.seal("intermediate", b"secret key").expect("seal");
         assert!(!sealed.windows(10).any(|w| w == b"secret key"));
-        assert_eq!(k.open("intermediate", &sealed).expect("open"), b"secret key");
+        assert_eq!(
+            k.open("intermediate", &sealed).expect("open"),
+            b"secret key"
+        );
         assert!(matches!(k.open("root", &sealed), Err(SealError::Open)));
-        assert!(matches!(kek(8).open("intermediate", &sealed), Err(SealError::Open)));
+        assert!(matches!(
+            kek(8).open("intermediate", &sealed),
+            Err(SealError::Open)
+        ));
     }
 
     #[test]
@@ -169,15 +173,30 @@ mod tests {
         let mut sealed = k.seal("intermediate", b"abc").expect("seal");
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(matches!(k.open("intermediate", &sealed), Err(SealError::Open)));
-        assert!(matches!(k.open("intermediate", b"TPKISEAL1abc"), Err(SealError::Format)));
-        assert!(matches!(k.open("intermediate", b"nope"), Err(SealError::Format)));
+        assert!(matches!(
+            k.open("intermediate", &sealed),
+            Err(SealError::Open)
+        ));
+        assert!(matches!(
+            k.open("intermediate", b"TPKISEAL1abc"),
+            Err(SealError::Format)
+        ));
+        assert!(matches!(
+            k.open("intermediate", b"nope"),
+            Err(SealError::Format)
+        ));
     }
 
     #[test]
     fn kek_text_must_be_32_bytes_of_base64() {
         assert!(Kek::from_base64(&STANDARD.encode([0u8; 32])).is_ok());
-        assert!(matches!(Kek::from_base64("AAAA"), Err(SealError::BadKek(_))));
-        assert!(matches!(Kek::from_base64("not base64!"), Err(SealError::BadKek(_))));
+        assert!(matches!(
+            Kek::from_base64("AAAA"),
+            Err(SealError::BadKek(_))
+        ));
+        assert!(matches!(
+            Kek::from_base64("not base64!"),
+            Err(SealError::BadKek(_))
+        ));
     }
 }

@@ -6,17 +6,21 @@ use std::path::Path;
 use std::process::Command;
 
 use rcgen::{CertificateParams, KeyPair};
+use tether_pki::CaError;
 use tether_pki::ca::{self, CaFiles, RootKeyPlace};
 use tether_pki::csr::{self, CsrError};
 use tether_pki::seal::{Kek, SealError};
-use tether_pki::CaError;
 use tether_wire::ErrorCode;
 use time::OffsetDateTime;
 
 fn csr_for(names: &[&str], key: &KeyPair) -> String {
     let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
         .expect("params");
-    params.serialize_request(key).expect("csr").pem().expect("pem")
+    params
+        .serialize_request(key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
 }
 
 fn allowed(names: &[&str]) -> Vec<String> {
@@ -58,7 +62,10 @@ fn lab() -> (Lab, ca::IssuingCa) {
 }
 
 fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl runs");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
     (
         out.status.success(),
         format!(
@@ -90,7 +97,9 @@ fn root_offline_intermediate_sealed_and_openssl_verifies_the_leaf() {
     assert!(lab.files.root_key_online().is_none());
     no_private_key_in_plaintext(&lab.files.dir);
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(lab.files.intermediate_key()).expect("meta").permissions(),
+        &std::fs::metadata(lab.files.intermediate_key())
+            .expect("meta")
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
 
@@ -126,20 +135,40 @@ fn root_offline_intermediate_sealed_and_openssl_verifies_the_leaf() {
         leaf.to_str().expect("utf8"),
     ]);
     assert!(ok, "openssl verify: {out}");
-    let (ok, text) = openssl(&["x509", "-in", leaf.to_str().expect("utf8"), "-noout", "-text"]);
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        leaf.to_str().expect("utf8"),
+        "-noout",
+        "-text",
+    ]);
     assert!(ok, "{text}");
     assert!(text.contains("DNS:web.example.test"), "{text}");
     assert!(text.contains("IP Address:127.0.0.1"), "{text}");
     assert!(text.contains("CA:FALSE"), "{text}");
     assert!(text.contains("TLS Web Server Authentication"), "{text}");
-    let (_, serial) = openssl(&["x509", "-in", leaf.to_str().expect("utf8"), "-noout", "-serial"]);
+    let (_, serial) = openssl(&[
+        "x509",
+        "-in",
+        leaf.to_str().expect("utf8"),
+        "-noout",
+        "-serial",
+    ]);
     assert_eq!(
-        serial.trim().trim_start_matches("serial=").to_ascii_lowercase(),
+        serial
+            .trim()
+            .trim_start_matches("serial=")
+            .to_ascii_lowercase(),
         issued.serial
     );
     // The leaf's public key is the CSR's: the private key never left its
     // holder.
-    assert!(issued.cert_der.windows(key.public_key_raw().len()).any(|w| w == key.public_key_raw()));
+    assert!(
+        issued
+            .cert_der
+            .windows(key.public_key_raw().len())
+            .any(|w| w == key.public_key_raw())
+    );
 }
 
 #[test]
@@ -150,10 +179,19 @@ fn a_wrong_kek_or_missing_ca_is_refused_with_its_code() {
     assert!(matches!(err, CaError::Seal(SealError::Open)), "{err}");
     assert_eq!(err.code(), ErrorCode::CaNotInitialized);
     let missing = CaFiles::new(lab.files.dir.join("nowhere"));
-    assert!(matches!(ca::open(&missing, &lab.kek), Err(CaError::NotInitialized(_))));
+    assert!(matches!(
+        ca::open(&missing, &lab.kek),
+        Err(CaError::NotInitialized(_))
+    ));
     // A second init never overwrites a CA.
     assert!(matches!(
-        ca::init(&lab.files, &lab.kek, "X", RootKeyPlace::Online, OffsetDateTime::now_utc()),
+        ca::init(
+            &lab.files,
+            &lab.kek,
+            "X",
+            RootKeyPlace::Online,
+            OffsetDateTime::now_utc()
+        ),
         Err(CaError::AlreadyInitialized(_))
     ));
 }
@@ -163,7 +201,14 @@ fn an_online_root_is_named_and_can_be_moved_offline() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = CaFiles::new(dir.path().join("ca"));
     let kek = Kek::generate_file(&dir.path().join("ca.kek")).expect("kek");
-    ca::init(&files, &kek, "T", RootKeyPlace::Online, OffsetDateTime::now_utc()).expect("init");
+    ca::init(
+        &files,
+        &kek,
+        "T",
+        RootKeyPlace::Online,
+        OffsetDateTime::now_utc(),
+    )
+    .expect("init");
     assert_eq!(files.root_key_online(), Some(files.root_key()));
     no_private_key_in_plaintext(&files.dir);
     let out = dir.path().join("media/root.pem");
@@ -178,7 +223,8 @@ fn an_online_root_is_named_and_can_be_moved_offline() {
     // Still signs with the intermediate alone.
     let ca = ca::open(&files, &kek).expect("open");
     let key = KeyPair::generate().expect("key");
-    let req = csr::check(csr_for(&["a.test"], &key).as_bytes(), &allowed(&["a.test"])).expect("csr");
+    let req =
+        csr::check(csr_for(&["a.test"], &key).as_bytes(), &allowed(&["a.test"])).expect("csr");
     ca.sign(&req, 30, OffsetDateTime::now_utc()).expect("sign");
 }
 
@@ -195,17 +241,26 @@ fn hostile_csrs_get_stable_codes() {
     // Not a CSR at all.
     assert_eq!(code_of(b"hello", &["a.test"]).0, ErrorCode::CsrMalformed);
     assert_eq!(code_of(b"", &["a.test"]).0, ErrorCode::CsrMalformed);
-    assert_eq!(code_of(&[0x30, 0x82, 0xff], &["a.test"]).0, ErrorCode::CsrMalformed);
+    assert_eq!(
+        code_of(&[0x30, 0x82, 0xff], &["a.test"]).0,
+        ErrorCode::CsrMalformed
+    );
     // Too large, before any parsing.
     let big = vec![b'A'; csr::MAX_CSR_BYTES + 1];
-    assert!(matches!(code_of(&big, &["a.test"]).1, CsrError::TooLarge { .. }));
+    assert!(matches!(
+        code_of(&big, &["a.test"]).1,
+        CsrError::TooLarge { .. }
+    ));
     // A certificate where a CSR belongs.
     let cert = CertificateParams::new(vec!["a.test".to_owned()])
         .expect("p")
         .self_signed(&key)
         .expect("cert")
         .pem();
-    assert_eq!(code_of(cert.as_bytes(), &["a.test"]).0, ErrorCode::CsrMalformed);
+    assert_eq!(
+        code_of(cert.as_bytes(), &["a.test"]).0,
+        ErrorCode::CsrMalformed
+    );
 
     // An altered CSR: the signature no longer verifies.
     let mut der = pem::parse(&good).expect("pem").into_contents();
@@ -214,10 +269,16 @@ fn hostile_csrs_get_stable_codes() {
         .position(|w| w == b"a.test")
         .expect("name in der");
     der[pos] = b'b';
-    assert_eq!(code_of(&der, &["a.test", "b.test"]).0, ErrorCode::CsrSignatureInvalid);
+    assert_eq!(
+        code_of(&der, &["a.test", "b.test"]).0,
+        ErrorCode::CsrSignatureInvalid
+    );
 
     // Names: not allowed, none, case and trailing dot normalized.
-    assert_eq!(code_of(good.as_bytes(), &["other.test"]).0, ErrorCode::CsrNameNotAllowed);
+    assert_eq!(
+        code_of(good.as_bytes(), &["other.test"]).0,
+        ErrorCode::CsrNameNotAllowed
+    );
     assert!(csr::check(good.as_bytes(), &allowed(&["A.TEST."])).is_ok());
     let mut empty = CertificateParams::new(Vec::<String>::new()).expect("p");
     empty.distinguished_name = rcgen::DistinguishedName::new();
@@ -226,12 +287,12 @@ fn hostile_csrs_get_stable_codes() {
         .expect("csr")
         .pem()
         .expect("pem");
-    assert!(matches!(code_of(none.as_bytes(), &["a.test"]).1, CsrError::NoName));
+    assert!(matches!(
+        code_of(none.as_bytes(), &["a.test"]).1,
+        CsrError::NoName
+    ));
     // Without subjectAltName, the common name is the request.
-    let (code, e) = code_of(
-        csr_for(&[], &key).as_bytes(),
-        &["a.test"],
-    );
+    let (code, e) = code_of(csr_for(&[], &key).as_bytes(), &["a.test"]);
     assert_eq!(code, ErrorCode::CsrNameNotAllowed);
     assert!(e.to_string().contains("rcgen self signed cert"), "{e}");
     let evil = csr_for(&["a.test", "evil.test"], &key);
@@ -275,6 +336,8 @@ fn weak_or_unknown_keys_are_refused_and_strong_rsa_is_signed() {
     let req = csr::check(&rsa2048, &allowed(&["a.test"])).expect("rsa 2048 accepted");
     assert_eq!(req.key, "RSA 2048");
     let (_lab, ca) = lab();
-    let issued = ca.sign(&req, 10, OffsetDateTime::now_utc()).expect("sign rsa");
+    let issued = ca
+        .sign(&req, 10, OffsetDateTime::now_utc())
+        .expect("sign rsa");
     assert_eq!(issued.names, vec!["a.test"]);
 }
