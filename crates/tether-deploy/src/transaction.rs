@@ -63,55 +63,12 @@ impl std::fmt::Debug for Material {
     }
 }
 
-/// One step's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    pub name: String,
-    pub ok: bool,
-    pub duration_ms: u64,
-    /// What happened, with command output redacted and bounded.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-}
+pub use tether_wire::{DeployFailure as Failure, DeployReport as Report, DeployStep as Step};
 
-/// Why a deploy failed: a catalog code and one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// `TETHER-E85xx`.
-    pub code: String,
-    pub message: String,
-}
-
-impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
-        Failure {
-            code: code.as_str().to_owned(),
-            message: message.into().chars().take(1000).collect(),
-        }
-    }
-}
-
-/// How a transaction ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub id: Uuid,
-    /// `deployed` (new served and verified), `rolled_back` (old restored
-    /// and served), `rollback_failed`.
-    pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<Failure>,
-    pub new_fingerprint: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_fingerprint: Option<String>,
-    pub steps: Vec<Step>,
-    /// Finished by `recover` after a restart.
-    #[serde(default)]
-    pub recovered: bool,
-}
-
-impl Report {
-    pub fn is_deployed(&self) -> bool {
-        self.state == "deployed"
+fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code: code.as_str().to_owned(),
+        message: message.into().chars().take(1000).collect(),
     }
 }
 
@@ -247,7 +204,7 @@ impl Deployer {
                         id: j.id,
                         state: "rolled_back".to_owned(),
                         failure: Some(j.failure.clone().unwrap_or_else(|| {
-                            Failure::new(
+                            fail(
                                 ErrorCode::DeployInterrupted,
                                 "the agent stopped before the deploy replaced any file",
                             )
@@ -256,6 +213,7 @@ impl Deployer {
                         old_fingerprint: j.old_fingerprint.clone(),
                         steps,
                         recovered: true,
+                        ..Report::default()
                     }
                 }
                 Phase::Verified => {
@@ -274,11 +232,12 @@ impl Deployer {
                         old_fingerprint: j.old_fingerprint.clone(),
                         steps,
                         recovered: true,
+                        ..Report::default()
                     }
                 }
                 Phase::Committing | Phase::Committed | Phase::RollingBack => {
                     let failure = j.failure.clone().unwrap_or_else(|| {
-                        Failure::new(
+                        fail(
                             ErrorCode::DeployInterrupted,
                             format!("the agent stopped while the deploy was {}; the old set was restored", phase_name(j.phase)),
                         )
@@ -289,7 +248,7 @@ impl Deployer {
                 }
             };
             tracing::info!(id = %report.id, state = %report.state, "deploy recovered after a restart");
-            reports.push(report);
+            reports.push(located(report, &j));
         }
         Ok(reports)
     }
@@ -297,6 +256,14 @@ impl Deployer {
     /// Deploys `material` to the spec's PEM set. Recovers interrupted
     /// transactions first.
     pub async fn deploy(&self, spec: &DeploySpec, material: &Material) -> Run<Report> {
+        let mut r = self.deploy_inner(spec, material).await?;
+        r.address = std::net::SocketAddr::new(spec.verify.address, spec.verify.port).to_string();
+        r.sni = spec.sni();
+        r.path = spec.target.cert.display().to_string();
+        Ok(r)
+    }
+
+    async fn deploy_inner(&self, spec: &DeploySpec, material: &Material) -> Run<Report> {
         let _guard = self.lock.lock().await;
         self.recover_locked().await?;
         let id = Uuid::new_v4();
@@ -307,22 +274,24 @@ impl Deployer {
                 return Ok(Report {
                     id,
                     state: "rolled_back".to_owned(),
-                    failure: Some(Failure::new(ErrorCode::DeployKeyMismatch, msg)),
+                    failure: Some(fail(ErrorCode::DeployKeyMismatch, msg)),
                     new_fingerprint: String::new(),
                     old_fingerprint: None,
                     steps: vec![step("check", false, 0, "nothing was written")],
                     recovered: false,
+                    ..Report::default()
                 });
             }
         };
         let not_started = |code: ErrorCode, msg: String, steps: Vec<Step>| Report {
             id,
             state: "rolled_back".to_owned(),
-            failure: Some(Failure::new(code, msg)),
+            failure: Some(fail(code, msg)),
             new_fingerprint: new_fp.clone(),
             old_fingerprint: None,
             steps,
             recovered: false,
+            ..Report::default()
         };
         let (files, old_fp) = match plan_files(spec) {
             Ok(v) => v,
@@ -401,7 +370,7 @@ impl Deployer {
                 tether_fs::write_atomic_owned(&f.path, bytes.as_bytes(), f.mode, f.owner)
             {
                 steps.push(step("write", false, ms(t), &e.to_string()));
-                let failure = Failure::new(
+                let failure = fail(
                     ErrorCode::DeployWriteFailed,
                     format!("{e}; the old set was restored"),
                 );
@@ -411,7 +380,7 @@ impl Deployer {
         }
         j.phase = Phase::Committed;
         if let Err(e) = self.write_journal(&j) {
-            let failure = Failure::new(
+            let failure = fail(
                 ErrorCode::DeployWriteFailed,
                 format!("cannot write the journal: {e}"),
             );
@@ -430,7 +399,7 @@ impl Deployer {
         steps.push(s.clone());
         self.point("reload")?;
         if !ok {
-            let failure = Failure::new(
+            let failure = fail(
                 ErrorCode::DeployReloadFailed,
                 format!("reload failed: {}", s.detail.lines().next().unwrap_or("")),
             );
@@ -459,6 +428,7 @@ impl Deployer {
             old_fingerprint: j.old_fingerprint.clone(),
             steps,
             recovered: false,
+            ..Report::default()
         })
     }
 
@@ -547,7 +517,7 @@ impl Deployer {
         let failure = if state == "rolled_back" {
             failure
         } else {
-            Failure::new(
+            fail(
                 ErrorCode::DeployRollbackFailed,
                 format!(
                     "{} (first failure: {} {}; restore: {}; reload ok: {reload_ok}: {})",
@@ -584,8 +554,23 @@ impl Deployer {
             old_fingerprint: j.old_fingerprint.clone(),
             steps: std::mem::take(steps),
             recovered: false,
+            ..Report::default()
         })
     }
+}
+
+/// Where the transaction ran: the verified endpoint and the certificate
+/// file.
+fn located(mut r: Report, j: &Journal) -> Report {
+    r.address = std::net::SocketAddr::new(j.verify_address, j.verify_port).to_string();
+    r.sni = j.verify_sni.clone();
+    r.path = j
+        .files
+        .iter()
+        .find(|f| f.role == Role::Cert)
+        .map(|f| f.path.display().to_string())
+        .unwrap_or_default();
+    r
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -840,13 +825,13 @@ async fn verify(j: &Journal, expect: &str) -> (Result<(), Failure>, Step) {
                 );
             }
             Some(fp) => {
-                last = Failure::new(
+                last = fail(
                     ErrorCode::DeployVerifyMismatch,
                     format!("{}:{} serves {fp}, expected {expect}", ep.ip, ep.port),
                 );
             }
             None => {
-                last = Failure::new(
+                last = fail(
                     ErrorCode::DeployVerifyUnreachable,
                     format!(
                         "{}:{} gave no certificate: {}",
