@@ -112,6 +112,13 @@ pub struct DeployArgs {
     /// Validity in days (default 90, at most 397).
     #[arg(long)]
     days: Option<u32>,
+    /// Seconds the new certificate may take to appear after the reload
+    /// (default 15).
+    #[arg(long)]
+    verify_timeout: Option<u64>,
+    /// Attempts before the task is dead-lettered (default 3).
+    #[arg(long)]
+    max_attempts: Option<u32>,
     #[arg(long)]
     json: bool,
 }
@@ -149,7 +156,7 @@ fn deploy_spec(
     names: Vec<String>,
     target: tether_deploy::spec::PemTarget,
     reload: &str,
-    reload_timeout: Option<u64>,
+    (reload_timeout, verify_timeout): (Option<u64>, Option<u64>),
     verify: std::net::SocketAddr,
     sni: Option<String>,
     days: Option<u32>,
@@ -166,7 +173,7 @@ fn deploy_spec(
             address: verify.ip(),
             port: verify.port(),
             sni,
-            timeout_secs: None,
+            timeout_secs: verify_timeout,
         },
     };
     spec.check().map_err(|e| {
@@ -448,6 +455,8 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 verify,
                 sni,
                 days,
+                verify_timeout,
+                max_attempts,
                 json,
             } = *args;
             let target = tether_deploy::spec::PemTarget {
@@ -460,12 +469,20 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 mode,
                 key_mode,
             };
-            let spec = deploy_spec(names, target, &reload, reload_timeout, verify, sni, days)?;
+            let spec = deploy_spec(
+                names,
+                target,
+                &reload,
+                (reload_timeout, verify_timeout),
+                verify,
+                sni,
+                days,
+            )?;
             let req = tether_wire::NewTask {
                 kind: tether_wire::TaskKind::Deploy,
                 spec,
                 target: tether_wire::TaskTarget::Agent { agent_id: agent },
-                max_attempts: None,
+                max_attempts,
                 lease_secs: None,
                 deadline_secs: None,
                 allowed_hours: None,
