@@ -176,7 +176,11 @@ impl Deployer {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Ok(reports);
         };
-        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // One directory per transaction; `reload.lock` sits beside them.
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
         dirs.sort();
         for dir in dirs {
             let journal = std::fs::read(dir.join("journal.json"))
@@ -256,14 +260,32 @@ impl Deployer {
     /// Deploys `material` to the spec's PEM set. Recovers interrupted
     /// transactions first.
     pub async fn deploy(&self, spec: &DeploySpec, material: &Material) -> Run<Report> {
-        let mut r = self.deploy_inner(spec, material).await?;
+        self.deploy_observed(spec, material).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Deployer::deploy`], and also the verifying handshake that saw
+    /// the new certificate served (the scanner's endpoint result, which the
+    /// control plane records in its inventory), when the deploy succeeded.
+    pub async fn deploy_observed(
+        &self,
+        spec: &DeploySpec,
+        material: &Material,
+    ) -> Run<(Report, Option<tether_scan::EndpointResult>)> {
+        let mut seen = None;
+        let mut r = self.deploy_inner(spec, material, &mut seen).await?;
         r.address = std::net::SocketAddr::new(spec.verify.address, spec.verify.port).to_string();
         r.sni = spec.sni();
         r.path = spec.target.cert.display().to_string();
-        Ok(r)
+        let seen = if r.is_deployed() { seen } else { None };
+        Ok((r, seen))
     }
 
-    async fn deploy_inner(&self, spec: &DeploySpec, material: &Material) -> Run<Report> {
+    async fn deploy_inner(
+        &self,
+        spec: &DeploySpec,
+        material: &Material,
+        seen: &mut Option<tether_scan::EndpointResult>,
+    ) -> Run<Report> {
         let _guard = self.lock.lock().await;
         self.recover_locked().await?;
         let id = Uuid::new_v4();
@@ -395,7 +417,7 @@ impl Deployer {
         self.point("journal.committed")?;
 
         // 3. Reload.
-        let (ok, s) = reload(&j).await;
+        let (ok, s) = reload(&j, &self.root).await;
         steps.push(s.clone());
         self.point("reload")?;
         if !ok {
@@ -410,8 +432,9 @@ impl Deployer {
         let (res, s) = verify(&j, &new_fp).await;
         steps.push(s);
         self.point("verify")?;
-        if let Err(failure) = res {
-            return self.rollback(&mut j, failure, &mut steps).await;
+        match res {
+            Ok(r) => *seen = Some(r),
+            Err(failure) => return self.rollback(&mut j, failure, &mut steps).await,
         }
         j.phase = Phase::Verified;
         // Verified is only a shortcut for recovery: if it cannot be
@@ -449,6 +472,15 @@ impl Deployer {
             errors.push(format!("journal: {e}"));
         }
         self.point("rollback.journal")?;
+        // A reload started by an agent that was then killed may still run
+        // (nothing kills it with its parent); restoring under it would let
+        // it read a mixed set. Its stdin holds the reload lock until it
+        // exits, so the restore waits for it (bounded).
+        if let Err(e) =
+            reload_lock(&self.root, Duration::from_secs(j.reload_timeout_secs + 5)).await
+        {
+            errors.push(e);
+        }
         for f in j.files.clone() {
             let r = match &f.old {
                 Some(old) => std::fs::read(dir.join("backup").join(f.role.as_str()))
@@ -480,7 +512,7 @@ impl Deployer {
             ms(t),
             &errors.join("; "),
         ));
-        let (reload_ok, s) = reload(j).await;
+        let (reload_ok, s) = reload(j, &self.root).await;
         let reload_detail = s.detail.clone();
         steps.push(Step {
             name: "rollback.reload".to_owned(),
@@ -730,12 +762,65 @@ fn plan_files(spec: &DeploySpec) -> Result<(Vec<FileEntry>, Option<String>), Str
     Ok((files, old_fp))
 }
 
-async fn reload(j: &Journal) -> (bool, Step) {
+/// Takes the reload lock (`STATE_DIR/deploy/reload.lock`, flock), waiting
+/// at most `limit` for a reload that holds it. The lock travels with the
+/// reload command as its stdin, so a reload orphaned by a kill -9 of the
+/// agent holds it until it exits.
+async fn reload_lock(
+    root: &Path,
+    limit: Duration,
+) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let path = root.join("reload.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err((_, e)) => {
+                return Err(format!(
+                    "an earlier reload still holds {} after {} s: {e}",
+                    path.display(),
+                    limit.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+async fn reload(j: &Journal, root: &Path) -> (bool, Step) {
     let t = Instant::now();
     let limit = Duration::from_secs(j.reload_timeout_secs);
+    let lock = match reload_lock(root, limit + Duration::from_secs(5)).await {
+        Ok(l) => l,
+        Err(e) => return (false, step("reload", false, ms(t), &e)),
+    };
+    // The child's stdin is the locked file: the lock lives as long as the
+    // reload does, even if this process is killed. Dropping `lock` after
+    // the reload ended releases it.
+    let stdin = match lock.try_clone() {
+        Ok(f) => std::process::Stdio::from(f),
+        Err(e) => {
+            return (
+                false,
+                step("reload", false, ms(t), &format!("reload lock: {e}")),
+            );
+        }
+    };
     let mut cmd = tokio::process::Command::new(&j.reload[0]);
     cmd.args(&j.reload[1..])
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
@@ -793,7 +878,7 @@ async fn reload(j: &Journal) -> (bool, Step) {
 }
 
 /// Handshakes until `expect` is served or the verify timeout passes.
-async fn verify(j: &Journal, expect: &str) -> (Result<(), Failure>, Step) {
+async fn verify(j: &Journal, expect: &str) -> (Result<tether_scan::EndpointResult, Failure>, Step) {
     let t = Instant::now();
     let deadline = t + Duration::from_secs(j.verify_timeout_secs);
     let ep = tether_scan::Endpoint {
@@ -806,6 +891,7 @@ async fn verify(j: &Journal, expect: &str) -> (Result<(), Failure>, Step) {
     };
     let mut last;
     loop {
+        let tried = Instant::now();
         let outcome =
             tether_scan::probe_once(&ep, Duration::from_secs(3), Duration::from_secs(5)).await;
         let seen = outcome
@@ -814,15 +900,18 @@ async fn verify(j: &Journal, expect: &str) -> (Result<(), Failure>, Step) {
             .map(|c| c.fingerprint.clone());
         match seen {
             Some(fp) if fp == expect => {
-                return (
-                    Ok(()),
-                    step(
-                        "verify",
-                        true,
-                        ms(t),
-                        &format!("{}:{} serves {fp}", ep.ip, ep.port),
-                    ),
+                let s = step(
+                    "verify",
+                    true,
+                    ms(t),
+                    &format!("{}:{} serves {fp}", ep.ip, ep.port),
                 );
+                let seen = tether_scan::EndpointResult {
+                    endpoint: ep,
+                    outcome,
+                    elapsed_ms: ms(tried),
+                };
+                return (Ok(seen), s);
             }
             Some(fp) => {
                 last = fail(

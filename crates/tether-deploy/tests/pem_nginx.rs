@@ -156,15 +156,31 @@ impl Lab {
         false
     }
 
-    /// Back to the old set, served.
+    /// Back to the old set, served. `nginx -s reload` only signals the
+    /// master: the reload is waited for (its new worker starts) before the
+    /// next case writes files, or a late reload would read them.
     async fn reset(&self) {
         self.write_set(&self.old);
+        let workers = || {
+            self.nginx
+                .error_log()
+                .matches("start worker process")
+                .count()
+        };
+        let before = workers();
         let cmd = self.nginx.reload_command();
         let st = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
             .status()
             .expect("reload");
         assert!(st.success());
+        for _ in 0..100 {
+            if workers() > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(workers() > before, "nginx did not reload within 5 s");
         assert!(
             self.wait_served(&self.old_fp).await,
             "old served after reset"
@@ -183,7 +199,17 @@ impl Lab {
         };
         assert!(
             self.wait_served(fp).await,
-            "{case}: nginx does not serve the set on disk ({disk:?})"
+            "{case}: nginx does not serve the set on disk ({disk:?}): it serves {:?} (old {}, new {}); nginx log: {}",
+            self.served().await,
+            self.old_fp,
+            self.new_fp,
+            self.nginx
+                .error_log()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let log = self.reload_log();
         assert!(
@@ -191,7 +217,12 @@ impl Lab {
             "{case}: a reload saw a mixed set: {log}"
         );
         let left: Vec<_> = std::fs::read_dir(self.state.join("deploy"))
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(left.is_empty(), "{case}: journals left: {left:?}");
         disk
@@ -584,7 +615,11 @@ async fn real_kill_9_of_a_deploying_process_recovers() {
         let _ = child.start_kill();
         let _ = child.wait().await;
         let journal_left = std::fs::read_dir(lab.state.join("deploy"))
-            .map(|d| d.count())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
             .unwrap_or(0);
         Deployer::new(&lab.state).recover().await.expect("recover");
         let case = format!("kill -9 after {delay} ms (round {round})");

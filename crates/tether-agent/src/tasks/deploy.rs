@@ -2,10 +2,8 @@
 //! this host), the certificate from the control plane's built-in CA, then
 //! the deploy transaction (`tether-deploy`). Its one result chunk holds the
 //! report (steps, durations, redacted output, the code of a failure) and
-//! the verifying handshake as the scanner's endpoint result, which the
+//! the handshake that verified it, as the scanner's endpoint result, which the
 //! server records in the inventory like a discovery scan's.
-
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether_deploy::{DeploySpec, Deployer, Material, keygen};
@@ -86,7 +84,7 @@ impl Executor for DeployExecutor {
                 chain_pem: issued.chain_pem,
                 key_pem: kc.key_pem().to_owned(),
             };
-            let report = match deployer.deploy(&spec, &material).await {
+            let (report, seen) = match deployer.deploy_observed(&spec, &material).await {
                 Ok(r) => r,
                 // Only a test's crash hook stops a transaction this way.
                 Err(crashed) => {
@@ -96,28 +94,11 @@ impl Executor for DeployExecutor {
                     );
                 }
             };
-            let seen: Vec<Value> = if report.is_deployed() {
-                let ep = tether_scan::Endpoint {
-                    ip: spec.verify.address,
-                    port: spec.verify.port,
-                    sni: spec.sni(),
-                    name: None,
-                    starttls: None,
-                    reverse_dns: false,
-                };
-                let started = tokio::time::Instant::now();
-                let outcome =
-                    tether_scan::probe_once(&ep, Duration::from_secs(3), Duration::from_secs(5))
-                        .await;
-                let result = tether_scan::EndpointResult {
-                    endpoint: ep,
-                    outcome,
-                    elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                };
-                serde_json::to_value(&result).into_iter().collect()
-            } else {
-                Vec::new()
-            };
+            // The handshake that verified the deploy, for the inventory.
+            let seen: Vec<Value> = seen
+                .and_then(|r| serde_json::to_value(&r).ok())
+                .into_iter()
+                .collect();
             let chunk = json!({ "report": report, "seen": seen });
             if let Err(e) = work.results.emit(chunk) {
                 return failed(
