@@ -292,4 +292,163 @@ async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
     agent.terminate().await;
 }
 
-crate::both_backends!(deploy_from_the_built_in_ca_to_a_real_nginx);
+/// A real kill -9 of the agent while its deploy's reload runs: the
+/// restarted agent waits for the orphaned reload, rolls the set back and
+/// reloads; the old certificate is served again and the set is whole.
+async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
+    let mut server = Server::start_restartable(backend, &[]).await;
+    let media = tether_testlab::Scratch::new("e2e-offline-media");
+    let root_key = media.path().join("root.pem");
+    server
+        .admin_ok(&[
+            "certs",
+            "ca",
+            "init",
+            "--root-key-out",
+            root_key.to_str().expect("utf8"),
+        ])
+        .await;
+    server.stop().await;
+    server.restart().await;
+    let token: tether_wire::CreatedToken = serde_json::from_str(
+        &server
+            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
+            .await,
+    )
+    .expect("token");
+    let mut agent = Agent::new();
+    let agent_id = agent
+        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
+        .await;
+    agent.run(&[]);
+    server
+        .wait_status(
+            agent_id,
+            tether_wire::AgentStatus::Active,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    let site = tether_testlab::Scratch::new("e2e-deploy-kill");
+    let set = site.path().join("ssl");
+    std::fs::create_dir_all(&set).expect("mkdir");
+    let old_ca = tether_testlab::pki::Ca::root("E2E Old Root");
+    let leaf = old_ca.issue(&["web.test"]);
+    let chain = String::from_utf8(old_ca.pem()).expect("utf8");
+    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
+    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
+    std::fs::write(
+        set.join("fullchain.pem"),
+        format!("{}\n{}\n", leaf.pem().trim_end(), chain.trim_end()),
+    )
+    .expect("w");
+    let nginx = Nginx::start(&Site {
+        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
+        master_process: true,
+        ..Site::default()
+    })
+    .await;
+    let old_fp = fp_of_file(&set.join("cert.pem"));
+    // A slow reload (2 s), then the real one: the agent is killed while it
+    // runs, and it outlives the agent.
+    let script = site.path().join("reload.sh");
+    let quoted: Vec<String> = nginx
+        .reload_command()
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
+    std::fs::write(&script, format!("sleep 2\nexec {}\n", quoted.join(" "))).expect("script");
+    let p = |n: &str| set.join(n).display().to_string();
+    let verify = format!("127.0.0.1:{}", nginx.port);
+    server
+        .admin_ok(&[
+            "certs",
+            "deploy",
+            "--agent",
+            &agent_id.to_string(),
+            "--name",
+            "web.test",
+            "--cert",
+            &p("cert.pem"),
+            "--key",
+            &p("key.pem"),
+            "--fullchain",
+            &p("fullchain.pem"),
+            "--reload",
+            &format!("/bin/sh {}", script.display()),
+            "--verify",
+            &verify,
+            "--max-attempts",
+            "1",
+        ])
+        .await;
+    // Wait (bounded) for the journal to say the files are replaced, then
+    // kill the agent: the reload is running.
+    let journals = agent.state.path().join("deploy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = std::fs::read_dir(&journals)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("journal.json"))
+                    .is_ok_and(|j| j.contains("\"committed\""))
+            });
+        if committed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no committed journal: {}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(
+        fp_of_file(&set.join("cert.pem")),
+        old_fp,
+        "the new set is written"
+    );
+    agent.kill().await;
+    agent.run(&[]);
+    // The restarted agent recovers: no journal left, the old set on disk
+    // and served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = std::fs::read_dir(&journals)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().is_dir());
+        if !left && served(nginx.port).await.as_deref() == Some(old_fp.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: journal left {left}, served {:?}: {}",
+            served(nginx.port).await,
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fp_of_file(&set.join("cert.pem")), old_fp);
+    assert_eq!(
+        std::fs::read_to_string(set.join("key.pem")).expect("key"),
+        leaf.key_pem()
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains("finished a deploy interrupted by a restart"),
+        "{}",
+        agent.stderr()
+    );
+    agent.terminate().await;
+}
+
+crate::both_backends!(
+    deploy_from_the_built_in_ca_to_a_real_nginx,
+    agent_killed_during_the_reload_recovers_at_restart
+);
