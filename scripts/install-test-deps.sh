@@ -15,7 +15,7 @@ packages=(
   curl        # bench: the manual procedure
   hyperfine   # bench: scripts/bench-doctor.sh
   python3-pip # doctor: installs mitmproxy when the distribution has no mitmdump
-  nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; the test runs its own nginx, never the service
+  nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; deploy (tether-deploy/tests/pem_nginx.rs): serves the deployed PEM set, reloaded for real; the test runs its own nginx, never the service
   faketime    # e2e defs (nginx_mirror_*): libfaketime moves the agent's clock past a frozen mirror's expiry
   haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy)
   dovecot-imapd # scan: a real IMAP server offering STARTTLS (tether-testlab::dovecot); the test runs its own, never the service

@@ -2,7 +2,7 @@
 //! code, and no definitions publisher or key management, not even
 //! transitively.
 
-const FORBIDDEN: [&str; 7] = [
+const FORBIDDEN: [&str; 8] = [
     "tether-server",
     "tether-store",
     "tether-store-sql",
@@ -12,6 +12,9 @@ const FORBIDDEN: [&str; 7] = [
     "tether-defs-publish",
     // The test lab (proxies, web servers, a test PKI) is a dev-dependency only.
     "tether-testlab",
+    // The built-in CA (its keys, CSR signing): server and CLI only. The
+    // agent makes its key and CSR with tether-deploy.
+    "tether-pki",
 ];
 
 #[test]
@@ -60,6 +63,10 @@ fn tether_agent_depends_on_no_server_or_database_crate() {
     assert!(
         names.contains(&"tether-scan"),
         "the tree lists the discovery scanner: {text}"
+    );
+    assert!(
+        names.contains(&"tether-deploy"),
+        "the tree lists the deploy transaction: {text}"
     );
     for bad in FORBIDDEN {
         // Exact crate names: `tether-store` must not match `tether-store-sql`

@@ -481,8 +481,14 @@ fn start_task_worker(
     if let Ok(credential) = crate::credential::load(dir) {
         poll_client = poll_client.with_bearer(credential.expose());
     }
+    let deploy = Arc::new(crate::tasks::deploy::DeployExecutor::new(dir));
+    // A deploy a kill interrupted is finished or rolled back at start, so
+    // its PEM set is whole again; a new deploy waits for it (one lock).
+    let recovering = deploy.clone();
+    tokio::spawn(async move { recovering.recover().await });
     let mut executors = crate::tasks::executor::Executors::default()
-        .with(Arc::new(crate::tasks::kinds::DiscoverExecutor));
+        .with(Arc::new(crate::tasks::kinds::DiscoverExecutor))
+        .with(deploy);
     if let Some(doctor) = &ctx.actions_doctor {
         executors = executors.with(Arc::new(crate::tasks::kinds::DoctorExecutor(
             doctor.clone(),

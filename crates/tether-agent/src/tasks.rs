@@ -23,6 +23,7 @@ use tether_wire::{ErrorCode, Heartbeat, Outcome, TaskKind, TaskLease, TaskOutcom
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+pub mod deploy;
 pub mod executor;
 pub mod kinds;
 pub mod spool;

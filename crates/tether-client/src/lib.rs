@@ -707,6 +707,37 @@ impl ApiClient {
         .await
     }
 
+    /// `POST /v1/agent/tasks/{id}/issue`: the built-in CA signs the CSR of
+    /// a deploy task leased to this agent.
+    pub async fn issue_cert(
+        &self,
+        id: Uuid,
+        req: &tether_wire::IssueRequest,
+    ) -> Result<tether_wire::IssueResponse, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/agent/tasks/{id}/issue"),
+            Some(req),
+        )
+        .await
+    }
+
+    /// `GET /v1/admin/certs/{fingerprint}/history`.
+    pub async fn cert_history(
+        &self,
+        fingerprint: &str,
+    ) -> Result<tether_wire::CertHistory, ClientError> {
+        self.json(
+            http::Method::GET,
+            &format!(
+                "/v1/admin/certs/{}/history",
+                percent_encode_segment(fingerprint)
+            ),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// A JSON call whose 2xx reply has a JSON body.
     pub async fn json<B: Serialize + ?Sized, R: DeserializeOwned>(
         &self,

@@ -51,6 +51,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
     })
 }
 
+/// Like [`write_atomic`], and the temporary is also given `owner` (uid,
+/// gid) before the rename, so the target never has the wrong owner, not
+/// even for an instant (a deployed key readable by its service only).
+#[cfg(unix)]
+pub fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), WriteError> {
+    replace_with(path, mode, |f| {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))
+                .map_err(WriteError::new("changing the owner of", path))?;
+            // chown clears set-id bits on some systems; the mode is set again.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(WriteError::new("setting the mode of", path))?;
+        }
+        f.write_all(bytes).map_err(WriteError::new("writing", path))
+    })
+}
+
 /// Replaces `to` with a copy of `from`, like [`write_atomic`].
 pub fn copy_atomic(from: &Path, to: &Path, mode: u32) -> Result<(), WriteError> {
     replace_with(to, mode, |f| {
@@ -134,6 +156,32 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_write_sets_owner_and_exact_mode_before_the_rename() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = fs::metadata(dir.path()).expect("stat");
+        // As root, another owner (nobody); otherwise our own ids, which a
+        // chown always accepts.
+        let ids = if own.uid() == 0 {
+            (65534, 65534)
+        } else {
+            (own.uid(), own.gid())
+        };
+        let p = dir.path().join("key.pem");
+        write_atomic(&p, b"old", 0o600).expect("old");
+        write_atomic_owned(&p, b"k", 0o640, Some(ids)).expect("write");
+        let meta = fs::metadata(&p).expect("stat");
+        assert_eq!(mode(&p), 0o640);
+        assert_eq!((meta.uid(), meta.gid()), ids);
+        assert_eq!(fs::read(&p).expect("read"), b"k");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "no temporary left"
+        );
+    }
 
     fn mode(p: &Path) -> u32 {
         std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).expect("stat").permissions())

@@ -31,6 +31,6 @@ pub mod spec;
 pub mod starttls;
 
 pub use facts::{CertFacts, Chain, Roots, Verdict};
-pub use probe::{EndpointResult, Outcome};
+pub use probe::{EndpointResult, Outcome, probe_once};
 pub use scan::{Progress, Scanner, Summary};
 pub use spec::{DiscoverSpec, Endpoint, Plan, SniMode, SpecError, Starttls};

@@ -107,6 +107,27 @@ pub struct EndpointResult {
     pub elapsed_ms: u64,
 }
 
+/// One handshake to one endpoint, outside a scan: the same probe a scan
+/// runs (TCP, STARTTLS when the endpoint names it, rustls accepting any
+/// chain, the legacy hello as fallback). The deploy transaction verifies
+/// with it which certificate a service serves, so a deploy and a scan see
+/// one answer for one server. Verdicts are judged against no anchors: the
+/// caller compares fingerprints, not trust.
+pub async fn probe_once(
+    endpoint: &Endpoint,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+) -> Outcome {
+    Prober::new(
+        Arc::new(tether_transport::TcpDialer),
+        Arc::new(Roots::default()),
+        connect_timeout,
+        handshake_timeout,
+    )
+    .probe(endpoint)
+    .await
+}
+
 /// What a probe needs from the scan.
 pub(crate) struct Prober {
     pub dialer: Arc<dyn Dial>,

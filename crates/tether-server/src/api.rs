@@ -55,6 +55,10 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/admin/certs", get(admin::list_certs))
         .route("/v1/admin/certs/{fingerprint}", get(admin::cert_detail))
         .route(
+            "/v1/admin/certs/{fingerprint}/history",
+            get(admin::cert_history),
+        )
+        .route(
             "/v1/admin/agents/{id}",
             get(admin::agent_detail).delete(admin::remove_agent),
         )
@@ -83,6 +87,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/agent/tasks/poll", post(tasks::poll))
         .route("/v1/agent/tasks/{id}/heartbeat", post(tasks::heartbeat))
         .route("/v1/agent/tasks/{id}/results", post(tasks::result))
+        .route("/v1/agent/tasks/{id}/issue", post(tasks::issue))
         .route("/defs/{*path}", get(defs::serve))
         .route("/v1/admin/defs/summary", get(defs::summary))
         .route("/v1/admin/defs/{channel}/versions", post(defs::publish))

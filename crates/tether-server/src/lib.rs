@@ -293,6 +293,8 @@ pub async fn start_with_store(
         service::ServiceError::Defs(error) => defs_open(error),
         other => ServerError::DefsReconcile(other.to_string()),
     })?;
+    let mut ctx = ctx;
+    ctx.ca = service::issuance::load(&data_dir);
     // Before the sweeper runs: the time this server was down was not the
     // agents' silence.
     let start_outage = service::outage::on_start(&ctx).await?;

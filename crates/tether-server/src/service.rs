@@ -22,6 +22,7 @@ pub mod checkin;
 pub mod defs;
 pub mod enroll;
 pub mod health;
+pub mod issuance;
 pub mod outage;
 pub mod policies;
 pub mod retention;
@@ -47,6 +48,9 @@ pub struct Ctx {
     pub limits: Arc<crate::limits::Limits>,
     /// The task polls this server holds (long-poll delivery).
     pub tasks: Arc<tasks::hub::TaskHub>,
+    /// The built-in CA's online intermediate, when it is initialized and
+    /// its key opened (`issuance::load`).
+    pub ca: Option<Arc<tether_pki::IssuingCa>>,
 }
 
 impl Ctx {
@@ -77,6 +81,7 @@ impl Ctx {
                 settings_tasks.lease_grace_secs,
                 started,
             ),
+            ca: None,
         })
     }
 }
@@ -269,6 +274,12 @@ pub enum ServiceError {
     PollersFull { held: usize, max: usize },
     #[error("site: {0}")]
     SiteInvalid(String),
+    #[error("deploy spec: {0}")]
+    DeploySpec(#[source] tether_deploy::SpecError),
+    #[error("certificate signing request: {0}")]
+    Csr(#[source] tether_pki::CsrError),
+    #[error("the built-in CA cannot issue: {0}")]
+    CaUnavailable(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -359,6 +370,9 @@ impl ServiceError {
             ServiceError::TaskSchedule(_) => ErrorCode::TaskScheduleInvalid,
             ServiceError::PollersFull { .. } => ErrorCode::TaskPollersFull,
             ServiceError::SiteInvalid(_) => ErrorCode::SiteInvalid,
+            ServiceError::DeploySpec(_) => ErrorCode::DeploySpecInvalid,
+            ServiceError::Csr(e) => e.code(),
+            ServiceError::CaUnavailable(_) => ErrorCode::CaNotInitialized,
         }
     }
 

@@ -85,6 +85,17 @@ pub(crate) const CERT_LOCATIONS: &str = "SELECT address, sni, agent_id, first_se
      state, state_since, previous, replaced_by FROM cert_locations WHERE fingerprint = $1 \
      ORDER BY last_seen DESC, address, sni, agent_id LIMIT $2";
 
+pub(crate) const INSERT_ISSUED: &str = "INSERT INTO issued_certs \
+     (fingerprint, serial, names, not_before, not_after, issued_at, task_id, agent_id, cert_pem) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (fingerprint) DO NOTHING";
+pub(crate) const ISSUED: &str = "SELECT fingerprint, serial, names, not_before, not_after, \
+     issued_at, task_id, agent_id FROM issued_certs WHERE fingerprint = $1";
+pub(crate) const INSERT_DEPLOYMENT: &str = "INSERT INTO cert_deployments \
+     (id, task_id, agent_id, fingerprint, old_fingerprint, state, at, report) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING";
+pub(crate) const DEPLOYMENTS: &str = "SELECT task_id, agent_id, at, report FROM cert_deployments \
+     WHERE fingerprint = $1 OR old_fingerprint = $1 ORDER BY at DESC, id LIMIT $2";
+
 macro_rules! impl_cert_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -205,6 +216,76 @@ macro_rules! impl_cert_store {
                     .await
                     .map_err($crate::error::db)?;
                 row.as_ref().map(|r| $crate::row::cert(r)).transpose()
+            }
+
+            async fn record_issued(
+                &self,
+                cert: &tether_wire::IssuedCert,
+                pem: &str,
+            ) -> Result<(), tether_store::StoreError> {
+                use $crate::row::{to_json, to_ms};
+                sqlx::query($crate::certs::INSERT_ISSUED)
+                    .bind(&cert.fingerprint)
+                    .bind(&cert.serial)
+                    .bind(to_json(&cert.names, "names")?)
+                    .bind(to_ms(cert.not_before))
+                    .bind(to_ms(cert.not_after))
+                    .bind(to_ms(cert.issued_at))
+                    .bind(cert.task_id.map(|u| u.to_string()))
+                    .bind(cert.agent_id.map(|u| u.to_string()))
+                    .bind(pem)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn issued_cert(
+                &self,
+                fingerprint: &str,
+            ) -> Result<Option<tether_wire::IssuedCert>, tether_store::StoreError> {
+                let row = sqlx::query($crate::certs::ISSUED)
+                    .bind(fingerprint)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref().map(|r| $crate::row::issued(r)).transpose()
+            }
+
+            async fn record_deployment(
+                &self,
+                d: &tether_wire::DeploymentRecord,
+            ) -> Result<(), tether_store::StoreError> {
+                use $crate::row::{to_json, to_ms};
+                sqlx::query($crate::certs::INSERT_DEPLOYMENT)
+                    .bind(d.report.id.to_string())
+                    .bind(d.task_id.to_string())
+                    .bind(d.agent_id.to_string())
+                    .bind(&d.report.new_fingerprint)
+                    .bind(d.report.old_fingerprint.clone().unwrap_or_default())
+                    .bind(&d.report.state)
+                    .bind(to_ms(d.at))
+                    .bind(to_json(&d.report, "report")?)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn deployments(
+                &self,
+                fingerprint: &str,
+                limit: u32,
+            ) -> Result<Vec<tether_wire::DeploymentRecord>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::certs::DEPLOYMENTS)
+                    .bind(fingerprint)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                rows.iter()
+                    .map(|r| $crate::row::deployment(r, fingerprint))
+                    .collect()
             }
 
             async fn cert_locations(

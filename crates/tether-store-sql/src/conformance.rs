@@ -54,7 +54,7 @@ pub use hardening::{
 mod certs;
 pub use certs::{
     cert_pages_reach_every_cert_and_filter, certs_are_stored_once_with_their_locations,
-    changed_and_silent_locations_are_marked,
+    changed_and_silent_locations_are_marked, issued_certs_and_deployments_are_kept_once,
 };
 mod tasks;
 pub use tasks::{
@@ -178,6 +178,7 @@ macro_rules! for_each_check {
             certs_are_stored_once_with_their_locations,
             changed_and_silent_locations_are_marked,
             cert_pages_reach_every_cert_and_filter,
+            issued_certs_and_deployments_are_kept_once,
         }
     };
 }

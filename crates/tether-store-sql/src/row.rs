@@ -437,7 +437,7 @@ pub(crate) fn to_i64(value: u64, column: &str) -> Result<i64, StoreError> {
 
 pub(crate) mod certs;
 pub(crate) mod tasks;
-pub(crate) use certs::{cert, cert_location};
+pub(crate) use certs::{cert, cert_location, deployment, issued};
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! fingerprint and the locations where each was seen.
 
 use async_trait::async_trait;
-use tether_wire::{CertInfo, CertLocation};
+use tether_wire::{CertInfo, CertLocation, DeploymentRecord, IssuedCert};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -90,4 +90,18 @@ pub trait CertStore: Send + Sync + 'static {
         fingerprint: &str,
         limit: u32,
     ) -> Result<Vec<CertLocation>, StoreError>;
+    /// Records a certificate the built-in CA issued. Idempotent by
+    /// fingerprint: the first record stays.
+    async fn record_issued(&self, cert: &IssuedCert, pem: &str) -> Result<(), StoreError>;
+    async fn issued_cert(&self, fingerprint: &str) -> Result<Option<IssuedCert>, StoreError>;
+    /// Records how a deploy ended. Idempotent by the report's id (a result
+    /// delivered twice is kept once).
+    async fn record_deployment(&self, deployment: &DeploymentRecord) -> Result<(), StoreError>;
+    /// Deploys of this certificate, or that replaced it (or tried to),
+    /// newest first, at most `limit`.
+    async fn deployments(
+        &self,
+        fingerprint: &str,
+        limit: u32,
+    ) -> Result<Vec<DeploymentRecord>, StoreError>;
 }

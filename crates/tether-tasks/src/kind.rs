@@ -9,6 +9,7 @@
 use serde_json::Value;
 use tether_wire::{AgentKind, TaskKind};
 
+mod deploy;
 mod discover;
 mod doctor;
 mod update_defs;
@@ -61,7 +62,7 @@ pub const MIN_LEASE_SECS: u32 = 10;
 /// The most attempts a task may ask for.
 pub const MAX_ATTEMPTS: u32 = 20;
 
-static RULES: [KindRules; 3] = [
+static RULES: [KindRules; 4] = [
     KindRules {
         kind: TaskKind::Discover,
         default_lease_secs: 120,
@@ -92,6 +93,15 @@ static RULES: [KindRules; 3] = [
         ],
         validate: update_defs::validate,
     },
+    // Issue from the built-in CA, then deploy: a reload and a verification
+    // fit well inside the lease, which heartbeats renew.
+    KindRules {
+        kind: TaskKind::Deploy,
+        default_lease_secs: 300,
+        default_max_attempts: 3,
+        agent_kinds: &[AgentKind::Provisioning],
+        validate: deploy::validate,
+    },
 ];
 
 /// The rules of a kind; `None` for a kind this build cannot create.
@@ -105,7 +115,7 @@ pub fn validate(kind: TaskKind, spec: &Value) -> Result<Value, SpecError> {
         return Err(SpecError::new(
             "kind",
             kind.as_str(),
-            "discover, doctor or update_defs",
+            "discover, doctor, update_defs or deploy",
         ));
     };
     let size = serde_json::to_vec(spec).map_or(usize::MAX, |v| v.len());

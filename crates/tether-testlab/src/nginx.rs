@@ -20,12 +20,36 @@ pub struct Site {
     pub http: String,
     /// Directives inside the one `server {}` (its `listen` is added).
     pub server: String,
+    /// A master and one worker, as nginx runs in production, instead of
+    /// one process. A reload (`reload_command`) needs it: a single-process
+    /// nginx reloads its config but then answers TLS ports in plain text.
+    /// Dropping the `Nginx` stops the master with SIGTERM, which stops its
+    /// worker too.
+    pub master_process: bool,
 }
 
 pub struct Nginx {
     pub port: u16,
+    master: bool,
     dir: Scratch,
-    _child: Child,
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // A master's worker outlives a SIGKILL of the master: stop the
+        // master gracefully (it stops the worker), bounded, then SIGKILL.
+        if self.master
+            && let Some(pid) = self.child.id()
+        {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "kill -TERM {pid}; i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt 60 ]; do sleep 0.05; i=$((i+1)); done; kill -KILL {pid} 2>/dev/null; true"
+                ))
+                .status();
+        }
+    }
 }
 
 impl Nginx {
@@ -91,11 +115,10 @@ impl Nginx {
                 .arg("-e")
                 .arg(dir.path().join("error.log"))
                 .arg("-g")
-                // One process, no workers: killing it (kill_on_drop) stops
-                // nginx entirely, where a master's workers would outlive it.
-                .arg(format!(
-                    "daemon off; master_process off; pid {d}/nginx.pid;"
-                )),
+                // By default one process, no workers: killing it
+                // (kill_on_drop) stops nginx entirely, where a master's
+                // workers would outlive it (`Drop` handles a master).
+                .arg(globals(dir.path(), site.master_process)),
             dir.path(),
             "nginx",
         );
@@ -104,8 +127,9 @@ impl Nginx {
         wait_listening(&mut child, port, "nginx", &[&out, &error_log]).await;
         Nginx {
             port,
+            master: site.master_process,
             dir,
-            _child: child,
+            child,
         }
     }
 
@@ -119,8 +143,43 @@ impl Nginx {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// Its configuration file, which a test may break or change before a
+    /// reload.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+
+    /// The command that reloads this nginx for real (`nginx -s reload`
+    /// with its own config, prefix and pid file): it re-reads the config
+    /// and the certificate files, and fails when the config is broken.
+    pub fn reload_command(&self) -> Vec<String> {
+        vec![
+            program("nginx").to_string_lossy().into_owned(),
+            "-c".to_owned(),
+            self.config_path().display().to_string(),
+            "-p".to_owned(),
+            self.dir.path().display().to_string(),
+            "-e".to_owned(),
+            self.dir.path().join("error.log").display().to_string(),
+            "-g".to_owned(),
+            globals(self.dir.path(), self.master),
+            "-s".to_owned(),
+            "reload".to_owned(),
+        ]
+    }
+
     /// Its error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
+}
+
+/// The directives given on the command line, the same at start and for a
+/// signal (nginx finds the pid file through them).
+fn globals(dir: &Path, master: bool) -> String {
+    format!(
+        "daemon off; master_process {}; pid {}/nginx.pid;",
+        if master { "on" } else { "off" },
+        dir.display()
+    )
 }

@@ -130,3 +130,115 @@ pub struct CertDetail {
     /// [`MAX_CERT_LOCATIONS`]; `info.locations` counts them all.
     pub seen_at: Vec<CertLocation>,
 }
+
+/// One step of a deploy transaction, as the agent recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployStep {
+    /// `backup`, `write`, `reload`, `verify`, `restore`, `rollback.reload`,
+    /// `rollback.verify`, `recover`…
+    pub name: String,
+    pub ok: bool,
+    pub duration_ms: u64,
+    /// What happened, command output redacted and bounded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Why a deploy failed: a catalog code (`TETHER-E85xx`) and one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployFailure {
+    pub code: String,
+    pub message: String,
+}
+
+/// How one deploy transaction ended: the last result chunk of a `deploy`
+/// task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployReport {
+    pub id: Uuid,
+    /// `deployed` (the new certificate is served and verified),
+    /// `rolled_back` (the old set is back and served) or `rollback_failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<DeployFailure>,
+    pub new_fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_fingerprint: Option<String>,
+    pub steps: Vec<DeployStep>,
+    /// Finished by the agent's recovery after a restart.
+    #[serde(default)]
+    pub recovered: bool,
+    /// Where: `ip:port` verified, and the certificate file's path.
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub path: String,
+}
+
+impl DeployReport {
+    pub fn is_deployed(&self) -> bool {
+        self.state == "deployed"
+    }
+}
+
+/// `POST /v1/agent/tasks/{id}/issue`: the CSR of a leased `deploy` task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueRequest {
+    pub epoch: u64,
+    pub csr_pem: String,
+}
+
+/// The certificate the built-in CA signed for an [`IssueRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueResponse {
+    pub cert_pem: String,
+    /// The intermediates, PEM.
+    pub chain_pem: String,
+    pub fingerprint: String,
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// A certificate the built-in CA issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    pub fingerprint: String,
+    pub serial: String,
+    pub names: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    #[serde(default)]
+    pub task_id: Option<Uuid>,
+    #[serde(default)]
+    pub agent_id: Option<Uuid>,
+}
+
+/// One deploy of a certificate to a location, as the server recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub task_id: Uuid,
+    pub agent_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub report: DeployReport,
+}
+
+/// `GET /v1/admin/certs/{fingerprint}/history`: issuance, deploys (of this
+/// certificate, or replacing it) and where it is seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertHistory {
+    pub fingerprint: String,
+    #[serde(default)]
+    pub issued: Option<IssuedCert>,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentRecord>,
+    #[serde(default)]
+    pub seen_at: Vec<CertLocation>,
+}

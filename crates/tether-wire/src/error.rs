@@ -178,6 +178,25 @@ catalog! {
     ScanSpecTooLarge = "8102", 422, "The discovery spec asks for more than one scan may cover (addresses, ports, host names or endpoints).", "Split the scan into smaller ones: at most 65,536 addresses (an IPv4 /16), 1,024 ports, 1,024 host names and 1,048,576 endpoints per scan.";
     ScanTargetsEmpty = "8103", 422, "The discovery spec names no target or no port.", "Give at least one target (CIDR, range, address or host name) and one port.";
 
+    // 84xx: issuance by the built-in private CA.
+    CsrMalformed = "8401", 422, "The certificate signing request cannot be read: it is not PEM or DER PKCS#10, is larger than 16 KiB, or has an extension the CA does not accept.", "Send the CSR the agent generated; do not edit it. If the agent sent it, upgrade the agent.";
+    CsrSignatureInvalid = "8402", 422, "The certificate signing request's signature does not verify with its own public key.", "Generate a new key and CSR; a CSR altered after signing is refused.";
+    CsrKeyRefused = "8403", 422, "The key in the certificate signing request is of a type or size the CA does not sign.", "Use ECDSA P-256 or P-384, Ed25519, or RSA of 2048 to 8192 bits.";
+    CsrNameNotAllowed = "8404", 422, "The certificate signing request asks for a name the task does not allow, or for no name at all.", "Ask only for names listed in the deploy task's `names`, or add the name to the task.";
+    CaNotInitialized = "8405", 503, "The built-in CA has no intermediate on this server, or its key cannot be decrypted.", "Run `tether certs ca init` (see docs/pki.md), and give the server the same CA key (TETHER_CA_KEY or the key file) it was initialized with.";
+    CaRootKeyOnline = "8406", 500, "The built-in CA's root key is on the server's disk.", "Move it offline as docs/pki.md describes: the server needs only the intermediate.";
+
+    // 85xx: the deploy transaction on the endpoint.
+    DeploySpecInvalid = "8501", 422, "The deploy spec is not valid: a path, name, mode, owner, reload command or verify endpoint cannot be read.", "Fix the named field; the message says what it accepts.";
+    DeployWriteFailed = "8502", 500, "A file of the PEM set could not be backed up, written or renamed; the old set was restored.", "Check the named path's directory, permissions and free space on the target host, then retry the deploy.";
+    DeployReloadFailed = "8503", 500, "The reload command failed or did not finish in time; the old certificate was restored and is served.", "Read the recorded command output (e.g. `nginx -t`), fix the service's configuration, then retry the deploy.";
+    DeployVerifyMismatch = "8504", 502, "After the reload, the endpoint still serves another certificate than the one deployed; the old certificate was restored.", "Check that the reload command reloads the service that answers on the verify endpoint (a load balancer or another instance may answer), then retry.";
+    DeployVerifyUnreachable = "8505", 502, "The verify endpoint could not be reached or did not complete a TLS handshake after the reload; the old certificate was restored.", "Check the verify host and port in the spec and that the service listens there, then retry.";
+    DeployRollbackFailed = "8506", 500, "The deploy failed and the rollback could not prove the old certificate is served again.", "Act now: check the service on the target host by hand; the backup of the old files is kept in the agent's state dir under deploy/.";
+    DeployInterrupted = "8507", 500, "The agent stopped in the middle of a deploy; at restart it rolled the PEM set back to the old files.", "Retry the deploy; nothing was left half-written.";
+    DeployIssueFailed = "8508", 502, "The control plane refused to issue the certificate for this deploy.", "Read the CA's code in the message (TETHER-E84xx) and fix the task's names or the CA.";
+    DeployKeyMismatch = "8509", 422, "The certificate does not match the key generated for it, or its chain is not valid PEM.", "Nothing was written; retry the deploy. If it persists, report it: the CA answered with a certificate for another key.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

@@ -21,6 +21,8 @@
 //! | POST | `/v1/agent/tasks/poll` | [`TaskPoll`] → [`TaskPollReply`] (held up to `wait_secs`) |
 //! | POST | `/v1/agent/tasks/{id}/heartbeat` | [`Heartbeat`] → [`HeartbeatReply`] |
 //! | POST | `/v1/agent/tasks/{id}/results` | [`ResultChunk`] → [`ResultAck`] |
+//! | POST | `/v1/agent/tasks/{id}/issue` | [`IssueRequest`](crate::IssueRequest) → [`IssueResponse`](crate::IssueResponse) (a leased `deploy` task's CSR, signed by the built-in CA) |
+//! | GET | `/v1/admin/certs/{fingerprint}/history` | → [`CertHistory`](crate::CertHistory) |
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -41,6 +43,9 @@ pub enum TaskKind {
     Doctor,
     /// Check the definitions channels now (the admin action of the same name).
     UpdateDefs,
+    /// Make a key and CSR on the host, have the control plane's built-in CA
+    /// sign it, and deploy the certificate to a PEM set (issue #10).
+    Deploy,
     /// A kind this build does not know (a newer server's).
     #[serde(other)]
     Unknown,
@@ -48,13 +53,19 @@ pub enum TaskKind {
 
 impl TaskKind {
     /// The kinds an admin can create, in the order they are listed.
-    pub const ALL: [TaskKind; 3] = [TaskKind::Discover, TaskKind::Doctor, TaskKind::UpdateDefs];
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Discover,
+        TaskKind::Doctor,
+        TaskKind::UpdateDefs,
+        TaskKind::Deploy,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Discover => "discover",
             TaskKind::Doctor => "doctor",
             TaskKind::UpdateDefs => "update_defs",
+            TaskKind::Deploy => "deploy",
             TaskKind::Unknown => "unknown",
         }
     }
@@ -73,7 +84,9 @@ impl std::str::FromStr for TaskKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown task kind {s:?} (expected discover, doctor or update_defs)")
+                format!(
+                    "unknown task kind {s:?} (expected discover, doctor, update_defs or deploy)"
+                )
             })
     }
 }
@@ -443,8 +456,10 @@ mod tests {
 
     #[test]
     fn unknown_kinds_parse_as_unknown() {
-        let k: TaskKind = serde_json::from_str("\"deploy\"").expect("parses");
+        let k: TaskKind = serde_json::from_str("\"renew\"").expect("parses");
         assert_eq!(k, TaskKind::Unknown);
+        let k: TaskKind = serde_json::from_str("\"deploy\"").expect("parses");
+        assert_eq!(k, TaskKind::Deploy);
         assert_eq!("update_defs".parse::<TaskKind>(), Ok(TaskKind::UpdateDefs));
         assert!("unknown".parse::<TaskKind>().is_err());
     }

@@ -1,11 +1,14 @@
-//! `tether certs …`: the discovery inventory from the admin CLI. Every text
-//! a certificate carries came from a scanned server through an agent, so it
-//! is printed through [`crate::display::safe`].
+//! `tether certs …`: the discovery inventory from the admin CLI, deploys
+//! from the built-in CA (`deploy`, `history`) and the CA's ceremony
+//! (`ca init`, `ca root-offline`, docs/pki.md). Every text a certificate or
+//! a deploy report carries came from a host through an agent, so it is
+//! printed through [`crate::display::safe`].
 
 use std::process::ExitCode;
 
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use tether_wire::{CertDetail, CertFacts, CertInfo, LocationState};
+use tether_wire::{CertDetail, CertFacts, CertHistory, CertInfo, LocationState};
 use time::format_description::well_known::Rfc3339;
 
 use crate::admin::client;
@@ -39,6 +42,215 @@ pub enum CertsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Queue a deploy: the agent makes a key and CSR on its host, the
+    /// built-in CA signs it, and the agent writes the PEM set, reloads and
+    /// verifies (rolling back on any failure).
+    Deploy(Box<DeployArgs>),
+    /// One certificate's history: issuance, deploys (with each step) and
+    /// where it is seen.
+    History {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// `sha256:<hex>`.
+        fingerprint: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The built-in CA's ceremony, on the server's host (docs/pki.md).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `tether certs deploy`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    conn: AdminConn,
+    /// The provisioning agent that runs it.
+    #[arg(long)]
+    agent: uuid::Uuid,
+    /// A name the certificate is for (DNS name or IP address); repeat.
+    #[arg(long = "name", required = true)]
+    names: Vec<String>,
+    /// Certificate file (absolute path on the agent's host).
+    #[arg(long)]
+    cert: std::path::PathBuf,
+    /// Private key file.
+    #[arg(long)]
+    key: std::path::PathBuf,
+    /// Intermediates file.
+    #[arg(long)]
+    chain: Option<std::path::PathBuf>,
+    /// Certificate followed by the intermediates (what nginx reads).
+    #[arg(long)]
+    fullchain: Option<std::path::PathBuf>,
+    /// Owner of the files (user name or uid).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Group of the files (group name or gid).
+    #[arg(long = "file-group")]
+    file_group: Option<String>,
+    /// Mode of the certificate files (octal, default 0644).
+    #[arg(long)]
+    mode: Option<String>,
+    /// Mode of the key (octal, default 0600; never world-readable).
+    #[arg(long)]
+    key_mode: Option<String>,
+    /// The reload command, split on spaces and run without a shell,
+    /// e.g. "nginx -s reload".
+    #[arg(long)]
+    reload: String,
+    /// Seconds the reload may take (default 30).
+    #[arg(long)]
+    reload_timeout: Option<u64>,
+    /// The endpoint that must serve the new certificate, ADDRESS:PORT.
+    #[arg(long)]
+    verify: std::net::SocketAddr,
+    /// The SNI to send when verifying (default: the first DNS name).
+    #[arg(long)]
+    sni: Option<String>,
+    /// Validity in days (default 90, at most 397).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Seconds the new certificate may take to appear after the reload
+    /// (default 15).
+    #[arg(long)]
+    verify_timeout: Option<u64>,
+    /// Attempts before the task is dead-lettered (default 3).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the root and the online intermediate under DATA_DIR/ca. The
+    /// intermediate's key is sealed with TETHER_CA_KEY, else with a new key
+    /// file DATA_DIR/ca.kek.
+    Init {
+        /// The server's data dir (default ./tether-data; env TETHER_DATA_DIR).
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        /// Write the root's key here (removable media) and never into the
+        /// data dir. Without it the root key stays online, sealed, and the
+        /// server warns (TETHER-E8406) until `ca root-offline`.
+        #[arg(long)]
+        root_key_out: Option<std::path::PathBuf>,
+        /// The CA's display name.
+        #[arg(long, default_value = "Tether")]
+        name: String,
+    },
+    /// Move an online root key out of the data dir to PATH.
+    RootOffline {
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// A deploy's spec, as the server and the agent read it.
+#[allow(clippy::too_many_arguments)]
+fn deploy_spec(
+    names: Vec<String>,
+    target: tether_deploy::spec::PemTarget,
+    reload: &str,
+    (reload_timeout, verify_timeout): (Option<u64>, Option<u64>),
+    verify: std::net::SocketAddr,
+    sni: Option<String>,
+    days: Option<u32>,
+) -> anyhow::Result<serde_json::Value> {
+    let spec = tether_deploy::DeploySpec {
+        names,
+        days,
+        target,
+        reload: tether_deploy::spec::ReloadSpec {
+            command: reload.split_whitespace().map(str::to_owned).collect(),
+            timeout_secs: reload_timeout,
+        },
+        verify: tether_deploy::spec::VerifySpec {
+            address: verify.ip(),
+            port: verify.port(),
+            sni,
+            timeout_secs: verify_timeout,
+        },
+    };
+    spec.check().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}",
+            tether_wire::ErrorCode::DeploySpecInvalid.as_str()
+        )
+    })?;
+    Ok(serde_json::to_value(&spec)?)
+}
+
+/// The history, for a terminal.
+pub fn history(h: &CertHistory) -> String {
+    let mut out = format!("Certificate {}\n", safe(&h.fingerprint));
+    match &h.issued {
+        Some(i) => out.push_str(&format!(
+            "  Issued:    {} by the built-in CA, serial {}, for {}, valid until {}\n",
+            when(i.issued_at),
+            safe(&i.serial),
+            safe(&i.names.join(", ")),
+            day(i.not_after)
+        )),
+        None => out.push_str("  Issued:    not by the built-in CA (or not recorded)\n"),
+    }
+    if h.deployments.is_empty() {
+        out.push_str("  Deploys:   none\n");
+    }
+    for d in &h.deployments {
+        let r = &d.report;
+        let role = if r.new_fingerprint == h.fingerprint {
+            "to"
+        } else {
+            "replacing it at"
+        };
+        out.push_str(&format!(
+            "  {} {} {} {} ({}) by agent {} in task {}{}\n",
+            when(d.at),
+            safe(&r.state),
+            role,
+            safe(&r.path),
+            safe(&r.address),
+            d.agent_id,
+            d.task_id,
+            if r.recovered { ", after a restart" } else { "" }
+        ));
+        if let Some(f) = &r.failure {
+            out.push_str(&format!(
+                "      {}: {}\n",
+                safe(&f.code),
+                safe_cut(&f.message, 300)
+            ));
+        }
+        for s in &r.steps {
+            out.push_str(&format!(
+                "      {:<16} {:<4} {:>6} ms  {}\n",
+                safe(&s.name),
+                if s.ok { "ok" } else { "FAIL" },
+                s.duration_ms,
+                safe_cut(s.detail.lines().next().unwrap_or(""), 120)
+            ));
+        }
+    }
+    for l in &h.seen_at {
+        out.push_str(&format!(
+            "  Seen at:   {} sni={} agent {} ({:?}, last {})\n",
+            safe(&l.address),
+            safe(l.sni.as_deref().unwrap_or("-")),
+            l.agent_id,
+            l.state,
+            when(l.last_seen)
+        ));
+    }
+    out
+}
+
+fn data_dir(d: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    d.unwrap_or_else(|| std::path::PathBuf::from("tether-data"))
 }
 
 fn day(t: time::OffsetDateTime) -> String {
@@ -224,6 +436,147 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", detail(&d));
             }
+        }
+        CertsCommand::Deploy(args) => {
+            let DeployArgs {
+                conn,
+                agent,
+                names,
+                cert,
+                key,
+                chain,
+                fullchain,
+                owner,
+                file_group,
+                mode,
+                key_mode,
+                reload,
+                reload_timeout,
+                verify,
+                sni,
+                days,
+                verify_timeout,
+                max_attempts,
+                json,
+            } = *args;
+            let target = tether_deploy::spec::PemTarget {
+                cert,
+                key,
+                chain,
+                fullchain,
+                owner,
+                group: file_group,
+                mode,
+                key_mode,
+            };
+            let spec = deploy_spec(
+                names,
+                target,
+                &reload,
+                (reload_timeout, verify_timeout),
+                verify,
+                sni,
+                days,
+            )?;
+            let req = tether_wire::NewTask {
+                kind: tether_wire::TaskKind::Deploy,
+                spec,
+                target: tether_wire::TaskTarget::Agent { agent_id: agent },
+                max_attempts,
+                lease_secs: None,
+                deadline_secs: None,
+                allowed_hours: None,
+                schedule: None,
+            };
+            let created = client(&conn)?.create_task(&req).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!(
+                    "deploy task {} queued for agent {agent}; follow it with `tether tasks show {}`",
+                    safe(created.get("id").and_then(|v| v.as_str()).unwrap_or("?")),
+                    safe(created.get("id").and_then(|v| v.as_str()).unwrap_or("ID"))
+                );
+            }
+        }
+        CertsCommand::History {
+            conn,
+            fingerprint,
+            json,
+        } => {
+            let h = client(&conn)?.cert_history(&fingerprint).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", history(&h));
+            }
+        }
+        CertsCommand::Ca(CaCommand::Init {
+            data_dir: dir,
+            root_key_out,
+            name,
+        }) => {
+            let dir = data_dir(dir);
+            let files = tether_pki::CaFiles::new(dir.join("ca"));
+            let kek = match std::env::var(tether_pki::seal::KEK_ENV) {
+                Ok(text) => tether_pki::Kek::from_base64(&text)?,
+                Err(_) => {
+                    let file = dir.join("ca.kek");
+                    if file.exists() {
+                        tether_pki::Kek::load(None, &file)?
+                    } else {
+                        tether_pki::Kek::generate_file(&file)?
+                    }
+                }
+            };
+            let place = match &root_key_out {
+                Some(p) => tether_pki::ca::RootKeyPlace::Offline(p),
+                None => tether_pki::ca::RootKeyPlace::Online,
+            };
+            tether_pki::ca::init(&files, &kek, &name, place, time::OffsetDateTime::now_utc())
+                .with_context(|| format!("creating the CA in {}", files.dir.display()))?;
+            println!("built-in CA created in {}", files.dir.display());
+            println!(
+                "  root certificate (give it to clients): {}",
+                files.root_cert().display()
+            );
+            match root_key_out {
+                Some(p) => println!(
+                    "  root key: {} (keep it offline; it is not in the data dir)",
+                    p.display()
+                ),
+                None => println!(
+                    "  root key: online, sealed in {}; move it offline with `tether certs ca root-offline --out PATH`",
+                    files.root_key().display()
+                ),
+            }
+            if std::env::var(tether_pki::seal::KEK_ENV).is_err() {
+                println!(
+                    "  the intermediate's key is sealed with {}; keep a copy of it apart from the database backups",
+                    dir.join("ca.kek").display()
+                );
+            }
+            println!("restart the server to open the CA");
+        }
+        CertsCommand::Ca(CaCommand::RootOffline { data_dir: dir, out }) => {
+            let dir = data_dir(dir);
+            let files = tether_pki::CaFiles::new(dir.join("ca"));
+            let kek = tether_pki::Kek::load(
+                std::env::var(tether_pki::seal::KEK_ENV).ok().as_deref(),
+                &dir.join("ca.kek"),
+            )?;
+            if out.starts_with(&dir) {
+                bail!(
+                    "--out {} is inside the data dir; name removable media",
+                    out.display()
+                );
+            }
+            tether_pki::ca::move_root_offline(&files, &kek, &out)?;
+            println!(
+                "root key written to {} and removed from {}",
+                out.display(),
+                files.dir.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -227,6 +227,23 @@ pub async fn cert_detail(
     Ok(Json(service(&ctx, certs::show(&ctx, &raw).await)?))
 }
 
+/// `GET /v1/admin/certs/{fingerprint}/history`: issuance, deploys and
+/// locations of one certificate.
+pub async fn cert_history(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<tether_wire::CertHistory>> {
+    admin(&ctx, &bearer).await?;
+    let raw = path
+        .map_err(|e| ApiFailure::new(&ctx, ErrorCode::InvalidId, format!("unreadable path: {e}")))?
+        .0;
+    Ok(Json(service(
+        &ctx,
+        crate::service::issuance::history(&ctx, &raw).await,
+    )?))
+}
+
 pub async fn approve_agent(
     State(ctx): State<Ctx>,
     bearer: Bearer,

@@ -195,6 +195,23 @@ async fn agent(ctx: &Ctx, bearer: &Bearer) -> ApiResult<tether_store::AgentRecor
     Ok(agent)
 }
 
+/// `POST /v1/agent/tasks/{id}/issue`: the built-in CA signs the CSR of a
+/// deploy task leased to this agent.
+pub async fn issue(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> ApiResult<Json<tether_wire::IssueResponse>> {
+    let agent = agent(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    let body: tether_wire::IssueRequest = json(&ctx, request).await?;
+    Ok(Json(service(
+        &ctx,
+        crate::service::issuance::issue(&ctx, &agent, id, body).await,
+    )?))
+}
+
 /// `POST /v1/agent/tasks/poll`: held until work arrives or the wait ends.
 pub async fn poll(
     State(ctx): State<Ctx>,

@@ -53,11 +53,11 @@ pub enum Created {
     Schedule(ScheduleInfo<Value>),
 }
 
-fn refused(id: Uuid) -> impl Fn(tether_tasks::Refusal) -> ServiceError {
+pub(crate) fn refused(id: Uuid) -> impl Fn(tether_tasks::Refusal) -> ServiceError {
     move |refusal| ServiceError::TaskRefused { id, refusal }
 }
 
-fn not_found(id: Uuid) -> ServiceError {
+pub(crate) fn not_found(id: Uuid) -> ServiceError {
     ServiceError::NotFound {
         what: "task",
         id: id.to_string(),
@@ -192,6 +192,10 @@ async fn check(ctx: &Ctx, req: &NewTask<Value>) -> Result<(NewTask<Value>, Strin
         tether_scan::DiscoverSpec::from_json(&spec)
             .and_then(|s| s.plan())
             .map_err(ServiceError::ScanSpec)?;
+    }
+    // The deploy spec's parser is the endpoint's, for the same reason.
+    if req.kind == tether_wire::TaskKind::Deploy {
+        tether_deploy::DeploySpec::from_json(&spec).map_err(ServiceError::DeploySpec)?;
     }
     let mut checked = req.clone();
     checked.spec = spec;
@@ -735,6 +739,12 @@ pub async fn result(
         && let Some(items) = &chunk.items
     {
         super::certs::ingest(ctx, agent, items).await?;
+    }
+    // A deploy's report (and its verifying handshake) likewise.
+    if task.kind == TaskKind::Deploy
+        && let Some(items) = &chunk.items
+    {
+        super::issuance::record(ctx, agent, id, items).await?;
     }
     let stored = ctx
         .store

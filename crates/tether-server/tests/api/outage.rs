@@ -216,6 +216,36 @@ impl CertStore for Switchable {
         self.check().await?;
         self.inner.cert_locations(fingerprint, limit).await
     }
+    async fn record_issued(
+        &self,
+        cert: &tether_wire::IssuedCert,
+        pem: &str,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.record_issued(cert, pem).await
+    }
+    async fn issued_cert(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<tether_wire::IssuedCert>, StoreError> {
+        self.check().await?;
+        self.inner.issued_cert(fingerprint).await
+    }
+    async fn record_deployment(
+        &self,
+        deployment: &tether_wire::DeploymentRecord,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.record_deployment(deployment).await
+    }
+    async fn deployments(
+        &self,
+        fingerprint: &str,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::DeploymentRecord>, StoreError> {
+        self.check().await?;
+        self.inner.deployments(fingerprint, limit).await
+    }
 }
 
 #[async_trait]

@@ -336,3 +336,106 @@ pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
     let c = f.store.cert(&fp(0)).await.expect("reads").expect("exists");
     assert!(c.info.verdicts.is_empty());
 }
+
+/// The built-in CA's issued certificates are kept once per fingerprint, and
+/// each deploy report once per transaction; the history of a certificate
+/// lists the deploys that installed it and those that replaced it, newest
+/// first, with their steps intact (hostile text included).
+pub async fn issued_certs_and_deployments_are_kept_once(f: Fixture) {
+    let task = Uuid::new_v4();
+    let agent = Uuid::new_v4();
+    let issued = tether_wire::IssuedCert {
+        fingerprint: fp(7),
+        serial: "7f01".into(),
+        names: vec!["web.example".into(), "10.0.0.7".into()],
+        not_before: t(-3600),
+        not_after: t(90 * 86_400),
+        issued_at: t(0),
+        task_id: Some(task),
+        agent_id: Some(agent),
+    };
+    assert!(f.store.issued_cert(&fp(7)).await.expect("reads").is_none());
+    f.store
+        .record_issued(&issued, "-----BEGIN CERTIFICATE-----")
+        .await
+        .expect("records");
+    let mut again = issued.clone();
+    again.names = vec!["other".into()];
+    f.store
+        .record_issued(&again, "x")
+        .await
+        .expect("idempotent");
+    assert_eq!(
+        f.store.issued_cert(&fp(7)).await.expect("reads"),
+        Some(issued.clone())
+    );
+    let none = tether_wire::IssuedCert {
+        task_id: None,
+        agent_id: None,
+        fingerprint: fp(8),
+        serial: "08".into(),
+        ..issued.clone()
+    };
+    f.store.record_issued(&none, "p").await.expect("records");
+    assert_eq!(
+        f.store.issued_cert(&fp(8)).await.expect("reads"),
+        Some(none)
+    );
+
+    let report = |state: &str, new: u8, old: Option<u8>| tether_wire::DeployReport {
+        id: Uuid::new_v4(),
+        state: state.into(),
+        failure: (state != "deployed").then(|| tether_wire::DeployFailure {
+            code: "TETHER-E8503".into(),
+            message: "nginx: [emerg] \u{1b}[31m'; DROP TABLE cert_deployments; --".into(),
+        }),
+        new_fingerprint: fp(new),
+        old_fingerprint: old.map(fp),
+        steps: vec![tether_wire::DeployStep {
+            name: "reload".into(),
+            ok: false,
+            duration_ms: 12,
+            detail: "exit 1".into(),
+        }],
+        recovered: false,
+        address: "10.0.0.7:443".into(),
+        sni: Some("web.example".into()),
+        path: "/etc/ssl/web/cert.pem".into(),
+    };
+    let first = tether_wire::DeploymentRecord {
+        task_id: task,
+        agent_id: agent,
+        at: t(10),
+        report: report("rolled_back", 7, Some(6)),
+    };
+    let second = tether_wire::DeploymentRecord {
+        task_id: task,
+        agent_id: agent,
+        at: t(20),
+        report: report("deployed", 7, Some(6)),
+    };
+    let later = tether_wire::DeploymentRecord {
+        task_id: Uuid::new_v4(),
+        agent_id: agent,
+        at: t(30),
+        report: report("deployed", 9, Some(7)),
+    };
+    for d in [&first, &second, &second, &later] {
+        f.store.record_deployment(d).await.expect("records");
+    }
+    let h7 = f.store.deployments(&fp(7), 10).await.expect("lists");
+    assert_eq!(h7, vec![later.clone(), second.clone(), first.clone()]);
+    let h6 = f.store.deployments(&fp(6), 10).await.expect("lists");
+    assert_eq!(h6, vec![second.clone(), first]);
+    assert_eq!(
+        f.store.deployments(&fp(7), 1).await.expect("lists"),
+        vec![later]
+    );
+    assert!(
+        f.store
+            .deployments(&fp(1), 10)
+            .await
+            .expect("lists")
+            .is_empty()
+    );
+}

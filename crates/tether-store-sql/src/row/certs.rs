@@ -1,7 +1,7 @@
 //! Decoding the discovery inventory's rows.
 
 use tether_store::{CertRecord, StoreError};
-use tether_wire::{CertInfo, CertLocation};
+use tether_wire::{CertInfo, CertLocation, DeploymentRecord, IssuedCert};
 
 use super::{Fields, RawRow};
 
@@ -37,5 +37,38 @@ pub(crate) fn cert_location(
         state_since: f.opt_time("state_since")?,
         previous: f.opt_text("previous")?,
         replaced_by: f.opt_text("replaced_by")?,
+    })
+}
+
+pub(crate) fn issued(row: &dyn RawRow) -> Result<IssuedCert, StoreError> {
+    let f = Fields::new(row, "issued_certs", "fingerprint")?;
+    let opt_uuid = |c: &str| -> Result<Option<uuid::Uuid>, StoreError> {
+        match f.opt_text(c)? {
+            None => Ok(None),
+            Some(_) => f.uuid(c).map(Some),
+        }
+    };
+    Ok(IssuedCert {
+        fingerprint: f.text("fingerprint")?,
+        serial: f.text("serial")?,
+        names: f.json("names")?,
+        not_before: f.time("not_before")?,
+        not_after: f.time("not_after")?,
+        issued_at: f.time("issued_at")?,
+        task_id: opt_uuid("task_id")?,
+        agent_id: opt_uuid("agent_id")?,
+    })
+}
+
+pub(crate) fn deployment(
+    row: &dyn RawRow,
+    fingerprint: &str,
+) -> Result<DeploymentRecord, StoreError> {
+    let f = Fields::keyed(row, "cert_deployments", fingerprint);
+    Ok(DeploymentRecord {
+        task_id: f.uuid("task_id")?,
+        agent_id: f.uuid("agent_id")?,
+        at: f.time("at")?,
+        report: f.json("report")?,
     })
 }

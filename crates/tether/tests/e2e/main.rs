@@ -3,6 +3,7 @@
 //! PostgreSQL (a fresh database per test on the local server).
 
 mod defs;
+mod deploy;
 mod dispatch;
 mod doctor;
 mod doctor_defs;

@@ -1,0 +1,20 @@
+//! The deploy transaction, on the endpoint (issue #10).
+//!
+//! - [`keygen`]: the key and CSR, made on the host; the key never leaves it.
+//! - [`spec`]: the `deploy` task's spec, checked as hostile input.
+//! - [`transaction`]: back up, write (temporary, fsync, rename), reload
+//!   with a timeout, verify by a TLS handshake, roll back on any failure;
+//!   a journal makes the multi-file set crash-safe.
+//! - [`redact`]: command output kept in step records, without secrets.
+//!
+//! Architecture invariant: endpoint code only (no server, store, database
+//! or CA code), so the agent binary ships it; its verification goes
+//! through `tether-scan`'s probe, not a TLS stack of its own.
+
+pub mod keygen;
+pub mod redact;
+pub mod spec;
+pub mod transaction;
+
+pub use spec::{DeploySpec, SpecError};
+pub use transaction::{CrashHook, Crashed, Deployer, Failure, Material, Report, Step};

@@ -1,0 +1,941 @@
+//! The deploy transaction on a PEM set, and its journal.
+//!
+//! A deploy backs up the set, replaces each file (temporary, fsync,
+//! owner and mode, rename, fsync the directory: `tether-fs`), runs the
+//! reload command with a timeout, and verifies by a TLS handshake (the
+//! scanner's probe) that the endpoint serves the new fingerprint. On any
+//! failure it restores the backups, reloads, and verifies the old
+//! fingerprint is served again.
+//!
+//! A PEM set is several files, which no rename replaces at once, so a
+//! journal (`STATE_DIR/deploy/<id>/journal.json`, written atomically before
+//! each phase's first action) says how far it got:
+//!
+//! | phase         | targets                     | recovery after a kill     |
+//! |---------------|-----------------------------|---------------------------|
+//! | `preparing`   | untouched (backups in work) | drop the journal          |
+//! | `committing`  | some new, some old          | roll back, reload, verify |
+//! | `committed`   | all new, reload may have run| roll back, reload, verify |
+//! | `verified`    | all new and served          | finish                    |
+//! | `rolling_back`| some old, some new          | roll back again           |
+//! | `rolled_back` | all old                     | drop the journal          |
+//!
+//! A reload runs only in `committed` (every file new) or after every file
+//! was restored (every file old), so no reload sees a mixed set; after a
+//! restart [`Deployer::recover`] makes the set all old or all new before
+//! any new deploy runs.
+//!
+//! Tests put a crash hook at every step boundary and between file writes:
+//! returning `true` stops the transaction there with no cleanup at all,
+//! as a kill -9 would.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tether_wire::ErrorCode;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::redact::redact;
+use crate::spec::{DeploySpec, Role};
+
+/// Called at each crash point with its name; `true` crashes there.
+pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The transaction stopped at a crash point (tests only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crashed(pub String);
+
+/// The certificate, its chain and its key, ready to write.
+pub struct Material {
+    pub cert_pem: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+pub use tether_wire::{DeployFailure as Failure, DeployReport as Report, DeployStep as Step};
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code: code.as_str().to_owned(),
+        message: message.into().chars().take(1000).collect(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Phase {
+    Preparing,
+    Committing,
+    Committed,
+    Verified,
+    RollingBack,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OldFile {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileEntry {
+    role: Role,
+    path: PathBuf,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    /// The file as it was, backed up at `backup/<role>`; `None`: it did
+    /// not exist and a rollback removes it.
+    old: Option<OldFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    version: u32,
+    id: Uuid,
+    phase: Phase,
+    files: Vec<FileEntry>,
+    reload: Vec<String>,
+    reload_timeout_secs: u64,
+    verify_address: std::net::IpAddr,
+    verify_port: u16,
+    verify_sni: Option<String>,
+    verify_timeout_secs: u64,
+    new_fingerprint: String,
+    old_fingerprint: Option<String>,
+    failure: Option<Failure>,
+}
+
+/// Runs deploys under `STATE_DIR/deploy`, one at a time.
+#[derive(Clone)]
+pub struct Deployer {
+    root: PathBuf,
+    hook: Option<CrashHook>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+type Run<T> = Result<T, Crashed>;
+
+impl Deployer {
+    pub fn new(state_dir: &Path) -> Deployer {
+        Deployer {
+            root: state_dir.join("deploy"),
+            hook: None,
+            lock: Arc::default(),
+        }
+    }
+
+    /// Tests: crash at the points the hook picks.
+    pub fn with_crash_hook(mut self, hook: CrashHook) -> Deployer {
+        self.hook = Some(hook);
+        self
+    }
+
+    fn point(&self, name: &str) -> Run<()> {
+        match &self.hook {
+            Some(h) if h(name) => Err(Crashed(name.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
+    fn dir(&self, id: Uuid) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    fn write_journal(&self, j: &Journal) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(j).map_err(|e| e.to_string())?;
+        tether_fs::write_atomic(
+            &self.dir(j.id).join("journal.json"),
+            &bytes,
+            tether_fs::PRIVATE,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Finishes or rolls back every transaction a kill interrupted. Runs
+    /// before each deploy and at agent start.
+    pub async fn recover(&self) -> Run<Vec<Report>> {
+        let _guard = self.lock.lock().await;
+        self.recover_locked().await
+    }
+
+    async fn recover_locked(&self) -> Run<Vec<Report>> {
+        let mut reports = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Ok(reports);
+        };
+        // One directory per transaction; `reload.lock` sits beside them.
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let journal = std::fs::read(dir.join("journal.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Journal>(&b).ok());
+            let Some(mut j) = journal else {
+                // No journal (or a torn first write, which write_atomic
+                // prevents): nothing was touched yet.
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            };
+            let mut steps = Vec::new();
+            let report = match j.phase {
+                Phase::Preparing | Phase::RolledBack => {
+                    remove_dir(&dir);
+                    if j.phase == Phase::Preparing {
+                        steps.push(step(
+                            "recover",
+                            true,
+                            0,
+                            "interrupted before any file was replaced; nothing to undo",
+                        ));
+                    }
+                    Report {
+                        id: j.id,
+                        state: "rolled_back".to_owned(),
+                        failure: Some(j.failure.clone().unwrap_or_else(|| {
+                            fail(
+                                ErrorCode::DeployInterrupted,
+                                "the agent stopped before the deploy replaced any file",
+                            )
+                        })),
+                        new_fingerprint: j.new_fingerprint.clone(),
+                        old_fingerprint: j.old_fingerprint.clone(),
+                        steps,
+                        recovered: true,
+                        ..Report::default()
+                    }
+                }
+                Phase::Verified => {
+                    remove_dir(&dir);
+                    steps.push(step(
+                        "recover",
+                        true,
+                        0,
+                        "interrupted after verification; the new set stays",
+                    ));
+                    Report {
+                        id: j.id,
+                        state: "deployed".to_owned(),
+                        failure: None,
+                        new_fingerprint: j.new_fingerprint.clone(),
+                        old_fingerprint: j.old_fingerprint.clone(),
+                        steps,
+                        recovered: true,
+                        ..Report::default()
+                    }
+                }
+                Phase::Committing | Phase::Committed | Phase::RollingBack => {
+                    let failure = j.failure.clone().unwrap_or_else(|| {
+                        fail(
+                            ErrorCode::DeployInterrupted,
+                            format!("the agent stopped while the deploy was {}; the old set was restored", phase_name(j.phase)),
+                        )
+                    });
+                    let mut r = self.rollback(&mut j, failure, &mut steps).await?;
+                    r.recovered = true;
+                    r
+                }
+            };
+            tracing::info!(id = %report.id, state = %report.state, "deploy recovered after a restart");
+            reports.push(located(report, &j));
+        }
+        Ok(reports)
+    }
+
+    /// Deploys `material` to the spec's PEM set. Recovers interrupted
+    /// transactions first.
+    pub async fn deploy(&self, spec: &DeploySpec, material: &Material) -> Run<Report> {
+        self.deploy_observed(spec, material).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Deployer::deploy`], and also the verifying handshake that saw
+    /// the new certificate served (the scanner's endpoint result, which the
+    /// control plane records in its inventory), when the deploy succeeded.
+    pub async fn deploy_observed(
+        &self,
+        spec: &DeploySpec,
+        material: &Material,
+    ) -> Run<(Report, Option<tether_scan::EndpointResult>)> {
+        let mut seen = None;
+        let mut r = self.deploy_inner(spec, material, &mut seen).await?;
+        r.address = std::net::SocketAddr::new(spec.verify.address, spec.verify.port).to_string();
+        r.sni = spec.sni();
+        r.path = spec.target.cert.display().to_string();
+        let seen = if r.is_deployed() { seen } else { None };
+        Ok((r, seen))
+    }
+
+    async fn deploy_inner(
+        &self,
+        spec: &DeploySpec,
+        material: &Material,
+        seen: &mut Option<tether_scan::EndpointResult>,
+    ) -> Run<Report> {
+        let _guard = self.lock.lock().await;
+        self.recover_locked().await?;
+        let id = Uuid::new_v4();
+        let mut steps = Vec::new();
+        let new_fp = match check_material(material) {
+            Ok(fp) => fp,
+            Err(msg) => {
+                return Ok(Report {
+                    id,
+                    state: "rolled_back".to_owned(),
+                    failure: Some(fail(ErrorCode::DeployKeyMismatch, msg)),
+                    new_fingerprint: String::new(),
+                    old_fingerprint: None,
+                    steps: vec![step("check", false, 0, "nothing was written")],
+                    recovered: false,
+                    ..Report::default()
+                });
+            }
+        };
+        let not_started = |code: ErrorCode, msg: String, steps: Vec<Step>| Report {
+            id,
+            state: "rolled_back".to_owned(),
+            failure: Some(fail(code, msg)),
+            new_fingerprint: new_fp.clone(),
+            old_fingerprint: None,
+            steps,
+            recovered: false,
+            ..Report::default()
+        };
+        let (files, old_fp) = match plan_files(spec) {
+            Ok(v) => v,
+            Err(msg) => return Ok(not_started(ErrorCode::DeploySpecInvalid, msg, steps)),
+        };
+        let mut j = Journal {
+            version: 1,
+            id,
+            phase: Phase::Preparing,
+            files,
+            reload: spec.reload.command.clone(),
+            reload_timeout_secs: spec.reload_timeout().as_secs(),
+            verify_address: spec.verify.address,
+            verify_port: spec.verify.port,
+            verify_sni: spec.sni(),
+            verify_timeout_secs: spec.verify_timeout().as_secs(),
+            new_fingerprint: new_fp.clone(),
+            old_fingerprint: old_fp,
+            failure: None,
+        };
+
+        // 1. Back up.
+        let t = Instant::now();
+        if let Err(e) = self.write_journal(&j) {
+            return Ok(not_started(
+                ErrorCode::DeployWriteFailed,
+                format!("cannot write the journal: {e}"),
+                steps,
+            ));
+        }
+        self.point("journal.preparing")?;
+        let dir = self.dir(id);
+        for i in 0..j.files.len() {
+            let f = &j.files[i];
+            if f.old.is_some() {
+                let to = dir.join("backup").join(f.role.as_str());
+                if let Err(e) = tether_fs::copy_atomic(&f.path, &to, tether_fs::PRIVATE) {
+                    remove_dir(&dir);
+                    steps.push(step("backup", false, ms(t), &e.to_string()));
+                    return Ok(not_started(
+                        ErrorCode::DeployWriteFailed,
+                        format!("backup failed: {e}"),
+                        steps,
+                    ));
+                }
+            }
+            self.point(&format!("backup.{}", j.files[i].role.as_str()))?;
+        }
+        steps.push(step(
+            "backup",
+            true,
+            ms(t),
+            &format!(
+                "{} of {} files existed",
+                j.files.iter().filter(|f| f.old.is_some()).count(),
+                j.files.len()
+            ),
+        ));
+
+        // 2. Write each file: temporary, fsync, owner and mode, rename.
+        let t = Instant::now();
+        j.phase = Phase::Committing;
+        if let Err(e) = self.write_journal(&j) {
+            remove_dir(&dir);
+            return Ok(not_started(
+                ErrorCode::DeployWriteFailed,
+                format!("cannot write the journal: {e}"),
+                steps,
+            ));
+        }
+        self.point("journal.committing")?;
+        for i in 0..j.files.len() {
+            let f = j.files[i].clone();
+            let bytes = content(material, f.role);
+            if let Err(e) =
+                tether_fs::write_atomic_owned(&f.path, bytes.as_bytes(), f.mode, f.owner)
+            {
+                steps.push(step("write", false, ms(t), &e.to_string()));
+                let failure = fail(
+                    ErrorCode::DeployWriteFailed,
+                    format!("{e}; the old set was restored"),
+                );
+                return self.rollback(&mut j, failure, &mut steps).await;
+            }
+            self.point(&format!("install.{}", f.role.as_str()))?;
+        }
+        j.phase = Phase::Committed;
+        if let Err(e) = self.write_journal(&j) {
+            let failure = fail(
+                ErrorCode::DeployWriteFailed,
+                format!("cannot write the journal: {e}"),
+            );
+            return self.rollback(&mut j, failure, &mut steps).await;
+        }
+        steps.push(step(
+            "write",
+            true,
+            ms(t),
+            &format!("{} files replaced", j.files.len()),
+        ));
+        self.point("journal.committed")?;
+
+        // 3. Reload.
+        let (ok, s) = reload(&j, &self.root).await;
+        steps.push(s.clone());
+        self.point("reload")?;
+        if !ok {
+            let failure = fail(
+                ErrorCode::DeployReloadFailed,
+                format!("reload failed: {}", s.detail.lines().next().unwrap_or("")),
+            );
+            return self.rollback(&mut j, failure, &mut steps).await;
+        }
+
+        // 4. Verify the new certificate is served.
+        let (res, s) = verify(&j, &new_fp).await;
+        steps.push(s);
+        self.point("verify")?;
+        match res {
+            Ok(r) => *seen = Some(r),
+            Err(failure) => return self.rollback(&mut j, failure, &mut steps).await,
+        }
+        j.phase = Phase::Verified;
+        // Verified is only a shortcut for recovery: if it cannot be
+        // written, a restart rolls back a deploy that worked, which is safe.
+        let _ = self.write_journal(&j);
+        self.point("journal.verified")?;
+        remove_dir(&dir);
+        self.point("finished")?;
+        Ok(Report {
+            id,
+            state: "deployed".to_owned(),
+            failure: None,
+            new_fingerprint: new_fp,
+            old_fingerprint: j.old_fingerprint.clone(),
+            steps,
+            recovered: false,
+            ..Report::default()
+        })
+    }
+
+    /// Restores every file, reloads, verifies the old certificate is
+    /// served. Idempotent: a kill during it is finished by `recover`.
+    async fn rollback(
+        &self,
+        j: &mut Journal,
+        failure: Failure,
+        steps: &mut Vec<Step>,
+    ) -> Run<Report> {
+        let dir = self.dir(j.id);
+        j.phase = Phase::RollingBack;
+        j.failure = Some(failure.clone());
+        let t = Instant::now();
+        let mut errors = Vec::new();
+        if let Err(e) = self.write_journal(j) {
+            errors.push(format!("journal: {e}"));
+        }
+        self.point("rollback.journal")?;
+        // A reload started by an agent that was then killed may still run
+        // (nothing kills it with its parent); restoring under it would let
+        // it read a mixed set. Its stdin holds the reload lock until it
+        // exits, so the restore waits for it (bounded).
+        if let Err(e) =
+            reload_lock(&self.root, Duration::from_secs(j.reload_timeout_secs + 5)).await
+        {
+            errors.push(e);
+        }
+        for f in j.files.clone() {
+            let r = match &f.old {
+                Some(old) => std::fs::read(dir.join("backup").join(f.role.as_str()))
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        tether_fs::write_atomic_owned(
+                            &f.path,
+                            &bytes,
+                            old.mode,
+                            Some((old.uid, old.gid)),
+                        )
+                        .map_err(|e| e.to_string())
+                    }),
+                None => match std::fs::remove_file(&f.path) {
+                    Ok(()) => tether_fs::sync_dir(f.path.parent().unwrap_or(Path::new("/")))
+                        .map_err(|e| e.to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            if let Err(e) = r {
+                errors.push(format!("{}: {e}", f.path.display()));
+            }
+            self.point(&format!("restore.{}", f.role.as_str()))?;
+        }
+        steps.push(step(
+            "restore",
+            errors.is_empty(),
+            ms(t),
+            &errors.join("; "),
+        ));
+        let (reload_ok, s) = reload(j, &self.root).await;
+        let reload_detail = s.detail.clone();
+        steps.push(Step {
+            name: "rollback.reload".to_owned(),
+            ..s
+        });
+        self.point("rollback.reload")?;
+        let verified = match &j.old_fingerprint {
+            Some(old) => {
+                let (res, s) = verify(j, &old.clone()).await;
+                steps.push(Step {
+                    name: "rollback.verify".to_owned(),
+                    ..s
+                });
+                res.is_ok()
+            }
+            // Nothing was served from these files before; there is no old
+            // certificate to see again.
+            None => {
+                steps.push(step(
+                    "rollback.verify",
+                    true,
+                    0,
+                    "no old certificate to verify (the set did not exist)",
+                ));
+                true
+            }
+        };
+        self.point("rollback.verify")?;
+        let state = if errors.is_empty() && verified {
+            "rolled_back"
+        } else {
+            "rollback_failed"
+        };
+        let failure = if state == "rolled_back" {
+            failure
+        } else {
+            fail(
+                ErrorCode::DeployRollbackFailed,
+                format!(
+                    "{} (first failure: {} {}; restore: {}; reload ok: {reload_ok}: {})",
+                    if verified {
+                        "the old files could not all be restored"
+                    } else {
+                        "the old certificate is not served again"
+                    },
+                    failure.code,
+                    failure.message,
+                    if errors.is_empty() {
+                        "ok".to_owned()
+                    } else {
+                        errors.join("; ")
+                    },
+                    reload_detail.lines().next().unwrap_or("")
+                ),
+            )
+        };
+        if state == "rolled_back" {
+            j.phase = Phase::RolledBack;
+            let _ = self.write_journal(j);
+            self.point("rollback.done")?;
+            remove_dir(&dir);
+        }
+        // A failed rollback keeps its journal and backups for the admin
+        // (the action of TETHER-E8506 points there); the next recover
+        // tries again.
+        Ok(Report {
+            id: j.id,
+            state: state.to_owned(),
+            failure: Some(failure),
+            new_fingerprint: j.new_fingerprint.clone(),
+            old_fingerprint: j.old_fingerprint.clone(),
+            steps: std::mem::take(steps),
+            recovered: false,
+            ..Report::default()
+        })
+    }
+}
+
+/// Where the transaction ran: the verified endpoint and the certificate
+/// file.
+fn located(mut r: Report, j: &Journal) -> Report {
+    r.address = std::net::SocketAddr::new(j.verify_address, j.verify_port).to_string();
+    r.sni = j.verify_sni.clone();
+    r.path = j
+        .files
+        .iter()
+        .find(|f| f.role == Role::Cert)
+        .map(|f| f.path.display().to_string())
+        .unwrap_or_default();
+    r
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Preparing => "preparing",
+        Phase::Committing => "replacing the files",
+        Phase::Committed => "reloading or verifying",
+        Phase::Verified => "finishing",
+        Phase::RollingBack => "rolling back",
+        Phase::RolledBack => "rolled back",
+    }
+}
+
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn step(name: &str, ok: bool, duration_ms: u64, detail: &str) -> Step {
+    Step {
+        name: name.to_owned(),
+        ok,
+        duration_ms,
+        detail: detail.chars().take(2000).collect(),
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = tether_fs::sync_dir(parent);
+    }
+}
+
+fn content(m: &Material, role: Role) -> String {
+    match role {
+        Role::Cert => m.cert_pem.clone(),
+        Role::Key => m.key_pem.clone(),
+        Role::Chain => m.chain_pem.clone(),
+        Role::Fullchain => {
+            let mut s = m.cert_pem.trim_end().to_owned();
+            s.push('\n');
+            s.push_str(m.chain_pem.trim_end());
+            s.push('\n');
+            s
+        }
+    }
+}
+
+/// The certificate must be PEM, match the key, and the chain must be PEM
+/// certificates. Returns the new fingerprint.
+fn check_material(m: &Material) -> Result<String, String> {
+    let cert = first_cert_der(&m.cert_pem).ok_or("the certificate is not PEM")?;
+    let chain = pem::parse_many(&m.chain_pem).map_err(|e| format!("the chain is not PEM: {e}"))?;
+    if chain.iter().any(|p| p.tag() != "CERTIFICATE") {
+        return Err("the chain holds something other than certificates".to_owned());
+    }
+    let key = rcgen::KeyPair::from_pem(&m.key_pem)
+        .map_err(|_| "the key is not a PEM private key".to_owned())?;
+    let spki = key.public_key_der();
+    if !cert.windows(spki.len()).any(|w| w == spki.as_slice()) {
+        return Err("the certificate is not for the key generated on this host".to_owned());
+    }
+    Ok(tether_x509::fingerprint(&cert))
+}
+
+fn first_cert_der(text: &str) -> Option<Vec<u8>> {
+    pem::parse_many(text)
+        .ok()?
+        .into_iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+}
+
+fn account(text: &str, user: bool) -> Result<u32, String> {
+    if let Ok(n) = text.parse::<u32>() {
+        return Ok(n);
+    }
+    let found = if user {
+        nix::unistd::User::from_name(text)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    } else {
+        nix::unistd::Group::from_name(text)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    };
+    found.ok_or_else(|| {
+        format!(
+            "no {} named {text:?} on this host",
+            if user { "user" } else { "group" }
+        )
+    })
+}
+
+/// Each file's target mode and owner, what exists now, and the fingerprint
+/// the old certificate file holds.
+fn plan_files(spec: &DeploySpec) -> Result<(Vec<FileEntry>, Option<String>), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = spec
+        .target
+        .owner
+        .as_deref()
+        .map(|o| account(o, true))
+        .transpose()?;
+    let gid = spec
+        .target
+        .group
+        .as_deref()
+        .map(|g| account(g, false))
+        .transpose()?;
+    let cert_mode = spec.target.cert_mode().map_err(|e| e.to_string())?;
+    let key_mode = spec.target.key_file_mode().map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    for (role, path) in spec.target.files() {
+        let old = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => Some(OldFile {
+                mode: m.permissions().mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            }),
+            Ok(_) => {
+                return Err(format!(
+                    "{} exists and is not a regular file",
+                    path.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let owner = match (uid, gid, &old) {
+            (None, None, None) => None,
+            (u, g, Some(o)) => Some((u.unwrap_or(o.uid), g.unwrap_or(o.gid))),
+            (u, g, None) => Some((
+                u.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+                g.unwrap_or_else(|| nix::unistd::getegid().as_raw()),
+            )),
+        };
+        let mode = if role == Role::Key {
+            key_mode
+        } else {
+            cert_mode
+        };
+        files.push(FileEntry {
+            role,
+            path,
+            mode,
+            owner,
+            old,
+        });
+    }
+    let old_fp = std::fs::read_to_string(&spec.target.cert)
+        .ok()
+        .and_then(|t| first_cert_der(&t))
+        .map(|d| tether_x509::fingerprint(&d));
+    Ok((files, old_fp))
+}
+
+/// Takes the reload lock (`STATE_DIR/deploy/reload.lock`, flock), waiting
+/// at most `limit` for a reload that holds it. The lock travels with the
+/// reload command as its stdin, so a reload orphaned by a kill -9 of the
+/// agent holds it until it exits.
+async fn reload_lock(
+    root: &Path,
+    limit: Duration,
+) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let path = root.join("reload.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err((_, e)) => {
+                return Err(format!(
+                    "an earlier reload still holds {} after {} s: {e}",
+                    path.display(),
+                    limit.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+async fn reload(j: &Journal, root: &Path) -> (bool, Step) {
+    let t = Instant::now();
+    let limit = Duration::from_secs(j.reload_timeout_secs);
+    let lock = match reload_lock(root, limit + Duration::from_secs(5)).await {
+        Ok(l) => l,
+        Err(e) => return (false, step("reload", false, ms(t), &e)),
+    };
+    // The child's stdin is the locked file: the lock lives as long as the
+    // reload does, even if this process is killed. Dropping `lock` after
+    // the reload ended releases it.
+    let stdin = match lock.try_clone() {
+        Ok(f) => std::process::Stdio::from(f),
+        Err(e) => {
+            return (
+                false,
+                step("reload", false, ms(t), &format!("reload lock: {e}")),
+            );
+        }
+    };
+    let mut cmd = tokio::process::Command::new(&j.reload[0]);
+    cmd.args(&j.reload[1..])
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                false,
+                step(
+                    "reload",
+                    false,
+                    ms(t),
+                    &format!("cannot start {:?}: {e}", j.reload[0]),
+                ),
+            );
+        }
+    };
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let text = format!(
+                "exit {}\n{}{}",
+                out.status
+                    .code()
+                    .map_or_else(|| "by a signal".to_owned(), |c| c.to_string()),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                out.status.success(),
+                step("reload", out.status.success(), ms(t), &redact(&text)),
+            )
+        }
+        Ok(Err(e)) => (
+            false,
+            step(
+                "reload",
+                false,
+                ms(t),
+                &format!("waiting for the reload failed: {e}"),
+            ),
+        ),
+        Err(_) => (
+            false,
+            step(
+                "reload",
+                false,
+                ms(t),
+                &format!(
+                    "the reload did not finish within {} s and was killed",
+                    limit.as_secs()
+                ),
+            ),
+        ),
+    }
+}
+
+/// Handshakes until `expect` is served or the verify timeout passes.
+async fn verify(j: &Journal, expect: &str) -> (Result<tether_scan::EndpointResult, Failure>, Step) {
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(j.verify_timeout_secs);
+    let ep = tether_scan::Endpoint {
+        ip: j.verify_address,
+        port: j.verify_port,
+        sni: j.verify_sni.clone(),
+        name: None,
+        starttls: None,
+        reverse_dns: false,
+    };
+    let mut last;
+    loop {
+        let tried = Instant::now();
+        let outcome =
+            tether_scan::probe_once(&ep, Duration::from_secs(3), Duration::from_secs(5)).await;
+        let seen = outcome
+            .chain()
+            .and_then(|c| c.certs.first())
+            .map(|c| c.fingerprint.clone());
+        match seen {
+            Some(fp) if fp == expect => {
+                let s = step(
+                    "verify",
+                    true,
+                    ms(t),
+                    &format!("{}:{} serves {fp}", ep.ip, ep.port),
+                );
+                let seen = tether_scan::EndpointResult {
+                    endpoint: ep,
+                    outcome,
+                    elapsed_ms: ms(tried),
+                };
+                return (Ok(seen), s);
+            }
+            Some(fp) => {
+                last = fail(
+                    ErrorCode::DeployVerifyMismatch,
+                    format!("{}:{} serves {fp}, expected {expect}", ep.ip, ep.port),
+                );
+            }
+            None => {
+                last = fail(
+                    ErrorCode::DeployVerifyUnreachable,
+                    format!(
+                        "{}:{} gave no certificate: {}",
+                        ep.ip,
+                        ep.port,
+                        outcome.name()
+                    ),
+                );
+            }
+        }
+        if Instant::now() + Duration::from_millis(200) >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let detail = last.message.clone();
+    (Err(last), step("verify", false, ms(t), &detail))
+}

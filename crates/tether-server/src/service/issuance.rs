@@ -1,0 +1,178 @@
+//! The built-in CA on the control plane, and what deploys report back.
+//!
+//! - `load`: at start, opens the intermediate under `DATA_DIR/ca` with the
+//!   KEK (`TETHER_CA_KEY`, else `DATA_DIR/ca.kek`); warns when the root's
+//!   key is still on this disk (TETHER-E8406). Without a CA, issuance
+//!   answers TETHER-E8405 and nothing else changes.
+//! - `issue`: the CSR of a leased `deploy` task, checked against the names
+//!   the task allows, signed, and recorded (`issued_certs`).
+//! - `record`: a deploy's report (a result chunk), kept per transaction
+//!   (`cert_deployments`); a verified deploy's handshake goes into the
+//!   inventory as a sighting, like a discovery scan's.
+//! - `history`: one certificate's issuance, deploys and locations.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tether_pki::ca::{self, CaFiles};
+use tether_pki::{IssuingCa, Kek, csr};
+use tether_store::AgentRecord;
+use tether_wire::{
+    CertHistory, DeployReport, DeploymentRecord, ErrorCode, IssueRequest, IssueResponse,
+    IssuedCert, MAX_CERT_LOCATIONS, TaskKind,
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::tasks::{not_found, refused};
+use super::{Ctx, ServiceError};
+
+/// The most deploys a history lists.
+pub const MAX_HISTORY: u32 = 200;
+/// Validity when the spec names none, in days.
+pub const DEFAULT_DAYS: u32 = 90;
+
+/// The CA's files under the data dir.
+pub fn files(data_dir: &Path) -> CaFiles {
+    CaFiles::new(data_dir.join("ca"))
+}
+
+/// The KEK file used when `TETHER_CA_KEY` is not set.
+pub fn kek_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("ca.kek")
+}
+
+/// Opens the CA if it was initialized; logs why not otherwise.
+pub fn load(data_dir: &Path) -> Option<Arc<IssuingCa>> {
+    let files = files(data_dir);
+    if let Some(root) = files.root_key_online() {
+        let code = ErrorCode::CaRootKeyOnline;
+        warn!(code = %code, key = %root.display(), action = code.action(), "{}", code.problem());
+    }
+    if !files.is_initialized() {
+        info!(dir = %files.dir.display(), "no built-in CA (run `tether certs ca init` to create one); deploy tasks cannot be issued");
+        return None;
+    }
+    let env = std::env::var(tether_pki::seal::KEK_ENV).ok();
+    let opened = Kek::load(env.as_deref(), &kek_file(data_dir))
+        .map_err(tether_pki::CaError::from)
+        .and_then(|kek| ca::open(&files, &kek));
+    match opened {
+        Ok(ca) => {
+            info!(dir = %files.dir.display(), "the built-in CA's intermediate is open");
+            Some(Arc::new(ca))
+        }
+        Err(error) => {
+            let code = ErrorCode::CaNotInitialized;
+            warn!(code = %code, error = %error, action = code.action(), "the built-in CA cannot be opened");
+            None
+        }
+    }
+}
+
+/// Signs the CSR of a `deploy` task leased to `agent` at `req.epoch`.
+pub async fn issue(
+    ctx: &Ctx,
+    agent: &AgentRecord,
+    id: Uuid,
+    req: IssueRequest,
+) -> Result<IssueResponse, ServiceError> {
+    let task = ctx.store.task(id).await?.ok_or_else(|| not_found(id))?;
+    if task.kind != TaskKind::Deploy {
+        return Err(ServiceError::invalid(
+            "task",
+            task.kind.as_str(),
+            "a deploy task",
+        ));
+    }
+    // The same fence as a result: leased to this agent, at this epoch.
+    task.accept_result(agent.id, req.epoch)
+        .map_err(refused(id))?;
+    let spec =
+        tether_deploy::DeploySpec::from_json(&task.spec).map_err(ServiceError::DeploySpec)?;
+    let Some(ca) = ctx.ca.as_ref() else {
+        return Err(ServiceError::CaUnavailable(
+            "no built-in CA is open on this server".to_owned(),
+        ));
+    };
+    let checked = csr::check(req.csr_pem.as_bytes(), &spec.names).map_err(ServiceError::Csr)?;
+    // Certificates are judged by clients against their own wall clocks, so
+    // validity comes from the real time (as the server's TLS identity's).
+    let now = time::OffsetDateTime::now_utc();
+    let issued = ca
+        .sign(&checked, spec.days.unwrap_or(DEFAULT_DAYS), now)
+        .map_err(|e| ServiceError::CaUnavailable(e.to_string()))?;
+    let record = IssuedCert {
+        fingerprint: issued.fingerprint.clone(),
+        serial: issued.serial.clone(),
+        names: issued.names.clone(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        issued_at: ctx.now(),
+        task_id: Some(id),
+        agent_id: Some(agent.id),
+    };
+    ctx.store.record_issued(&record, &issued.cert_pem).await?;
+    info!(task_id = %id, agent_id = %agent.id, fingerprint = %issued.fingerprint, serial = %issued.serial, names = ?issued.names, key = %checked.key, "issued a certificate");
+    Ok(IssueResponse {
+        cert_pem: issued.cert_pem,
+        chain_pem: issued.chain_pem,
+        fingerprint: issued.fingerprint,
+        serial: issued.serial,
+        not_after: issued.not_after,
+    })
+}
+
+/// A deploy task's result chunk: `{"report": DeployReport, "seen": [...]}`.
+/// The report is kept once per transaction; `seen` (the scanner's endpoint
+/// results of the verifying handshake) feeds the inventory.
+pub async fn record(
+    ctx: &Ctx,
+    agent: &AgentRecord,
+    task_id: Uuid,
+    items: &Value,
+) -> Result<(), ServiceError> {
+    if let Some(seen) = items.get("seen") {
+        super::certs::ingest(ctx, agent, seen).await?;
+    }
+    let Some(report) = items.get("report") else {
+        return Ok(());
+    };
+    let report: DeployReport = match serde_json::from_value(report.clone()) {
+        Ok(r) => r,
+        Err(error) => {
+            warn!(task_id = %task_id, agent_id = %agent.id, error = %error, "a deploy report the server could not read");
+            return Ok(());
+        }
+    };
+    ctx.store
+        .record_deployment(&DeploymentRecord {
+            task_id,
+            agent_id: agent.id,
+            at: ctx.now(),
+            report,
+        })
+        .await?;
+    Ok(())
+}
+
+/// One certificate's issuance, deploys and locations.
+pub async fn history(ctx: &Ctx, text: &str) -> Result<CertHistory, ServiceError> {
+    let fp = super::certs::fingerprint(text)?;
+    let issued = ctx.store.issued_cert(&fp).await?;
+    let deployments = ctx.store.deployments(&fp, MAX_HISTORY).await?;
+    let seen_at = ctx.store.cert_locations(&fp, MAX_CERT_LOCATIONS).await?;
+    if issued.is_none() && deployments.is_empty() && seen_at.is_empty() {
+        return Err(ServiceError::NotFound {
+            what: "certificate",
+            id: fp,
+        });
+    }
+    Ok(CertHistory {
+        fingerprint: fp,
+        issued,
+        deployments,
+        seen_at,
+    })
+}

@@ -1,0 +1,454 @@
+//! Issue and deploy end to end: the built-in CA created with its root
+//! offline (`tether certs ca init --root-key-out`), the real server and a
+//! real provisioning agent, `tether certs deploy` to a PEM set that a real
+//! nginx serves and reloads; the agent's key never leaves its host, the
+//! inventory records the new certificate at the location, `certs history`
+//! tells the story; then a deploy whose reload reloads nothing rolls back
+//! with its code and the first certificate is still served.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tether_testlab::nginx::{Nginx, Site};
+use tether_wire::{CertHistory, TaskDetail, TaskState};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::lab::{Agent, Backend, Server, text};
+
+async fn served(port: u16) -> Option<String> {
+    let ep = tether_scan::Endpoint {
+        ip: "127.0.0.1".parse().expect("ip"),
+        port,
+        sni: Some("web.test".into()),
+        name: None,
+        starttls: None,
+        reverse_dns: false,
+    };
+    let o = tether_scan::probe_once(&ep, Duration::from_secs(2), Duration::from_secs(3)).await;
+    o.chain()
+        .and_then(|c| c.certs.first())
+        .map(|c| c.fingerprint.clone())
+}
+
+async fn wait_task(server: &Server, id: &str, within: Duration) -> TaskDetail<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let d: TaskDetail<Value> =
+            serde_json::from_str(&server.admin_ok(&["tasks", "show", id, "--json"]).await)
+                .expect("tasks show --json");
+        if matches!(
+            d.task.state,
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled
+        ) {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} not finished after {within:?}: {:#?}\nserver log:\n{}",
+            d.task,
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn fp_of_file(p: &Path) -> String {
+    let text = std::fs::read_to_string(p).expect("cert file");
+    let der = pem::parse(text).expect("pem").into_contents();
+    tether_x509::fingerprint(&der)
+}
+
+async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
+    let mut server = Server::start_restartable(backend, &[]).await;
+    let media = tether_testlab::Scratch::new("e2e-offline-media");
+    let root_key = media.path().join("root.pem");
+    // The admin CLI runs with the server's data dir (`--data-dir`).
+    let out = server
+        .admin_ok(&[
+            "certs",
+            "ca",
+            "init",
+            "--root-key-out",
+            root_key.to_str().expect("utf8"),
+        ])
+        .await;
+    assert!(out.contains("keep it offline"), "{out}");
+    assert!(root_key.exists());
+    assert!(!server.dir.path().join("ca/root.key.sealed").exists());
+    server.stop().await;
+    server.restart().await;
+
+    let token: tether_wire::CreatedToken = serde_json::from_str(
+        &server
+            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
+            .await,
+    )
+    .expect("token");
+    let mut agent = Agent::new();
+    let agent_id = agent
+        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
+        .await;
+    agent.run(&[]);
+    server
+        .wait_status(
+            agent_id,
+            tether_wire::AgentStatus::Active,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    // The old set, served by nginx (a master and a worker, as in production).
+    let site = tether_testlab::Scratch::new("e2e-deploy-site");
+    let set = site.path().join("ssl");
+    std::fs::create_dir_all(&set).expect("mkdir");
+    let old_ca = tether_testlab::pki::Ca::root("E2E Old Root");
+    let leaf = old_ca.issue(&["web.test", "127.0.0.1"]);
+    let chain = String::from_utf8(old_ca.pem()).expect("utf8");
+    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
+    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
+    std::fs::write(set.join("chain.pem"), &chain).expect("w");
+    std::fs::write(
+        set.join("fullchain.pem"),
+        format!("{}\n{}\n", leaf.pem().trim_end(), chain.trim_end()),
+    )
+    .expect("w");
+    let nginx = Nginx::start(&Site {
+        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
+        master_process: true,
+        ..Site::default()
+    })
+    .await;
+    let old_fp = fp_of_file(&set.join("cert.pem"));
+    assert_eq!(served(nginx.port).await.as_deref(), Some(old_fp.as_str()));
+    // nginx's reload takes `-g "…; …;"`: the deploy runs a script, since a
+    // reload command is split on spaces and run without a shell.
+    let script = site.path().join("reload.sh");
+    let quoted: Vec<String> = nginx
+        .reload_command()
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
+    std::fs::write(&script, format!("exec {}\n", quoted.join(" "))).expect("script");
+    let reload = format!("/bin/sh {}", script.display());
+
+    let p = |n: &str| set.join(n).display().to_string();
+    let verify = format!("127.0.0.1:{}", nginx.port);
+    let deploy = |reload: String, verify_timeout: &'static str| {
+        let agent_id = agent_id.to_string();
+        let (cert, key, chain, full, verify) = (
+            p("cert.pem"),
+            p("key.pem"),
+            p("chain.pem"),
+            p("fullchain.pem"),
+            verify.clone(),
+        );
+        let server = &server;
+        async move {
+            let out: Value = serde_json::from_str(
+                &server
+                    .admin_ok(&[
+                        "certs",
+                        "deploy",
+                        "--agent",
+                        &agent_id,
+                        "--name",
+                        "web.test",
+                        "--name",
+                        "127.0.0.1",
+                        "--cert",
+                        &cert,
+                        "--key",
+                        &key,
+                        "--chain",
+                        &chain,
+                        "--fullchain",
+                        &full,
+                        "--key-mode",
+                        "0600",
+                        "--reload",
+                        &reload,
+                        "--verify",
+                        &verify,
+                        "--sni",
+                        "web.test",
+                        "--verify-timeout",
+                        verify_timeout,
+                        "--max-attempts",
+                        "1",
+                        "--json",
+                    ])
+                    .await,
+            )
+            .expect("certs deploy --json");
+            out["id"].as_str().expect("task id").to_owned()
+        }
+    };
+
+    // 1. A deploy that works.
+    let id = deploy(reload.clone(), "15").await;
+    let d = wait_task(&server, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        d.task.state,
+        TaskState::Succeeded,
+        "{:#?}\n{}",
+        d,
+        agent.stderr()
+    );
+    let new_fp = fp_of_file(&set.join("cert.pem"));
+    assert_ne!(new_fp, old_fp);
+    assert_eq!(served(nginx.port).await.as_deref(), Some(new_fp.as_str()));
+    // The key was made on this host: the server never had it.
+    let key_text = std::fs::read_to_string(set.join("key.pem")).expect("key");
+    assert!(
+        !server
+            .log()
+            .contains(key_text.lines().nth(1).expect("key body"))
+    );
+    let report = &d.results[0]["report"];
+    assert_eq!(report["state"], "deployed", "{report:#}");
+    assert_eq!(report["new_fingerprint"], new_fp.as_str());
+    assert!(!d.results[0].to_string().contains("PRIVATE KEY"));
+
+    // The history: issued by the CA for the task's names, deployed with
+    // each step, and seen at the location (the inventory).
+    let h: CertHistory = serde_json::from_str(
+        &server
+            .admin_ok(&["certs", "history", &new_fp, "--json"])
+            .await,
+    )
+    .expect("history --json");
+    let issued = h.issued.as_ref().expect("issued by the built-in CA");
+    assert_eq!(issued.names, vec!["web.test", "127.0.0.1"]);
+    assert_eq!(issued.agent_id, Some(agent_id));
+    assert_eq!(issued.task_id, Some(id.parse::<Uuid>().expect("uuid")));
+    assert_eq!(h.deployments.len(), 1, "{h:#?}");
+    let steps: Vec<&str> = h.deployments[0]
+        .report
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(steps, ["backup", "write", "reload", "verify"]);
+    assert_eq!(h.seen_at.len(), 1, "{h:#?}");
+    assert_eq!(h.seen_at[0].address, verify);
+    let shown = server.admin_ok(&["certs", "history", &new_fp]).await;
+    assert!(
+        shown.contains("deployed to") && shown.contains("verify"),
+        "{shown}"
+    );
+    let inventory = server.admin_ok(&["certs", "show", &new_fp]).await;
+    assert!(inventory.contains(&verify), "{inventory}");
+
+    // 2. A reload that reloads nothing: verification mismatch, rolled back,
+    // the first deployed certificate still served, the code in the task.
+    let id2 = deploy("true".to_owned(), "2").await;
+    let d2 = wait_task(&server, &id2, Duration::from_secs(60)).await;
+    assert_eq!(d2.task.state, TaskState::Dead, "{d2:#?}");
+    let why = format!("{:?} {:?}", d2.task.outcome, d2.task.last_error);
+    assert!(why.contains("TETHER-E8504"), "{why}");
+    assert_eq!(served(nginx.port).await.as_deref(), Some(new_fp.as_str()));
+    assert_eq!(fp_of_file(&set.join("cert.pem")), new_fp);
+    let h: CertHistory = serde_json::from_str(
+        &server
+            .admin_ok(&["certs", "history", &new_fp, "--json"])
+            .await,
+    )
+    .expect("history --json");
+    assert_eq!(h.deployments.len(), 2, "{h:#?}");
+    assert_eq!(h.deployments[0].report.state, "rolled_back");
+    assert_eq!(
+        h.deployments[0]
+            .report
+            .failure
+            .as_ref()
+            .map(|f| f.code.as_str()),
+        Some("TETHER-E8504")
+    );
+
+    // 3. A name the task does not allow never reaches the CA: refused at
+    // creation with the spec's code.
+    let bad = server
+        .admin(&[
+            "certs",
+            "deploy",
+            "--agent",
+            &agent_id.to_string(),
+            "--name",
+            "bad name",
+            "--cert",
+            &p("cert.pem"),
+            "--key",
+            &p("key.pem"),
+            "--reload",
+            "true",
+            "--verify",
+            &verify,
+        ])
+        .await;
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("TETHER-E8501"), "{}", text(&bad));
+    agent.terminate().await;
+}
+
+/// A real kill -9 of the agent while its deploy's reload runs: the
+/// restarted agent waits for the orphaned reload, rolls the set back and
+/// reloads; the old certificate is served again and the set is whole.
+async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
+    let mut server = Server::start_restartable(backend, &[]).await;
+    let media = tether_testlab::Scratch::new("e2e-offline-media");
+    let root_key = media.path().join("root.pem");
+    server
+        .admin_ok(&[
+            "certs",
+            "ca",
+            "init",
+            "--root-key-out",
+            root_key.to_str().expect("utf8"),
+        ])
+        .await;
+    server.stop().await;
+    server.restart().await;
+    let token: tether_wire::CreatedToken = serde_json::from_str(
+        &server
+            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
+            .await,
+    )
+    .expect("token");
+    let mut agent = Agent::new();
+    let agent_id = agent
+        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
+        .await;
+    agent.run(&[]);
+    server
+        .wait_status(
+            agent_id,
+            tether_wire::AgentStatus::Active,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    let site = tether_testlab::Scratch::new("e2e-deploy-kill");
+    let set = site.path().join("ssl");
+    std::fs::create_dir_all(&set).expect("mkdir");
+    let old_ca = tether_testlab::pki::Ca::root("E2E Old Root");
+    let leaf = old_ca.issue(&["web.test"]);
+    let chain = String::from_utf8(old_ca.pem()).expect("utf8");
+    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
+    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
+    std::fs::write(
+        set.join("fullchain.pem"),
+        format!("{}\n{}\n", leaf.pem().trim_end(), chain.trim_end()),
+    )
+    .expect("w");
+    let nginx = Nginx::start(&Site {
+        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
+        master_process: true,
+        ..Site::default()
+    })
+    .await;
+    let old_fp = fp_of_file(&set.join("cert.pem"));
+    // A slow reload (2 s), then the real one: the agent is killed while it
+    // runs, and it outlives the agent.
+    let script = site.path().join("reload.sh");
+    let quoted: Vec<String> = nginx
+        .reload_command()
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
+    std::fs::write(&script, format!("sleep 2\nexec {}\n", quoted.join(" "))).expect("script");
+    let p = |n: &str| set.join(n).display().to_string();
+    let verify = format!("127.0.0.1:{}", nginx.port);
+    server
+        .admin_ok(&[
+            "certs",
+            "deploy",
+            "--agent",
+            &agent_id.to_string(),
+            "--name",
+            "web.test",
+            "--cert",
+            &p("cert.pem"),
+            "--key",
+            &p("key.pem"),
+            "--fullchain",
+            &p("fullchain.pem"),
+            "--reload",
+            &format!("/bin/sh {}", script.display()),
+            "--verify",
+            &verify,
+            "--max-attempts",
+            "1",
+        ])
+        .await;
+    // Wait (bounded) for the journal to say the files are replaced, then
+    // kill the agent: the reload is running.
+    let journals = agent.state.path().join("deploy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = std::fs::read_dir(&journals)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("journal.json"))
+                    .is_ok_and(|j| j.contains("\"committed\""))
+            });
+        if committed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no committed journal: {}",
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(
+        fp_of_file(&set.join("cert.pem")),
+        old_fp,
+        "the new set is written"
+    );
+    agent.kill().await;
+    agent.run(&[]);
+    // The restarted agent recovers: no journal left, the old set on disk
+    // and served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = std::fs::read_dir(&journals)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().is_dir());
+        if !left && served(nginx.port).await.as_deref() == Some(old_fp.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: journal left {left}, served {:?}: {}",
+            served(nginx.port).await,
+            agent.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fp_of_file(&set.join("cert.pem")), old_fp);
+    assert_eq!(
+        std::fs::read_to_string(set.join("key.pem")).expect("key"),
+        leaf.key_pem()
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains("finished a deploy interrupted by a restart"),
+        "{}",
+        agent.stderr()
+    );
+    agent.terminate().await;
+}
+
+crate::both_backends!(
+    deploy_from_the_built_in_ca_to_a_real_nginx,
+    agent_killed_during_the_reload_recovers_at_restart
+);
