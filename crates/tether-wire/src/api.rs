@@ -143,7 +143,8 @@ impl std::fmt::Display for AgentStatus {
     }
 }
 
-/// Flags shown on top of the status.
+/// Flags shown on top of the status, the same in `agents list` and
+/// `agents show` (the server computes them once, `status::flags`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentFlag {
@@ -151,6 +152,28 @@ pub enum AgentFlag {
     VersionOutdated,
     /// The agent's credential was rejected recently (removed or re-registered).
     CredentialRejected,
+    /// Active, yet updates of a subscribed channel keep failing while it is
+    /// behind: a download-path problem, not an offline agent.
+    DownloadPathProblem,
+    /// A subscribed, published channel was never installed although the
+    /// agent has been enrolled for more than one definitions interval.
+    DefsNeverInstalled,
+    /// A flag from a newer server that this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl AgentFlag {
+    /// The flag's name on the wire (`download_path_problem`), as tables show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentFlag::VersionOutdated => "version_outdated",
+            AgentFlag::CredentialRejected => "credential_rejected",
+            AgentFlag::DownloadPathProblem => "download_path_problem",
+            AgentFlag::DefsNeverInstalled => "defs_never_installed",
+            AgentFlag::Unknown => "unknown",
+        }
+    }
 }
 
 /// `GET /health`: the first thing an admin curls.
