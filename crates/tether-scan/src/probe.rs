@@ -105,6 +105,15 @@ pub struct EndpointResult {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub elapsed_ms: u64,
+    /// When the probe started, by the scanning host's clock: the inventory's
+    /// first and last seen are this, not the time the result reached the
+    /// server. Absent from agents that predate it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observed_at: Option<OffsetDateTime>,
 }
 
 /// What a probe needs from the scan.

@@ -182,6 +182,7 @@ impl Scanner {
                                 detail: detail.clone(),
                             },
                             elapsed_ms: 0,
+                            observed_at: Some((self.now)()),
                         };
                         summary.count(&r.outcome);
                         progress.done.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +214,7 @@ impl Scanner {
                         reason: reason.clone(),
                     },
                     elapsed_ms: 0,
+                    observed_at: Some((self.now)()),
                 };
                 summary.count(&r.outcome);
                 progress.done.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +236,7 @@ impl Scanner {
             let pacer = pacer.clone();
             let progress = progress.clone();
             let ptr = ptr.clone();
+            let clock = self.now;
             set.spawn(async move {
                 let started = Instant::now();
                 let mut ep = ep;
@@ -251,6 +254,7 @@ impl Scanner {
                         .filter(|n| rustls_pki_types::ServerName::try_from(n.clone()).is_ok());
                 }
                 pacer.wait(ep.ip).await;
+                let observed_at = clock();
                 let outcome = prober.probe(&ep).await;
                 drop(permit);
                 progress.done.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +262,7 @@ impl Scanner {
                     endpoint: ep,
                     outcome,
                     elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    observed_at: Some(observed_at),
                 }
             });
         }

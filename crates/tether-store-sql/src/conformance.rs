@@ -53,8 +53,9 @@ pub use hardening::{
 };
 mod certs;
 pub use certs::{
-    cert_pages_reach_every_cert_and_filter, certs_are_stored_once_with_their_locations,
-    changed_and_silent_locations_are_marked,
+    a_silent_location_is_gone_after_two_completed_scans, cert_pages_reach_every_cert_and_filter,
+    certs_are_stored_once_with_their_locations, changed_and_silent_locations_are_marked,
+    first_and_last_seen_are_the_probes_times, gone_is_decided_per_completed_scan,
 };
 mod tasks;
 pub use tasks::{
@@ -178,6 +179,9 @@ macro_rules! for_each_check {
             certs_are_stored_once_with_their_locations,
             changed_and_silent_locations_are_marked,
             cert_pages_reach_every_cert_and_filter,
+            gone_is_decided_per_completed_scan,
+            a_silent_location_is_gone_after_two_completed_scans,
+            first_and_last_seen_are_the_probes_times,
         }
     };
 }

@@ -20,7 +20,10 @@ use uuid::Uuid;
 
 mod certs;
 mod tasks;
-pub use certs::{CertFilter, CertRecord, CertStore, SeenCert, Sighting};
+pub use certs::{
+    CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
+    Sighting,
+};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
