@@ -218,6 +218,8 @@ pub struct PolicyRecord {
     pub targets: Vec<String>,
     /// What the policy says about definitions channels.
     pub defs: DefsPolicy,
+    /// Long tasks an agent runs at once.
+    pub max_concurrent_tasks: u32,
     pub updated_at: OffsetDateTime,
 }
 
@@ -231,6 +233,9 @@ pub struct PolicySettings {
     /// `host:port` targets the doctor checks, validated by the server.
     pub targets: Vec<String>,
     pub defs: DefsPolicy,
+    /// Long tasks an agent runs at once, validated by the server. `None`
+    /// keeps the stored value (the default for a new policy).
+    pub max_concurrent_tasks: Option<u32>,
 }
 
 /// Where a keyset-paged listing resumes: after the row with this sort key

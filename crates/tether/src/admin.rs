@@ -834,6 +834,7 @@ mod tests {
                 jitter_percent: 10,
                 targets: Vec::new(),
                 defs: tether_wire::DefsPolicy::default(),
+                max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
             },
             definitions: Default::default(),
             last_errors: Default::default(),

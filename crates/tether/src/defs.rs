@@ -725,6 +725,7 @@ mod tests {
                 jitter_percent: 10,
                 targets: Vec::new(),
                 defs: DefsPolicy::default(),
+                max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
             },
             definitions: BTreeMap::new(),
             last_errors: BTreeMap::new(),
