@@ -536,6 +536,46 @@ async fn dovecot_imap_and_pop3_upgrade_with_starttls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_smtp_upgrades_with_starttls_and_shows_its_chain() {
+    let root = Ca::root("Mail Root");
+    let inter = root.intermediate("Mail Intermediate");
+    let leaf = inter.issue(&["mail.test"]);
+    let dir = Scratch::new("scan-postfix");
+    let (cert, key) = leaf.write_chain(dir.path(), "mail", &[&inter]);
+    dir.open_to_all();
+    let postfix = tether_testlab::postfix::Postfix::start(&cert, &key).await;
+    // Not port 25 or 587: say which protocol.
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [postfix.port],
+        "sni_names": {"127.0.0.1": ["mail.test"]},
+        "starttls": {postfix.port.to_string(): "smtp"},
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 5000});
+    let (results, summary) = scan(spec, &[root.der()]).await;
+    match only_result(&results) {
+        Outcome::TlsAccepted { chain, .. } => {
+            assert!(chain.trusted && chain.verdicts.is_empty(), "{chain:?}");
+            assert_eq!(chain.certs.len(), 2, "leaf and intermediate");
+            assert_eq!(chain.certs[0].sans, vec!["mail.test"]);
+            assert!(
+                chain.certs[1].subject.contains("Mail Intermediate"),
+                "{}",
+                chain.certs[1].subject
+            );
+        }
+        other => panic!("expected tls_accepted over SMTP STARTTLS, got {other:?}"),
+    }
+    assert_eq!(summary.outcomes["tls_accepted"], 1);
+    assert!(results[0].observed_at.is_some(), "the probe's time is kept");
+    // The same port without STARTTLS: a clear-text SMTP greeting, not TLS.
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [postfix.port],
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 3000});
+    let (results, _) = scan(spec, &[root.der()]).await;
+    assert!(
+        matches!(only_result(&results), Outcome::NotTls { detail } if detail.contains("220")),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slapd_upgrades_with_the_ldap_starttls_operation() {
     let root = Ca::root("Directory Root");
     let leaf = root.issue(&["ldap.test", "127.0.0.1"]);
