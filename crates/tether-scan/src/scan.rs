@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use serde::{Deserialize, Serialize};
 use tether_tasks::window::WindowState;
 use tether_transport::{Dial, Resolve, SystemResolver, TcpDialer};
@@ -140,13 +139,6 @@ impl Scanner {
             gap: Duration::from_secs(1) / plan.rate_per_host.max(1),
             next: Mutex::new(HashMap::new()),
         });
-        let ptr = plan
-            .endpoints()
-            .next()
-            .is_some_and(|e| e.reverse_dns)
-            .then(|| TokioResolver::builder_tokio().map(|b| b.build()).ok())
-            .flatten()
-            .map(Arc::new);
         let mut summary = Summary::new();
         let semaphore = Arc::new(Semaphore::new(plan.concurrency));
         let mut set: JoinSet<EndpointResult> = JoinSet::new();
@@ -235,22 +227,24 @@ impl Scanner {
             let prober = prober.clone();
             let pacer = pacer.clone();
             let progress = progress.clone();
-            let ptr = ptr.clone();
+            let resolver = self.resolver.clone();
             let clock = self.now;
             set.spawn(async move {
                 let started = Instant::now();
                 let mut ep = ep;
+                // Reverse DNS through the scanner's own resolver (invariant
+                // 5): the first PTR name if it is a valid server name, else
+                // no SNI. A lookup that fails or hangs costs at most the
+                // handshake timeout and never the probe.
                 if ep.reverse_dns
                     && ep.sni.is_none()
-                    && let Some(r) = &ptr
                     && let Ok(Ok(names)) =
-                        tokio::time::timeout(prober.handshake_timeout, r.reverse_lookup(ep.ip))
+                        tokio::time::timeout(prober.handshake_timeout, resolver.reverse(ep.ip))
                             .await
                 {
                     ep.sni = names
-                        .iter()
+                        .into_iter()
                         .next()
-                        .map(|n| n.0.to_utf8().trim_end_matches('.').to_owned())
                         .filter(|n| rustls_pki_types::ServerName::try_from(n.clone()).is_ok());
                 }
                 pacer.wait(ep.ip).await;
