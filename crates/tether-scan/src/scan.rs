@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::facts::Roots;
 use crate::probe::{EndpointResult, Outcome, Prober};
+use crate::rtt::RttTracker;
 use crate::spec::{Endpoint, MAX_ADDRS_PER_NAME, Plan};
 
 /// Counts of every outcome; `total` is their sum.
@@ -132,7 +133,10 @@ impl Scanner {
         let prober = Arc::new(Prober::new(
             self.dialer.clone(),
             self.roots.clone(),
-            plan.connect_timeout,
+            Arc::new(RttTracker::new(
+                plan.connect_timeout,
+                plan.adaptive_connect_timeout,
+            )),
             plan.handshake_timeout,
         ));
         let pacer = Arc::new(Pacer {
