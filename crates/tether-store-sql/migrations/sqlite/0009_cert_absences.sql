@@ -3,11 +3,11 @@
 -- certificate waits here under its scan (task and epoch) until the scan
 -- completes, then is acted on and deleted. A silent location is gone only
 -- after two completed scans in a row found it silent.
--- Kept column-for-column identical to migrations/sqlite/0008_cert_absences.sql.
+-- Kept column-for-column identical to migrations/postgres/0009_cert_absences.sql.
 
 CREATE TABLE cert_absences (
     task_id TEXT NOT NULL,
-    epoch BIGINT NOT NULL,
+    epoch INTEGER NOT NULL,
     address TEXT NOT NULL,
     sni TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -15,11 +15,11 @@ CREATE TABLE cert_absences (
     -- (filtered).
     kind TEXT NOT NULL,
     -- The agent's time of the probe.
-    observed_at BIGINT NOT NULL,
+    observed_at INTEGER NOT NULL,
     PRIMARY KEY (task_id, epoch, address, sni, agent_id)
-);
+) STRICT;
 
 -- Completed scans in a row that found the location silent, and the newest
 -- one's observation time (so a scan is counted once, and in order).
-ALTER TABLE cert_locations ADD COLUMN silent_scans BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE cert_locations ADD COLUMN silent_at BIGINT;
+ALTER TABLE cert_locations ADD COLUMN silent_scans INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cert_locations ADD COLUMN silent_at INTEGER;
