@@ -30,7 +30,10 @@
 # The connect timeout for dropped targets is the same for the three tools:
 #   sslyze  5 s, its fixed network timeout (ServerNetworkConfiguration's
 #           network_timeout; the CLI has no flag for it);
-#   tether  --connect-timeout 5s (--handshake-timeout 5s, its default);
+#   tether  --connect-timeout 5s (--handshake-timeout 5s, its default) as
+#           the cap: by default the limit adapts to the round trips of the
+#           endpoints that answered (a silent port then gets a second try,
+#           tether_scan::rtt); the "fixed" row waits the whole 5 s;
 #   nmap    has no connect timeout in a SYN scan: a probe waits an adaptive
 #           RTT timeout, capped here by --max-rtt-timeout 5s, and is resent
 #           (--max-retries, default 10); -n (no reverse DNS: the namespace has
@@ -49,6 +52,9 @@
 #   DELAYS="0 50"            the runs: netem delay in ms, 0 = none
 #   TETHER_EXTRA_TIMEOUTS="" extra tether rows with other connect timeouts,
 #                            e.g. "1s" (labelled as such)
+#   TETHER_FIXED=1           a tether row with --fixed-connect-timeout (every
+#                            silent port waits the whole timeout), beside the
+#                            default adaptive one; 0 to leave it out
 #   TETHER=path              the tether binary (default target/release/tether,
 #                            built if missing)
 #
@@ -59,6 +65,7 @@ CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-5}
 CONCURRENCY=${CONCURRENCY:-512}
 DELAYS=${DELAYS:-"0 50"}
 TETHER_EXTRA_TIMEOUTS=${TETHER_EXTRA_TIMEOUTS:-}
+TETHER_FIXED=${TETHER_FIXED:-1}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -317,14 +324,19 @@ print(f"   TCP connect to 10.77.0.40:443: {min(t):.1f} ms (best of 3)")' || true
   echo "   sslyze"; measure "$run-sslyze" "$sslyze" --certinfo --certinfo_ca_file "$pki/root.pem" --targets_in "$work/targets.txt" --json_out "$work/$run-sslyze.json" --quiet
   echo "   tether"; measure "$run-tether" "$tether" scan run --targets 10.77.0.1-254 --ports 443,8443 \
     --connect-timeout "${CONNECT_TIMEOUT}s" --concurrency "$CONCURRENCY" --ca-file "$pki/root.pem" --json
+  if [[ $TETHER_FIXED == 1 ]]; then
+    echo "   tether (fixed connect timeout)"
+    measure "$run-tether-fixed" "$tether" scan run --targets 10.77.0.1-254 --ports 443,8443 \
+      --connect-timeout "${CONNECT_TIMEOUT}s" --fixed-connect-timeout --concurrency "$CONCURRENCY" --ca-file "$pki/root.pem" --json
+  fi
   for extra in $TETHER_EXTRA_TIMEOUTS; do
     echo "   tether (connect timeout $extra)"
     measure "$run-tether-$extra" "$tether" scan run --targets 10.77.0.1-254 --ports 443,8443 \
       --connect-timeout "$extra" --concurrency "$CONCURRENCY" --ca-file "$pki/root.pem" --json
   done
-  python3 - "$work" "$run" "$delay" "$CONNECT_TIMEOUT" "$TETHER_EXTRA_TIMEOUTS" <<'PY'
+  python3 - "$work" "$run" "$delay" "$CONNECT_TIMEOUT" "$TETHER_EXTRA_TIMEOUTS" "$TETHER_FIXED" <<'PY'
 import json, re, sys, xml.etree.ElementTree as ET
-work, run, delay, ct, extras = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5].split()
+work, run, delay, ct, extras, fixed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5].split(), sys.argv[6] == "1"
 
 def timing(name):
     t = open(f"{work}/{name}.time").read()
@@ -403,9 +415,11 @@ def tether_row(name, label):
     except Exception as e:
         rows.append((label, *timing(name), 0, 0, "-", f"no output: {e}"))
 
-tether_row(f"{run}-tether", f"tether `scan run` (connect {ct}s)")
+tether_row(f"{run}-tether", f"tether `scan run` (connect {ct}s, adaptive)")
+if fixed:
+    tether_row(f"{run}-tether-fixed", f"tether `scan run` (connect {ct}s, fixed)")
 for e in extras:
-    tether_row(f"{run}-tether-{e}", f"tether `scan run` (connect {e})")
+    tether_row(f"{run}-tether-{e}", f"tether `scan run` (connect {e}, adaptive)")
 
 print()
 print(f"delay {delay} ms; connect timeout {ct} s")

@@ -23,6 +23,7 @@ packages=(
   nmap        # bench: scripts/bench-discovery.sh compares `tether scan run` with nmap's ssl-cert (sslyze comes from pip there)
   time        # bench: /usr/bin/time -v for peak RSS (scripts/bench-discovery.sh)
   slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
+  postfix     # scan: a real SMTP server offering STARTTLS (tether-testlab::postfix); the test runs its own instance (postfix -c DIR), never the system one
 )
 
 missing=()
@@ -32,6 +33,9 @@ done
 if ((${#missing[@]})); then
   echo "install-test-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix's package asks how the host sends mail: not at all. The tests
+  # write their own main.cf and never touch /etc/postfix.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
   apt-get update -qq
   # Packages with a service (nginx) must not start one on install: the tests
   # run their own instances on loopback ports. policy-rc.d answering 101
@@ -53,6 +57,9 @@ if ((${#missing[@]})); then
   fi
   if [[ " ${missing[*]} " == *" slapd "* && -d /run/systemd/system ]]; then
     systemctl disable --now slapd.service >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" postfix "* && -d /run/systemd/system ]]; then
+    systemctl disable --now postfix.service >/dev/null 2>&1 || true
   fi
   if [[ " ${missing[*]} " == *" dovecot-imapd "* && -d /run/systemd/system ]]; then
     systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true

@@ -57,7 +57,7 @@ EXPECT=$(
 -- policy set default --add-channel main$	^  changed channels: sample -> sample,main$
 -- defs summary$	^Channel main$
 -- defs summary$	^Channel sample$
--- defs summary$	^  subscribed [0-9]+, in policy [0-9]+, download-path problems [0-9]+$
+-- defs summary$	^  subscribed [0-9]+, in policy [0-9]+, download-path problems [0-9]+, never installed [0-9]+$
 -- agents update-now 	^queued definitions update [0-9a-f-]{36} for agent [0-9a-f-]{36}
 -- defs mirror 	^copied [0-9]+ files to /
 -- defs export 	^wrote main.tar \(

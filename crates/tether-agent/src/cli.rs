@@ -430,6 +430,7 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         actions: Some(Arc::new(doctor_actions.clone())),
         actions_doctor: Some(doctor_actions),
         defs: defs.as_ref().map(|(handle, _)| handle.clone()),
+        task_limit: Some(crate::tasks::TaskLimit::from_policy(state.policy.as_ref())),
     };
     let tasks = start_task_worker(&config, dir, &ctx, world);
     let summary = crate::run::run_loop(&mut ctx, crate::run::stop_signal()).await;
@@ -504,7 +505,10 @@ fn start_task_worker(
         client: ctx.client.clone(),
         spool: crate::tasks::spool::Spool::new(dir),
         executors,
-        max_concurrent: crate::tasks::DEFAULT_MAX_CONCURRENT,
+        max_concurrent: ctx
+            .task_limit
+            .clone()
+            .unwrap_or_else(|| crate::tasks::TaskLimit::from_policy(None)),
         poll_wait_secs: crate::tasks::POLL_WAIT_SECS,
     };
     tracing::info!(kinds = %crate::tasks::describe(&worker.executors), "task worker started");

@@ -79,6 +79,9 @@ pub struct RunContext {
     /// action, and runs updates in its own task so they never delay a
     /// check-in. `None` answers `UpdateDefs` as not supported.
     pub defs: Option<crate::defs::DefsHandle>,
+    /// The task worker's long-task limit: each check-in reply's policy sets
+    /// it. `None` when no task worker runs.
+    pub task_limit: Option<crate::tasks::TaskLimit>,
 }
 
 /// What one check-in led to, and the delay chosen after it.
@@ -177,6 +180,9 @@ impl RunContext {
         }
         if let Some(defs) = &self.defs {
             defs.policy(&resp.policy.defs);
+        }
+        if let Some(limit) = &self.task_limit {
+            limit.set(resp.policy.max_concurrent_tasks);
         }
         tracing::info!(status = %resp.status, policy_revision = resp.policy.revision, "checked in");
     }

@@ -230,6 +230,7 @@ mod tests {
                 checkin_interval_secs: 30,
                 jitter_percent: 10,
                 targets: vec!["ldap.corp:389".into()],
+                max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
             }),
             last_errors: BTreeMap::new(),
             debug_until: None,

@@ -9,12 +9,17 @@
 //! or CPU-heavy task cannot delay a check-in, a heartbeat or another task.
 //! Admin actions (doctor, definitions check) have a lane of their own
 //! beside the `max_concurrent` slots, so a long scan never holds up an
-//! admin's request and a stream of actions never starves scans.
+//! admin's request and a stream of actions never starves scans. The number
+//! of slots is the policy's `max_concurrent_tasks` ([`TaskLimit`]): the
+//! check-in loop sets it from each reply, and the poll reads it each time it
+//! asks for work, so a change takes effect at the next check-in without a
+//! restart (running attempts are never stopped to honour a lower limit).
 //!
 //! Architecture Invariant: a result is on disk before it is sent, and
 //! leaves the disk only when the server acknowledged it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +36,52 @@ pub mod spool;
 use executor::{Executors, ProgressCell, ResultSink, Work};
 use spool::Spool;
 
-/// Slots for long work (scans, deployments) when the caller sets none.
-pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// Slots for long work (scans, deployments) before any policy is known.
+pub const DEFAULT_MAX_CONCURRENT: usize = tether_wire::DEFAULT_MAX_CONCURRENT_TASKS as usize;
+
+/// How many long tasks may run at once: the policy's `max_concurrent_tasks`,
+/// shared between the check-in loop that learns it and the poll that obeys
+/// it. Values outside the policy's bounds (a broken or hostile server) are
+/// clamped into them.
+#[derive(Debug, Clone)]
+pub struct TaskLimit(Arc<AtomicUsize>);
+
+impl TaskLimit {
+    pub fn new(n: u32) -> TaskLimit {
+        let limit = TaskLimit(Arc::new(AtomicUsize::new(DEFAULT_MAX_CONCURRENT)));
+        limit.set(n);
+        limit
+    }
+
+    /// The limit from a policy, if the agent has one.
+    pub fn from_policy(policy: Option<&tether_wire::Policy>) -> TaskLimit {
+        TaskLimit::new(
+            policy.map_or(tether_wire::DEFAULT_MAX_CONCURRENT_TASKS, |p| {
+                p.max_concurrent_tasks
+            }),
+        )
+    }
+
+    /// Sets the limit, clamped to the policy's bounds; logs a change.
+    pub fn set(&self, n: u32) {
+        let n = n.clamp(
+            tether_wire::MIN_MAX_CONCURRENT_TASKS,
+            tether_wire::MAX_MAX_CONCURRENT_TASKS,
+        ) as usize;
+        let before = self.0.swap(n, Ordering::Relaxed);
+        if before != n {
+            tracing::info!(
+                from = before,
+                to = n,
+                "long tasks at once changed by the policy"
+            );
+        }
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 /// How long the agent asks the server to hold a poll: below a load
 /// balancer's usual 60 s idle timeout.
 pub const POLL_WAIT_SECS: u32 = 50;
@@ -52,7 +101,8 @@ pub struct TaskWorker {
     pub client: ApiClient,
     pub spool: Spool,
     pub executors: Executors,
-    pub max_concurrent: usize,
+    /// Long tasks at once, from the policy.
+    pub max_concurrent: TaskLimit,
     pub poll_wait_secs: u32,
 }
 
@@ -92,7 +142,8 @@ impl TaskWorker {
         let mut failures: u32 = 0;
         loop {
             let (long, actions) = shared.counts();
-            let capacity = this.max_concurrent.saturating_sub(long) + usize::from(actions == 0);
+            let capacity =
+                this.max_concurrent.get().saturating_sub(long) + usize::from(actions == 0);
             if capacity == 0 {
                 // Every slot is busy: wait for one to free (bounded, so a
                 // lost wake-up costs seconds, not the agent's work).

@@ -48,6 +48,7 @@ fn policy() -> Policy {
         checkin_interval_secs: 30,
         jitter_percent: 10,
         targets: Vec::new(),
+        max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
     }
 }
 
@@ -144,6 +145,7 @@ async fn admin_calls_carry_the_bearer_and_build_paths() {
         checkin_interval_secs: 30,
         jitter_percent: 10,
         targets: Vec::new(),
+        max_concurrent_tasks: None,
         if_revision: None,
     };
     assert_eq!(c.put_policy("a b", &update).await.expect("puts"), policy());

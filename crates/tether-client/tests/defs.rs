@@ -93,6 +93,7 @@ async fn summary_with_and_without_a_channel() {
         agents_subscribed: 3,
         agents_in_policy: 2,
         agents_download_problem: 1,
+        agents_never_installed: 0,
     };
     let server = TestServer::scripted(vec![CannedReply::json(200, &vec![summary.clone()])]).await;
     let c = client(&server);

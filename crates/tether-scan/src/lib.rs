@@ -26,6 +26,7 @@
 pub mod facts;
 pub mod legacy;
 mod probe;
+pub mod rtt;
 pub mod scan;
 pub mod spec;
 pub mod starttls;

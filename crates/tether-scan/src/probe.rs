@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 use tether_transport::{BoxedIo, ConnectErrorKind, Dial};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use crate::facts::{Chain, Roots, judge};
 use crate::legacy::{self, Answer, MAX_CHAIN_CERTS};
+use crate::rtt::{self, RttTracker};
 use crate::spec::Endpoint;
 use crate::starttls::{self, UpgradeError, printable};
 
@@ -105,6 +106,39 @@ pub struct EndpointResult {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub elapsed_ms: u64,
+    /// When the probe started, by the scanning host's clock: the inventory's
+    /// first and last seen are this, not the time the result reached the
+    /// server. Absent from agents that predate it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observed_at: Option<OffsetDateTime>,
+}
+
+/// How one TCP handshake ended.
+enum Dialed {
+    Done(Result<BoxedIo, Outcome>),
+    /// No answer within this long.
+    Silent(Duration),
+}
+
+/// The outcome of a port that answered neither handshake.
+fn silent(first: Duration, second: Option<Duration>) -> Outcome {
+    Outcome::Filtered {
+        detail: match second {
+            None => format!(
+                "no answer to the TCP handshake within {} ms",
+                first.as_millis()
+            ),
+            Some(second) => format!(
+                "no answer to the TCP handshake within {} ms (the limit the scan's round trips give), nor to a second one within {} ms",
+                first.as_millis(),
+                second.as_millis()
+            ),
+        },
+    }
 }
 
 /// One handshake to one endpoint, outside a scan: the same probe a scan
@@ -132,7 +166,8 @@ pub async fn probe_once(
 pub(crate) struct Prober {
     pub dialer: Arc<dyn Dial>,
     pub roots: Arc<Roots>,
-    pub connect_timeout: Duration,
+    /// The scan's round trips and the connect limit they give.
+    pub rtt: Arc<RttTracker>,
     pub handshake_timeout: Duration,
     pub now: fn() -> OffsetDateTime,
     base: ClientConfig,
@@ -142,7 +177,7 @@ impl Prober {
     pub(crate) fn new(
         dialer: Arc<dyn Dial>,
         roots: Arc<Roots>,
-        connect_timeout: Duration,
+        rtt: Arc<RttTracker>,
         handshake_timeout: Duration,
     ) -> Prober {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -166,35 +201,82 @@ impl Prober {
         Prober {
             dialer,
             roots,
-            connect_timeout,
+            rtt,
             handshake_timeout,
             now: OffsetDateTime::now_utc,
             base,
         }
     }
 
+    /// Connects within the scan's connect limit ([`crate::rtt`]): a port
+    /// that stays silent past an adaptive limit shorter than the configured
+    /// one gets a second handshake before it is called filtered.
     async fn connect(&self, ip: IpAddr, port: u16) -> Result<BoxedIo, Outcome> {
         let addr = SocketAddr::new(ip, port);
-        match timeout(self.connect_timeout, self.dialer.dial(addr)).await {
-            Ok(Ok(io)) => Ok(io),
-            Ok(Err(e)) => Err(match ConnectErrorKind::from_io(&e) {
-                ConnectErrorKind::Refused => Outcome::Refused,
-                ConnectErrorKind::Timeout => Outcome::Filtered {
-                    detail: "no answer to the TCP handshake".to_owned(),
-                },
-                ConnectErrorKind::Unreachable => Outcome::Filtered {
-                    detail: "network or host unreachable".to_owned(),
-                },
-                other => Outcome::Filtered {
-                    detail: format!("connect failed: {other}"),
-                },
-            }),
-            Err(_) => Err(Outcome::Filtered {
-                detail: format!(
-                    "no answer to the TCP handshake within {} ms",
-                    self.connect_timeout.as_millis()
-                ),
-            }),
+        let configured = self.rtt.configured();
+        let first = match self.dial_within(addr, None).await {
+            Dialed::Done(r) => return r,
+            Dialed::Silent(waited) => waited,
+        };
+        if first >= configured {
+            return Err(silent(first, None));
+        }
+        let second = rtt::retry_limit(first, configured);
+        match self.dial_within(addr, Some(second)).await {
+            Dialed::Done(r) => r,
+            Dialed::Silent(_) => Err(silent(first, Some(second))),
+        }
+    }
+
+    /// One TCP handshake: within `fixed`, or within the scan's moving limit.
+    /// An answer (connected or reset) is a round-trip sample.
+    async fn dial_within(&self, addr: SocketAddr, mut fixed: Option<Duration>) -> Dialed {
+        let started = Instant::now();
+        let dial = self.dialer.dial(addr);
+        tokio::pin!(dial);
+        let mut limit = self.rtt.limit();
+        loop {
+            let wait = fixed.unwrap_or_else(|| *limit.borrow_and_update());
+            tokio::select! {
+                res = &mut dial => {
+                    let rtt = started.elapsed();
+                    return Dialed::Done(match res {
+                        Ok(io) => {
+                            self.rtt.record(rtt);
+                            Ok(io)
+                        }
+                        Err(e) => Err(match ConnectErrorKind::from_io(&e) {
+                            ConnectErrorKind::Refused => {
+                                self.rtt.record(rtt);
+                                Outcome::Refused
+                            }
+                            ConnectErrorKind::Timeout => Outcome::Filtered {
+                                detail: "no answer to the TCP handshake".to_owned(),
+                            },
+                            ConnectErrorKind::Unreachable => Outcome::Filtered {
+                                detail: "network or host unreachable".to_owned(),
+                            },
+                            other => Outcome::Filtered {
+                                detail: format!("connect failed: {other}"),
+                            },
+                        }),
+                    });
+                }
+                () = tokio::time::sleep_until(started + wait) => {
+                    // The limit may have grown while this timer ran.
+                    if fixed.is_none() && *limit.borrow() > wait {
+                        continue;
+                    }
+                    return Dialed::Silent(wait);
+                }
+                changed = limit.changed(), if fixed.is_none() => {
+                    if changed.is_err() {
+                        // The tracker is gone (it lives as long as the
+                        // prober, so never): keep the last limit.
+                        fixed = Some(wait);
+                    }
+                }
+            }
         }
     }
 

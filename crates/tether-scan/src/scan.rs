@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use serde::{Deserialize, Serialize};
 use tether_tasks::window::WindowState;
 use tether_transport::{Dial, Resolve, SystemResolver, TcpDialer};
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::facts::Roots;
 use crate::probe::{EndpointResult, Outcome, Prober};
+use crate::rtt::RttTracker;
 use crate::spec::{Endpoint, MAX_ADDRS_PER_NAME, Plan};
 
 /// Counts of every outcome; `total` is their sum.
@@ -133,20 +133,16 @@ impl Scanner {
         let prober = Arc::new(Prober::new(
             self.dialer.clone(),
             self.roots.clone(),
-            plan.connect_timeout,
+            Arc::new(RttTracker::new(
+                plan.connect_timeout,
+                plan.adaptive_connect_timeout,
+            )),
             plan.handshake_timeout,
         ));
         let pacer = Arc::new(Pacer {
             gap: Duration::from_secs(1) / plan.rate_per_host.max(1),
             next: Mutex::new(HashMap::new()),
         });
-        let ptr = plan
-            .endpoints()
-            .next()
-            .is_some_and(|e| e.reverse_dns)
-            .then(|| TokioResolver::builder_tokio().map(|b| b.build()).ok())
-            .flatten()
-            .map(Arc::new);
         let mut summary = Summary::new();
         let semaphore = Arc::new(Semaphore::new(plan.concurrency));
         let mut set: JoinSet<EndpointResult> = JoinSet::new();
@@ -182,6 +178,7 @@ impl Scanner {
                                 detail: detail.clone(),
                             },
                             elapsed_ms: 0,
+                            observed_at: Some((self.now)()),
                         };
                         summary.count(&r.outcome);
                         progress.done.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +210,7 @@ impl Scanner {
                         reason: reason.clone(),
                     },
                     elapsed_ms: 0,
+                    observed_at: Some((self.now)()),
                 };
                 summary.count(&r.outcome);
                 progress.done.fetch_add(1, Ordering::Relaxed);
@@ -233,24 +231,28 @@ impl Scanner {
             let prober = prober.clone();
             let pacer = pacer.clone();
             let progress = progress.clone();
-            let ptr = ptr.clone();
+            let resolver = self.resolver.clone();
+            let clock = self.now;
             set.spawn(async move {
                 let started = Instant::now();
                 let mut ep = ep;
+                // Reverse DNS through the scanner's own resolver (invariant
+                // 5): the first PTR name if it is a valid server name, else
+                // no SNI. A lookup that fails or hangs costs at most the
+                // handshake timeout and never the probe.
                 if ep.reverse_dns
                     && ep.sni.is_none()
-                    && let Some(r) = &ptr
                     && let Ok(Ok(names)) =
-                        tokio::time::timeout(prober.handshake_timeout, r.reverse_lookup(ep.ip))
+                        tokio::time::timeout(prober.handshake_timeout, resolver.reverse(ep.ip))
                             .await
                 {
                     ep.sni = names
-                        .iter()
+                        .into_iter()
                         .next()
-                        .map(|n| n.0.to_utf8().trim_end_matches('.').to_owned())
                         .filter(|n| rustls_pki_types::ServerName::try_from(n.clone()).is_ok());
                 }
                 pacer.wait(ep.ip).await;
+                let observed_at = clock();
                 let outcome = prober.probe(&ep).await;
                 drop(permit);
                 progress.done.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +260,7 @@ impl Scanner {
                     endpoint: ep,
                     outcome,
                     elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    observed_at: Some(observed_at),
                 }
             });
         }

@@ -195,6 +195,10 @@ pub struct DiscoverSpec {
     /// Limit in ms on STARTTLS plus the TLS handshake (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Wait the whole `connect_timeout_ms` on every silent port instead of
+    /// a limit derived from the scan's round trips (`tether_scan::rtt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_connect_timeout: bool,
     /// Local hours during which probes may start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_hours: Option<AllowedHours>,
@@ -239,6 +243,8 @@ pub struct Plan {
     pub concurrency: usize,
     pub rate_per_host: u32,
     pub connect_timeout: Duration,
+    /// Whether the connect limit adapts to the scan's round trips.
+    pub adaptive_connect_timeout: bool,
     pub handshake_timeout: Duration,
     pub window: Option<Window>,
     addresses: u64,
@@ -433,6 +439,7 @@ impl DiscoverSpec {
             concurrency,
             rate_per_host,
             connect_timeout: Duration::from_millis(connect_ms),
+            adaptive_connect_timeout: !self.fixed_connect_timeout,
             handshake_timeout: Duration::from_millis(handshake_ms),
             window,
             addresses,

@@ -27,12 +27,22 @@ async fn scan(
     spec: serde_json::Value,
     roots: &[CertificateDer<'static>],
 ) -> (Vec<EndpointResult>, Summary) {
+    scan_with(spec, roots, Scanner::default().resolver).await
+}
+
+/// [`scan`] with the scanner's resolver given (invariant 5).
+async fn scan_with(
+    spec: serde_json::Value,
+    roots: &[CertificateDer<'static>],
+    resolver: Arc<dyn tether_transport::Resolve>,
+) -> (Vec<EndpointResult>, Summary) {
     let plan = DiscoverSpec::from_json(&spec)
         .expect("spec parses")
         .plan()
         .expect("spec is valid");
     let scanner = Scanner {
         roots: Arc::new(Roots::only(roots)),
+        resolver,
         ..Scanner::default()
     };
     let (tx, mut rx) = mpsc::channel(16);
@@ -533,6 +543,130 @@ async fn dovecot_imap_and_pop3_upgrade_with_starttls() {
         matches!(only_result(&results), Outcome::NotTls { detail } if detail.contains("* OK")),
         "{results:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_smtp_upgrades_with_starttls_and_shows_its_chain() {
+    let root = Ca::root("Mail Root");
+    let inter = root.intermediate("Mail Intermediate");
+    let leaf = inter.issue(&["mail.test"]);
+    let dir = Scratch::new("scan-postfix");
+    let (cert, key) = leaf.write_chain(dir.path(), "mail", &[&inter]);
+    dir.open_to_all();
+    let postfix = tether_testlab::postfix::Postfix::start(&cert, &key).await;
+    // Not port 25 or 587: say which protocol.
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [postfix.port],
+        "sni_names": {"127.0.0.1": ["mail.test"]},
+        "starttls": {postfix.port.to_string(): "smtp"},
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 5000});
+    let (results, summary) = scan(spec, &[root.der()]).await;
+    match only_result(&results) {
+        Outcome::TlsAccepted { chain, .. } => {
+            assert!(chain.trusted && chain.verdicts.is_empty(), "{chain:?}");
+            assert_eq!(chain.certs.len(), 2, "leaf and intermediate");
+            assert_eq!(chain.certs[0].sans, vec!["mail.test"]);
+            assert!(
+                chain.certs[1].subject.contains("Mail Intermediate"),
+                "{}",
+                chain.certs[1].subject
+            );
+        }
+        other => panic!("expected tls_accepted over SMTP STARTTLS, got {other:?}"),
+    }
+    assert_eq!(summary.outcomes["tls_accepted"], 1);
+    assert!(results[0].observed_at.is_some(), "the probe's time is kept");
+    // The same port without STARTTLS: a clear-text SMTP greeting, not TLS.
+    let spec = json!({"targets": ["127.0.0.1"], "ports": [postfix.port],
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 3000});
+    let (results, _) = scan(spec, &[root.der()]).await;
+    assert!(
+        matches!(only_result(&results), Outcome::NotTls { detail } if detail.contains("220")),
+        "{results:?}"
+    );
+}
+
+/// Reverse DNS needs an address that is not loopback: hickory answers every
+/// PTR query under 127.in-addr.arpa with `localhost` itself (RFC 6761), so
+/// the server runs in a namespace of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_dns_sni_comes_from_a_real_dns_servers_ptr_records() {
+    let root = Ca::root("PTR Root");
+    let named = root.issue(&["web-a.test"]);
+    let fallback = root.issue(&["fallback.test"]);
+    let dir = Scratch::new("scan-ptr");
+    let (named_cert, named_key) = named.write_chain(dir.path(), "named", &[]);
+    let (fallback_cert, fallback_key) = fallback.write_chain(dir.path(), "fallback", &[]);
+    let ns = Netns::new();
+    let ip = ns.ns_ip;
+    let port = 4443u16;
+    // It presents web-a.test's certificate only to a client that sends that
+    // name, else its default: the certificate says which SNI arrived.
+    let mut server = spawn_logged(
+        Command::new(program("ip"))
+            .args(["netns", "exec", &ns.name])
+            .arg(program("openssl"))
+            .arg("s_server")
+            .arg("-accept")
+            .arg(format!("{ip}:{port}"))
+            .arg("-cert")
+            .arg(&fallback_cert)
+            .arg("-key")
+            .arg(&fallback_key)
+            .args(["-servername", "web-a.test", "-cert2"])
+            .arg(&named_cert)
+            .arg("-key2")
+            .arg(&named_key)
+            .arg("-quiet"),
+        dir.path(),
+        "s_server",
+    );
+    let log = dir.path().join("s_server.out");
+    tether_testlab::wait_listening_within(
+        &mut server,
+        std::net::SocketAddr::from((ip, port)),
+        "openssl s_server in the namespace",
+        &[&log],
+        Duration::from_secs(10),
+    )
+    .await;
+    let spec = json!({"targets": [ip.to_string()], "ports": [port], "sni": "reverse_dns",
+        "connect_timeout_ms": 1000, "handshake_timeout_ms": 5000});
+    // The scanner's resolver asks a real DNS server (not the system's).
+    let resolver_of = |dns: &tether_testlab::dnsmasq::Dnsmasq| {
+        Arc::new(tether_transport::SystemResolver::with_name_servers(
+            vec![std::net::SocketAddr::from(([127, 0, 0, 1], dns.port))],
+            Duration::from_secs(2),
+        ))
+    };
+
+    // A PTR record for the address: its name is the SNI.
+    let dns = tether_testlab::dnsmasq::Dnsmasq::start_with_ptr(&[(ip.into(), "web-a.test")]).await;
+    let (results, _) = scan_with(spec.clone(), &[root.der()], resolver_of(&dns)).await;
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_eq!(results[0].endpoint.sni.as_deref(), Some("web-a.test"));
+    match &results[0].outcome {
+        Outcome::TlsAccepted { chain, .. } => {
+            assert_eq!(
+                chain.certs[0].sans,
+                vec!["web-a.test"],
+                "the server saw the name"
+            );
+            assert!(chain.trusted && chain.verdicts.is_empty(), "{chain:?}");
+        }
+        other => panic!("expected tls_accepted, got {other:?}"),
+    }
+    drop(dns);
+
+    // No PTR record: no SNI, and the server's default certificate.
+    let dns = tether_testlab::dnsmasq::Dnsmasq::start_with_ptr(&[]).await;
+    let (results, _) = scan_with(spec, &[root.der()], resolver_of(&dns)).await;
+    assert_eq!(results[0].endpoint.sni, None, "{results:#?}");
+    match &results[0].outcome {
+        Outcome::TlsAccepted { chain, .. } => {
+            assert_eq!(chain.certs[0].sans, vec!["fallback.test"]);
+        }
+        other => panic!("expected tls_accepted, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 
 use tether_store::{AgentRecord, StatusChange};
-use tether_wire::{AgentFlag, AgentStatus};
+use tether_wire::{AgentChannelView, AgentFlag, AgentStatus};
 use time::OffsetDateTime;
 
 /// Seconds of silence after which an agent is Inactive:
@@ -103,8 +103,14 @@ pub fn overdue_reason_for(o: &tether_store::Overdue, now: OffsetDateTime) -> Str
     }
 }
 
-/// The flags shown on top of the status.
-pub fn flags(agent: &AgentRecord, current_version: &str) -> Vec<AgentFlag> {
+/// The flags shown on top of the status: the one computation behind both
+/// `agents list` and `agents show`. `defs` is the agent's view of each
+/// subscribed channel (`service::defs::agent_views`).
+pub fn flags(
+    agent: &AgentRecord,
+    current_version: &str,
+    defs: &[AgentChannelView],
+) -> Vec<AgentFlag> {
     let mut out = Vec::new();
     if compare_versions(&agent.version, current_version) == Some(Ordering::Less) {
         out.push(AgentFlag::VersionOutdated);
@@ -113,6 +119,12 @@ pub fn flags(agent: &AgentRecord, current_version: &str) -> Vec<AgentFlag> {
         && agent.last_seen.is_none_or(|seen| rejected > seen)
     {
         out.push(AgentFlag::CredentialRejected);
+    }
+    if defs.iter().any(|c| c.download_path_problem) {
+        out.push(AgentFlag::DownloadPathProblem);
+    }
+    if defs.iter().any(|c| c.never_installed) {
+        out.push(AgentFlag::DefsNeverInstalled);
     }
     out
 }

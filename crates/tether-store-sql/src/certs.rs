@@ -56,12 +56,40 @@ pub(crate) const UPSERT_LOCATION: &str = concat!(
     newest!(),
     " AND excluded.previous IS NOT NULL \
          THEN excluded.previous ELSE cert_locations.previous END, \
+     silent_scans = CASE WHEN ",
+    newest!(),
+    " THEN 0 ELSE cert_locations.silent_scans END, \
+     silent_at = CASE WHEN ",
+    newest!(),
+    " THEN NULL ELSE cert_locations.silent_at END, \
      last_seen = CASE WHEN excluded.last_seen > cert_locations.last_seen \
          THEN excluded.last_seen ELSE cert_locations.last_seen END"
 );
-/// No TLS at a location at `$4`: what was seen there before is gone.
+/// An absence a scan observed at `$7` (`$6`: `no_tls` or `silent`), kept
+/// until the scan completes, only where a certificate is current: most
+/// silent endpoints of a scan never had one, and need no row.
+pub(crate) const INSERT_ABSENCE: &str = "INSERT INTO cert_absences \
+     (task_id, epoch, address, sni, agent_id, kind, observed_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM cert_locations \
+         WHERE address = $3 AND sni = $4 AND agent_id = $5 AND state = 'current') \
+     ON CONFLICT (task_id, epoch, address, sni, agent_id) DO NOTHING";
+/// The absences of a completed scan, each once per location.
+pub(crate) const SCAN_ABSENCES: &str = "SELECT address, sni, agent_id, kind, observed_at \
+     FROM cert_absences WHERE task_id = $1 AND epoch = $2 ORDER BY address, sni, agent_id";
+/// One more completed scan found the location silent at `$4` (counted once
+/// per scan, in order, and only after the last sighting).
+pub(crate) const COUNT_SILENT: &str = "UPDATE cert_locations \
+     SET silent_scans = silent_scans + 1, silent_at = $4 \
+     WHERE address = $1 AND sni = $2 AND agent_id = $3 AND state = 'current' AND last_seen < $4 \
+     AND (silent_at IS NULL OR silent_at < $4)";
+/// No TLS at a location at `$4` (or silence in `$5` completed scans in a
+/// row): what was seen there before is gone.
 pub(crate) const MARK_GONE: &str = "UPDATE cert_locations SET state = 'gone', state_since = $4 \
-     WHERE address = $1 AND sni = $2 AND agent_id = $3 AND state = 'current' AND last_seen < $4";
+     WHERE address = $1 AND sni = $2 AND agent_id = $3 AND state = 'current' AND last_seen < $4 \
+     AND silent_scans >= $5";
+/// A completed scan's absences, and those of the task's earlier attempts.
+pub(crate) const FORGET_SCAN: &str = "DELETE FROM cert_absences WHERE task_id = $1 AND epoch <= $2";
+pub(crate) const FORGET_TASK: &str = "DELETE FROM cert_absences WHERE task_id = $1";
 
 macro_rules! cert_select {
     () => {
@@ -102,25 +130,38 @@ macro_rules! impl_cert_store {
         impl tether_store::CertStore for $store {
             async fn record_sightings(
                 &self,
+                scan: tether_store::ScanId,
                 sightings: &[tether_store::Sighting],
-                at: time::OffsetDateTime,
             ) -> Result<(), tether_store::StoreError> {
                 use $crate::row::{to_json, to_ms};
-                let at = to_ms(at);
+                let task = scan.task_id.to_string();
+                let epoch = $crate::row::to_i64(scan.epoch, "epoch")?;
                 let mut tx = self.begin_write().await.map_err($crate::error::db)?;
                 for s in sightings {
                     let agent = s.agent_id.to_string();
                     let sni = s.sni.clone().unwrap_or_default();
-                    let Some(cert) = &s.cert else {
-                        sqlx::query($crate::certs::MARK_GONE)
-                            .bind(&s.address)
-                            .bind(&sni)
-                            .bind(&agent)
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err($crate::error::db)?;
-                        continue;
+                    let at = to_ms(s.at);
+                    let cert = match &s.seen {
+                        tether_store::Seen::Cert(cert) => cert,
+                        absent => {
+                            let kind = if *absent == tether_store::Seen::Silent {
+                                "silent"
+                            } else {
+                                "no_tls"
+                            };
+                            sqlx::query($crate::certs::INSERT_ABSENCE)
+                                .bind(&task)
+                                .bind(epoch)
+                                .bind(&s.address)
+                                .bind(&sni)
+                                .bind(&agent)
+                                .bind(kind)
+                                .bind(at)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err($crate::error::db)?;
+                            continue;
+                        }
                     };
                     let last: Option<i64> = sqlx::query_scalar($crate::certs::CERT_LAST_SEEN)
                         .bind(&cert.fingerprint)
@@ -184,6 +225,78 @@ macro_rules! impl_cert_store {
                         .map_err($crate::error::db)?;
                 }
                 tx.commit().await.map_err($crate::error::db)?;
+                Ok(())
+            }
+
+            async fn complete_scan(
+                &self,
+                scan: tether_store::ScanId,
+            ) -> Result<tether_store::ScanSettled, tether_store::StoreError> {
+                use sqlx::Row;
+                let task = scan.task_id.to_string();
+                let epoch = $crate::row::to_i64(scan.epoch, "epoch")?;
+                let mut tx = self.begin_write().await.map_err($crate::error::db)?;
+                let rows = sqlx::query($crate::certs::SCAN_ABSENCES)
+                    .bind(&task)
+                    .bind(epoch)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                let mut settled = tether_store::ScanSettled::default();
+                for r in &rows {
+                    let address: String = r.try_get("address").map_err($crate::error::db)?;
+                    let sni: String = r.try_get("sni").map_err($crate::error::db)?;
+                    let agent: String = r.try_get("agent_id").map_err($crate::error::db)?;
+                    let kind: String = r.try_get("kind").map_err($crate::error::db)?;
+                    let at: i64 = r.try_get("observed_at").map_err($crate::error::db)?;
+                    let needed = if kind == "silent" {
+                        sqlx::query($crate::certs::COUNT_SILENT)
+                            .bind(&address)
+                            .bind(&sni)
+                            .bind(&agent)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($crate::error::db)?;
+                        tether_store::SILENT_SCANS_TO_GONE
+                    } else {
+                        0
+                    };
+                    let gone = sqlx::query($crate::certs::MARK_GONE)
+                        .bind(&address)
+                        .bind(&sni)
+                        .bind(&agent)
+                        .bind(at)
+                        .bind(needed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .rows_affected();
+                    if gone > 0 {
+                        settled.gone += gone;
+                    } else if kind == "silent" {
+                        settled.silent += 1;
+                    }
+                }
+                sqlx::query($crate::certs::FORGET_SCAN)
+                    .bind(&task)
+                    .bind(epoch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::error::db)?;
+                tx.commit().await.map_err($crate::error::db)?;
+                Ok(settled)
+            }
+
+            async fn abandon_scan(
+                &self,
+                task_id: uuid::Uuid,
+            ) -> Result<(), tether_store::StoreError> {
+                sqlx::query($crate::certs::FORGET_TASK)
+                    .bind(task_id.to_string())
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
                 Ok(())
             }
 

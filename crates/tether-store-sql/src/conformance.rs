@@ -53,8 +53,10 @@ pub use hardening::{
 };
 mod certs;
 pub use certs::{
-    cert_pages_reach_every_cert_and_filter, certs_are_stored_once_with_their_locations,
-    changed_and_silent_locations_are_marked, issued_certs_and_deployments_are_kept_once,
+    a_silent_location_is_gone_after_two_completed_scans, cert_pages_reach_every_cert_and_filter,
+    certs_are_stored_once_with_their_locations, changed_and_silent_locations_are_marked,
+    first_and_last_seen_are_the_probes_times, gone_is_decided_per_completed_scan,
+    issued_certs_and_deployments_are_kept_once,
 };
 mod tasks;
 pub use tasks::{
@@ -146,6 +148,7 @@ macro_rules! for_each_check {
             overdue_agents_are_active_and_past_deadline,
             counts_by_status,
             policies_are_seeded_and_revised,
+            policy_max_concurrent_tasks_is_kept_unless_given,
             policy_update_is_compare_and_set,
             json_columns_round_trip,
             sql_metacharacters_round_trip,
@@ -179,6 +182,9 @@ macro_rules! for_each_check {
             changed_and_silent_locations_are_marked,
             cert_pages_reach_every_cert_and_filter,
             issued_certs_and_deployments_are_kept_once,
+            gone_is_decided_per_completed_scan,
+            a_silent_location_is_gone_after_two_completed_scans,
+            first_and_last_seen_are_the_probes_times,
         }
     };
 }
@@ -307,6 +313,7 @@ pub fn policy_settings(
         jitter_percent,
         targets: targets.to_vec(),
         defs: DefsPolicy::default(),
+        max_concurrent_tasks: None,
     }
 }
 
@@ -1513,6 +1520,63 @@ pub async fn policy_update_is_compare_and_set(f: Fixture) {
     );
     let stored = s.policy("edge").await.expect("reads").expect("exists");
     assert_eq!(stored.revision, 3);
+}
+
+pub async fn policy_max_concurrent_tasks_is_kept_unless_given(f: Fixture) {
+    let s = &*f.store;
+    let default = s
+        .policy("default")
+        .await
+        .expect("policy")
+        .expect("seeded by migration");
+    assert_eq!(default.max_concurrent_tasks, 4, "the seeded default");
+    let created = s
+        .upsert_policy("scanners", &policy_settings(60, 5, &[]), None, t(1))
+        .await
+        .expect("create");
+    assert_eq!(created.max_concurrent_tasks, 4, "a new policy without it");
+    let two = s
+        .upsert_policy(
+            "scanners",
+            &PolicySettings {
+                max_concurrent_tasks: Some(2),
+                ..policy_settings(60, 5, &[])
+            },
+            None,
+            t(2),
+        )
+        .await
+        .expect("set");
+    assert_eq!((two.revision, two.max_concurrent_tasks), (2, 2));
+    // An update that does not name it (an older admin client) keeps it.
+    let kept = s
+        .upsert_policy("scanners", &policy_settings(120, 5, &[]), None, t(3))
+        .await
+        .expect("update");
+    assert_eq!(
+        (kept.checkin_interval_secs, kept.max_concurrent_tasks),
+        (120, 2)
+    );
+    assert_eq!(
+        s.policy("scanners")
+            .await
+            .expect("reads")
+            .map(|p| p.max_concurrent_tasks),
+        Some(2)
+    );
+    let created = s
+        .upsert_policy(
+            "wide",
+            &PolicySettings {
+                max_concurrent_tasks: Some(32),
+                ..policy_settings(60, 5, &[])
+            },
+            None,
+            t(4),
+        )
+        .await
+        .expect("create with it");
+    assert_eq!(created.max_concurrent_tasks, 32);
 }
 
 pub async fn policies_are_seeded_and_revised(f: Fixture) {

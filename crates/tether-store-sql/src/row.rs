@@ -399,6 +399,7 @@ pub(crate) fn policy(row: &dyn RawRow) -> Result<PolicyRecord, StoreError> {
             .map_err(|_| f.corrupt("jitter_percent", format!("{jitter} is outside 0..=255")))?,
         targets: f.json("targets")?,
         defs: f.json("defs")?,
+        max_concurrent_tasks: f.u32("max_concurrent_tasks")?,
         updated_at: f.time("updated_at")?,
     })
 }

@@ -27,7 +27,8 @@ macro_rules! token_columns {
 
 macro_rules! policy_columns {
     () => {
-        "name, revision, checkin_interval_secs, jitter_percent, targets, defs, updated_at"
+        "name, revision, checkin_interval_secs, jitter_percent, targets, defs, \
+         max_concurrent_tasks, updated_at"
     };
 }
 
@@ -302,12 +303,15 @@ pub(crate) const POLICY: &str = concat!(
 pub(crate) const LIST_POLICIES: &str =
     concat!("SELECT ", policy_columns!(), " FROM policies ORDER BY name");
 pub(crate) const UPSERT_POLICY: &str = concat!(
-    "INSERT INTO policies (name, revision, checkin_interval_secs, jitter_percent, targets, defs, updated_at) \
-     VALUES ($1, 1, $2, $3, $4, $5, $6) \
+    "INSERT INTO policies (name, revision, checkin_interval_secs, jitter_percent, targets, defs, \
+     max_concurrent_tasks, updated_at) \
+     VALUES ($1, 1, $2, $3, $4, $5, COALESCE(CAST($8 AS BIGINT), 4), $6) \
      ON CONFLICT (name) DO UPDATE SET revision = policies.revision + 1, \
      checkin_interval_secs = excluded.checkin_interval_secs, \
      jitter_percent = excluded.jitter_percent, targets = excluded.targets, \
-     defs = excluded.defs, updated_at = excluded.updated_at \
+     defs = excluded.defs, \
+     max_concurrent_tasks = COALESCE(CAST($8 AS BIGINT), policies.max_concurrent_tasks), \
+     updated_at = excluded.updated_at \
      WHERE $7 IS NULL OR policies.revision = $7 \
      RETURNING ",
     policy_columns!()

@@ -391,6 +391,7 @@ mod tests {
                         jitter_percent: 5,
                         targets: Vec::new(),
                         defs: tether_wire::DefsPolicy::default(),
+                        max_concurrent_tasks: None,
                     },
                     None,
                     at,

@@ -1031,6 +1031,7 @@ macro_rules! impl_store {
                     .bind(defs)
                     .bind($crate::row::to_ms(at))
                     .bind(if_revision)
+                    .bind(settings.max_concurrent_tasks.map(i64::from))
                     .fetch_optional(self.writer())
                     .await
                     .map_err($crate::error::db)?;

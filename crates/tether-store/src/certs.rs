@@ -15,8 +15,46 @@ pub struct Sighting {
     pub address: String,
     pub sni: Option<String>,
     pub agent_id: Uuid,
-    /// `None`: the endpoint answered without TLS (or did not answer).
-    pub cert: Option<SeenCert>,
+    /// When the agent probed the endpoint (its own clock, kept within the
+    /// task's lifetime by the server): first and last seen are made of it.
+    pub at: OffsetDateTime,
+    pub seen: Seen,
+}
+
+/// What a probe found at a location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// A certificate: recorded at once.
+    Cert(SeenCert),
+    /// The endpoint answered without a certificate (refused, not TLS, a TLS
+    /// failure with no chain): what was seen there is gone once the scan
+    /// completes.
+    NoTls,
+    /// No answer at all (filtered), which may be a passing network fault:
+    /// what was seen there is gone after [`SILENT_SCANS_TO_GONE`] completed
+    /// scans in a row found it silent.
+    Silent,
+}
+
+/// How many completed scans in a row must find a location silent
+/// (filtered) before what was seen there is marked gone.
+pub const SILENT_SCANS_TO_GONE: i64 = 2;
+
+/// One attempt of a discover task: the absences it observed wait under it
+/// until the scan completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanId {
+    pub task_id: Uuid,
+    pub epoch: u64,
+}
+
+/// What completing a scan changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanSettled {
+    /// Locations marked gone.
+    pub gone: u64,
+    /// Locations found silent, not (yet) gone.
+    pub silent: u64,
 }
 
 /// The certificate an endpoint presented.
@@ -64,17 +102,29 @@ impl CertRecord {
 
 #[async_trait]
 pub trait CertStore: Send + Sync + 'static {
-    /// Records what one batch of endpoints showed at `at`, in one
+    /// Records what one batch of endpoints of `scan` showed, in one
     /// transaction. A certificate is stored once per fingerprint; a location
     /// (address, SNI, agent) once per certificate seen there. Seeing a
     /// different certificate at a location marks the older ones seen there
-    /// `changed`; seeing no TLS marks them `gone`. Recording the same batch
+    /// `changed`. An absence (no TLS, silence) at a location with a current
+    /// certificate is kept under `scan` and acted on only when the scan
+    /// completes ([`CertStore::complete_scan`]). Recording the same batch
     /// again changes nothing but the last-seen times.
     async fn record_sightings(
         &self,
+        scan: ScanId,
         sightings: &[Sighting],
-        at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// The scan completed: in one transaction, a location it found without
+    /// TLS is gone; one it found silent is gone when this is the
+    /// [`SILENT_SCANS_TO_GONE`]th completed scan in a row to find it so (a
+    /// sighting of a certificate there resets the count). Its absences, and
+    /// those of the task's earlier attempts, are then forgotten, so
+    /// completing the same scan twice changes nothing.
+    async fn complete_scan(&self, scan: ScanId) -> Result<ScanSettled, StoreError>;
+    /// An attempt of the task ended without completing its scan: the
+    /// absences it kept are forgotten, and mark nothing gone.
+    async fn abandon_scan(&self, task_id: Uuid) -> Result<(), StoreError>;
     /// Oldest first (by first sighting), after `after`.
     async fn list_certs(
         &self,

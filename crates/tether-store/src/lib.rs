@@ -20,7 +20,10 @@ use uuid::Uuid;
 
 mod certs;
 mod tasks;
-pub use certs::{CertFilter, CertRecord, CertStore, SeenCert, Sighting};
+pub use certs::{
+    CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
+    Sighting,
+};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
@@ -215,6 +218,8 @@ pub struct PolicyRecord {
     pub targets: Vec<String>,
     /// What the policy says about definitions channels.
     pub defs: DefsPolicy,
+    /// Long tasks an agent runs at once.
+    pub max_concurrent_tasks: u32,
     pub updated_at: OffsetDateTime,
 }
 
@@ -228,6 +233,9 @@ pub struct PolicySettings {
     /// `host:port` targets the doctor checks, validated by the server.
     pub targets: Vec<String>,
     pub defs: DefsPolicy,
+    /// Long tasks an agent runs at once, validated by the server. `None`
+    /// keeps the stored value (the default for a new policy).
+    pub max_concurrent_tasks: Option<u32>,
 }
 
 /// Where a keyset-paged listing resumes: after the row with this sort key

@@ -1,6 +1,7 @@
 //! A real dnsmasq on 127.0.0.1:PORT: `good.test` → 127.0.0.1, `nx.test`
 //! NXDOMAIN, `fail.test` forwarded to an upstream that answers SERVFAIL,
-//! which dnsmasq relays (a dead upstream makes dnsmasq stay silent instead).
+//! which dnsmasq relays (a dead upstream makes dnsmasq stay silent instead),
+//! and PTR records the test chooses (`start_with_ptr`).
 
 use std::time::Duration;
 
@@ -24,6 +25,16 @@ impl Drop for Dnsmasq {
 
 impl Dnsmasq {
     pub async fn start() -> Dnsmasq {
+        Dnsmasq::start_with_ptr(&[]).await
+    }
+
+    /// The same server, also answering PTR queries for each address with
+    /// its name (`--ptr-record`); other addresses have no reverse name.
+    pub async fn start_with_ptr(ptr: &[(std::net::IpAddr, &str)]) -> Dnsmasq {
+        let ptr_args: Vec<String> = ptr
+            .iter()
+            .map(|(ip, name)| format!("--ptr-record={},{name}", reverse_name(*ip)))
+            .collect();
         let bin = program("dnsmasq");
         let failing = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -52,22 +63,24 @@ impl Dnsmasq {
         for _ in 0..5 {
             let port = free_port();
             let mut child = spawn_logged(
-                Command::new(&bin).args([
-                    "--no-daemon",
-                    "--keep-in-foreground",
-                    "--port",
-                    &port.to_string(),
-                    "--listen-address",
-                    "127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--user=root",
-                    "--pid-file",
-                    "--address=/good.test/127.0.0.1",
-                    "--address=/nx.test/",
-                    &server_arg,
-                ]),
+                Command::new(&bin)
+                    .args([
+                        "--no-daemon",
+                        "--keep-in-foreground",
+                        "--port",
+                        &port.to_string(),
+                        "--listen-address",
+                        "127.0.0.1",
+                        "--bind-interfaces",
+                        "--no-resolv",
+                        "--no-hosts",
+                        "--user=root",
+                        "--pid-file",
+                        "--address=/good.test/127.0.0.1",
+                        "--address=/nx.test/",
+                        &server_arg,
+                    ])
+                    .args(&ptr_args),
                 dir.path(),
                 "dnsmasq",
             );
@@ -93,5 +106,25 @@ impl Dnsmasq {
             eprintln!("dnsmasq did not come up on {port}:\n{}", read_logs(&[&out]));
         }
         panic!("dnsmasq did not start (see stderr above)");
+    }
+}
+
+/// The in-addr.arpa (or ip6.arpa) name of an address's PTR record.
+fn reverse_name(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        std::net::IpAddr::V6(v6) => {
+            let nibbles: Vec<String> = v6
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|b| [b & 0xf, b >> 4])
+                .map(|n| format!("{n:x}"))
+                .collect();
+            format!("{}.ip6.arpa", nibbles.join("."))
+        }
     }
 }

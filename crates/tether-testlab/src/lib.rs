@@ -2,7 +2,7 @@
 //! PKI and small in-process servers, each written once and shared by every
 //! crate's tests. A test file holds the story; the plumbing lives here.
 //!
-//! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`],
+//! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`], [`postfix`],
 //!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`], [`slapd`],
 //!   [`faketime`]; [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
@@ -49,6 +49,7 @@ pub mod ntp;
 pub mod ocsp;
 pub mod pki;
 pub mod plain_http;
+pub mod postfix;
 pub mod relay;
 pub mod slapd;
 pub mod socat;

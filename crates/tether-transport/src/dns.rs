@@ -64,6 +64,14 @@ pub trait Resolve: Send + Sync + fmt::Debug {
     /// Resolves a host name (never an IP literal: the transport answers
     /// those itself) to its addresses, in preference order.
     fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
+
+    /// The names `ip`'s PTR records give (reverse DNS), without the trailing
+    /// dot, in the order they came: the scanner's `reverse_dns` SNI. The
+    /// default knows no reverse names (NXDOMAIN).
+    fn reverse(&self, ip: IpAddr) -> BoxFuture<'_, Result<Vec<String>, DnsError>> {
+        let _ = ip;
+        Box::pin(async { Err(DnsErrorKind::NxDomain.into()) })
+    }
 }
 
 /// hickory-resolver, configured from /etc/resolv.conf and /etc/hosts (or from
@@ -142,14 +150,33 @@ impl fmt::Debug for SystemResolver {
     }
 }
 
+impl SystemResolver {
+    fn resolver(&self) -> Result<&TokioResolver, DnsError> {
+        self.inner
+            .get_or_init(|| self.build())
+            .as_ref()
+            .map_err(|msg| DnsError::from(DnsErrorKind::Other(msg.clone())))
+    }
+}
+
 impl Resolve for SystemResolver {
+    fn reverse(&self, ip: IpAddr) -> BoxFuture<'_, Result<Vec<String>, DnsError>> {
+        Box::pin(async move {
+            let lookup = self
+                .resolver()?
+                .reverse_lookup(ip)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(lookup
+                .iter()
+                .map(|n| n.0.to_utf8().trim_end_matches('.').to_owned())
+                .collect())
+        })
+    }
+
     fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
         Box::pin(async move {
-            let resolver = self
-                .inner
-                .get_or_init(|| self.build())
-                .as_ref()
-                .map_err(|msg| DnsError::from(DnsErrorKind::Other(msg.clone())))?;
+            let resolver = self.resolver()?;
             let lookup = resolver.lookup_ip(host).await.map_err(|e| classify(&e))?;
             let addrs: Vec<IpAddr> = lookup.iter().collect();
             if addrs.is_empty() {
@@ -180,6 +207,7 @@ fn classify(err: &ResolveError) -> DnsError {
 #[derive(Debug, Clone, Default)]
 pub struct StaticResolver {
     entries: HashMap<String, Result<Vec<IpAddr>, DnsErrorKind>>,
+    ptr: HashMap<IpAddr, Vec<String>>,
 }
 
 impl StaticResolver {
@@ -191,6 +219,14 @@ impl StaticResolver {
     /// Adds (or replaces) an answer for `host` (matched case-insensitively).
     pub fn with(mut self, host: &str, answer: Result<Vec<IpAddr>, DnsErrorKind>) -> Self {
         self.insert(host, answer);
+        self
+    }
+
+    /// Adds (or replaces) the reverse names of `ip`; addresses not given
+    /// have none (NXDOMAIN).
+    pub fn with_ptr(mut self, ip: IpAddr, names: &[&str]) -> Self {
+        self.ptr
+            .insert(ip, names.iter().map(|n| (*n).to_owned()).collect());
         self
     }
 
@@ -218,6 +254,15 @@ impl Resolve for StaticResolver {
             Some(Err(kind)) => Err(kind.clone().into()),
             None => Err(DnsErrorKind::NxDomain.into()),
         };
+        Box::pin(async move { answer })
+    }
+
+    fn reverse(&self, ip: IpAddr) -> BoxFuture<'_, Result<Vec<String>, DnsError>> {
+        let answer = self
+            .ptr
+            .get(&ip)
+            .cloned()
+            .ok_or_else(|| DnsErrorKind::NxDomain.into());
         Box::pin(async move { answer })
     }
 }
@@ -248,6 +293,13 @@ mod tests {
         );
         assert_eq!(
             r.resolve("missing.example").await.map_err(|e| e.kind),
+            Err(DnsErrorKind::NxDomain)
+        );
+        let r = r.with_ptr(ip, &["server.example"]);
+        assert_eq!(r.reverse(ip).await, Ok(vec!["server.example".to_owned()]));
+        let other: IpAddr = "192.0.2.8".parse().expect("literal");
+        assert_eq!(
+            r.reverse(other).await.map_err(|e| e.kind),
             Err(DnsErrorKind::NxDomain)
         );
     }

@@ -143,7 +143,8 @@ impl std::fmt::Display for AgentStatus {
     }
 }
 
-/// Flags shown on top of the status.
+/// Flags shown on top of the status, the same in `agents list` and
+/// `agents show` (the server computes them once, `status::flags`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentFlag {
@@ -151,6 +152,28 @@ pub enum AgentFlag {
     VersionOutdated,
     /// The agent's credential was rejected recently (removed or re-registered).
     CredentialRejected,
+    /// Active, yet updates of a subscribed channel keep failing while it is
+    /// behind: a download-path problem, not an offline agent.
+    DownloadPathProblem,
+    /// A subscribed, published channel was never installed although the
+    /// agent has been enrolled for more than one definitions interval.
+    DefsNeverInstalled,
+    /// A flag from a newer server that this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl AgentFlag {
+    /// The flag's name on the wire (`download_path_problem`), as tables show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentFlag::VersionOutdated => "version_outdated",
+            AgentFlag::CredentialRejected => "credential_rejected",
+            AgentFlag::DownloadPathProblem => "download_path_problem",
+            AgentFlag::DefsNeverInstalled => "defs_never_installed",
+            AgentFlag::Unknown => "unknown",
+        }
+    }
 }
 
 /// `GET /health`: the first thing an admin curls.
@@ -315,6 +338,31 @@ pub struct Policy {
     /// Definitions: channels, update servers, interval, user updates.
     #[serde(default)]
     pub defs: crate::defs::DefsPolicy,
+    /// How many long tasks (scans, deployments) an agent runs at once, from
+    /// [`MIN_MAX_CONCURRENT_TASKS`] to [`MAX_MAX_CONCURRENT_TASKS`]; admin
+    /// actions have a lane of their own beside them. Absent (a server that
+    /// predates it, or the default): [`DEFAULT_MAX_CONCURRENT_TASKS`].
+    #[serde(
+        default = "default_max_concurrent_tasks",
+        skip_serializing_if = "is_default_max_concurrent_tasks"
+    )]
+    pub max_concurrent_tasks: u32,
+}
+
+/// Long tasks an agent runs at once unless its policy says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_TASKS: u32 = 4;
+/// The fewest long tasks a policy may allow at once.
+pub const MIN_MAX_CONCURRENT_TASKS: u32 = 1;
+/// The most long tasks a policy may allow at once: each runs on a thread of
+/// its own on an endpoint that has other work to do.
+pub const MAX_MAX_CONCURRENT_TASKS: u32 = 32;
+
+fn default_max_concurrent_tasks() -> u32 {
+    DEFAULT_MAX_CONCURRENT_TASKS
+}
+
+fn is_default_max_concurrent_tasks(n: &u32) -> bool {
+    *n == DEFAULT_MAX_CONCURRENT_TASKS
 }
 
 /// `PUT /v1/admin/policies/{name}`.
@@ -329,6 +377,11 @@ pub struct PolicyUpdate {
     /// Definitions settings; the defaults when absent.
     #[serde(default)]
     pub defs: crate::defs::DefsPolicy,
+    /// Long tasks an agent runs at once. Absent: the stored value is kept
+    /// ([`DEFAULT_MAX_CONCURRENT_TASKS`] for a new policy), so an admin
+    /// client that predates the setting does not reset it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_tasks: Option<u32>,
     /// Save only if the stored policy is still at this revision (the one the
     /// edit was based on); otherwise the server answers 409 `Conflict` and
     /// changes nothing. Absent: save unconditionally.

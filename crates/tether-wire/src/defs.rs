@@ -158,6 +158,10 @@ pub struct ChannelSummary {
     pub agents_in_policy: u64,
     /// Agents seen recently whose updates keep failing: a download-path problem.
     pub agents_download_problem: u64,
+    /// Agents that never installed the channel although enrolled for more
+    /// than one definitions interval (0 from a server that predates it).
+    #[serde(default)]
+    pub agents_never_installed: u64,
 }
 
 /// One channel of one agent, as the fleet view shows it.
@@ -187,4 +191,9 @@ pub struct AgentChannelView {
     pub in_policy: bool,
     /// Seen recently, yet updates keep failing.
     pub download_path_problem: bool,
+    /// Nothing installed although the channel is published and the agent
+    /// has been enrolled for more than one definitions interval: out of
+    /// policy for that reason (false from a server that predates it).
+    #[serde(default)]
+    pub never_installed: bool,
 }

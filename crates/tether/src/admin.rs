@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use tether_client::ApiClient;
 use tether_transport::{ProxySetting, Transport, TransportConfig, TrustConfig};
 use tether_wire::{
-    ActionKind, AgentDetail, AgentSummary, BundleInfo, CreateTokenRequest, DoctorSummary, TokenInfo,
+    ActionKind, AgentDetail, AgentFlag, AgentSummary, BundleInfo, CreateTokenRequest,
+    DoctorSummary, TokenInfo,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -522,16 +523,6 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
         "ID", "NAME", "KIND", "GROUP", "STATUS", "LAST SEEN", "VERSION", "IN POLICY", "FLAGS"
     );
     for a in agents {
-        let flags: Vec<String> = a
-            .flags
-            .iter()
-            .map(|f| {
-                serde_json::to_value(f)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
-            .collect();
         out.push_str(&format!(
             "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {:<9}  {}\n",
             a.id,
@@ -542,13 +533,23 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
             ago(a.last_seen, now),
             truncate(&safe(&a.version), 8),
             crate::defs::in_policy_cell(a.in_policy),
-            flags.join(",")
+            flags_text(&a.flags)
         ));
     }
     if agents.is_empty() {
         out.push_str("(no agents)\n");
     }
     out
+}
+
+/// An agent's flags as `agents list` (its FLAGS column) and `agents show`
+/// (its Status line) both print them: the wire names, comma-separated.
+pub fn flags_text(flags: &[AgentFlag]) -> String {
+    flags
+        .iter()
+        .map(|f| f.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One line for a doctor verdict: status, code and root cause.
@@ -609,7 +610,7 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
             if a.flags.is_empty() {
                 String::new()
             } else {
-                format!("  flags: {:?}", a.flags)
+                format!("  flags: {}", flags_text(&a.flags))
             }
         ),
     );
@@ -793,6 +794,68 @@ mod tests {
         assert_eq!(
             ago(Some(now + time::Duration::hours(5)), now),
             "in the future"
+        );
+    }
+
+    #[test]
+    fn list_and_show_print_the_same_flags() {
+        let now = datetime!(2026-05-17 19:16 UTC);
+        let summary = AgentSummary {
+            id: uuid::Uuid::nil(),
+            name: "web-1".into(),
+            kind: tether_wire::AgentKind::Discovery,
+            group: "default".into(),
+            status: tether_wire::AgentStatus::Active,
+            flags: vec![
+                AgentFlag::VersionOutdated,
+                AgentFlag::DownloadPathProblem,
+                AgentFlag::DefsNeverInstalled,
+            ],
+            hostname: "web-1".into(),
+            version: "0.1.0".into(),
+            last_seen: Some(now),
+            external_ip: None,
+            enrolled_at: now,
+            in_policy: Some(false),
+        };
+        let detail = AgentDetail {
+            summary: summary.clone(),
+            facts: tether_wire::HostFacts {
+                hostname: "web-1".into(),
+                os: "linux".into(),
+                internal_ips: Vec::new(),
+                uptime_secs: 60,
+                installed_at: None,
+            },
+            policy: tether_wire::Policy {
+                name: "default".into(),
+                revision: 1,
+                checkin_interval_secs: 30,
+                jitter_percent: 10,
+                targets: Vec::new(),
+                defs: tether_wire::DefsPolicy::default(),
+                max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
+            },
+            definitions: Default::default(),
+            last_errors: Default::default(),
+            proxy: None,
+            checkin_interval_secs: 30,
+            inactive_after_secs: 90,
+            transitions: Vec::new(),
+            last_doctor: None,
+            defs: Vec::new(),
+            in_policy: Some(false),
+            outages: Vec::new(),
+            site: None,
+        };
+        let names = "version_outdated,download_path_problem,defs_never_installed";
+        let table = agent_table(std::slice::from_ref(&summary), now);
+        let row = table.lines().nth(1).expect("one row");
+        assert!(row.ends_with(&format!("  {names}")), "{row}");
+        let shown = agent_detail(&detail, now);
+        assert!(
+            shown.contains(&format!("Status             ACTIVE  flags: {names}\n")),
+            "{shown}"
         );
     }
 

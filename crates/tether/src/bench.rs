@@ -315,6 +315,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
                     checkin_interval_secs: secs,
                     jitter_percent: 10,
                     targets: Vec::new(),
+                    max_concurrent_tasks: None,
                     if_revision: None,
                 },
             )

@@ -428,8 +428,11 @@ pub fn summary_text(channels: &[ChannelSummary]) -> String {
         }
         let _ = writeln!(
             out,
-            "  subscribed {}, in policy {}, download-path problems {}",
-            c.agents_subscribed, c.agents_in_policy, c.agents_download_problem
+            "  subscribed {}, in policy {}, download-path problems {}, never installed {}",
+            c.agents_subscribed,
+            c.agents_in_policy,
+            c.agents_download_problem,
+            c.agents_never_installed
         );
     }
     out
@@ -517,6 +520,13 @@ fn channel_text(c: &AgentChannelView) -> String {
             ""
         );
     }
+    if c.never_installed {
+        let _ = writeln!(
+            out,
+            "{:<18} never installed, though enrolled for more than one definitions interval",
+            ""
+        );
+    }
     out
 }
 
@@ -541,6 +551,9 @@ fn not_in_policy_reason(d: &AgentDetail) -> String {
         .iter()
         .filter(|c| !c.in_policy)
         .map(|c| {
+            if c.never_installed {
+                return format!("{} was never installed", printable(&c.channel));
+            }
             format!(
                 "{} is {} version{} / {} behind",
                 printable(&c.channel),
@@ -652,6 +665,7 @@ mod tests {
             agents_subscribed: 40,
             agents_in_policy: 37,
             agents_download_problem: 2,
+            agents_never_installed: 1,
         };
         let empty = ChannelSummary {
             channel: "beta".into(),
@@ -659,6 +673,7 @@ mod tests {
             agents_subscribed: 0,
             agents_in_policy: 0,
             agents_download_problem: 0,
+            agents_never_installed: 0,
         };
         assert_eq!(
             summary_text(&[main, empty]),
@@ -666,12 +681,12 @@ mod tests {
              \x20 VERSION  PUBLISHED (UTC)             SIZE        FULL  DELTAS              AGENTS\n\
              \x20     v12  2026-05-17 03:16         3.0 MiB     1.0 MiB  3, median 2.0 KiB        0\n\
              \x20     v11  2026-05-17 01:16         3.0 MiB     1.0 MiB  -                        2\n\
-             \x20 subscribed 40, in policy 37, download-path problems 2\n\
+             \x20 subscribed 40, in policy 37, download-path problems 2, never installed 1\n\
              \n\
              Channel beta\n\
              \x20 VERSION  PUBLISHED (UTC)             SIZE        FULL  DELTAS              AGENTS\n\
              \x20 (no versions published)\n\
-             \x20 subscribed 0, in policy 0, download-path problems 0\n"
+             \x20 subscribed 0, in policy 0, download-path problems 0, never installed 0\n"
         );
         assert!(summary_text(&[]).starts_with("(no channels"));
     }
@@ -710,6 +725,7 @@ mod tests {
                 jitter_percent: 10,
                 targets: Vec::new(),
                 defs: DefsPolicy::default(),
+                max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
             },
             definitions: BTreeMap::new(),
             last_errors: BTreeMap::new(),
@@ -744,6 +760,7 @@ mod tests {
             via_proxy: Some("proxy.corp:3128".into()),
             in_policy: false,
             download_path_problem: true,
+            never_installed: false,
         }
     }
 
@@ -779,6 +796,7 @@ mod tests {
             via_proxy: None,
             in_policy: true,
             download_path_problem: false,
+            never_installed: false,
         };
         let unpublished = AgentChannelView {
             channel: "beta".into(),
@@ -807,6 +825,33 @@ mod tests {
         assert_eq!(in_policy_cell(Some(true)), "yes");
         assert_eq!(in_policy_cell(Some(false)), "no");
         assert_eq!(in_policy_cell(None), "-");
+    }
+
+    #[test]
+    fn agents_show_names_a_channel_never_installed() {
+        let never = AgentChannelView {
+            channel: "main".into(),
+            version: None,
+            newest_version: Some(2),
+            versions_behind: 2,
+            hours_behind: 30.0,
+            updated_at: None,
+            last_attempt_at: None,
+            last_error: None,
+            consecutive_failures: 0,
+            server: None,
+            via_proxy: None,
+            in_policy: false,
+            download_path_problem: false,
+            never_installed: true,
+        };
+        let d = detail(AgentStatus::Active, vec![never], Some(false));
+        assert_eq!(
+            agent_defs_text(&d),
+            "Definitions main   not installed, 2 behind v2 (30.0 h) — never updated\n\
+             \x20                  never installed, though enrolled for more than one definitions interval\n\
+             In policy          no (main was never installed)\n"
+        );
     }
 
     #[test]

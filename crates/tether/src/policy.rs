@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tether_wire::{DefsPolicy, Policy, PolicyUpdate};
+use tether_wire::{DEFAULT_MAX_CONCURRENT_TASKS, DefsPolicy, Policy, PolicyUpdate};
 
 use crate::admin::client;
 use crate::cli::{AdminConn, PolicyCommand};
@@ -40,6 +40,10 @@ pub struct PolicyEdit {
     /// update --now`); `true` for a new policy.
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
     pub allow_user_update: Option<bool>,
+    /// How many long tasks (scans) each agent runs at once, 1 to 32 (4 for
+    /// a new policy); agents apply it at their next check-in.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub max_concurrent_tasks: Option<u32>,
 }
 
 /// One list setting's flags: replace the list, add to it, remove from it, or
@@ -162,6 +166,7 @@ pub fn plan(
             jitter_percent: p.jitter_percent,
             targets: p.targets.clone(),
             defs: p.defs.clone(),
+            max_concurrent_tasks: Some(p.max_concurrent_tasks),
             if_revision: Some(p.revision),
         },
         None => {
@@ -176,6 +181,7 @@ pub fn plan(
                 jitter_percent: DEFAULT_JITTER_PERCENT,
                 targets: Vec::new(),
                 defs: DefsPolicy::default(),
+                max_concurrent_tasks: None,
                 if_revision: None,
             }
         }
@@ -187,6 +193,9 @@ pub fn plan(
     }
     if let Some(j) = edit.jitter_percent {
         next.jitter_percent = j;
+    }
+    if let Some(n) = edit.max_concurrent_tasks {
+        next.max_concurrent_tasks = Some(n);
     }
     next.targets = edit
         .targets
@@ -266,6 +275,12 @@ fn diff(a: &PolicyUpdate, b: &PolicyUpdate) -> Vec<Change> {
         allowed_text(a.defs.allow_user_update).into(),
         allowed_text(b.defs.allow_user_update).into(),
     );
+    let tasks = |n: Option<u32>| n.unwrap_or(DEFAULT_MAX_CONCURRENT_TASKS).to_string();
+    push(
+        "tasks at once",
+        tasks(a.max_concurrent_tasks),
+        tasks(b.max_concurrent_tasks),
+    );
     out
 }
 
@@ -335,11 +350,12 @@ async fn set(conn: &AdminConn, name: &str, edit: &PolicyEdit, json: bool) -> any
 /// A policy's settings in one line.
 fn summary(p: &Policy) -> String {
     format!(
-        "check in every {} ± {} %; doctor targets: {}; {}",
+        "check in every {} ± {} %; doctor targets: {}; {}; up to {} tasks at once",
         secs_text(p.checkin_interval_secs),
         p.jitter_percent,
         list_text(&p.targets),
-        defs_text(&p.defs)
+        defs_text(&p.defs),
+        p.max_concurrent_tasks
     )
 }
 
@@ -385,7 +401,7 @@ fn allowed_text(allowed: bool) -> &'static str {
 /// What `policy list` prints.
 pub fn table(policies: &[Policy]) -> String {
     let mut out = format!(
-        "{:<20} {:>8} {:>10} {:>7}  {:<20}  {:<16}  {:>9}  {:<11}  {}\n",
+        "{:<20} {:>8} {:>10} {:>7}  {:<20}  {:<16}  {:>9}  {:<11}  {:>5}  {}\n",
         "NAME",
         "REVISION",
         "INTERVAL",
@@ -394,12 +410,13 @@ pub fn table(policies: &[Policy]) -> String {
         "CHANNELS",
         "DEFS EVERY",
         "USER UPDATE",
+        "TASKS",
         "UPDATE URLS"
     );
     for p in policies {
         let d = &p.defs;
         out.push_str(&format!(
-            "{:<20} {:>8} {:>9}s {:>6}%  {:<20}  {:<16}  {:>9}  {:<11}  {}\n",
+            "{:<20} {:>8} {:>9}s {:>6}%  {:<20}  {:<16}  {:>9}  {:<11}  {:>5}  {}\n",
             p.name,
             p.revision,
             p.checkin_interval_secs,
@@ -408,6 +425,7 @@ pub fn table(policies: &[Policy]) -> String {
             list_text(&d.channels),
             secs_text(d.interval_secs),
             if d.allow_user_update { "yes" } else { "no" },
+            p.max_concurrent_tasks,
             if d.update_urls.is_empty() {
                 "(control plane)".to_owned()
             } else {
@@ -438,6 +456,7 @@ mod tests {
                 interval_secs: 7200,
                 allow_user_update: false,
             },
+            max_concurrent_tasks: 4,
         }
     }
 
@@ -562,6 +581,48 @@ mod tests {
         assert_eq!(u.defs, DefsPolicy::default());
         assert_eq!(u.if_revision, None);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn max_concurrent_tasks_is_set_within_bounds_and_kept_otherwise() {
+        let p = stored();
+        let (u, c) =
+            plan("default", Some(&p), &edit(&["--max-concurrent-tasks", "2"])).expect("plans");
+        assert_eq!(u.max_concurrent_tasks, Some(2));
+        assert_eq!(
+            c,
+            vec![Change {
+                setting: "tasks at once",
+                from: "4".into(),
+                to: "2".into()
+            }]
+        );
+        let (u, _) = plan("default", Some(&p), &edit(&["--jitter-percent", "5"])).expect("plans");
+        assert_eq!(u.max_concurrent_tasks, Some(4), "kept as stored");
+        let (u, _) = plan("lab", None, &edit(&["--checkin-interval", "1m"])).expect("creates");
+        assert_eq!(u.max_concurrent_tasks, None, "the server's default");
+        for bad in ["0", "33", "-1", "many"] {
+            let full = [
+                "tether",
+                "policy",
+                "set",
+                "d",
+                "--max-concurrent-tasks",
+                bad,
+            ];
+            assert!(Cli::try_parse_from(full).is_err(), "{bad}");
+        }
+        assert!(
+            summary(&p).ends_with("; up to 4 tasks at once"),
+            "{}",
+            summary(&p)
+        );
+        assert!(
+            table(&[p])
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("      4  https://a.example/defs"))
+        );
     }
 
     #[test]

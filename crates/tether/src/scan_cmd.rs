@@ -52,8 +52,14 @@ pub struct ScanRunArgs {
     #[arg(long)]
     pub rate_per_host: Option<u32>,
     /// TCP connect limit; a silent port is filtered after it (default 3s).
+    /// Once endpoints answer, the limit adapts to their round trips (a
+    /// silent port then gets a second, longer try), never beyond this.
     #[arg(long)]
     pub connect_timeout: Option<humantime::Duration>,
+    /// Wait the whole --connect-timeout on every silent port, without
+    /// adapting to the round trips measured.
+    #[arg(long)]
+    pub fixed_connect_timeout: bool,
     /// STARTTLS plus TLS handshake limit (default 5s).
     #[arg(long)]
     pub handshake_timeout: Option<humantime::Duration>,
@@ -139,6 +145,7 @@ pub fn spec_from_args(args: &ScanRunArgs) -> anyhow::Result<DiscoverSpec> {
         rate_per_host: args.rate_per_host,
         connect_timeout_ms: ms(args.connect_timeout),
         handshake_timeout_ms: ms(args.handshake_timeout),
+        fixed_connect_timeout: args.fixed_connect_timeout,
         allowed_hours: None,
         tz: None,
     })

@@ -53,6 +53,7 @@ pub fn policy(interval: u32, jitter: u8) -> Policy {
         checkin_interval_secs: interval,
         jitter_percent: jitter,
         targets: Vec::new(),
+        max_concurrent_tasks: tether_wire::DEFAULT_MAX_CONCURRENT_TASKS,
     }
 }
 
@@ -157,6 +158,7 @@ impl Harness {
             actions: None,
             actions_doctor: None,
             defs: None,
+            task_limit: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The admin's view of the fleet: list, inspect, approve, remove.
 
 use tether_store::{AgentFilter, AgentRecord, Cursor, StoreError};
-use tether_wire::{AgentDetail, AgentSummary};
+use tether_wire::{AgentChannelView, AgentDetail, AgentSummary};
 use tracing::info;
 use uuid::Uuid;
 
@@ -60,17 +60,17 @@ pub fn cursor(a: &AgentRecord) -> Cursor {
     }
 }
 
-/// An agent as the fleet list shows it; `in_policy` comes from
-/// [`in_policy`] (the definitions computation).
-pub fn summary(a: &AgentRecord, current_version: &str, in_policy: Option<bool>) -> AgentSummary {
+/// An agent as the fleet list and the detail show it; `defs` comes from
+/// [`defs_of`] (the definitions computation), so both show the same flags.
+pub fn summary(a: &AgentRecord, current_version: &str, defs: &DefsOf) -> AgentSummary {
     AgentSummary {
-        in_policy,
+        in_policy: defs.in_policy,
         id: a.id,
         name: a.name.clone(),
         kind: a.kind,
         group: a.group.clone(),
         status: a.status,
-        flags: status::flags(a, current_version),
+        flags: status::flags(a, current_version, &defs.views),
         hostname: a.facts.hostname.clone(),
         version: a.version.clone(),
         last_seen: a.last_seen,
@@ -104,35 +104,42 @@ pub async fn list(
     let next = (agents.len() == limit as usize)
         .then(|| agents.last().map(cursor))
         .flatten();
-    let in_policy = in_policy(ctx, &agents).await?;
+    let defs = defs_of(ctx, &agents).await?;
     Ok((
         agents
             .iter()
-            .zip(in_policy)
-            .map(|(a, p)| summary(a, &ctx.settings.current_agent_version, p))
+            .zip(defs)
+            .map(|(a, d)| summary(a, &ctx.settings.current_agent_version, &d))
             .collect(),
         next,
     ))
 }
 
-/// Whether each agent's definitions are in policy (`None` for an agent
-/// subscribed to no channel), from one read of the published versions.
-pub async fn in_policy(
-    ctx: &Ctx,
-    agents: &[AgentRecord],
-) -> Result<Vec<Option<bool>>, ServiceError> {
+/// One agent's definitions as the list and the detail need them.
+#[derive(Debug, Default)]
+pub struct DefsOf {
+    /// Each subscribed channel.
+    pub views: Vec<AgentChannelView>,
+    /// `None` for an agent subscribed to no channel.
+    pub in_policy: Option<bool>,
+}
+
+/// Each agent's definitions views and in-policy verdict, from one read of
+/// the published versions.
+pub async fn defs_of(ctx: &Ctx, agents: &[AgentRecord]) -> Result<Vec<DefsOf>, ServiceError> {
     let policies = defs::policies_of(ctx, agents).await?;
     if policies.values().all(|p| p.channels.is_empty()) {
-        return Ok(vec![None; agents.len()]);
+        return Ok(agents.iter().map(|_| DefsOf::default()).collect());
     }
     let published = defs::Published::load(ctx).await?;
     let channels = published.channels();
     Ok(agents
         .iter()
         .map(|a| {
-            policies
-                .get(&a.policy)
-                .and_then(|p| defs::agent_views(ctx, &channels, p, a).1)
+            policies.get(&a.policy).map_or_else(DefsOf::default, |p| {
+                let (views, in_policy) = defs::agent_views(ctx, &channels, p, a);
+                DefsOf { views, in_policy }
+            })
         })
         .collect())
 }
@@ -152,12 +159,13 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
     let outages = ctx.store.outages(a.enrolled_at, DETAIL_OUTAGES).await?;
     let published = defs::Published::load(ctx).await?;
     let (views, in_policy) = defs::agent_views(ctx, &published.channels(), &policy.defs, &a);
+    let defs = DefsOf { views, in_policy };
     let site = ctx.store.agent_site(id).await?;
     Ok(AgentDetail {
         site,
-        defs: views,
+        summary: summary(&a, &ctx.settings.current_agent_version, &defs),
+        defs: defs.views,
         in_policy,
-        summary: summary(&a, &ctx.settings.current_agent_version, in_policy),
         facts: a.facts,
         policy,
         definitions: a.definitions,
@@ -180,12 +188,12 @@ pub async fn approve(ctx: &Ctx, id: Uuid) -> Result<AgentSummary, ServiceError> 
         .await
         .map_err(not_found(id))?;
     info!(agent_id = %id, "approved an agent");
-    let in_policy = in_policy(ctx, std::slice::from_ref(&a)).await?;
-    Ok(summary(
-        &a,
-        &ctx.settings.current_agent_version,
-        in_policy.into_iter().next().flatten(),
-    ))
+    let defs = defs_of(ctx, std::slice::from_ref(&a))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    Ok(summary(&a, &ctx.settings.current_agent_version, &defs))
 }
 
 pub async fn remove(ctx: &Ctx, id: Uuid) -> Result<(), ServiceError> {

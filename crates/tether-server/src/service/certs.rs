@@ -4,9 +4,12 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use tether_store::{AgentRecord, CertFilter, CertRecord, Cursor, SeenCert, Sighting};
+use tether_store::{
+    AgentRecord, CertFilter, CertRecord, Cursor, ScanId, Seen, SeenCert, Sighting, TaskSnapshot,
+};
 use tether_wire::{CertDetail, CertFacts, CertInfo, MAX_CERT_LOCATIONS};
-use tracing::warn;
+use time::OffsetDateTime;
+use tracing::{info, warn};
 
 use super::{Ctx, ServiceError};
 
@@ -107,18 +110,35 @@ fn well_formed(fp: &str) -> bool {
     })
 }
 
+/// The window an agent's observation times are kept within: not before
+/// the task existed, not after the result arrived. An agent's clock that is
+/// off (or lies) moves its sightings at most to these edges.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub earliest: OffsetDateTime,
+    pub latest: OffsetDateTime,
+}
+
+impl Window {
+    /// The observation time of a result: the agent's time of the probe,
+    /// kept in the window; the arrival time for an agent that predates it.
+    fn at(&self, observed: Option<OffsetDateTime>) -> OffsetDateTime {
+        observed.map_or(self.latest, |t| t.clamp(self.earliest, self.latest))
+    }
+}
+
 /// The sightings in one chunk of discover results (a JSON array of
 /// `tether_scan::EndpointResult`; the summary chunk is an object and holds
 /// none). Items that do not read as results, or whose certificate is not
 /// well formed, are skipped and counted.
-pub fn sightings(agent_id: uuid::Uuid, items: &Value) -> (Vec<Sighting>, usize) {
+pub fn sightings(agent_id: uuid::Uuid, items: &Value, window: Window) -> (Vec<Sighting>, usize) {
     let Some(list) = items.as_array() else {
         return (Vec::new(), 0);
     };
     let mut out = Vec::with_capacity(list.len());
     let mut skipped = 0;
     for item in list {
-        match sighting(agent_id, item) {
+        match sighting(agent_id, item, window) {
             Some(Some(s)) => out.push(s),
             Some(None) => {}
             None => skipped += 1,
@@ -129,7 +149,7 @@ pub fn sightings(agent_id: uuid::Uuid, items: &Value) -> (Vec<Sighting>, usize) 
 
 /// `None`: unreadable; `Some(None)`: an outcome that says nothing about the
 /// location (unresolved, not scanned, a chain that could not be read).
-fn sighting(agent_id: uuid::Uuid, item: &Value) -> Option<Option<Sighting>> {
+fn sighting(agent_id: uuid::Uuid, item: &Value, window: Window) -> Option<Option<Sighting>> {
     use tether_scan::Outcome;
     let r: tether_scan::EndpointResult = serde_json::from_value(item.clone()).ok()?;
     let sni = match r.endpoint.sni {
@@ -137,9 +157,10 @@ fn sighting(agent_id: uuid::Uuid, item: &Value) -> Option<Option<Sighting>> {
         other => other,
     };
     let address = std::net::SocketAddr::new(r.endpoint.ip, r.endpoint.port).to_string();
-    let cert = match &r.outcome {
-        Outcome::Refused | Outcome::Filtered { .. } | Outcome::NotTls { .. } => None,
-        Outcome::TlsFailed { chain: None, .. } => None,
+    let seen = match &r.outcome {
+        Outcome::Filtered { .. } => Seen::Silent,
+        Outcome::Refused | Outcome::NotTls { .. } => Seen::NoTls,
+        Outcome::TlsFailed { chain: None, .. } => Seen::NoTls,
         Outcome::Unresolved { .. } | Outcome::NotScanned { .. } => return Some(None),
         other => {
             let Some(chain) = other.chain() else {
@@ -157,7 +178,7 @@ fn sighting(agent_id: uuid::Uuid, item: &Value) -> Option<Option<Sighting>> {
                 .chain(&chain.verdicts)
                 .map(|v| v.as_str())
                 .collect();
-            Some(SeenCert {
+            Seen::Cert(SeenCert {
                 fingerprint: leaf.fingerprint.clone(),
                 facts: serde_json::to_string(leaf).ok()?,
                 chain: serde_json::to_string(&chain.certs).ok()?,
@@ -170,23 +191,68 @@ fn sighting(agent_id: uuid::Uuid, item: &Value) -> Option<Option<Sighting>> {
         address,
         sni,
         agent_id,
-        cert,
+        at: window.at(r.observed_at),
+        seen,
     }))
 }
 
 /// Records the sightings of one chunk of a discover task's results. Run for
 /// every delivery the task accepts, before the chunk is stored: recording
 /// is idempotent (a chunk delivered twice changes only last-seen times), so
-/// a server that fails between the two writes loses nothing.
-pub async fn ingest(ctx: &Ctx, agent: &AgentRecord, items: &Value) -> Result<(), ServiceError> {
-    let (found, skipped) = sightings(agent.id, items);
+/// a server that fails between the two writes loses nothing. Certificates
+/// are recorded at once; absences wait for the scan to complete
+/// ([`complete`]).
+pub async fn ingest(
+    ctx: &Ctx,
+    agent: &AgentRecord,
+    task: &TaskSnapshot,
+    epoch: u64,
+    items: &Value,
+) -> Result<(), ServiceError> {
+    let window = Window {
+        earliest: task.created_at,
+        latest: ctx.now(),
+    };
+    let (found, skipped) = sightings(agent.id, items, window);
     if skipped > 0 {
         warn!(agent_id = %agent.id, skipped, "discover results the inventory could not read");
     }
     if found.is_empty() {
         return Ok(());
     }
-    ctx.store.record_sightings(&found, ctx.now()).await?;
+    let scan = ScanId {
+        task_id: task.id,
+        epoch,
+    };
+    ctx.store.record_sightings(scan, &found).await?;
+    Ok(())
+}
+
+/// The attempt `epoch` of a discover task ended. "Gone" is decided per
+/// completed scan, never per chunk: when the scan completed (outcome ok),
+/// a location it found refused or without TLS is gone, and one it found
+/// silent is gone if the previous completed scan found it silent too; an
+/// attempt that failed or was cancelled marks nothing gone.
+pub async fn complete(
+    ctx: &Ctx,
+    task: &TaskSnapshot,
+    epoch: u64,
+    completed: bool,
+) -> Result<(), ServiceError> {
+    if !completed {
+        ctx.store.abandon_scan(task.id).await?;
+        return Ok(());
+    }
+    let settled = ctx
+        .store
+        .complete_scan(ScanId {
+            task_id: task.id,
+            epoch,
+        })
+        .await?;
+    if settled.gone > 0 || settled.silent > 0 {
+        info!(task_id = %task.id, epoch, gone = settled.gone, silent = settled.silent, "a completed scan settled its absences");
+    }
     Ok(())
 }
 
@@ -230,6 +296,8 @@ pub async fn show(ctx: &Ctx, text: &str) -> Result<CertDetail, ServiceError> {
 
 #[cfg(test)]
 mod tests {
+    use time::macros::datetime;
+
     use super::*;
 
     #[test]
@@ -267,12 +335,65 @@ mod tests {
             {"ip": "10.0.0.3", "port": 443, "sni": null, "outcome": "not_scanned", "reason": "cancelled", "elapsed_ms": 0},
             42
         ]);
-        let (found, skipped) = sightings(agent, &items);
+        let (found, skipped) = sightings(agent, &items, window());
         assert_eq!(skipped, 3);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].address, "10.0.0.1:443");
-        assert!(found[0].cert.is_none());
-        let (none, skipped) = sightings(agent, &serde_json::json!({"summary": {}}));
+        assert_eq!(found[0].seen, Seen::NoTls);
+        let (none, skipped) = sightings(agent, &serde_json::json!({"summary": {}}), window());
         assert!(none.is_empty() && skipped == 0);
+    }
+
+    fn window() -> Window {
+        Window {
+            earliest: datetime!(2026-05-17 10:00 UTC),
+            latest: datetime!(2026-05-17 12:00 UTC),
+        }
+    }
+
+    #[test]
+    fn the_observation_time_is_the_agents_kept_in_the_window() {
+        let agent = uuid::Uuid::new_v4();
+        let item = |at: Option<&str>| {
+            let mut v = serde_json::json!(
+                {"ip": "10.0.0.1", "port": 443, "sni": null, "outcome": "filtered", "detail": "timed out", "elapsed_ms": 3}
+            );
+            if let Some(at) = at {
+                v["observed_at"] = serde_json::json!(at);
+            }
+            serde_json::json!([v])
+        };
+        let at = |text: Option<&str>| {
+            let (found, skipped) = sightings(agent, &item(text), window());
+            assert_eq!((found.len(), skipped), (1, 0), "{text:?}");
+            assert_eq!(found[0].seen, Seen::Silent);
+            found[0].at
+        };
+        assert_eq!(
+            at(Some("2026-05-17T11:15:30Z")),
+            datetime!(2026-05-17 11:15:30 UTC),
+            "the probe's time, not the arrival"
+        );
+        assert_eq!(
+            at(None),
+            window().latest,
+            "an older agent: the arrival time"
+        );
+        assert_eq!(
+            at(Some("2099-01-01T00:00:00Z")),
+            window().latest,
+            "never in the future"
+        );
+        assert_eq!(
+            at(Some("1970-01-01T00:00:00Z")),
+            window().earliest,
+            "never before the task"
+        );
+        let (found, skipped) = sightings(agent, &item(Some("yesterday")), window());
+        assert_eq!(
+            (found.len(), skipped),
+            (0, 1),
+            "an unreadable time is skipped"
+        );
     }
 }

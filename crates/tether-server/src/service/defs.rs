@@ -218,6 +218,7 @@ pub fn agent_views(
     let now = ctx.now();
     let grace = time::Duration::seconds(i64::from(ctx.settings.defs_grace_secs));
     let mut seen = BTreeSet::new();
+    let subject = subject(agent, defs);
     let views: Vec<AgentChannelView> = defs
         .channels
         .iter()
@@ -225,11 +226,20 @@ pub fn agent_views(
         .map(|name| {
             let channel = channels.get(name.as_str()).unwrap_or(&empty);
             let state = agent.defs.iter().find(|s| &s.channel == name);
-            policy::channel_view(name, channel, state, agent.status, now, grace)
+            policy::channel_view(name, channel, state, subject, now, grace)
         })
         .collect();
     let in_policy = policy::agent_in_policy(agent.status, &views);
     (views, in_policy)
+}
+
+/// The agent as the in-policy computation sees it.
+fn subject(agent: &AgentRecord, defs: &DefsPolicy) -> policy::Subject {
+    policy::Subject {
+        status: agent.status,
+        enrolled_at: agent.enrolled_at,
+        defs_interval: time::Duration::seconds(i64::from(defs.interval_secs)),
+    }
 }
 
 /// The policies of `agents`, by name, through the policy cache.
@@ -291,24 +301,22 @@ pub async fn summary(
                 continue;
             };
             let mut seen = BTreeSet::new();
+            let subject = subject(a, p);
             for name in p.channels.iter().filter(|c| seen.insert(c.as_str())) {
                 let c = counts.entry(name.clone()).or_default();
                 c.subscribed += 1;
                 let state = a.defs.iter().find(|s| &s.channel == name);
                 let published_channel = channels.get(name.as_str()).unwrap_or(&empty);
-                let view = policy::channel_view(
-                    name,
-                    published_channel,
-                    state,
-                    a.status,
-                    ctx.now(),
-                    grace,
-                );
+                let view =
+                    policy::channel_view(name, published_channel, state, subject, ctx.now(), grace);
                 if view.in_policy && a.status == AgentStatus::Active {
                     c.in_policy += 1;
                 }
                 if view.download_path_problem {
                     c.download_problem += 1;
+                }
+                if view.never_installed {
+                    c.never_installed += 1;
                 }
             }
         }
@@ -333,6 +341,7 @@ pub async fn summary(
             agents_subscribed: c.subscribed,
             agents_in_policy: c.in_policy,
             agents_download_problem: c.download_problem,
+            agents_never_installed: c.never_installed,
         });
     }
     Ok(out)
@@ -345,6 +354,7 @@ struct Counts {
     subscribed: u64,
     in_policy: u64,
     download_problem: u64,
+    never_installed: u64,
 }
 
 impl From<RepoError> for ServiceError {

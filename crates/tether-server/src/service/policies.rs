@@ -19,6 +19,7 @@ pub fn to_wire(p: &PolicyRecord) -> Policy {
         checkin_interval_secs: p.checkin_interval_secs,
         jitter_percent: p.jitter_percent,
         targets: p.targets.clone(),
+        max_concurrent_tasks: p.max_concurrent_tasks,
     }
 }
 
@@ -91,6 +92,9 @@ pub async fn upsert(ctx: &Ctx, name: &str, update: PolicyUpdate) -> Result<Polic
     validate::jitter(update.jitter_percent)?;
     validate::targets(&update.targets)?;
     validate::defs_policy(&update.defs)?;
+    if let Some(n) = update.max_concurrent_tasks {
+        validate::max_concurrent_tasks(n)?;
+    }
     let p = ctx
         .store
         .upsert_policy(
@@ -100,6 +104,7 @@ pub async fn upsert(ctx: &Ctx, name: &str, update: PolicyUpdate) -> Result<Polic
                 jitter_percent: update.jitter_percent,
                 targets: update.targets,
                 defs: update.defs,
+                max_concurrent_tasks: update.max_concurrent_tasks,
             },
             update.if_revision,
             ctx.now(),
@@ -119,6 +124,7 @@ pub async fn upsert(ctx: &Ctx, name: &str, update: PolicyUpdate) -> Result<Polic
         interval_secs = p.checkin_interval_secs,
         jitter_percent = p.jitter_percent,
         targets = p.targets.len(),
+        max_concurrent_tasks = p.max_concurrent_tasks,
         "saved a policy"
     );
     Ok(to_wire(&p))

@@ -738,7 +738,7 @@ pub async fn result(
     if task.kind == TaskKind::Discover
         && let Some(items) = &chunk.items
     {
-        super::certs::ingest(ctx, agent, items).await?;
+        super::certs::ingest(ctx, agent, &task, chunk.epoch, items).await?;
     }
     // A deploy's report (and its verifying handshake) likewise.
     if task.kind == TaskKind::Deploy
@@ -763,6 +763,13 @@ pub async fn result(
             state: task.state,
         });
     };
+    // The inventory settles the scan's absences before the attempt ends:
+    // settling is idempotent, so a delivery retried after a failure between
+    // the two loses nothing.
+    if task.kind == TaskKind::Discover {
+        let completed = outcome.outcome == Outcome::Ok;
+        super::certs::complete(ctx, &task, chunk.epoch, completed).await?;
+    }
     let done = finish(ctx, agent, id, chunk.epoch, &outcome).await?;
     Ok(ResultAck {
         stored,

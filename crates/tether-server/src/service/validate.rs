@@ -131,6 +131,19 @@ pub fn jitter(percent: u8) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// A policy's long tasks at once.
+pub fn max_concurrent_tasks(n: u32) -> Result<(), ServiceError> {
+    use tether_wire::{MAX_MAX_CONCURRENT_TASKS, MIN_MAX_CONCURRENT_TASKS};
+    if !(MIN_MAX_CONCURRENT_TASKS..=MAX_MAX_CONCURRENT_TASKS).contains(&n) {
+        return Err(ServiceError::invalid(
+            "max_concurrent_tasks",
+            n,
+            format!("{MIN_MAX_CONCURRENT_TASKS} to {MAX_MAX_CONCURRENT_TASKS}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn version(value: &str) -> Result<(), ServiceError> {
     text("agent_version", value, 64, false)
 }

@@ -52,6 +52,63 @@ fn refused(ip: &str, sni: Option<&str>) -> Value {
     json!({"ip": ip, "port": 443, "sni": sni, "outcome": "refused", "elapsed_ms": 1})
 }
 
+fn filtered(ip: &str, sni: Option<&str>) -> Value {
+    json!({"ip": ip, "port": 443, "sni": sni, "outcome": "filtered", "detail": "no answer", "elapsed_ms": 5000})
+}
+
+/// A discover attempt in progress: its results path and epoch.
+struct Attempt {
+    res: String,
+    epoch: u64,
+    next: usize,
+}
+
+impl Attempt {
+    async fn start(h: &Harness, agent: uuid::Uuid, credential: &str) -> Attempt {
+        // One attempt: a failed one is not retried behind the next scan.
+        let body = json!({"kind": "discover", "spec": {"targets": ["10.0.0.0/30"], "ports": [443]},
+                          "target": {"type": "agent", "agent_id": agent}, "max_attempts": 1});
+        let r = h
+            .client
+            .post("/v1/admin/tasks", Some(&h.admin), &body)
+            .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let created: TaskInfo<Value> = r.json();
+        let got: TaskPollReply<Value> = h
+            .client
+            .post(
+                "/v1/agent/tasks/poll",
+                Some(credential),
+                &json!({"wait_secs": 1, "capacity": 1, "kinds": ["discover"]}),
+            )
+            .await
+            .ok();
+        assert_eq!(got.leases.len(), 1);
+        Attempt {
+            res: format!("/v1/agent/tasks/{}/results", created.id),
+            epoch: got.leases[0].epoch,
+            next: 0,
+        }
+    }
+
+    async fn chunk(&mut self, h: &Harness, credential: &str, items: Value) {
+        let chunk = json!({"epoch": self.epoch, "chunk": self.next, "items": items});
+        self.next += 1;
+        let ack: ResultAck = h
+            .client
+            .post(&self.res, Some(credential), &chunk)
+            .await
+            .ok();
+        assert!(ack.stored);
+    }
+
+    async fn end(self, h: &Harness, credential: &str, outcome: &str) {
+        let end = json!({"epoch": self.epoch, "chunk": self.next, "items": {"summary": {"total": 1}},
+                         "outcome": {"outcome": outcome, "message": "done"}});
+        let _: ResultAck = h.client.post(&self.res, Some(credential), &end).await.ok();
+    }
+}
+
 /// Runs one discover task on `agent` whose results are `chunks`, each sent
 /// twice, then ends it.
 async fn discover(h: &Harness, agent: uuid::Uuid, credential: &str, chunks: &[Value]) {
@@ -274,4 +331,95 @@ async fn hostile_inventory_queries_are_refused_with_codes() {
     )
     .await;
     assert!(list(&h, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn gone_waits_for_a_completed_scan_and_times_are_the_probes() {
+    let h = support::start().await;
+    let t = h.create_token(&token_request(AgentKind::Discovery)).await;
+    let a = h.enroll_ok(&t.token, "bot-a").await;
+    let cred = a.credential.as_str();
+    let _: CheckinResponse = h.checkin(cred).await.ok();
+    let now = tether_wire::Clock::now(&h.clock);
+    let later = now + time::Duration::days(400);
+    let state = async |addr: &str| {
+        let d = show(&h, &fp(1)).await;
+        let l = d
+            .seen_at
+            .iter()
+            .find(|l| l.address == addr)
+            .unwrap_or_else(|| panic!("{addr} in {:?}", d.seen_at))
+            .clone();
+        (l.state, l.state_since, l.first_seen, l.last_seen)
+    };
+
+    // The task is created now; the agent probes 50 minutes later and its
+    // results arrive 10 minutes after that: first and last seen are the
+    // probe's time (the wire's whole seconds).
+    let mut first = Attempt::start(&h, a.agent_id, cred).await;
+    h.clock.advance(time::Duration::hours(1));
+    let probed = (now + time::Duration::minutes(50))
+        .replace_nanosecond(0)
+        .expect("whole seconds");
+    let mut seen = tls("10.0.0.1", None, 1, later, &[]);
+    seen["observed_at"] = json!(rfc(probed));
+    let mut seen2 = tls("10.0.0.2", None, 1, later, &[]);
+    seen2["observed_at"] = json!(rfc(probed));
+    first.chunk(&h, cred, json!([seen, seen2])).await;
+    first.end(&h, cred, "ok").await;
+    let (st, _, first_seen, last_seen) = state("10.0.0.1:443").await;
+    assert_eq!(
+        (st, first_seen, last_seen),
+        (LocationState::Current, probed, probed)
+    );
+    assert_eq!(show(&h, &fp(1)).await.info.first_seen, probed);
+
+    // A scan whose chunk finds 10.0.0.1 refused and 10.0.0.2 silent: nothing
+    // is gone while that scan runs, nor when it fails.
+    h.clock.advance(time::Duration::hours(1));
+    let mut failing = Attempt::start(&h, a.agent_id, cred).await;
+    failing
+        .chunk(
+            &h,
+            cred,
+            json!([refused("10.0.0.1", None), filtered("10.0.0.2", None)]),
+        )
+        .await;
+    assert_eq!(state("10.0.0.1:443").await.0, LocationState::Current);
+    failing.end(&h, cred, "failed").await;
+    assert_eq!(state("10.0.0.1:443").await.0, LocationState::Current);
+    assert_eq!(state("10.0.0.2:443").await.0, LocationState::Current);
+
+    // The same findings from a scan that completes: refused is gone at once
+    // (since the arrival time: this agent sent no probe time), silent once
+    // is not.
+    h.clock.advance(time::Duration::hours(1));
+    let arrival = tether_wire::Clock::now(&h.clock);
+    let mut done = Attempt::start(&h, a.agent_id, cred).await;
+    done.chunk(
+        &h,
+        cred,
+        json!([refused("10.0.0.1", None), filtered("10.0.0.2", None)]),
+    )
+    .await;
+    assert_eq!(state("10.0.0.1:443").await.0, LocationState::Current);
+    done.end(&h, cred, "ok").await;
+    let (st, since, _, _) = state("10.0.0.1:443").await;
+    assert_eq!((st, since), (LocationState::Gone, Some(arrival)));
+    assert_eq!(
+        state("10.0.0.2:443").await.0,
+        LocationState::Current,
+        "filtered in one completed scan is not gone"
+    );
+
+    // Silent in a second completed scan in a row: gone.
+    h.clock.advance(time::Duration::hours(1));
+    let arrival = tether_wire::Clock::now(&h.clock);
+    let mut again = Attempt::start(&h, a.agent_id, cred).await;
+    again
+        .chunk(&h, cred, json!([filtered("10.0.0.2", None)]))
+        .await;
+    again.end(&h, cred, "ok").await;
+    let (st, since, _, _) = state("10.0.0.2:443").await;
+    assert_eq!((st, since), (LocationState::Gone, Some(arrival)));
 }

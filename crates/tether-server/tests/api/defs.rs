@@ -3,8 +3,8 @@
 //! its detail, export, policies and group actions.
 
 use tether_wire::{
-    ActionInfo, ActionKind, AgentKind, AgentStatus, ChannelState, ChannelSummary, DefsVersion,
-    ErrorCode, Policy, UpdateMethod,
+    ActionInfo, ActionKind, AgentFlag, AgentKind, AgentStatus, ChannelState, ChannelSummary,
+    DefsVersion, ErrorCode, Policy, UpdateMethod,
 };
 
 use crate::support::{self, Harness, Reply, checkin_request, token_request};
@@ -373,6 +373,15 @@ async fn checkin_defs_show_in_the_detail_and_the_summary() {
     let list: Vec<tether_wire::AgentSummary> =
         h.client.get("/v1/admin/agents", Some(&h.admin)).await.ok();
     assert_eq!(list[0].in_policy, Some(true));
+    assert_eq!(
+        list[0].flags, d.summary.flags,
+        "the list shows the same flags as the detail"
+    );
+    assert!(
+        d.summary.flags.contains(&AgentFlag::DownloadPathProblem),
+        "{:?}",
+        d.summary.flags
+    );
 
     let summary: Vec<ChannelSummary> = h
         .client
@@ -654,4 +663,94 @@ async fn versions_missing_from_the_store_are_reconciled_at_start() {
         vec![("sig", 1)]
     );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_channel_never_installed_after_one_interval_is_out_of_policy() {
+    let h = support::start().await;
+    let _: Policy = h
+        .client
+        .json_request(
+            "PUT",
+            "/v1/admin/policies/default",
+            Some(&h.admin),
+            &serde_json::json!({
+                "checkin_interval_secs": 30,
+                "jitter_percent": 10,
+                "defs": {"channels": ["sig"], "interval_secs": 3600}
+            }),
+        )
+        .await
+        .ok();
+    published(&h, "sig", b"one\n").await;
+    let t = h.create_token(&token_request(AgentKind::Connector)).await;
+    let e = h.enroll_ok(&t.token, "web-01").await;
+    let checkin = async || {
+        let mut req = checkin_request();
+        req.defs = vec![state("sig", None, 0)];
+        let reply = h
+            .client
+            .post("/v1/agent/checkin", Some(&e.credential), &req)
+            .await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    };
+    checkin().await;
+    // Enrolled just now: it has its first interval to install the channel.
+    let d = h.detail(e.agent_id).await;
+    assert!(
+        !d.defs[0].never_installed && d.defs[0].in_policy,
+        "{:?}",
+        d.defs
+    );
+    assert_eq!(d.in_policy, Some(true));
+    assert!(d.summary.flags.is_empty(), "{:?}", d.summary.flags);
+
+    // One interval and a minute later, still checking in, still nothing.
+    h.clock
+        .advance(time::Duration::hours(1) + time::Duration::minutes(1));
+    checkin().await;
+    let d = h.detail(e.agent_id).await;
+    assert_eq!(d.summary.status, AgentStatus::Active);
+    assert!(
+        d.defs[0].never_installed && !d.defs[0].in_policy,
+        "{:?}",
+        d.defs
+    );
+    assert_eq!(d.in_policy, Some(false));
+    assert_eq!(d.summary.flags, vec![AgentFlag::DefsNeverInstalled]);
+    let list: Vec<tether_wire::AgentSummary> =
+        h.client.get("/v1/admin/agents", Some(&h.admin)).await.ok();
+    assert_eq!(list[0].in_policy, Some(false));
+    assert_eq!(list[0].flags, d.summary.flags, "list and detail agree");
+    let summary: Vec<ChannelSummary> = h
+        .client
+        .get("/v1/admin/defs/summary", Some(&h.admin))
+        .await
+        .ok();
+    assert_eq!(
+        (
+            summary[0].agents_subscribed,
+            summary[0].agents_in_policy,
+            summary[0].agents_never_installed
+        ),
+        (1, 0, 1)
+    );
+
+    // Installing it clears the flag.
+    let mut req = checkin_request();
+    req.defs = vec![state("sig", Some(1), 0)];
+    let reply = h
+        .client
+        .post("/v1/agent/checkin", Some(&e.credential), &req)
+        .await;
+    assert_eq!(reply.status, 200);
+    let d = h.detail(e.agent_id).await;
+    assert!(!d.defs[0].never_installed && d.defs[0].in_policy);
+    assert_eq!(d.in_policy, Some(true));
+    assert!(d.summary.flags.is_empty(), "{:?}", d.summary.flags);
 }

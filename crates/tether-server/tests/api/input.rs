@@ -262,6 +262,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 4,
                 jitter_percent: 10,
                 targets: Vec::new(),
+                max_concurrent_tasks: None,
                 if_revision: None,
             },
         ),
@@ -272,6 +273,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 86_401,
                 jitter_percent: 10,
                 targets: Vec::new(),
+                max_concurrent_tasks: None,
                 if_revision: None,
             },
         ),
@@ -282,6 +284,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 30,
                 jitter_percent: 51,
                 targets: Vec::new(),
+                max_concurrent_tasks: None,
                 if_revision: None,
             },
         ),
@@ -292,6 +295,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
                 checkin_interval_secs: 30,
                 jitter_percent: 10,
                 targets: Vec::new(),
+                max_concurrent_tasks: None,
                 if_revision: None,
             },
         ),
@@ -318,6 +322,7 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
             checkin_interval_secs: 30,
             jitter_percent: 10,
             targets,
+            max_concurrent_tasks: None,
             if_revision: None,
         };
         let e = h
@@ -329,6 +334,43 @@ async fn field_rules_are_enforced_and_sql_metacharacters_stored_verbatim() {
             e.message.starts_with("field targets: got "),
             "{}",
             e.message
+        );
+    }
+    // Long tasks at once: 1 to 32.
+    for (n, json) in [(0_u32, "0"), (33, "33"), (u32::MAX, "4294967295")] {
+        let body = PolicyUpdate {
+            defs: Default::default(),
+            checkin_interval_secs: 30,
+            jitter_percent: 10,
+            targets: Vec::new(),
+            max_concurrent_tasks: Some(n),
+            if_revision: None,
+        };
+        let e = h
+            .client
+            .json_request("PUT", "/v1/admin/policies/targets", admin, &body)
+            .await
+            .error(422, ErrorCode::InvalidField);
+        assert_eq!(
+            e.message,
+            format!("field max_concurrent_tasks: got {json}; expected 1 to 32"),
+        );
+    }
+    for bad in [
+        serde_json::json!(-1),
+        serde_json::json!("4"),
+        serde_json::json!(1.5),
+    ] {
+        let body = serde_json::json!({"checkin_interval_secs": 30, "max_concurrent_tasks": bad});
+        let r = h
+            .client
+            .json_request("PUT", "/v1/admin/policies/targets", admin, &body)
+            .await;
+        assert!(
+            (400..500).contains(&r.status),
+            "{bad}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
         );
     }
     let list: Vec<Policy> = h.client.get("/v1/admin/policies", admin).await.ok();

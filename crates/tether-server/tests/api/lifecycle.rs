@@ -342,6 +342,7 @@ async fn policies_drive_intervals_and_thresholds() {
         checkin_interval_secs: 5,
         jitter_percent: 0,
         targets: vec![String::from("ldap.corp:389"), String::from("[::1]:22")],
+        max_concurrent_tasks: None,
         if_revision: None,
     };
     let p: Policy = h
@@ -356,6 +357,7 @@ async fn policies_drive_intervals_and_thresholds() {
         checkin_interval_secs: 6,
         jitter_percent: 0,
         targets: Vec::new(),
+        max_concurrent_tasks: None,
         if_revision: None,
     };
     let p2: Policy = h
@@ -392,6 +394,7 @@ async fn policies_drive_intervals_and_thresholds() {
     );
     let update = PolicyUpdate {
         checkin_interval_secs: 6,
+        max_concurrent_tasks: Some(2),
         if_revision: None,
         ..current
     };
@@ -408,6 +411,10 @@ async fn policies_drive_intervals_and_thresholds() {
     assert_eq!(e.policy, p2);
     let c: CheckinResponse = h.checkin(&e.credential).await.ok();
     assert_eq!(c.policy.checkin_interval_secs, 6);
+    assert_eq!(
+        c.policy.max_concurrent_tasks, 2,
+        "the agent's limit comes with the check-in"
+    );
     // ceil(2 × 6 × 1.0) + 10
     assert_eq!(h.detail(e.agent_id).await.inactive_after_secs, 22);
 

@@ -189,11 +189,19 @@ impl TaskStore for Switchable {
 impl CertStore for Switchable {
     async fn record_sightings(
         &self,
+        scan: ScanId,
         sightings: &[Sighting],
-        at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.check().await?;
-        self.inner.record_sightings(sightings, at).await
+        self.inner.record_sightings(scan, sightings).await
+    }
+    async fn complete_scan(&self, scan: ScanId) -> Result<ScanSettled, StoreError> {
+        self.check().await?;
+        self.inner.complete_scan(scan).await
+    }
+    async fn abandon_scan(&self, task_id: Uuid) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.abandon_scan(task_id).await
     }
     async fn list_certs(
         &self,

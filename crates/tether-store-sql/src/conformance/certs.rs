@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use tether_store::{CertFilter, Cursor, SeenCert, Sighting};
+use tether_store::{CertFilter, Cursor, ScanId, ScanSettled, Seen, SeenCert, Sighting};
 use tether_wire::{CertFacts, LocationState};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -48,13 +48,54 @@ fn seen(n: u8, not_after: OffsetDateTime, verdicts: &[&str]) -> SeenCert {
     }
 }
 
+/// A sighting; `None` is an endpoint that answered without TLS. Its time is
+/// set by [`scan`].
 fn at(address: &str, sni: Option<&str>, agent: Uuid, cert: Option<SeenCert>) -> Sighting {
     Sighting {
         address: address.into(),
         sni: sni.map(str::to_owned),
         agent_id: agent,
-        cert,
+        at: t(0),
+        seen: cert.map_or(Seen::NoTls, Seen::Cert),
     }
+}
+
+/// A silent (filtered) endpoint.
+fn silent(address: &str, sni: Option<&str>, agent: Uuid) -> Sighting {
+    Sighting {
+        seen: Seen::Silent,
+        ..at(address, sni, agent, None)
+    }
+}
+
+/// A fresh scan (a task's first attempt).
+fn new_scan() -> ScanId {
+    ScanId {
+        task_id: Uuid::new_v4(),
+        epoch: 1,
+    }
+}
+
+/// `batch` as one completed scan that probed every endpoint at `when`.
+async fn scan(f: &Fixture, batch: &[Sighting], when: OffsetDateTime) -> ScanSettled {
+    let id = new_scan();
+    record(f, id, batch, when).await;
+    f.store.complete_scan(id).await.expect("completes")
+}
+
+/// One chunk of `id`, every endpoint probed at `when`.
+async fn record(f: &Fixture, id: ScanId, batch: &[Sighting], when: OffsetDateTime) {
+    let batch: Vec<Sighting> = batch
+        .iter()
+        .cloned()
+        .map(|s| Sighting { at: when, ..s })
+        .collect();
+    f.store.record_sightings(id, &batch).await.expect("records");
+}
+
+async fn state_of(f: &Fixture, n: u8) -> (LocationState, Option<OffsetDateTime>) {
+    let l = f.store.cert_locations(&fp(n), 1).await.expect("locations");
+    (l[0].state, l[0].state_since)
 }
 
 pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
@@ -81,15 +122,11 @@ pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
         ),
         at("10.0.0.3:443", None, agent, None),
     ];
-    f.store
-        .record_sightings(&batch, t(10))
-        .await
-        .expect("records");
+    let first = new_scan();
+    record(&f, first, &batch, t(10)).await;
     // The same batch delivered again stores nothing new.
-    f.store
-        .record_sightings(&batch, t(10))
-        .await
-        .expect("records again");
+    record(&f, first, &batch, t(10)).await;
+    f.store.complete_scan(first).await.expect("completes");
     let all = f
         .store
         .list_certs(&CertFilter::default(), None, 100)
@@ -126,10 +163,7 @@ pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
         .expect("the named location");
     assert_eq!(named.sni.as_deref(), Some("a.example"));
     // Seen again later: first seen stays, last seen moves.
-    f.store
-        .record_sightings(&batch[..1], t(20))
-        .await
-        .expect("records later");
+    scan(&f, &batch[..1], t(20)).await;
     let c = f.store.cert(&fp(1)).await.expect("reads").expect("exists");
     assert_eq!((c.info.first_seen, c.info.last_seen), (t(10), t(20)));
     let locs = f.store.cert_locations(&fp(1), 1).await.expect("locations");
@@ -141,20 +175,18 @@ pub async fn certs_are_stored_once_with_their_locations(f: Fixture) {
 pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
     let agent = Uuid::new_v4();
     let addr = "192.0.2.10:443";
-    f.store
-        .record_sightings(
-            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
-            t(10),
-        )
-        .await
-        .expect("first scan");
-    f.store
-        .record_sightings(
-            &[at(addr, Some("www"), agent, Some(seen(2, t(2000), &[])))],
-            t(20),
-        )
-        .await
-        .expect("second scan");
+    scan(
+        &f,
+        &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+        t(10),
+    )
+    .await;
+    scan(
+        &f,
+        &[at(addr, Some("www"), agent, Some(seen(2, t(2000), &[])))],
+        t(20),
+    )
+    .await;
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
     assert_eq!(old.len(), 1);
     assert_eq!(old[0].state, LocationState::Changed);
@@ -165,23 +197,19 @@ pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
     assert_eq!(new[0].state, LocationState::Current);
     assert_eq!(new[0].previous.as_deref(), Some(fp(1).as_str()));
     // Another SNI or another agent at the same address is another location.
-    f.store
-        .record_sightings(
-            &[
-                at(addr, None, agent, None),
-                at(addr, Some("www"), Uuid::new_v4(), None),
-            ],
-            t(25),
-        )
-        .await
-        .expect("other locations");
+    scan(
+        &f,
+        &[
+            at(addr, None, agent, None),
+            at(addr, Some("www"), Uuid::new_v4(), None),
+        ],
+        t(25),
+    )
+    .await;
     let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
     assert_eq!(new[0].state, LocationState::Current, "{new:?}");
     // A later scan finds no TLS there: gone.
-    f.store
-        .record_sightings(&[at(addr, Some("www"), agent, None)], t(30))
-        .await
-        .expect("third scan");
+    scan(&f, &[at(addr, Some("www"), agent, None)], t(30)).await;
     let new = f.store.cert_locations(&fp(2), 10).await.expect("new");
     assert_eq!(new[0].state, LocationState::Gone);
     assert_eq!(new[0].state_since, Some(t(30)));
@@ -192,13 +220,12 @@ pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
         "changed stays changed"
     );
     // An older batch delivered late changes nothing it should not.
-    f.store
-        .record_sightings(
-            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
-            t(15),
-        )
-        .await
-        .expect("late batch");
+    scan(
+        &f,
+        &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+        t(15),
+    )
+    .await;
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
     assert_eq!(old[0].state, LocationState::Changed);
     assert_eq!(old[0].last_seen, t(15));
@@ -209,13 +236,12 @@ pub async fn changed_and_silent_locations_are_marked(f: Fixture) {
         "a late batch does not revive"
     );
     // It answers again with the first certificate: current again.
-    f.store
-        .record_sightings(
-            &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
-            t(40),
-        )
-        .await
-        .expect("fourth scan");
+    scan(
+        &f,
+        &[at(addr, Some("www"), agent, Some(seen(1, t(1000), &[])))],
+        t(40),
+    )
+    .await;
     let old = f.store.cert_locations(&fp(1), 10).await.expect("old");
     assert_eq!(old[0].state, LocationState::Current);
     assert_eq!(old[0].replaced_by, None);
@@ -238,13 +264,12 @@ pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
                 &["unknown_issuer"]
             },
         );
-        f.store
-            .record_sightings(
-                &[at(&format!("10.0.1.{n}:443"), None, agent, Some(cert))],
-                t(i64::from(n / 2)),
-            )
-            .await
-            .expect("records");
+        scan(
+            &f,
+            &[at(&format!("10.0.1.{n}:443"), None, agent, Some(cert))],
+            t(i64::from(n / 2)),
+        )
+        .await;
     }
     let mut seen_fps = BTreeSet::new();
     let mut after: Option<Cursor> = None;
@@ -321,18 +346,17 @@ pub async fn cert_pages_reach_every_cert_and_filter(f: Fixture) {
         .expect("a hostile verdict is a plain value");
     assert!(hostile.is_empty());
     // A newer sighting's verdicts replace the old ones.
-    f.store
-        .record_sightings(
-            &[at(
-                "10.0.1.0:443",
-                None,
-                agent,
-                Some(seen(0, t(3_600), &[])),
-            )],
-            t(100),
-        )
-        .await
-        .expect("records");
+    scan(
+        &f,
+        &[at(
+            "10.0.1.0:443",
+            None,
+            agent,
+            Some(seen(0, t(3_600), &[])),
+        )],
+        t(100),
+    )
+    .await;
     let c = f.store.cert(&fp(0)).await.expect("reads").expect("exists");
     assert!(c.info.verdicts.is_empty());
 }
@@ -437,5 +461,153 @@ pub async fn issued_certs_and_deployments_are_kept_once(f: Fixture) {
             .await
             .expect("lists")
             .is_empty()
+    );
+}
+
+pub async fn gone_is_decided_per_completed_scan(f: Fixture) {
+    let agent = Uuid::new_v4();
+    let addr = "192.0.2.20:443";
+    scan(
+        &f,
+        &[at(addr, None, agent, Some(seen(1, t(1000), &[])))],
+        t(10),
+    )
+    .await;
+    // A scan's chunk finds it refused: nothing changes until that scan
+    // completes.
+    let a = new_scan();
+    record(&f, a, &[at(addr, None, agent, None)], t(20)).await;
+    assert_eq!(state_of(&f, 1).await, (LocationState::Current, None));
+    // That attempt failed: its absence is forgotten.
+    f.store.abandon_scan(a.task_id).await.expect("abandons");
+    assert_eq!(
+        f.store.complete_scan(a).await.expect("completes"),
+        ScanSettled::default(),
+        "nothing left to settle"
+    );
+    assert_eq!(state_of(&f, 1).await, (LocationState::Current, None));
+    // A lease that expired (epoch 1) and a retry that completed (epoch 2):
+    // the retry's absence counts, at its own observation time.
+    let b = new_scan();
+    record(&f, b, &[at(addr, None, agent, None)], t(25)).await;
+    let retry = ScanId { epoch: 2, ..b };
+    record(&f, retry, &[at(addr, None, agent, None)], t(30)).await;
+    assert_eq!(state_of(&f, 1).await, (LocationState::Current, None));
+    let settled = f.store.complete_scan(retry).await.expect("completes");
+    assert_eq!(settled, ScanSettled { gone: 1, silent: 0 });
+    assert_eq!(state_of(&f, 1).await, (LocationState::Gone, Some(t(30))));
+    // Completing it again, or the expired epoch, changes nothing.
+    assert_eq!(
+        f.store.complete_scan(retry).await.expect("again"),
+        ScanSettled::default()
+    );
+    assert_eq!(
+        f.store.complete_scan(b).await.expect("the old epoch"),
+        ScanSettled::default(),
+        "the earlier attempt's absences went with the completed one"
+    );
+    // Absences where nothing was ever seen keep no row and settle nothing.
+    let c = new_scan();
+    record(
+        &f,
+        c,
+        &[
+            at("192.0.2.99:443", None, agent, None),
+            silent("192.0.2.98:443", None, agent),
+        ],
+        t(40),
+    )
+    .await;
+    assert_eq!(
+        f.store.complete_scan(c).await.expect("completes"),
+        ScanSettled::default()
+    );
+    // A scan that sees the certificate before it completes keeps it current,
+    // whatever the order of its chunks.
+    scan(
+        &f,
+        &[at(addr, None, agent, Some(seen(1, t(1000), &[])))],
+        t(50),
+    )
+    .await;
+    let d = new_scan();
+    record(&f, d, &[at(addr, None, agent, None)], t(55)).await;
+    record(
+        &f,
+        d,
+        &[at(addr, None, agent, Some(seen(1, t(1000), &[])))],
+        t(60),
+    )
+    .await;
+    f.store.complete_scan(d).await.expect("completes");
+    assert_eq!(
+        state_of(&f, 1).await,
+        (LocationState::Current, None),
+        "an absence older than the last sighting marks nothing"
+    );
+}
+
+pub async fn a_silent_location_is_gone_after_two_completed_scans(f: Fixture) {
+    let agent = Uuid::new_v4();
+    let addr = "192.0.2.30:443";
+    let cert = || at(addr, Some("www"), agent, Some(seen(3, t(1000), &[])));
+    let quiet = || silent(addr, Some("www"), agent);
+    scan(&f, &[cert()], t(10)).await;
+    // One completed scan finds it silent: a passing fault, still current.
+    let settled = scan(&f, &[quiet()], t(20)).await;
+    assert_eq!(settled, ScanSettled { gone: 0, silent: 1 });
+    assert_eq!(state_of(&f, 3).await, (LocationState::Current, None));
+    // It answers again: the count starts over.
+    scan(&f, &[cert()], t(30)).await;
+    scan(&f, &[quiet()], t(40)).await;
+    assert_eq!(
+        state_of(&f, 3).await,
+        (LocationState::Current, None),
+        "one silent scan since the last answer"
+    );
+    // A late completion of an older scan that found it silent counts for
+    // nothing: it is not after the last sighting.
+    scan(&f, &[quiet()], t(25)).await;
+    assert_eq!(state_of(&f, 3).await, (LocationState::Current, None));
+    // The second completed scan in a row to find it silent: gone, since then.
+    let settled = scan(&f, &[quiet()], t(50)).await;
+    assert_eq!(settled, ScanSettled { gone: 1, silent: 0 });
+    assert_eq!(state_of(&f, 3).await, (LocationState::Gone, Some(t(50))));
+    // It answers again: current, and a single silent scan is again not enough.
+    scan(&f, &[cert()], t(60)).await;
+    assert_eq!(state_of(&f, 3).await, (LocationState::Current, None));
+    scan(&f, &[quiet()], t(70)).await;
+    assert_eq!(state_of(&f, 3).await, (LocationState::Current, None));
+    // Refused once is enough: the host answered, without TLS.
+    scan(&f, &[at(addr, Some("www"), agent, None)], t(80)).await;
+    assert_eq!(state_of(&f, 3).await, (LocationState::Gone, Some(t(80))));
+}
+
+pub async fn first_and_last_seen_are_the_probes_times(f: Fixture) {
+    let agent = Uuid::new_v4();
+    let id = new_scan();
+    // One chunk, its endpoints probed at different times; it arrives later
+    // than either, and the arrival time is not the store's business.
+    let mut early = at("10.0.2.1:443", None, agent, Some(seen(4, t(1000), &[])));
+    early.at = t(5);
+    let mut late = at("10.0.2.2:443", None, agent, Some(seen(4, t(1000), &[])));
+    late.at = t(7);
+    f.store
+        .record_sightings(id, &[late, early])
+        .await
+        .expect("records");
+    let c = f.store.cert(&fp(4)).await.expect("reads").expect("exists");
+    assert_eq!((c.info.first_seen, c.info.last_seen), (t(5), t(7)));
+    let locs = f.store.cert_locations(&fp(4), 10).await.expect("locations");
+    let times: Vec<(String, OffsetDateTime, OffsetDateTime)> = locs
+        .iter()
+        .map(|l| (l.address.clone(), l.first_seen, l.last_seen))
+        .collect();
+    assert_eq!(
+        times,
+        vec![
+            ("10.0.2.2:443".to_owned(), t(7), t(7)),
+            ("10.0.2.1:443".to_owned(), t(5), t(5)),
+        ]
     );
 }

@@ -311,6 +311,7 @@ pub async fn policy_defs_round_trip(f: Fixture) {
         jitter_percent: 5,
         targets: vec![String::from("ldap.corp.example:389")],
         defs: defs.clone(),
+        max_concurrent_tasks: None,
     };
     let created = s
         .upsert_policy("plant", &settings, None, t(1))

@@ -101,3 +101,53 @@ async fn scan_run_reports_every_endpoint_and_the_summary() {
         "{err}"
     );
 }
+
+/// `tether scan run` reads a mail server's chain through SMTP STARTTLS: a
+/// real Postfix on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_run_reads_a_chain_through_smtp_starttls() {
+    let dir = Scratch::new("e2e-scan-postfix");
+    let root = Ca::root("E2E Mail Root");
+    let inter = root.intermediate("E2E Mail Intermediate");
+    let leaf = inter.issue(&["mail.test"]);
+    let (cert, key) = leaf.write_chain(dir.path(), "mail", &[&inter]);
+    let (root_pem, _) = root.write(dir.path(), "root");
+    dir.open_to_all();
+    let postfix = tether_testlab::postfix::Postfix::start(&cert, &key).await;
+    let port = postfix.port.to_string();
+    let out = Command::new(tether_bin())
+        .args([
+            "scan",
+            "run",
+            "--targets",
+            "127.0.0.1",
+            "--ports",
+            &port,
+            "--starttls",
+            &format!("{port}=smtp"),
+            "--sni-name",
+            "127.0.0.1=mail.test",
+            "--json",
+            "--ca-file",
+        ])
+        .arg(&root_pem)
+        .output()
+        .expect("tether runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{v}");
+    let r = &results[0];
+    assert_eq!(r["outcome"], "tls_accepted", "{r}");
+    assert_eq!(r["starttls"], "smtp", "{r}");
+    assert_eq!(r["chain"]["trusted"], true, "{r}");
+    assert_eq!(r["chain"]["verdicts"], serde_json::json!([]));
+    let certs = r["chain"]["certs"].as_array().expect("certs");
+    assert_eq!(certs.len(), 2, "leaf and intermediate: {r}");
+    assert_eq!(certs[0]["sans"], serde_json::json!(["mail.test"]));
+    assert!(r["observed_at"].is_string(), "{r}");
+}

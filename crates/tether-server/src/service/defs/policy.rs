@@ -11,6 +11,14 @@
 //! median gap between its last 8 publishes; 6 h with fewer than 2) plus the
 //! configured grace. The agent is in policy when every subscribed channel is
 //! and it is Active. A channel never published is ignored (in policy).
+//!
+//! A channel with nothing installed is judged differently: the agent gets one
+//! definitions interval (its policy's `interval_secs`) to install it, counted
+//! from whichever came later, its enrollment or the channel's first publish
+//! (an agent with nothing installed checks within 10 minutes of starting, so
+//! one interval is ample). Past that it is "never installed" and out of
+//! policy; within it, it is in policy however old the channel is, because a
+//! new agent cannot be behind for longer than it has existed.
 
 use tether_wire::{AgentChannelView, AgentStatus, ChannelState, DefsVersion};
 use time::{Duration, OffsetDateTime};
@@ -58,15 +66,25 @@ pub fn publish_interval(versions: &[&DefsVersion]) -> Duration {
     }
 }
 
+/// What the computation needs to know about the agent itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub status: AgentStatus,
+    pub enrolled_at: OffsetDateTime,
+    /// The agent's definitions interval (its policy's `interval_secs`).
+    pub defs_interval: Duration,
+}
+
 /// One subscribed channel of one agent.
 pub fn channel_view(
     name: &str,
     channel: &Channel<'_>,
     state: Option<&ChannelState>,
-    status: AgentStatus,
+    agent: Subject,
     now: OffsetDateTime,
     grace: Duration,
 ) -> AgentChannelView {
+    let status = agent.status;
     let installed = state.and_then(|s| s.version);
     let newest_version = channel.versions.iter().map(|v| v.version).max();
     let missing: Vec<&&DefsVersion> = channel
@@ -78,8 +96,15 @@ pub fn channel_view(
     let oldest_missing = missing.iter().map(|v| v.published_at).min();
     let behind = oldest_missing.map_or(Duration::ZERO, |at| (now - at).max(Duration::ZERO));
     let hours_behind = behind.as_seconds_f64() / 3600.0;
+    let never_installed = installed.is_none()
+        && oldest_missing
+            .is_some_and(|first| now - first.max(agent.enrolled_at) > agent.defs_interval);
     // A channel never published is ignored: nothing can be missing.
-    let in_policy = behind <= channel.interval + grace;
+    let in_policy = if installed.is_none() {
+        !never_installed
+    } else {
+        behind <= channel.interval + grace
+    };
     let current = versions_behind == 0;
     let failures = state.map_or(0, |s| s.consecutive_failures);
     AgentChannelView {
@@ -98,6 +123,7 @@ pub fn channel_view(
         download_path_problem: status == AgentStatus::Active
             && failures >= PROBLEM_FAILURES
             && !current,
+        never_installed,
     }
 }
 
@@ -152,13 +178,32 @@ mod tests {
         }
     }
 
+    /// An agent enrolled 30 days ago with the default 6 h definitions interval.
+    fn subject(status: AgentStatus) -> Subject {
+        Subject {
+            status,
+            enrolled_at: NOW - Duration::days(30),
+            defs_interval: INTERVAL,
+        }
+    }
+
+    const INTERVAL: Duration = Duration::hours(6);
+
     fn view(
         versions: &[DefsVersion],
         state: Option<&ChannelState>,
         status: AgentStatus,
     ) -> AgentChannelView {
+        view_as(versions, state, subject(status))
+    }
+
+    fn view_as(
+        versions: &[DefsVersion],
+        state: Option<&ChannelState>,
+        agent: Subject,
+    ) -> AgentChannelView {
         let channel = Channel::new(versions.iter().collect());
-        channel_view("sig", &channel, state, status, NOW, GRACE)
+        channel_view("sig", &channel, state, agent, NOW, GRACE)
     }
 
     #[test]
@@ -203,17 +248,77 @@ mod tests {
     }
 
     #[test]
-    fn never_installed_counts_from_the_first_publish() {
+    fn never_installed_after_one_interval_is_out_of_policy() {
+        // First published 13 h ago; the agent, enrolled 30 days ago, has
+        // had more than one 6 h interval to install it.
         let versions = published(3, Duration::hours(6), NOW - Duration::hours(1));
         let v = view(&versions, Some(&installed(None, 0)), AgentStatus::Active);
         assert_eq!(v.versions_behind, 3);
         assert!((v.hours_behind - 13.0).abs() < 1e-9, "{}", v.hours_behind);
-        assert!(v.in_policy, "13 h <= 18 h");
+        assert!(v.never_installed && !v.in_policy);
+        assert_eq!(agent_in_policy(AgentStatus::Active, &[v]), Some(false));
         let none = view(&versions, None, AgentStatus::Active);
-        assert_eq!(none.versions_behind, 3, "no report at all is the same");
+        assert!(
+            none.never_installed && !none.in_policy,
+            "no report at all is the same"
+        );
+        assert_eq!(none.versions_behind, 3);
+    }
+
+    #[test]
+    fn enrolled_less_than_one_interval_is_not_flagged() {
+        // The channel is 97 h old, but the agent enrolled 5 h ago: it still
+        // has an hour of its first interval to install it.
         let old = published(3, Duration::days(2), NOW - Duration::hours(1));
-        let v = view(&old, None, AgentStatus::Active);
-        assert!(!v.in_policy, "97 h > 48 h interval + 12 h grace");
+        let fresh = Subject {
+            enrolled_at: NOW - Duration::hours(5),
+            ..subject(AgentStatus::Active)
+        };
+        let v = view_as(&old, None, fresh);
+        assert!(!v.never_installed && v.in_policy, "{v:?}");
+        assert_eq!(v.versions_behind, 3, "it is still behind, and says so");
+        assert_eq!(agent_in_policy(AgentStatus::Active, &[v]), Some(true));
+        // Exactly one interval is still within it; one second more is not.
+        let at_edge = Subject {
+            enrolled_at: NOW - INTERVAL,
+            ..fresh
+        };
+        assert!(view_as(&old, None, at_edge).in_policy);
+        let past = Subject {
+            enrolled_at: NOW - INTERVAL - Duration::seconds(1),
+            ..fresh
+        };
+        let v = view_as(&old, None, past);
+        assert!(v.never_installed && !v.in_policy);
+        // The policy's own interval counts, not the default.
+        let daily = Subject {
+            defs_interval: Duration::days(1),
+            ..past
+        };
+        assert!(view_as(&old, None, daily).in_policy);
+    }
+
+    #[test]
+    fn a_channel_first_published_within_one_interval_is_not_flagged() {
+        // Enrolled long ago, but the channel's first version is 2 h old: the
+        // agent has not had a whole interval to fetch it.
+        let versions = published(1, Duration::hours(6), NOW - Duration::hours(2));
+        let v = view(&versions, None, AgentStatus::Active);
+        assert!(!v.never_installed && v.in_policy, "{v:?}");
+        let versions = published(1, Duration::hours(6), NOW - Duration::hours(7));
+        assert!(view(&versions, None, AgentStatus::Active).never_installed);
+    }
+
+    #[test]
+    fn installed_once_is_never_never_installed() {
+        // v2 of 4 came out 97 h ago; the agent has v1.
+        let versions = published(4, Duration::days(2), NOW - Duration::hours(1));
+        let v = view(&versions, Some(&installed(Some(1), 0)), AgentStatus::Active);
+        assert!(!v.never_installed);
+        assert!(
+            !v.in_policy,
+            "97 h behind > 48 h + 12 h: behind, not never installed"
+        );
     }
 
     #[test]
