@@ -910,6 +910,10 @@ async fn verify(j: &Journal, expect: &str) -> (Result<tether_scan::EndpointResul
                     endpoint: ep,
                     outcome,
                     elapsed_ms: ms(tried),
+                    // The transaction has no clock of its own: the server
+                    // records the verifying handshake at its arrival, which
+                    // follows it within the task's result delivery.
+                    observed_at: None,
                 };
                 return (Ok(seen), s);
             }

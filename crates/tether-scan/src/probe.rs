@@ -155,7 +155,9 @@ pub async fn probe_once(
     Prober::new(
         Arc::new(tether_transport::TcpDialer),
         Arc::new(Roots::default()),
-        connect_timeout,
+        // One handshake has no round trips to learn from: the configured
+        // limit, fixed.
+        Arc::new(RttTracker::new(connect_timeout, false)),
         handshake_timeout,
     )
     .probe(endpoint)

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tether_pki::ca::{self, CaFiles};
 use tether_pki::{IssuingCa, Kek, csr};
 use tether_store::AgentRecord;
+use tether_tasks::TaskSnapshot;
 use tether_wire::{
     CertHistory, DeployReport, DeploymentRecord, ErrorCode, IssueRequest, IssueResponse,
     IssuedCert, MAX_CERT_LOCATIONS, TaskKind,
@@ -130,11 +131,13 @@ pub async fn issue(
 pub async fn record(
     ctx: &Ctx,
     agent: &AgentRecord,
-    task_id: Uuid,
+    task: &TaskSnapshot,
+    epoch: u64,
     items: &Value,
 ) -> Result<(), ServiceError> {
+    let task_id = task.id;
     if let Some(seen) = items.get("seen") {
-        super::certs::ingest(ctx, agent, seen).await?;
+        super::certs::ingest(ctx, agent, task, epoch, seen).await?;
     }
     let Some(report) = items.get("report") else {
         return Ok(());

@@ -744,7 +744,7 @@ pub async fn result(
     if task.kind == TaskKind::Deploy
         && let Some(items) = &chunk.items
     {
-        super::issuance::record(ctx, agent, id, items).await?;
+        super::issuance::record(ctx, agent, &task, chunk.epoch, items).await?;
     }
     let stored = ctx
         .store
