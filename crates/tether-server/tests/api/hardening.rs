@@ -745,18 +745,22 @@ async fn uploads_beyond_the_concurrent_cap_are_told_to_wait() {
     let a = h.enroll_ok(&t.token, "a").await;
     let b = h.enroll_ok(&t.token, "b").await;
     // An upload that sends its head and only part of its body.
-    let mut slow = h.client.tls("localhost").await;
-    slow.write_all(
-        format!(
-            "POST /v1/agent/bundles HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\ncontent-type: application/gzip\r\ncontent-length: 100000\r\n\r\n",
-            a.credential
+    let open_slow = || async {
+        let mut slow = h.client.tls("localhost").await;
+        slow.write_all(
+            format!(
+                "POST /v1/agent/bundles HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\ncontent-type: application/gzip\r\ncontent-length: 100000\r\n\r\n",
+                a.credential
+            )
+            .as_bytes(),
         )
-        .as_bytes(),
-    )
-    .await
-    .expect("writes");
-    slow.write_all(&[0x1f, 0x8b]).await.expect("writes");
-    slow.flush().await.expect("flushes");
+        .await
+        .expect("writes");
+        slow.write_all(&[0x1f, 0x8b]).await.expect("writes");
+        slow.flush().await.expect("flushes");
+        slow
+    };
+    let mut slow = open_slow().await;
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
     loop {
         let r = upload(&h, &b.credential, tar_gz(&[("x", b"y")])).await;
@@ -768,6 +772,18 @@ async fn uploads_beyond_the_concurrent_cap_are_told_to_wait() {
         // The slow upload may not have reached the server yet.
         assert_eq!(r.status, 201);
         assert!(tokio::time::Instant::now() < deadline, "never capped");
+        // Or it arrived while this upload held the only place, and was
+        // itself told to wait: then it starts again.
+        let mut byte = [0u8; 1];
+        if let Ok(read) = tokio::time::timeout(
+            StdDuration::from_millis(20),
+            tokio::io::AsyncReadExt::read(&mut slow, &mut byte),
+        )
+        .await
+        {
+            let _answered_or_closed = read;
+            slow = open_slow().await;
+        }
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     drop(slow);
