@@ -26,6 +26,8 @@ mod store_impl;
 mod tasks;
 #[macro_use]
 mod certs;
+#[macro_use]
+mod leases;
 mod postgres;
 mod sqlite;
 

@@ -19,8 +19,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod certs;
+mod leases;
 mod tasks;
 pub use certs::{CertFilter, CertRecord, CertStore, SeenCert, Sighting};
+pub use leases::{JobLease, LeaseStore};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
@@ -290,9 +292,11 @@ pub struct NewOutage {
 }
 
 /// The control plane's persistence. Every method is one atomic unit. The
-/// task queue's methods are in [`TaskStore`], part of the same one store.
+/// task queue's methods are in [`TaskStore`], the inventory's in
+/// [`CertStore`] and the singleton jobs' leases in [`LeaseStore`], all part
+/// of the same one store.
 #[async_trait]
-pub trait Store: TaskStore + CertStore + Send + Sync + 'static {
+pub trait Store: TaskStore + CertStore + LeaseStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
