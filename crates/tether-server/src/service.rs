@@ -47,6 +47,8 @@ pub struct Ctx {
     pub limits: Arc<crate::limits::Limits>,
     /// The task polls this server holds (long-poll delivery).
     pub tasks: Arc<tasks::hub::TaskHub>,
+    /// The singleton jobs this server runs now (see [`crate::singleton`]).
+    pub singletons: Arc<crate::singleton::Singletons>,
 }
 
 impl Ctx {
@@ -62,7 +64,12 @@ impl Ctx {
         let defs_root = Arc::new(defs::PinnedRoot::load(&defs).await?);
         let started = clock.now();
         let settings_tasks = settings.tasks.clone();
+        let singletons = Arc::new(crate::singleton::Singletons::new(
+            instance,
+            std::time::Duration::from_secs(u64::from(settings.singleton_lease_secs)),
+        ));
         Ok(Ctx {
+            singletons,
             store,
             defs,
             defs_root,
@@ -110,6 +117,8 @@ pub struct Settings {
     pub actions_retention_days: u32,
     /// How this server holds task polls.
     pub tasks: TaskSettings,
+    /// See [`crate::ServerConfig::singleton_lease_secs`].
+    pub singleton_lease_secs: u32,
 }
 
 /// See [`crate::ServerConfig::task_poll_max_wait_secs`],
@@ -140,6 +149,7 @@ impl Settings {
                 poll_max_wait_secs: config.task_poll_max_wait_secs,
                 lease_grace_secs: config.task_lease_grace_secs,
             },
+            singleton_lease_secs: config.singleton_lease_secs,
         }
     }
 }

@@ -52,6 +52,11 @@ pub enum StoreError {
     /// accepted forms. Retrying cannot help: the configuration must change.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    /// The TLS connection the database settings ask for could not be made:
+    /// the database does not offer TLS, or its certificate did not verify.
+    /// Retrying cannot help: the database or the settings must change.
+    #[error("TLS to the database failed: {0}")]
+    Tls(String),
 }
 
 impl StoreError {
