@@ -185,8 +185,8 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "optional_text")]
     pub database_sslmode: Option<String>,
     /// A PEM file of the CA that signed PostgreSQL's certificate (for
-    /// `verify-ca` and `verify-full`). Unset: the URL's `sslrootcert`, else
-    /// the system's roots.
+    /// `verify-ca` and `verify-full`), trusted in addition to the system's
+    /// roots. Unset: the URL's `sslrootcert`, else the system's roots only.
     #[serde(deserialize_with = "optional_path")]
     pub database_ca_file: Option<PathBuf>,
     /// The most connections to PostgreSQL this server opens. Every server

@@ -257,6 +257,15 @@ fn unreachable_at(options: &PgConnectOptions, e: sqlx::Error) -> StoreError {
     );
     match e {
         sqlx::Error::Tls(tls) => StoreError::Tls(format!("{place}: {tls}")),
+        // rustls's refusal (an unknown issuer, another name) reaches us
+        // inside the I/O error of the handshake.
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            StoreError::Tls(format!("{place}: {io}"))
+        }
         e => StoreError::Unavailable(format!("could not connect to {place}: {e}")),
     }
 }
@@ -321,5 +330,17 @@ mod tests {
         assert!(text.contains("alice"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert!(e.is_retriable());
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        );
+        let e = unreachable_at(&options, sqlx::Error::Io(refused));
+        assert!(matches!(e, StoreError::Tls(_)), "{e:?}");
+        assert!(!e.is_retriable());
+        let e = unreachable_at(
+            &options,
+            sqlx::Error::Tls("server does not support TLS".into()),
+        );
+        assert!(matches!(e, StoreError::Tls(_)), "{e:?}");
     }
 }

@@ -11,5 +11,6 @@ mod lab;
 mod lifecycle;
 mod proxy;
 mod quickstart;
+mod scaleout;
 mod scan;
 mod tasks;
