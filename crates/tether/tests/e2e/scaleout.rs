@@ -164,6 +164,30 @@ async fn haproxy_proxy_protocol_gives_the_real_client_address() {
             Some("127.0.0.1"),
             "{version}: the agent's address, not the balancer's 127.0.0.3"
         );
+        // The running agent checks in through the balancer too (the URL it
+        // enrolled with), and its check-ins record the same address.
+        assert_eq!(enrolled.last_seen, None, "no check-in yet");
+        let mut agent = agent;
+        agent.run(&[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let checked_in = loop {
+            let seen = server.agents().await.into_iter().find(|a| a.id == id);
+            if let Some(a) = seen.filter(|a| a.last_seen.is_some()) {
+                break a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{version}: no check-in through the balancer: {}",
+                agent.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(
+            checked_in.external_ip.as_deref(),
+            Some("127.0.0.1"),
+            "{version}"
+        );
+        agent.terminate().await;
     }
 
     // An untrusted sender's header is refused.
