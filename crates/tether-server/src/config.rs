@@ -920,6 +920,69 @@ mod tests {
     }
 
     #[test]
+    fn scale_out_settings_are_layered_and_bounded() {
+        let (_dir, path) = file(
+            "proxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\ndatabase_sslmode = \"verify-full\"\n",
+        );
+        let c = ServerConfig::load(
+            Some(&path),
+            |k| match k {
+                "TETHER_PROXY_PROTOCOL_REQUIRED" => Some("false".to_owned()),
+                "TETHER_DATABASE_POOL_SIZE" => Some("16".to_owned()),
+                "TETHER_SINGLETON_LEASE_SECS" => Some("30".to_owned()),
+                _ => None,
+            },
+            &Flags::default(),
+        )
+        .expect("loads");
+        assert_eq!(c.proxy_protocol_from, ["10.0.0.0/8", "192.0.2.7"]);
+        assert!(!c.proxy_protocol_required);
+        assert_eq!(c.database_sslmode.as_deref(), Some("verify-full"));
+        assert_eq!((c.database_pool_size, c.singleton_lease_secs), (16, 30));
+        assert_eq!(c.source("proxy_protocol_required"), ConfigSource::Env);
+        let policy = crate::proxy_protocol::Policy::from_config(&c);
+        assert_eq!(policy.trusted.len(), 2);
+        for (var, value, field) in [
+            (
+                "TETHER_PROXY_PROTOCOL_FROM",
+                "10.0.0.0/33",
+                "proxy_protocol_from",
+            ),
+            (
+                "TETHER_PROXY_PROTOCOL_FROM",
+                "balancer.example",
+                "proxy_protocol_from",
+            ),
+            (
+                "TETHER_DATABASE_SSLMODE",
+                "allow-anything",
+                "database_sslmode",
+            ),
+            ("TETHER_DATABASE_POOL_SIZE", "1", "database_pool_size"),
+            ("TETHER_SINGLETON_LEASE_SECS", "1", "singleton_lease_secs"),
+            (
+                "TETHER_SINGLETON_LEASE_SECS",
+                "100000",
+                "singleton_lease_secs",
+            ),
+            (
+                "TETHER_PROXY_PROTOCOL_REQUIRED",
+                "maybe",
+                "PROXY_PROTOCOL_REQUIRED",
+            ),
+        ] {
+            let e = ServerConfig::load(
+                None,
+                |k| (k == var).then(|| value.to_owned()),
+                &Flags::default(),
+            )
+            .expect_err("refused");
+            assert!(e.to_string().contains(field), "{var}={value}: {e}");
+            assert_eq!(e.code(), tether_wire::ErrorCode::ConfigInvalid);
+        }
+    }
+
+    #[test]
     fn database_passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://tether:s3cret@db:5432/t"),

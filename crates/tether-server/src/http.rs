@@ -134,8 +134,18 @@ pub async fn serve(
                     }
                     (accepted.client, accepted.rest)
                 }
-                Err(error) => {
+                // A balancer set up wrong is the operator's to hear about;
+                // garbage and silence from the network are not worth more
+                // than TLS failures are.
+                Err(
+                    error @ (crate::proxy_protocol::ProxyError::Untrusted { .. }
+                    | crate::proxy_protocol::ProxyError::Missing { .. }),
+                ) => {
                     warn!(error = %error, "connection closed before TLS");
+                    return;
+                }
+                Err(error) => {
+                    debug!(error = %error, "connection closed before TLS");
                     return;
                 }
             };
