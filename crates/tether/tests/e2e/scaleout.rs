@@ -380,3 +380,65 @@ async fn database_tls_is_verified_and_a_failure_stops_the_start_with_e5003() {
         assert!(said.contains("action: Turn TLS on in PostgreSQL"), "{said}");
     }
 }
+
+/// A garbage enrollment (a failure the limit counts) posted with curl to
+/// `base`, trusting `server`'s CA; returns the HTTP status.
+async fn failed_enrollment(server: &Server, base: &str) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--cacert")
+        .arg(&server.endpoint.ca_pem_path)
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            "{",
+        ])
+        .arg(format!("{base}/v1/enroll"))
+        .output()
+        .await
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The failed-enrollment limit counts the client the PROXY header names,
+/// not the balancer: failures made through HAProxy (which connects from
+/// 127.0.0.3 for a client at 127.0.0.1) use up 127.0.0.1's allowance, so
+/// the same client connecting directly is limited at once.
+#[tokio::test]
+async fn rate_limits_count_the_real_client_behind_the_balancer() {
+    let server = Server::start_with(
+        Backend::Sqlite,
+        &[
+            ("TETHER_PROXY_PROTOCOL_FROM", "127.0.0.3"),
+            ("TETHER_ENROLL_FAILURES_PER_MINUTE", "2"),
+        ],
+    )
+    .await;
+    let balancer = Haproxy::start(&passthrough(&server, Some("send-proxy-v2"), "127.0.0.3")).await;
+    let through = url(&balancer);
+    for attempt in 0..2 {
+        let status = failed_enrollment(&server, &through).await;
+        assert!(
+            status.starts_with('4') && status != "429",
+            "failure {attempt} is refused for itself: {status}"
+        );
+    }
+    assert_eq!(failed_enrollment(&server, &through).await, "429");
+    // Directly from 127.0.0.1: the balancer's address (127.0.0.3) made no
+    // request the limit saw; 127.0.0.1 made all of them.
+    assert_eq!(
+        failed_enrollment(&server, &server.endpoint.url).await,
+        "429"
+    );
+}
