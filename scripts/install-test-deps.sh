@@ -17,7 +17,8 @@ packages=(
   python3-pip # doctor: installs mitmproxy when the distribution has no mitmdump
   nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; deploy (tether-deploy/tests/pem_nginx.rs): serves the deployed PEM set, reloaded for real; the test runs its own nginx, never the service
   faketime    # e2e defs (nginx_mirror_*): libfaketime moves the agent's clock past a frozen mirror's expiry
-  haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy)
+  haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy); e2e scaleout: TCP passthrough sending the PROXY protocol v1/v2
+  ssl-cert    # e2e scaleout: the snakeoil `localhost` certificate Debian's PostgreSQL serves TLS with (ssl = on), which the database TLS test verifies
   dovecot-imapd # scan: a real IMAP server offering STARTTLS (tether-testlab::dovecot); the test runs its own, never the service
   dovecot-pop3d # scan: the same dovecot's POP3 with STLS
   nmap        # bench: scripts/bench-discovery.sh compares `tether scan run` with nmap's ssl-cert (sslyze comes from pip there)

@@ -37,6 +37,7 @@ fn health() -> Health {
             error: None,
         },
         server_time: datetime!(2026-05-17 12:00 UTC),
+        jobs: vec!["status-sweeper".into()],
     }
 }
 

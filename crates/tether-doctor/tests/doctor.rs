@@ -696,6 +696,7 @@ async fn a_real_haproxy_whose_backend_is_down_is_named() {
     let balancer = tether_testlab::haproxy::Haproxy::start(&tether_testlab::haproxy::Balancer {
         tls: Some(pem),
         servers: vec![format!("127.0.0.1:{dead}")],
+        ..Default::default()
     })
     .await;
     let r = tether_doctor::run(input(balancer.port, &ca), lab.world()).await;

@@ -26,6 +26,7 @@ pub type Body = fn(&[u8]) -> bool;
 pub const TARGETS: &[(&str, Body)] = &[
     ("x509_chain", x509_chain),
     ("proxy_reply", proxy_reply),
+    ("proxy_header", proxy_header),
     ("delta_apply", delta_apply),
     ("bundle_import", bundle_import),
     ("defs_bundle_import", defs_bundle_import),
@@ -108,6 +109,47 @@ pub fn proxy_reply(data: &[u8]) -> bool {
         return true;
     }
     false
+}
+
+/// The server's PROXY protocol reader (v1 and v2), as a trusted balancer's
+/// connection would feed it.
+///
+/// Input: a flags byte (bit 0: a header is required), then the bytes the
+/// connection sends. Whatever it says, the reader never takes more than
+/// [`tether_server::proxy_protocol::MAX_HEADER`] bytes as header, and the
+/// bytes it hands to TLS are exactly the ones that followed the header.
+pub fn proxy_header(data: &[u8]) -> bool {
+    use tether_server::proxy_protocol::{Cidr, MAX_HEADER, Policy, accept};
+    let Some((&flags, stream)) = data.split_first() else {
+        return false;
+    };
+    let policy = Policy {
+        // A literal network: it always parses.
+        trusted: Cidr::parse("10.0.0.0/8").into_iter().collect(),
+        required: flags & 1 == 1,
+    };
+    let peer = std::net::SocketAddr::from(([10, 0, 0, 1], 40000));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build();
+    let Ok(runtime) = runtime else {
+        return false;
+    };
+    runtime.block_on(async {
+        let mut unread = stream;
+        let Ok(accepted) = accept(&mut unread, peer, &policy).await else {
+            return false;
+        };
+        let taken = stream.len() - unread.len();
+        let header = taken - accepted.rest.len();
+        assert!(header <= MAX_HEADER, "a {header}-byte header was taken");
+        assert_eq!(
+            accepted.rest,
+            stream[header..taken],
+            "the bytes after the header reach TLS unchanged"
+        );
+        true
+    })
 }
 
 /// The cap every delta body passes as the signed target length.

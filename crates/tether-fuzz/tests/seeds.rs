@@ -110,6 +110,57 @@ fn proxy_seeds() {
     }
 }
 
+fn proxy_header_seeds() {
+    const HELLO: &[u8] = b"\x16\x03\x01\x00\x30\x01\x00\x00\x2c\x03\x03client-hello";
+    let v2 = |command: u8, family: u8, addresses: &[u8], tlvs: &[u8]| {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        h.push(0x20 | command);
+        h.push(family);
+        let len = u16::try_from(addresses.len() + tlvs.len()).expect("short");
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(addresses);
+        h.extend_from_slice(tlvs);
+        h
+    };
+    let v4 = [203, 0, 113, 9, 192, 0, 2, 1, 0xc7, 0x38, 0x20, 0xfb];
+    let mut v6 = Vec::new();
+    v6.extend_from_slice(&std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9).octets());
+    v6.extend_from_slice(&std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets());
+    v6.extend_from_slice(&[0xc7, 0x38, 0x20, 0xfb]);
+    let seeds: &[(&str, Vec<u8>)] = &[
+        (
+            "v1-tcp4",
+            b"PROXY TCP4 203.0.113.9 192.0.2.1 51000 8443\r\n".to_vec(),
+        ),
+        (
+            "v1-tcp6",
+            b"PROXY TCP6 2001:db8::9 2001:db8::1 51000 8443\r\n".to_vec(),
+        ),
+        ("v1-unknown", b"PROXY UNKNOWN\r\n".to_vec()),
+        (
+            "v2-ipv4-tlvs",
+            v2(
+                1,
+                0x11,
+                &v4,
+                &[0x01, 0x00, 0x02, b'h', b'2', 0x04, 0x00, 0x00],
+            ),
+        ),
+        ("v2-ipv6", v2(1, 0x21, &v6, &[])),
+        ("v2-local", v2(0, 0x00, &[], &[])),
+    ];
+    for (name, header) in seeds {
+        let mut input = vec![1];
+        input.extend_from_slice(header);
+        input.extend_from_slice(HELLO);
+        write("proxy_header", name, &input);
+    }
+    // No header from a balancer that need not send one.
+    let mut input = vec![0];
+    input.extend_from_slice(HELLO);
+    write("proxy_header", "none-optional", &input);
+}
+
 fn delta_input(mode: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![mode];
     for p in parts {
@@ -243,6 +294,7 @@ fn api_seeds() {
 fn regenerate_seed_corpus() {
     x509_seeds();
     proxy_seeds();
+    proxy_header_seeds();
     delta_seeds();
     bundle_seeds();
     defs_bundle_seeds();

@@ -135,6 +135,11 @@ fn proxy_reply() {
 }
 
 #[test]
+fn proxy_header() {
+    smoke("proxy_header");
+}
+
+#[test]
 fn delta_apply() {
     smoke("delta_apply");
 }

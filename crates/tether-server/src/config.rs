@@ -164,6 +164,35 @@ pub struct ServerConfig {
     /// After a start, leases do not expire for this many seconds: agents
     /// could not heartbeat while the server was down.
     pub task_lease_grace_secs: u32,
+    /// Seconds a server's lease on a singleton job (status sweeper, task
+    /// sweeper, retention) lasts; it is renewed every third of it. When
+    /// the holder dies another server takes the jobs over within
+    /// `4/3 ×` this. Server clocks must agree to within a third of it.
+    pub singleton_lease_secs: u32,
+    /// The load balancers allowed to send a PROXY protocol header (v1 or
+    /// v2), as addresses or CIDRs (a list in the file, comma-separated in
+    /// the environment). Their header gives the real client address for
+    /// external IPs, rate limits and logs. A connection from anyone else
+    /// that sends a header is closed. Empty: no PROXY protocol.
+    #[serde(deserialize_with = "text_list")]
+    pub proxy_protocol_from: Vec<String>,
+    /// Whether a connection from a `proxy_protocol_from` address must start
+    /// with a PROXY header (it is closed without one). Off: such a
+    /// connection may also come without one, and its own address is used.
+    pub proxy_protocol_required: bool,
+    /// TLS to PostgreSQL: `disable`, `prefer`, `require`, `verify-ca` or
+    /// `verify-full`. Unset: the URL's `sslmode`, else `prefer`.
+    #[serde(deserialize_with = "optional_text")]
+    pub database_sslmode: Option<String>,
+    /// A PEM file of the CA that signed PostgreSQL's certificate (for
+    /// `verify-ca` and `verify-full`), trusted in addition to the system's
+    /// roots. Unset: the URL's `sslrootcert`, else the system's roots only.
+    #[serde(deserialize_with = "optional_path")]
+    pub database_ca_file: Option<PathBuf>,
+    /// The most connections to PostgreSQL this server opens. Every server
+    /// on one database opens up to this many: keep their sum below
+    /// PostgreSQL's `max_connections`. SQLite ignores it.
+    pub database_pool_size: u32,
     /// Where each value came from; not a config key.
     #[serde(skip)]
     pub sources: BTreeMap<String, ConfigSource>,
@@ -198,6 +227,12 @@ impl Default for ServerConfig {
             task_poll_max_wait_secs: DEFAULT_TASK_POLL_WAIT_SECS,
             max_task_pollers: DEFAULT_MAX_TASK_POLLERS,
             task_lease_grace_secs: DEFAULT_TASK_LEASE_GRACE_SECS,
+            singleton_lease_secs: crate::singleton::DEFAULT_LEASE_SECS,
+            proxy_protocol_from: Vec::new(),
+            proxy_protocol_required: true,
+            database_sslmode: None,
+            database_ca_file: None,
+            database_pool_size: tether_store_sql::DEFAULT_PG_POOL_SIZE,
             sources: BTreeMap::new(),
         }
     }
@@ -419,6 +454,36 @@ impl ServerConfig {
         )?;
         within("store_wait_secs", self.store_wait_secs.into(), 1, 600)?;
         within(
+            "singleton_lease_secs",
+            self.singleton_lease_secs.into(),
+            3,
+            300,
+        )?;
+        within(
+            "database_pool_size",
+            self.database_pool_size.into(),
+            tether_store_sql::MIN_PG_POOL_SIZE.into(),
+            1000,
+        )?;
+        for cidr in &self.proxy_protocol_from {
+            if let Err(problem) = crate::proxy_protocol::Cidr::parse(cidr) {
+                return Err(invalid(
+                    "proxy_protocol_from",
+                    cidr.clone(),
+                    format!("an IP address or a CIDR such as 10.0.0.0/8 ({problem})"),
+                ));
+            }
+        }
+        if let Some(mode) = &self.database_sslmode
+            && tether_store_sql::SslMode::parse(mode).is_none()
+        {
+            return Err(invalid(
+                "database_sslmode",
+                mode.clone(),
+                tether_store_sql::SslMode::ACCEPTED.to_owned(),
+            ));
+        }
+        within(
             "enroll_failures_per_minute",
             self.enroll_failures_per_minute.into(),
             0,
@@ -628,9 +693,35 @@ fn text_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .collect())
 }
 
-/// Hides a password in a database URL (`postgres://user:secret@host` →
-/// `postgres://user:***@host`), so printed config never leaks it.
+/// Hides the passwords in a database URL (`postgres://user:secret@host` →
+/// `postgres://user:***@host`, and `password=` or `sslpassword=` parameters
+/// alike), so printed config and logs never show them.
 pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _))
+                    if key.eq_ignore_ascii_case("password")
+                        || key.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{key}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -829,6 +920,69 @@ mod tests {
     }
 
     #[test]
+    fn scale_out_settings_are_layered_and_bounded() {
+        let (_dir, path) = file(
+            "proxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\ndatabase_sslmode = \"verify-full\"\n",
+        );
+        let c = ServerConfig::load(
+            Some(&path),
+            |k| match k {
+                "TETHER_PROXY_PROTOCOL_REQUIRED" => Some("false".to_owned()),
+                "TETHER_DATABASE_POOL_SIZE" => Some("16".to_owned()),
+                "TETHER_SINGLETON_LEASE_SECS" => Some("30".to_owned()),
+                _ => None,
+            },
+            &Flags::default(),
+        )
+        .expect("loads");
+        assert_eq!(c.proxy_protocol_from, ["10.0.0.0/8", "192.0.2.7"]);
+        assert!(!c.proxy_protocol_required);
+        assert_eq!(c.database_sslmode.as_deref(), Some("verify-full"));
+        assert_eq!((c.database_pool_size, c.singleton_lease_secs), (16, 30));
+        assert_eq!(c.source("proxy_protocol_required"), ConfigSource::Env);
+        let policy = crate::proxy_protocol::Policy::from_config(&c);
+        assert_eq!(policy.trusted.len(), 2);
+        for (var, value, field) in [
+            (
+                "TETHER_PROXY_PROTOCOL_FROM",
+                "10.0.0.0/33",
+                "proxy_protocol_from",
+            ),
+            (
+                "TETHER_PROXY_PROTOCOL_FROM",
+                "balancer.example",
+                "proxy_protocol_from",
+            ),
+            (
+                "TETHER_DATABASE_SSLMODE",
+                "allow-anything",
+                "database_sslmode",
+            ),
+            ("TETHER_DATABASE_POOL_SIZE", "1", "database_pool_size"),
+            ("TETHER_SINGLETON_LEASE_SECS", "1", "singleton_lease_secs"),
+            (
+                "TETHER_SINGLETON_LEASE_SECS",
+                "100000",
+                "singleton_lease_secs",
+            ),
+            (
+                "TETHER_PROXY_PROTOCOL_REQUIRED",
+                "maybe",
+                "PROXY_PROTOCOL_REQUIRED",
+            ),
+        ] {
+            let e = ServerConfig::load(
+                None,
+                |k| (k == var).then(|| value.to_owned()),
+                &Flags::default(),
+            )
+            .expect_err("refused");
+            assert!(e.to_string().contains(field), "{var}={value}: {e}");
+            assert_eq!(e.code(), tether_wire::ErrorCode::ConfigInvalid);
+        }
+    }
+
+    #[test]
     fn database_passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://tether:s3cret@db:5432/t"),
@@ -837,6 +991,14 @@ mod tests {
         assert_eq!(
             redact_url("sqlite:///var/lib/t.db"),
             "sqlite:///var/lib/t.db"
+        );
+        assert_eq!(
+            redact_url("postgres://db/t?user=u&password=s3cret&sslmode=verify-full"),
+            "postgres://db/t?user=u&password=***&sslmode=verify-full"
+        );
+        assert_eq!(
+            redact_url("postgresql://u:p%40ss@db/t?sslpassword=k3y"),
+            "postgresql://u:***@db/t?sslpassword=***"
         );
         let c = ServerConfig::load(
             None,

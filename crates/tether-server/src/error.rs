@@ -45,6 +45,10 @@ impl ServerError {
     /// The catalog code an operator looks up.
     pub fn code(&self) -> ErrorCode {
         match self {
+            ServerError::StoreOpen {
+                error: StoreError::Tls(_),
+                ..
+            } => ErrorCode::StoreTls,
             ServerError::Store(_) | ServerError::StoreOpen { .. } => ErrorCode::StoreUnavailable,
             ServerError::Bind { .. } | ServerError::DefsOpen { .. } => ErrorCode::Internal,
             ServerError::DefsReconcile(_) => ErrorCode::StoreUnavailable,

@@ -11,7 +11,10 @@
 //!   `idle_timeout` (which also closes keep-alive connections left idle);
 //! - a write that makes no progress for `write_timeout` (a client that
 //!   stopped reading a streamed body) fails, which closes the connection and
-//!   frees the body's file and task.
+//!   frees the body's file and task;
+//! - with the PROXY protocol on, the header is read first, within
+//!   [`crate::proxy_protocol::HEADER_TIMEOUT`], and the address it names is
+//!   the peer every handler, limit and log sees.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,8 +66,10 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     limits: Limits,
+    proxy: crate::proxy_protocol::Policy,
     mut stop: watch::Receiver<bool>,
 ) {
+    let proxy = Arc::new(proxy);
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -113,16 +118,40 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let mut tcp = TimeoutStream::new(tcp);
-        tcp.set_write_timeout(Some(limits.write_timeout));
-        let tcp = Box::pin(tcp);
         let acceptor = acceptor.clone();
+        let proxy = proxy.clone();
         let router = router.clone();
         let http = http.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             // Held for the connection's life.
             let _slot = slot;
+            let mut tcp = tcp;
+            let (peer, rest) = match crate::proxy_protocol::accept(&mut tcp, peer, &proxy).await {
+                Ok(accepted) => {
+                    if let Some(via) = accepted.via {
+                        debug!(peer = %accepted.client, via = %via, "PROXY header accepted");
+                    }
+                    (accepted.client, accepted.rest)
+                }
+                // A balancer set up wrong is the operator's to hear about;
+                // garbage and silence from the network are not worth more
+                // than TLS failures are.
+                Err(
+                    error @ (crate::proxy_protocol::ProxyError::Untrusted { .. }
+                    | crate::proxy_protocol::ProxyError::Missing { .. }),
+                ) => {
+                    warn!(error = %error, "connection closed before TLS");
+                    return;
+                }
+                Err(error) => {
+                    debug!(error = %error, "connection closed before TLS");
+                    return;
+                }
+            };
+            let mut tcp = TimeoutStream::new(crate::proxy_protocol::Rewind::new(rest, tcp));
+            tcp.set_write_timeout(Some(limits.write_timeout));
+            let tcp = Box::pin(tcp);
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
                 Ok(Ok(tls)) => tls,

@@ -45,8 +45,10 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod pki;
+pub mod proxy_protocol;
 pub mod secret;
 pub mod service;
+pub mod singleton;
 pub mod status;
 pub mod sweeper;
 
@@ -81,6 +83,8 @@ pub struct RunningServer {
     defs_refresh: JoinHandle<()>,
     /// Deletes history past its retention.
     retention: JoinHandle<()>,
+    /// Claims and renews the singleton jobs' leases; releases them at stop.
+    singletons: JoinHandle<()>,
     /// The outage recorded at this start (the restart), with its grace.
     pub start_outage: tether_wire::ControlPlaneOutage,
 }
@@ -156,6 +160,8 @@ impl RunningServer {
         let _ = self.task_sweeper.await;
         let _ = self.defs_refresh.await;
         let _ = self.retention.await;
+        // After the jobs stopped, so nothing runs once the leases are free.
+        let _ = self.singletons.await;
         info!("control plane stopped");
     }
 }
@@ -177,7 +183,15 @@ pub async fn start(
         .database_url
         .clone()
         .unwrap_or_else(|| default_database_url(&data_dir));
-    let store = tether_store_sql::connect(&url)
+    let pg = tether_store_sql::PgSettings {
+        ssl_mode: config
+            .database_sslmode
+            .as_deref()
+            .and_then(tether_store_sql::SslMode::parse),
+        ca_file: config.database_ca_file.clone(),
+        pool_size: Some(config.database_pool_size),
+    };
+    let store = tether_store_sql::connect_with(&url, &pg)
         .await
         .map_err(|error| ServerError::StoreOpen {
             url: config::redact_url(&url),
@@ -303,6 +317,14 @@ pub async fn start_with_store(
         .await
         .map_err(|e| ServerError::DefsReconcile(e.to_string()))?;
 
+    // Claimed before the jobs start, so a lone server runs them from their
+    // first tick.
+    let held = ctx
+        .singletons
+        .claim_all(store.as_ref(), ctx.clock.as_ref())
+        .await;
+    info!(jobs = ?held, holder = ctx.singletons.holder(), "singleton jobs held at start");
+
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| ServerError::Bind {
@@ -319,6 +341,7 @@ pub async fn start_with_store(
         tls,
         api::router(ctx.clone()),
         http::Limits::from_config(&config),
+        proxy_protocol::Policy::from_config(&config),
         stop_rx.clone(),
     ));
     let sweeper = tokio::spawn(sweeper::run(
@@ -332,7 +355,13 @@ pub async fn start_with_store(
         stop_rx.clone(),
     ));
     let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx.clone()));
-    let retention = tokio::spawn(service::retention::run(ctx.clone(), stop_rx));
+    let retention = tokio::spawn(service::retention::run(ctx.clone(), stop_rx.clone()));
+    let singletons = tokio::spawn(singleton::run(
+        ctx.singletons.clone(),
+        store.clone(),
+        ctx.clock.clone(),
+        stop_rx,
+    ));
     let url = http::url_for(local_addr);
     info!(
         url = %url,
@@ -356,6 +385,7 @@ pub async fn start_with_store(
         task_sweeper,
         defs_refresh,
         retention,
+        singletons,
         start_outage,
     })
 }

@@ -51,6 +51,8 @@ pub struct Ctx {
     /// The built-in CA's online intermediate, when it is initialized and
     /// its key opened (`issuance::load`).
     pub ca: Option<Arc<tether_pki::IssuingCa>>,
+    /// The singleton jobs this server runs now (see [`crate::singleton`]).
+    pub singletons: Arc<crate::singleton::Singletons>,
 }
 
 impl Ctx {
@@ -66,7 +68,12 @@ impl Ctx {
         let defs_root = Arc::new(defs::PinnedRoot::load(&defs).await?);
         let started = clock.now();
         let settings_tasks = settings.tasks.clone();
+        let singletons = Arc::new(crate::singleton::Singletons::new(
+            instance,
+            std::time::Duration::from_secs(u64::from(settings.singleton_lease_secs)),
+        ));
         Ok(Ctx {
+            singletons,
             store,
             defs,
             defs_root,
@@ -115,6 +122,8 @@ pub struct Settings {
     pub actions_retention_days: u32,
     /// How this server holds task polls.
     pub tasks: TaskSettings,
+    /// See [`crate::ServerConfig::singleton_lease_secs`].
+    pub singleton_lease_secs: u32,
 }
 
 /// See [`crate::ServerConfig::task_poll_max_wait_secs`],
@@ -145,6 +154,7 @@ impl Settings {
                 poll_max_wait_secs: config.task_poll_max_wait_secs,
                 lease_grace_secs: config.task_lease_grace_secs,
             },
+            singleton_lease_secs: config.singleton_lease_secs,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! deadline. It runs every `sweep_interval`, reads "now" from the injected
 //! clock, and works through overdue agents in bounded batches. While the
 //! store fails it declares nobody Inactive, and the outage's grace is given
-//! before it sweeps again (see [`crate::service::outage`]).
+//! before it sweeps again (see [`crate::service::outage`]). With several
+//! servers on one database, only the holder of the `status-sweeper` lease
+//! sweeps ([`crate::singleton`]).
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::service::{Ctx, outage};
+use crate::singleton::Job;
 use crate::status::overdue_reason_for;
 
 /// Agents fetched per batch.
@@ -64,7 +67,11 @@ pub async fn run(ctx: Ctx, interval: Duration, mut stop: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                // The heartbeat is this server's own, so it beats whoever sweeps.
                 if !outage::before_sweep(&ctx).await {
+                    continue;
+                }
+                if !ctx.singletons.holds(Job::StatusSweeper) {
                     continue;
                 }
                 if let Err(error) = sweep_once(&ctx).await {

@@ -112,6 +112,7 @@ fn copy(e: &StoreError) -> StoreError {
         StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
         StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         StoreError::InvalidUrl(s) => StoreError::InvalidUrl(s.clone()),
+        StoreError::Tls(s) => StoreError::Tls(s.clone()),
         other => StoreError::Unavailable(other.to_string()),
     }
 }

@@ -66,6 +66,10 @@ pub use tasks::{
     schedules_fire_each_run_once, sites_label_agents_and_tokens,
     tasks_round_trip_and_writes_are_compare_and_set,
 };
+mod leases;
+pub use leases::{
+    concurrent_claimants_get_a_lease_once, job_leases_have_one_holder_and_pass_on_expiry,
+};
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -125,6 +129,8 @@ macro_rules! for_each_check {
     ($callback:ident) => {
         $callback! {
             ping_and_backend,
+            job_leases_have_one_holder_and_pass_on_expiry,
+            concurrent_claimants_get_a_lease_once,
             admin_credentials,
             tokens_round_trip,
             revoking_keeps_the_first_time,

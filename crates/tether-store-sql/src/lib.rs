@@ -26,6 +26,8 @@ mod store_impl;
 mod tasks;
 #[macro_use]
 mod certs;
+#[macro_use]
+mod leases;
 mod postgres;
 mod sqlite;
 
@@ -33,7 +35,10 @@ mod sqlite;
 pub mod conformance;
 mod seed;
 
-pub use postgres::PostgresStore;
+pub use postgres::{
+    DEFAULT_POOL_SIZE as DEFAULT_PG_POOL_SIZE, MIN_POOL_SIZE as MIN_PG_POOL_SIZE, PgSettings,
+    PostgresStore, SslMode,
+};
 pub use seed::seed_agents;
 pub use sqlite::SqliteStore;
 
@@ -45,10 +50,16 @@ pub const ACCEPTED_URLS: &str = "sqlite:///absolute/path/tether.db, sqlite://rel
 /// Accepted: `sqlite:///abs/path/tether.db`, `sqlite://relative.db`,
 /// `sqlite::memory:`, `postgres://…` and `postgresql://…`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with(url, &PgSettings::default()).await
+}
+
+/// Like [`connect`], with the server's PostgreSQL settings (TLS, pool size)
+/// over the URL's; SQLite ignores them.
+pub async fn connect_with(url: &str, pg: &PgSettings) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match Target::parse(url)? {
         Target::SqliteFile(path) => Arc::new(SqliteStore::open(&path).await?),
         Target::SqliteMemory => Arc::new(SqliteStore::open_in_memory().await?),
-        Target::Postgres => Arc::new(PostgresStore::connect(url).await?),
+        Target::Postgres => Arc::new(PostgresStore::connect_with(url, pg).await?),
     })
 }
 

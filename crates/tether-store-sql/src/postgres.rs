@@ -1,4 +1,5 @@
-//! The PostgreSQL backend: one pool of modest size.
+//! The PostgreSQL backend: one pool of modest size (configurable), over TLS
+//! when the URL or the server's settings ask for it ([`PgSettings`]).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,10 +17,67 @@ use crate::error;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Enough to keep a couple of cores busy; PostgreSQL itself does the rest.
-const POOL_SIZE: u32 = 8;
-/// Concurrent check-in batch writers (see batch.rs); the rest of the pool
-/// serves reads and other writes.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+/// One connection for a check-in batch writer and one for everything else.
+pub const MIN_POOL_SIZE: u32 = 2;
+/// Concurrent check-in batch writers (see batch.rs) at most, and never more
+/// than half the pool; the rest of the pool serves reads and other writes.
 const WRITERS: usize = 4;
+
+/// How PostgreSQL's `sslmode` is spelled in the settings, and what it means
+/// (libpq's meanings; `allow` is not offered, it is `prefer` reversed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, unverified; plain otherwise.
+    Prefer,
+    /// TLS or nothing, unverified.
+    Require,
+    /// TLS, the certificate chained to the CA file (or system roots).
+    VerifyCa,
+    /// Like `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The accepted spellings, for error messages.
+    pub const ACCEPTED: &'static str = "disable, prefer, require, verify-ca or verify-full";
+
+    pub fn parse(text: &str) -> Option<SslMode> {
+        Some(match text {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    fn pg(self) -> sqlx::postgres::PgSslMode {
+        use sqlx::postgres::PgSslMode;
+        match self {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }
+    }
+}
+
+/// The server configuration's say over the PostgreSQL connection; each
+/// `None` leaves what the URL says (or the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgSettings {
+    pub ssl_mode: Option<SslMode>,
+    /// A PEM file of the CA that signed PostgreSQL's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The pool's size; [`DEFAULT_POOL_SIZE`] when `None`.
+    pub pool_size: Option<u32>,
+}
 /// How long a caller waits for a pooled connection before `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,14 +94,41 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://…` or `postgresql://…`) and applies
     /// pending migrations in the connection's default schema.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = parse(url)?;
+        Self::connect_with(url, &PgSettings::default()).await
+    }
+
+    /// Like [`PostgresStore::connect`], with the server's settings over the
+    /// URL's for TLS and the pool's size.
+    pub async fn connect_with(
+        url: &str,
+        settings: &PgSettings,
+    ) -> Result<PostgresStore, StoreError> {
+        let mut options = parse(url)?;
+        if let Some(mode) = settings.ssl_mode {
+            options = options.ssl_mode(mode.pg());
+        }
+        if let Some(ca) = &settings.ca_file {
+            // Read now, so a missing or unreadable file is named as such
+            // rather than as a TLS failure on the first connection.
+            let pem = std::fs::read(ca).map_err(|e| {
+                StoreError::Tls(format!(
+                    "cannot read the database CA file {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            options = options.ssl_root_cert_from_pem(pem);
+        }
+        let size = settings
+            .pool_size
+            .unwrap_or(DEFAULT_POOL_SIZE)
+            .max(MIN_POOL_SIZE);
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(size)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .map_err(|e| unreachable_at(&options, e))?;
-        Self::migrated(pool, None).await
+        Self::migrated(pool, None, size).await
     }
 
     /// Like [`PostgresStore::connect`], but creates `schema` if needed and
@@ -67,7 +152,7 @@ impl PostgresStore {
 
         let set_path: Arc<str> = Arc::from(format!("SET search_path TO \"{schema}\""));
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(DEFAULT_POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 let set_path = Arc::clone(&set_path);
@@ -79,17 +164,22 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| unreachable_at(&options, e))?;
-        Self::migrated(pool, Some(schema.to_owned())).await
+        Self::migrated(pool, Some(schema.to_owned()), DEFAULT_POOL_SIZE).await
     }
 
-    async fn migrated(pool: PgPool, schema: Option<String>) -> Result<PostgresStore, StoreError> {
+    async fn migrated(
+        pool: PgPool,
+        schema: Option<String>,
+        size: u32,
+    ) -> Result<PostgresStore, StoreError> {
+        let writers = WRITERS.min(usize::try_from(size / 2).unwrap_or(1).max(1));
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| error::migrate("PostgreSQL", e))?;
         tracing::debug!(schema = ?schema, "opened PostgreSQL store");
         Ok(PostgresStore {
-            checkins: Batcher::spawn(Self::batch_writer(pool.clone()), WRITERS),
+            checkins: Batcher::spawn(Self::batch_writer(pool.clone()), writers),
             pool,
             schema,
         })
@@ -145,6 +235,7 @@ impl PostgresStore {
 
 impl_task_store!(PostgresStore);
 impl_cert_store!(PostgresStore);
+impl_lease_store!(PostgresStore);
 impl_store!(PostgresStore, "postgres", PgPool);
 
 fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {
@@ -154,14 +245,41 @@ fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {
 }
 
 /// Names where we tried to connect without the password the URL may hold.
+/// A TLS failure is its own error: retrying cannot help.
 fn unreachable_at(options: &PgConnectOptions, e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(format!(
-        "could not connect to PostgreSQL at {}:{} (database {:?}, user {:?}): {e}",
+    let place = format!(
+        "PostgreSQL at {}:{} (database {:?}, user {:?}, sslmode {})",
         options.get_host(),
         options.get_port(),
         options.get_database().unwrap_or("(default)"),
         options.get_username(),
-    ))
+        ssl_mode_name(options.get_ssl_mode()),
+    );
+    match e {
+        sqlx::Error::Tls(tls) => StoreError::Tls(format!("{place}: {tls}")),
+        // rustls's refusal (an unknown issuer, another name) reaches us
+        // inside the I/O error of the handshake.
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            StoreError::Tls(format!("{place}: {io}"))
+        }
+        e => StoreError::Unavailable(format!("could not connect to {place}: {e}")),
+    }
+}
+
+fn ssl_mode_name(mode: sqlx::postgres::PgSslMode) -> &'static str {
+    use sqlx::postgres::PgSslMode;
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
 }
 
 fn check_schema_name(schema: &str) -> Result<(), StoreError> {
@@ -212,5 +330,17 @@ mod tests {
         assert!(text.contains("alice"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert!(e.is_retriable());
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        );
+        let e = unreachable_at(&options, sqlx::Error::Io(refused));
+        assert!(matches!(e, StoreError::Tls(_)), "{e:?}");
+        assert!(!e.is_retriable());
+        let e = unreachable_at(
+            &options,
+            sqlx::Error::Tls("server does not support TLS".into()),
+        );
+        assert!(matches!(e, StoreError::Tls(_)), "{e:?}");
     }
 }

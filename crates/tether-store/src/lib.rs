@@ -19,11 +19,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod certs;
+mod leases;
 mod tasks;
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
     Sighting,
 };
+pub use leases::{JobLease, LeaseStore};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
@@ -53,6 +55,11 @@ pub enum StoreError {
     /// accepted forms. Retrying cannot help: the configuration must change.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    /// The TLS connection the database settings ask for could not be made:
+    /// the database does not offer TLS, or its certificate did not verify.
+    /// Retrying cannot help: the database or the settings must change.
+    #[error("TLS to the database failed: {0}")]
+    Tls(String),
 }
 
 impl StoreError {
@@ -298,9 +305,11 @@ pub struct NewOutage {
 }
 
 /// The control plane's persistence. Every method is one atomic unit. The
-/// task queue's methods are in [`TaskStore`], part of the same one store.
+/// task queue's methods are in [`TaskStore`], the inventory's in
+/// [`CertStore`] and the singleton jobs' leases in [`LeaseStore`], all part
+/// of the same one store.
 #[async_trait]
-pub trait Store: TaskStore + CertStore + Send + Sync + 'static {
+pub trait Store: TaskStore + CertStore + LeaseStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

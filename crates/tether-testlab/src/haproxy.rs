@@ -1,6 +1,9 @@
 //! A real HAProxy on 127.0.0.1 in the foreground (`-db`), with its own
 //! config in a scratch directory: a load balancer whose backend servers are
-//! down answers 503 "No server is available to handle this request".
+//! down answers 503 "No server is available to handle this request". In
+//! TCP mode it passes TLS through and can send the PROXY protocol from a
+//! source address of the test's choosing, so the backend tells the
+//! balancer's address from the client's on loopback.
 
 use std::path::PathBuf;
 
@@ -17,6 +20,13 @@ pub struct Balancer {
     /// The backend servers, `host:port`. Ports nothing listens on make a
     /// balancer whose backend is down.
     pub servers: Vec<String>,
+    /// TCP mode (TLS passes through) instead of HTTP.
+    pub tcp: bool,
+    /// `send-proxy` (v1) or `send-proxy-v2` on every server line.
+    pub send_proxy: Option<&'static str>,
+    /// The address HAProxy connects to the servers from (`source`), for
+    /// example `127.0.0.3`.
+    pub source: Option<String>,
 }
 
 pub struct Haproxy {
@@ -33,12 +43,20 @@ impl Haproxy {
             Some(pem) => format!(" ssl crt {}", pem.display()),
             None => String::new(),
         };
+        let mut options = String::new();
+        if let Some(proxy) = balancer.send_proxy {
+            options.push_str(&format!(" {proxy}"));
+        }
+        if let Some(source) = &balancer.source {
+            options.push_str(&format!(" source {source}"));
+        }
         let servers: String = balancer
             .servers
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("  server s{i} {s}\n"))
+            .map(|(i, s)| format!("  server s{i} {s}{options}\n"))
             .collect();
+        let mode = if balancer.tcp { "tcp" } else { "http" };
         let conf = dir.path().join("haproxy.cfg");
         std::fs::write(
             &conf,
@@ -46,7 +64,7 @@ impl Haproxy {
                 "global\n\
                  \x20 maxconn 64\n\
                  defaults\n\
-                 \x20 mode http\n\
+                 \x20 mode {mode}\n\
                  \x20 timeout connect 1s\n\
                  \x20 timeout client 10s\n\
                  \x20 timeout server 10s\n\

@@ -187,6 +187,12 @@ pub struct Health {
     pub store: StoreHealth,
     #[serde(with = "time::serde::rfc3339")]
     pub server_time: OffsetDateTime,
+    /// The singleton jobs this server runs now (`status-sweeper`,
+    /// `task-sweeper`, `retention`, `defs-refresh`); with several servers on
+    /// one database, each job is listed by one of them. Absent from older
+    /// servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,6 +200,7 @@ catalog! {
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";
+    StoreTls = "5003", 503, "The server could not make the TLS connection to PostgreSQL that its settings ask for (database_sslmode, database_ca_file, or sslmode in the URL).", "Turn TLS on in PostgreSQL (ssl = on), give database_ca_file the CA that signed its certificate and use a host name the certificate names; only sslmode=prefer or disable connect without a verified TLS connection.";
 }
 
 impl std::fmt::Display for ErrorCode {

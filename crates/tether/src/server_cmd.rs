@@ -66,7 +66,19 @@ fn absolute(p: &std::path::Path) -> std::path::PathBuf {
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
     let config = effective_config(&args)?;
-    let server = start(config).await?;
+    let server = match start(config).await {
+        Ok(server) => server,
+        Err(error) => {
+            // A start the operator must fix names its catalog code and action.
+            if let Some(failed) = error.downcast_ref::<tether_server::ServerError>() {
+                let code = failed.code();
+                eprintln!("error: {code}: {failed}");
+                eprintln!("  action: {}", code.action());
+                return Ok(ExitCode::FAILURE);
+            }
+            return Err(error);
+        }
+    };
     println!("Tether control plane listening on {}", server.url);
     println!("CA fingerprint:    {}", server.ca_fingerprint);
     println!("Admin credential:  {}", server.admin_token_path.display());

@@ -153,6 +153,9 @@ pub async fn refresh_loop(ctx: Ctx, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
+        if !ctx.singletons.holds(crate::singleton::Job::DefsRefresh) {
+            continue;
+        }
         match ctx.defs.refresh().await {
             Ok(true) => info!("re-signed the definitions metadata"),
             Ok(false) => debug!("definitions metadata is fresh"),

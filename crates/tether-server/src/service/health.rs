@@ -43,5 +43,6 @@ pub async fn check(ctx: &Ctx) -> Health {
             error,
         },
         server_time: ctx.now(),
+        jobs: ctx.singletons.held_jobs(),
     }
 }

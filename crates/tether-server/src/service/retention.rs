@@ -91,6 +91,9 @@ pub async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
+        if !ctx.singletons.holds(crate::singleton::Job::Retention) {
+            continue;
+        }
         if let Err(error) = prune_once(&ctx).await {
             warn!(%error, "the retention job failed; it runs again in an hour");
         }

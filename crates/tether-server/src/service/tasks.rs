@@ -1096,6 +1096,9 @@ pub async fn run_sweeper(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                if !ctx.singletons.holds(crate::singleton::Job::TaskSweeper) {
+                    continue;
+                }
                 if let Err(error) = sweep(&ctx).await {
                     warn!(error = %error, "the task sweep failed; retrying at the next tick");
                 }

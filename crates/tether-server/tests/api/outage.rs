@@ -256,6 +256,34 @@ impl CertStore for Switchable {
     }
 }
 
+/// The singleton jobs' leases behind the same switch.
+#[async_trait]
+impl LeaseStore for Switchable {
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<JobLease>, StoreError> {
+        self.check().await?;
+        self.inner.claim_job(job, holder, now, until).await
+    }
+    async fn release_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.release_job(job, holder, now).await
+    }
+    async fn job_leases(&self) -> Result<Vec<JobLease>, StoreError> {
+        self.check().await?;
+        self.inner.job_leases().await
+    }
+}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {

@@ -165,6 +165,51 @@ impl Server {
         .await
     }
 
+    /// Like [`Server::start_sharing_database`], with extra environment.
+    pub async fn start_sharing_database_with(other: &Server, env: &[(&str, &str)]) -> Server {
+        let url = other
+            .database_url
+            .clone()
+            .expect("sharing needs the PostgreSQL backend");
+        Server::start_at_database_url(url, env).await
+    }
+
+    /// A server on a database URL of the caller's (which another server's
+    /// `PgDatabase` owns), with extra environment.
+    pub async fn start_at_database_url(url: String, env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            Some(url),
+            None,
+            "127.0.0.1:0".to_owned(),
+            env,
+            Scratch::new("server"),
+        )
+        .await
+    }
+
+    /// `127.0.0.1:PORT`: where a load balancer reaches this server.
+    pub fn local_addr(&self) -> String {
+        self.endpoint
+            .url
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// `GET /health` over HTTPS with curl, trusting the server's CA; `None`
+    /// when the server does not answer (a killed server).
+    pub async fn health(&self) -> Option<tether_wire::Health> {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "3", "--cacert"])
+            .arg(&self.endpoint.ca_pem_path)
+            .arg(format!("{}/health", self.endpoint.url))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("curl runs");
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
     async fn launch(
         database_url: Option<String>,
         db: Option<PgDatabase>,
@@ -397,8 +442,21 @@ impl Agent {
     }
 
     pub async fn enroll(&self, server: &Server, token: &str, extra: &[&str]) -> Output {
+        self.enroll_at(&server.endpoint.url, server, token, extra)
+            .await
+    }
+
+    /// Enrolls through `url` (a load balancer in front of `server`), pinning
+    /// `server`'s CA.
+    pub async fn enroll_at(
+        &self,
+        url: &str,
+        server: &Server,
+        token: &str,
+        extra: &[&str],
+    ) -> Output {
         Command::new(agent_bin())
-            .args(["enroll", "--server", &server.endpoint.url, "--token", token])
+            .args(["enroll", "--server", url, "--token", token])
             .args(["--ca-fingerprint", &server.endpoint.ca_fingerprint])
             .arg("--state-dir")
             .arg(self.state.path())

@@ -12,5 +12,6 @@ mod lab;
 mod lifecycle;
 mod proxy;
 mod quickstart;
+mod scaleout;
 mod scan;
 mod tasks;
