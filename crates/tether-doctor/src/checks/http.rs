@@ -25,39 +25,11 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
     if let Route::UpdateServer(_) = ctx.route {
         return metadata(ctx).await;
     }
-    let mut r = CheckResult::pass("http", "HTTP /health");
-    let url = match ctx.input.server.join("/health") {
-        Ok(u) => u,
-        Err(e) => {
-            let r = r.fail(
-                ErrorCode::ConfigInvalid,
-                format!("The health URL cannot be built: {e}."),
-            );
-            return TaskOutput::gated_by_failures(vec![r]);
-        }
+    let r = CheckResult::pass("http", "HTTP /health");
+    let (mut r, resp, received, _) = match get(&ctx, r, "/health", "health URL", "/health").await {
+        Ok(got) => got,
+        Err(out) => return out,
     };
-    r.set("url", super::redacted_server(&url));
-    let transport = match ctx.transport() {
-        Ok(t) => t,
-        Err(e) => return TaskOutput::gated_by_failures(vec![r.fail(e.code(), format!("{e}."))]),
-    };
-    let req = match http::Request::get("/").body(Bytes::new()) {
-        Ok(req) => req,
-        Err(e) => {
-            return TaskOutput::gated_by_failures(vec![
-                r.fail(ErrorCode::Internal, format!("{e}.")),
-            ]);
-        }
-    };
-    let resp = match transport.request(&url, req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            r.set("error", e.to_string());
-            let problem = format!("GET /health failed in phase {}: {e}.", e.phase());
-            return TaskOutput::gated_by_failures(vec![r.fail(e.code(), problem)]);
-        }
-    };
-    let received = ctx.world.clock.now();
     r.set("status", resp.status);
     r.set("timings", timings_json(&resp.timings));
     let content_type = resp
@@ -165,40 +137,12 @@ pub(crate) async fn check(ctx: Arc<Ctx>) -> TaskOutput {
 /// an incomplete tree.
 async fn metadata(ctx: Arc<Ctx>) -> TaskOutput {
     let file = "metadata/timestamp.json";
-    let mut r = CheckResult::pass("http", format!("HTTP {file}"));
-    let url = match ctx.input.server.join(file) {
-        Ok(u) => u,
-        Err(e) => {
-            let r = r.fail(
-                ErrorCode::ConfigInvalid,
-                format!("The update server's metadata URL cannot be built: {e}."),
-            );
-            return TaskOutput::gated_by_failures(vec![r]);
-        }
-    };
-    let shown = super::redacted_server(&url);
-    r.set("url", shown.as_str());
-    let transport = match ctx.transport() {
-        Ok(t) => t,
-        Err(e) => return TaskOutput::gated_by_failures(vec![r.fail(e.code(), format!("{e}."))]),
-    };
-    let req = match http::Request::get("/").body(Bytes::new()) {
-        Ok(req) => req,
-        Err(e) => {
-            return TaskOutput::gated_by_failures(vec![
-                r.fail(ErrorCode::Internal, format!("{e}.")),
-            ]);
-        }
-    };
-    let resp = match transport.request(&url, req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            r.set("error", e.to_string());
-            let problem = format!("GET {shown} failed in phase {}: {e}.", e.phase());
-            return TaskOutput::gated_by_failures(vec![r.fail(e.code(), problem)]);
-        }
-    };
-    let received = ctx.world.clock.now();
+    let r = CheckResult::pass("http", format!("HTTP {file}"));
+    let (mut r, resp, received, shown) =
+        match get(&ctx, r, file, "update server's metadata URL", "").await {
+            Ok(got) => got,
+            Err(out) => return out,
+        };
     r.set("status", resp.status);
     r.set("timings", timings_json(&resp.timings));
     let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
@@ -356,6 +300,73 @@ fn html_title(body: &[u8]) -> Option<String> {
     let close = lower[open_end..].find("</title>")? + open_end;
     let t = snippet(text[open_end..close].as_bytes(), 120);
     (!t.is_empty()).then_some(t)
+}
+
+/// `GET path` on the checked server over its full path. It records `url`,
+/// `status` and `timings`; a URL that cannot be made or a transport failure
+/// ends the check with its own code. `shown` is how the problem names the
+/// request (`/health`), empty for the redacted URL itself, which is
+/// returned with the answer.
+async fn get(
+    ctx: &Ctx,
+    mut r: CheckResult,
+    path: &str,
+    url_name: &str,
+    shown: &str,
+) -> Result<
+    (
+        CheckResult,
+        tether_transport::Response,
+        OffsetDateTime,
+        String,
+    ),
+    TaskOutput,
+> {
+    let url = match ctx.input.server.join(path) {
+        Ok(u) => u,
+        Err(e) => {
+            let r = r.fail(
+                ErrorCode::ConfigInvalid,
+                format!("The {url_name} cannot be built: {e}."),
+            );
+            return Err(TaskOutput::gated_by_failures(vec![r]));
+        }
+    };
+    let redacted = super::redacted_server(&url);
+    let shown = if shown.is_empty() {
+        redacted.as_str()
+    } else {
+        shown
+    };
+    r.set("url", redacted.as_str());
+    let transport = match ctx.transport() {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(TaskOutput::gated_by_failures(vec![
+                r.fail(e.code(), format!("{e}.")),
+            ]));
+        }
+    };
+    let req = match http::Request::get("/").body(Bytes::new()) {
+        Ok(req) => req,
+        Err(e) => {
+            return Err(TaskOutput::gated_by_failures(vec![
+                r.fail(ErrorCode::Internal, format!("{e}.")),
+            ]));
+        }
+    };
+    let resp = match transport.request(&url, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            r.set("error", e.to_string());
+            let problem = format!("GET {shown} failed in phase {}: {e}.", e.phase());
+            return Err(TaskOutput::gated_by_failures(vec![
+                r.fail(e.code(), problem),
+            ]));
+        }
+    };
+    let received = ctx.world.clock.now();
+    Ok((r, resp, received, redacted))
 }
 
 #[cfg(test)]
