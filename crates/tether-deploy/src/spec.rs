@@ -910,4 +910,44 @@ mod tests {
                 .contains("TETHER_TEST_NO_SUCH_VARIABLE_8510")
         );
     }
+
+    proptest::proptest! {
+        /// Any text in a keystore target's fields, its kind or its
+        /// password: a spec or a refusal naming a field, never a panic, and
+        /// a refusal never repeats what was put where a reference goes.
+        #[test]
+        fn any_keystore_target_text_is_read_or_refused(
+            kind in proptest::prop_oneof![
+                proptest::strategy::Just("pkcs12".to_owned()),
+                proptest::strategy::Just("java_keystore".to_owned()),
+                proptest::strategy::Just("pem".to_owned()),
+                ".{0,12}",
+            ],
+            path in ".{0,40}",
+            password in "[a-z]{0,5}:?.{0,30}",
+            alias in proptest::option::of(".{0,70}"),
+            store_type in proptest::option::of(".{0,8}"),
+            mode in proptest::option::of("[0-9]{0,5}"),
+        ) {
+            let mut target = json!({"kind": kind, "path": path, "password": password});
+            if let Some(a) = alias { target["alias"] = json!(a); }
+            if let Some(t) = store_type { target["store_type"] = json!(t); }
+            if let Some(m) = mode { target["mode"] = json!(m); }
+            let v = json!({"names": ["app.test"], "target": target, "reload": {"command": ["true"]}});
+            match DeploySpec::from_json(&v) {
+                Ok(s) => {
+                    let k = s.target.keystore().expect("a keystore target");
+                    proptest::prop_assert!(k.password.check("p").is_ok());
+                    proptest::prop_assert!(k.path.is_absolute());
+                    proptest::prop_assert_eq!(DeploySpec::from_json(&serde_json::to_value(&s).expect("ser")), Ok(s.clone()));
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!e.field.is_empty());
+                    if e.field == "target.password" && !password.starts_with("env:") && !password.starts_with("file:") {
+                        proptest::prop_assert!(password.len() < 4 || !e.to_string().contains(&password), "{}", e);
+                    }
+                }
+            }
+        }
+    }
 }
