@@ -10,7 +10,7 @@ packages=(
   iproute2    # doctor: network namespaces and veth pairs (refused / dropped / unreachable)
   iptables    # doctor: the firewall inside the test's namespace (DROP, REJECT tcp-reset)
   socat       # doctor: the TCP listener inside the test's namespace; e2e defs: TLS around the test relay
-  openssl     # doctor: a real OCSP responder (openssl ocsp), htpasswd hashes; bench: s_client
+  openssl     # doctor: a real OCSP responder (openssl ocsp), htpasswd hashes; bench: s_client; deploy: pkcs12 reads the keystore, s_server serves it
   squid       # doctor: a real proxy with Basic auth (basic_ncsa_auth); e2e defs: downloads through it
   curl        # bench: the manual procedure
   hyperfine   # bench: scripts/bench-doctor.sh
@@ -23,6 +23,7 @@ packages=(
   dovecot-pop3d # scan: the same dovecot's POP3 with STLS
   nmap        # bench: scripts/bench-discovery.sh compares `tether scan run` with nmap's ssl-cert (sslyze comes from pip there)
   time        # bench: /usr/bin/time -v for peak RSS (scripts/bench-discovery.sh)
+  default-jre-headless # deploy (tether-deploy/tests/keystores.rs): keytool reads the deployed PKCS#12 and Java keystores
   slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
   postfix     # scan: a real SMTP server offering STARTTLS (tether-testlab::postfix); the test runs its own instance (postfix -c DIR), never the system one
 )

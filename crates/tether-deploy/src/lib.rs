@@ -12,9 +12,10 @@
 //! through `tether-scan`'s probe, not a TLS stack of its own.
 
 pub mod keygen;
+pub mod keystore;
 pub mod redact;
 pub mod spec;
 pub mod transaction;
 
-pub use spec::{DeploySpec, SpecError};
+pub use spec::{DeploySpec, SpecError, Target};
 pub use transaction::{CrashHook, Crashed, Deployer, Failure, Material, Report, Step};

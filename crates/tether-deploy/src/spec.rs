@@ -1,5 +1,10 @@
-//! The `deploy` task's spec: the names to issue for, the PEM set, the
-//! reload command and the endpoint that must serve the new certificate.
+//! The `deploy` task's spec: the names to issue for, the target (a PEM
+//! set, a PKCS#12 file or a Java keystore), the reload command and the
+//! endpoint that must serve the new certificate.
+//!
+//! A keystore's password is never in the spec: `password` is a secret
+//! reference (`env:NAME` or `file:/PATH`) the agent reads on its host
+//! ([`SecretRef::resolve`]), so the password is in no task, log or result.
 //!
 //! Parsed from hostile JSON (an admin's typo, or a forged task): unknown
 //! fields are refused, every path must be absolute and free of `..`, the
@@ -41,7 +46,12 @@ fn refuse(field: &str, observed: impl std::fmt::Display, expected: &str) -> Spec
     }
 }
 
-/// Issue from the control plane's built-in CA, then deploy to a PEM set.
+/// The longest keystore alias.
+pub const MAX_ALIAS: usize = 64;
+/// The longest password a secret reference may yield.
+pub const MAX_SECRET: usize = 1024;
+
+/// Issue from the control plane's built-in CA, then deploy to a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
@@ -51,9 +61,323 @@ pub struct DeploySpec {
     /// Validity in days (default 90, at most 397).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
-    pub target: PemTarget,
+    pub target: Target,
     pub reload: ReloadSpec,
-    pub verify: VerifySpec,
+    /// The endpoint that must serve the new certificate. Required for a
+    /// PEM set; optional for keystores (without it the verify step records
+    /// "no endpoint" and checks the written keystore only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// Where the certificate goes. JSON: an object with `kind` (`pem`, the
+/// default when absent, `pkcs12` or `java_keystore`) and that kind's
+/// fields; unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Pem(PemTarget),
+    /// A PKCS#12 file (`.p12`/`.pfx`).
+    Pkcs12(KeystoreTarget),
+    /// A Java keystore; `store_type` PKCS12 (default) or JKS (refused, see
+    /// docs/pki.md).
+    JavaKeystore(KeystoreTarget),
+}
+
+/// A PKCS#12 file or a Java keystore: one file, replaced atomically,
+/// holding the key and the chain under one alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreTarget {
+    pub path: PathBuf,
+    /// The store password's secret reference: `env:NAME` or `file:/PATH`.
+    pub password: SecretRef,
+    /// The entry's alias (PKCS#12 friendly name); default "tether".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Java keystores only: "PKCS12" (default) or "JKS".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_type: Option<String>,
+    /// Owner of the file (user name or uid); default: kept, or ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Mode, octal text (default "0600"); never world-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A reference to a secret on the agent's host, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretRef(pub String);
+
+/// A secret read from its reference. Its `Debug` hides it.
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl SecretRef {
+    /// The reference's syntax: `env:NAME` (letters, digits, '_') or
+    /// `file:` and an absolute path without `..`.
+    pub fn check(&self, field: &str) -> Result<(), SpecError> {
+        let expected = "env:NAME (letters, digits, '_') or file:/ABSOLUTE/PATH";
+        if let Some(name) = self.0.strip_prefix("env:") {
+            if name.is_empty()
+                || name.len() > 128
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(refuse(field, format!("{:?}", self.0), expected));
+            }
+            Ok(())
+        } else if let Some(path) = self.0.strip_prefix("file:") {
+            check_path(field, Path::new(path))
+                .map_err(|_| refuse(field, format!("{:?}", self.0), expected))
+        } else {
+            // Whatever it is, it may be a password pasted by mistake: the
+            // refusal never echoes it.
+            Err(refuse(
+                field,
+                format!(
+                    "a value of {} characters that is not a reference",
+                    self.0.chars().count()
+                ),
+                expected,
+            ))
+        }
+    }
+
+    /// Reads the secret on this host. A file's one trailing newline is
+    /// dropped. The error names the reference, never a secret.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let value = if let Some(name) = self.0.strip_prefix("env:") {
+            match std::env::var(name) {
+                Ok(v) => v,
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(format!("{}: the agent's environment has no {name}", self.0));
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(format!("{}: the value is not UTF-8", self.0));
+                }
+            }
+        } else if let Some(path) = self.0.strip_prefix("file:") {
+            use std::io::Read;
+            let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", self.0))?;
+            let mut bytes = Vec::new();
+            f.take(MAX_SECRET as u64 + 2)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("{}: {e}", self.0))?;
+            let mut text = String::from_utf8(bytes)
+                .map_err(|_| format!("{}: the file is not UTF-8", self.0))?;
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            text
+        } else {
+            return Err("not a secret reference (env:NAME or file:/PATH)".to_owned());
+        };
+        if value.is_empty() {
+            return Err(format!("{}: the secret is empty", self.0));
+        }
+        if value.len() > MAX_SECRET || value.contains(['\0', '\n']) {
+            return Err(format!(
+                "{}: the secret is over {MAX_SECRET} bytes or holds NUL or a line break",
+                self.0
+            ));
+        }
+        Ok(Secret(value))
+    }
+}
+
+impl Target {
+    /// The file the report names: the certificate, or the keystore.
+    pub fn primary(&self) -> &Path {
+        match self {
+            Target::Pem(p) => &p.cert,
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => &k.path,
+        }
+    }
+
+    /// The files written, in order.
+    pub fn files(&self) -> Vec<(Role, PathBuf)> {
+        match self {
+            Target::Pem(p) => p.files(),
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => vec![(Role::Keystore, k.path.clone())],
+        }
+    }
+
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Target::Pem(p) => p.owner.as_deref(),
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => k.owner.as_deref(),
+        }
+    }
+
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Target::Pem(p) => p.group.as_deref(),
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => k.group.as_deref(),
+        }
+    }
+
+    /// A keystore target, if this is one.
+    pub fn keystore(&self) -> Option<&KeystoreTarget> {
+        match self {
+            Target::Pem(_) => None,
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => Some(k),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Pem(_) => "pem",
+            Target::Pkcs12(_) => "pkcs12",
+            Target::JavaKeystore(_) => "java_keystore",
+        }
+    }
+
+    /// The mode of the file a role names.
+    pub fn mode_of(&self, role: Role) -> Result<u32, SpecError> {
+        match self {
+            Target::Pem(p) if role == Role::Key => p.key_file_mode(),
+            Target::Pem(p) => p.cert_mode(),
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => {
+                private_mode("target.mode", k.mode.as_deref())
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        let files = self.files();
+        for (role, path) in &files {
+            check_path(&format!("target.{}", role.as_str()), path)?;
+        }
+        for (i, (ra, a)) in files.iter().enumerate() {
+            if let Some((rb, _)) = files[i + 1..].iter().find(|(_, b)| b == a) {
+                return Err(refuse(
+                    &format!("target.{}", rb.as_str()),
+                    a.display(),
+                    &format!("a path other than target.{}'s", ra.as_str()),
+                ));
+            }
+        }
+        for (role, _) in &files {
+            self.mode_of(*role)?;
+        }
+        for (field, v) in [
+            ("target.owner", self.owner()),
+            ("target.group", self.group()),
+        ] {
+            if let Some(v) = v
+                && !is_account(v)
+            {
+                return Err(refuse(
+                    field,
+                    format!("{v:?}"),
+                    "a user or group name, or a number",
+                ));
+            }
+        }
+        if let Some(k) = self.keystore() {
+            k.password.check("target.password")?;
+            if let Some(a) = &k.alias
+                && (a.is_empty()
+                    || a.len() > MAX_ALIAS
+                    || !a
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)))
+            {
+                return Err(refuse(
+                    "target.alias",
+                    format!("{a:?}"),
+                    "1 to 64 letters, digits, '_', '-' or '.'",
+                ));
+            }
+            match (self, k.store_type.as_deref()) {
+                (_, None) => {}
+                (Target::JavaKeystore(_), Some(t)) if t.eq_ignore_ascii_case("pkcs12") => {}
+                (Target::JavaKeystore(_), Some(t)) if t.eq_ignore_ascii_case("jks") => {
+                    return Err(refuse(
+                        "target.store_type",
+                        "\"JKS\"",
+                        "\"PKCS12\": Tether does not write JKS (its key protection is a proprietary SHA-1 scheme); Java 9 and later read PKCS12 keystores natively, set the application's keystore type to PKCS12",
+                    ));
+                }
+                (Target::JavaKeystore(_), Some(t)) => {
+                    return Err(refuse("target.store_type", format!("{t:?}"), "\"PKCS12\""));
+                }
+                (_, Some(_)) => {
+                    return Err(refuse(
+                        "target.store_type",
+                        "a store type on a pkcs12 target",
+                        "no store_type (it is for java_keystore targets)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KeystoreTarget {
+    pub fn alias(&self) -> &str {
+        self.alias.as_deref().unwrap_or("tether")
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut v = match self {
+            // A PEM set is written without `kind`, as before keystores.
+            Target::Pem(p) => return p.serialize(s),
+            Target::Pkcs12(k) | Target::JavaKeystore(k) => {
+                serde_json::to_value(k).map_err(S::Error::custom)?
+            }
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert("kind".to_owned(), Value::String(self.kind().to_owned()));
+        }
+        v.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Target, D::Error> {
+        use serde::de::Error;
+        let mut m = serde_json::Map::<String, Value>::deserialize(d)?;
+        let kind = match m.remove("kind") {
+            None => "pem".to_owned(),
+            Some(Value::String(k)) => k,
+            Some(_) => return Err(D::Error::custom("target.kind must be a string")),
+        };
+        let v = Value::Object(m);
+        match kind.as_str() {
+            "pem" => serde_json::from_value(v).map(Target::Pem),
+            "pkcs12" => serde_json::from_value(v).map(Target::Pkcs12),
+            "java_keystore" => serde_json::from_value(v).map(Target::JavaKeystore),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown target kind {:?}; expected pem, pkcs12 or java_keystore",
+                    other.chars().take(40).collect::<String>()
+                )));
+            }
+        }
+        .map_err(|e| D::Error::custom(format!("target ({kind}): {e}")))
+    }
 }
 
 /// The PEM set: four files at most, each replaced atomically.
@@ -117,6 +441,8 @@ pub enum Role {
     Key,
     Chain,
     Fullchain,
+    /// The one file of a PKCS#12 or Java keystore target.
+    Keystore,
 }
 
 impl Role {
@@ -126,6 +452,7 @@ impl Role {
             Role::Key => "key",
             Role::Chain => "chain",
             Role::Fullchain => "fullchain",
+            Role::Keystore => "keystore",
         }
     }
 }
@@ -162,35 +489,7 @@ impl DeploySpec {
         {
             return Err(refuse("days", d, "1 to 397"));
         }
-        let files = self.target.files();
-        for (role, path) in &files {
-            check_path(&format!("target.{}", role.as_str()), path)?;
-        }
-        for (i, (ra, a)) in files.iter().enumerate() {
-            if let Some((rb, _)) = files[i + 1..].iter().find(|(_, b)| b == a) {
-                return Err(refuse(
-                    &format!("target.{}", rb.as_str()),
-                    a.display(),
-                    &format!("a path other than target.{}'s", ra.as_str()),
-                ));
-            }
-        }
-        self.target.cert_mode()?;
-        self.target.key_file_mode()?;
-        for (field, v) in [
-            ("target.owner", &self.target.owner),
-            ("target.group", &self.target.group),
-        ] {
-            if let Some(v) = v
-                && !is_account(v)
-            {
-                return Err(refuse(
-                    field,
-                    format!("{v:?}"),
-                    "a user or group name, or a number",
-                ));
-            }
-        }
+        self.target.check()?;
         let cmd = &self.reload.command;
         if cmd.is_empty()
             || cmd.len() > MAX_RELOAD_ARGS
@@ -208,15 +507,21 @@ impl DeploySpec {
             self.reload.timeout_secs,
             MAX_RELOAD_SECS,
         )?;
-        bounded(
-            "verify.timeout_secs",
-            self.verify.timeout_secs,
-            MAX_VERIFY_SECS,
-        )?;
-        if self.verify.port == 0 {
+        let Some(verify) = &self.verify else {
+            if let Target::Pem(_) = self.target {
+                return Err(refuse(
+                    "verify",
+                    "none",
+                    "the endpoint that serves the PEM set (address, port)",
+                ));
+            }
+            return Ok(());
+        };
+        bounded("verify.timeout_secs", verify.timeout_secs, MAX_VERIFY_SECS)?;
+        if verify.port == 0 {
             return Err(refuse("verify.port", 0, "1 to 65535"));
         }
-        if let Some(s) = &self.verify.sni
+        if let Some(s) = &verify.sni
             && !is_dns_name(s)
         {
             return Err(refuse("verify.sni", format!("{s:?}"), "a DNS name"));
@@ -229,12 +534,18 @@ impl DeploySpec {
     }
 
     pub fn verify_timeout(&self) -> Duration {
-        Duration::from_secs(self.verify.timeout_secs.unwrap_or(DEFAULT_VERIFY_SECS))
+        Duration::from_secs(
+            self.verify
+                .as_ref()
+                .and_then(|v| v.timeout_secs)
+                .unwrap_or(DEFAULT_VERIFY_SECS),
+        )
     }
 
     /// The SNI the verification sends.
     pub fn sni(&self) -> Option<String> {
-        self.verify.sni.clone().or_else(|| {
+        let verify = self.verify.as_ref()?;
+        verify.sni.clone().or_else(|| {
             self.names
                 .iter()
                 .find(|n| n.parse::<IpAddr>().is_err() && !n.starts_with("*."))
@@ -264,16 +575,21 @@ impl PemTarget {
     }
 
     pub fn key_file_mode(&self) -> Result<u32, SpecError> {
-        let m = mode("target.key_mode", self.key_mode.as_deref(), 0o600)?;
-        if m & 0o007 != 0 {
-            return Err(refuse(
-                "target.key_mode",
-                format!("{m:04o}"),
-                "a mode others cannot read or write (e.g. 0600 or 0640)",
-            ));
-        }
-        Ok(m)
+        private_mode("target.key_mode", self.key_mode.as_deref())
     }
+}
+
+/// A file that holds a private key: default 0600, never world-readable.
+fn private_mode(field: &str, text: Option<&str>) -> Result<u32, SpecError> {
+    let m = mode(field, text, 0o600)?;
+    if m & 0o007 != 0 {
+        return Err(refuse(
+            field,
+            format!("{m:04o}"),
+            "a mode others cannot read or write (e.g. 0600 or 0640)",
+        ));
+    }
+    Ok(m)
 }
 
 fn mode(field: &str, text: Option<&str>, default: u32) -> Result<u32, SpecError> {
@@ -357,8 +673,8 @@ mod tests {
     #[test]
     fn a_good_spec_reads_with_defaults() {
         let s = DeploySpec::from_json(&good()).expect("good");
-        assert_eq!(s.target.cert_mode(), Ok(0o644));
-        assert_eq!(s.target.key_file_mode(), Ok(0o600));
+        assert_eq!(s.target.mode_of(Role::Cert), Ok(0o644));
+        assert_eq!(s.target.mode_of(Role::Key), Ok(0o600));
         assert_eq!(s.reload_timeout(), Duration::from_secs(30));
         assert_eq!(s.sni().as_deref(), Some("web.test"));
         assert_eq!(s.target.files().len(), 3);
@@ -419,5 +735,219 @@ mod tests {
             "spec"
         );
         assert_eq!(refused(|v| *v = json!([1, 2])).field, "spec");
+    }
+
+    fn keystore(kind: &str) -> Value {
+        json!({
+            "names": ["app.test"],
+            "target": {"kind": kind, "path": "/etc/app/keystore.p12", "password": "env:APP_STORE_PASS", "alias": "app"},
+            "reload": {"command": ["systemctl", "restart", "app"]}
+        })
+    }
+
+    fn keystore_refused(kind: &str, mutate: impl FnOnce(&mut Value)) -> SpecError {
+        let mut v = keystore(kind);
+        mutate(&mut v);
+        DeploySpec::from_json(&v).expect_err("refused")
+    }
+
+    #[test]
+    fn keystore_targets_read_with_defaults_and_round_trip() {
+        let s = DeploySpec::from_json(&keystore("pkcs12")).expect("pkcs12");
+        let Target::Pkcs12(k) = &s.target else {
+            panic!("not pkcs12: {:?}", s.target)
+        };
+        assert_eq!(k.alias(), "app");
+        assert_eq!(s.target.mode_of(Role::Keystore), Ok(0o600));
+        assert_eq!(
+            s.target.files(),
+            vec![(Role::Keystore, PathBuf::from("/etc/app/keystore.p12"))]
+        );
+        assert_eq!(s.verify, None);
+        assert_eq!(s.sni(), None);
+        let again = serde_json::to_value(&s).expect("serialize");
+        assert_eq!(again["target"]["kind"], "pkcs12");
+        assert_eq!(DeploySpec::from_json(&again), Ok(s));
+
+        let mut v = keystore("java_keystore");
+        v["target"]["store_type"] = json!("PKCS12");
+        let s = DeploySpec::from_json(&v).expect("java keystore");
+        assert!(matches!(s.target, Target::JavaKeystore(_)));
+        assert_eq!(
+            DeploySpec::from_json(&serde_json::to_value(&s).expect("ser")),
+            Ok(s)
+        );
+
+        // A PEM set is still written without `kind`, as before keystores.
+        let pem = DeploySpec::from_json(&good()).expect("pem");
+        let v = serde_json::to_value(&pem).expect("ser");
+        assert!(v["target"].get("kind").is_none());
+        let mut with_kind = good();
+        with_kind["target"]["kind"] = json!("pem");
+        assert_eq!(DeploySpec::from_json(&with_kind), Ok(pem));
+    }
+
+    #[test]
+    fn hostile_keystore_specs_name_their_field() {
+        let jks = keystore_refused("java_keystore", |v| {
+            v["target"]["store_type"] = json!("JKS")
+        });
+        assert_eq!(jks.field, "target.store_type");
+        assert!(jks.expected.contains("PKCS12"), "{jks}");
+        assert_eq!(
+            keystore_refused("java_keystore", |v| v["target"]["store_type"] =
+                json!("BKS"))
+            .field,
+            "target.store_type"
+        );
+        assert_eq!(
+            keystore_refused("pkcs12", |v| v["target"]["store_type"] = json!("PKCS12")).field,
+            "target.store_type"
+        );
+        // A password pasted where its reference goes is refused and never
+        // echoed back.
+        let pasted = keystore_refused("pkcs12", |v| {
+            v["target"]["password"] = json!("hunter2-S3cret")
+        });
+        assert_eq!(pasted.field, "target.password");
+        assert!(!pasted.to_string().contains("hunter2"), "{pasted}");
+        for bad in [
+            "env:",
+            "env:A B",
+            "env:$(id)",
+            "file:relative/p",
+            "file:/a/../etc/shadow",
+            "file:",
+            "vault:x",
+        ] {
+            assert_eq!(
+                keystore_refused("pkcs12", |v| v["target"]["password"] = json!(bad)).field,
+                "target.password",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            keystore_refused("pkcs12", |v| v["target"]["password"] = json!(7)).field,
+            "spec"
+        );
+        for bad in ["", "a b", "x/../y", "\u{1b}[31m", &"a".repeat(65)] {
+            assert_eq!(
+                keystore_refused("pkcs12", |v| v["target"]["alias"] = json!(bad)).field,
+                "target.alias",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            keystore_refused("pkcs12", |v| v["target"]["mode"] = json!("0644")).field,
+            "target.mode"
+        );
+        assert_eq!(
+            keystore_refused("pkcs12", |v| v["target"]["path"] = json!("ks.p12")).field,
+            "target.keystore"
+        );
+        assert_eq!(
+            keystore_refused("pkcs12", |v| v["target"]["owner"] = json!("a;b")).field,
+            "target.owner"
+        );
+        // Fields of another kind, unknown kinds and a kind that is not a
+        // string are refused, not ignored.
+        for mutate in [
+            (|v: &mut Value| v["target"]["cert"] = json!("/etc/c.pem")) as fn(&mut Value),
+            |v| v["target"]["kind"] = json!("jks"),
+            |v| v["target"]["kind"] = json!(1),
+            |v| v["target"]["surprise"] = json!(true),
+            |v| {
+                v["target"]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("password");
+            },
+        ] {
+            assert_eq!(keystore_refused("pkcs12", mutate).field, "spec");
+        }
+        // A PEM set needs its verify endpoint; a keystore's is optional.
+        let mut v = good();
+        v.as_object_mut().expect("object").remove("verify");
+        assert_eq!(
+            DeploySpec::from_json(&v).expect_err("refused").field,
+            "verify"
+        );
+        let mut v = keystore("pkcs12");
+        v["verify"] = json!({"address": "127.0.0.1", "port": 0});
+        assert_eq!(
+            DeploySpec::from_json(&v).expect_err("refused").field,
+            "verify.port"
+        );
+    }
+
+    #[test]
+    fn secret_references_resolve_on_the_host_and_never_echo_the_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "s3cret-value\n").expect("write");
+        let r = SecretRef(format!("file:{}", file.display()));
+        let s = r.resolve().expect("resolves");
+        assert_eq!(s.expose(), "s3cret-value");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+
+        std::fs::write(&file, "").expect("write");
+        assert!(r.resolve().expect_err("empty").contains("empty"));
+        std::fs::write(&file, "two\nlines\n").expect("write");
+        let e = r.resolve().expect_err("two lines");
+        assert!(!e.contains("two") && !e.contains("lines"), "{e}");
+        std::fs::write(&file, vec![b'x'; MAX_SECRET + 10]).expect("write");
+        assert!(r.resolve().is_err());
+        std::fs::write(&file, [0xff, 0xfe]).expect("write");
+        assert!(r.resolve().is_err());
+
+        let missing = SecretRef(format!("file:{}", dir.path().join("nope").display()));
+        assert!(missing.resolve().expect_err("missing").contains("nope"));
+        let unset = SecretRef("env:TETHER_TEST_NO_SUCH_VARIABLE_8510".into());
+        assert!(
+            unset
+                .resolve()
+                .expect_err("unset")
+                .contains("TETHER_TEST_NO_SUCH_VARIABLE_8510")
+        );
+    }
+
+    proptest::proptest! {
+        /// Any text in a keystore target's fields, its kind or its
+        /// password: a spec or a refusal naming a field, never a panic, and
+        /// a refusal never repeats what was put where a reference goes.
+        #[test]
+        fn any_keystore_target_text_is_read_or_refused(
+            kind in proptest::prop_oneof![
+                proptest::strategy::Just("pkcs12".to_owned()),
+                proptest::strategy::Just("java_keystore".to_owned()),
+                proptest::strategy::Just("pem".to_owned()),
+                ".{0,12}",
+            ],
+            path in ".{0,40}",
+            password in "[a-z]{0,5}:?.{0,30}",
+            alias in proptest::option::of(".{0,70}"),
+            store_type in proptest::option::of(".{0,8}"),
+            mode in proptest::option::of("[0-9]{0,5}"),
+        ) {
+            let mut target = json!({"kind": kind, "path": path, "password": password});
+            if let Some(a) = alias { target["alias"] = json!(a); }
+            if let Some(t) = store_type { target["store_type"] = json!(t); }
+            if let Some(m) = mode { target["mode"] = json!(m); }
+            let v = json!({"names": ["app.test"], "target": target, "reload": {"command": ["true"]}});
+            match DeploySpec::from_json(&v) {
+                Ok(s) => {
+                    let k = s.target.keystore().expect("a keystore target");
+                    proptest::prop_assert!(k.password.check("p").is_ok());
+                    proptest::prop_assert!(k.path.is_absolute());
+                    proptest::prop_assert_eq!(DeploySpec::from_json(&serde_json::to_value(&s).expect("ser")), Ok(s.clone()));
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!e.field.is_empty());
+                    if e.field == "target.password" && !password.starts_with("env:") && !password.starts_with("file:") {
+                        proptest::prop_assert!(password.len() < 4 || !e.to_string().contains(&password), "{}", e);
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,4 +1,10 @@
-//! The deploy transaction on a PEM set, and its journal.
+//! The deploy transaction on a PEM set or a keystore, and its journal.
+//!
+//! A keystore target (PKCS#12 file, Java keystore) is a set of one file
+//! ([`Role::Keystore`]) that goes through the same steps, journal and
+//! rollback; its bytes are made before the backup, with the password read
+//! from its secret reference, and the password is kept nowhere else. Its
+//! verify step is "no endpoint" when the spec names none.
 //!
 //! A deploy backs up the set, replaces each file (temporary, fsync,
 //! owner and mode, rename, fsync the directory: `tether-fs`), runs the
@@ -38,6 +44,7 @@ use tether_wire::ErrorCode;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::keystore;
 use crate::redact::redact;
 use crate::spec::{DeploySpec, Role};
 
@@ -109,7 +116,9 @@ struct Journal {
     files: Vec<FileEntry>,
     reload: Vec<String>,
     reload_timeout_secs: u64,
-    verify_address: std::net::IpAddr,
+    /// `None`: a keystore target without a verify endpoint.
+    verify_address: Option<std::net::IpAddr>,
+    #[serde(default)]
     verify_port: u16,
     verify_sni: Option<String>,
     verify_timeout_secs: u64,
@@ -273,9 +282,13 @@ impl Deployer {
     ) -> Run<(Report, Option<tether_scan::EndpointResult>)> {
         let mut seen = None;
         let mut r = self.deploy_inner(spec, material, &mut seen).await?;
-        r.address = std::net::SocketAddr::new(spec.verify.address, spec.verify.port).to_string();
+        r.address = spec
+            .verify
+            .as_ref()
+            .map(|v| std::net::SocketAddr::new(v.address, v.port).to_string())
+            .unwrap_or_default();
         r.sni = spec.sni();
-        r.path = spec.target.cert.display().to_string();
+        r.path = spec.target.primary().display().to_string();
         let seen = if r.is_deployed() { seen } else { None };
         Ok((r, seen))
     }
@@ -315,9 +328,17 @@ impl Deployer {
             recovered: false,
             ..Report::default()
         };
-        let (files, old_fp) = match plan_files(spec) {
+        let files = match plan_files(spec) {
             Ok(v) => v,
             Err(msg) => return Ok(not_started(ErrorCode::DeploySpecInvalid, msg, steps)),
+        };
+        // Each file's new bytes, made before anything is touched.
+        let (payloads, old_fp) = match payloads(spec, material) {
+            Ok(v) => v,
+            Err((code, msg)) => {
+                steps.push(step("check", false, 0, "nothing was written"));
+                return Ok(not_started(code, msg, steps));
+            }
         };
         let mut j = Journal {
             version: 1,
@@ -326,8 +347,8 @@ impl Deployer {
             files,
             reload: spec.reload.command.clone(),
             reload_timeout_secs: spec.reload_timeout().as_secs(),
-            verify_address: spec.verify.address,
-            verify_port: spec.verify.port,
+            verify_address: spec.verify.as_ref().map(|v| v.address),
+            verify_port: spec.verify.as_ref().map_or(0, |v| v.port),
             verify_sni: spec.sni(),
             verify_timeout_secs: spec.verify_timeout().as_secs(),
             new_fingerprint: new_fp.clone(),
@@ -385,12 +406,8 @@ impl Deployer {
             ));
         }
         self.point("journal.committing")?;
-        for i in 0..j.files.len() {
-            let f = j.files[i].clone();
-            let bytes = content(material, f.role);
-            if let Err(e) =
-                tether_fs::write_atomic_owned(&f.path, bytes.as_bytes(), f.mode, f.owner)
-            {
+        for (f, bytes) in j.files.clone().iter().zip(&payloads) {
+            if let Err(e) = tether_fs::write_atomic_owned(&f.path, bytes, f.mode, f.owner) {
                 steps.push(step("write", false, ms(t), &e.to_string()));
                 let failure = fail(
                     ErrorCode::DeployWriteFailed,
@@ -433,7 +450,7 @@ impl Deployer {
         steps.push(s);
         self.point("verify")?;
         match res {
-            Ok(r) => *seen = Some(r),
+            Ok(r) => *seen = r,
             Err(failure) => return self.rollback(&mut j, failure, &mut steps).await,
         }
         j.phase = Phase::Verified;
@@ -594,12 +611,15 @@ impl Deployer {
 /// Where the transaction ran: the verified endpoint and the certificate
 /// file.
 fn located(mut r: Report, j: &Journal) -> Report {
-    r.address = std::net::SocketAddr::new(j.verify_address, j.verify_port).to_string();
+    r.address = j
+        .verify_address
+        .map(|a| std::net::SocketAddr::new(a, j.verify_port).to_string())
+        .unwrap_or_default();
     r.sni = j.verify_sni.clone();
     r.path = j
         .files
         .iter()
-        .find(|f| f.role == Role::Cert)
+        .find(|f| matches!(f.role, Role::Cert | Role::Keystore))
         .map(|f| f.path.display().to_string())
         .unwrap_or_default();
     r
@@ -636,6 +656,7 @@ fn remove_dir(dir: &Path) {
     }
 }
 
+/// A PEM file's content.
 fn content(m: &Material, role: Role) -> String {
     match role {
         Role::Cert => m.cert_pem.clone(),
@@ -648,7 +669,56 @@ fn content(m: &Material, role: Role) -> String {
             s.push('\n');
             s
         }
+        Role::Keystore => String::new(),
     }
+}
+
+/// Each file's new bytes, and the fingerprint served before.
+type Payloads = (Vec<Vec<u8>>, Option<String>);
+
+/// The bytes of each file of the target, in `files()` order, and the
+/// fingerprint the current certificate file or keystore holds. For a
+/// keystore the password is read from its secret reference here, used,
+/// and dropped.
+fn payloads(spec: &DeploySpec, m: &Material) -> Result<Payloads, (ErrorCode, String)> {
+    let Some(k) = spec.target.keystore() else {
+        let files = spec.target.files();
+        let old_fp = std::fs::read_to_string(spec.target.primary())
+            .ok()
+            .and_then(|t| first_cert_der(&t))
+            .map(|d| tether_x509::fingerprint(&d));
+        let bytes = files
+            .iter()
+            .map(|(role, _)| content(m, *role).into_bytes())
+            .collect();
+        return Ok((bytes, old_fp));
+    };
+    let password = k.password.resolve().map_err(|e| {
+        (
+            ErrorCode::DeploySecretUnavailable,
+            format!("the keystore password: {e}"),
+        )
+    })?;
+    // An existing keystore must open with this password: replacing it with
+    // one under another password would lock its application out.
+    let old_fp = match std::fs::read(&k.path) {
+        Ok(bytes) => keystore::leaf_fingerprint(&bytes, &password).map_err(|e| {
+            (
+                ErrorCode::DeployKeystoreUnreadable,
+                format!("{}: {e}", k.path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err((
+                ErrorCode::DeployWriteFailed,
+                format!("{}: {e}", k.path.display()),
+            ));
+        }
+    };
+    let bytes =
+        keystore::build(m, k.alias(), &password).map_err(|e| (ErrorCode::DeployKeyMismatch, e))?;
+    Ok((vec![bytes], old_fp))
 }
 
 /// The certificate must be PEM, match the key, and the chain must be PEM
@@ -699,24 +769,11 @@ fn account(text: &str, user: bool) -> Result<u32, String> {
     })
 }
 
-/// Each file's target mode and owner, what exists now, and the fingerprint
-/// the old certificate file holds.
-fn plan_files(spec: &DeploySpec) -> Result<(Vec<FileEntry>, Option<String>), String> {
+/// Each file's target mode and owner, and what exists now.
+fn plan_files(spec: &DeploySpec) -> Result<Vec<FileEntry>, String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let uid = spec
-        .target
-        .owner
-        .as_deref()
-        .map(|o| account(o, true))
-        .transpose()?;
-    let gid = spec
-        .target
-        .group
-        .as_deref()
-        .map(|g| account(g, false))
-        .transpose()?;
-    let cert_mode = spec.target.cert_mode().map_err(|e| e.to_string())?;
-    let key_mode = spec.target.key_file_mode().map_err(|e| e.to_string())?;
+    let uid = spec.target.owner().map(|o| account(o, true)).transpose()?;
+    let gid = spec.target.group().map(|g| account(g, false)).transpose()?;
     let mut files = Vec::new();
     for (role, path) in spec.target.files() {
         let old = match std::fs::symlink_metadata(&path) {
@@ -742,11 +799,7 @@ fn plan_files(spec: &DeploySpec) -> Result<(Vec<FileEntry>, Option<String>), Str
                 g.unwrap_or_else(|| nix::unistd::getegid().as_raw()),
             )),
         };
-        let mode = if role == Role::Key {
-            key_mode
-        } else {
-            cert_mode
-        };
+        let mode = spec.target.mode_of(role).map_err(|e| e.to_string())?;
         files.push(FileEntry {
             role,
             path,
@@ -755,11 +808,7 @@ fn plan_files(spec: &DeploySpec) -> Result<(Vec<FileEntry>, Option<String>), Str
             old,
         });
     }
-    let old_fp = std::fs::read_to_string(&spec.target.cert)
-        .ok()
-        .and_then(|t| first_cert_der(&t))
-        .map(|d| tether_x509::fingerprint(&d));
-    Ok((files, old_fp))
+    Ok(files)
 }
 
 /// Takes the reload lock (`STATE_DIR/deploy/reload.lock`, flock), waiting
@@ -878,11 +927,27 @@ async fn reload(j: &Journal, root: &Path) -> (bool, Step) {
 }
 
 /// Handshakes until `expect` is served or the verify timeout passes.
-async fn verify(j: &Journal, expect: &str) -> (Result<tether_scan::EndpointResult, Failure>, Step) {
+/// `Ok(None)`: the spec names no endpoint (a keystore target), so there is
+/// nothing to handshake with.
+async fn verify(
+    j: &Journal,
+    expect: &str,
+) -> (Result<Option<tether_scan::EndpointResult>, Failure>, Step) {
     let t = Instant::now();
+    let Some(ip) = j.verify_address else {
+        return (
+            Ok(None),
+            step(
+                "verify",
+                true,
+                0,
+                "no endpoint named; the written keystore was not verified on the wire",
+            ),
+        );
+    };
     let deadline = t + Duration::from_secs(j.verify_timeout_secs);
     let ep = tether_scan::Endpoint {
-        ip: j.verify_address,
+        ip,
         port: j.verify_port,
         sni: j.verify_sni.clone(),
         name: None,
@@ -915,7 +980,7 @@ async fn verify(j: &Journal, expect: &str) -> (Result<tether_scan::EndpointResul
                     // follows it within the task's result delivery.
                     observed_at: None,
                 };
-                return (Ok(seen), s);
+                return (Ok(Some(seen)), s);
             }
             Some(fp) => {
                 last = fail(

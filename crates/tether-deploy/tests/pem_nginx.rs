@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_deploy::keygen;
-use tether_deploy::spec::{PemTarget, ReloadSpec, VerifySpec};
+use tether_deploy::spec::{PemTarget, ReloadSpec, Target, VerifySpec};
 use tether_deploy::{DeploySpec, Deployer, Material, Report};
 use tether_pki::ca::{self, CaFiles, RootKeyPlace};
 use tether_pki::{Kek, csr};
@@ -97,7 +97,7 @@ impl Lab {
         DeploySpec {
             names: NAMES.iter().map(|s| s.to_string()).collect(),
             days: Some(30),
-            target: PemTarget {
+            target: Target::Pem(PemTarget {
                 cert: self.path("cert.pem"),
                 key: self.path("key.pem"),
                 chain: Some(self.path("chain.pem")),
@@ -106,17 +106,17 @@ impl Lab {
                 group: None,
                 mode: Some("0644".into()),
                 key_mode: Some("0600".into()),
-            },
+            }),
             reload: ReloadSpec {
                 command: reload,
                 timeout_secs: Some(10),
             },
-            verify: VerifySpec {
+            verify: Some(VerifySpec {
                 address: "127.0.0.1".parse().expect("ip"),
                 port: self.nginx.port,
                 sni: Some("web.test".into()),
                 timeout_secs: Some(verify_secs),
-            },
+            }),
         }
     }
 

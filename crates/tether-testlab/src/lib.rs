@@ -42,6 +42,7 @@ pub mod dovecot;
 pub mod faketime;
 pub mod haproxy;
 pub mod https;
+pub mod keystore_server;
 pub mod mitmproxy;
 pub mod netns;
 pub mod nginx;

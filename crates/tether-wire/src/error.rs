@@ -196,6 +196,8 @@ catalog! {
     DeployInterrupted = "8507", 500, "The agent stopped in the middle of a deploy; at restart it rolled the PEM set back to the old files.", "Retry the deploy; nothing was left half-written.";
     DeployIssueFailed = "8508", 502, "The control plane refused to issue the certificate for this deploy.", "Read the CA's code in the message (TETHER-E84xx) and fix the task's names or the CA.";
     DeployKeyMismatch = "8509", 422, "The certificate does not match the key generated for it, or its chain is not valid PEM.", "Nothing was written; retry the deploy. If it persists, report it: the CA answered with a certificate for another key.";
+    DeploySecretUnavailable = "8510", 422, "The keystore password's secret reference (env:NAME or file:PATH) could not be read on the agent's host; nothing was written.", "Set the named environment variable for the agent, or create the named file (the password on one line) readable by the agent, then retry the deploy.";
+    DeployKeystoreUnreadable = "8511", 422, "The existing keystore at the target path cannot be opened with the given password (another password, or not a PKCS#12 file); nothing was written.", "Give the keystore's current password in the secret reference, or move the file away, then retry the deploy.";
 
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";

@@ -72,12 +72,30 @@ pub struct DeployArgs {
     /// A name the certificate is for (DNS name or IP address); repeat.
     #[arg(long = "name", required = true)]
     names: Vec<String>,
-    /// Certificate file (absolute path on the agent's host).
+    /// The target's kind: a PEM set (default), a PKCS#12 file, or a Java
+    /// keystore.
+    #[arg(long, value_enum, default_value_t = TargetKind::Pem)]
+    kind: TargetKind,
+    /// PEM: certificate file (absolute path on the agent's host).
     #[arg(long)]
-    cert: std::path::PathBuf,
-    /// Private key file.
+    cert: Option<std::path::PathBuf>,
+    /// PEM: private key file.
     #[arg(long)]
-    key: std::path::PathBuf,
+    key: Option<std::path::PathBuf>,
+    /// PKCS#12 or Java keystore: the keystore file.
+    #[arg(long)]
+    path: Option<std::path::PathBuf>,
+    /// PKCS#12 or Java keystore: the password's secret reference on the
+    /// agent's host, env:NAME or file:/PATH (never the password itself).
+    #[arg(long)]
+    password_ref: Option<String>,
+    /// PKCS#12 or Java keystore: the entry's alias (default "tether").
+    #[arg(long)]
+    alias: Option<String>,
+    /// Java keystore: PKCS12 (default). JKS is refused (TETHER-E8501):
+    /// Java 9+ reads PKCS12 natively.
+    #[arg(long)]
+    store_type: Option<String>,
     /// Intermediates file.
     #[arg(long)]
     chain: Option<std::path::PathBuf>,
@@ -104,8 +122,9 @@ pub struct DeployArgs {
     #[arg(long)]
     reload_timeout: Option<u64>,
     /// The endpoint that must serve the new certificate, ADDRESS:PORT.
+    /// Required for a PEM set; optional for keystores.
     #[arg(long)]
-    verify: std::net::SocketAddr,
+    verify: Option<std::net::SocketAddr>,
     /// The SNI to send when verifying (default: the first DNS name).
     #[arg(long)]
     sni: Option<String>,
@@ -121,6 +140,14 @@ pub struct DeployArgs {
     max_attempts: Option<u32>,
     #[arg(long)]
     json: bool,
+}
+
+/// `--kind` of `tether certs deploy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    Pem,
+    Pkcs12,
+    JavaKeystore,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,14 +177,95 @@ pub enum CaCommand {
     },
 }
 
+/// The target flags of `tether certs deploy`, before their kind picks.
+struct TargetFlags {
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+    chain: Option<std::path::PathBuf>,
+    fullchain: Option<std::path::PathBuf>,
+    path: Option<std::path::PathBuf>,
+    password_ref: Option<String>,
+    alias: Option<String>,
+    store_type: Option<String>,
+    owner: Option<String>,
+    group: Option<String>,
+    mode: Option<String>,
+    key_mode: Option<String>,
+}
+
+/// The target from the flags; a flag of another kind is refused rather
+/// than ignored.
+fn deploy_target(kind: TargetKind, f: TargetFlags) -> anyhow::Result<tether_deploy::Target> {
+    let code = tether_wire::ErrorCode::DeploySpecInvalid.as_str();
+    let misplaced = |flags: &[(&str, bool)]| -> anyhow::Result<()> {
+        match flags.iter().find(|(_, set)| *set) {
+            Some((name, _)) => anyhow::bail!("{code}: {name} does not apply to --kind {kind:?}"),
+            None => Ok(()),
+        }
+    };
+    match kind {
+        TargetKind::Pem => {
+            misplaced(&[
+                ("--path", f.path.is_some()),
+                ("--password-ref", f.password_ref.is_some()),
+                ("--alias", f.alias.is_some()),
+                ("--store-type", f.store_type.is_some()),
+            ])?;
+            let (Some(cert), Some(key)) = (f.cert, f.key) else {
+                anyhow::bail!("{code}: a PEM target needs --cert and --key");
+            };
+            Ok(tether_deploy::Target::Pem(tether_deploy::spec::PemTarget {
+                cert,
+                key,
+                chain: f.chain,
+                fullchain: f.fullchain,
+                owner: f.owner,
+                group: f.group,
+                mode: f.mode,
+                key_mode: f.key_mode,
+            }))
+        }
+        TargetKind::Pkcs12 | TargetKind::JavaKeystore => {
+            misplaced(&[
+                ("--cert", f.cert.is_some()),
+                ("--key", f.key.is_some()),
+                ("--chain", f.chain.is_some()),
+                ("--fullchain", f.fullchain.is_some()),
+                ("--key-mode", f.key_mode.is_some()),
+                (
+                    "--store-type",
+                    kind == TargetKind::Pkcs12 && f.store_type.is_some(),
+                ),
+            ])?;
+            let (Some(path), Some(password)) = (f.path, f.password_ref) else {
+                anyhow::bail!("{code}: a keystore target needs --path and --password-ref");
+            };
+            let k = tether_deploy::spec::KeystoreTarget {
+                path,
+                password: tether_deploy::spec::SecretRef(password),
+                alias: f.alias,
+                store_type: f.store_type,
+                owner: f.owner,
+                group: f.group,
+                mode: f.mode,
+            };
+            Ok(if kind == TargetKind::Pkcs12 {
+                tether_deploy::Target::Pkcs12(k)
+            } else {
+                tether_deploy::Target::JavaKeystore(k)
+            })
+        }
+    }
+}
+
 /// A deploy's spec, as the server and the agent read it.
 #[allow(clippy::too_many_arguments)]
 fn deploy_spec(
     names: Vec<String>,
-    target: tether_deploy::spec::PemTarget,
+    target: tether_deploy::Target,
     reload: &str,
     (reload_timeout, verify_timeout): (Option<u64>, Option<u64>),
-    verify: std::net::SocketAddr,
+    verify: Option<std::net::SocketAddr>,
     sni: Option<String>,
     days: Option<u32>,
 ) -> anyhow::Result<serde_json::Value> {
@@ -169,12 +277,12 @@ fn deploy_spec(
             command: reload.split_whitespace().map(str::to_owned).collect(),
             timeout_secs: reload_timeout,
         },
-        verify: tether_deploy::spec::VerifySpec {
-            address: verify.ip(),
-            port: verify.port(),
+        verify: verify.map(|v| tether_deploy::spec::VerifySpec {
+            address: v.ip(),
+            port: v.port(),
             sni,
             timeout_secs: verify_timeout,
-        },
+        }),
     };
     spec.check().map_err(|e| {
         anyhow::anyhow!(
@@ -442,8 +550,13 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 conn,
                 agent,
                 names,
+                kind,
                 cert,
                 key,
+                path,
+                password_ref,
+                alias,
+                store_type,
                 chain,
                 fullchain,
                 owner,
@@ -459,16 +572,23 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 max_attempts,
                 json,
             } = *args;
-            let target = tether_deploy::spec::PemTarget {
-                cert,
-                key,
-                chain,
-                fullchain,
-                owner,
-                group: file_group,
-                mode,
-                key_mode,
-            };
+            let target = deploy_target(
+                kind,
+                TargetFlags {
+                    cert,
+                    key,
+                    chain,
+                    fullchain,
+                    path,
+                    password_ref,
+                    alias,
+                    store_type,
+                    owner,
+                    group: file_group,
+                    mode,
+                    key_mode,
+                },
+            )?;
             let spec = deploy_spec(
                 names,
                 target,

@@ -448,7 +448,223 @@ async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
     agent.terminate().await;
 }
 
+/// `tether certs deploy --kind pkcs12`: the agent writes a PKCS#12 with
+/// the password from a secret reference on its host, the reload restarts
+/// an `openssl s_server` from it, the deploy is verified on the wire, and
+/// keytool finds the alias and the served certificate. The password is in
+/// no task, result or log; hostile flags are refused at creation, and a
+/// reference that does not resolve on the agent's host fails with its
+/// code and writes nothing.
+async fn deploy_to_a_pkcs12_keystore_from_the_cli(backend: Backend) {
+    let mut server = Server::start_restartable(backend, &[]).await;
+    // The server loads its CA at start.
+    server.admin_ok(&["certs", "ca", "init"]).await;
+    server.stop().await;
+    server.restart().await;
+    let token: tether_wire::CreatedToken = serde_json::from_str(
+        &server
+            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
+            .await,
+    )
+    .expect("token");
+    let mut agent = Agent::new();
+    let agent_id = agent
+        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
+        .await;
+    agent.run(&[]);
+    server
+        .wait_status(
+            agent_id,
+            tether_wire::AgentStatus::Active,
+            Duration::from_secs(20),
+        )
+        .await;
+
+    let site = tether_testlab::Scratch::new("e2e-deploy-p12");
+    let password = "e2e keystore pass phrase";
+    let pass_file = site.path().join("store.pass");
+    std::fs::write(&pass_file, format!("{password}\n")).expect("w");
+    let ks = site.path().join("app.p12");
+    let s_server =
+        tether_testlab::keystore_server::KeystoreServer::new(site.path(), &ks, &pass_file);
+    let agent_id = agent_id.to_string();
+    let ks_text = ks.display().to_string();
+    let pass_ref = format!("file:{}", pass_file.display());
+    let reload = s_server.reload_command().join(" ");
+    let verify = format!("127.0.0.1:{}", s_server.port);
+    let deploy = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "certs",
+            "deploy",
+            "--agent",
+            &agent_id,
+            "--name",
+            "app.test",
+            "--name",
+            "127.0.0.1",
+            "--kind",
+            "pkcs12",
+            "--path",
+            &ks_text,
+            "--alias",
+            "app",
+            "--reload",
+            &reload,
+            "--max-attempts",
+            "1",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    let args = deploy(&[
+        "--password-ref",
+        &pass_ref,
+        "--verify",
+        &verify,
+        "--sni",
+        "app.test",
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out: Value = serde_json::from_str(&server.admin_ok(&args).await).expect("deploy --json");
+    let id = out["id"].as_str().expect("task id").to_owned();
+    let d = wait_task(&server, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        d.task.state,
+        TaskState::Succeeded,
+        "{d:#?}\n{}",
+        agent.stderr()
+    );
+    let report = &d.results[0]["report"];
+    assert_eq!(report["state"], "deployed", "{report:#}");
+    assert_eq!(report["path"], ks_text.as_str());
+    let new_fp = report["new_fingerprint"].as_str().expect("fp").to_owned();
+    assert_eq!(
+        served(s_server.port).await.as_deref(),
+        Some(new_fp.as_str())
+    );
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(steps, ["backup", "write", "reload", "verify"]);
+    let list = std::process::Command::new("keytool")
+        .args([
+            "-list",
+            "-v",
+            "-storetype",
+            "PKCS12",
+            "-keystore",
+            &ks_text,
+            "-storepass:file",
+        ])
+        .arg(&pass_file)
+        .output()
+        .expect("keytool");
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.contains("Alias name: app"), "{list}");
+    let hex = new_fp.strip_prefix("sha256:").expect("sha256");
+    let colons: Vec<String> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
+        .collect();
+    assert!(
+        list.contains(&format!("SHA256: {}", colons.join(":"))),
+        "{list}"
+    );
+    for text in [
+        serde_json::to_string(&d).expect("json"),
+        server.log(),
+        agent.stderr(),
+    ] {
+        assert!(!text.contains(password), "the password leaked");
+    }
+
+    // Refused at creation, before any task exists (TETHER-E8501).
+    for (extra, want) in [
+        (vec!["--password-ref", "hunter2-pasted"], "target.password"),
+        (
+            vec!["--password-ref", &pass_ref, "--cert", "/etc/c.pem"],
+            "--cert",
+        ),
+        (
+            vec!["--password-ref", &pass_ref, "--store-type", "JKS"],
+            "--store-type",
+        ),
+        (
+            vec!["--password-ref", &pass_ref, "--alias", "a b"],
+            "target.alias",
+        ),
+        (
+            vec!["--password-ref", &pass_ref, "--mode", "0644"],
+            "target.mode",
+        ),
+    ] {
+        let mut args = deploy(&extra);
+        // A second --alias replaces the first for the alias case.
+        if extra.contains(&"--alias") {
+            let at = args.iter().position(|a| a == "--alias").expect("alias");
+            args.drain(at..at + 2);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let bad = server.admin(&args).await;
+        assert!(!bad.status.success(), "{extra:?}");
+        let t = text(&bad);
+        assert!(
+            t.contains("TETHER-E8501") && t.contains(want),
+            "{extra:?}: {t}"
+        );
+        assert!(!t.contains("hunter2"), "{t}");
+    }
+    let jks: Vec<String> = deploy(&["--password-ref", &pass_ref])
+        .into_iter()
+        .map(|a| {
+            if a == "pkcs12" {
+                "java-keystore".to_owned()
+            } else {
+                a
+            }
+        })
+        .chain(["--store-type".to_owned(), "JKS".to_owned()])
+        .collect();
+    let jks: Vec<&str> = jks.iter().map(String::as_str).collect();
+    let bad = server.admin(&jks).await;
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("TETHER-E8501") && text(&bad).contains("PKCS12"),
+        "{}",
+        text(&bad)
+    );
+
+    // A reference the agent's host cannot resolve: the task fails with
+    // its code, the keystore is untouched and still served.
+    let before = std::fs::read(&ks).expect("ks");
+    let args = deploy(&["--password-ref", "env:TETHER_E2E_UNSET_STORE_PASS"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out: Value = serde_json::from_str(&server.admin_ok(&args).await).expect("deploy --json");
+    let d = wait_task(
+        &server,
+        out["id"].as_str().expect("id"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(d.task.state, TaskState::Dead, "{d:#?}");
+    let why = format!("{:?} {:?}", d.task.outcome, d.task.last_error);
+    assert!(why.contains("TETHER-E8510"), "{why}");
+    assert_eq!(std::fs::read(&ks).expect("ks"), before);
+    agent.terminate().await;
+    drop(s_server);
+}
+
 crate::both_backends!(
     deploy_from_the_built_in_ca_to_a_real_nginx,
-    agent_killed_during_the_reload_recovers_at_restart
+    agent_killed_during_the_reload_recovers_at_restart,
+    deploy_to_a_pkcs12_keystore_from_the_cli
 );
