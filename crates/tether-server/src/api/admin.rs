@@ -70,12 +70,7 @@ pub async fn list_tokens(
 /// Reads a query of `limit` and `after` only.
 fn page_only(ctx: &Ctx, raw: Option<&str>) -> ApiResult<(u32, Option<tether_store::Cursor>)> {
     let pairs = super::defs::query(ctx, raw, &["limit", "after"])?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| super::defs::param(&pairs, k);
     paging::page(ctx, get("limit"), get("after"))
 }
 
@@ -149,12 +144,7 @@ pub async fn list_agents(
         query.as_deref(),
         &["status", "group", "limit", "after"],
     )?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| super::defs::param(&pairs, k);
     let status = get("status")
         .map(|v| {
             v.parse::<AgentStatus>().map_err(|_| {
@@ -201,12 +191,7 @@ pub async fn list_certs(
         query.as_deref(),
         &["expiring", "verdict", "limit", "after"],
     )?;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| super::defs::param(&pairs, k);
     let filter = service(&ctx, certs::filter(&ctx, get("expiring"), get("verdict")))?;
     let (limit, after) = paging::page(&ctx, get("limit"), get("after"))?;
     let (rows, next): (Vec<CertInfo>, _) =

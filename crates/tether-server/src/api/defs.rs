@@ -57,6 +57,14 @@ fn channel_segment(ctx: &Ctx, path: Result<Path<String>, PathRejection>) -> ApiR
     Ok(channel)
 }
 
+/// The value of `name` among the pairs [`query`] read, if given.
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Reads `?key=value` pairs (percent-decoded, `+` as space), refusing any
 /// key not in `allowed`.
 pub(crate) fn query(
