@@ -26,6 +26,7 @@ packages=(
   default-jre-headless # deploy (tether-deploy/tests/keystores.rs): keytool reads the deployed PKCS#12 and Java keystores
   slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
   postfix     # scan: a real SMTP server offering STARTTLS (tether-testlab::postfix); the test runs its own instance (postfix -c DIR), never the system one
+  groff-base  # e2e clidoc: groff -ww renders every generated man page and must print no warning
 )
 
 missing=()

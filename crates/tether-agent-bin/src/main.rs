@@ -6,15 +6,27 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tether_agent::cli::AgentCommand;
+use tether_agent::clidoc;
 
 /// The Tether agent.
 #[derive(Debug, Parser)]
 #[command(name = "tether-agent", version = tether_wire::VERSION)]
 struct Cli {
     #[command(subcommand)]
-    command: AgentCommand,
+    command: BinCommand,
+}
+
+/// The agent's commands, plus what only the binary itself can describe.
+#[derive(Debug, Subcommand)]
+enum BinCommand {
+    #[command(flatten)]
+    Agent(AgentCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(clidoc::CompletionsArgs),
+    /// Write the man pages (`tether-agent.1` and one per subcommand) into a directory.
+    Man(clidoc::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -24,6 +36,34 @@ fn main() -> ExitCode {
             let _ = error.print();
             let args: Vec<String> = std::env::args().skip(1).collect();
             return tether_agent::cli::usage_exit(&error, &args);
+        }
+    };
+    let command = match cli.command {
+        BinCommand::Agent(command) => command,
+        BinCommand::Completions(args) => {
+            return match clidoc::completions(Cli::command(), args.shell, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: cannot write the completion script: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        BinCommand::Man(args) => {
+            return match clidoc::man_pages(Cli::command(), &args.out) {
+                Ok(pages) => {
+                    println!(
+                        "wrote {} man pages into {}",
+                        pages.len(),
+                        args.out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -36,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(tether_agent::dispatch(cli.command)) {
+    match runtime.block_on(tether_agent::dispatch(command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -22,6 +22,7 @@ pub mod actions;
 pub mod backoff;
 pub mod bundle;
 pub mod cli;
+pub mod clidoc;
 pub mod config;
 pub mod connect;
 pub mod credential;

@@ -73,6 +73,10 @@ pub enum Command {
     /// Load generators that print figures (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(tether_agent::clidoc::CompletionsArgs),
+    /// Write the man pages (`tether.1` and one per subcommand) into a directory.
+    Man(tether_agent::clidoc::ManArgs),
 }
 
 /// The server's flags. Each also has a `TETHER_*` variable, read by the
@@ -445,6 +449,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config(ConfigCommand::Show(args)) => server_cmd::show_config(args),
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            tether_agent::clidoc::completions(Cli::command(), args.shell, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => {
+            use clap::CommandFactory as _;
+            let pages = tether_agent::clidoc::man_pages(Cli::command(), &args.out)?;
+            println!(
+                "wrote {} man pages into {}",
+                pages.len(),
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
