@@ -20,6 +20,10 @@ struct Cli {
 
 /// The agent's commands, plus what only the binary itself can describe.
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; the small variants never sit in a collection"
+)]
 enum BinCommand {
     #[command(flatten)]
     Agent(AgentCommand),
