@@ -186,6 +186,18 @@ catalog! {
     CaNotInitialized = "8405", 503, "The built-in CA has no intermediate on this server, or its key cannot be decrypted.", "Run `tether certs ca init` (see docs/pki.md), and give the server the same CA key (TETHER_CA_KEY or the key file) it was initialized with.";
     CaRootKeyOnline = "8406", 500, "The built-in CA's root key is on the server's disk.", "Move it offline as docs/pki.md describes: the server needs only the intermediate.";
 
+    // 842x: issuance through an ACME CA (RFC 8555). The CA's problem document (type, detail, subproblems) is kept beside the code.
+    AcmeUnreachable = "8420", 502, "The ACME server could not be reached: DNS, TCP, TLS or HTTP to its directory or API failed.", "Check the directory URL, that this server can reach it (proxy, firewall), and the CA file given with `--ca-file` for a private ACME server.";
+    AcmeNotAcme = "8421", 502, "The ACME server's answer is not an ACME document: not a directory, or an error that is not a problem document.", "Check that the directory URL is the ACME directory itself (e.g. https://acme.example/directory), not a web page or a proxy's error page.";
+    AcmeRateLimited = "8422", 429, "The ACME CA refused the request because a rate limit was reached (rateLimited).", "Wait until the time in the problem's detail or Retry-After before retrying; issue fewer certificates for the same names or account.";
+    AcmeIdentifierRejected = "8423", 422, "The ACME CA will not issue for a name in the order (rejectedIdentifier, unsupportedIdentifier, caa).", "Remove the name the problem names from the deploy task, or fix its CAA record to allow this CA.";
+    AcmeChallengeFailed = "8424", 502, "The ACME CA could not validate the http-01 challenge for a name (unauthorized, incorrectResponse, connection, dns, tls).", "Check that the name resolves, from the CA, to the host whose agent answered the challenge, and that port 80 (or the webroot) there serves /.well-known/acme-challenge/.";
+    AcmeAccountRefused = "8425", 422, "The ACME CA refused the account: it does not exist, needs external account binding, or refused the contact address.", "Register the issuer again (`tether certs acme add`), with a valid --email, or with the binding the CA requires.";
+    AcmeRequestRefused = "8426", 422, "The ACME CA refused a request as malformed (malformed, badCSR, badSignatureAlgorithm, badPublicKey, or another client-side problem).", "Read the problem's detail: a key type or name the CA does not accept is named there; otherwise report it with the problem document.";
+    AcmeServerError = "8427", 502, "The ACME CA failed on its side (serverInternal, or a problem of a type Tether does not know).", "Retry later; if it persists, read the problem document and the CA's status page.";
+    AcmeTimeout = "8428", 504, "The ACME order did not become ready or valid within the time Tether waits.", "Retry; if it persists, the CA is slow to validate or to issue: check its status.";
+    AcmeAccountKeyUnavailable = "8429", 503, "The ACME account's sealed key cannot be opened with this server's CA key (KEK), or the sealed account is corrupt.", "Give the server the same CA key (TETHER_CA_KEY or the key file) the issuer was registered with, or register the issuer again.";
+
     // 85xx: the deploy transaction on the endpoint.
     DeploySpecInvalid = "8501", 422, "The deploy spec is not valid: a path, name, mode, owner, reload command or verify endpoint cannot be read.", "Fix the named field; the message says what it accepts.";
     DeployWriteFailed = "8502", 500, "A file of the PEM set could not be backed up, written or renamed; the old set was restored.", "Check the named path's directory, permissions and free space on the target host, then retry the deploy.";
