@@ -36,6 +36,7 @@ use tether_wire::ErrorCode;
 use crate::seal::{Kek, SealError};
 
 pub use problem::{ACME_URN, AcmeProblem, AcmeSubproblem};
+pub use tether_wire::Http01Challenge;
 
 /// The sealing purpose of an ACME account's credentials (the AEAD's
 /// associated data), so a sealed account cannot stand in for a CA key.
@@ -63,22 +64,6 @@ pub struct SealedAccount(pub Vec<u8>);
 impl std::fmt::Debug for SealedAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SealedAccount({} bytes)", self.0.len())
-    }
-}
-
-/// One http-01 challenge the provisioning agent must answer: serve
-/// `key_authorization` at `http://{name}/.well-known/acme-challenge/{token}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Http01Challenge {
-    pub name: String,
-    pub token: String,
-    pub key_authorization: String,
-}
-
-impl Http01Challenge {
-    /// The path the CA fetches.
-    pub fn path(&self) -> String {
-        format!("/.well-known/acme-challenge/{}", self.token)
     }
 }
 

@@ -190,6 +190,25 @@ pub struct IssueRequest {
     pub csr_pem: String,
 }
 
+/// One ACME http-01 challenge (RFC 8555 §8.3) that the provisioning agent
+/// answers on the target host: it serves `key_authorization` at
+/// `http://{name}/.well-known/acme-challenge/{token}` (from the web
+/// server's webroot, or its own listener), then removes it. The token is
+/// hostile input to the agent until checked (base64url only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http01Challenge {
+    pub name: String,
+    pub token: String,
+    pub key_authorization: String,
+}
+
+impl Http01Challenge {
+    /// The path the CA fetches.
+    pub fn path(&self) -> String {
+        format!("/.well-known/acme-challenge/{}", self.token)
+    }
+}
+
 /// The certificate the built-in CA signed for an [`IssueRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueResponse {

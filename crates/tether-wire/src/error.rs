@@ -197,6 +197,8 @@ catalog! {
     AcmeServerError = "8427", 502, "The ACME CA failed on its side (serverInternal, or a problem of a type Tether does not know).", "Retry later; if it persists, read the problem document and the CA's status page.";
     AcmeTimeout = "8428", 504, "The ACME order did not become ready or valid within the time Tether waits.", "Retry; if it persists, the CA is slow to validate or to issue: check its status.";
     AcmeAccountKeyUnavailable = "8429", 503, "The ACME account's sealed key cannot be opened with this server's CA key (KEK), or the sealed account is corrupt.", "Give the server the same CA key (TETHER_CA_KEY or the key file) the issuer was registered with, or register the issuer again.";
+    AcmeChallengeTokenInvalid = "8430", 422, "An http-01 challenge token is not base64url (RFC 8555 §8.3), so it could name another path; nothing was written.", "Report it with the task's id: the ACME CA or the control plane sent a token no CA should send.";
+    AcmeChallengeProvisionFailed = "8431", 500, "The agent could not serve the http-01 challenge: the webroot is not writable, or its own listener's port is taken.", "Give `--webroot` the directory the web server serves for the name, writable by the agent, or free the port (80) for the agent's own listener.";
 
     // 85xx: the deploy transaction on the endpoint.
     DeploySpecInvalid = "8501", 422, "The deploy spec is not valid: a path, name, mode, owner, reload command or verify endpoint cannot be read.", "Fix the named field; the message says what it accepts.";
