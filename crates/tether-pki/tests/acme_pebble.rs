@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tether_pki::Kek;
-use tether_pki::acme::ari::{RenewalPolicy, WindowSource, renewal_window};
+use tether_pki::acme::ari::{RenewalPolicy, WindowSource, renewal_window, validity};
 use tether_pki::acme::{ACME_URN, AcmeAccount, AcmeDirectory, AcmeError, SealedAccount};
 use tether_testlab::dnsmasq::Dnsmasq;
 use tether_testlab::nginx::{Nginx, Site};
@@ -77,8 +77,15 @@ async fn registers_a_sealed_account_and_issues_through_http_01() {
     let (registered, sealed) = AcmeAccount::register(&dir, Some("ops@good.test"), &kek())
         .await
         .expect("register");
-    // The stored form is sealed: no key, no PEM, no JSON in it.
-    for needle in [&b"BEGIN"[..], b"private", b"key_pkcs8", b"{\""] {
+    // The stored form is sealed: neither the credentials' JSON fields nor
+    // the account's URL show in it, and it is not JSON.
+    assert!(serde_json::from_slice::<serde_json::Value>(&sealed.0).is_err());
+    for needle in [
+        &b"BEGIN"[..],
+        b"key_pkcs8",
+        b"directory",
+        registered.id().as_bytes(),
+    ] {
         assert!(
             !sealed.0.windows(needle.len()).any(|w| w == needle),
             "sealed account shows {:?}",
@@ -128,8 +135,8 @@ async fn registers_a_sealed_account_and_issues_through_http_01() {
     // policy, 2/3 of the issued certificate's lifetime.
     let info = account.renewal_info(&der).await.expect("renewal info");
     assert_eq!(info, None);
-    let nb = cert.validity().not_before.to_datetime();
-    let na = cert.validity().not_after.to_datetime();
+    let (nb, na) = validity(&der).expect("validity");
+    assert_eq!(nb, cert.validity().not_before.to_datetime());
     let w = renewal_window(nb, na, info.as_ref(), RenewalPolicy::default());
     assert!(matches!(w.source, WindowSource::Policy { .. }));
     assert_eq!(w.window.start, nb + (na - nb) * (2.0 / 3.0));

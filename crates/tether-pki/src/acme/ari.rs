@@ -72,6 +72,14 @@ pub fn cert_id(der: &[u8]) -> Result<CertId, AriError> {
     ))
 }
 
+/// A DER certificate's validity (`notBefore`, `notAfter`), the inputs of
+/// [`renewal_window`] for a certificate in hand.
+pub fn validity(der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime), AriError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| AriError::NotACertificate)?;
+    let v = cert.validity();
+    Ok((v.not_before.to_datetime(), v.not_after.to_datetime()))
+}
+
 /// A time window: renew at a moment inside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
