@@ -25,6 +25,7 @@ packages=(
   time        # bench: /usr/bin/time -v for peak RSS (scripts/bench-discovery.sh)
   default-jre-headless # deploy (tether-deploy/tests/keystores.rs): keytool reads the deployed PKCS#12 and Java keystores
   slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
+  pebble      # acme (tether-pki/tests/acme_pebble.rs): a real ACME server (RFC 8555) the ACME client registers, orders and finalizes against (tether-testlab::pebble)
   postfix     # scan: a real SMTP server offering STARTTLS (tether-testlab::postfix); the test runs its own instance (postfix -c DIR), never the system one
   groff-base  # e2e clidoc: groff -ww renders every generated man page and must print no warning
 )

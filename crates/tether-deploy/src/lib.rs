@@ -5,12 +5,15 @@
 //! - [`transaction`]: back up, write (temporary, fsync, rename), reload
 //!   with a timeout, verify by a TLS handshake, roll back on any failure;
 //!   a journal makes the multi-file set crash-safe.
+//! - [`challenge`]: the ACME http-01 challenge answered on the host, from
+//!   the web server's webroot or the agent's own listener.
 //! - [`redact`]: command output kept in step records, without secrets.
 //!
 //! Architecture invariant: endpoint code only (no server, store, database
 //! or CA code), so the agent binary ships it; its verification goes
 //! through `tether-scan`'s probe, not a TLS stack of its own.
 
+pub mod challenge;
 pub mod keygen;
 pub mod keystore;
 pub mod redact;

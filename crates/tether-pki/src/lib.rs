@@ -9,6 +9,11 @@
 //! - [`csr`]: a CSR, read as hostile input: size, syntax, its own
 //!   signature, the key's type and size, and its names against the names
 //!   the task allows. Each refusal has its stable code (TETHER-E840x).
+//! - [`acme`]: issuance through an ACME CA (RFC 8555) with instant-acme
+//!   over Tether's transport, the account sealed with the same KEK, the
+//!   CA's problem documents kept with a stable code (TETHER-E842x), and
+//!   the renewal window from ARI (RFC 9773) or the policy
+//!   ([`acme::ari::renewal_window`]).
 //!
 //! Architecture invariants:
 //! - Server and CLI code: the endpoint binary never links this crate (the
@@ -17,6 +22,7 @@
 //!   the root's key is written in plaintext only to the path the operator
 //!   names for offline keeping.
 
+pub mod acme;
 pub mod ca;
 pub mod csr;
 pub mod seal;

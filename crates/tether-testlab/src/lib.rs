@@ -4,7 +4,7 @@
 //!
 //! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`], [`postfix`],
 //!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`], [`slapd`],
-//!   [`faketime`]; [`program`] finds any other one.
+//!   [`faketime`], [`pebble`] (an ACME server); [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
 //!   firewall), [`tmpfs`] (a small file system that runs out of space),
 //!   [`Scratch`] (a directory removed on drop).
@@ -48,6 +48,7 @@ pub mod netns;
 pub mod nginx;
 pub mod ntp;
 pub mod ocsp;
+pub mod pebble;
 pub mod pki;
 pub mod plain_http;
 pub mod postfix;

@@ -184,10 +184,52 @@ impl DeployReport {
 }
 
 /// `POST /v1/agent/tasks/{id}/issue`: the CSR of a leased `deploy` task.
+///
+/// For an ACME issuer the exchange takes two calls (docs/pki.md, "ACME"):
+/// the first, with `http01` set, is answered 202 with an [`IssuePending`];
+/// the agent serves the challenges and calls again with the same CSR and
+/// `order`, and is answered with the [`IssueResponse`]. An agent that
+/// leaves `http01` unset (every agent before it, whose bodies lack the
+/// field) is never given a challenge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueRequest {
     pub epoch: u64,
     pub csr_pem: String,
+    /// This agent can answer ACME http-01 challenges on its host.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http01: bool,
+    /// The second call of an ACME issuance: the order whose challenges
+    /// the agent now serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+}
+
+/// The 202 answer to an [`IssueRequest`] for an ACME issuer: the
+/// challenges to serve before calling again with `order`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuePending {
+    pub order: String,
+    #[serde(default)]
+    pub challenges: Vec<Http01Challenge>,
+}
+
+/// One ACME http-01 challenge (RFC 8555 §8.3) that the provisioning agent
+/// answers on the target host: it serves `key_authorization` at
+/// `http://{name}/.well-known/acme-challenge/{token}` (from the web
+/// server's webroot, or its own listener), then removes it. The token is
+/// hostile input to the agent until checked (base64url only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http01Challenge {
+    pub name: String,
+    pub token: String,
+    pub key_authorization: String,
+}
+
+impl Http01Challenge {
+    /// The path the CA fetches.
+    pub fn path(&self) -> String {
+        format!("/.well-known/acme-challenge/{}", self.token)
+    }
 }
 
 /// The certificate the built-in CA signed for an [`IssueRequest`].
@@ -241,4 +283,44 @@ pub struct CertHistory {
     pub deployments: Vec<DeploymentRecord>,
     #[serde(default)]
     pub seen_at: Vec<CertLocation>,
+}
+
+#[cfg(test)]
+mod acme_wire_tests {
+    use super::*;
+
+    #[test]
+    fn an_issue_request_of_an_agent_without_acme_still_parses_and_is_unchanged() {
+        let old: IssueRequest =
+            serde_json::from_str(r#"{"epoch":3,"csr_pem":"-----BEGIN CERTIFICATE REQUEST-----"}"#)
+                .expect("old body");
+        assert!(!old.http01);
+        assert_eq!(old.order, None);
+        // Today's agent without ACME sends exactly the old body.
+        assert_eq!(
+            serde_json::to_string(&old).expect("json"),
+            r#"{"epoch":3,"csr_pem":"-----BEGIN CERTIFICATE REQUEST-----"}"#
+        );
+    }
+
+    #[test]
+    fn the_acme_exchange_round_trips_and_ignores_fields_it_does_not_know() {
+        let second: IssueRequest = serde_json::from_str(
+            r#"{"epoch":3,"csr_pem":"x","http01":true,"order":"https://ca/order/1","later":1}"#,
+        )
+        .expect("new body");
+        assert!(second.http01);
+        assert_eq!(second.order.as_deref(), Some("https://ca/order/1"));
+        let pending: IssuePending = serde_json::from_str(
+            r#"{"order":"https://ca/order/1","challenges":[{"name":"www.example","token":"tok","key_authorization":"tok.thumb","later":true}]}"#,
+        )
+        .expect("pending");
+        assert_eq!(
+            pending.challenges[0].path(),
+            "/.well-known/acme-challenge/tok"
+        );
+        let back: IssuePending =
+            serde_json::from_str(&serde_json::to_string(&pending).expect("json")).expect("back");
+        assert_eq!(back, pending);
+    }
 }

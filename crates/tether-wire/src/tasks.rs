@@ -21,7 +21,7 @@
 //! | POST | `/v1/agent/tasks/poll` | [`TaskPoll`] → [`TaskPollReply`] (held up to `wait_secs`) |
 //! | POST | `/v1/agent/tasks/{id}/heartbeat` | [`Heartbeat`] → [`HeartbeatReply`] |
 //! | POST | `/v1/agent/tasks/{id}/results` | [`ResultChunk`] → [`ResultAck`] |
-//! | POST | `/v1/agent/tasks/{id}/issue` | [`IssueRequest`](crate::IssueRequest) → [`IssueResponse`](crate::IssueResponse) (a leased `deploy` task's CSR, signed by the built-in CA) |
+//! | POST | `/v1/agent/tasks/{id}/issue` | [`IssueRequest`](crate::IssueRequest) → [`IssueResponse`](crate::IssueResponse) (a leased `deploy` task's CSR, signed by the built-in CA); for an ACME issuer first 202 [`IssuePending`](crate::IssuePending) (designed, not served yet) |
 //! | GET | `/v1/admin/certs/{fingerprint}/history` | → [`CertHistory`](crate::CertHistory) |
 
 use serde::{Deserialize, Serialize};

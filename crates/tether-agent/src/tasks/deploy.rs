@@ -71,9 +71,14 @@ impl Executor for DeployExecutor {
                     );
                 }
             };
+            // This agent does not answer ACME challenges through the
+            // task yet (`tether_deploy::challenge` is the building block):
+            // it says so, and the server gives it none.
             let req = IssueRequest {
                 epoch: work.lease.epoch,
                 csr_pem: kc.csr_pem.clone(),
+                http01: false,
+                order: None,
             };
             let issued = match work.client.issue_cert(work.lease.task_id, &req).await {
                 Ok(i) => i,
