@@ -241,4 +241,7 @@ pub struct CertHistory {
     pub deployments: Vec<DeploymentRecord>,
     #[serde(default)]
     pub seen_at: Vec<CertLocation>,
+    /// Renewals of this certificate, newest first.
+    #[serde(default)]
+    pub renewals: Vec<crate::RenewalInfo>,
 }
