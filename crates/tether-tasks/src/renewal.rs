@@ -541,22 +541,26 @@ mod tests {
         };
         let frac = |f| RenewalTrigger::Fraction { fraction: f };
         assert_eq!(
-            check_policy(&bad(frac(1.5), "builtin")).unwrap_err().field,
+            check_policy(&bad(frac(1.5), "builtin"))
+                .expect_err("refused")
+                .field,
             "trigger.fraction"
         );
         assert_eq!(
             check_policy(&bad(RenewalTrigger::DaysBefore { days: 0 }, "builtin"))
-                .unwrap_err()
+                .expect_err("refused")
                 .field,
             "trigger.days"
         );
         assert_eq!(
-            check_policy(&bad(frac(0.5), "acme:")).unwrap_err().field,
+            check_policy(&bad(frac(0.5), "acme:"))
+                .expect_err("refused")
+                .field,
             "issuer"
         );
         assert_eq!(
             check_policy(&bad(frac(0.5), "letsencrypt"))
-                .unwrap_err()
+                .expect_err("refused")
                 .field,
             "issuer"
         );
