@@ -723,6 +723,41 @@ impl ApiClient {
     }
 
     /// `GET /v1/admin/certs/{fingerprint}/history`.
+    /// `POST /v1/admin/certs/{fingerprint}/renew`.
+    pub async fn renew_cert(
+        &self,
+        fingerprint: &str,
+    ) -> Result<tether_wire::RenewalInfo, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!(
+                "/v1/admin/certs/{}/renew",
+                percent_encode_segment(fingerprint)
+            ),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/admin/renewals`.
+    pub async fn renewals(&self) -> Result<Vec<tether_wire::RenewalInfo>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/renewals", None::<&()>)
+            .await
+    }
+
+    /// `PUT /v1/admin/renewal-policies`.
+    pub async fn set_renewal_policy(
+        &self,
+        update: &tether_wire::RenewalPolicyUpdate,
+    ) -> Result<tether_wire::RenewalPolicy, ClientError> {
+        self.json(
+            http::Method::PUT,
+            "/v1/admin/renewal-policies",
+            Some(update),
+        )
+        .await
+    }
+
     pub async fn cert_history(
         &self,
         fingerprint: &str,

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod guard;
 pub mod health;
 pub mod paging;
+pub mod renewals;
 pub mod tasks;
 
 pub use error::ApiFailure;
@@ -58,6 +59,9 @@ pub fn router(ctx: Ctx) -> Router {
             "/v1/admin/certs/{fingerprint}/history",
             get(admin::cert_history),
         )
+        .route("/v1/admin/certs/{fingerprint}/renew", post(renewals::renew))
+        .route("/v1/admin/renewals", get(renewals::list))
+        .route("/v1/admin/renewal-policies", put(renewals::set_policy))
         .route(
             "/v1/admin/agents/{id}",
             get(admin::agent_detail).delete(admin::remove_agent),

@@ -83,6 +83,8 @@ pub struct RunningServer {
     defs_refresh: JoinHandle<()>,
     /// Deletes history past its retention.
     retention: JoinHandle<()>,
+    /// Renews due certificates (a singleton job).
+    renewal: JoinHandle<()>,
     /// Claims and renews the singleton jobs' leases; releases them at stop.
     singletons: JoinHandle<()>,
     /// The outage recorded at this start (the restart), with its grace.
@@ -160,6 +162,7 @@ impl RunningServer {
         let _ = self.task_sweeper.await;
         let _ = self.defs_refresh.await;
         let _ = self.retention.await;
+        let _ = self.renewal.await;
         // After the jobs stopped, so nothing runs once the leases are free.
         let _ = self.singletons.await;
         info!("control plane stopped");
@@ -356,6 +359,11 @@ pub async fn start_with_store(
     ));
     let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx.clone()));
     let retention = tokio::spawn(service::retention::run(ctx.clone(), stop_rx.clone()));
+    let renewal = tokio::spawn(service::renewal::run(
+        ctx.clone(),
+        Duration::from_millis(config.sweep_interval_ms),
+        stop_rx.clone(),
+    ));
     let singletons = tokio::spawn(singleton::run(
         ctx.singletons.clone(),
         store.clone(),
@@ -385,6 +393,7 @@ pub async fn start_with_store(
         task_sweeper,
         defs_refresh,
         retention,
+        renewal,
         singletons,
         start_outage,
     })

@@ -25,6 +25,7 @@ pub mod health;
 pub mod issuance;
 pub mod outage;
 pub mod policies;
+pub mod renewal;
 pub mod retention;
 pub mod tasks;
 pub mod tokens;
@@ -290,6 +291,9 @@ pub enum ServiceError {
     Csr(#[source] tether_pki::CsrError),
     #[error("the built-in CA cannot issue: {0}")]
     CaUnavailable(String),
+    /// A renewal's refusal or reason, with its own code (86xx).
+    #[error("renewal: {1}")]
+    Renewal(ErrorCode, String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -383,6 +387,7 @@ impl ServiceError {
             ServiceError::DeploySpec(_) => ErrorCode::DeploySpecInvalid,
             ServiceError::Csr(e) => e.code(),
             ServiceError::CaUnavailable(_) => ErrorCode::CaNotInitialized,
+            ServiceError::Renewal(code, _) => *code,
         }
     }
 

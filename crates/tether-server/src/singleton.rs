@@ -1,7 +1,7 @@
 //! Singleton jobs: the work that must run on one server at a time when
 //! several servers share one database (issue #12). The status sweeper, the
-//! task sweeper (lease reaper, dead letters, schedule firing) and retention
-//! each hold a lease row in the store ([`tether_store::LeaseStore`]); a
+//! task sweeper (lease reaper, dead letters, schedule firing), retention and
+//! the renewal scheduler each hold a lease row in the store ([`tether_store::LeaseStore`]); a
 //! server runs a job only while it holds that job's lease.
 //!
 //! One task per server ([`run`]) claims or renews every job's lease each
@@ -47,14 +47,17 @@ pub enum Job {
     Retention,
     /// Re-signs the definitions metadata before it expires.
     DefsRefresh,
+    /// Renews due certificates ([`crate::service::renewal`]).
+    Renewal,
 }
 
 impl Job {
-    pub const ALL: [Job; 4] = [
+    pub const ALL: [Job; 5] = [
         Job::StatusSweeper,
         Job::TaskSweeper,
         Job::Retention,
         Job::DefsRefresh,
+        Job::Renewal,
     ];
 
     /// The name shown in logs and `/health`.
@@ -64,6 +67,7 @@ impl Job {
             Job::TaskSweeper => "task-sweeper",
             Job::Retention => "retention",
             Job::DefsRefresh => "defs-refresh",
+            Job::Renewal => "renewal",
         }
     }
 }
@@ -250,7 +254,8 @@ mod tests {
                 "status-sweeper",
                 "task-sweeper",
                 "retention",
-                "defs-refresh"
+                "defs-refresh",
+                "renewal"
             ]
         );
         // b holds only its own repository's re-signing.
@@ -273,7 +278,8 @@ mod tests {
                 "status-sweeper",
                 "task-sweeper",
                 "retention",
-                "defs-refresh"
+                "defs-refresh",
+                "renewal"
             ]
         );
         let leases = store.job_leases().await.expect("lists");
@@ -288,6 +294,6 @@ mod tests {
         // A clean stop hands the jobs over at the next claim.
         b.release_all(store.as_ref(), &clock).await;
         assert!(b.held_jobs().is_empty());
-        assert_eq!(a.claim_all(store.as_ref(), &clock).await.len(), 4);
+        assert_eq!(a.claim_all(store.as_ref(), &clock).await.len(), 5);
     }
 }

@@ -70,6 +70,11 @@ mod leases;
 pub use leases::{
     concurrent_claimants_get_a_lease_once, job_leases_have_one_holder_and_pass_on_expiry,
 };
+mod renewals;
+pub use renewals::{
+    a_renewal_task_is_issued_once, one_open_renewal_per_cert_and_writes_are_compare_and_set,
+    renewal_candidates_and_policies,
+};
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -131,6 +136,9 @@ macro_rules! for_each_check {
             ping_and_backend,
             job_leases_have_one_holder_and_pass_on_expiry,
             concurrent_claimants_get_a_lease_once,
+            one_open_renewal_per_cert_and_writes_are_compare_and_set,
+            a_renewal_task_is_issued_once,
+            renewal_candidates_and_policies,
             admin_credentials,
             tokens_round_trip,
             revoking_keeps_the_first_time,

@@ -28,6 +28,8 @@ mod tasks;
 mod certs;
 #[macro_use]
 mod leases;
+#[macro_use]
+mod renewals;
 mod postgres;
 mod sqlite;
 

@@ -438,9 +438,11 @@ pub(crate) fn to_i64(value: u64, column: &str) -> Result<i64, StoreError> {
 
 pub(crate) mod certs;
 pub(crate) mod leases;
+pub(crate) mod renewals;
 pub(crate) mod tasks;
 pub(crate) use certs::{cert, cert_location, deployment, issued};
 pub(crate) use leases::job_lease;
+pub(crate) use renewals::{renewal, renewal_candidate, renewal_location};
 
 #[cfg(test)]
 mod tests {

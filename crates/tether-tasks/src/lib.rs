@@ -7,7 +7,9 @@
 //!   result, finish, expiry, deadline, cancel and retry;
 //! - [`reason`]: why a task waits, in one sentence;
 //! - [`schedule`]: intervals and cron rules in a time zone, DST and missed runs;
-//! - [`window`]: allowed hours.
+//! - [`window`]: allowed hours;
+//! - [`renewal`]: a certificate renewal's states, due time, back-off and
+//!   issuer choice.
 //!
 //! Architecture Invariant: every task has an owner (an agent, or a group and
 //! agent kind), a state and a reason. The functions here are the only place
@@ -17,6 +19,7 @@
 pub mod kind;
 pub mod lease;
 pub mod reason;
+pub mod renewal;
 pub mod schedule;
 pub mod window;
 

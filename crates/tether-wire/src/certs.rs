@@ -283,6 +283,9 @@ pub struct CertHistory {
     pub deployments: Vec<DeploymentRecord>,
     #[serde(default)]
     pub seen_at: Vec<CertLocation>,
+    /// Renewals of this certificate, newest first.
+    #[serde(default)]
+    pub renewals: Vec<crate::RenewalInfo>,
 }
 
 #[cfg(test)]

@@ -213,6 +213,18 @@ catalog! {
     DeploySecretUnavailable = "8510", 422, "The keystore password's secret reference (env:NAME or file:PATH) could not be read on the agent's host; nothing was written.", "Set the named environment variable for the agent, or create the named file (the password on one line) readable by the agent, then retry the deploy.";
     DeployKeystoreUnreadable = "8511", 422, "The existing keystore at the target path cannot be opened with the given password (another password, or not a PKCS#12 file); nothing was written.", "Give the keystore's current password in the secret reference, or move the file away, then retry the deploy.";
 
+    // 86xx: certificate renewal.
+    RenewalNoLocation = "8601", 422, "The certificate has no recorded deploy location, so there is nowhere to renew it.", "Deploy it once with `tether certs deploy` (renewal redeploys where a verified deploy put it), or let it expire.";
+    RenewalNoEligibleAgent = "8602", 422, "The agent that deployed the certificate at a location no longer exists, so no bot can renew it there.", "Enroll an agent on that host and deploy the certificate again with `tether certs deploy`.";
+    RenewalAgentInactive = "8603", 503, "The agent at a location is Inactive (silent past its deadline), so the renewal waits for it.", "Bring the agent back (`tether agents show ID` says since when it is silent); the renewal retries on its own with back-off.";
+    RenewalTaskFailed = "8604", 502, "A deploy task of the renewal failed or was dead-lettered; its error is in the reason.", "Read the task's error (`tether tasks show ID`), fix the cause on the host; the renewal retries with back-off, or run `tether certs renew FP`.";
+    RenewalCaFailed = "8605", 502, "The CA refused or could not issue the renewed certificate.", "Read the CA's code in the reason (TETHER-E84xx), fix the CA or the policy's issuer; the renewal retries with back-off, with the fallback issuer when one is set.";
+    RenewalVerifyMismatch = "8606", 502, "The renewed certificate was deployed but the endpoint did not serve it, so the deploy rolled back.", "Check that the reload reaches the service on the verify endpoint (a balancer may answer); the renewal retries with back-off.";
+    RenewalAlreadyIssued = "8607", 409, "This renewal already issued a certificate for this location; a second one is refused.", "Nothing to do: the renewal fails this attempt and retries with a new one; issuance is idempotent per renewal.";
+    RenewalInProgress = "8608", 409, "A renewal of this certificate is already under way.", "Follow it with `tether certs renewals`; force a new one only once it has ended.";
+    RenewalIssuerUnavailable = "8609", 503, "The issuer the renewal policy names is not available on this server.", "Name `builtin` or an ACME account this server has (`acme:NAME`), or set a fallback issuer.";
+    RenewalPolicyInvalid = "8610", 422, "The renewal policy is not valid: the fraction, the days before expiry or an issuer name cannot be read.", "Give either a fraction between 0.1 and 0.95 or 1 to 365 days before expiry, and issuers `builtin` or `acme:NAME`.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

@@ -56,6 +56,52 @@ pub enum CertsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Renew a certificate now, whatever its policy says: a new key and
+    /// certificate at every location it was deployed to (a failed renewal
+    /// is retried at once).
+    Renew {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// `sha256:<hex>`.
+        fingerprint: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Renewals, newest first: state, location K of N, and why each waits
+    /// or failed (a code and a sentence).
+    Renewals {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the renewal policy of every certificate (`--scope default`), of
+    /// one certificate (`cert:sha256:…`) or of a group's locations
+    /// (`group:NAME`).
+    RenewalPolicy {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long, default_value = "default")]
+        scope: String,
+        /// Renew at this fraction of the lifetime (default 0.667).
+        #[arg(long, conflicts_with = "days_before")]
+        fraction: Option<f64>,
+        /// Renew this many days before expiry.
+        #[arg(long)]
+        days_before: Option<u32>,
+        /// `builtin` or `acme:NAME`.
+        #[arg(long, default_value = "builtin")]
+        issuer: String,
+        /// Used after the issuer failed twice in a row.
+        #[arg(long)]
+        fallback_issuer: Option<String>,
+        /// The change window of the renewal's deploys, HH:MM-HH:MM in the
+        /// agent's site time zone.
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The built-in CA's ceremony, on the server's host (docs/pki.md).
     #[command(subcommand)]
     Ca(CaCommand),
@@ -138,6 +184,11 @@ pub struct DeployArgs {
     /// Attempts before the task is dead-lettered (default 3).
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// A change window: the deploy starts only between these local hours,
+    /// HH:MM-HH:MM in the agent's site time zone (22:00-04:00 spans
+    /// midnight); outside it the task waits and says until when.
+    #[arg(long)]
+    window: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -294,6 +345,52 @@ fn deploy_spec(
 }
 
 /// The history, for a terminal.
+/// The renewals table: one line per renewal, then its reason.
+pub fn renewals(list: &[tether_wire::RenewalInfo]) -> String {
+    if list.is_empty() {
+        return "no renewals\n".to_owned();
+    }
+    let mut out = String::new();
+    for r in list {
+        out.push_str(&renewal_line(r));
+    }
+    out
+}
+
+fn renewal_line(r: &tether_wire::RenewalInfo) -> String {
+    let place = match r.state {
+        tether_wire::RenewalState::Deploying => {
+            format!(" (location {} of {})", r.done + 1, r.locations)
+        }
+        _ if r.locations > 0 => format!(" ({} of {} deployed)", r.done, r.locations),
+        _ => String::new(),
+    };
+    let mut out = format!(
+        "{} {} {}{} attempt {} issuer {}{}\n      {}{}\n",
+        r.id,
+        safe(&r.fingerprint),
+        r.state,
+        place,
+        r.attempt,
+        safe(&r.issuer),
+        r.new_fingerprint
+            .as_deref()
+            .map(|f| format!(" -> {}", safe(f)))
+            .unwrap_or_default(),
+        r.reason_code
+            .as_deref()
+            .map(|c| format!("{}: ", safe(c)))
+            .unwrap_or_default(),
+        safe_cut(&r.reason, 400)
+    );
+    if let Some(at) = r.next_attempt_at
+        && r.state == tether_wire::RenewalState::Failed
+    {
+        out.push_str(&format!("      next attempt {}\n", when(at)));
+    }
+    out
+}
+
 pub fn history(h: &CertHistory) -> String {
     let mut out = format!("Certificate {}\n", safe(&h.fingerprint));
     match &h.issued {
@@ -343,6 +440,9 @@ pub fn history(h: &CertHistory) -> String {
                 safe_cut(s.detail.lines().next().unwrap_or(""), 120)
             ));
         }
+    }
+    for r in &h.renewals {
+        out.push_str(&format!("  Renewal:   {}", renewal_line(r)));
     }
     for l in &h.seen_at {
         out.push_str(&format!(
@@ -570,6 +670,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 days,
                 verify_timeout,
                 max_attempts,
+                window,
                 json,
             } = *args;
             let target = deploy_target(
@@ -605,7 +706,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 max_attempts,
                 lease_secs: None,
                 deadline_secs: None,
-                allowed_hours: None,
+                allowed_hours: window.as_deref().map(crate::tasks_cmd::hours).transpose()?,
                 schedule: None,
             };
             let created = client(&conn)?.create_task(&req).await?;
@@ -629,6 +730,64 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&h)?);
             } else {
                 print!("{}", history(&h));
+            }
+        }
+        CertsCommand::Renew {
+            conn,
+            fingerprint,
+            json,
+        } => {
+            let r = client(&conn)?.renew_cert(&fingerprint).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "renewal {} of {} is {}: {}; follow it with `tether certs renewals`",
+                    r.id,
+                    safe(&r.fingerprint),
+                    r.state,
+                    safe(&r.reason)
+                );
+            }
+        }
+        CertsCommand::Renewals { conn, json } => {
+            let list = client(&conn)?.renewals().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", renewals(&list));
+            }
+        }
+        CertsCommand::RenewalPolicy {
+            conn,
+            scope,
+            fraction,
+            days_before,
+            issuer,
+            fallback_issuer,
+            window,
+            json,
+        } => {
+            let trigger = match days_before {
+                Some(days) => tether_wire::RenewalTrigger::DaysBefore { days },
+                None => tether_wire::RenewalTrigger::Fraction {
+                    fraction: fraction.unwrap_or(2.0 / 3.0),
+                },
+            };
+            let update = tether_wire::RenewalPolicyUpdate {
+                scope: scope.clone(),
+                policy: tether_wire::RenewalPolicy {
+                    trigger,
+                    issuer,
+                    fallback_issuer,
+                    allowed_hours: window.as_deref().map(crate::tasks_cmd::hours).transpose()?,
+                },
+            };
+            let p = client(&conn)?.set_renewal_policy(&update).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!("renewal policy of {} set", safe(&scope));
             }
         }
         CertsCommand::Ca(CaCommand::Init {

@@ -140,7 +140,7 @@ pub enum SitesCommand {
     },
 }
 
-fn hours(s: &str) -> anyhow::Result<AllowedHours> {
+pub(crate) fn hours(s: &str) -> anyhow::Result<AllowedHours> {
     let (from, to) = s
         .split_once('-')
         .with_context(|| format!("--hours {s:?}: expected HH:MM-HH:MM"))?;

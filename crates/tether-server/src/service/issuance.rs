@@ -98,12 +98,24 @@ pub async fn issue(
         ));
     };
     let checked = csr::check(req.csr_pem.as_bytes(), &spec.names).map_err(ServiceError::Csr)?;
+    // A renewal's task is issued once (see `renewal::gate_issue`).
+    let gate = super::renewal::gate_issue(ctx, id, &checked.der).await?;
+    if let super::renewal::Gate::Again(response) = gate {
+        return Ok(response);
+    }
+    let claimed = matches!(gate, super::renewal::Gate::Claimed);
     // Certificates are judged by clients against their own wall clocks, so
     // validity comes from the real time (as the server's TLS identity's).
     let now = time::OffsetDateTime::now_utc();
-    let issued = ca
-        .sign(&checked, spec.days.unwrap_or(DEFAULT_DAYS), now)
-        .map_err(|e| ServiceError::CaUnavailable(e.to_string()))?;
+    let issued = match ca.sign(&checked, spec.days.unwrap_or(DEFAULT_DAYS), now) {
+        Ok(issued) => issued,
+        Err(e) => {
+            if claimed {
+                super::renewal::issue_failed(ctx, id).await;
+            }
+            return Err(ServiceError::CaUnavailable(e.to_string()));
+        }
+    };
     let record = IssuedCert {
         fingerprint: issued.fingerprint.clone(),
         serial: issued.serial.clone(),
@@ -114,15 +126,24 @@ pub async fn issue(
         task_id: Some(id),
         agent_id: Some(agent.id),
     };
-    ctx.store.record_issued(&record, &issued.cert_pem).await?;
+    if let Err(e) = ctx.store.record_issued(&record, &issued.cert_pem).await {
+        if claimed {
+            super::renewal::issue_failed(ctx, id).await;
+        }
+        return Err(e.into());
+    }
     info!(task_id = %id, agent_id = %agent.id, fingerprint = %issued.fingerprint, serial = %issued.serial, names = ?issued.names, key = %checked.key, "issued a certificate");
-    Ok(IssueResponse {
+    let response = IssueResponse {
         cert_pem: issued.cert_pem,
         chain_pem: issued.chain_pem,
         fingerprint: issued.fingerprint,
         serial: issued.serial,
         not_after: issued.not_after,
-    })
+    };
+    if claimed {
+        super::renewal::issued(ctx, id, &response).await?;
+    }
+    Ok(response)
 }
 
 /// A deploy task's result chunk: `{"report": DeployReport, "seen": [...]}`.
@@ -149,6 +170,8 @@ pub async fn record(
             return Ok(());
         }
     };
+    // Where a verified deploy put a certificate is where it is renewed.
+    super::renewal::remember(ctx, task, agent.id, &report).await?;
     ctx.store
         .record_deployment(&DeploymentRecord {
             task_id,
@@ -166,7 +189,8 @@ pub async fn history(ctx: &Ctx, text: &str) -> Result<CertHistory, ServiceError>
     let issued = ctx.store.issued_cert(&fp).await?;
     let deployments = ctx.store.deployments(&fp, MAX_HISTORY).await?;
     let seen_at = ctx.store.cert_locations(&fp, MAX_CERT_LOCATIONS).await?;
-    if issued.is_none() && deployments.is_empty() && seen_at.is_empty() {
+    let renewals = super::renewal::of(ctx, &fp).await?;
+    if issued.is_none() && deployments.is_empty() && seen_at.is_empty() && renewals.is_empty() {
         return Err(ServiceError::NotFound {
             what: "certificate",
             id: fp,
@@ -177,5 +201,6 @@ pub async fn history(ctx: &Ctx, text: &str) -> Result<CertHistory, ServiceError>
         issued,
         deployments,
         seen_at,
+        renewals,
     })
 }

@@ -309,6 +309,25 @@ pub async fn create(ctx: &Ctx, req: NewTask<Value>) -> Result<Created, ServiceEr
     Ok(Created::Task(info_of(ctx, &task).await?))
 }
 
+/// Creates a one-off task with a chosen id (a renewal names its tasks
+/// before creating them, so a repeated creation is a conflict, never a
+/// second task), saying who created it in its reason.
+pub(crate) async fn create_with_id(
+    ctx: &Ctx,
+    req: NewTask<Value>,
+    id: Uuid,
+    reason: String,
+) -> Result<TaskSnapshot, ServiceError> {
+    let (checked, tz) = check(ctx, &req).await?;
+    let mut task = snapshot(&checked, &tz, ctx.now(), None);
+    task.id = id;
+    task.reason = Some(reason);
+    ctx.store.insert_task(&task).await?;
+    info!(task_id = %task.id, kind = %task.kind, target = ?task.target, "created a task");
+    announce(ctx, &task);
+    Ok(task)
+}
+
 fn json_text<T: serde::Serialize>(v: &T) -> Result<String, ServiceError> {
     serde_json::to_string(v).map_err(|e| ServiceError::Conflict(format!("cannot encode: {e}")))
 }

@@ -284,6 +284,108 @@ impl LeaseStore for Switchable {
     }
 }
 
+/// Renewals behind the same switch.
+#[async_trait]
+impl tether_store::RenewalStore for Switchable {
+    async fn renewal_policy(&self, scope: &str) -> Result<Option<String>, StoreError> {
+        self.check().await?;
+        self.inner.renewal_policy(scope).await
+    }
+    async fn set_renewal_policy(
+        &self,
+        scope: &str,
+        policy: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.set_renewal_policy(scope, policy, at).await
+    }
+    async fn record_renewal_location(
+        &self,
+        location: &tether_store::RenewalLocation,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.record_renewal_location(location).await
+    }
+    async fn renewal_locations(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Vec<tether_store::RenewalLocation>, StoreError> {
+        self.check().await?;
+        self.inner.renewal_locations(fingerprint).await
+    }
+    async fn renewal_candidates(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<tether_store::RenewalCandidate>, StoreError> {
+        self.check().await?;
+        self.inner.renewal_candidates(after, limit).await
+    }
+    async fn insert_renewal(&self, renewal: &tether_store::Renewal) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.insert_renewal(renewal).await
+    }
+    async fn update_renewal(&self, renewal: &tether_store::Renewal) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.update_renewal(renewal).await
+    }
+    async fn renewal(&self, id: Uuid) -> Result<Option<tether_store::Renewal>, StoreError> {
+        self.check().await?;
+        self.inner.renewal(id).await
+    }
+    async fn open_renewals(&self, limit: u32) -> Result<Vec<tether_store::Renewal>, StoreError> {
+        self.check().await?;
+        self.inner.open_renewals(limit).await
+    }
+    async fn list_renewals(&self, limit: u32) -> Result<Vec<tether_store::Renewal>, StoreError> {
+        self.check().await?;
+        self.inner.list_renewals(limit).await
+    }
+    async fn renewals_of(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Vec<tether_store::Renewal>, StoreError> {
+        self.check().await?;
+        self.inner.renewals_of(fingerprint).await
+    }
+    async fn renewal_of_task(
+        &self,
+        task_id: Uuid,
+    ) -> Result<Option<tether_store::Renewal>, StoreError> {
+        self.check().await?;
+        self.inner.renewal_of_task(task_id).await
+    }
+    async fn renewal_task_issued(&self, task_id: Uuid) -> Result<Option<String>, StoreError> {
+        self.check().await?;
+        self.inner.renewal_task_issued(task_id).await
+    }
+    async fn claim_renewal_issue(
+        &self,
+        task_id: Uuid,
+        request: &str,
+    ) -> Result<tether_store::IssueClaim, StoreError> {
+        self.check().await?;
+        self.inner.claim_renewal_issue(task_id, request).await
+    }
+    async fn complete_renewal_issue(
+        &self,
+        task_id: Uuid,
+        fingerprint: &str,
+        cert_pem: &str,
+        chain_pem: &str,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner
+            .complete_renewal_issue(task_id, fingerprint, cert_pem, chain_pem)
+            .await
+    }
+    async fn release_renewal_issue(&self, task_id: Uuid) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.release_renewal_issue(task_id).await
+    }
+}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {

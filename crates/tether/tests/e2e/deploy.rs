@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::lab::{Agent, Backend, Server, text};
 
-async fn served(port: u16) -> Option<String> {
+pub(crate) async fn served(port: u16) -> Option<String> {
     let ep = tether_scan::Endpoint {
         ip: "127.0.0.1".parse().expect("ip"),
         port,
@@ -32,7 +32,7 @@ async fn served(port: u16) -> Option<String> {
         .map(|c| c.fingerprint.clone())
 }
 
-async fn wait_task(server: &Server, id: &str, within: Duration) -> TaskDetail<Value> {
+pub(crate) async fn wait_task(server: &Server, id: &str, within: Duration) -> TaskDetail<Value> {
     let deadline = Instant::now() + within;
     loop {
         let d: TaskDetail<Value> =
@@ -54,7 +54,7 @@ async fn wait_task(server: &Server, id: &str, within: Duration) -> TaskDetail<Va
     }
 }
 
-fn fp_of_file(p: &Path) -> String {
+pub(crate) fn fp_of_file(p: &Path) -> String {
     let text = std::fs::read_to_string(p).expect("cert file");
     let der = pem::parse(text).expect("pem").into_contents();
     tether_x509::fingerprint(&der)

@@ -13,6 +13,7 @@ mod lab;
 mod lifecycle;
 mod proxy;
 mod quickstart;
+mod renewal;
 mod scaleout;
 mod scan;
 mod tasks;
