@@ -752,6 +752,8 @@ mod tests {
         let req = IssueRequest {
             epoch,
             csr_pem: key.csr_pem.clone(),
+            http01: false,
+            order: None,
         };
         let burst = join_all(
             (0..10).map(|_| super::super::issuance::issue(&w.ctx, &w.agent, task.id, req.clone())),
@@ -782,6 +784,8 @@ mod tests {
             IssueRequest {
                 epoch,
                 csr_pem: other.csr_pem,
+                http01: false,
+                order: None,
             },
         )
         .await
