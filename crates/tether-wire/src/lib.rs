@@ -10,6 +10,7 @@ pub mod clock;
 pub mod control;
 pub mod defs;
 pub mod error;
+pub mod revocation;
 pub mod tasks;
 
 pub use api::*;
@@ -18,6 +19,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::*;
 pub use defs::*;
 pub use error::{ApiError, ErrorCode};
+pub use revocation::{Revocation, RevocationReason, RevokeRequest, RevokeResponse};
 pub use tasks::*;
 
 /// The version of this build of Tether, shared by the server and the agent.
