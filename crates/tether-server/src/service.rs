@@ -26,6 +26,7 @@ pub mod issuance;
 pub mod outage;
 pub mod policies;
 pub mod retention;
+pub mod revocation;
 pub mod tasks;
 pub mod tokens;
 pub mod validate;
@@ -51,6 +52,8 @@ pub struct Ctx {
     /// The built-in CA's online intermediate, when it is initialized and
     /// its key opened (`issuance::load`).
     pub ca: Option<Arc<tether_pki::IssuingCa>>,
+    /// The CRL this server signed last (see [`revocation`]).
+    pub crl: Arc<revocation::CrlCache>,
     /// The singleton jobs this server runs now (see [`crate::singleton`]).
     pub singletons: Arc<crate::singleton::Singletons>,
 }
@@ -89,6 +92,7 @@ impl Ctx {
                 started,
             ),
             ca: None,
+            crl: revocation::cache(),
         })
     }
 }
@@ -290,6 +294,14 @@ pub enum ServiceError {
     Csr(#[source] tether_pki::CsrError),
     #[error("the built-in CA cannot issue: {0}")]
     CaUnavailable(String),
+    #[error("{0} was not issued by this control plane's built-in CA")]
+    RevokeUnknownCert(String),
+    #[error(
+        "revocation reason {0:?} is not one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn"
+    )]
+    RevokeReason(String),
+    #[error("the built-in CA cannot publish revocation: {0}")]
+    RevocationUnavailable(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -383,6 +395,9 @@ impl ServiceError {
             ServiceError::DeploySpec(_) => ErrorCode::DeploySpecInvalid,
             ServiceError::Csr(e) => e.code(),
             ServiceError::CaUnavailable(_) => ErrorCode::CaNotInitialized,
+            ServiceError::RevokeUnknownCert(_) => ErrorCode::RevokeUnknownCert,
+            ServiceError::RevokeReason(_) => ErrorCode::RevokeReasonInvalid,
+            ServiceError::RevocationUnavailable(_) => ErrorCode::RevocationUnavailable,
         }
     }
 

@@ -70,6 +70,8 @@ mod leases;
 pub use leases::{
     concurrent_claimants_get_a_lease_once, job_leases_have_one_holder_and_pass_on_expiry,
 };
+mod revocation;
+pub use revocation::revocations_are_kept_once_for_issued_certs_only;
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -191,6 +193,7 @@ macro_rules! for_each_check {
             gone_is_decided_per_completed_scan,
             a_silent_location_is_gone_after_two_completed_scans,
             first_and_last_seen_are_the_probes_times,
+            revocations_are_kept_once_for_issued_certs_only,
         }
     };
 }

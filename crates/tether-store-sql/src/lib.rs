@@ -28,6 +28,8 @@ mod tasks;
 mod certs;
 #[macro_use]
 mod leases;
+#[macro_use]
+mod revocation;
 mod postgres;
 mod sqlite;
 

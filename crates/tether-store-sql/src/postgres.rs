@@ -236,6 +236,7 @@ impl PostgresStore {
 impl_task_store!(PostgresStore);
 impl_cert_store!(PostgresStore);
 impl_lease_store!(PostgresStore);
+impl_revocation_store!(PostgresStore);
 impl_store!(PostgresStore, "postgres", PgPool);
 
 fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {

@@ -438,9 +438,11 @@ pub(crate) fn to_i64(value: u64, column: &str) -> Result<i64, StoreError> {
 
 pub(crate) mod certs;
 pub(crate) mod leases;
+pub(crate) mod revocation;
 pub(crate) mod tasks;
 pub(crate) use certs::{cert, cert_location, deployment, issued};
 pub(crate) use leases::job_lease;
+pub(crate) use revocation::{issued_serial, revocation};
 
 #[cfg(test)]
 mod tests {

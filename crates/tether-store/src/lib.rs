@@ -20,12 +20,14 @@ use uuid::Uuid;
 
 mod certs;
 mod leases;
+mod revocation;
 mod tasks;
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
     Sighting,
 };
 pub use leases::{JobLease, LeaseStore};
+pub use revocation::{RevocationStore, Revoked, SerialStatus};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
@@ -306,10 +308,13 @@ pub struct NewOutage {
 
 /// The control plane's persistence. Every method is one atomic unit. The
 /// task queue's methods are in [`TaskStore`], the inventory's in
-/// [`CertStore`] and the singleton jobs' leases in [`LeaseStore`], all part
+/// [`CertStore`], the singleton jobs' leases in [`LeaseStore`] and the
+/// built-in CA's revocations in [`RevocationStore`], all part
 /// of the same one store.
 #[async_trait]
-pub trait Store: TaskStore + CertStore + LeaseStore + Send + Sync + 'static {
+pub trait Store:
+    TaskStore + CertStore + LeaseStore + RevocationStore + Send + Sync + 'static
+{
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
