@@ -773,6 +773,23 @@ impl ApiClient {
         .await
     }
 
+    /// Revokes a certificate the built-in CA issued (idempotent).
+    pub async fn revoke_cert(
+        &self,
+        fingerprint: &str,
+        reason: tether_wire::RevocationReason,
+    ) -> Result<tether_wire::RevokeResponse, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!(
+                "/v1/admin/certs/{}/revoke",
+                percent_encode_segment(fingerprint)
+            ),
+            Some(&tether_wire::RevokeRequest { reason }),
+        )
+        .await
+    }
+
     /// A JSON call whose 2xx reply has a JSON body.
     pub async fn json<B: Serialize + ?Sized, R: DeserializeOwned>(
         &self,

@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("bundle_import", bundle_import),
     ("defs_bundle_import", defs_bundle_import),
     ("api_bodies", api_bodies),
+    ("ocsp_request", ocsp_request),
 ];
 
 /// Splits `data` into length-prefixed chunks (a little-endian `u16`
@@ -333,5 +334,35 @@ pub fn api_bodies(data: &[u8]) -> bool {
                 .as_ref()
                 .is_none_or(|d| actions::summary(d).is_ok())
         }),
+    }
+}
+
+/// The built-in CA's OCSP responder's request reader
+/// (`tether_pki::revoke::read_request`), with the issuer hashes it matches
+/// CertIDs against.
+///
+/// Input: length-prefixed chunks: the issuer's DER certificate, then the
+/// DER OCSP request. Whatever the request says, at most
+/// `MAX_OCSP_CERTS` certificates come out, each with the request's own
+/// CertID; accepted all the way when one of them names the issuer.
+pub fn ocsp_request(data: &[u8]) -> bool {
+    use tether_pki::revoke::{IssuerHashes, MAX_OCSP_CERTS, read_request};
+    let parts = chunks(data);
+    let (Some(issuer), Some(request)) = (parts.first(), parts.get(1)) else {
+        return false;
+    };
+    let Some(hashes) = IssuerHashes::from_cert_der(issuer) else {
+        return false;
+    };
+    match read_request(request, &hashes) {
+        Ok(query) => {
+            assert!(
+                !query.certs.is_empty() && query.certs.len() <= MAX_OCSP_CERTS,
+                "{} certificates came out of one request",
+                query.certs.len()
+            );
+            query.certs.iter().any(|c| c.serial.is_some())
+        }
+        Err(_) => false,
     }
 }

@@ -299,4 +299,45 @@ fn regenerate_seed_corpus() {
     bundle_seeds();
     defs_bundle_seeds();
     api_seeds();
+    ocsp_seeds();
+}
+
+/// An issuer and OCSP requests for its leaf, made by `openssl ocsp
+/// -reqout` (with and without a nonce), plus one naming another issuer.
+fn ocsp_seeds() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Seed Issuing CA");
+    let ca = p.self_signed(&ca_key).expect("ca");
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["seed.test".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let ca_pem = tmp.path().join("ca.pem");
+    let leaf_pem = tmp.path().join("leaf.pem");
+    std::fs::write(&ca_pem, ca.pem()).expect("write");
+    std::fs::write(&leaf_pem, leaf.pem()).expect("write");
+    for (name, extra) in [("nonce", None), ("no-nonce", Some("-no_nonce"))] {
+        let out = tmp.path().join(format!("{name}.der"));
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["ocsp", "-issuer"])
+            .arg(&ca_pem)
+            .arg("-cert")
+            .arg(&leaf_pem)
+            .arg("-reqout")
+            .arg(&out);
+        if let Some(flag) = extra {
+            cmd.arg(flag);
+        }
+        assert!(cmd.status().expect("run openssl").success());
+        let mut input = Vec::new();
+        chunk(&mut input, ca.der());
+        chunk(&mut input, &std::fs::read(&out).expect("request"));
+        write("ocsp_request", name, &input);
+    }
 }

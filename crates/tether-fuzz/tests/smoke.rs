@@ -159,6 +159,11 @@ fn api_bodies() {
     smoke("api_bodies");
 }
 
+#[test]
+fn ocsp_request() {
+    smoke("ocsp_request");
+}
+
 /// The seeds are worth their name: each is accepted by the production code
 /// all the way (a parsed chain, an applied delta, a valid bundle, a body
 /// that passes validation), so mutations start from deep inside the

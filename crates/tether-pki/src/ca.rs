@@ -18,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::csr::CsrRequest;
+use crate::revoke::{self, CrlEntry, IssuerHashes, OcspAnswer, OcspQuery, PkiUrls, RevokeError};
 use crate::seal::{Kek, SealError};
 use tether_wire::ErrorCode;
 
@@ -128,6 +129,11 @@ pub struct IssuingCa {
     issuer: rcgen::Certificate,
     key: KeyPair,
     not_after: OffsetDateTime,
+    /// How OCSP requests name this issuer.
+    hashes: IssuerHashes,
+    /// The revocation pointers issued certificates carry, when the control
+    /// plane has a public PKI URL.
+    urls: Option<PkiUrls>,
 }
 
 impl std::fmt::Debug for IssuingCa {
@@ -295,12 +301,15 @@ pub fn open(files: &CaFiles, kek: &Kek) -> Result<IssuingCa, CaError> {
     let params =
         CertificateParams::from_ca_cert_der(&der.clone().into()).map_err(|_| bad_cert())?;
     let issuer = params.self_signed(&key)?;
+    let hashes = IssuerHashes::from_cert_der(&der).ok_or_else(bad_cert)?;
     Ok(IssuingCa {
         intermediate_pem,
         root_pem,
         issuer,
         key,
         not_after,
+        hashes,
+        urls: None,
     })
 }
 
@@ -312,6 +321,42 @@ impl IssuingCa {
     /// The root, PEM (the trust anchor clients install).
     pub fn root_pem(&self) -> &str {
         &self.root_pem
+    }
+
+    /// Makes issued certificates carry a CRL Distribution Point and an AIA
+    /// OCSP URL (`None`: no pointers, so clients find no revocation
+    /// information).
+    pub fn set_urls(&mut self, urls: Option<PkiUrls>) {
+        self.urls = urls;
+    }
+    pub fn urls(&self) -> Option<&PkiUrls> {
+        self.urls.as_ref()
+    }
+    /// How OCSP requests name this issuer.
+    pub fn issuer_hashes(&self) -> &IssuerHashes {
+        &self.hashes
+    }
+
+    /// A DER CRL of `entries`, signed by the intermediate, valid from
+    /// `this_update` for [`revoke::CRL_VALIDITY`].
+    pub fn crl(
+        &self,
+        number: u64,
+        this_update: OffsetDateTime,
+        entries: &[CrlEntry],
+    ) -> Result<Vec<u8>, RevokeError> {
+        revoke::build_crl(&self.issuer, &self.key, number, this_update, entries)
+    }
+
+    /// A signed OCSP response (DER) answering `query`, one answer per
+    /// asked certificate.
+    pub fn ocsp_response(
+        &self,
+        query: &OcspQuery,
+        answers: &[OcspAnswer],
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, RevokeError> {
+        revoke::sign_ocsp(&self.key.serialize_der(), &self.hashes, query, answers, now)
     }
 
     /// Signs a checked CSR for `days` (at most [`MAX_LEAF_DAYS`], and never
@@ -357,6 +402,18 @@ impl IssuingCa {
         ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.use_authority_key_identifier_extension = true;
+        if let Some(urls) = &self.urls {
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![urls.crl.clone()],
+            }];
+            let aia = urls
+                .aia_der()
+                .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+            p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                &PkiUrls::aia_oid(),
+                aia,
+            )];
+        }
         req.params = p;
         let cert = req.signed_by(&self.issuer, &self.key)?;
         let cert_der = cert.der().to_vec();
@@ -375,4 +432,71 @@ impl IssuingCa {
 
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The root's CRL, made during the offline ceremony with the root's key
+/// (plaintext PEM from the offline media): valid for `days`, listing the
+/// intermediate when `revoke_intermediate` names a reason. The control
+/// plane never holds the root key, so this runs where the media is mounted
+/// (`tether certs ca root-crl`).
+pub fn root_crl(
+    files: &CaFiles,
+    root_key_pem: &str,
+    number: u64,
+    days: u32,
+    revoke_intermediate: Option<tether_wire::RevocationReason>,
+    now: OffsetDateTime,
+) -> Result<Vec<u8>, CaError> {
+    let root_path = files.root_cert();
+    let bad = |path: &Path, expected: &'static str| CaError::Parse {
+        path: path.to_owned(),
+        expected,
+    };
+    let root_der = pem::parse(read_text(&root_path)?)
+        .map_err(|_| bad(&root_path, "the root's PEM certificate"))?
+        .into_contents();
+    let key = KeyPair::from_pem(root_key_pem)
+        .map_err(|_| bad(Path::new("(root key)"), "a PEM private key"))?;
+    let (_, root) = X509Certificate::from_der(&root_der)
+        .map_err(|_| bad(&root_path, "the root's PEM certificate"))?;
+    if root.public_key().raw != key.public_key_der().as_slice() {
+        return Err(bad(Path::new("(root key)"), "the key of root.crt"));
+    }
+    let params = CertificateParams::from_ca_cert_der(&root_der.clone().into())
+        .map_err(|_| bad(&root_path, "the root's PEM certificate"))?;
+    let issuer = params.self_signed(&key)?;
+    let mut entries = Vec::new();
+    if let Some(reason) = revoke_intermediate {
+        let int_path = files.intermediate_cert();
+        let int_der = pem::parse(read_text(&int_path)?)
+            .map_err(|_| bad(&int_path, "the intermediate's PEM certificate"))?
+            .into_contents();
+        let (_, int) = X509Certificate::from_der(&int_der)
+            .map_err(|_| bad(&int_path, "the intermediate's PEM certificate"))?;
+        entries.push(CrlEntry {
+            serial: hex_lower(int.raw_serial()),
+            revoked_at: now,
+            reason,
+        });
+    }
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + Duration::days(i64::from(days.max(1))),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: entries
+            .iter()
+            .map(|e| {
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&revoke::serial_bytes(&e.serial)?),
+                    revocation_time: e.revoked_at,
+                    reason_code: Some(revoke::rcgen_reason(e.reason)),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, RevokeError>>()
+            .map_err(|_| bad(&files.intermediate_cert(), "a serial number"))?,
+        key_identifier_method: issuer.params().key_identifier_method.clone(),
+    };
+    Ok(params.signed_by(&issuer, &key)?.der().to_vec())
 }

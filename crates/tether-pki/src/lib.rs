@@ -6,6 +6,9 @@
 //! - [`ca`]: the CA's files. A root (which can live offline: `init` writes
 //!   its key to removable media and never into the data dir) and an online
 //!   intermediate that signs. The server opens only the intermediate.
+//! - [`revoke`]: the CRL and OCSP pointers issued certificates carry, the
+//!   intermediate's CRL and the OCSP responder's request reading and
+//!   signed answers.
 //! - [`csr`]: a CSR, read as hostile input: size, syntax, its own
 //!   signature, the key's type and size, and its names against the names
 //!   the task allows. Each refusal has its stable code (TETHER-E840x).
@@ -25,6 +28,7 @@
 pub mod acme;
 pub mod ca;
 pub mod csr;
+pub mod revoke;
 pub mod seal;
 
 pub use ca::{CaError, CaFiles, Issued, IssuingCa};

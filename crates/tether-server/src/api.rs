@@ -17,6 +17,7 @@ pub mod extract;
 pub mod guard;
 pub mod health;
 pub mod paging;
+pub mod pki;
 pub mod renewals;
 pub mod tasks;
 
@@ -92,6 +93,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/agent/tasks/{id}/heartbeat", post(tasks::heartbeat))
         .route("/v1/agent/tasks/{id}/results", post(tasks::result))
         .route("/v1/agent/tasks/{id}/issue", post(tasks::issue))
+        .route("/v1/admin/certs/{fingerprint}/revoke", post(pki::revoke))
+        .merge(pki::routes())
         .route("/defs/{*path}", get(defs::serve))
         .route("/v1/admin/defs/summary", get(defs::summary))
         .route("/v1/admin/defs/{channel}/versions", post(defs::publish))

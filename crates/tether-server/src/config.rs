@@ -193,6 +193,17 @@ pub struct ServerConfig {
     /// on one database opens up to this many: keep their sum below
     /// PostgreSQL's `max_connections`. SQLite ignores it.
     pub database_pool_size: u32,
+    /// The built-in CA's public base URL for revocation, `http://HOST[:PORT]`
+    /// (no path): issued certificates name `…/pki/ca.crl` (CRL) and
+    /// `…/pki/ocsp` (OCSP) under it. Plain HTTP on purpose (docs/pki.md).
+    /// Unset: certificates carry no revocation pointers.
+    #[serde(deserialize_with = "optional_text")]
+    pub pki_public_url: Option<String>,
+    /// An address for a plain-HTTP listener that serves only the CRL and
+    /// the OCSP responder (`/pki/…`), e.g. `0.0.0.0:80`. Unset: they are
+    /// served on the HTTPS listener only.
+    #[serde(deserialize_with = "optional_text")]
+    pub pki_http_listen: Option<String>,
     /// Where each value came from; not a config key.
     #[serde(skip)]
     pub sources: BTreeMap<String, ConfigSource>,
@@ -233,6 +244,8 @@ impl Default for ServerConfig {
             database_sslmode: None,
             database_ca_file: None,
             database_pool_size: tether_store_sql::DEFAULT_PG_POOL_SIZE,
+            pki_public_url: None,
+            pki_http_listen: None,
             sources: BTreeMap::new(),
         }
     }
@@ -465,6 +478,20 @@ impl ServerConfig {
             tether_store_sql::MIN_PG_POOL_SIZE.into(),
             1000,
         )?;
+        if let Some(url) = &self.pki_public_url
+            && let Err(problem) = tether_pki::revoke::PkiUrls::new(url)
+        {
+            return Err(invalid("pki_public_url", url.clone(), problem));
+        }
+        if let Some(addr) = &self.pki_http_listen
+            && addr.parse::<SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "pki_http_listen",
+                addr.clone(),
+                "an address and port such as 0.0.0.0:80".to_owned(),
+            ));
+        }
         for cidr in &self.proxy_protocol_from {
             if let Err(problem) = crate::proxy_protocol::Cidr::parse(cidr) {
                 return Err(invalid(

@@ -189,6 +189,68 @@ pub async fn serve(
     }
 }
 
+/// The plain-HTTP listener (`pki_http_listen`): the same connection cap,
+/// header and write timeouts and graceful stop as [`serve`], without TLS
+/// or the PROXY protocol. Only the CRL and the OCSP responder are routed
+/// here (`api::pki::router`): public data, signed, that clients must be
+/// able to fetch without trusting a TLS certificate first.
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(
+        usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
+    ));
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    warn!(error = %error, "accept failed on the PKI listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut tcp = TimeoutStream::new(tcp);
+            tcp.set_write_timeout(Some(limits.write_timeout));
+            let inner = TowerToHyperService::new(router);
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                    inner.call(request)
+                });
+            let connection = http.serve_connection(TokioIo::new(Box::pin(tcp)), service);
+            if let Err(error) = watcher.watch(connection).await {
+                debug!(peer = %peer, error = %error, "PKI connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
 /// The URL clients use for a bound address.
 pub fn url_for(addr: SocketAddr) -> String {
     match addr {

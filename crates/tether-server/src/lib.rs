@@ -87,6 +87,10 @@ pub struct RunningServer {
     renewal: JoinHandle<()>,
     /// Claims and renews the singleton jobs' leases; releases them at stop.
     singletons: JoinHandle<()>,
+    /// The plain-HTTP listener for `/pki/…`, when `pki_http_listen` is set.
+    pki_http: Option<JoinHandle<()>>,
+    /// Its bound address.
+    pub pki_http_addr: Option<SocketAddr>,
     /// The outage recorded at this start (the restart), with its grace.
     pub start_outage: tether_wire::ControlPlaneOutage,
 }
@@ -158,6 +162,9 @@ impl RunningServer {
     /// caller's business.
     pub async fn wait(self) {
         let _ = self.http.await;
+        if let Some(pki) = self.pki_http {
+            let _ = pki.await;
+        }
         let _ = self.sweeper.await;
         let _ = self.task_sweeper.await;
         let _ = self.defs_refresh.await;
@@ -311,7 +318,18 @@ pub async fn start_with_store(
         other => ServerError::DefsReconcile(other.to_string()),
     })?;
     let mut ctx = ctx;
-    ctx.ca = service::issuance::load(&data_dir);
+    let pki_urls = match &config.pki_public_url {
+        // Checked by `validate`; an error here would be a bug, so say so.
+        Some(url) => Some(tether_pki::revoke::PkiUrls::new(url).map_err(|problem| {
+            ServerError::Config(ConfigError::Invalid {
+                key: "pki_public_url".to_owned(),
+                value: url.clone(),
+                expected: problem,
+            })
+        })?),
+        None => None,
+    };
+    ctx.ca = service::revocation::with_urls(service::issuance::load(&data_dir), pki_urls);
     // Before the sweeper runs: the time this server was down was not the
     // agents' silence.
     let start_outage = service::outage::on_start(&ctx).await?;
@@ -338,7 +356,33 @@ pub async fn start_with_store(
         addr: config.listen,
         error,
     })?;
+    // The optional plain-HTTP listener for the CRL and OCSP (docs/pki.md).
+    let pki_listener = match &config.pki_http_listen {
+        Some(addr) => {
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                ServerError::Config(ConfigError::Invalid {
+                    key: "pki_http_listen".to_owned(),
+                    value: addr.clone(),
+                    expected: "an address and port such as 0.0.0.0:80".to_owned(),
+                })
+            })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|error| ServerError::Bind { addr, error })?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let pki_http_addr = pki_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (stop, stop_rx) = watch::channel(false);
+    let pki_http = pki_listener.map(|listener| {
+        tokio::spawn(http::serve_plain(
+            listener,
+            api::pki::router(ctx.clone()),
+            http::Limits::from_config(&config),
+            stop_rx.clone(),
+        ))
+    });
     let http = tokio::spawn(http::serve(
         listener,
         tls,
@@ -395,6 +439,8 @@ pub async fn start_with_store(
         retention,
         renewal,
         singletons,
+        pki_http,
+        pki_http_addr,
         start_outage,
     })
 }

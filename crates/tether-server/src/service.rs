@@ -27,6 +27,7 @@ pub mod outage;
 pub mod policies;
 pub mod renewal;
 pub mod retention;
+pub mod revocation;
 pub mod tasks;
 pub mod tokens;
 pub mod validate;
@@ -52,6 +53,8 @@ pub struct Ctx {
     /// The built-in CA's online intermediate, when it is initialized and
     /// its key opened (`issuance::load`).
     pub ca: Option<Arc<tether_pki::IssuingCa>>,
+    /// The CRL this server signed last (see [`revocation`]).
+    pub crl: Arc<revocation::CrlCache>,
     /// The singleton jobs this server runs now (see [`crate::singleton`]).
     pub singletons: Arc<crate::singleton::Singletons>,
 }
@@ -90,6 +93,7 @@ impl Ctx {
                 started,
             ),
             ca: None,
+            crl: revocation::cache(),
         })
     }
 }
@@ -294,6 +298,14 @@ pub enum ServiceError {
     /// A renewal's refusal or reason, with its own code (86xx).
     #[error("renewal: {1}")]
     Renewal(ErrorCode, String),
+    #[error("{0} was not issued by this control plane's built-in CA")]
+    RevokeUnknownCert(String),
+    #[error(
+        "revocation reason {0:?} is not one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn"
+    )]
+    RevokeReason(String),
+    #[error("the built-in CA cannot publish revocation: {0}")]
+    RevocationUnavailable(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -388,6 +400,9 @@ impl ServiceError {
             ServiceError::Csr(e) => e.code(),
             ServiceError::CaUnavailable(_) => ErrorCode::CaNotInitialized,
             ServiceError::Renewal(code, _) => *code,
+            ServiceError::RevokeUnknownCert(_) => ErrorCode::RevokeUnknownCert,
+            ServiceError::RevokeReason(_) => ErrorCode::RevokeReasonInvalid,
+            ServiceError::RevocationUnavailable(_) => ErrorCode::RevocationUnavailable,
         }
     }
 

@@ -75,6 +75,8 @@ pub use renewals::{
     a_renewal_task_is_issued_once, one_open_renewal_per_cert_and_writes_are_compare_and_set,
     renewal_candidates_and_policies,
 };
+mod revocation;
+pub use revocation::revocations_are_kept_once_for_issued_certs_only;
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -199,6 +201,7 @@ macro_rules! for_each_check {
             gone_is_decided_per_completed_scan,
             a_silent_location_is_gone_after_two_completed_scans,
             first_and_last_seen_are_the_probes_times,
+            revocations_are_kept_once_for_issued_certs_only,
         }
     };
 }

@@ -30,6 +30,8 @@ mod certs;
 mod leases;
 #[macro_use]
 mod renewals;
+#[macro_use]
+mod revocation;
 mod postgres;
 mod sqlite;
 

@@ -237,6 +237,7 @@ impl_task_store!(PostgresStore);
 impl_cert_store!(PostgresStore);
 impl_lease_store!(PostgresStore);
 impl_renewal_store!(PostgresStore);
+impl_revocation_store!(PostgresStore);
 impl_store!(PostgresStore, "postgres", PgPool);
 
 fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {

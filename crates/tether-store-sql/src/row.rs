@@ -443,6 +443,8 @@ pub(crate) mod tasks;
 pub(crate) use certs::{cert, cert_location, deployment, issued};
 pub(crate) use leases::job_lease;
 pub(crate) use renewals::{renewal, renewal_candidate, renewal_location};
+pub(crate) mod revocation;
+pub(crate) use revocation::{issued_serial, revocation};
 
 #[cfg(test)]
 mod tests {

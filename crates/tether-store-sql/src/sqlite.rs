@@ -246,6 +246,7 @@ impl_task_store!(SqliteStore);
 impl_cert_store!(SqliteStore);
 impl_lease_store!(SqliteStore);
 impl_renewal_store!(SqliteStore);
+impl_revocation_store!(SqliteStore);
 impl_store!(SqliteStore, "sqlite", SqlitePool);
 
 #[cfg(test)]

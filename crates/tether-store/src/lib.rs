@@ -21,6 +21,7 @@ use uuid::Uuid;
 mod certs;
 mod leases;
 mod renewals;
+mod revocation;
 mod tasks;
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
@@ -28,6 +29,7 @@ pub use certs::{
 };
 pub use leases::{JobLease, LeaseStore};
 pub use renewals::{IssueClaim, Renewal, RenewalCandidate, RenewalLocation, RenewalStore};
+pub use revocation::{RevocationStore, Revoked, SerialStatus};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 
@@ -308,11 +310,13 @@ pub struct NewOutage {
 
 /// The control plane's persistence. Every method is one atomic unit. The
 /// task queue's methods are in [`TaskStore`], the inventory's in
-/// [`CertStore`], the singleton jobs' leases in [`LeaseStore`] and renewals
-/// in [`RenewalStore`], all part
-/// of the same one store.
+/// [`CertStore`], the singleton jobs' leases in [`LeaseStore`], renewals in
+/// [`RenewalStore`] and the built-in CA's revocations in
+/// [`RevocationStore`], all part of the same one store.
 #[async_trait]
-pub trait Store: TaskStore + CertStore + LeaseStore + RenewalStore + Send + Sync + 'static {
+pub trait Store:
+    TaskStore + CertStore + LeaseStore + RenewalStore + RevocationStore + Send + Sync + 'static
+{
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -185,6 +185,10 @@ catalog! {
     CsrNameNotAllowed = "8404", 422, "The certificate signing request asks for a name the task does not allow, or for no name at all.", "Ask only for names listed in the deploy task's `names`, or add the name to the task.";
     CaNotInitialized = "8405", 503, "The built-in CA has no intermediate on this server, or its key cannot be decrypted.", "Run `tether certs ca init` (see docs/pki.md), and give the server the same CA key (TETHER_CA_KEY or the key file) it was initialized with.";
     CaRootKeyOnline = "8406", 500, "The built-in CA's root key is on the server's disk.", "Move it offline as docs/pki.md describes: the server needs only the intermediate.";
+    // 842x: revocation by the built-in CA.
+    RevokeUnknownCert = "8440", 404, "The fingerprint names no certificate this control plane's built-in CA issued, so it cannot be revoked here.", "Check the fingerprint with `tether certs history FP`; a certificate from another CA (ACME, an operator's CA) is revoked by that CA.";
+    RevokeReasonInvalid = "8441", 422, "The revocation reason is not one the CA accepts.", "Use one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn.";
+    RevocationUnavailable = "8442", 503, "The built-in CA cannot sign its CRL or OCSP answers on this server now (no CA open, or the store failed).", "Check the server log for TETHER-E8405 or E5001; clients keep the last CRL until its nextUpdate.";
 
     // 842x: issuance through an ACME CA (RFC 8555). The CA's problem document (type, detail, subproblems) is kept beside the code.
     AcmeUnreachable = "8420", 502, "The ACME server could not be reached: DNS, TCP, TLS or HTTP to its directory or API failed.", "Check the directory URL, that this server can reach it (proxy, firewall), and the CA file given with `--ca-file` for a private ACME server.";

@@ -11,6 +11,7 @@ pub mod control;
 pub mod defs;
 pub mod error;
 pub mod renewal;
+pub mod revocation;
 pub mod tasks;
 
 pub use api::*;
@@ -20,6 +21,7 @@ pub use control::*;
 pub use defs::*;
 pub use error::{ApiError, ErrorCode};
 pub use renewal::*;
+pub use revocation::{Revocation, RevocationReason, RevokeRequest, RevokeResponse};
 pub use tasks::*;
 
 /// The version of this build of Tether, shared by the server and the agent.

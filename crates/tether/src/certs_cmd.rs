@@ -102,9 +102,38 @@ pub enum CertsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a certificate the built-in CA issued: the CRL lists it and
+    /// the OCSP responder answers `revoked` (docs/pki.md). Revoking again
+    /// keeps the first revocation.
+    Revoke {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// `sha256:<hex>`.
+        fingerprint: String,
+        /// keyCompromise, superseded, cessationOfOperation,
+        /// affiliationChanged, privilegeWithdrawn or unspecified.
+        #[arg(long, value_parser = parse_reason)]
+        reason: tether_wire::RevocationReason,
+        #[arg(long)]
+        json: bool,
+    },
     /// The built-in CA's ceremony, on the server's host (docs/pki.md).
     #[command(subcommand)]
     Ca(CaCommand),
+}
+
+fn parse_reason(s: &str) -> Result<tether_wire::RevocationReason, String> {
+    tether_wire::RevocationReason::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = tether_wire::RevocationReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        format!(
+            "{}: {s:?} is not a revocation reason; use one of {}",
+            tether_wire::ErrorCode::RevokeReasonInvalid,
+            all.join(", ")
+        )
+    })
 }
 
 /// `tether certs deploy`'s flags.
@@ -218,6 +247,24 @@ pub enum CaCommand {
         /// The CA's display name.
         #[arg(long, default_value = "Tether")]
         name: String,
+    },
+    /// Sign the root's CRL with the offline root key (during the ceremony,
+    /// with the media mounted), optionally revoking the intermediate.
+    RootCrl {
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        /// The root's key (PEM), from the offline media.
+        #[arg(long)]
+        root_key: std::path::PathBuf,
+        /// Where to write the DER CRL (publish it over HTTP).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Days until its nextUpdate.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// List the intermediate as revoked, with this reason.
+        #[arg(long, value_parser = parse_reason)]
+        revoke_intermediate: Option<tether_wire::RevocationReason>,
     },
     /// Move an online root key out of the data dir to PATH.
     RootOffline {
@@ -790,6 +837,32 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 println!("renewal policy of {} set", safe(&scope));
             }
         }
+        CertsCommand::Revoke {
+            conn,
+            fingerprint,
+            reason,
+            json,
+        } => {
+            let r = client(&conn)?.revoke_cert(&fingerprint, reason).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let v = &r.revocation;
+                println!(
+                    "{} {} (serial {}): {} at {} by {}",
+                    safe(&v.fingerprint),
+                    if r.newly_revoked {
+                        "revoked"
+                    } else {
+                        "was already revoked"
+                    },
+                    safe(&v.serial),
+                    v.reason,
+                    v.revoked_at.format(&Rfc3339)?,
+                    safe(&v.revoked_by)
+                );
+            }
+        }
         CertsCommand::Ca(CaCommand::Init {
             data_dir: dir,
             root_key_out,
@@ -836,6 +909,33 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("restart the server to open the CA");
+        }
+        CertsCommand::Ca(CaCommand::RootCrl {
+            data_dir: dir,
+            root_key,
+            out,
+            days,
+            revoke_intermediate,
+        }) => {
+            let dir = data_dir(dir);
+            let files = tether_pki::CaFiles::new(dir.join("ca"));
+            let key = std::fs::read_to_string(&root_key)
+                .with_context(|| format!("reading the root key {}", root_key.display()))?;
+            let now = time::OffsetDateTime::now_utc();
+            let number = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+            let der =
+                tether_pki::ca::root_crl(&files, &key, number, days, revoke_intermediate, now)?;
+            tether_fs::write_atomic(&out, &der, tether_fs::PUBLIC)
+                .map_err(|e| anyhow::anyhow!("writing {}: {}", e.path.display(), e.source))?;
+            println!(
+                "root CRL (number {number}, valid {days} days{}) written to {}",
+                if revoke_intermediate.is_some() {
+                    ", listing the intermediate"
+                } else {
+                    ""
+                },
+                out.display()
+            );
         }
         CertsCommand::Ca(CaCommand::RootOffline { data_dir: dir, out }) => {
             let dir = data_dir(dir);

@@ -9,6 +9,7 @@ mod hardening;
 mod input;
 mod lifecycle;
 mod outage;
+mod revocation;
 mod server;
 mod tasks;
 mod tokens;

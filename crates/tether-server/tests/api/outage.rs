@@ -386,6 +386,39 @@ impl tether_store::RenewalStore for Switchable {
     }
 }
 
+/// The built-in CA's revocations behind the same switch.
+#[async_trait]
+impl RevocationStore for Switchable {
+    async fn revoke_issued(
+        &self,
+        fingerprint: &str,
+        reason: tether_wire::RevocationReason,
+        at: OffsetDateTime,
+        by: &str,
+    ) -> Result<Revoked, StoreError> {
+        self.check().await?;
+        self.inner.revoke_issued(fingerprint, reason, at, by).await
+    }
+    async fn revocation(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<tether_wire::Revocation>, StoreError> {
+        self.check().await?;
+        self.inner.revocation(fingerprint).await
+    }
+    async fn serial_status(&self, serial: &str) -> Result<Option<SerialStatus>, StoreError> {
+        self.check().await?;
+        self.inner.serial_status(serial).await
+    }
+    async fn unexpired_revocations(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<tether_wire::Revocation>, StoreError> {
+        self.check().await?;
+        self.inner.unexpired_revocations(now).await
+    }
+}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {
