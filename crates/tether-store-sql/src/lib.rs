@@ -28,6 +28,8 @@ mod tasks;
 mod certs;
 #[macro_use]
 mod leases;
+#[macro_use]
+mod acme;
 mod postgres;
 mod sqlite;
 

@@ -236,6 +236,7 @@ impl PostgresStore {
 impl_task_store!(PostgresStore);
 impl_cert_store!(PostgresStore);
 impl_lease_store!(PostgresStore);
+impl_acme_issuer_store!(PostgresStore);
 impl_store!(PostgresStore, "postgres", PgPool);
 
 fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {

@@ -18,9 +18,11 @@ use tether_wire::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod acme;
 mod certs;
 mod leases;
 mod tasks;
+pub use acme::{AcmeIssuer, AcmeIssuerStore};
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
     Sighting,
@@ -306,10 +308,12 @@ pub struct NewOutage {
 
 /// The control plane's persistence. Every method is one atomic unit. The
 /// task queue's methods are in [`TaskStore`], the inventory's in
-/// [`CertStore`] and the singleton jobs' leases in [`LeaseStore`], all part
-/// of the same one store.
+/// [`CertStore`], the singleton jobs' leases in [`LeaseStore`] and the ACME
+/// issuers in [`AcmeIssuerStore`], all part of the same one store.
 #[async_trait]
-pub trait Store: TaskStore + CertStore + LeaseStore + Send + Sync + 'static {
+pub trait Store:
+    TaskStore + CertStore + LeaseStore + AcmeIssuerStore + Send + Sync + 'static
+{
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
