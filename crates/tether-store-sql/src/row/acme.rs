@@ -11,7 +11,7 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 
 /// `None` when `text` is not an even-length run of hex digits.
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
