@@ -68,6 +68,47 @@ pub struct DeploySpec {
     /// "no endpoint" and checks the written keystore only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// Who issues: `builtin` (the default when absent, as in every spec
+    /// written before ACME) or `acme:NAME`, a registered ACME issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// How the agent answers the ACME http-01 challenge. Required for an
+    /// `acme:NAME` issuer, refused for the built-in CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<ChallengeSpec>,
+}
+
+/// The longest ACME issuer name.
+pub const MAX_ISSUER_NAME: usize = 63;
+
+/// The issuer a spec names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issuer {
+    /// The control plane's built-in CA.
+    Builtin,
+    /// The registered ACME issuer of this name.
+    Acme(String),
+}
+
+/// Whether `name` is a valid ACME issuer name: 1 to 63 lower-case letters,
+/// digits and '-', starting with a letter or digit.
+pub fn issuer_name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ISSUER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
+/// How the agent serves the http-01 challenge. JSON: `{"webroot": "/DIR"}`
+/// (files under a web server's document root) or `{"listener": PORT}` (the
+/// agent's own listener on that port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChallengeSpec {
+    Webroot(PathBuf),
+    Listener(u16),
 }
 
 /// Where the certificate goes. JSON: an object with `kind` (`pem`, the
@@ -502,6 +543,28 @@ impl DeploySpec {
                 "1 to 64 arguments, the first a program, none with NUL or over 4096 bytes",
             ));
         }
+        let issuer = self.issuer()?;
+        match (&issuer, &self.challenge) {
+            (Issuer::Builtin, Some(_)) => {
+                return Err(refuse(
+                    "challenge",
+                    "a challenge for the built-in CA",
+                    "no challenge unless issuer is acme:NAME",
+                ));
+            }
+            (Issuer::Acme(_), None) => {
+                return Err(refuse(
+                    "challenge",
+                    "none",
+                    "{\"webroot\": \"/DIR\"} or {\"listener\": PORT} for an ACME issuer",
+                ));
+            }
+            (_, Some(ChallengeSpec::Webroot(dir))) => check_path("challenge.webroot", dir)?,
+            (_, Some(ChallengeSpec::Listener(0))) => {
+                return Err(refuse("challenge.listener", 0, "1 to 65535"));
+            }
+            _ => {}
+        }
         bounded(
             "reload.timeout_secs",
             self.reload.timeout_secs,
@@ -527,6 +590,22 @@ impl DeploySpec {
             return Err(refuse("verify.sni", format!("{s:?}"), "a DNS name"));
         }
         Ok(())
+    }
+
+    /// The issuer named, `Builtin` when absent. Refused when neither
+    /// `builtin` nor `acme:` and a valid name.
+    pub fn issuer(&self) -> Result<Issuer, SpecError> {
+        match self.issuer.as_deref() {
+            None | Some("builtin") => Ok(Issuer::Builtin),
+            Some(other) => match other.strip_prefix("acme:") {
+                Some(name) if issuer_name_is_valid(name) => Ok(Issuer::Acme(name.to_owned())),
+                _ => Err(refuse(
+                    "issuer",
+                    format!("{other:?}"),
+                    "builtin or acme:NAME (NAME: 1 to 63 of a-z, 0-9, '-', not starting with '-')",
+                )),
+            },
+        }
     }
 
     pub fn reload_timeout(&self) -> Duration {
@@ -668,6 +747,111 @@ mod tests {
         let mut v = good();
         mutate(&mut v);
         DeploySpec::from_json(&v).expect_err("refused")
+    }
+
+    #[test]
+    fn issuer_and_challenge_are_optional_and_checked() {
+        // A spec written before ACME (no issuer, no challenge) is the
+        // built-in CA's (invariant 6).
+        let old = DeploySpec::from_json(&good()).expect("an old spec parses");
+        assert_eq!(old.issuer(), Ok(Issuer::Builtin));
+        let mut b = good();
+        b["issuer"] = json!("builtin");
+        assert_eq!(
+            DeploySpec::from_json(&b).expect("builtin").issuer(),
+            Ok(Issuer::Builtin)
+        );
+        let mut web = good();
+        web["issuer"] = json!("acme:pebble");
+        web["challenge"] = json!({"webroot": "/var/www/html"});
+        let s = DeploySpec::from_json(&web).expect("acme with a webroot");
+        assert_eq!(s.issuer(), Ok(Issuer::Acme("pebble".into())));
+        assert_eq!(
+            s.challenge,
+            Some(ChallengeSpec::Webroot("/var/www/html".into()))
+        );
+        // It round-trips through the task's JSON.
+        let again = DeploySpec::from_json(&serde_json::to_value(&s).expect("json"));
+        assert_eq!(again, Ok(s));
+        let mut lis = good();
+        lis["issuer"] = json!("acme:le-staging");
+        lis["challenge"] = json!({"listener": 8080});
+        assert_eq!(
+            DeploySpec::from_json(&lis).expect("listener").challenge,
+            Some(ChallengeSpec::Listener(8080))
+        );
+    }
+
+    #[test]
+    fn hostile_issuers_and_challenges_name_their_field() {
+        let acme = |v: &mut Value| {
+            v["issuer"] = json!("acme:pebble");
+            v["challenge"] = json!({"listener": 80});
+        };
+        for bad in [
+            "acme:",
+            "acme:Pebble",
+            "acme:-x",
+            "acme:a b",
+            "acme:\u{1b}[31m",
+            "letsencrypt",
+            "acme:pebble/../x",
+        ] {
+            let e = refused(|v| {
+                acme(v);
+                v["issuer"] = json!(bad);
+            });
+            assert_eq!(e.field, "issuer", "{bad:?}");
+        }
+        let long = format!("acme:{}", "a".repeat(MAX_ISSUER_NAME + 1));
+        assert_eq!(
+            refused(|v| {
+                acme(v);
+                v["issuer"] = json!(long);
+            })
+            .field,
+            "issuer"
+        );
+        assert_eq!(
+            refused(|v| v["issuer"] = json!(7)).field,
+            "spec",
+            "not a string"
+        );
+        // An ACME issuer needs a challenge; the built-in CA takes none.
+        assert_eq!(
+            refused(|v| v["issuer"] = json!("acme:pebble")).field,
+            "challenge"
+        );
+        assert_eq!(
+            refused(|v| v["challenge"] = json!({"listener": 80})).field,
+            "challenge"
+        );
+        for (challenge, field) in [
+            (json!({"listener": 0}), "challenge.listener"),
+            (json!({"listener": 70000}), "spec"),
+            (json!({"webroot": "rel/dir"}), "challenge.webroot"),
+            (json!({"webroot": "/var/../etc"}), "challenge.webroot"),
+            (json!({"dns": "x"}), "spec"),
+            (json!({"webroot": "/a", "listener": 80}), "spec"),
+            (json!("webroot"), "spec"),
+        ] {
+            let e = refused(|v| {
+                acme(v);
+                v["challenge"] = challenge.clone();
+            });
+            assert_eq!(e.field, field, "{challenge}");
+        }
+    }
+
+    #[test]
+    fn issuer_names() {
+        assert!(issuer_name_is_valid("pebble"));
+        assert!(issuer_name_is_valid("le-staging-2"));
+        for bad in ["", "-a", "A", "a_b", "a.b", "é"] {
+            assert!(!issuer_name_is_valid(bad), "{bad:?}");
+        }
+        assert!(issuer_name_is_valid(&"a".repeat(MAX_ISSUER_NAME)));
+        assert!(!issuer_name_is_valid(&"a".repeat(MAX_ISSUER_NAME + 1)));
     }
 
     #[test]

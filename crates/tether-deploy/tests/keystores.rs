@@ -91,6 +91,8 @@ impl Lab {
                 sni: Some("app.test".into()),
                 timeout_secs: Some(s),
             }),
+            issuer: None,
+            challenge: None,
         };
         spec.check().expect("the lab's spec is valid");
         spec

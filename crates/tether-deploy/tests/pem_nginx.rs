@@ -117,6 +117,8 @@ impl Lab {
                 sni: Some("web.test".into()),
                 timeout_secs: Some(verify_secs),
             }),
+            issuer: None,
+            challenge: None,
         }
     }
 

@@ -66,6 +66,8 @@ pub use tasks::{
     schedules_fire_each_run_once, sites_label_agents_and_tokens,
     tasks_round_trip_and_writes_are_compare_and_set,
 };
+mod acme;
+pub use acme::acme_issuers_round_trip_once_by_name;
 mod leases;
 pub use leases::{
     concurrent_claimants_get_a_lease_once, job_leases_have_one_holder_and_pass_on_expiry,
@@ -141,6 +143,7 @@ macro_rules! for_each_check {
             one_open_renewal_per_cert_and_writes_are_compare_and_set,
             a_renewal_task_is_issued_once,
             renewal_candidates_and_policies,
+            acme_issuers_round_trip_once_by_name,
             admin_credentials,
             tokens_round_trip,
             revoking_keeps_the_first_time,

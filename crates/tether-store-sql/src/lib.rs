@@ -32,6 +32,8 @@ mod leases;
 mod renewals;
 #[macro_use]
 mod revocation;
+#[macro_use]
+mod acme;
 mod postgres;
 mod sqlite;
 

@@ -238,6 +238,7 @@ impl_cert_store!(PostgresStore);
 impl_lease_store!(PostgresStore);
 impl_renewal_store!(PostgresStore);
 impl_revocation_store!(PostgresStore);
+impl_acme_issuer_store!(PostgresStore);
 impl_store!(PostgresStore, "postgres", PgPool);
 
 fn parse(url: &str) -> Result<PgConnectOptions, StoreError> {

@@ -436,6 +436,7 @@ pub(crate) fn to_i64(value: u64, column: &str) -> Result<i64, StoreError> {
     })
 }
 
+pub(crate) mod acme;
 pub(crate) mod certs;
 pub(crate) mod leases;
 pub(crate) mod renewals;

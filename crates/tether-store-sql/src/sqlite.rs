@@ -247,6 +247,7 @@ impl_cert_store!(SqliteStore);
 impl_lease_store!(SqliteStore);
 impl_renewal_store!(SqliteStore);
 impl_revocation_store!(SqliteStore);
+impl_acme_issuer_store!(SqliteStore);
 impl_store!(SqliteStore, "sqlite", SqlitePool);
 
 #[cfg(test)]

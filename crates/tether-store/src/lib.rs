@@ -18,11 +18,13 @@ use tether_wire::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod acme;
 mod certs;
 mod leases;
 mod renewals;
 mod revocation;
 mod tasks;
+pub use acme::{AcmeIssuer, AcmeIssuerStore};
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
     Sighting,
@@ -311,11 +313,20 @@ pub struct NewOutage {
 /// The control plane's persistence. Every method is one atomic unit. The
 /// task queue's methods are in [`TaskStore`], the inventory's in
 /// [`CertStore`], the singleton jobs' leases in [`LeaseStore`], renewals in
-/// [`RenewalStore`] and the built-in CA's revocations in
-/// [`RevocationStore`], all part of the same one store.
+/// [`RenewalStore`], the built-in CA's revocations in [`RevocationStore`]
+/// and the ACME issuers in [`AcmeIssuerStore`], all part of the same one
+/// store.
 #[async_trait]
 pub trait Store:
-    TaskStore + CertStore + LeaseStore + RenewalStore + RevocationStore + Send + Sync + 'static
+    TaskStore
+    + CertStore
+    + LeaseStore
+    + RenewalStore
+    + RevocationStore
+    + AcmeIssuerStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

@@ -381,6 +381,8 @@ fn deploy_spec(
             sni,
             timeout_secs: verify_timeout,
         }),
+        issuer: None,
+        challenge: None,
     };
     spec.check().map_err(|e| {
         anyhow::anyhow!(

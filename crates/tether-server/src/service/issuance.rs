@@ -72,6 +72,22 @@ pub fn load(data_dir: &Path) -> Option<Arc<IssuingCa>> {
     }
 }
 
+/// Refuses a spec whose issuer is not the built-in CA: the ACME issue flow
+/// through the control plane (issue #10) is not built yet, so an
+/// `acme:NAME` deploy must never be signed by the built-in CA instead.
+pub(crate) fn builtin_only(spec: &tether_deploy::DeploySpec) -> Result<(), ServiceError> {
+    match spec.issuer().map_err(ServiceError::DeploySpec)? {
+        tether_deploy::spec::Issuer::Builtin => Ok(()),
+        tether_deploy::spec::Issuer::Acme(name) => {
+            Err(ServiceError::DeploySpec(tether_deploy::SpecError {
+                field: "issuer".to_owned(),
+                observed: format!("acme:{name}"),
+                expected: "builtin (this server does not issue through ACME yet)".to_owned(),
+            }))
+        }
+    }
+}
+
 /// Signs the CSR of a `deploy` task leased to `agent` at `req.epoch`.
 pub async fn issue(
     ctx: &Ctx,
@@ -92,6 +108,7 @@ pub async fn issue(
         .map_err(refused(id))?;
     let spec =
         tether_deploy::DeploySpec::from_json(&task.spec).map_err(ServiceError::DeploySpec)?;
+    builtin_only(&spec)?;
     let Some(ca) = ctx.ca.as_ref() else {
         return Err(ServiceError::CaUnavailable(
             "no built-in CA is open on this server".to_owned(),

@@ -195,7 +195,9 @@ async fn check(ctx: &Ctx, req: &NewTask<Value>) -> Result<(NewTask<Value>, Strin
     }
     // The deploy spec's parser is the endpoint's, for the same reason.
     if req.kind == tether_wire::TaskKind::Deploy {
-        tether_deploy::DeploySpec::from_json(&spec).map_err(ServiceError::DeploySpec)?;
+        let deploy =
+            tether_deploy::DeploySpec::from_json(&spec).map_err(ServiceError::DeploySpec)?;
+        super::issuance::builtin_only(&deploy)?;
     }
     let mut checked = req.clone();
     checked.spec = spec;

@@ -419,6 +419,33 @@ impl RevocationStore for Switchable {
     }
 }
 
+/// The ACME issuers' registry behind the same switch.
+#[async_trait]
+impl tether_store::AcmeIssuerStore for Switchable {
+    async fn insert_acme_issuer(
+        &self,
+        issuer: &tether_store::AcmeIssuer,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.insert_acme_issuer(issuer).await
+    }
+    async fn acme_issuer(
+        &self,
+        name: &str,
+    ) -> Result<Option<tether_store::AcmeIssuer>, StoreError> {
+        self.check().await?;
+        self.inner.acme_issuer(name).await
+    }
+    async fn acme_issuers(&self) -> Result<Vec<tether_store::AcmeIssuer>, StoreError> {
+        self.check().await?;
+        self.inner.acme_issuers().await
+    }
+    async fn remove_acme_issuer(&self, name: &str) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.remove_acme_issuer(name).await
+    }
+}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {

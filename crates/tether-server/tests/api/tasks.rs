@@ -86,6 +86,34 @@ async fn hostile_task_input_is_refused_with_a_code() {
             ErrorCode::TaskTargetInvalid,
             "discover tasks run on discovery agents",
         ),
+        // An ACME issuer parses (issue #10) but this server does not issue
+        // through ACME yet: refused rather than signed by the built-in CA.
+        (
+            json!({"kind": "deploy", "spec": {
+                "names": ["web.test"],
+                "target": {"cert": "/etc/t/cert.pem", "key": "/etc/t/key.pem"},
+                "reload": {"command": ["true"]},
+                "verify": {"address": "127.0.0.1", "port": 443},
+                "issuer": "acme:pebble",
+                "challenge": {"listener": 80}},
+                "target": {"type": "group", "group": "prod", "agent_kind": "provisioning"}}),
+            422,
+            ErrorCode::DeploySpecInvalid,
+            "does not issue through ACME yet",
+        ),
+        (
+            json!({"kind": "deploy", "spec": {
+                "names": ["web.test"],
+                "target": {"cert": "/etc/t/cert.pem", "key": "/etc/t/key.pem"},
+                "reload": {"command": ["true"]},
+                "verify": {"address": "127.0.0.1", "port": 443},
+                "issuer": "acme:Bad Name",
+                "challenge": {"listener": 80}},
+                "target": {"type": "group", "group": "prod", "agent_kind": "provisioning"}}),
+            422,
+            ErrorCode::DeploySpecInvalid,
+            "issuer",
+        ),
         (
             json!({"kind": "doctor", "spec": {}, "target": {"type": "group", "group": "prod", "agent_kind": "discovery", "site": "mars"}}),
             422,
