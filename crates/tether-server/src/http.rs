@@ -60,6 +60,28 @@ impl Limits {
     }
 }
 
+/// The next connection, or `None` once `stop` fires. An accept error (out
+/// of file descriptors and similar) is logged and retried after a short
+/// pause rather than spun on.
+async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+    which: &'static str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(error) => {
+                    warn!(error = %error, listener = which, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
 /// Accepts connections until `stop` turns true, then shuts down gracefully.
 pub async fn serve(
     listener: TcpListener,
@@ -104,18 +126,8 @@ pub async fn serve(
         if saturated && slots.available_permits() > 0 {
             saturated = false;
         }
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and similar: back off briefly
-                    // rather than spinning on the error.
-                    warn!(error = %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((tcp, peer)) = next_connection(&listener, &mut stop, "HTTPS").await else {
+            break;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -216,16 +228,8 @@ pub async fn serve_plain(
             },
             _ = stop.changed() => break,
         };
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    warn!(error = %error, "accept failed on the PKI listener");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((tcp, peer)) = next_connection(&listener, &mut stop, "PKI").await else {
+            break;
         };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();

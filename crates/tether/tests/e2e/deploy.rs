@@ -54,6 +54,29 @@ pub(crate) async fn wait_task(server: &Server, id: &str, within: Duration) -> Ta
     }
 }
 
+/// A provisioning agent enrolled with a fresh token, running and Active.
+pub(crate) async fn provisioning_agent(server: &Server) -> (Agent, Uuid) {
+    let token: tether_wire::CreatedToken = serde_json::from_str(
+        &server
+            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
+            .await,
+    )
+    .expect("token");
+    let mut agent = Agent::new();
+    let agent_id = agent
+        .enroll_ok(server, &token.token, &["--kind", "provisioning"])
+        .await;
+    agent.run(&[]);
+    server
+        .wait_status(
+            agent_id,
+            tether_wire::AgentStatus::Active,
+            Duration::from_secs(20),
+        )
+        .await;
+    (agent, agent_id)
+}
+
 pub(crate) fn fp_of_file(p: &Path) -> String {
     let text = std::fs::read_to_string(p).expect("cert file");
     let der = pem::parse(text).expect("pem").into_contents();
@@ -80,24 +103,7 @@ async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
     server.stop().await;
     server.restart().await;
 
-    let token: tether_wire::CreatedToken = serde_json::from_str(
-        &server
-            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
-            .await,
-    )
-    .expect("token");
-    let mut agent = Agent::new();
-    let agent_id = agent
-        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
-        .await;
-    agent.run(&[]);
-    server
-        .wait_status(
-            agent_id,
-            tether_wire::AgentStatus::Active,
-            Duration::from_secs(20),
-        )
-        .await;
+    let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     // The old set, served by nginx (a master and a worker, as in production).
     let site = tether_testlab::Scratch::new("e2e-deploy-site");
@@ -310,24 +316,7 @@ async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
         .await;
     server.stop().await;
     server.restart().await;
-    let token: tether_wire::CreatedToken = serde_json::from_str(
-        &server
-            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
-            .await,
-    )
-    .expect("token");
-    let mut agent = Agent::new();
-    let agent_id = agent
-        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
-        .await;
-    agent.run(&[]);
-    server
-        .wait_status(
-            agent_id,
-            tether_wire::AgentStatus::Active,
-            Duration::from_secs(20),
-        )
-        .await;
+    let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     let site = tether_testlab::Scratch::new("e2e-deploy-kill");
     let set = site.path().join("ssl");
@@ -461,24 +450,7 @@ async fn deploy_to_a_pkcs12_keystore_from_the_cli(backend: Backend) {
     server.admin_ok(&["certs", "ca", "init"]).await;
     server.stop().await;
     server.restart().await;
-    let token: tether_wire::CreatedToken = serde_json::from_str(
-        &server
-            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
-            .await,
-    )
-    .expect("token");
-    let mut agent = Agent::new();
-    let agent_id = agent
-        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
-        .await;
-    agent.run(&[]);
-    server
-        .wait_status(
-            agent_id,
-            tether_wire::AgentStatus::Active,
-            Duration::from_secs(20),
-        )
-        .await;
+    let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     let site = tether_testlab::Scratch::new("e2e-deploy-p12");
     let password = "e2e keystore pass phrase";

@@ -15,8 +15,8 @@ use tether_testlab::nginx::{Nginx, Site};
 use tether_wire::{CertDetail, CertHistory, LocationState, RenewalInfo, RenewalState, TaskState};
 use tokio::time::Instant;
 
-use crate::deploy::{fp_of_file, served, wait_task};
-use crate::lab::{Agent, Backend, Server};
+use crate::deploy::{fp_of_file, provisioning_agent, served, wait_task};
+use crate::lab::{Backend, Server};
 
 /// Waits until `fp`'s newest renewal is in `state`.
 async fn wait_renewal(server: &Server, fp: &str, state: RenewalState) -> RenewalInfo {
@@ -44,24 +44,7 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
     server.admin_ok(&["certs", "ca", "init"]).await;
     server.stop().await;
     server.restart().await;
-    let token: tether_wire::CreatedToken = serde_json::from_str(
-        &server
-            .admin_ok(&["token", "create", "--kind", "provisioning", "--json"])
-            .await,
-    )
-    .expect("token");
-    let mut agent = Agent::new();
-    let agent_id = agent
-        .enroll_ok(&server, &token.token, &["--kind", "provisioning"])
-        .await;
-    agent.run(&[]);
-    server
-        .wait_status(
-            agent_id,
-            tether_wire::AgentStatus::Active,
-            Duration::from_secs(20),
-        )
-        .await;
+    let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     let site = tether_testlab::Scratch::new("e2e-renewal-site");
     let set = site.path().join("ssl");
