@@ -722,6 +722,53 @@ impl ApiClient {
         .await
     }
 
+    /// `POST /v1/agent/tasks/{id}/issue` for a deploy whose issuer may be
+    /// an ACME CA: the certificate (200), or the challenges to serve
+    /// before asking again with the order (202).
+    pub async fn issue_cert_reply(
+        &self,
+        id: Uuid,
+        req: &tether_wire::IssueRequest,
+    ) -> Result<IssueReply, ClientError> {
+        let ex = self
+            .exchange(
+                http::Method::POST,
+                &format!("/v1/agent/tasks/{id}/issue"),
+                Some(req),
+            )
+            .await?;
+        if ex.response.status == 202 {
+            self.decode(ex).map(IssueReply::Pending)
+        } else {
+            self.decode(ex).map(IssueReply::Issued)
+        }
+    }
+
+    /// `GET /v1/admin/acme-issuers`.
+    pub async fn acme_issuers(&self) -> Result<tether_wire::AcmeIssuerList, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/acme-issuers", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/admin/acme-issuers`: registers an account with the CA.
+    pub async fn add_acme_issuer(
+        &self,
+        req: &tether_wire::AcmeIssuerAdd,
+    ) -> Result<tether_wire::AcmeIssuerInfo, ClientError> {
+        self.json(http::Method::POST, "/v1/admin/acme-issuers", Some(req))
+            .await
+    }
+
+    /// `DELETE /v1/admin/acme-issuers/{name}`.
+    pub async fn remove_acme_issuer(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(
+            http::Method::DELETE,
+            &format!("/v1/admin/acme-issuers/{}", percent_encode_segment(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// `GET /v1/admin/certs/{fingerprint}/history`.
     /// `POST /v1/admin/certs/{fingerprint}/renew`.
     pub async fn renew_cert(
@@ -911,6 +958,16 @@ impl ApiClient {
         }
         Err(not_tether(response))
     }
+}
+
+/// What an issue call answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueReply {
+    /// The certificate.
+    Issued(tether_wire::IssueResponse),
+    /// An ACME order's challenges to serve (or, with the same order and no
+    /// challenges, "still validating: keep serving and ask again").
+    Pending(tether_wire::IssuePending),
 }
 
 fn content_type(response: &tether_transport::Response) -> Option<String> {

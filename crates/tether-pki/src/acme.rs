@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use tether_transport::{Transport, TransportConfig, TransportError, TrustConfig};
 use tether_wire::ErrorCode;
 
+use crate::ca::Issued;
+use crate::csr::CsrRequest;
 use crate::seal::{Kek, SealError};
 
 pub use problem::{ACME_URN, AcmeProblem, AcmeSubproblem};
@@ -104,6 +106,8 @@ pub enum AcmeError {
     OrderFailed { status: String },
     #[error("the ACME client failed: {0}")]
     Client(String),
+    #[error("the ACME CA's certificate does not match the request: {0}")]
+    BadChain(String),
 }
 
 impl AcmeError {
@@ -117,6 +121,7 @@ impl AcmeError {
             AcmeError::Seal(_) | AcmeError::Credentials(_) => ErrorCode::AcmeAccountKeyUnavailable,
             AcmeError::NoHttp01(_) => ErrorCode::AcmeIdentifierRejected,
             AcmeError::OrderFailed { .. } | AcmeError::Client(_) => ErrorCode::AcmeServerError,
+            AcmeError::BadChain(_) => ErrorCode::AcmeChainInvalid,
         }
     }
 
@@ -294,6 +299,21 @@ impl AcmeAccount {
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
             .timeout(wait);
+        // A second call for an order already finalized (its answer was
+        // lost, or the wait ran out while the CA issued) only downloads.
+        if matches!(
+            order.state().status,
+            OrderStatus::Processing | OrderStatus::Valid
+        ) {
+            return match order.poll_certificate(&retries).await {
+                Ok(chain) => Ok(chain),
+                Err(instant_acme::Error::Timeout(_)) => Err(AcmeError::Timeout {
+                    waiting_for: "valid",
+                    within: wait,
+                }),
+                Err(e) => Err(AcmeError::from_lib(e)),
+            };
+        }
         let status = match order.poll_ready(&retries).await {
             Ok(status) => status,
             Err(instant_acme::Error::Timeout(_)) => {
@@ -368,6 +388,38 @@ impl AcmeAccount {
         }
     }
 
+    /// Asks the CA to revoke a certificate this account ordered (RFC 8555
+    /// §7.6), with an RFC 5280 reason code. `Ok(false)` when the CA says
+    /// it is revoked already.
+    pub async fn revoke(&self, cert_der: &[u8], reason: u8) -> Result<bool, AcmeError> {
+        use instant_acme::RevocationReason as R;
+        let reason = match reason {
+            1 => R::KeyCompromise,
+            3 => R::AffiliationChanged,
+            4 => R::Superseded,
+            5 => R::CessationOfOperation,
+            9 => R::PrivilegeWithdrawn,
+            _ => R::Unspecified,
+        };
+        let der = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        match self
+            .account
+            .revoke(&instant_acme::RevocationRequest {
+                certificate: &der,
+                reason: Some(reason),
+            })
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(instant_acme::Error::Api(p))
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyRevoked") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(AcmeError::from_lib(e)),
+        }
+    }
+
     /// The CA's renewal information for a certificate it issued (RFC
     /// 9773), or `None` when its directory offers no `renewalInfo`.
     pub async fn renewal_info(
@@ -392,6 +444,88 @@ impl AcmeAccount {
         }
     }
 }
+
+/// Reads the chain an ACME CA returned (hostile until checked) as the
+/// certificate for `csr`: PEM certificates, leaf first, at most
+/// [`MAX_CHAIN_CERTS`]; the leaf must carry exactly the CSR's names and
+/// its public key. A CA that answers anything else gets
+/// [`AcmeError::BadChain`] and nothing is deployed.
+pub fn issued_from_chain(chain_pem: &str, csr: &CsrRequest) -> Result<Issued, AcmeError> {
+    let bad = |why: String| AcmeError::BadChain(why);
+    if chain_pem.len() > MAX_CHAIN_BYTES {
+        return Err(bad(format!(
+            "{} bytes of chain (at most {MAX_CHAIN_BYTES})",
+            chain_pem.len()
+        )));
+    }
+    let blocks = pem::parse_many(chain_pem).map_err(|e| bad(format!("not PEM: {e}")))?;
+    let certs: Vec<&pem::Pem> = blocks.iter().filter(|b| b.tag() == "CERTIFICATE").collect();
+    if certs.is_empty() || certs.len() > MAX_CHAIN_CERTS {
+        return Err(bad(format!(
+            "{} certificates (expected 1 to {MAX_CHAIN_CERTS})",
+            certs.len()
+        )));
+    }
+    let leaf_der = certs[0].contents().to_vec();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der)
+        .map_err(|e| bad(format!("the leaf is not X.509: {e}")))?;
+    for (i, c) in certs.iter().enumerate().skip(1) {
+        x509_parser::parse_x509_certificate(c.contents())
+            .map_err(|e| bad(format!("certificate {i} of the chain is not X.509: {e}")))?;
+    }
+    use x509_parser::prelude::FromDer as _;
+    let (_, request) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&csr.der)
+            .map_err(|e| bad(format!("the CSR no longer parses: {e}")))?;
+    if leaf.public_key().raw != request.certification_request_info.subject_pki.raw {
+        return Err(bad("the leaf's key is not the CSR's".to_owned()));
+    }
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    names.push(d.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => names.push(
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())
+                            .to_string(),
+                    ),
+                    16 => names.push(
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())
+                            .to_string(),
+                    ),
+                    _ => return Err(bad("an IP address name of odd length".to_owned())),
+                },
+                other => return Err(bad(format!("an unexpected name {other}"))),
+            }
+        }
+    }
+    let mut got = names.clone();
+    got.sort();
+    got.dedup();
+    let mut want = csr.names.clone();
+    want.sort();
+    if got != want {
+        return Err(bad(format!("names {got:?}, the order asked for {want:?}")));
+    }
+    let chain_pem: String = certs[1..].iter().map(|c| pem::encode(c)).collect();
+    Ok(Issued {
+        cert_pem: pem::encode(certs[0]),
+        fingerprint: tether_x509::fingerprint(&leaf_der),
+        serial: crate::ca::hex_lower(leaf.raw_serial()),
+        names,
+        not_before: leaf.validity().not_before.to_datetime(),
+        not_after: leaf.validity().not_after.to_datetime(),
+        cert_der: leaf_der,
+        chain_pem,
+    })
+}
+
+/// The longest chain an ACME CA may return, in bytes and certificates.
+pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
+pub const MAX_CHAIN_CERTS: usize = 8;
 
 fn http_client(directory: &AcmeDirectory) -> Result<Box<client::TransportHttp>, AcmeError> {
     let config = TransportConfig {

@@ -94,6 +94,11 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/agent/tasks/{id}/results", post(tasks::result))
         .route("/v1/agent/tasks/{id}/issue", post(tasks::issue))
         .route("/v1/admin/certs/{fingerprint}/revoke", post(pki::revoke))
+        .route(
+            "/v1/admin/acme-issuers",
+            get(pki::acme_list).post(pki::acme_add),
+        )
+        .route("/v1/admin/acme-issuers/{name}", delete(pki::acme_remove))
         .merge(pki::routes())
         .route("/defs/{*path}", get(defs::serve))
         .route("/v1/admin/defs/summary", get(defs::summary))

@@ -330,6 +330,7 @@ pub async fn start_with_store(
         None => None,
     };
     ctx.ca = service::revocation::with_urls(service::issuance::load(&data_dir), pki_urls);
+    ctx.acme = Arc::new(service::acme::Acme::load(&data_dir));
     // Before the sweeper runs: the time this server was down was not the
     // agents' silence.
     let start_outage = service::outage::on_start(&ctx).await?;

@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::status::human;
 
+pub mod acme;
 pub mod actions;
 pub mod admin_tokens;
 pub mod agents;
@@ -53,6 +54,8 @@ pub struct Ctx {
     /// The built-in CA's online intermediate, when it is initialized and
     /// its key opened (`issuance::load`).
     pub ca: Option<Arc<tether_pki::IssuingCa>>,
+    /// The KEK for ACME accounts and order handles (see [`acme`]).
+    pub acme: Arc<acme::Acme>,
     /// The CRL this server signed last (see [`revocation`]).
     pub crl: Arc<revocation::CrlCache>,
     /// The singleton jobs this server runs now (see [`crate::singleton`]).
@@ -93,6 +96,7 @@ impl Ctx {
                 started,
             ),
             ca: None,
+            acme: Arc::new(acme::Acme::default()),
             crl: revocation::cache(),
         })
     }
@@ -298,6 +302,9 @@ pub enum ServiceError {
     /// A renewal's refusal or reason, with its own code (86xx).
     #[error("renewal: {1}")]
     Renewal(ErrorCode, String),
+    /// ACME issuance, with its own code (842x–843x).
+    #[error("ACME: {1}")]
+    Acme(ErrorCode, String),
     #[error("{0} was not issued by this control plane's built-in CA")]
     RevokeUnknownCert(String),
     #[error(
@@ -400,6 +407,7 @@ impl ServiceError {
             ServiceError::Csr(e) => e.code(),
             ServiceError::CaUnavailable(_) => ErrorCode::CaNotInitialized,
             ServiceError::Renewal(code, _) => *code,
+            ServiceError::Acme(code, _) => *code,
             ServiceError::RevokeUnknownCert(_) => ErrorCode::RevokeUnknownCert,
             ServiceError::RevokeReason(_) => ErrorCode::RevokeReasonInvalid,
             ServiceError::RevocationUnavailable(_) => ErrorCode::RevocationUnavailable,

@@ -114,10 +114,15 @@ pub(crate) const CERT_LOCATIONS: &str = "SELECT address, sni, agent_id, first_se
      ORDER BY last_seen DESC, address, sni, agent_id LIMIT $2";
 
 pub(crate) const INSERT_ISSUED: &str = "INSERT INTO issued_certs \
-     (fingerprint, serial, names, not_before, not_after, issued_at, task_id, agent_id, cert_pem) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (fingerprint) DO NOTHING";
+     (fingerprint, serial, names, not_before, not_after, issued_at, task_id, agent_id, cert_pem, \
+     issuer, ari_start, ari_end, ari_checked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (fingerprint) DO NOTHING";
 pub(crate) const ISSUED: &str = "SELECT fingerprint, serial, names, not_before, not_after, \
-     issued_at, task_id, agent_id FROM issued_certs WHERE fingerprint = $1";
+     issued_at, task_id, agent_id, issuer, ari_start, ari_end, ari_checked_at \
+     FROM issued_certs WHERE fingerprint = $1";
+pub(crate) const ISSUED_PEM: &str = "SELECT cert_pem FROM issued_certs WHERE fingerprint = $1";
+pub(crate) const SET_RENEWAL_WINDOW: &str = "UPDATE issued_certs \
+     SET ari_start = $2, ari_end = $3, ari_checked_at = $4 WHERE fingerprint = $1";
 pub(crate) const INSERT_DEPLOYMENT: &str = "INSERT INTO cert_deployments \
      (id, task_id, agent_id, fingerprint, old_fingerprint, state, at, report) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING";
@@ -347,6 +352,10 @@ macro_rules! impl_cert_store {
                     .bind(cert.task_id.map(|u| u.to_string()))
                     .bind(cert.agent_id.map(|u| u.to_string()))
                     .bind(pem)
+                    .bind(cert.issuer.clone())
+                    .bind(cert.renewal_window.map(|w| to_ms(w.start)))
+                    .bind(cert.renewal_window.map(|w| to_ms(w.end)))
+                    .bind(cert.renewal_window.map(|w| to_ms(w.checked_at)))
                     .execute(self.writer())
                     .await
                     .map_err($crate::error::db)?;
@@ -363,6 +372,37 @@ macro_rules! impl_cert_store {
                     .await
                     .map_err($crate::error::db)?;
                 row.as_ref().map(|r| $crate::row::issued(r)).transpose()
+            }
+
+            async fn issued_cert_pem(
+                &self,
+                fingerprint: &str,
+            ) -> Result<Option<String>, tether_store::StoreError> {
+                let row = sqlx::query($crate::certs::ISSUED_PEM)
+                    .bind(fingerprint)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                row.as_ref()
+                    .map(|r| $crate::row::issued_pem(r, fingerprint))
+                    .transpose()
+            }
+
+            async fn set_renewal_window(
+                &self,
+                fingerprint: &str,
+                window: &tether_wire::RenewalWindowSeen,
+            ) -> Result<bool, tether_store::StoreError> {
+                use $crate::row::to_ms;
+                let done = sqlx::query($crate::certs::SET_RENEWAL_WINDOW)
+                    .bind(fingerprint)
+                    .bind(to_ms(window.start))
+                    .bind(to_ms(window.end))
+                    .bind(to_ms(window.checked_at))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn record_deployment(

@@ -441,7 +441,7 @@ pub(crate) mod certs;
 pub(crate) mod leases;
 pub(crate) mod renewals;
 pub(crate) mod tasks;
-pub(crate) use certs::{cert, cert_location, deployment, issued};
+pub(crate) use certs::{cert, cert_location, deployment, issued, issued_pem};
 pub(crate) use leases::job_lease;
 pub(crate) use renewals::{renewal, renewal_candidate, renewal_location};
 pub(crate) mod revocation;

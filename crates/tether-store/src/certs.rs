@@ -144,6 +144,15 @@ pub trait CertStore: Send + Sync + 'static {
     /// fingerprint: the first record stays.
     async fn record_issued(&self, cert: &IssuedCert, pem: &str) -> Result<(), StoreError>;
     async fn issued_cert(&self, fingerprint: &str) -> Result<Option<IssuedCert>, StoreError>;
+    /// The PEM of an issued certificate.
+    async fn issued_cert_pem(&self, fingerprint: &str) -> Result<Option<String>, StoreError>;
+    /// Records an ACME CA's suggested renewal window (RFC 9773) for an
+    /// issued certificate; `false` when no such certificate is recorded.
+    async fn set_renewal_window(
+        &self,
+        fingerprint: &str,
+        window: &tether_wire::RenewalWindowSeen,
+    ) -> Result<bool, StoreError>;
     /// Records how a deploy ended. Idempotent by the report's id (a result
     /// delivered twice is kept once).
     async fn record_deployment(&self, deployment: &DeploymentRecord) -> Result<(), StoreError>;

@@ -1,5 +1,13 @@
 //! The discovery inventory: certificates deduplicated by fingerprint, and
-//! every location (address:port, SNI, agent) where each was seen.
+//! every location (address:port, SNI, agent) where each was seen; issuance
+//! and the ACME issuers.
+//!
+//! | method | path | body → reply |
+//! |---|---|---|
+//! | POST | `/v1/agent/tasks/{id}/issue` | [`IssueRequest`] → [`IssueResponse`] (200) or [`IssuePending`] (202) |
+//! | POST | `/v1/admin/acme-issuers` | [`AcmeIssuerAdd`] → [`AcmeIssuerInfo`] (201) |
+//! | GET | `/v1/admin/acme-issuers` | → [`AcmeIssuerList`] |
+//! | DELETE | `/v1/admin/acme-issuers/{name}` | → 204 |
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -260,6 +268,64 @@ pub struct IssuedCert {
     pub task_id: Option<Uuid>,
     #[serde(default)]
     pub agent_id: Option<Uuid>,
+    /// `acme:NAME` for a certificate an ACME CA issued through this control
+    /// plane; absent for the built-in CA's (every record before ACME).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The ACME CA's suggested renewal window (RFC 9773), when it offers
+    /// one, as last fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_window: Option<RenewalWindowSeen>,
+}
+
+/// An ACME CA's suggested renewal window (RFC 9773) and when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalWindowSeen {
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub checked_at: OffsetDateTime,
+}
+
+/// `POST /v1/admin/acme-issuers`: register an account with an ACME CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeIssuerAdd {
+    /// The name deploys use as `acme:NAME`.
+    pub name: String,
+    /// The CA's directory URL (`https://…/directory`).
+    pub directory: String,
+    /// PEM of the CA(s) that sign the ACME API's TLS certificate, for a
+    /// private ACME server; the system roots are trusted as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// The account's contact address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// A registered ACME issuer (never its key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeIssuerInfo {
+    pub name: String,
+    pub directory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Whether the ACME API is trusted through a CA file of its own.
+    #[serde(default)]
+    pub private_ca: bool,
+    /// The account's URL at the CA, when this answer registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `GET /v1/admin/acme-issuers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeIssuerList {
+    pub issuers: Vec<AcmeIssuerInfo>,
 }
 
 /// One deploy of a certificate to a location, as the server recorded it.

@@ -120,6 +120,9 @@ pub enum CertsCommand {
     /// The built-in CA's ceremony, on the server's host (docs/pki.md).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// ACME CAs the server orders from (`--issuer acme:NAME`).
+    #[command(subcommand)]
+    Acme(AcmeCommand),
 }
 
 fn parse_reason(s: &str) -> Result<tether_wire::RevocationReason, String> {
@@ -213,6 +216,19 @@ pub struct DeployArgs {
     /// Attempts before the task is dead-lettered (default 3).
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// Who issues: `builtin` (the control plane's CA, the default) or
+    /// `acme:NAME` (see `tether certs acme list`).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// For an ACME issuer: answer the http-01 challenge with files under
+    /// this directory, the document root the web server serves the names
+    /// from.
+    #[arg(long, conflicts_with = "http01_port")]
+    webroot: Option<std::path::PathBuf>,
+    /// For an ACME issuer: answer the http-01 challenge with the agent's
+    /// own listener on this port (80 in production; it must be free).
+    #[arg(long)]
+    http01_port: Option<u16>,
     /// A change window: the deploy starts only between these local hours,
     /// HH:MM-HH:MM in the agent's site time zone (22:00-04:00 spans
     /// midnight); outside it the task waits and says until when.
@@ -220,6 +236,45 @@ pub struct DeployArgs {
     window: Option<String>,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AcmeCommand {
+    /// Register an account with an ACME CA, from the server (which orders
+    /// through it later). Its key is sealed with the server's KEK.
+    Add {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// The name deploys use as `--issuer acme:NAME`.
+        name: String,
+        /// The CA's directory URL, e.g.
+        /// https://acme-v02.api.letsencrypt.org/directory.
+        #[arg(long)]
+        directory: String,
+        /// The account's contact address.
+        #[arg(long)]
+        email: Option<String>,
+        /// PEM file of the CA(s) that sign the ACME API's own TLS
+        /// certificate (a private ACME server); the system roots are
+        /// trusted as well.
+        #[arg(long)]
+        acme_ca_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The registered ACME issuers.
+    List {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget an ACME issuer (the account stays at the CA).
+    Remove {
+        #[command(flatten)]
+        conn: AdminConn,
+        name: String,
+    },
 }
 
 /// `--kind` of `tether certs deploy`.
@@ -357,6 +412,18 @@ fn deploy_target(kind: TargetKind, f: TargetFlags) -> anyhow::Result<tether_depl
 }
 
 /// A deploy's spec, as the server and the agent read it.
+/// `--webroot` or `--http01-port` as the spec's challenge.
+fn challenge(
+    webroot: Option<std::path::PathBuf>,
+    port: Option<u16>,
+) -> Option<tether_deploy::spec::ChallengeSpec> {
+    match (webroot, port) {
+        (Some(dir), _) => Some(tether_deploy::spec::ChallengeSpec::Webroot(dir)),
+        (None, Some(p)) => Some(tether_deploy::spec::ChallengeSpec::Listener(p)),
+        (None, None) => None,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn deploy_spec(
     names: Vec<String>,
@@ -366,6 +433,7 @@ fn deploy_spec(
     verify: Option<std::net::SocketAddr>,
     sni: Option<String>,
     days: Option<u32>,
+    (issuer, challenge): (Option<String>, Option<tether_deploy::spec::ChallengeSpec>),
 ) -> anyhow::Result<serde_json::Value> {
     let spec = tether_deploy::DeploySpec {
         names,
@@ -381,8 +449,8 @@ fn deploy_spec(
             sni,
             timeout_secs: verify_timeout,
         }),
-        issuer: None,
-        challenge: None,
+        issuer,
+        challenge,
     };
     spec.check().map_err(|e| {
         anyhow::anyhow!(
@@ -444,13 +512,24 @@ pub fn history(h: &CertHistory) -> String {
     let mut out = format!("Certificate {}\n", safe(&h.fingerprint));
     match &h.issued {
         Some(i) => out.push_str(&format!(
-            "  Issued:    {} by the built-in CA, serial {}, for {}, valid until {}\n",
+            "  Issued:    {} by {}, serial {}, for {}, valid until {}{}\n",
             when(i.issued_at),
+            match &i.issuer {
+                Some(acme) => safe(acme),
+                None => "the built-in CA".to_owned(),
+            },
             safe(&i.serial),
             safe(&i.names.join(", ")),
-            day(i.not_after)
+            day(i.not_after),
+            i.renewal_window
+                .map(|w| format!(
+                    "; the CA suggests renewing between {} and {}",
+                    when(w.start),
+                    when(w.end)
+                ))
+                .unwrap_or_default()
         )),
-        None => out.push_str("  Issued:    not by the built-in CA (or not recorded)\n"),
+        None => out.push_str("  Issued:    not through this control plane (or not recorded)\n"),
     }
     if h.deployments.is_empty() {
         out.push_str("  Deploys:   none\n");
@@ -720,6 +799,9 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 verify_timeout,
                 max_attempts,
                 window,
+                issuer,
+                webroot,
+                http01_port,
                 json,
             } = *args;
             let target = deploy_target(
@@ -747,6 +829,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 verify,
                 sni,
                 days,
+                (issuer, challenge(webroot, http01_port)),
             )?;
             let req = tether_wire::NewTask {
                 kind: tether_wire::TaskKind::Deploy,
@@ -768,6 +851,69 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                     safe(created.get("id").and_then(|v| v.as_str()).unwrap_or("ID"))
                 );
             }
+        }
+        CertsCommand::Acme(AcmeCommand::Add {
+            conn,
+            name,
+            directory,
+            email,
+            acme_ca_file,
+            json,
+        }) => {
+            let ca_pem = match &acme_ca_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let added = client(&conn)?
+                .add_acme_issuer(&tether_wire::AcmeIssuerAdd {
+                    name,
+                    directory,
+                    ca_pem,
+                    email,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&added)?);
+            } else {
+                println!(
+                    "ACME issuer {} registered at {} (account {}); deploy with `--issuer acme:{}`",
+                    safe(&added.name),
+                    safe(&added.directory),
+                    safe(added.account.as_deref().unwrap_or("?")),
+                    safe(&added.name)
+                );
+            }
+        }
+        CertsCommand::Acme(AcmeCommand::List { conn, json }) => {
+            let list = client(&conn)?.acme_issuers().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.issuers.is_empty() {
+                println!(
+                    "no ACME issuers (add one with `tether certs acme add NAME --directory URL`)"
+                );
+            } else {
+                for i in &list.issuers {
+                    println!(
+                        "acme:{}  {}{}{}  since {}",
+                        safe(&i.name),
+                        safe(&i.directory),
+                        i.contact
+                            .as_deref()
+                            .map(|c| format!("  contact {}", safe(c)))
+                            .unwrap_or_default(),
+                        if i.private_ca { "  (private CA)" } else { "" },
+                        i.created_at.format(&Rfc3339)?
+                    );
+                }
+            }
+        }
+        CertsCommand::Acme(AcmeCommand::Remove { conn, name }) => {
+            client(&conn)?.remove_acme_issuer(&name).await?;
+            println!("ACME issuer {} removed", safe(&name));
         }
         CertsCommand::History {
             conn,

@@ -178,6 +178,42 @@ pub async fn revoke(
     )?))
 }
 
+/// `POST /v1/admin/acme-issuers`: registers an account with an ACME CA.
+pub async fn acme_add(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<tether_wire::AcmeIssuerInfo>)> {
+    service(&ctx, auth::admin(&ctx, bearer.as_deref()).await)?;
+    let body: tether_wire::AcmeIssuerAdd = json(&ctx, request).await?;
+    let added = service(&ctx, crate::service::acme::add(&ctx, body).await)?;
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+/// `GET /v1/admin/acme-issuers`.
+pub async fn acme_list(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+) -> ApiResult<Json<tether_wire::AcmeIssuerList>> {
+    service(&ctx, auth::admin(&ctx, bearer.as_deref()).await)?;
+    let issuers = service(&ctx, crate::service::acme::list(&ctx).await)?;
+    Ok(Json(tether_wire::AcmeIssuerList { issuers }))
+}
+
+/// `DELETE /v1/admin/acme-issuers/{name}`.
+pub async fn acme_remove(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    service(&ctx, auth::admin(&ctx, bearer.as_deref()).await)?;
+    let name = path
+        .map_err(|e| ApiFailure::new(&ctx, ErrorCode::InvalidId, format!("unreadable path: {e}")))?
+        .0;
+    service(&ctx, crate::service::acme::remove(&ctx, &name).await)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The calling admin credential's name, for the record.
 async fn admin_name(ctx: &Ctx, bearer: &Bearer) -> String {
     let Some(token) = bearer.as_deref() else {

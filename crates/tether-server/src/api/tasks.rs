@@ -195,21 +195,29 @@ async fn agent(ctx: &Ctx, bearer: &Bearer) -> ApiResult<tether_store::AgentRecor
     Ok(agent)
 }
 
-/// `POST /v1/agent/tasks/{id}/issue`: the built-in CA signs the CSR of a
-/// deploy task leased to this agent.
+/// `POST /v1/agent/tasks/{id}/issue`: the certificate of a deploy task
+/// leased to this agent: 200 with it, or, for an ACME issuer, 202 with the
+/// http-01 challenges to serve before asking again with the order.
 pub async fn issue(
     State(ctx): State<Ctx>,
     bearer: Bearer,
     path: Result<Path<String>, PathRejection>,
     request: Request,
-) -> ApiResult<Json<tether_wire::IssueResponse>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
     let agent = agent(&ctx, &bearer).await?;
     let id = uuid(&ctx, path)?;
     let body: tether_wire::IssueRequest = json(&ctx, request).await?;
-    Ok(Json(service(
+    let reply = service(
         &ctx,
         crate::service::issuance::issue(&ctx, &agent, id, body).await,
-    )?))
+    )?;
+    Ok(match reply {
+        crate::service::acme::IssueReply::Issued(cert) => Json(cert).into_response(),
+        crate::service::acme::IssueReply::Pending(pending) => {
+            (axum::http::StatusCode::ACCEPTED, Json(pending)).into_response()
+        }
+    })
 }
 
 /// `POST /v1/agent/tasks/poll`: held until work arrives or the wait ends.

@@ -26,6 +26,7 @@ use tether_wire::{
 use tracing::{info, warn};
 use uuid::Uuid;
 
+pub use super::acme::IssueReply;
 use super::tasks::{not_found, refused};
 use super::{Ctx, ServiceError};
 
@@ -72,29 +73,36 @@ pub fn load(data_dir: &Path) -> Option<Arc<IssuingCa>> {
     }
 }
 
-/// Refuses a spec whose issuer is not the built-in CA: the ACME issue flow
-/// through the control plane (issue #10) is not built yet, so an
-/// `acme:NAME` deploy must never be signed by the built-in CA instead.
-pub(crate) fn builtin_only(spec: &tether_deploy::DeploySpec) -> Result<(), ServiceError> {
+/// Checks a deploy's issuer when the task is created: an `acme:NAME` must
+/// be registered here (a typo is refused at once rather than at the
+/// agent's first issue call).
+pub(crate) async fn check_issuer(
+    ctx: &Ctx,
+    spec: &tether_deploy::DeploySpec,
+) -> Result<(), ServiceError> {
     match spec.issuer().map_err(ServiceError::DeploySpec)? {
         tether_deploy::spec::Issuer::Builtin => Ok(()),
         tether_deploy::spec::Issuer::Acme(name) => {
-            Err(ServiceError::DeploySpec(tether_deploy::SpecError {
-                field: "issuer".to_owned(),
-                observed: format!("acme:{name}"),
-                expected: "builtin (this server does not issue through ACME yet)".to_owned(),
-            }))
+            if ctx.store.acme_issuer(&name).await?.is_none() {
+                return Err(ServiceError::Acme(
+                    ErrorCode::AcmeIssuerUnknown,
+                    format!("no ACME issuer named {name:?} is registered (tether certs acme list)"),
+                ));
+            }
+            Ok(())
         }
     }
 }
 
-/// Signs the CSR of a `deploy` task leased to `agent` at `req.epoch`.
+/// Issues for a `deploy` task leased to `agent` at `req.epoch`: the
+/// built-in CA signs its CSR, or an ACME CA is ordered from (see
+/// [`super::acme::issue`], which may first answer with challenges).
 pub async fn issue(
     ctx: &Ctx,
     agent: &AgentRecord,
     id: Uuid,
     req: IssueRequest,
-) -> Result<IssueResponse, ServiceError> {
+) -> Result<IssueReply, ServiceError> {
     let task = ctx.store.task(id).await?.ok_or_else(|| not_found(id))?;
     if task.kind != TaskKind::Deploy {
         return Err(ServiceError::invalid(
@@ -108,7 +116,24 @@ pub async fn issue(
         .map_err(refused(id))?;
     let spec =
         tether_deploy::DeploySpec::from_json(&task.spec).map_err(ServiceError::DeploySpec)?;
-    builtin_only(&spec)?;
+    if let tether_deploy::spec::Issuer::Acme(name) =
+        spec.issuer().map_err(ServiceError::DeploySpec)?
+    {
+        return super::acme::issue(ctx, agent, id, &spec, &name, req).await;
+    }
+    builtin(ctx, agent, id, &spec, req)
+        .await
+        .map(IssueReply::Issued)
+}
+
+/// The built-in CA signs the checked CSR.
+async fn builtin(
+    ctx: &Ctx,
+    agent: &AgentRecord,
+    id: Uuid,
+    spec: &tether_deploy::DeploySpec,
+    req: IssueRequest,
+) -> Result<IssueResponse, ServiceError> {
     let Some(ca) = ctx.ca.as_ref() else {
         return Err(ServiceError::CaUnavailable(
             "no built-in CA is open on this server".to_owned(),
@@ -142,6 +167,8 @@ pub async fn issue(
         issued_at: ctx.now(),
         task_id: Some(id),
         agent_id: Some(agent.id),
+        issuer: None,
+        renewal_window: None,
     };
     if let Err(e) = ctx.store.record_issued(&record, &issued.cert_pem).await {
         if claimed {

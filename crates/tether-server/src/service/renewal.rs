@@ -25,7 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tether_store::{IssueClaim, Renewal, RenewalLocation, StoreError};
 use tether_tasks::TaskSnapshot;
-use tether_tasks::renewal::{Deployed, Eligibility, Step, TaskView, due_at};
+use tether_tasks::renewal::{Deployed, Eligibility, Step, SuggestedWindow, TaskView, due_at};
 use tether_wire::{
     AgentStatus, DeployReport, ErrorCode, IssueResponse, NewTask, RenewalInfo, RenewalPolicy,
     RenewalState, TaskKind, TaskTarget,
@@ -78,7 +78,17 @@ pub async fn policy_for(
             }
         }
     }
-    Ok(RenewalPolicy::default())
+    // Without a policy, a certificate renews through the CA that issued it.
+    let issuer = ctx
+        .store
+        .issued_cert(fingerprint)
+        .await?
+        .and_then(|c| c.issuer)
+        .unwrap_or_else(|| "builtin".to_owned());
+    Ok(RenewalPolicy {
+        issuer,
+        ..RenewalPolicy::default()
+    })
 }
 
 /// Sets the policy of a scope: `default`, `cert:<fingerprint>` or
@@ -218,6 +228,7 @@ pub async fn tick(ctx: &Ctx) -> Result<Ticked, ServiceError> {
     let mut done = Ticked::default();
     let now = ctx.now();
     let mut after: Option<String> = None;
+    let mut ari_budget = super::acme::WINDOWS_PER_TICK;
     for _ in 0..MAX_CANDIDATE_PAGES {
         let page = ctx
             .store
@@ -226,9 +237,15 @@ pub async fn tick(ctx: &Ctx) -> Result<Ticked, ServiceError> {
         for c in &page {
             let group = first_group(ctx, &c.fingerprint).await?;
             let policy = policy_for(ctx, &c.fingerprint, group.as_deref()).await?;
-            // The ARI window arrives with ACME issuers; the built-in CA has
-            // none, so the policy decides.
-            let due = due_at(&policy, c.not_before, c.not_after, None);
+            // An ACME CA's suggested window (RFC 9773) decides when it
+            // offers one; the built-in CA has none, so the policy does.
+            let ari = match ctx.store.issued_cert(&c.fingerprint).await? {
+                Some(cert) => super::acme::window(ctx, &cert, now, &mut ari_budget)
+                    .await
+                    .map(|(start, end)| SuggestedWindow { start, end }),
+                None => None,
+            };
+            let due = due_at(&policy, c.not_before, c.not_after, ari);
             if due > now {
                 continue;
             }
@@ -268,7 +285,7 @@ async fn step(ctx: &Ctx, r: &Renewal) -> Result<bool, ServiceError> {
             eligible.push(eligibility(ctx, l.agent_id).await?);
         }
         match r.start(&policy, &eligible, Uuid::new_v4, now) {
-            Step::StartAttempt(next) => match issuer_problem(ctx, &next.issuer) {
+            Step::StartAttempt(next) => match issuer_problem(ctx, &next.issuer).await? {
                 Some((code, why)) => r.fail(code, why, true, now),
                 None => {
                     if !ctx.store.update_renewal(&next).await? {
@@ -304,23 +321,34 @@ async fn step(ctx: &Ctx, r: &Renewal) -> Result<bool, ServiceError> {
 }
 
 /// Whether the issuer can issue on this server; `None` when it can.
-fn issuer_problem(ctx: &Ctx, issuer: &str) -> Option<(ErrorCode, String)> {
+async fn issuer_problem(
+    ctx: &Ctx,
+    issuer: &str,
+) -> Result<Option<(ErrorCode, String)>, ServiceError> {
+    if let Some(name) = issuer.strip_prefix("acme:") {
+        return Ok(super::acme::problem(ctx, name).await?.map(|(code, why)| {
+            (
+                ErrorCode::RenewalIssuerUnavailable,
+                format!("the issuer {issuer:?} is not available on this server: {code}: {why}"),
+            )
+        }));
+    }
     if issuer != "builtin" {
-        return Some((
+        return Ok(Some((
             ErrorCode::RenewalIssuerUnavailable,
             format!("the issuer {issuer:?} is not available on this server"),
-        ));
+        )));
     }
     if ctx.ca.is_none() {
-        return Some((
+        return Ok(Some((
             ErrorCode::RenewalCaFailed,
             format!(
                 "the CA's error: {}: no built-in CA is open on this server",
                 ErrorCode::CaNotInitialized
             ),
-        ));
+        )));
     }
-    None
+    Ok(None)
 }
 
 async fn eligibility(ctx: &Ctx, agent_id: Uuid) -> Result<Eligibility, ServiceError> {
@@ -340,6 +368,21 @@ async fn eligibility(ctx: &Ctx, agent_id: Uuid) -> Result<Eligibility, ServiceEr
     })
 }
 
+/// The location's deploy spec, issued by the attempt's issuer (the
+/// policy's, or its fallback): the built-in CA takes no challenge, an ACME
+/// issuer keeps the location's (a spec without one is refused when the task
+/// is created, and the attempt fails saying so).
+fn with_issuer(spec: &mut Value, issuer: &str) {
+    if let Some(o) = spec.as_object_mut() {
+        if issuer == "builtin" {
+            o.remove("issuer");
+            o.remove("challenge");
+        } else {
+            o.insert("issuer".to_owned(), Value::String(issuer.to_owned()));
+        }
+    }
+}
+
 /// Creates the attempt's deploy tasks that do not exist yet (all of them,
 /// or those a crash between the renewal's write and the tasks' left out).
 async fn ensure_tasks(
@@ -352,12 +395,13 @@ async fn ensure_tasks(
         if ctx.store.task(*id).await?.is_some() {
             continue;
         }
-        let spec: Value = serde_json::from_str(&l.spec).map_err(|e| {
+        let mut spec: Value = serde_json::from_str(&l.spec).map_err(|e| {
             ServiceError::Store(StoreError::Corrupt(format!(
                 "renewal_locations.spec of task {}: {e}",
                 l.task_id
             )))
         })?;
+        with_issuer(&mut spec, &r.issuer);
         let req = NewTask {
             kind: TaskKind::Deploy,
             spec,
@@ -478,7 +522,7 @@ pub async fn gate_issue(ctx: &Ctx, task_id: Uuid, csr_der: &[u8]) -> Result<Gate
             ),
         ));
     }
-    if let Some((code, why)) = issuer_problem(ctx, &r.issuer) {
+    if let Some((code, why)) = issuer_problem(ctx, &r.issuer).await? {
         return Err(ServiceError::Renewal(code, why));
     }
     let request = hex::encode(Sha256::digest(csr_der));
@@ -682,6 +726,8 @@ mod tests {
             issued_at: nb,
             task_id: None,
             agent_id: Some(w.agent.id),
+            issuer: None,
+            renewal_window: None,
         };
         w.ctx
             .store
@@ -762,17 +808,22 @@ mod tests {
         let mut fps = std::collections::BTreeSet::new();
         for r in burst {
             match r {
-                Ok(resp) => {
+                Ok(super::super::acme::IssueReply::Issued(resp)) => {
                     fps.insert((resp.fingerprint, resp.serial));
                 }
+                Ok(other) => panic!("the built-in CA sent {other:?}"),
                 // Another call of the burst was signing at that instant.
                 Err(ServiceError::Conflict(_)) => {}
                 Err(e) => panic!("unexpected {e}"),
             }
         }
-        let again = super::super::issuance::issue(&w.ctx, &w.agent, task.id, req.clone())
-            .await
-            .expect("a retry gets the certificate");
+        let super::super::acme::IssueReply::Issued(again) =
+            super::super::issuance::issue(&w.ctx, &w.agent, task.id, req.clone())
+                .await
+                .expect("a retry gets the certificate")
+        else {
+            panic!("the built-in CA answers with the certificate");
+        };
         fps.insert((again.fingerprint.clone(), again.serial.clone()));
         assert_eq!(fps.len(), 1, "one certificate: {fps:?}");
         // Another key for the same renewal task is refused with its code.

@@ -55,6 +55,25 @@ pub async fn revoke(
     by: &str,
 ) -> Result<RevokeResponse, ServiceError> {
     let fp = super::certs::fingerprint(text)?;
+    // An ACME CA's certificate is revoked at that CA, never on the built-in
+    // CA's CRL (its serial is another CA's).
+    if let Some(cert) = ctx.store.issued_cert(&fp).await?
+        && let Some(issuer) = cert.issuer.as_deref()
+    {
+        let newly = super::acme::revoke(ctx, &cert, reason).await?;
+        info!(fingerprint = %fp, serial = %cert.serial, issuer = %issuer, reason = %reason, by = %by, newly, "revoked a certificate at its ACME CA");
+        return Ok(RevokeResponse {
+            revocation: tether_wire::Revocation {
+                fingerprint: fp,
+                serial: cert.serial,
+                reason,
+                revoked_at: ctx.now(),
+                revoked_by: by.to_owned(),
+                not_after: cert.not_after,
+            },
+            newly_revoked: newly,
+        });
+    }
     let revoked = ctx
         .store
         .revoke_issued(&fp, reason, ctx.now(), by)

@@ -197,7 +197,7 @@ async fn check(ctx: &Ctx, req: &NewTask<Value>) -> Result<(NewTask<Value>, Strin
     if req.kind == tether_wire::TaskKind::Deploy {
         let deploy =
             tether_deploy::DeploySpec::from_json(&spec).map_err(ServiceError::DeploySpec)?;
-        super::issuance::builtin_only(&deploy)?;
+        super::issuance::check_issuer(ctx, &deploy).await?;
     }
     let mut checked = req.clone();
     checked.spec = spec;

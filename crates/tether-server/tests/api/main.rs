@@ -2,6 +2,7 @@
 
 mod support;
 
+mod acme;
 mod actions;
 mod certs;
 mod defs;

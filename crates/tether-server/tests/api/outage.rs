@@ -239,6 +239,18 @@ impl CertStore for Switchable {
         self.check().await?;
         self.inner.issued_cert(fingerprint).await
     }
+    async fn issued_cert_pem(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
+        self.check().await?;
+        self.inner.issued_cert_pem(fingerprint).await
+    }
+    async fn set_renewal_window(
+        &self,
+        fingerprint: &str,
+        window: &tether_wire::RenewalWindowSeen,
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.set_renewal_window(fingerprint, window).await
+    }
     async fn record_deployment(
         &self,
         deployment: &tether_wire::DeploymentRecord,

@@ -97,6 +97,8 @@ async fn issue(h: &Harness, names: &[&str]) -> Leaf {
                 issued_at: h.clock.now(),
                 task_id: None,
                 agent_id: None,
+                issuer: None,
+                renewal_window: None,
             },
             &issued.cert_pem,
         )

@@ -86,8 +86,8 @@ async fn hostile_task_input_is_refused_with_a_code() {
             ErrorCode::TaskTargetInvalid,
             "discover tasks run on discovery agents",
         ),
-        // An ACME issuer parses (issue #10) but this server does not issue
-        // through ACME yet: refused rather than signed by the built-in CA.
+        // An ACME issuer this server has not registered: refused when the
+        // task is created, not at the agent's first issue call.
         (
             json!({"kind": "deploy", "spec": {
                 "names": ["web.test"],
@@ -98,8 +98,8 @@ async fn hostile_task_input_is_refused_with_a_code() {
                 "challenge": {"listener": 80}},
                 "target": {"type": "group", "group": "prod", "agent_kind": "provisioning"}}),
             422,
-            ErrorCode::DeploySpecInvalid,
-            "does not issue through ACME yet",
+            ErrorCode::AcmeIssuerUnknown,
+            "no ACME issuer named \"pebble\"",
         ),
         (
             json!({"kind": "deploy", "spec": {

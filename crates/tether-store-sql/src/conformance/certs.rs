@@ -377,6 +377,8 @@ pub async fn issued_certs_and_deployments_are_kept_once(f: Fixture) {
         issued_at: t(0),
         task_id: Some(task),
         agent_id: Some(agent),
+        issuer: None,
+        renewal_window: None,
     };
     assert!(f.store.issued_cert(&fp(7)).await.expect("reads").is_none());
     f.store
@@ -404,6 +406,55 @@ pub async fn issued_certs_and_deployments_are_kept_once(f: Fixture) {
     assert_eq!(
         f.store.issued_cert(&fp(8)).await.expect("reads"),
         Some(none)
+    );
+
+    // An ACME CA's certificate keeps its issuer, and its renewal window
+    // (RFC 9773) is recorded and replaced as the CA moves it.
+    let window = |start: i64, end: i64, at: i64| tether_wire::RenewalWindowSeen {
+        start: t(start),
+        end: t(end),
+        checked_at: t(at),
+    };
+    let acme = tether_wire::IssuedCert {
+        fingerprint: fp(9),
+        serial: "09".into(),
+        issuer: Some("acme:pebble".into()),
+        renewal_window: Some(window(60 * 86_400, 61 * 86_400, 0)),
+        ..issued.clone()
+    };
+    f.store.record_issued(&acme, "p").await.expect("records");
+    assert_eq!(
+        f.store
+            .issued_cert_pem(&fp(9))
+            .await
+            .expect("reads")
+            .as_deref(),
+        Some("p")
+    );
+    assert_eq!(f.store.issued_cert_pem(&fp(98)).await.expect("reads"), None);
+    assert_eq!(
+        f.store.issued_cert(&fp(9)).await.expect("reads"),
+        Some(acme.clone())
+    );
+    assert!(
+        f.store
+            .set_renewal_window(&fp(9), &window(10 * 86_400, 11 * 86_400, 3600))
+            .await
+            .expect("sets")
+    );
+    assert_eq!(
+        f.store
+            .issued_cert(&fp(9))
+            .await
+            .expect("reads")
+            .and_then(|c| c.renewal_window),
+        Some(window(10 * 86_400, 11 * 86_400, 3600))
+    );
+    assert!(
+        !f.store
+            .set_renewal_window(&fp(99), &window(0, 1, 0))
+            .await
+            .expect("no such certificate")
     );
 
     let report = |state: &str, new: u8, old: Option<u8>| tether_wire::DeployReport {

@@ -25,6 +25,8 @@ async fn issued(f: &Fixture, n: u8) {
         issued_at: t(0),
         task_id: None,
         agent_id: None,
+        issuer: None,
+        renewal_window: None,
     };
     f.store.record_issued(&cert, "pem").await.expect("records");
 }

@@ -18,6 +18,8 @@ fn issued(n: u8, serial: &str, days: i64) -> IssuedCert {
         issued_at: t(0),
         task_id: None,
         agent_id: None,
+        issuer: None,
+        renewal_window: None,
     }
 }
 

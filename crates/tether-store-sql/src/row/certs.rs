@@ -1,7 +1,7 @@
 //! Decoding the discovery inventory's rows.
 
 use tether_store::{CertRecord, StoreError};
-use tether_wire::{CertInfo, CertLocation, DeploymentRecord, IssuedCert};
+use tether_wire::{CertInfo, CertLocation, DeploymentRecord, IssuedCert, RenewalWindowSeen};
 
 use super::{Fields, RawRow};
 
@@ -57,7 +57,24 @@ pub(crate) fn issued(row: &dyn RawRow) -> Result<IssuedCert, StoreError> {
         issued_at: f.time("issued_at")?,
         task_id: opt_uuid("task_id")?,
         agent_id: opt_uuid("agent_id")?,
+        issuer: f.opt_text("issuer")?,
+        renewal_window: match (
+            f.opt_time("ari_start")?,
+            f.opt_time("ari_end")?,
+            f.opt_time("ari_checked_at")?,
+        ) {
+            (Some(start), Some(end), Some(checked_at)) => Some(RenewalWindowSeen {
+                start,
+                end,
+                checked_at,
+            }),
+            _ => None,
+        },
     })
+}
+
+pub(crate) fn issued_pem(row: &dyn RawRow, fingerprint: &str) -> Result<String, StoreError> {
+    Fields::keyed(row, "issued_certs", fingerprint).text("cert_pem")
 }
 
 pub(crate) fn deployment(

@@ -19,7 +19,7 @@ use crate::deploy::{fp_of_file, provisioning_agent, served, wait_task};
 use crate::lab::{Backend, Server};
 
 /// Waits until `fp`'s newest renewal is in `state`.
-async fn wait_renewal(server: &Server, fp: &str, state: RenewalState) -> RenewalInfo {
+pub(crate) async fn wait_renewal(server: &Server, fp: &str, state: RenewalState) -> RenewalInfo {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let list: Vec<RenewalInfo> =
