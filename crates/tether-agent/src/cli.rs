@@ -384,6 +384,7 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
                 policy: None,
                 last_errors: Default::default(),
                 debug_until: None,
+                later: Default::default(),
             };
             store.save(&s)?;
             s
@@ -934,6 +935,7 @@ mod tests {
                 policy: None,
                 last_errors: Default::default(),
                 debug_until: None,
+                later: Default::default(),
             })
             .expect("saves");
         let parse = |extra: &[&str]| {

@@ -374,6 +374,7 @@ fn write_files(
         policy: Some(response.policy.clone()),
         last_errors: Default::default(),
         debug_until: None,
+        later: Default::default(),
     };
     StateStore::new(dir).save(&state)?;
     Ok(())

@@ -176,6 +176,7 @@ mod tests {
             }),
             last_errors: BTreeMap::new(),
             debug_until: None,
+            later: Default::default(),
         };
         StateStore::new(dir.path()).save(&state).expect("saves");
         let world = World::fixed(

@@ -26,8 +26,12 @@ pub mod subsystem {
 }
 
 /// Everything the agent remembers between runs, except the credential.
+///
+/// Fields this version does not know (written by a newer agent, before an
+/// upgrade was rolled back) are kept as they are and written back, so a
+/// downgrade neither refuses the file nor loses what the newer version
+/// recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AgentState {
     /// The identity the server assigned at enrollment.
     pub agent_id: Uuid,
@@ -55,6 +59,9 @@ pub struct AgentState {
     /// Debug logging stays on until this time.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub debug_until: Option<OffsetDateTime>,
+    /// Fields of a newer agent's state, kept untouched.
+    #[serde(flatten)]
+    pub later: BTreeMap<String, serde_json::Value>,
 }
 
 impl AgentState {
@@ -234,6 +241,7 @@ mod tests {
             }),
             last_errors: BTreeMap::new(),
             debug_until: None,
+            later: Default::default(),
         }
     }
 
@@ -299,14 +307,38 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_corruption() {
+    fn a_newer_agents_fields_are_kept_through_a_load_and_save() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::new(dir.path());
         let mut v = serde_json::to_value(sample()).expect("json");
-        v["surprise"] = serde_json::json!(1);
+        v["upgrade"] = serde_json::json!({"target": "1.4.0", "attempts": 2});
+        std::fs::write(store.path(), v.to_string()).expect("writes");
+        let loaded = store
+            .load()
+            .expect("a newer agent's state loads")
+            .expect("some");
+        assert_eq!(loaded.agent_id, sample().agent_id);
+        store
+            .update(|s| s.debug_until = Some(datetime!(2026-05-02 0:00 UTC)))
+            .expect("updates");
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).expect("reads")).expect("json");
+        assert_eq!(
+            back["upgrade"],
+            serde_json::json!({"target": "1.4.0", "attempts": 2})
+        );
+        assert_eq!(back["debug_until"], "2026-05-02T00:00:00Z");
+    }
+
+    #[test]
+    fn a_known_field_of_the_wrong_type_is_still_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::new(dir.path());
+        let mut v = serde_json::to_value(sample()).expect("json");
+        v["server"] = serde_json::json!(1);
         std::fs::write(store.path(), v.to_string()).expect("writes");
         assert_eq!(
-            store.load().expect_err("unknown field").code(),
+            store.load().expect_err("wrong type").code(),
             ErrorCode::StateCorrupt
         );
     }

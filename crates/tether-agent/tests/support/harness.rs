@@ -118,6 +118,7 @@ impl Harness {
                 policy: Some(policy(interval, 0)),
                 last_errors: BTreeMap::new(),
                 debug_until: None,
+                later: BTreeMap::new(),
             })
             .expect("state saves");
         let clock = ManualClock::new(T0);
