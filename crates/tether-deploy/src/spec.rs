@@ -76,6 +76,164 @@ pub struct DeploySpec {
     /// `acme:NAME` issuer, refused for the built-in CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeSpec>,
+    /// A remote target: the target's paths, owner and reload command are
+    /// on this host, reached over SSH. Absent: the agent's own host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
+}
+
+/// The longest SSH host name.
+pub const MAX_SSH_HOST: usize = 253;
+pub const DEFAULT_SSH_PORT: u16 = 22;
+pub const DEFAULT_SSH_TIMEOUT_SECS: u64 = 10;
+pub const MAX_SSH_TIMEOUT_SECS: u64 = 120;
+
+/// The remote host of a remote target. JSON:
+/// `{"host", "port"?, "user", "key"?, "passphrase"?, "password"?,
+/// "host_key", "sudo"?, "timeout_secs"?}`, with exactly one of `key` and
+/// `password`. Every secret is a reference read on the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    /// The host: an IP address or a DNS name.
+    pub host: String,
+    /// Default 22.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The user the agent logs in as.
+    pub user: String,
+    /// The private key's secret reference (`file:/PATH` or `env:NAME`,
+    /// the key in OpenSSH or PKCS#8 PEM form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
+    /// The key's passphrase, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<SecretRef>,
+    /// The password's secret reference, instead of a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// The host's key, pinned: its SHA256 fingerprint as `ssh-keygen -lf`
+    /// prints it (`SHA256:…`), or its OpenSSH public key line
+    /// (`ssh-ed25519 AAAA… [comment]`). Required: an unknown host key is
+    /// refused, never trusted on first use.
+    pub host_key: String,
+    /// Run every remote command through `sudo -n` (never a password
+    /// prompt). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudo: bool,
+    /// Bound on connecting, the handshake and authentication (default 10,
+    /// at most 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl SshSpec {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_SSH_PORT)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.unwrap_or(DEFAULT_SSH_TIMEOUT_SECS))
+    }
+
+    /// `user@host:port`, for steps and messages.
+    pub fn display(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]:{}", self.user, self.host, self.port())
+        } else {
+            format!("{}@{}:{}", self.user, self.host, self.port())
+        }
+    }
+
+    /// The pinned host key's SHA256 fingerprint (`SHA256:…`), from either
+    /// form of `host_key`.
+    pub fn pinned_fingerprint(&self) -> Result<String, SpecError> {
+        use russh::keys::ssh_key::{Fingerprint, HashAlg, PublicKey};
+        let text = self.host_key.trim();
+        let expected = "the host key's SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:…), or its OpenSSH public key line (ssh-ed25519 AAAA…)";
+        if text.starts_with("SHA256:") {
+            return text
+                .parse::<Fingerprint>()
+                .ok()
+                .filter(|f| f.algorithm() == HashAlg::Sha256)
+                .map(|f| f.to_string())
+                .ok_or_else(|| refuse("ssh.host_key", format!("{text:?}"), expected));
+        }
+        if text.len() > 16 * 1024 || text.contains(['\n', '\r', '\0']) {
+            return Err(refuse(
+                "ssh.host_key",
+                format!("{} bytes over several lines", text.len()),
+                expected,
+            ));
+        }
+        PublicKey::from_openssh(text)
+            .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+            .map_err(|e| refuse("ssh.host_key", format!("{text:?} ({e})"), expected))
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        if self.host.parse::<IpAddr>().is_err()
+            && (self.host.len() > MAX_SSH_HOST
+                || !is_dns_name(&self.host)
+                || self.host.starts_with("*."))
+        {
+            return Err(refuse(
+                "ssh.host",
+                format!("{:?}", self.host),
+                "an IP address or a DNS name",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(refuse("ssh.port", 0, "1 to 65535"));
+        }
+        // A POSIX portable user name; never an option to ssh or sudo.
+        if self.user.is_empty()
+            || self.user.len() > 32
+            || self.user.starts_with('-')
+            || !self
+                .user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(refuse(
+                "ssh.user",
+                format!("{:?}", self.user),
+                "a user name: 1 to 32 letters, digits, '_', '-' or '.', not starting with '-'",
+            ));
+        }
+        match (&self.key, &self.password) {
+            (Some(k), None) => k.check("ssh.key")?,
+            (None, Some(p)) => {
+                p.check("ssh.password")?;
+                if self.passphrase.is_some() {
+                    return Err(refuse(
+                        "ssh.passphrase",
+                        "a passphrase with a password",
+                        "a passphrase only with ssh.key",
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(refuse(
+                    "ssh.password",
+                    "both a key and a password",
+                    "exactly one of ssh.key and ssh.password",
+                ));
+            }
+            (None, None) => {
+                return Err(refuse(
+                    "ssh.key",
+                    "neither a key nor a password",
+                    "exactly one of ssh.key (a secret reference to a private key) and ssh.password",
+                ));
+            }
+        }
+        if let Some(p) = &self.passphrase {
+            p.check("ssh.passphrase")?;
+        }
+        self.pinned_fingerprint()?;
+        bounded("ssh.timeout_secs", self.timeout_secs, MAX_SSH_TIMEOUT_SECS)
+    }
 }
 
 /// The longest ACME issuer name.
@@ -570,6 +728,18 @@ impl DeploySpec {
             self.reload.timeout_secs,
             MAX_RELOAD_SECS,
         )?;
+        if let Some(ssh) = &self.ssh {
+            ssh.check()?;
+            // The http-01 challenge is served on the agent's own host,
+            // which is not the remote target's.
+            if self.challenge.is_some() {
+                return Err(refuse(
+                    "challenge",
+                    "an ACME challenge for a remote (ssh) target",
+                    "no challenge: remote targets take the built-in CA",
+                ));
+            }
+        }
         let Some(verify) = &self.verify else {
             if let Target::Pem(_) = self.target {
                 return Err(refuse(

@@ -119,6 +119,7 @@ impl Lab {
             }),
             issuer: None,
             challenge: None,
+            ssh: None,
         }
     }
 

@@ -383,6 +383,7 @@ fn deploy_spec(
         }),
         issuer: None,
         challenge: None,
+        ssh: None,
     };
     spec.check().map_err(|e| {
         anyhow::anyhow!(
