@@ -1013,6 +1013,173 @@ mod tests {
         }
     }
 
+    // A real key and its fingerprint as `ssh-keygen -lf` printed it.
+    const HOST_FP: &str = "SHA256:RSdxYYQxUUs0U1rT61W0GMX00XiKmJOZdpmdmWB4jfg";
+    const HOST_LINE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAP9D3wNnZ/kzWxiCgzkAqFzrWXk2j+KzGZKwtJufS2Y tether@lab";
+
+    fn remote() -> Value {
+        let mut v = good();
+        v["ssh"] = json!({
+            "host": "10.0.0.5",
+            "user": "deploy",
+            "key": "file:/etc/tether/id_ed25519",
+            "host_key": HOST_FP,
+        });
+        v
+    }
+
+    fn remote_refused(mutate: impl FnOnce(&mut Value)) -> SpecError {
+        let mut v = remote();
+        mutate(&mut v);
+        DeploySpec::from_json(&v).expect_err("refused")
+    }
+
+    #[test]
+    fn an_ssh_section_is_optional_and_round_trips() {
+        // A spec written before remote targets is a local one.
+        assert_eq!(DeploySpec::from_json(&good()).expect("old").ssh, None);
+        let s = DeploySpec::from_json(&remote()).expect("remote");
+        let ssh = s.ssh.as_ref().expect("ssh");
+        assert_eq!(ssh.port(), 22);
+        assert!(!ssh.sudo);
+        assert_eq!(ssh.pinned_fingerprint().as_deref(), Ok(HOST_FP));
+        assert_eq!(ssh.display(), "deploy@10.0.0.5:22");
+        let again = serde_json::to_value(&s).expect("ser");
+        assert!(again["ssh"].get("sudo").is_none(), "{again}");
+        assert_eq!(DeploySpec::from_json(&again), Ok(s));
+        // Password, sudo, a DNS name, a port, and the key line as the pin.
+        let mut v = remote();
+        v["ssh"] = json!({
+            "host": "web-1.example.net", "port": 2222, "user": "ops",
+            "password": "env:SSH_PASS", "host_key": HOST_LINE, "sudo": true,
+            "timeout_secs": 30,
+        });
+        let s = DeploySpec::from_json(&v).expect("password");
+        let ssh = s.ssh.as_ref().expect("ssh");
+        assert!(ssh.sudo && ssh.port() == 2222);
+        // Both forms of the pin name the same key.
+        assert_eq!(ssh.pinned_fingerprint().as_deref(), Ok(HOST_FP));
+    }
+
+    #[test]
+    fn hostile_ssh_sections_name_their_field() {
+        for (mutate, field) in [
+            (
+                (|v: &mut Value| v["ssh"]["host"] = json!("a b")) as fn(&mut Value),
+                "ssh.host",
+            ),
+            (|v| v["ssh"]["host"] = json!("-oProxyCommand=x"), "ssh.host"),
+            (|v| v["ssh"]["host"] = json!("*.example.com"), "ssh.host"),
+            (|v| v["ssh"]["port"] = json!(0), "ssh.port"),
+            (|v| v["ssh"]["port"] = json!(70000), "spec"),
+            (|v| v["ssh"]["user"] = json!(""), "ssh.user"),
+            (|v| v["ssh"]["user"] = json!("-oX"), "ssh.user"),
+            (|v| v["ssh"]["user"] = json!("root;id"), "ssh.user"),
+            (|v| v["ssh"]["user"] = json!("a".repeat(33)), "ssh.user"),
+            (
+                |v| v["ssh"]["key"] = json!("-----BEGIN OPENSSH PRIVATE KEY-----"),
+                "ssh.key",
+            ),
+            (|v| v["ssh"]["password"] = json!("env:P"), "ssh.password"),
+            (
+                |v| {
+                    v["ssh"].as_object_mut().expect("o").remove("key");
+                },
+                "ssh.key",
+            ),
+            (
+                |v| {
+                    v["ssh"].as_object_mut().expect("o").remove("host_key");
+                },
+                "spec",
+            ),
+            (|v| v["ssh"]["host_key"] = json!(""), "ssh.host_key"),
+            (
+                |v| v["ssh"]["host_key"] = json!("SHA256:short"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["host_key"] = json!("MD5:aa:bb"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["host_key"] = json!("ssh-ed25519 notbase64!"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["host_key"] = json!("ssh-ed25519 AAAA\nssh-rsa AAAA"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["passphrase"] = json!("hunter2"),
+                "ssh.passphrase",
+            ),
+            (|v| v["ssh"]["timeout_secs"] = json!(0), "ssh.timeout_secs"),
+            (
+                |v| v["ssh"]["timeout_secs"] = json!(1000),
+                "ssh.timeout_secs",
+            ),
+            (|v| v["ssh"]["sudo"] = json!("yes"), "spec"),
+            (|v| v["ssh"]["surprise"] = json!(1), "spec"),
+            (|v| v["ssh"] = json!("root@host"), "spec"),
+            (
+                |v| {
+                    v["issuer"] = json!("acme:pebble");
+                    v["challenge"] = json!({"webroot": "/var/www"});
+                },
+                "challenge",
+            ),
+        ] {
+            let e = remote_refused(mutate);
+            assert_eq!(e.field, field, "{e}");
+        }
+        // A password or key pasted where its reference goes is never
+        // echoed back.
+        let e = remote_refused(|v| {
+            v["ssh"]["key"] = json!("-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaA")
+        });
+        assert!(!e.to_string().contains("b3BlbnNzaA"), "{e}");
+        let e = remote_refused(|v| {
+            v["ssh"].as_object_mut().expect("o").remove("key");
+            v["ssh"]["password"] = json!("hunter2-S3cret");
+        });
+        assert_eq!(e.field, "ssh.password");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any text in the ssh section's fields: a spec or a refusal naming
+        /// a field, never a panic.
+        #[test]
+        fn any_ssh_section_is_read_or_refused(
+            host in ".{0,40}",
+            user in ".{0,40}",
+            host_key in proptest::prop_oneof![
+                proptest::strategy::Just(HOST_FP.to_owned()),
+                proptest::strategy::Just(HOST_LINE.to_owned()),
+                "SHA256:[A-Za-z0-9+/]{0,50}",
+                "ssh-[a-z0-9]{0,10} [A-Za-z0-9+/=]{0,80}",
+                ".{0,60}",
+            ],
+            port in proptest::option::of(0u16..),
+        ) {
+            let mut v = remote();
+            v["ssh"]["host"] = json!(host);
+            v["ssh"]["user"] = json!(user);
+            v["ssh"]["host_key"] = json!(host_key);
+            if let Some(p) = port { v["ssh"]["port"] = json!(p); }
+            match DeploySpec::from_json(&v) {
+                Ok(s) => {
+                    let ssh = s.ssh.clone().expect("ssh");
+                    proptest::prop_assert!(ssh.pinned_fingerprint().is_ok());
+                    proptest::prop_assert!(!ssh.user.starts_with('-') && !ssh.host.starts_with('-'));
+                    proptest::prop_assert_eq!(DeploySpec::from_json(&serde_json::to_value(&s).expect("ser")), Ok(s.clone()));
+                }
+                Err(e) => proptest::prop_assert!(!e.field.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn issuer_names() {
         assert!(issuer_name_is_valid("pebble"));
