@@ -48,6 +48,10 @@ struct Lab {
     sshd: Sshd,
     user: LabUser,
     ns: Netns,
+    /// A small file system for the full-disk case; mounted before sshd
+    /// starts, since `ip netns exec` gives sshd a copy of the mounts of
+    /// that moment.
+    full_fs: tether_testlab::tmpfs::Tmpfs,
     base: tempfile::TempDir,
     state: PathBuf,
     set: PathBuf,
@@ -353,6 +357,7 @@ async fn lab() -> Lab {
         full: full(&issued.cert_pem, &issued.chain_pem),
     };
 
+    let full_fs = tether_testlab::tmpfs::Tmpfs::mount(&base.path().join("full"), "64k");
     let ns = Netns::new();
     let sshd = Sshd::start(&ns, &[&client.public]).await;
     // The old set, before nginx reads it.
@@ -404,6 +409,7 @@ async fn lab() -> Lab {
         sshd,
         user,
         ns,
+        full_fs,
         state,
         set,
         old_fp: fp_of(&old.cert),
@@ -578,6 +584,69 @@ async fn remote_targets_over_ssh_deploy_refuse_and_roll_back() {
     assert_eq!(lab.assert_whole_and_served("sudo").await, OnDisk::New);
     lab.user.allow_sudo(false);
     lab.reset().await;
+
+    // A full disk on the remote host: E8525, the files there untouched,
+    // no temporary or backup left, the old certificate still served.
+    {
+        let dir = lab.full_fs.path();
+        for (n, text) in [("cert.pem", &lab.old.cert), ("key.pem", &lab.old.key)] {
+            std::fs::write(dir.join(n), text).expect("write");
+        }
+        lab.user.chown(dir);
+        // Fill what is left.
+        let filler = vec![b'x'; 4096];
+        let mut f = std::fs::File::create(dir.join("filler")).expect("filler");
+        while std::io::Write::write_all(&mut f, &filler).is_ok() {}
+        drop(f);
+        let mut spec = lab.spec(lab.ssh(), vec!["true".into()], 2);
+        spec.target = Target::Pem(PemTarget {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            chain: None,
+            fullchain: None,
+            owner: None,
+            group: None,
+            mode: None,
+            key_mode: None,
+        });
+        let r = deploy(&lab, &spec).await;
+        assert_eq!(code(&r), "TETHER-E8525", "{r:#?}");
+        assert_eq!(r.state, "rolled_back", "{r:#?}");
+        assert!(
+            r.failure
+                .as_ref()
+                .expect("failure")
+                .message
+                .contains("No space left"),
+            "{r:#?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cert.pem")).ok(),
+            Some(lab.old.cert.clone())
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("key.pem")).ok(),
+            Some(lab.old.key.clone())
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if let Ok(d) = std::fs::read_dir(dir.join(".tether-deploy")) {
+            left.extend(
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        left.sort();
+        assert_eq!(
+            left,
+            [".tether-deploy", "cert.pem", "filler", "key.pem"],
+            "no temporary and no backup left"
+        );
+        assert_eq!(lab.served().await.as_deref(), Some(lab.old_fp.as_str()));
+    }
 
     // Crashes at step boundaries: a new Deployer reconnects and finishes
     // or rolls back, remotely.
