@@ -218,8 +218,83 @@ pub struct DeployArgs {
     /// midnight); outside it the task waits and says until when.
     #[arg(long)]
     window: Option<String>,
+    #[command(flatten)]
+    ssh: SshFlags,
     #[arg(long)]
     json: bool,
+}
+
+/// A remote target's flags: with `--ssh HOST`, the target's paths, owner
+/// and reload command are on that host, reached over SSH by the agent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SshFlags {
+    /// Remote target: the SSH host (IP address or DNS name).
+    #[arg(long = "ssh", value_name = "HOST")]
+    ssh_host: Option<String>,
+    /// Remote target: the SSH port (default 22).
+    #[arg(long)]
+    ssh_port: Option<u16>,
+    /// Remote target: the user to log in as.
+    #[arg(long)]
+    ssh_user: Option<String>,
+    /// Remote target: the private key's secret reference on the agent's
+    /// host, env:NAME or file:/PATH.
+    #[arg(long)]
+    ssh_key_ref: Option<String>,
+    /// Remote target: the key's passphrase reference, if it has one.
+    #[arg(long)]
+    ssh_passphrase_ref: Option<String>,
+    /// Remote target: the password's secret reference, instead of a key.
+    #[arg(long)]
+    ssh_password_ref: Option<String>,
+    /// Remote target: the host key, pinned: SHA256:… as `ssh-keygen -lf`
+    /// prints it, or the OpenSSH public key line. Required with --ssh.
+    #[arg(long)]
+    ssh_host_key: Option<String>,
+    /// Remote target: run every remote command through `sudo -n`.
+    #[arg(long)]
+    ssh_sudo: bool,
+    /// Remote target: seconds to connect and authenticate (default 10).
+    #[arg(long)]
+    ssh_timeout: Option<u64>,
+}
+
+impl SshFlags {
+    /// The spec's `ssh` section, `None` without `--ssh`.
+    fn section(self) -> anyhow::Result<Option<tether_deploy::spec::SshSpec>> {
+        let code = tether_wire::ErrorCode::DeploySpecInvalid.as_str();
+        let Some(host) = self.ssh_host else {
+            let stray = self.ssh_port.is_some()
+                || self.ssh_user.is_some()
+                || self.ssh_key_ref.is_some()
+                || self.ssh_passphrase_ref.is_some()
+                || self.ssh_password_ref.is_some()
+                || self.ssh_host_key.is_some()
+                || self.ssh_sudo
+                || self.ssh_timeout.is_some();
+            if stray {
+                anyhow::bail!("{code}: the --ssh-* flags need --ssh HOST");
+            }
+            return Ok(None);
+        };
+        let (Some(user), Some(host_key)) = (self.ssh_user, self.ssh_host_key) else {
+            anyhow::bail!(
+                "{code}: --ssh needs --ssh-user and --ssh-host-key (the host key is pinned, never trusted on first use)"
+            );
+        };
+        let secret = |r: Option<String>| r.map(tether_deploy::spec::SecretRef);
+        Ok(Some(tether_deploy::spec::SshSpec {
+            host,
+            port: self.ssh_port,
+            user,
+            key: secret(self.ssh_key_ref),
+            passphrase: secret(self.ssh_passphrase_ref),
+            password: secret(self.ssh_password_ref),
+            host_key,
+            sudo: self.ssh_sudo,
+            timeout_secs: self.ssh_timeout,
+        }))
+    }
 }
 
 /// `--kind` of `tether certs deploy`.
@@ -366,6 +441,7 @@ fn deploy_spec(
     verify: Option<std::net::SocketAddr>,
     sni: Option<String>,
     days: Option<u32>,
+    ssh: Option<tether_deploy::spec::SshSpec>,
 ) -> anyhow::Result<serde_json::Value> {
     let spec = tether_deploy::DeploySpec {
         names,
@@ -383,7 +459,7 @@ fn deploy_spec(
         }),
         issuer: None,
         challenge: None,
-        ssh: None,
+        ssh,
     };
     spec.check().map_err(|e| {
         anyhow::anyhow!(
@@ -721,6 +797,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 verify_timeout,
                 max_attempts,
                 window,
+                ssh,
                 json,
             } = *args;
             let target = deploy_target(
@@ -748,6 +825,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 verify,
                 sni,
                 days,
+                ssh.section()?,
             )?;
             let req = tether_wire::NewTask {
                 kind: tether_wire::TaskKind::Deploy,
