@@ -1098,6 +1098,68 @@ mod tests {
         assert!(detail(&d).contains("CHANGED"));
     }
 
+    fn no_ssh() -> SshFlags {
+        SshFlags {
+            ssh_host: None,
+            ssh_port: None,
+            ssh_user: None,
+            ssh_key_ref: None,
+            ssh_passphrase_ref: None,
+            ssh_password_ref: None,
+            ssh_host_key: None,
+            ssh_sudo: false,
+            ssh_timeout: None,
+        }
+    }
+
+    #[test]
+    fn ssh_flags_make_a_checked_section_or_are_refused() {
+        assert_eq!(no_ssh().section().expect("none"), None);
+        let stray = SshFlags {
+            ssh_sudo: true,
+            ..no_ssh()
+        };
+        let e = stray.section().expect_err("--ssh-sudo alone");
+        assert!(e.to_string().contains("--ssh HOST"), "{e}");
+        let unpinned = SshFlags {
+            ssh_host: Some("10.0.0.5".into()),
+            ssh_user: Some("deploy".into()),
+            ssh_key_ref: Some("file:/etc/tether/key".into()),
+            ..no_ssh()
+        };
+        let e = unpinned.clone().section().expect_err("no host key");
+        assert!(e.to_string().contains("TETHER-E8501"), "{e}");
+        let pinned = SshFlags {
+            ssh_host_key: Some("SHA256:RSdxYYQxUUs0U1rT61W0GMX00XiKmJOZdpmdmWB4jfg".into()),
+            ssh_sudo: true,
+            ..unpinned
+        };
+        let ssh = pinned.section().expect("section");
+        let target = tether_deploy::Target::Pem(tether_deploy::spec::PemTarget {
+            cert: "/etc/ssl/web/cert.pem".into(),
+            key: "/etc/ssl/web/key.pem".into(),
+            chain: None,
+            fullchain: None,
+            owner: None,
+            group: None,
+            mode: None,
+            key_mode: None,
+        });
+        let v = deploy_spec(
+            vec!["web.test".into()],
+            target,
+            "nginx -s reload",
+            (None, None),
+            Some("10.0.0.5:443".parse().expect("addr")),
+            None,
+            None,
+            ssh,
+        )
+        .expect("spec");
+        assert_eq!(v["ssh"]["user"], "deploy");
+        assert_eq!(v["ssh"]["sudo"], true);
+    }
+
     #[test]
     fn filters_are_percent_encoded() {
         assert_eq!(
