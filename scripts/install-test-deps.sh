@@ -28,6 +28,8 @@ packages=(
   pebble      # acme (tether-pki/tests/acme_pebble.rs): a real ACME server (RFC 8555) the ACME client registers, orders and finalizes against (tether-testlab::pebble)
   postfix     # scan: a real SMTP server offering STARTTLS (tether-testlab::postfix); the test runs its own instance (postfix -c DIR), never the system one
   groff-base  # e2e clidoc: groff -ww renders every generated man page and must print no warning
+  openssh-server # deploy (tether-deploy/tests/ssh_remote.rs): a real sshd in the test's network namespace for remote targets (tether-testlab::sshd); the test runs its own, never the service
+  sudo        # deploy (tether-deploy/tests/ssh_remote.rs): a remote target written through `sudo -n` by an unprivileged SSH user
 )
 
 missing=()
@@ -58,6 +60,9 @@ if ((${#missing[@]})); then
   # Nor at the next boot, on a machine run by systemd.
   if [[ " ${missing[*]} " == *" nginx "* && -d /run/systemd/system ]]; then
     systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" openssh-server "* && -d /run/systemd/system ]]; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
   fi
   if [[ " ${missing[*]} " == *" slapd "* && -d /run/systemd/system ]]; then
     systemctl disable --now slapd.service >/dev/null 2>&1 || true

@@ -8,6 +8,9 @@
 //! - [`challenge`]: the ACME http-01 challenge answered on the host, from
 //!   the web server's webroot or the agent's own listener.
 //! - [`redact`]: command output kept in step records, without secrets.
+//! - [`remote`]: a remote target's host over SSH (russh): the pinned host
+//!   key, key or password authentication, `sudo -n`, and the same file
+//!   steps run there as POSIX `sh` scripts.
 //!
 //! Architecture invariant: endpoint code only (no server, store, database
 //! or CA code), so the agent binary ships it; its verification goes
@@ -17,6 +20,7 @@ pub mod challenge;
 pub mod keygen;
 pub mod keystore;
 pub mod redact;
+pub mod remote;
 pub mod spec;
 pub mod transaction;
 

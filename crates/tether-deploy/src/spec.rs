@@ -76,6 +76,164 @@ pub struct DeploySpec {
     /// `acme:NAME` issuer, refused for the built-in CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeSpec>,
+    /// A remote target: the target's paths, owner and reload command are
+    /// on this host, reached over SSH. Absent: the agent's own host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
+}
+
+/// The longest SSH host name.
+pub const MAX_SSH_HOST: usize = 253;
+pub const DEFAULT_SSH_PORT: u16 = 22;
+pub const DEFAULT_SSH_TIMEOUT_SECS: u64 = 10;
+pub const MAX_SSH_TIMEOUT_SECS: u64 = 120;
+
+/// The remote host of a remote target. JSON:
+/// `{"host", "port"?, "user", "key"?, "passphrase"?, "password"?,
+/// "host_key", "sudo"?, "timeout_secs"?}`, with exactly one of `key` and
+/// `password`. Every secret is a reference read on the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    /// The host: an IP address or a DNS name.
+    pub host: String,
+    /// Default 22.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The user the agent logs in as.
+    pub user: String,
+    /// The private key's secret reference (`file:/PATH` or `env:NAME`,
+    /// the key in OpenSSH or PKCS#8 PEM form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
+    /// The key's passphrase, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<SecretRef>,
+    /// The password's secret reference, instead of a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// The host's key, pinned: its SHA256 fingerprint as `ssh-keygen -lf`
+    /// prints it (`SHA256:…`), or its OpenSSH public key line
+    /// (`ssh-ed25519 AAAA… [comment]`). Required: an unknown host key is
+    /// refused, never trusted on first use.
+    pub host_key: String,
+    /// Run every remote command through `sudo -n` (never a password
+    /// prompt). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudo: bool,
+    /// Bound on connecting, the handshake and authentication (default 10,
+    /// at most 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl SshSpec {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_SSH_PORT)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.unwrap_or(DEFAULT_SSH_TIMEOUT_SECS))
+    }
+
+    /// `user@host:port`, for steps and messages.
+    pub fn display(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]:{}", self.user, self.host, self.port())
+        } else {
+            format!("{}@{}:{}", self.user, self.host, self.port())
+        }
+    }
+
+    /// The pinned host key's SHA256 fingerprint (`SHA256:…`), from either
+    /// form of `host_key`.
+    pub fn pinned_fingerprint(&self) -> Result<String, SpecError> {
+        use russh::keys::ssh_key::{Fingerprint, HashAlg, PublicKey};
+        let text = self.host_key.trim();
+        let expected = "the host key's SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:…), or its OpenSSH public key line (ssh-ed25519 AAAA…)";
+        if text.starts_with("SHA256:") {
+            return text
+                .parse::<Fingerprint>()
+                .ok()
+                .filter(|f| f.algorithm() == HashAlg::Sha256)
+                .map(|f| f.to_string())
+                .ok_or_else(|| refuse("ssh.host_key", format!("{text:?}"), expected));
+        }
+        if text.len() > 16 * 1024 || text.contains(['\n', '\r', '\0']) {
+            return Err(refuse(
+                "ssh.host_key",
+                format!("{} bytes over several lines", text.len()),
+                expected,
+            ));
+        }
+        PublicKey::from_openssh(text)
+            .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+            .map_err(|e| refuse("ssh.host_key", format!("{text:?} ({e})"), expected))
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        if self.host.parse::<IpAddr>().is_err()
+            && (self.host.len() > MAX_SSH_HOST
+                || !is_dns_name(&self.host)
+                || self.host.starts_with("*."))
+        {
+            return Err(refuse(
+                "ssh.host",
+                format!("{:?}", self.host),
+                "an IP address or a DNS name",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(refuse("ssh.port", 0, "1 to 65535"));
+        }
+        // A POSIX portable user name; never an option to ssh or sudo.
+        if self.user.is_empty()
+            || self.user.len() > 32
+            || self.user.starts_with('-')
+            || !self
+                .user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(refuse(
+                "ssh.user",
+                format!("{:?}", self.user),
+                "a user name: 1 to 32 letters, digits, '_', '-' or '.', not starting with '-'",
+            ));
+        }
+        match (&self.key, &self.password) {
+            (Some(k), None) => k.check("ssh.key")?,
+            (None, Some(p)) => {
+                p.check("ssh.password")?;
+                if self.passphrase.is_some() {
+                    return Err(refuse(
+                        "ssh.passphrase",
+                        "a passphrase with a password",
+                        "a passphrase only with ssh.key",
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(refuse(
+                    "ssh.password",
+                    "both a key and a password",
+                    "exactly one of ssh.key and ssh.password",
+                ));
+            }
+            (None, None) => {
+                return Err(refuse(
+                    "ssh.key",
+                    "neither a key nor a password",
+                    "exactly one of ssh.key (a secret reference to a private key) and ssh.password",
+                ));
+            }
+        }
+        if let Some(p) = &self.passphrase {
+            p.check("ssh.passphrase")?;
+        }
+        self.pinned_fingerprint()?;
+        bounded("ssh.timeout_secs", self.timeout_secs, MAX_SSH_TIMEOUT_SECS)
+    }
 }
 
 /// The longest ACME issuer name.
@@ -570,6 +728,18 @@ impl DeploySpec {
             self.reload.timeout_secs,
             MAX_RELOAD_SECS,
         )?;
+        if let Some(ssh) = &self.ssh {
+            ssh.check()?;
+            // The http-01 challenge is served on the agent's own host,
+            // which is not the remote target's.
+            if self.challenge.is_some() {
+                return Err(refuse(
+                    "challenge",
+                    "an ACME challenge for a remote (ssh) target",
+                    "no challenge: remote targets take the built-in CA",
+                ));
+            }
+        }
         let Some(verify) = &self.verify else {
             if let Target::Pem(_) = self.target {
                 return Err(refuse(
@@ -840,6 +1010,173 @@ mod tests {
                 v["challenge"] = challenge.clone();
             });
             assert_eq!(e.field, field, "{challenge}");
+        }
+    }
+
+    // A real key and its fingerprint as `ssh-keygen -lf` printed it.
+    const HOST_FP: &str = "SHA256:RSdxYYQxUUs0U1rT61W0GMX00XiKmJOZdpmdmWB4jfg";
+    const HOST_LINE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAP9D3wNnZ/kzWxiCgzkAqFzrWXk2j+KzGZKwtJufS2Y tether@lab";
+
+    fn remote() -> Value {
+        let mut v = good();
+        v["ssh"] = json!({
+            "host": "10.0.0.5",
+            "user": "deploy",
+            "key": "file:/etc/tether/id_ed25519",
+            "host_key": HOST_FP,
+        });
+        v
+    }
+
+    fn remote_refused(mutate: impl FnOnce(&mut Value)) -> SpecError {
+        let mut v = remote();
+        mutate(&mut v);
+        DeploySpec::from_json(&v).expect_err("refused")
+    }
+
+    #[test]
+    fn an_ssh_section_is_optional_and_round_trips() {
+        // A spec written before remote targets is a local one.
+        assert_eq!(DeploySpec::from_json(&good()).expect("old").ssh, None);
+        let s = DeploySpec::from_json(&remote()).expect("remote");
+        let ssh = s.ssh.as_ref().expect("ssh");
+        assert_eq!(ssh.port(), 22);
+        assert!(!ssh.sudo);
+        assert_eq!(ssh.pinned_fingerprint().as_deref(), Ok(HOST_FP));
+        assert_eq!(ssh.display(), "deploy@10.0.0.5:22");
+        let again = serde_json::to_value(&s).expect("ser");
+        assert!(again["ssh"].get("sudo").is_none(), "{again}");
+        assert_eq!(DeploySpec::from_json(&again), Ok(s));
+        // Password, sudo, a DNS name, a port, and the key line as the pin.
+        let mut v = remote();
+        v["ssh"] = json!({
+            "host": "web-1.example.net", "port": 2222, "user": "ops",
+            "password": "env:SSH_PASS", "host_key": HOST_LINE, "sudo": true,
+            "timeout_secs": 30,
+        });
+        let s = DeploySpec::from_json(&v).expect("password");
+        let ssh = s.ssh.as_ref().expect("ssh");
+        assert!(ssh.sudo && ssh.port() == 2222);
+        // Both forms of the pin name the same key.
+        assert_eq!(ssh.pinned_fingerprint().as_deref(), Ok(HOST_FP));
+    }
+
+    #[test]
+    fn hostile_ssh_sections_name_their_field() {
+        for (mutate, field) in [
+            (
+                (|v: &mut Value| v["ssh"]["host"] = json!("a b")) as fn(&mut Value),
+                "ssh.host",
+            ),
+            (|v| v["ssh"]["host"] = json!("-oProxyCommand=x"), "ssh.host"),
+            (|v| v["ssh"]["host"] = json!("*.example.com"), "ssh.host"),
+            (|v| v["ssh"]["port"] = json!(0), "ssh.port"),
+            (|v| v["ssh"]["port"] = json!(70000), "spec"),
+            (|v| v["ssh"]["user"] = json!(""), "ssh.user"),
+            (|v| v["ssh"]["user"] = json!("-oX"), "ssh.user"),
+            (|v| v["ssh"]["user"] = json!("root;id"), "ssh.user"),
+            (|v| v["ssh"]["user"] = json!("a".repeat(33)), "ssh.user"),
+            (
+                |v| v["ssh"]["key"] = json!("-----BEGIN OPENSSH PRIVATE KEY-----"),
+                "ssh.key",
+            ),
+            (|v| v["ssh"]["password"] = json!("env:P"), "ssh.password"),
+            (
+                |v| {
+                    v["ssh"].as_object_mut().expect("o").remove("key");
+                },
+                "ssh.key",
+            ),
+            (
+                |v| {
+                    v["ssh"].as_object_mut().expect("o").remove("host_key");
+                },
+                "spec",
+            ),
+            (|v| v["ssh"]["host_key"] = json!(""), "ssh.host_key"),
+            (
+                |v| v["ssh"]["host_key"] = json!("SHA256:short"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["host_key"] = json!("MD5:aa:bb"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["host_key"] = json!("ssh-ed25519 notbase64!"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["host_key"] = json!("ssh-ed25519 AAAA\nssh-rsa AAAA"),
+                "ssh.host_key",
+            ),
+            (
+                |v| v["ssh"]["passphrase"] = json!("hunter2"),
+                "ssh.passphrase",
+            ),
+            (|v| v["ssh"]["timeout_secs"] = json!(0), "ssh.timeout_secs"),
+            (
+                |v| v["ssh"]["timeout_secs"] = json!(1000),
+                "ssh.timeout_secs",
+            ),
+            (|v| v["ssh"]["sudo"] = json!("yes"), "spec"),
+            (|v| v["ssh"]["surprise"] = json!(1), "spec"),
+            (|v| v["ssh"] = json!("root@host"), "spec"),
+            (
+                |v| {
+                    v["issuer"] = json!("acme:pebble");
+                    v["challenge"] = json!({"webroot": "/var/www"});
+                },
+                "challenge",
+            ),
+        ] {
+            let e = remote_refused(mutate);
+            assert_eq!(e.field, field, "{e}");
+        }
+        // A password or key pasted where its reference goes is never
+        // echoed back.
+        let e = remote_refused(|v| {
+            v["ssh"]["key"] = json!("-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaA")
+        });
+        assert!(!e.to_string().contains("b3BlbnNzaA"), "{e}");
+        let e = remote_refused(|v| {
+            v["ssh"].as_object_mut().expect("o").remove("key");
+            v["ssh"]["password"] = json!("hunter2-S3cret");
+        });
+        assert_eq!(e.field, "ssh.password");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any text in the ssh section's fields: a spec or a refusal naming
+        /// a field, never a panic.
+        #[test]
+        fn any_ssh_section_is_read_or_refused(
+            host in ".{0,40}",
+            user in ".{0,40}",
+            host_key in proptest::prop_oneof![
+                proptest::strategy::Just(HOST_FP.to_owned()),
+                proptest::strategy::Just(HOST_LINE.to_owned()),
+                "SHA256:[A-Za-z0-9+/]{0,50}",
+                "ssh-[a-z0-9]{0,10} [A-Za-z0-9+/=]{0,80}",
+                ".{0,60}",
+            ],
+            port in proptest::option::of(0u16..),
+        ) {
+            let mut v = remote();
+            v["ssh"]["host"] = json!(host);
+            v["ssh"]["user"] = json!(user);
+            v["ssh"]["host_key"] = json!(host_key);
+            if let Some(p) = port { v["ssh"]["port"] = json!(p); }
+            match DeploySpec::from_json(&v) {
+                Ok(s) => {
+                    let ssh = s.ssh.clone().expect("ssh");
+                    proptest::prop_assert!(ssh.pinned_fingerprint().is_ok());
+                    proptest::prop_assert!(!ssh.user.starts_with('-') && !ssh.host.starts_with('-'));
+                    proptest::prop_assert_eq!(DeploySpec::from_json(&serde_json::to_value(&s).expect("ser")), Ok(s.clone()));
+                }
+                Err(e) => proptest::prop_assert!(!e.field.is_empty()),
+            }
         }
     }
 

@@ -46,7 +46,8 @@ use uuid::Uuid;
 
 use crate::keystore;
 use crate::redact::redact;
-use crate::spec::{DeploySpec, Role};
+use crate::remote::{self, RemoteError, Stat};
+use crate::spec::{DeploySpec, Role, SshSpec};
 
 /// Called at each crash point with its name; `true` crashes there.
 pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -125,6 +126,206 @@ struct Journal {
     new_fingerprint: String,
     old_fingerprint: Option<String>,
     failure: Option<Failure>,
+    /// A remote target: its host, reached again by a recovery. The spec
+    /// holds secret references only, never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<SshSpec>,
+}
+
+impl Journal {
+    /// A remote transaction's backups: `DIR/.tether-deploy/<id>` beside
+    /// its primary file, on the remote host.
+    fn remote_backup(&self) -> PathBuf {
+        self.remote_work().join(self.id.to_string())
+    }
+
+    fn remote_work(&self) -> PathBuf {
+        remote::work_dir(self.files.first().map_or(Path::new("/"), |f| &f.path))
+    }
+}
+
+/// Where the target's files are: this host, or a remote one over SSH.
+enum Place {
+    Local,
+    Remote(remote::Session),
+}
+
+fn pair(e: RemoteError) -> (ErrorCode, String) {
+    (e.code, e.message)
+}
+
+impl Place {
+    /// Each file's mode and owner, and what exists now.
+    async fn plan_files(&self, spec: &DeploySpec) -> Result<Vec<FileEntry>, (ErrorCode, String)> {
+        let s = match self {
+            Place::Local => {
+                return plan_files(spec).map_err(|e| (ErrorCode::DeploySpecInvalid, e));
+            }
+            Place::Remote(s) => s,
+        };
+        let (uid, gid) = s
+            .accounts(spec.target.owner(), spec.target.group())
+            .await
+            .map_err(pair)?;
+        let wanted = spec.target.files();
+        let paths: Vec<&Path> = wanted.iter().map(|(_, p)| p.as_path()).collect();
+        let (stats, euid, egid) = s.stat(&paths).await.map_err(pair)?;
+        let mut files = Vec::new();
+        for ((role, path), stat) in wanted.into_iter().zip(stats) {
+            let old = match stat {
+                Stat::Missing => None,
+                Stat::NotFile => {
+                    return Err((
+                        ErrorCode::DeployRemoteCommandFailed,
+                        format!(
+                            "{}: {} exists and is not a regular file",
+                            s.who,
+                            path.display()
+                        ),
+                    ));
+                }
+                Stat::File { mode, uid, gid } => Some(OldFile { mode, uid, gid }),
+            };
+            let owner = match (uid, gid, &old) {
+                (None, None, None) => None,
+                (u, g, Some(o)) => Some((u.unwrap_or(o.uid), g.unwrap_or(o.gid))),
+                (u, g, None) => Some((u.unwrap_or(euid), g.unwrap_or(egid))),
+            };
+            let mode = spec
+                .target
+                .mode_of(role)
+                .map_err(|e| (ErrorCode::DeploySpecInvalid, e.to_string()))?;
+            files.push(FileEntry {
+                role,
+                path,
+                mode,
+                owner,
+                old,
+            });
+        }
+        Ok(files)
+    }
+
+    /// The primary file's current bytes (`None`: it does not exist).
+    async fn read_old(
+        &self,
+        spec: &DeploySpec,
+        files: &[FileEntry],
+    ) -> Result<Option<Vec<u8>>, (ErrorCode, String)> {
+        let primary = spec.target.primary();
+        match self {
+            Place::Local => match std::fs::read(primary) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err((
+                    ErrorCode::DeployWriteFailed,
+                    format!("{}: {e}", primary.display()),
+                )),
+            },
+            Place::Remote(s) => {
+                let exists = files.iter().any(|f| f.path == primary && f.old.is_some());
+                if !exists {
+                    return Ok(None);
+                }
+                s.read(primary).await.map(Some).map_err(pair)
+            }
+        }
+    }
+
+    async fn install(&self, f: &FileEntry, bytes: &[u8]) -> Result<(), (ErrorCode, String)> {
+        match self {
+            Place::Local => tether_fs::write_atomic_owned(&f.path, bytes, f.mode, f.owner)
+                .map_err(|e| (ErrorCode::DeployWriteFailed, e.to_string())),
+            Place::Remote(s) => s
+                .write(&f.path, Some(bytes), None, f.mode, f.owner)
+                .await
+                .map_err(pair),
+        }
+    }
+
+    /// Waits for a reload an earlier (killed) agent left running.
+    async fn wait_reloads(&self, j: &Journal, root: &Path) -> Result<(), String> {
+        let limit = Duration::from_secs(j.reload_timeout_secs + 5);
+        match self {
+            Place::Local => reload_lock(root, limit).await.map(drop),
+            Place::Remote(s) => s
+                .wait_reloads(&j.remote_work(), limit)
+                .await
+                .map_err(|e| e.message),
+        }
+    }
+
+    /// Puts one file back as it was (or removes it if it did not exist).
+    async fn restore(&self, j: &Journal, dir: &Path, f: &FileEntry) -> Result<(), String> {
+        match (self, &f.old) {
+            (Place::Local, Some(old)) => std::fs::read(dir.join("backup").join(f.role.as_str()))
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    tether_fs::write_atomic_owned(
+                        &f.path,
+                        &bytes,
+                        old.mode,
+                        Some((old.uid, old.gid)),
+                    )
+                    .map_err(|e| e.to_string())
+                }),
+            (Place::Local, None) => match std::fs::remove_file(&f.path) {
+                Ok(()) => tether_fs::sync_dir(f.path.parent().unwrap_or(Path::new("/")))
+                    .map_err(|e| e.to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            (Place::Remote(s), Some(old)) => s
+                .write(
+                    &f.path,
+                    None,
+                    Some(&j.remote_backup().join(f.role.as_str())),
+                    old.mode,
+                    Some((old.uid, old.gid)),
+                )
+                .await
+                .map_err(|e| e.message),
+            (Place::Remote(s), None) => s.remove(&f.path).await.map_err(|e| e.message),
+        }
+    }
+
+    async fn reload(&self, j: &Journal, root: &Path) -> (bool, Step) {
+        let s = match self {
+            Place::Local => return reload(j, root).await,
+            Place::Remote(s) => s,
+        };
+        let t = Instant::now();
+        let limit = Duration::from_secs(j.reload_timeout_secs);
+        match s.reload(&j.remote_work(), &j.reload, limit).await {
+            Ok(out) => {
+                let mut detail = out.describe();
+                // `timeout` exits 124 when it had to stop the command.
+                if out.status == Some(124) {
+                    detail = format!(
+                        "the reload did not finish within {} s and was killed on {}\n{detail}",
+                        limit.as_secs(),
+                        s.who
+                    );
+                }
+                (out.success(), step("reload", out.success(), ms(t), &detail))
+            }
+            Err(e) => (false, step("reload", false, ms(t), &e.message)),
+        }
+    }
+
+    /// Removes a remote transaction's backups (the local journal dir is
+    /// the caller's).
+    async fn cleanup(&self, j: &Journal) {
+        if let Place::Remote(s) = self {
+            s.cleanup(&j.remote_backup()).await;
+        }
+    }
+
+    async fn close(&self) {
+        if let Place::Remote(s) = self {
+            s.close().await;
+        }
+    }
 }
 
 /// Runs deploys under `STATE_DIR/deploy`, one at a time.
@@ -202,8 +403,56 @@ impl Deployer {
                 continue;
             };
             let mut steps = Vec::new();
+            // A remote transaction reconnects to its host first.
+            let place = match &j.remote {
+                None => Place::Local,
+                Some(ssh) => {
+                    let t = Instant::now();
+                    match remote::Session::connect(ssh).await {
+                        Ok(s) => {
+                            steps.push(step("recover.connect", true, ms(t), &s.who));
+                            Place::Remote(s)
+                        }
+                        Err(e) => {
+                            steps.push(step("recover.connect", false, ms(t), &e.message));
+                            if matches!(
+                                j.phase,
+                                Phase::Preparing | Phase::RolledBack | Phase::Verified
+                            ) {
+                                // The remote set is whole; only the remote
+                                // backups stay behind (0700, beside the set).
+                                tracing::warn!(id = %j.id, error = %e.message, "cannot reach a remote target to remove a finished deploy's backups");
+                                remove_dir(&dir);
+                                continue;
+                            }
+                            // The journal stays: the next recovery tries
+                            // again.
+                            let report = Report {
+                                id: j.id,
+                                state: "rollback_failed".to_owned(),
+                                failure: Some(fail(
+                                    ErrorCode::DeployRollbackFailed,
+                                    format!(
+                                        "an interrupted remote deploy cannot be rolled back yet: {} ({})",
+                                        e.message,
+                                        e.code.as_str()
+                                    ),
+                                )),
+                                new_fingerprint: j.new_fingerprint.clone(),
+                                old_fingerprint: j.old_fingerprint.clone(),
+                                steps,
+                                recovered: true,
+                                ..Report::default()
+                            };
+                            reports.push(located(report, &j));
+                            continue;
+                        }
+                    }
+                }
+            };
             let report = match j.phase {
                 Phase::Preparing | Phase::RolledBack => {
+                    place.cleanup(&j).await;
                     remove_dir(&dir);
                     if j.phase == Phase::Preparing {
                         steps.push(step(
@@ -230,6 +479,7 @@ impl Deployer {
                     }
                 }
                 Phase::Verified => {
+                    place.cleanup(&j).await;
                     remove_dir(&dir);
                     steps.push(step(
                         "recover",
@@ -255,11 +505,12 @@ impl Deployer {
                             format!("the agent stopped while the deploy was {}; the old set was restored", phase_name(j.phase)),
                         )
                     });
-                    let mut r = self.rollback(&mut j, failure, &mut steps).await?;
+                    let mut r = self.rollback(&place, &mut j, failure, &mut steps).await?;
                     r.recovered = true;
                     r
                 }
             };
+            place.close().await;
             tracing::info!(id = %report.id, state = %report.state, "deploy recovered after a restart");
             reports.push(located(report, &j));
         }
@@ -328,12 +579,46 @@ impl Deployer {
             recovered: false,
             ..Report::default()
         };
-        let files = match plan_files(spec) {
+        // A remote target: connect (pinned host key, authentication, sudo)
+        // before anything else, so a refusal changes nothing anywhere.
+        let place = match &spec.ssh {
+            None => Place::Local,
+            Some(ssh) => {
+                let t = Instant::now();
+                match remote::Session::connect(ssh).await {
+                    Ok(s) => {
+                        steps.push(step(
+                            "connect",
+                            true,
+                            ms(t),
+                            &format!(
+                                "{} (host key {}, {} authentication{})",
+                                s.who,
+                                s.host_key,
+                                if ssh.password.is_some() {
+                                    "password"
+                                } else {
+                                    "key"
+                                },
+                                if ssh.sudo { ", sudo -n" } else { "" }
+                            ),
+                        ));
+                        Place::Remote(s)
+                    }
+                    Err(e) => {
+                        steps.push(step("connect", false, ms(t), &e.message));
+                        return Ok(not_started(e.code, e.message, steps));
+                    }
+                }
+            }
+        };
+        let files = match place.plan_files(spec).await {
             Ok(v) => v,
-            Err(msg) => return Ok(not_started(ErrorCode::DeploySpecInvalid, msg, steps)),
+            Err((code, msg)) => return Ok(not_started(code, msg, steps)),
         };
         // Each file's new bytes, made before anything is touched.
-        let (payloads, old_fp) = match payloads(spec, material) {
+        let old_primary = place.read_old(spec, &files).await;
+        let (payloads, old_fp) = match payloads(spec, material, old_primary) {
             Ok(v) => v,
             Err((code, msg)) => {
                 steps.push(step("check", false, 0, "nothing was written"));
@@ -354,6 +639,7 @@ impl Deployer {
             new_fingerprint: new_fp.clone(),
             old_fingerprint: old_fp,
             failure: None,
+            remote: spec.ssh.clone(),
         };
 
         // 1. Back up.
@@ -367,21 +653,11 @@ impl Deployer {
         }
         self.point("journal.preparing")?;
         let dir = self.dir(id);
-        for i in 0..j.files.len() {
-            let f = &j.files[i];
-            if f.old.is_some() {
-                let to = dir.join("backup").join(f.role.as_str());
-                if let Err(e) = tether_fs::copy_atomic(&f.path, &to, tether_fs::PRIVATE) {
-                    remove_dir(&dir);
-                    steps.push(step("backup", false, ms(t), &e.to_string()));
-                    return Ok(not_started(
-                        ErrorCode::DeployWriteFailed,
-                        format!("backup failed: {e}"),
-                        steps,
-                    ));
-                }
-            }
-            self.point(&format!("backup.{}", j.files[i].role.as_str()))?;
+        if let Err((code, e)) = self.backup(&place, &j).await? {
+            place.cleanup(&j).await;
+            remove_dir(&dir);
+            steps.push(step("backup", false, ms(t), &e));
+            return Ok(not_started(code, format!("backup failed: {e}"), steps));
         }
         steps.push(step(
             "backup",
@@ -398,6 +674,7 @@ impl Deployer {
         let t = Instant::now();
         j.phase = Phase::Committing;
         if let Err(e) = self.write_journal(&j) {
+            place.cleanup(&j).await;
             remove_dir(&dir);
             return Ok(not_started(
                 ErrorCode::DeployWriteFailed,
@@ -407,13 +684,10 @@ impl Deployer {
         }
         self.point("journal.committing")?;
         for (f, bytes) in j.files.clone().iter().zip(&payloads) {
-            if let Err(e) = tether_fs::write_atomic_owned(&f.path, bytes, f.mode, f.owner) {
-                steps.push(step("write", false, ms(t), &e.to_string()));
-                let failure = fail(
-                    ErrorCode::DeployWriteFailed,
-                    format!("{e}; the old set was restored"),
-                );
-                return self.rollback(&mut j, failure, &mut steps).await;
+            if let Err((code, e)) = place.install(f, bytes).await {
+                steps.push(step("write", false, ms(t), &e));
+                let failure = fail(code, format!("{e}; the old set was restored"));
+                return self.rollback(&place, &mut j, failure, &mut steps).await;
             }
             self.point(&format!("install.{}", f.role.as_str()))?;
         }
@@ -423,7 +697,7 @@ impl Deployer {
                 ErrorCode::DeployWriteFailed,
                 format!("cannot write the journal: {e}"),
             );
-            return self.rollback(&mut j, failure, &mut steps).await;
+            return self.rollback(&place, &mut j, failure, &mut steps).await;
         }
         steps.push(step(
             "write",
@@ -434,7 +708,7 @@ impl Deployer {
         self.point("journal.committed")?;
 
         // 3. Reload.
-        let (ok, s) = reload(&j, &self.root).await;
+        let (ok, s) = place.reload(&j, &self.root).await;
         steps.push(s.clone());
         self.point("reload")?;
         if !ok {
@@ -442,7 +716,7 @@ impl Deployer {
                 ErrorCode::DeployReloadFailed,
                 format!("reload failed: {}", s.detail.lines().next().unwrap_or("")),
             );
-            return self.rollback(&mut j, failure, &mut steps).await;
+            return self.rollback(&place, &mut j, failure, &mut steps).await;
         }
 
         // 4. Verify the new certificate is served.
@@ -451,15 +725,17 @@ impl Deployer {
         self.point("verify")?;
         match res {
             Ok(r) => *seen = r,
-            Err(failure) => return self.rollback(&mut j, failure, &mut steps).await,
+            Err(failure) => return self.rollback(&place, &mut j, failure, &mut steps).await,
         }
         j.phase = Phase::Verified;
         // Verified is only a shortcut for recovery: if it cannot be
         // written, a restart rolls back a deploy that worked, which is safe.
         let _ = self.write_journal(&j);
         self.point("journal.verified")?;
+        place.cleanup(&j).await;
         remove_dir(&dir);
         self.point("finished")?;
+        place.close().await;
         Ok(Report {
             id,
             state: "deployed".to_owned(),
@@ -472,10 +748,48 @@ impl Deployer {
         })
     }
 
+    /// Backs up every file that exists, with a crash point after each.
+    async fn backup(&self, place: &Place, j: &Journal) -> Run<Result<(), (ErrorCode, String)>> {
+        match place {
+            Place::Local => {
+                let dir = self.dir(j.id);
+                for f in &j.files {
+                    if f.old.is_some() {
+                        let to = dir.join("backup").join(f.role.as_str());
+                        if let Err(e) = tether_fs::copy_atomic(&f.path, &to, tether_fs::PRIVATE) {
+                            return Ok(Err((ErrorCode::DeployWriteFailed, e.to_string())));
+                        }
+                    }
+                    self.point(&format!("backup.{}", f.role.as_str()))?;
+                }
+            }
+            Place::Remote(s) => {
+                // One remote command copies the set; the points follow it.
+                let existing: Vec<(&str, &Path)> = j
+                    .files
+                    .iter()
+                    .filter(|f| f.old.is_some())
+                    .map(|f| (f.role.as_str(), f.path.as_path()))
+                    .collect();
+                if let Err(e) = s
+                    .backup(&j.remote_work(), &j.remote_backup(), &existing)
+                    .await
+                {
+                    return Ok(Err(pair(e)));
+                }
+                for f in &j.files {
+                    self.point(&format!("backup.{}", f.role.as_str()))?;
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// Restores every file, reloads, verifies the old certificate is
     /// served. Idempotent: a kill during it is finished by `recover`.
     async fn rollback(
         &self,
+        place: &Place,
         j: &mut Journal,
         failure: Failure,
         steps: &mut Vec<Step>,
@@ -491,34 +805,13 @@ impl Deployer {
         self.point("rollback.journal")?;
         // A reload started by an agent that was then killed may still run
         // (nothing kills it with its parent); restoring under it would let
-        // it read a mixed set. Its stdin holds the reload lock until it
-        // exits, so the restore waits for it (bounded).
-        if let Err(e) =
-            reload_lock(&self.root, Duration::from_secs(j.reload_timeout_secs + 5)).await
-        {
+        // it read a mixed set. It holds the reload lock until it exits, so
+        // the restore waits for it (bounded).
+        if let Err(e) = place.wait_reloads(j, &self.root).await {
             errors.push(e);
         }
         for f in j.files.clone() {
-            let r = match &f.old {
-                Some(old) => std::fs::read(dir.join("backup").join(f.role.as_str()))
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        tether_fs::write_atomic_owned(
-                            &f.path,
-                            &bytes,
-                            old.mode,
-                            Some((old.uid, old.gid)),
-                        )
-                        .map_err(|e| e.to_string())
-                    }),
-                None => match std::fs::remove_file(&f.path) {
-                    Ok(()) => tether_fs::sync_dir(f.path.parent().unwrap_or(Path::new("/")))
-                        .map_err(|e| e.to_string()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                },
-            };
-            if let Err(e) = r {
+            if let Err(e) = place.restore(j, &dir, &f).await {
                 errors.push(format!("{}: {e}", f.path.display()));
             }
             self.point(&format!("restore.{}", f.role.as_str()))?;
@@ -529,7 +822,7 @@ impl Deployer {
             ms(t),
             &errors.join("; "),
         ));
-        let (reload_ok, s) = reload(j, &self.root).await;
+        let (reload_ok, s) = place.reload(j, &self.root).await;
         let reload_detail = s.detail.clone();
         steps.push(Step {
             name: "rollback.reload".to_owned(),
@@ -590,6 +883,7 @@ impl Deployer {
             j.phase = Phase::RolledBack;
             let _ = self.write_journal(j);
             self.point("rollback.done")?;
+            place.cleanup(j).await;
             remove_dir(&dir);
         }
         // A failed rollback keeps its journal and backups for the admin
@@ -680,11 +974,17 @@ type Payloads = (Vec<Vec<u8>>, Option<String>);
 /// fingerprint the current certificate file or keystore holds. For a
 /// keystore the password is read from its secret reference here, used,
 /// and dropped.
-fn payloads(spec: &DeploySpec, m: &Material) -> Result<Payloads, (ErrorCode, String)> {
+fn payloads(
+    spec: &DeploySpec,
+    m: &Material,
+    old: Result<Option<Vec<u8>>, (ErrorCode, String)>,
+) -> Result<Payloads, (ErrorCode, String)> {
     let Some(k) = spec.target.keystore() else {
         let files = spec.target.files();
-        let old_fp = std::fs::read_to_string(spec.target.primary())
+        let old_fp = old
             .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| first_cert_der(&t))
             .map(|d| tether_x509::fingerprint(&d));
         let bytes = files
@@ -701,20 +1001,14 @@ fn payloads(spec: &DeploySpec, m: &Material) -> Result<Payloads, (ErrorCode, Str
     })?;
     // An existing keystore must open with this password: replacing it with
     // one under another password would lock its application out.
-    let old_fp = match std::fs::read(&k.path) {
-        Ok(bytes) => keystore::leaf_fingerprint(&bytes, &password).map_err(|e| {
+    let old_fp = match old? {
+        Some(bytes) => keystore::leaf_fingerprint(&bytes, &password).map_err(|e| {
             (
                 ErrorCode::DeployKeystoreUnreadable,
                 format!("{}: {e}", k.path.display()),
             )
         })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err((
-                ErrorCode::DeployWriteFailed,
-                format!("{}: {e}", k.path.display()),
-            ));
-        }
+        None => None,
     };
     let bytes =
         keystore::build(m, k.alias(), &password).map_err(|e| (ErrorCode::DeployKeyMismatch, e))?;

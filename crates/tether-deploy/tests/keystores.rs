@@ -93,6 +93,7 @@ impl Lab {
             }),
             issuer: None,
             challenge: None,
+            ssh: None,
         };
         spec.check().expect("the lab's spec is valid");
         spec

@@ -4,7 +4,8 @@
 //!
 //! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`], [`postfix`],
 //!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`], [`slapd`],
-//!   [`faketime`], [`pebble`] (an ACME server); [`program`] finds any other one.
+//!   [`faketime`], [`pebble`] (an ACME server), [`sshd`] (OpenSSH in a namespace, with a lab
+//!   account); [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
 //!   firewall), [`tmpfs`] (a small file system that runs out of space),
 //!   [`Scratch`] (a directory removed on drop).
@@ -56,6 +57,7 @@ pub mod relay;
 pub mod slapd;
 pub mod socat;
 pub mod squid;
+pub mod sshd;
 pub mod tinyproxy;
 pub mod tmpfs;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::{Child, Command};
 
-use crate::{Scratch, free_port, program, spawn_logged, wait_listening};
+use crate::{Scratch, free_port, program, spawn_logged};
 
 /// What one nginx serves.
 #[derive(Debug, Clone, Default)]
@@ -26,10 +26,18 @@ pub struct Site {
     /// Dropping the `Nginx` stops the master with SIGTERM, which stops its
     /// worker too.
     pub master_process: bool,
+    /// Inside a network namespace, on its address (`ip netns exec`),
+    /// instead of on 127.0.0.1; the port is 8443 there.
+    pub netns: Option<(String, std::net::Ipv4Addr)>,
+    /// Run as this uid and gid (`setpriv`), with its directory given to
+    /// them, so that account can reload it; default: as the test.
+    pub run_as: Option<(u32, u32)>,
 }
 
 pub struct Nginx {
     pub port: u16,
+    /// Where it listens.
+    pub ip: std::net::IpAddr,
     master: bool,
     dir: Scratch,
     child: Child,
@@ -66,17 +74,21 @@ impl Nginx {
     pub async fn start(site: &Site) -> Nginx {
         let dir = Scratch::new("nginx");
         let d = dir.path().display();
-        let port = free_port();
+        let (ip, port): (std::net::IpAddr, u16) = match &site.netns {
+            // A namespace of the test's own: every port is free there.
+            Some((_, ip)) => ((*ip).into(), 8443),
+            None => ([127, 0, 0, 1].into(), free_port()),
+        };
         let (listen, tls) = match &site.tls {
             Some((cert, key)) => (
-                format!("listen 127.0.0.1:{port} ssl;"),
+                format!("listen {ip}:{port} ssl;"),
                 format!(
                     "ssl_certificate {};\n ssl_certificate_key {};",
                     cert.display(),
                     key.display()
                 ),
             ),
-            None => (format!("listen 127.0.0.1:{port};"), String::new()),
+            None => (format!("listen {ip}:{port};"), String::new()),
         };
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
@@ -106,9 +118,36 @@ impl Nginx {
             ),
         )
         .expect("nginx.conf");
+        let mut cmd = match &site.netns {
+            Some((ns, _)) => {
+                let mut c = Command::new(program("ip"));
+                c.args(["netns", "exec", ns]);
+                c
+            }
+            None => Command::new(program("nginx")),
+        };
+        if site.netns.is_some() && site.run_as.is_none() {
+            cmd.arg(program("nginx"));
+        }
+        if let Some((uid, gid)) = site.run_as {
+            if site.netns.is_none() {
+                cmd = Command::new(program("setpriv"));
+            } else {
+                cmd.arg(program("setpriv"));
+            }
+            cmd.args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".to_owned(),
+            ])
+            .arg(program("nginx"));
+            let _ = std::process::Command::new(program("chown"))
+                .args(["-R", &format!("{uid}:{gid}")])
+                .arg(dir.path())
+                .status();
+        }
         let mut child = spawn_logged(
-            Command::new(program("nginx"))
-                .arg("-c")
+            cmd.arg("-c")
                 .arg(&conf)
                 .arg("-p")
                 .arg(dir.path())
@@ -124,9 +163,17 @@ impl Nginx {
         );
         let out = dir.path().join("nginx.out");
         let error_log = dir.path().join("error.log");
-        wait_listening(&mut child, port, "nginx", &[&out, &error_log]).await;
+        crate::wait_listening_within(
+            &mut child,
+            std::net::SocketAddr::new(ip, port),
+            "nginx",
+            &[&out, &error_log],
+            std::time::Duration::from_secs(10),
+        )
+        .await;
         Nginx {
             port,
+            ip,
             master: site.master_process,
             dir,
             child,

@@ -234,6 +234,8 @@ pub struct DeployArgs {
     /// midnight); outside it the task waits and says until when.
     #[arg(long)]
     window: Option<String>,
+    #[command(flatten)]
+    ssh: SshFlags,
     #[arg(long)]
     json: bool,
 }
@@ -275,6 +277,79 @@ pub enum AcmeCommand {
         conn: AdminConn,
         name: String,
     },
+}
+
+/// A remote target's flags: with `--ssh HOST`, the target's paths, owner
+/// and reload command are on that host, reached over SSH by the agent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SshFlags {
+    /// Remote target: the SSH host (IP address or DNS name).
+    #[arg(long = "ssh", value_name = "HOST")]
+    ssh_host: Option<String>,
+    /// Remote target: the SSH port (default 22).
+    #[arg(long)]
+    ssh_port: Option<u16>,
+    /// Remote target: the user to log in as.
+    #[arg(long)]
+    ssh_user: Option<String>,
+    /// Remote target: the private key's secret reference on the agent's
+    /// host, env:NAME or file:/PATH.
+    #[arg(long)]
+    ssh_key_ref: Option<String>,
+    /// Remote target: the key's passphrase reference, if it has one.
+    #[arg(long)]
+    ssh_passphrase_ref: Option<String>,
+    /// Remote target: the password's secret reference, instead of a key.
+    #[arg(long)]
+    ssh_password_ref: Option<String>,
+    /// Remote target: the host key, pinned: SHA256:… as `ssh-keygen -lf`
+    /// prints it, or the OpenSSH public key line. Required with --ssh.
+    #[arg(long)]
+    ssh_host_key: Option<String>,
+    /// Remote target: run every remote command through `sudo -n`.
+    #[arg(long)]
+    ssh_sudo: bool,
+    /// Remote target: seconds to connect and authenticate (default 10).
+    #[arg(long)]
+    ssh_timeout: Option<u64>,
+}
+
+impl SshFlags {
+    /// The spec's `ssh` section, `None` without `--ssh`.
+    fn section(self) -> anyhow::Result<Option<tether_deploy::spec::SshSpec>> {
+        let code = tether_wire::ErrorCode::DeploySpecInvalid.as_str();
+        let Some(host) = self.ssh_host else {
+            let stray = self.ssh_port.is_some()
+                || self.ssh_user.is_some()
+                || self.ssh_key_ref.is_some()
+                || self.ssh_passphrase_ref.is_some()
+                || self.ssh_password_ref.is_some()
+                || self.ssh_host_key.is_some()
+                || self.ssh_sudo
+                || self.ssh_timeout.is_some();
+            if stray {
+                anyhow::bail!("{code}: the --ssh-* flags need --ssh HOST");
+            }
+            return Ok(None);
+        };
+        let (Some(user), Some(host_key)) = (self.ssh_user, self.ssh_host_key) else {
+            anyhow::bail!(
+                "{code}: --ssh needs --ssh-user and --ssh-host-key (the host key is pinned, never trusted on first use)"
+            );
+        };
+        let secret = |r: Option<String>| r.map(tether_deploy::spec::SecretRef);
+        Ok(Some(tether_deploy::spec::SshSpec {
+            host,
+            port: self.ssh_port,
+            user,
+            key: secret(self.ssh_key_ref),
+            passphrase: secret(self.ssh_passphrase_ref),
+            password: secret(self.ssh_password_ref),
+            host_key,
+            sudo: self.ssh_sudo,
+            timeout_secs: self.ssh_timeout,
+        }))
+    }
 }
 
 /// `--kind` of `tether certs deploy`.
@@ -411,7 +486,6 @@ fn deploy_target(kind: TargetKind, f: TargetFlags) -> anyhow::Result<tether_depl
     }
 }
 
-/// A deploy's spec, as the server and the agent read it.
 /// `--webroot` or `--http01-port` as the spec's challenge.
 fn challenge(
     webroot: Option<std::path::PathBuf>,
@@ -424,6 +498,7 @@ fn challenge(
     }
 }
 
+/// A deploy's spec, as the server and the agent read it.
 #[allow(clippy::too_many_arguments)]
 fn deploy_spec(
     names: Vec<String>,
@@ -434,6 +509,7 @@ fn deploy_spec(
     sni: Option<String>,
     days: Option<u32>,
     (issuer, challenge): (Option<String>, Option<tether_deploy::spec::ChallengeSpec>),
+    ssh: Option<tether_deploy::spec::SshSpec>,
 ) -> anyhow::Result<serde_json::Value> {
     let spec = tether_deploy::DeploySpec {
         names,
@@ -451,6 +527,7 @@ fn deploy_spec(
         }),
         issuer,
         challenge,
+        ssh,
     };
     spec.check().map_err(|e| {
         anyhow::anyhow!(
@@ -802,6 +879,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 issuer,
                 webroot,
                 http01_port,
+                ssh,
                 json,
             } = *args;
             let target = deploy_target(
@@ -830,6 +908,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 sni,
                 days,
                 (issuer, challenge(webroot, http01_port)),
+                ssh.section()?,
             )?;
             let req = tether_wire::NewTask {
                 kind: tether_wire::TaskKind::Deploy,
@@ -1163,6 +1242,69 @@ mod tests {
             assert!(!text.contains("\nFAKE LINE"), "{text}");
         }
         assert!(detail(&d).contains("CHANGED"));
+    }
+
+    fn no_ssh() -> SshFlags {
+        SshFlags {
+            ssh_host: None,
+            ssh_port: None,
+            ssh_user: None,
+            ssh_key_ref: None,
+            ssh_passphrase_ref: None,
+            ssh_password_ref: None,
+            ssh_host_key: None,
+            ssh_sudo: false,
+            ssh_timeout: None,
+        }
+    }
+
+    #[test]
+    fn ssh_flags_make_a_checked_section_or_are_refused() {
+        assert_eq!(no_ssh().section().expect("none"), None);
+        let stray = SshFlags {
+            ssh_sudo: true,
+            ..no_ssh()
+        };
+        let e = stray.section().expect_err("--ssh-sudo alone");
+        assert!(e.to_string().contains("--ssh HOST"), "{e}");
+        let unpinned = SshFlags {
+            ssh_host: Some("10.0.0.5".into()),
+            ssh_user: Some("deploy".into()),
+            ssh_key_ref: Some("file:/etc/tether/key".into()),
+            ..no_ssh()
+        };
+        let e = unpinned.clone().section().expect_err("no host key");
+        assert!(e.to_string().contains("TETHER-E8501"), "{e}");
+        let pinned = SshFlags {
+            ssh_host_key: Some("SHA256:RSdxYYQxUUs0U1rT61W0GMX00XiKmJOZdpmdmWB4jfg".into()),
+            ssh_sudo: true,
+            ..unpinned
+        };
+        let ssh = pinned.section().expect("section");
+        let target = tether_deploy::Target::Pem(tether_deploy::spec::PemTarget {
+            cert: "/etc/ssl/web/cert.pem".into(),
+            key: "/etc/ssl/web/key.pem".into(),
+            chain: None,
+            fullchain: None,
+            owner: None,
+            group: None,
+            mode: None,
+            key_mode: None,
+        });
+        let v = deploy_spec(
+            vec!["web.test".into()],
+            target,
+            "nginx -s reload",
+            (None, None),
+            Some("10.0.0.5:443".parse().expect("addr")),
+            None,
+            None,
+            (None, None),
+            ssh,
+        )
+        .expect("spec");
+        assert_eq!(v["ssh"]["user"], "deploy");
+        assert_eq!(v["ssh"]["sudo"], true);
     }
 
     #[test]
