@@ -550,15 +550,14 @@ async fn wait_queue_empty(
             bail!("{what}: tasks still queued or leased after {timeout:?}");
         }
         if said.elapsed() > Duration::from_secs(10) {
-            let done = admin
-                .list_tasks("state=succeeded&limit=1000")
-                .await
-                .map(|l| l.len())
-                .unwrap_or(0);
-            progress(
-                args,
-                &format!("{what}: {done} deploy tasks succeeded so far"),
-            );
+            let mut left = 0;
+            for state in ["queued", "leased"] {
+                left += admin
+                    .list_tasks(&format!("state={state}&limit=1000"))
+                    .await
+                    .map_or(0, |l| l.len());
+            }
+            progress(args, &format!("{what}: {left} tasks queued or leased"));
             said = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
