@@ -142,7 +142,7 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<ExitCode> {
         .enumerate()
         .map(|(i, site)| {
             let nginx = &nginxes[i % a];
-            let spec = deploy_spec(site, nginx, issuer.clone())?;
+            let spec = deploy_spec(site, nginx.port, &nginx.reload_command(), issuer.clone())?;
             Ok((agents[i % a].id, spec))
         })
         .collect::<anyhow::Result<_>>()?;
@@ -436,7 +436,8 @@ struct Site {
 /// A deploy task's spec for one site, as `tether certs deploy` builds it.
 fn deploy_spec(
     site: &Site,
-    nginx: &NginxProcess,
+    port: u16,
+    reload: &[String],
     issuer: Option<String>,
 ) -> anyhow::Result<serde_json::Value> {
     let spec = tether_deploy::DeploySpec {
@@ -453,12 +454,12 @@ fn deploy_spec(
             key_mode: None,
         }),
         reload: tether_deploy::spec::ReloadSpec {
-            command: nginx.reload_command(),
+            command: reload.to_vec(),
             timeout_secs: None,
         },
         verify: Some(tether_deploy::spec::VerifySpec {
             address: std::net::Ipv4Addr::LOCALHOST.into(),
-            port: nginx.port,
+            port,
             sni: Some(site.name.clone()),
             timeout_secs: None,
         }),
@@ -665,7 +666,6 @@ struct NginxProcess {
     port: u16,
     bin: PathBuf,
     conf: PathBuf,
-    dir: PathBuf,
 }
 
 impl NginxProcess {
@@ -728,25 +728,30 @@ impl NginxProcess {
             port,
             bin: bin.to_owned(),
             conf,
-            dir: dir.to_owned(),
         })
     }
 
-    /// `nginx … -s reload`: split on spaces by the agent, so no argument
-    /// holds one (the globals are in the file, not in `-g`).
     fn reload_command(&self) -> Vec<String> {
-        vec![
-            self.bin.display().to_string(),
-            "-c".into(),
-            self.conf.display().to_string(),
-            "-p".into(),
-            self.dir.display().to_string(),
-            "-e".into(),
-            self.dir.join("error.log").display().to_string(),
-            "-s".into(),
-            "reload".into(),
-        ]
+        reload_command(&self.bin, &self.conf)
     }
+}
+
+/// `nginx … -s reload` for the nginx whose config is `conf` (its prefix
+/// and logs beside it). The agent splits a reload command on spaces, so no
+/// argument holds one: the globals are in the file, not in `-g`.
+fn reload_command(bin: &Path, conf: &Path) -> Vec<String> {
+    let dir = conf.parent().unwrap_or(Path::new("/"));
+    vec![
+        bin.display().to_string(),
+        "-c".into(),
+        conf.display().to_string(),
+        "-p".into(),
+        dir.display().to_string(),
+        "-e".into(),
+        dir.join("error.log").display().to_string(),
+        "-s".into(),
+        "reload".into(),
+    ]
 }
 
 impl Drop for NginxProcess {
@@ -797,4 +802,53 @@ fn find_program(name: &Path) -> anyhow::Result<PathBuf> {
                 name.display()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deploy_spec_is_what_the_agent_reads() {
+        let site = Site {
+            name: "cert-0007.bench.test".into(),
+            dir: PathBuf::from("/tmp/bench/site-0007"),
+        };
+        let conf = PathBuf::from("/tmp/bench/nginx-7/nginx.conf");
+        let reload = [
+            "/usr/sbin/nginx",
+            "-c",
+            "/tmp/bench/nginx-7/nginx.conf",
+            "-p",
+            "/tmp/bench/nginx-7",
+            "-e",
+            "/tmp/bench/nginx-7/error.log",
+            "-s",
+            "reload",
+        ];
+        let spec = deploy_spec(
+            &site,
+            8443,
+            &reload_command(Path::new(reload[0]), &conf),
+            None,
+        )
+        .expect("spec");
+        let read = tether_deploy::DeploySpec::from_json(&spec).expect("the agent's parser");
+        assert_eq!(read.names, vec!["cert-0007.bench.test".to_owned()]);
+        assert_eq!(read.issuer(), Ok(tether_deploy::spec::Issuer::Builtin));
+        assert_eq!(read.reload.command, reload);
+        let verify = read.verify.expect("verify");
+        assert_eq!(
+            (verify.port, verify.sni.as_deref()),
+            (8443, Some("cert-0007.bench.test"))
+        );
+    }
+
+    #[test]
+    fn the_issuer_is_builtin_until_the_server_issues_through_acme() {
+        assert_eq!(spec_issuer("builtin").expect("builtin"), None);
+        let acme = spec_issuer("acme:pebble").expect_err("refused for now");
+        assert!(acme.to_string().contains("ACME"), "{acme}");
+        assert!(spec_issuer("letsencrypt").is_err());
+    }
 }
