@@ -21,6 +21,7 @@ use tether_wire::{
 use tokio::time::Instant;
 
 mod defs_fleet;
+mod renew;
 mod tasks;
 
 use crate::admin::trust_config;
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     DefsFleet(defs_fleet::DefsFleetArgs),
     /// Task delivery: idle cost of N held long polls, queue-to-start latency, CPU per task.
     Tasks(tasks::TasksArgs),
+    /// Issue, deploy and renew N certificates to PEM sets served by real
+    /// nginx, through real `tether-agent` processes; the CA's signing rate.
+    Renew(renew::RenewArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -78,6 +82,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             BenchCommand::AgentRss(args) => agent_rss(args).await,
             BenchCommand::DefsFleet(args) => defs_fleet::run(args).await,
             BenchCommand::Tasks(args) => tasks::run(args).await,
+            BenchCommand::Renew(args) => renew::run(args).await,
         }
     };
     // On Ctrl-C or SIGTERM (e.g. `timeout`), dropping `work` drops the server
@@ -106,7 +111,31 @@ impl ServerProcess {
         database_url: Option<&str>,
         connections: Option<u32>,
     ) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_in(TempDir::new("tether-bench")?, database_url, connections).await
+    }
+
+    /// With the built-in CA, created by the admin's ceremony
+    /// (`tether certs ca init`) in the data dir before the server starts.
+    async fn start_with_ca() -> anyhow::Result<ServerProcess> {
         let dir = TempDir::new("tether-bench")?;
+        let status = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["certs", "ca", "init", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .context("running `tether certs ca init`")?;
+        if !status.success() {
+            bail!("`tether certs ca init` failed: {status}");
+        }
+        ServerProcess::start_in(dir, None, None).await
+    }
+
+    async fn start_in(
+        dir: TempDir,
+        database_url: Option<&str>,
+        connections: Option<u32>,
+    ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
