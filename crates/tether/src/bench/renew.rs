@@ -466,6 +466,7 @@ fn deploy_spec(
         }),
         issuer,
         challenge: None,
+        ssh: None,
     };
     spec.check()
         .map_err(|e| anyhow::anyhow!("the bench's deploy spec: {e}"))?;
