@@ -423,8 +423,32 @@ pub async fn issue(
     };
     // The CA's suggested window, when it offers one; a failure to read it
     // only means the policy decides until the next refresh.
-    let now = ctx.now();
-    let window = match account.renewal_info(&issued.cert_der).await {
+    let window = read_window(&account, &issued.cert_der, &issued.fingerprint, ctx.now()).await;
+    info!(task_id = %task_id, issuer = %name, directory = %issuer.directory, key = %checked.key, "an ACME CA issued for a CSR");
+    let response = super::issuance::record_and_answer(
+        ctx,
+        super::issuance::Issuance {
+            task_id,
+            agent_id: agent.id,
+            issued,
+            issuer: Some(format!("acme:{name}")),
+            renewal_window: window,
+            claimed,
+        },
+    )
+    .await?;
+    Ok(IssueReply::Issued(response))
+}
+
+/// The CA's suggested renewal window for a certificate it issued, read
+/// now; `None` when it offers none or cannot be asked (logged).
+async fn read_window(
+    account: &AcmeAccount,
+    der: &[u8],
+    fingerprint: &str,
+    now: OffsetDateTime,
+) -> Option<RenewalWindowSeen> {
+    match account.renewal_info(der).await {
         Ok(Some(ari)) => Some(RenewalWindowSeen {
             start: ari.window.start,
             end: ari.window.end,
@@ -432,37 +456,10 @@ pub async fn issue(
         }),
         Ok(None) => None,
         Err(error) => {
-            warn!(fingerprint = %issued.fingerprint, error = %error, code = %error.code(), "could not read the ACME CA's renewal window");
+            warn!(fingerprint = %fingerprint, error = %error, code = %error.code(), "could not read the ACME CA's renewal window");
             None
         }
-    };
-    let record = IssuedCert {
-        fingerprint: issued.fingerprint.clone(),
-        serial: issued.serial.clone(),
-        names: issued.names.clone(),
-        not_before: issued.not_before,
-        not_after: issued.not_after,
-        issued_at: now,
-        task_id: Some(task_id),
-        agent_id: Some(agent.id),
-        issuer: Some(format!("acme:{name}")),
-        renewal_window: window,
-    };
-    if let Err(e) = ctx.store.record_issued(&record, &issued.cert_pem).await {
-        return Err(release(e.into()).await);
     }
-    info!(task_id = %task_id, agent_id = %agent.id, issuer = %name, directory = %issuer.directory, fingerprint = %issued.fingerprint, serial = %issued.serial, names = ?issued.names, key = %checked.key, "an ACME CA issued a certificate");
-    let response = IssueResponse {
-        cert_pem: issued.cert_pem,
-        chain_pem: issued.chain_pem,
-        fingerprint: issued.fingerprint,
-        serial: issued.serial,
-        not_after: issued.not_after,
-    };
-    if claimed {
-        super::renewal::issued(ctx, task_id, &response).await?;
-    }
-    Ok(IssueReply::Issued(response))
 }
 
 /// Revokes an ACME CA's certificate at that CA; whether this call did.
@@ -518,18 +515,7 @@ pub async fn window(
         let (_, account, _) = open(ctx, name).await.ok()?;
         let pem = ctx.store.issued_cert_pem(&cert.fingerprint).await.ok()??;
         let der = pem::parse(pem).ok()?.into_contents();
-        match account.renewal_info(&der).await {
-            Ok(Some(ari)) => Some(RenewalWindowSeen {
-                start: ari.window.start,
-                end: ari.window.end,
-                checked_at: now,
-            }),
-            Ok(None) => None,
-            Err(error) => {
-                warn!(fingerprint = %cert.fingerprint, error = %error, "could not read the ACME CA's renewal window; keeping the last one");
-                None
-            }
-        }
+        read_window(&account, &der, &cert.fingerprint, now).await
     }
     .await;
     match fresh {

@@ -158,6 +158,40 @@ async fn builtin(
             return Err(ServiceError::CaUnavailable(e.to_string()));
         }
     };
+    info!(task_id = %id, agent_id = %agent.id, key = %checked.key, "the built-in CA signed a CSR");
+    record_and_answer(
+        ctx,
+        Issuance {
+            task_id: id,
+            agent_id: agent.id,
+            issued,
+            issuer: None,
+            renewal_window: None,
+            claimed,
+        },
+    )
+    .await
+}
+
+/// A certificate a CA (the built-in one or an ACME CA) issued for a task.
+pub(crate) struct Issuance {
+    pub task_id: Uuid,
+    pub agent_id: Uuid,
+    pub issued: tether_pki::Issued,
+    /// `acme:NAME`; `None` for the built-in CA.
+    pub issuer: Option<String>,
+    pub renewal_window: Option<tether_wire::RenewalWindowSeen>,
+    /// Whether the call holds a renewal's issue claim.
+    pub claimed: bool,
+}
+
+/// Records the certificate (`issued_certs`) and answers with it; completes
+/// a renewal's claim, or releases it when the store fails.
+pub(crate) async fn record_and_answer(
+    ctx: &Ctx,
+    i: Issuance,
+) -> Result<IssueResponse, ServiceError> {
+    let issued = i.issued;
     let record = IssuedCert {
         fingerprint: issued.fingerprint.clone(),
         serial: issued.serial.clone(),
@@ -165,18 +199,18 @@ async fn builtin(
         not_before: issued.not_before,
         not_after: issued.not_after,
         issued_at: ctx.now(),
-        task_id: Some(id),
-        agent_id: Some(agent.id),
-        issuer: None,
-        renewal_window: None,
+        task_id: Some(i.task_id),
+        agent_id: Some(i.agent_id),
+        issuer: i.issuer,
+        renewal_window: i.renewal_window,
     };
     if let Err(e) = ctx.store.record_issued(&record, &issued.cert_pem).await {
-        if claimed {
-            super::renewal::issue_failed(ctx, id).await;
+        if i.claimed {
+            super::renewal::issue_failed(ctx, i.task_id).await;
         }
         return Err(e.into());
     }
-    info!(task_id = %id, agent_id = %agent.id, fingerprint = %issued.fingerprint, serial = %issued.serial, names = ?issued.names, key = %checked.key, "issued a certificate");
+    info!(task_id = %i.task_id, agent_id = %i.agent_id, issuer = record.issuer.as_deref().unwrap_or("builtin"), fingerprint = %issued.fingerprint, serial = %issued.serial, names = ?issued.names, "issued a certificate");
     let response = IssueResponse {
         cert_pem: issued.cert_pem,
         chain_pem: issued.chain_pem,
@@ -184,8 +218,8 @@ async fn builtin(
         serial: issued.serial,
         not_after: issued.not_after,
     };
-    if claimed {
-        super::renewal::issued(ctx, id, &response).await?;
+    if i.claimed {
+        super::renewal::issued(ctx, i.task_id, &response).await?;
     }
     Ok(response)
 }

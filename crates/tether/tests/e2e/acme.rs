@@ -12,11 +12,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tether_testlab::dnsmasq::Dnsmasq;
 use tether_testlab::free_port;
-use tether_testlab::nginx::{Nginx, Site};
 use tether_testlab::pebble::Pebble;
 use tether_wire::{AcmeIssuerInfo, AcmeIssuerList, CertHistory, RenewalState, TaskState};
 
-use crate::deploy::{fp_of_file, provisioning_agent, served, wait_task};
+use crate::deploy::{PemSite, fp_of_file, provisioning_agent, served, wait_task};
 use crate::lab::{Backend, Server};
 use crate::renewal::wait_renewal;
 
@@ -90,37 +89,18 @@ async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(back
     );
 
     let (agent, agent_id) = provisioning_agent(&server).await;
-    let site = tether_testlab::Scratch::new("e2e-acme-site");
-    let set = site.path().join("ssl");
-    std::fs::create_dir_all(&set).expect("mkdir");
-    let old_ca = tether_testlab::pki::Ca::root("E2E ACME Old Root");
-    let leaf = old_ca.issue(&[NAME]);
-    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
-    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
-    std::fs::write(set.join("fullchain.pem"), leaf.pem()).expect("w");
-    let nginx = Nginx::start(&Site {
-        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
-        master_process: true,
-        ..Site::default()
-    })
-    .await;
-    let script = site.path().join("reload.sh");
-    let quoted: Vec<String> = nginx
-        .reload_command()
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect();
-    std::fs::write(&script, format!("exec {}\n", quoted.join(" "))).expect("script");
-    let p = |n: &str| set.join(n).display().to_string();
+    let site = PemSite::start("e2e-acme-site", &[NAME], "").await;
+    let (set, nginx) = (&site.set, &site.nginx);
+    let p = |n: &str| site.path(n);
     let deploy = |name: &'static str, port: u16| {
         let (agent_id, cert, key, full, reload) = (
             agent_id.to_string(),
             p("cert.pem"),
             p("key.pem"),
             p("fullchain.pem"),
-            format!("/bin/sh {}", script.display()),
+            site.reload(),
         );
-        let verify = format!("127.0.0.1:{}", nginx.port);
+        let verify = site.verify();
         let server = &server;
         async move {
             let out: Value = serde_json::from_str(

@@ -77,6 +77,78 @@ pub(crate) async fn provisioning_agent(server: &Server) -> (Agent, Uuid) {
     (agent, agent_id)
 }
 
+/// An old PEM set (cert, key, chain, fullchain) for `names` from a
+/// throwaway CA, served by a real nginx (a master and a worker, as in
+/// production), and `reload.sh`, which runs `before` then reloads it: a
+/// deploy's reload command is split on spaces and run without a shell,
+/// and nginx's takes `-g "…; …;"`.
+pub(crate) struct PemSite {
+    _dir: tether_testlab::Scratch,
+    pub set: std::path::PathBuf,
+    pub nginx: Nginx,
+    pub script: std::path::PathBuf,
+    /// The script's text as written (to put it back after a fault).
+    pub reload_script: String,
+    /// The old key, PEM.
+    pub old_key: String,
+}
+
+impl PemSite {
+    pub(crate) async fn start(tag: &str, names: &[&str], before: &str) -> PemSite {
+        let dir = tether_testlab::Scratch::new(tag);
+        let set = dir.path().join("ssl");
+        std::fs::create_dir_all(&set).expect("mkdir");
+        let old_ca = tether_testlab::pki::Ca::root("E2E Old Root");
+        let leaf = old_ca.issue(names);
+        let chain = String::from_utf8(old_ca.pem()).expect("utf8");
+        std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
+        std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
+        std::fs::write(set.join("chain.pem"), &chain).expect("w");
+        std::fs::write(
+            set.join("fullchain.pem"),
+            format!("{}\n{}\n", leaf.pem().trim_end(), chain.trim_end()),
+        )
+        .expect("w");
+        let nginx = Nginx::start(&Site {
+            tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
+            master_process: true,
+            ..Site::default()
+        })
+        .await;
+        let script = dir.path().join("reload.sh");
+        let quoted: Vec<String> = nginx
+            .reload_command()
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect();
+        let reload_script = format!("{before}exec {}\n", quoted.join(" "));
+        std::fs::write(&script, &reload_script).expect("script");
+        PemSite {
+            _dir: dir,
+            set,
+            nginx,
+            script,
+            reload_script,
+            old_key: leaf.key_pem().to_owned(),
+        }
+    }
+
+    /// The deploy's `--reload`.
+    pub(crate) fn reload(&self) -> String {
+        format!("/bin/sh {}", self.script.display())
+    }
+
+    /// A file of the set, as a command-line argument.
+    pub(crate) fn path(&self, name: &str) -> String {
+        self.set.join(name).display().to_string()
+    }
+
+    /// The deploy's `--verify`.
+    pub(crate) fn verify(&self) -> String {
+        format!("127.0.0.1:{}", self.nginx.port)
+    }
+}
+
 pub(crate) fn fp_of_file(p: &Path) -> String {
     let text = std::fs::read_to_string(p).expect("cert file");
     let der = pem::parse(text).expect("pem").into_contents();
@@ -105,39 +177,11 @@ async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
 
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
-    // The old set, served by nginx (a master and a worker, as in production).
-    let site = tether_testlab::Scratch::new("e2e-deploy-site");
-    let set = site.path().join("ssl");
-    std::fs::create_dir_all(&set).expect("mkdir");
-    let old_ca = tether_testlab::pki::Ca::root("E2E Old Root");
-    let leaf = old_ca.issue(&["web.test", "127.0.0.1"]);
-    let chain = String::from_utf8(old_ca.pem()).expect("utf8");
-    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
-    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
-    std::fs::write(set.join("chain.pem"), &chain).expect("w");
-    std::fs::write(
-        set.join("fullchain.pem"),
-        format!("{}\n{}\n", leaf.pem().trim_end(), chain.trim_end()),
-    )
-    .expect("w");
-    let nginx = Nginx::start(&Site {
-        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
-        master_process: true,
-        ..Site::default()
-    })
-    .await;
+    // The old set, served by nginx.
+    let site = PemSite::start("e2e-deploy-site", &["web.test", "127.0.0.1"], "").await;
+    let (set, nginx, reload) = (&site.set, &site.nginx, site.reload());
     let old_fp = fp_of_file(&set.join("cert.pem"));
     assert_eq!(served(nginx.port).await.as_deref(), Some(old_fp.as_str()));
-    // nginx's reload takes `-g "…; …;"`: the deploy runs a script, since a
-    // reload command is split on spaces and run without a shell.
-    let script = site.path().join("reload.sh");
-    let quoted: Vec<String> = nginx
-        .reload_command()
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect();
-    std::fs::write(&script, format!("exec {}\n", quoted.join(" "))).expect("script");
-    let reload = format!("/bin/sh {}", script.display());
 
     let p = |n: &str| set.join(n).display().to_string();
     let verify = format!("127.0.0.1:{}", nginx.port);
@@ -318,35 +362,11 @@ async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
     server.restart().await;
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
-    let site = tether_testlab::Scratch::new("e2e-deploy-kill");
-    let set = site.path().join("ssl");
-    std::fs::create_dir_all(&set).expect("mkdir");
-    let old_ca = tether_testlab::pki::Ca::root("E2E Old Root");
-    let leaf = old_ca.issue(&["web.test"]);
-    let chain = String::from_utf8(old_ca.pem()).expect("utf8");
-    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
-    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
-    std::fs::write(
-        set.join("fullchain.pem"),
-        format!("{}\n{}\n", leaf.pem().trim_end(), chain.trim_end()),
-    )
-    .expect("w");
-    let nginx = Nginx::start(&Site {
-        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
-        master_process: true,
-        ..Site::default()
-    })
-    .await;
-    let old_fp = fp_of_file(&set.join("cert.pem"));
     // A slow reload (2 s), then the real one: the agent is killed while it
     // runs, and it outlives the agent.
-    let script = site.path().join("reload.sh");
-    let quoted: Vec<String> = nginx
-        .reload_command()
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect();
-    std::fs::write(&script, format!("sleep 2\nexec {}\n", quoted.join(" "))).expect("script");
+    let site = PemSite::start("e2e-deploy-kill", &["web.test"], "sleep 2\n").await;
+    let (set, nginx, script) = (&site.set, &site.nginx, &site.script);
+    let old_fp = fp_of_file(&set.join("cert.pem"));
     let p = |n: &str| set.join(n).display().to_string();
     let verify = format!("127.0.0.1:{}", nginx.port);
     server
@@ -425,7 +445,7 @@ async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
     assert_eq!(fp_of_file(&set.join("cert.pem")), old_fp);
     assert_eq!(
         std::fs::read_to_string(set.join("key.pem")).expect("key"),
-        leaf.key_pem()
+        site.old_key
     );
     assert!(
         agent

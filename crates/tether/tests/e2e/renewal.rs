@@ -11,11 +11,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tether_testlab::nginx::{Nginx, Site};
 use tether_wire::{CertDetail, CertHistory, LocationState, RenewalInfo, RenewalState, TaskState};
 use tokio::time::Instant;
 
-use crate::deploy::{fp_of_file, provisioning_agent, served, wait_task};
+use crate::deploy::{PemSite, fp_of_file, provisioning_agent, served, wait_task};
 use crate::lab::{Backend, Server};
 
 /// Waits until `fp`'s newest renewal is in `state`.
@@ -46,30 +45,11 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
     server.restart().await;
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
-    let site = tether_testlab::Scratch::new("e2e-renewal-site");
-    let set = site.path().join("ssl");
-    std::fs::create_dir_all(&set).expect("mkdir");
-    let old_ca = tether_testlab::pki::Ca::root("E2E Renewal Old Root");
-    let leaf = old_ca.issue(&["web.test", "127.0.0.1"]);
-    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
-    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
-    std::fs::write(set.join("fullchain.pem"), leaf.pem()).expect("w");
-    let nginx = Nginx::start(&Site {
-        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
-        master_process: true,
-        ..Site::default()
-    })
-    .await;
-    let script = site.path().join("reload.sh");
-    let quoted: Vec<String> = nginx
-        .reload_command()
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect();
-    let reload_ok = format!("exec {}\n", quoted.join(" "));
-    std::fs::write(&script, &reload_ok).expect("script");
-    let p = |n: &str| set.join(n).display().to_string();
-    let verify = format!("127.0.0.1:{}", nginx.port);
+    let site = PemSite::start("e2e-renewal-site", &["web.test", "127.0.0.1"], "").await;
+    let (set, nginx, script, reload_ok) =
+        (&site.set, &site.nginx, &site.script, &site.reload_script);
+    let p = |n: &str| site.path(n);
+    let verify = site.verify();
 
     // A one-day certificate, deployed once by an admin.
     let out: Value = serde_json::from_str(
@@ -192,7 +172,7 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
     assert_eq!(list.len(), 1, "{list:#?}");
 
     // A reload that fails: the forced renewal fails, explained, backs off.
-    std::fs::write(&script, "echo 'nginx: [emerg] broken config' >&2; exit 1\n").expect("script");
+    std::fs::write(script, "echo 'nginx: [emerg] broken config' >&2; exit 1\n").expect("script");
     let forced: RenewalInfo = serde_json::from_str(
         &server
             .admin_ok(&["certs", "renew", &second, "--json"])
@@ -262,7 +242,7 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
         to.hour(),
         to.minute()
     );
-    std::fs::write(&script, &reload_ok).expect("script");
+    std::fs::write(script, reload_ok).expect("script");
     let out: Value = serde_json::from_str(
         &server
             .admin_ok(&[
