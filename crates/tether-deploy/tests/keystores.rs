@@ -12,13 +12,14 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tether_deploy::keygen;
 use tether_deploy::spec::{KeystoreTarget, ReloadSpec, SecretRef, Target, VerifySpec};
-use tether_deploy::{DeploySpec, Deployer, Material, Report};
-use tether_pki::ca::{self, CaFiles, RootKeyPlace};
-use tether_pki::{Kek, csr};
+use tether_deploy::{DeploySpec, Deployer, Material};
 use tether_testlab::keystore_server::KeystoreServer;
 use tether_testlab::pki::Ca;
+
+mod support;
+
+use support::{code, fp_of, issued};
 
 const NAMES: [&str; 2] = ["app.test", "127.0.0.1"];
 const PASSWORD: &str = "correct horse battery staple";
@@ -34,10 +35,6 @@ struct Lab {
     old_fp: String,
     new_fp: String,
     material: Material,
-}
-
-fn code(r: &Report) -> &str {
-    r.failure.as_ref().map_or("", |f| f.code.as_str())
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -220,30 +217,11 @@ async fn lab() -> Lab {
     assert!(ok, "openssl pkcs12 -export: {out}");
     let old_bytes = std::fs::read(&keystore).expect("read");
     // The new certificate: key and CSR here, signed by the built-in CA.
-    let kek = Kek::generate_file(&tmp.path().join("server/ca.kek")).expect("kek");
-    let issuing = ca::init(
-        &CaFiles::new(tmp.path().join("server/ca")),
-        &kek,
-        "Lab",
-        RootKeyPlace::Offline(&tmp.path().join("offline/root.pem")),
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("ca");
-    let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-    let kc = keygen::generate(&names).expect("keygen");
-    let req = csr::check(kc.csr_pem.as_bytes(), &names).expect("csr");
-    let issued = issuing
-        .sign(&req, 30, time::OffsetDateTime::now_utc())
-        .expect("sign");
-    let material = Material {
-        cert_pem: issued.cert_pem.clone(),
-        chain_pem: issued.chain_pem.clone(),
-        key_pem: kc.key_pem().to_owned(),
-    };
+    let (material, _) = issued(tmp.path(), &NAMES);
     let server = KeystoreServer::new(tmp.path(), &keystore, &pass_file);
     let lab = Lab {
         old_fp: tether_x509::fingerprint(&pem::parse(leaf.pem()).expect("pem").into_contents()),
-        new_fp: issued.fingerprint.clone(),
+        new_fp: fp_of(&material.cert_pem),
         _tmp: tmp,
         state,
         keystore,

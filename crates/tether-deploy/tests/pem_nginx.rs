@@ -9,30 +9,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tether_deploy::keygen;
 use tether_deploy::spec::{PemTarget, ReloadSpec, Target, VerifySpec};
-use tether_deploy::{DeploySpec, Deployer, Material, Report};
-use tether_pki::ca::{self, CaFiles, RootKeyPlace};
-use tether_pki::{Kek, csr};
+use tether_deploy::{DeploySpec, Deployer, Material, keygen};
 use tether_testlab::nginx::{Nginx, Site};
-use tether_testlab::pki::Ca;
+
+mod support;
+
+use support::{Files, OnDisk, code, fp_of, issued, old_set};
 
 const NAMES: [&str; 2] = ["web.test", "127.0.0.1"];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Files {
-    cert: String,
-    key: String,
-    chain: String,
-    full: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum OnDisk {
-    Old,
-    New,
-    Mixed(String),
-}
 
 struct Lab {
     _tmp: tempfile::TempDir,
@@ -46,15 +31,6 @@ struct Lab {
     new_fp: String,
     script: PathBuf,
     reload_log: PathBuf,
-}
-
-fn full(cert: &str, chain: &str) -> String {
-    format!("{}\n{}\n", cert.trim_end(), chain.trim_end())
-}
-
-fn fp_of(pem_text: &str) -> String {
-    let der = pem::parse(pem_text).expect("pem").into_contents();
-    tether_x509::fingerprint(&der)
 }
 
 impl Lab {
@@ -259,43 +235,8 @@ async fn lab() -> Lab {
     let state = tmp.path().join("state");
     std::fs::create_dir_all(&set).expect("mkdir");
     // The old set: another CA's certificate, as if installed by hand.
-    let old_ca = Ca::root("Old Root");
-    let leaf = old_ca.issue(&NAMES);
-    let old_chain = String::from_utf8(old_ca.pem()).expect("utf8");
-    let old = Files {
-        cert: leaf.pem().to_owned(),
-        key: leaf.key_pem().to_owned(),
-        chain: old_chain.clone(),
-        full: full(leaf.pem(), &old_chain),
-    };
-    // The new one: key and CSR here, signed by the built-in CA.
-    let files = CaFiles::new(tmp.path().join("server/ca"));
-    let kek = Kek::generate_file(&tmp.path().join("server/ca.kek")).expect("kek");
-    let issuing = ca::init(
-        &files,
-        &kek,
-        "Lab",
-        RootKeyPlace::Offline(&tmp.path().join("offline/root.pem")),
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("ca");
-    let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-    let kc = keygen::generate(&names).expect("keygen");
-    let req = csr::check(kc.csr_pem.as_bytes(), &names).expect("csr");
-    let issued = issuing
-        .sign(&req, 30, time::OffsetDateTime::now_utc())
-        .expect("sign");
-    let material = Material {
-        cert_pem: issued.cert_pem.clone(),
-        chain_pem: issued.chain_pem.clone(),
-        key_pem: kc.key_pem().to_owned(),
-    };
-    let new = Files {
-        cert: issued.cert_pem.clone(),
-        key: kc.key_pem().to_owned(),
-        chain: issued.chain_pem.clone(),
-        full: full(&issued.cert_pem, &issued.chain_pem),
-    };
+    let old = old_set(&NAMES);
+    let (material, new) = issued(tmp.path(), &NAMES);
     let full_path = set.join("fullchain.pem");
     let key_path = set.join("key.pem");
     let probe_lab = |nginx: Nginx, script: PathBuf, reload_log: PathBuf| Lab {
@@ -307,7 +248,7 @@ async fn lab() -> Lab {
         new: new.clone(),
         material,
         old_fp: fp_of(&old.cert),
-        new_fp: issued.fingerprint.clone(),
+        new_fp: fp_of(&new.cert),
         script,
         reload_log,
     };
@@ -352,10 +293,6 @@ async fn lab() -> Lab {
         "nginx serves the old set"
     );
     lab
-}
-
-fn code(r: &Report) -> &str {
-    r.failure.as_ref().map_or("", |f| f.code.as_str())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,32 +14,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_deploy::keygen;
 use tether_deploy::spec::{PemTarget, ReloadSpec, SecretRef, SshSpec, Target, VerifySpec};
 use tether_deploy::{DeploySpec, Deployer, Material, Report};
-use tether_pki::ca::{self, CaFiles, RootKeyPlace};
-use tether_pki::{Kek, csr};
 use tether_testlab::netns::Netns;
 use tether_testlab::nginx::{Nginx, Site};
-use tether_testlab::pki::Ca;
 use tether_testlab::sshd::{KeyPair, LabUser, Sshd};
 
+mod support;
+
+use support::{Files, OnDisk, code, fp_of, issued, old_set};
+
 const NAMES: [&str; 2] = ["web.test", "127.0.0.1"];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Files {
-    cert: String,
-    key: String,
-    chain: String,
-    full: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum OnDisk {
-    Old,
-    New,
-    Mixed(String),
-}
 
 struct Lab {
     // Dropped in this order: nginx and sshd before the namespace and the
@@ -64,18 +49,6 @@ struct Lab {
     stranger: KeyPair,
     script: PathBuf,
     reload_log: PathBuf,
-}
-
-fn full(cert: &str, chain: &str) -> String {
-    format!("{}\n{}\n", cert.trim_end(), chain.trim_end())
-}
-
-fn fp_of(pem_text: &str) -> String {
-    tether_x509::fingerprint(&pem::parse(pem_text).expect("pem").into_contents())
-}
-
-fn code(r: &Report) -> &str {
-    r.failure.as_ref().map_or("", |f| f.code.as_str())
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -320,42 +293,8 @@ async fn lab() -> Lab {
     let stranger = KeyPair::generate(&agent.join("stranger"), "");
     std::fs::write(agent.join("password"), format!("{}\n", user.password)).expect("password");
 
-    let old_ca = Ca::root("Old Root");
-    let leaf = old_ca.issue(&NAMES);
-    let old_chain = String::from_utf8(old_ca.pem()).expect("utf8");
-    let old = Files {
-        cert: leaf.pem().to_owned(),
-        key: leaf.key_pem().to_owned(),
-        chain: old_chain.clone(),
-        full: full(leaf.pem(), &old_chain),
-    };
-    let files = CaFiles::new(base.path().join("server/ca"));
-    let kek = Kek::generate_file(&base.path().join("server/ca.kek")).expect("kek");
-    let issuing = ca::init(
-        &files,
-        &kek,
-        "Lab",
-        RootKeyPlace::Offline(&base.path().join("offline/root.pem")),
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("ca");
-    let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-    let kc = keygen::generate(&names).expect("keygen");
-    let req = csr::check(kc.csr_pem.as_bytes(), &names).expect("csr");
-    let issued = issuing
-        .sign(&req, 30, time::OffsetDateTime::now_utc())
-        .expect("sign");
-    let material = Material {
-        cert_pem: issued.cert_pem.clone(),
-        chain_pem: issued.chain_pem.clone(),
-        key_pem: kc.key_pem().to_owned(),
-    };
-    let new = Files {
-        cert: issued.cert_pem.clone(),
-        key: kc.key_pem().to_owned(),
-        chain: issued.chain_pem.clone(),
-        full: full(&issued.cert_pem, &issued.chain_pem),
-    };
+    let old = old_set(&NAMES);
+    let (material, new) = issued(base.path(), &NAMES);
 
     let full_fs = tether_testlab::tmpfs::Tmpfs::mount(&base.path().join("full"), "64k");
     let ns = Netns::new();
@@ -413,7 +352,7 @@ async fn lab() -> Lab {
         state,
         set,
         old_fp: fp_of(&old.cert),
-        new_fp: issued.fingerprint.clone(),
+        new_fp: fp_of(&new.cert),
         old,
         material,
         new,
