@@ -216,6 +216,10 @@ catalog! {
     DeployKeyMismatch = "8509", 422, "The certificate does not match the key generated for it, or its chain is not valid PEM.", "Nothing was written; retry the deploy. If it persists, report it: the CA answered with a certificate for another key.";
     DeploySecretUnavailable = "8510", 422, "The keystore password's secret reference (env:NAME or file:PATH) could not be read on the agent's host; nothing was written.", "Set the named environment variable for the agent, or create the named file (the password on one line) readable by the agent, then retry the deploy.";
     DeployKeystoreUnreadable = "8511", 422, "The existing keystore at the target path cannot be opened with the given password (another password, or not a PKCS#12 file); nothing was written.", "Give the keystore's current password in the secret reference, or move the file away, then retry the deploy.";
+    ApprovalNotApplicable = "8530", 422, "Only a deploy task can wait for an admin's approval; this task is of another kind.", "Approve or reject deploy tasks only (`tether tasks show ID` names the kind); other tasks run without an approval.";
+    TaskNotHeld = "8531", 409, "The task was not created to wait for an admin's approval, so there is nothing to approve or reject.", "Create the deploy with `tether certs deploy --require-approval` (or set `--require-approval` on the renewal policy) to hold it; stop a task with `tether tasks cancel ID`.";
+    TaskAlreadyApproved = "8532", 409, "The task was already approved; the message says by whom and when.", "Nothing to do: it runs when its agent asks for work. Stop it with `tether tasks cancel ID` if it must not run.";
+    RejectReasonInvalid = "8533", 422, "The rejection's reason is empty, longer than 1024 characters, or holds control characters.", "Give `--reason` one line of text saying why the deploy is rejected.";
 
     // 86xx: certificate renewal.
     RenewalNoLocation = "8601", 422, "The certificate has no recorded deploy location, so there is nowhere to renew it.", "Deploy it once with `tether certs deploy` (renewal redeploys where a verified deploy put it), or let it expire.";

@@ -179,7 +179,7 @@ pub async fn revoke(
 }
 
 /// The calling admin credential's name, for the record.
-async fn admin_name(ctx: &Ctx, bearer: &Bearer) -> String {
+pub(super) async fn admin_name(ctx: &Ctx, bearer: &Bearer) -> String {
     let Some(token) = bearer.as_deref() else {
         return "admin".to_owned();
     };

@@ -2,6 +2,7 @@
 //! processes, the real admin CLI, over HTTPS on 127.0.0.1, on SQLite and on
 //! PostgreSQL (a fresh database per test on the local server).
 
+mod approval;
 mod clidoc;
 mod defs;
 mod deploy;
