@@ -618,6 +618,35 @@ impl ApiClient {
         .await
     }
 
+    /// Releases a deploy held for an admin's approval.
+    pub async fn approve_task(
+        &self,
+        id: Uuid,
+    ) -> Result<tether_wire::TaskInfo<serde_json::Value>, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/tasks/{id}/approve"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Ends a deploy held for an admin's approval, cancelled with `reason`.
+    pub async fn reject_task(
+        &self,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<tether_wire::TaskInfo<serde_json::Value>, ClientError> {
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/tasks/{id}/reject"),
+            Some(&tether_wire::RejectTask {
+                reason: reason.to_owned(),
+            }),
+        )
+        .await
+    }
+
     pub async fn retry_task(
         &self,
         id: Uuid,

@@ -32,6 +32,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("defs_bundle_import", defs_bundle_import),
     ("api_bodies", api_bodies),
     ("ocsp_request", ocsp_request),
+    ("csr_check", csr_check),
+    ("deploy_spec", deploy_spec),
 ];
 
 /// Splits `data` into length-prefixed chunks (a little-endian `u16`
@@ -365,4 +367,99 @@ pub fn ocsp_request(data: &[u8]) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// The built-in CA's CSR checker (`tether_pki::csr::check`), with the names
+/// the task allows.
+///
+/// Input: length-prefixed chunks: the allowed names (one per line), then the
+/// CSR (PEM or DER). What it accepts asks for 1 to `MAX_NAMES` names, each
+/// one the task allows, and its DER is the input's (or the PEM's content).
+pub fn csr_check(data: &[u8]) -> bool {
+    use tether_pki::csr::{MAX_CSR_BYTES, MAX_NAMES, check};
+    let parts = chunks(data);
+    let (Some(names), Some(csr)) = (parts.first(), parts.get(1)) else {
+        return false;
+    };
+    let allowed: Vec<String> = String::from_utf8_lossy(names)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    match check(csr, &allowed) {
+        Ok(req) => {
+            assert!(
+                csr.len() <= MAX_CSR_BYTES,
+                "a {} byte CSR passed",
+                csr.len()
+            );
+            assert!(
+                !req.names.is_empty() && req.names.len() <= MAX_NAMES,
+                "{} names came out",
+                req.names.len()
+            );
+            let allowed_norm: Vec<String> = allowed
+                .iter()
+                .map(|a| a.trim_end_matches('.').to_ascii_lowercase())
+                .collect();
+            for n in &req.names {
+                let plain = n.trim_end_matches('.').to_ascii_lowercase();
+                let ip = n.parse::<std::net::IpAddr>().ok();
+                assert!(
+                    allowed_norm.contains(&plain)
+                        || ip.is_some_and(|ip| allowed
+                            .iter()
+                            .any(|a| a.parse::<std::net::IpAddr>().ok() == Some(ip))),
+                    "{n:?} passed, allowed {allowed:?}"
+                );
+            }
+            assert!(
+                req.der.first() == Some(&0x30) && (csr.first() != Some(&0x30) || req.der == *csr),
+                "the DER that passed is not the CSR's"
+            );
+            true
+        }
+        Err(e) => {
+            // Every refusal has a code in the CSR range of the catalog.
+            let code = e.code().as_str();
+            assert!(code.starts_with("TETHER-E840"), "{e} has code {code}");
+            false
+        }
+    }
+}
+
+/// The deploy spec's parser as the server runs it when a deploy task is
+/// created and the agent before it touches a file:
+/// `DeploySpec::from_json`, then `check` and `issuer` again, and the values
+/// the deploy derives from a checked spec (files, modes, timeouts, SNI).
+///
+/// Input: the JSON spec. A spec that passes must pass again after a round
+/// trip through its own serialization, unchanged.
+pub fn deploy_spec(data: &[u8]) -> bool {
+    use tether_deploy::{DeploySpec, Target};
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    let Ok(spec) = DeploySpec::from_json(&value) else {
+        return false;
+    };
+    assert!(spec.check().is_ok(), "a parsed spec fails its own check");
+    assert!(spec.issuer().is_ok(), "a checked spec has no issuer");
+    let _ = (spec.reload_timeout(), spec.verify_timeout(), spec.sni());
+    for (role, path) in spec.target.files() {
+        assert!(
+            spec.target.mode_of(role).is_ok(),
+            "a checked spec has no mode for {}",
+            path.display()
+        );
+    }
+    if let Target::Pem(pem) = &spec.target {
+        assert!(pem.cert_mode().is_ok() && pem.key_file_mode().is_ok());
+    }
+    let again = serde_json::to_value(&spec).expect("a spec serializes");
+    assert_eq!(
+        DeploySpec::from_json(&again).as_ref(),
+        Ok(&spec),
+        "a spec changed in its own round trip"
+    );
+    true
 }

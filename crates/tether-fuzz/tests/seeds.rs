@@ -300,6 +300,8 @@ fn regenerate_seed_corpus() {
     defs_bundle_seeds();
     api_seeds();
     ocsp_seeds();
+    csr_seeds();
+    deploy_spec_seeds();
 }
 
 /// An issuer and OCSP requests for its leaf, made by `openssl ocsp
@@ -339,5 +341,84 @@ fn ocsp_seeds() {
         chunk(&mut input, ca.der());
         chunk(&mut input, &std::fs::read(&out).expect("request"));
         write("ocsp_request", name, &input);
+    }
+}
+
+/// CSRs as the agent makes them (`tether_deploy::keygen::generate`: P-256,
+/// DNS and IP names), in PEM and in DER, and an RSA one by `openssl req`
+/// with only a common name, each with the names its task allows.
+fn csr_seeds() {
+    let names = |allowed: &str, csr: &[u8]| {
+        let mut input = Vec::new();
+        chunk(&mut input, allowed.as_bytes());
+        chunk(&mut input, csr);
+        input
+    };
+    let made = tether_deploy::keygen::generate(&["web.test".to_owned(), "127.0.0.1".to_owned()])
+        .expect("a key and CSR");
+    let pem_text = made.csr_pem.as_bytes();
+    write(
+        "csr_check",
+        "agent-pem",
+        &names("web.test\n127.0.0.1\nother.test", pem_text),
+    );
+    let der = pem::parse(pem_text).expect("PEM").into_contents();
+    write(
+        "csr_check",
+        "agent-der",
+        &names("WEB.test.\n127.0.0.1", &der),
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("rsa.csr");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=app.test",
+        ])
+        .arg("-keyout")
+        .arg(tmp.path().join("rsa.key"))
+        .arg("-out")
+        .arg(&out)
+        .status()
+        .expect("run openssl");
+    assert!(status.success());
+    write(
+        "csr_check",
+        "openssl-rsa-cn",
+        &names("app.test", &std::fs::read(&out).expect("the CSR")),
+    );
+}
+
+/// Deploy specs of every target kind and issuer the parser accepts.
+fn deploy_spec_seeds() {
+    let specs: &[(&str, &str)] = &[
+        (
+            "pem",
+            r#"{"names":["web.test","127.0.0.1"],"days":30,"target":{"cert":"/etc/t/cert.pem","key":"/etc/t/key.pem","chain":"/etc/t/chain.pem","fullchain":"/etc/t/full.pem","owner":"root","group":"ssl-cert","mode":"0644","key_mode":"0640"},"reload":{"command":["nginx","-s","reload"],"timeout_secs":20},"verify":{"address":"127.0.0.1","port":443,"sni":"web.test","timeout_secs":10}}"#,
+        ),
+        (
+            "pkcs12",
+            r#"{"names":["app.test"],"target":{"kind":"pkcs12","path":"/etc/app/keystore.p12","password":"env:APP_STORE_PASS","alias":"app","mode":"0600"},"reload":{"command":["systemctl","restart","app"]}}"#,
+        ),
+        (
+            "java-keystore",
+            r#"{"names":["*.app.test"],"target":{"kind":"java_keystore","path":"/etc/app/ks.p12","password":"file:/etc/app/pass","store_type":"PKCS12"},"reload":{"command":["true"]},"verify":{"address":"::1","port":8443}}"#,
+        ),
+        (
+            "acme-webroot",
+            r#"{"names":["web.test"],"target":{"cert":"/etc/t/cert.pem","key":"/etc/t/key.pem"},"reload":{"command":["nginx","-s","reload"]},"verify":{"address":"127.0.0.1","port":443},"issuer":"acme:pebble","challenge":{"webroot":"/var/www/html"}}"#,
+        ),
+        (
+            "acme-listener",
+            r#"{"names":["web.test"],"target":{"kind":"pem","cert":"/etc/t/cert.pem","key":"/etc/t/key.pem"},"reload":{"command":["true"]},"verify":{"address":"127.0.0.1","port":443},"issuer":"acme:le-prod","challenge":{"listener":80}}"#,
+        ),
+    ];
+    for (name, json) in specs {
+        write("deploy_spec", name, json.as_bytes());
     }
 }

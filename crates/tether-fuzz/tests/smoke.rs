@@ -164,6 +164,16 @@ fn ocsp_request() {
     smoke("ocsp_request");
 }
 
+#[test]
+fn csr_check() {
+    smoke("csr_check");
+}
+
+#[test]
+fn deploy_spec() {
+    smoke("deploy_spec");
+}
+
 /// The seeds are worth their name: each is accepted by the production code
 /// all the way (a parsed chain, an applied delta, a valid bundle, a body
 /// that passes validation), so mutations start from deep inside the

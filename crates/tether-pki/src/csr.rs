@@ -90,6 +90,17 @@ fn der_of(input: &[u8]) -> Result<Vec<u8>, CsrError> {
 /// task spec.
 pub fn check(input: &[u8], allowed: &[String]) -> Result<CsrRequest, CsrError> {
     let der = der_of(input)?;
+    // The DER parser reads the outer SEQUENCE's tag number only, so a PEM
+    // body whose first byte another class or a primitive form (0xd0…)
+    // still parsed, and its signature (over the inner info) verified: the
+    // fuzz target found it. A PKCS#10 request is a universal constructed
+    // SEQUENCE; anything else is refused before any parser sees it.
+    if der.first() != Some(&0x30) {
+        return Err(CsrError::Malformed(format!(
+            "the request starts with tag 0x{:02x}, not a SEQUENCE (0x30)",
+            der.first().copied().unwrap_or_default()
+        )));
+    }
     let (rest, csr) =
         X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {

@@ -63,3 +63,21 @@ proptest! {
         judged(&der);
     }
 }
+
+/// Found by the `csr_check` fuzz target: a PEM body whose outer tag is not
+/// a universal SEQUENCE (here 0xd0, private class) parsed, and its
+/// signature (over the inner info, untouched) verified. It is refused as
+/// malformed now, before any parser sees it.
+#[test]
+fn a_csr_whose_outer_tag_is_not_a_sequence_is_malformed() {
+    let mut der = good_der();
+    assert!(
+        csr::check(&der, &allowed()).is_ok(),
+        "the untouched CSR passes"
+    );
+    der[0] = 0xd0;
+    let pem_text = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+    let e = csr::check(pem_text.as_bytes(), &allowed()).expect_err("refused");
+    assert_eq!(e.code(), ErrorCode::CsrMalformed);
+    assert!(e.to_string().contains("not a SEQUENCE"), "{e}");
+}

@@ -84,6 +84,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/admin/tasks/{id}", get(tasks::show))
         .route("/v1/admin/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/admin/tasks/{id}/retry", post(tasks::retry))
+        .route("/v1/admin/tasks/{id}/approve", post(tasks::approve))
+        .route("/v1/admin/tasks/{id}/reject", post(tasks::reject))
         .route("/v1/admin/schedules", get(tasks::schedules))
         .route("/v1/admin/schedules/{id}", delete(tasks::delete_schedule))
         .route("/v1/admin/sites", get(tasks::sites))

@@ -285,6 +285,10 @@ pub enum ServiceError {
     },
     #[error("task target: {0}")]
     TaskTarget(String),
+    #[error("rejection reason: {0}")]
+    RejectReason(String),
+    #[error("require_approval: a {0} task cannot wait for an approval; only deploy tasks do")]
+    ApprovalNotApplicable(tether_wire::TaskKind),
     #[error("task schedule: {0}")]
     TaskSchedule(#[source] tether_tasks::schedule::ScheduleError),
     #[error(
@@ -398,7 +402,14 @@ impl ServiceError {
                 tether_tasks::Refusal::NotLeased { .. } => ErrorCode::TaskNotLeased,
                 tether_tasks::Refusal::Final { .. } => ErrorCode::TaskFinal,
                 tether_tasks::Refusal::NotRetriable { .. } => ErrorCode::TaskNotRetriable,
+                tether_tasks::Refusal::ApprovalNotApplicable { .. } => {
+                    ErrorCode::ApprovalNotApplicable
+                }
+                tether_tasks::Refusal::NotHeld { .. } => ErrorCode::TaskNotHeld,
+                tether_tasks::Refusal::AlreadyApproved { .. } => ErrorCode::TaskAlreadyApproved,
             },
+            ServiceError::RejectReason(_) => ErrorCode::RejectReasonInvalid,
+            ServiceError::ApprovalNotApplicable(_) => ErrorCode::ApprovalNotApplicable,
             ServiceError::TaskTarget(_) => ErrorCode::TaskTargetInvalid,
             ServiceError::TaskSchedule(_) => ErrorCode::TaskScheduleInvalid,
             ServiceError::PollersFull { .. } => ErrorCode::TaskPollersFull,

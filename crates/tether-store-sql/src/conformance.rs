@@ -62,8 +62,8 @@ mod tasks;
 pub use tasks::{
     concurrent_lessors_never_lease_a_task_twice, expired_leases_and_deadlines_are_found,
     finished_tasks_past_retention_are_pruned_with_their_results,
-    leases_go_to_eligible_agents_in_order, new_task, result_chunks_are_stored_once,
-    schedules_fire_each_run_once, sites_label_agents_and_tokens,
+    held_tasks_are_leased_only_after_approval, leases_go_to_eligible_agents_in_order, new_task,
+    result_chunks_are_stored_once, schedules_fire_each_run_once, sites_label_agents_and_tokens,
     tasks_round_trip_and_writes_are_compare_and_set,
 };
 mod acme;
@@ -75,7 +75,7 @@ pub use leases::{
 mod renewals;
 pub use renewals::{
     a_renewal_task_is_issued_once, one_open_renewal_per_cert_and_writes_are_compare_and_set,
-    renewal_candidates_and_policies,
+    renewal_candidates_and_policies, the_scheduler_reads_only_due_renewals,
 };
 mod revocation;
 pub use revocation::revocations_are_kept_once_for_issued_certs_only;
@@ -143,6 +143,7 @@ macro_rules! for_each_check {
             one_open_renewal_per_cert_and_writes_are_compare_and_set,
             a_renewal_task_is_issued_once,
             renewal_candidates_and_policies,
+            the_scheduler_reads_only_due_renewals,
             acme_issuers_round_trip_once_by_name,
             admin_credentials,
             tokens_round_trip,
@@ -191,6 +192,7 @@ macro_rules! for_each_check {
             bundle_info_comes_without_its_bytes,
             tasks_round_trip_and_writes_are_compare_and_set,
             leases_go_to_eligible_agents_in_order,
+            held_tasks_are_leased_only_after_approval,
             concurrent_lessors_never_lease_a_task_twice,
             result_chunks_are_stored_once,
             expired_leases_and_deadlines_are_found,

@@ -28,25 +28,28 @@ pub(crate) const CANDIDATES: &str = "SELECT i.fingerprint, i.not_before, i.not_a
      ORDER BY i.fingerprint LIMIT $2";
 pub(crate) fn insert_renewal() -> String {
     format!(
-        "INSERT INTO cert_renewals ({RENEWAL_COLUMNS}, open_fingerprint) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-         ON CONFLICT (open_fingerprint) DO NOTHING"
+        "INSERT INTO cert_renewals ({RENEWAL_COLUMNS}, open_fingerprint, wake_at) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20) ON CONFLICT (open_fingerprint) DO NOTHING"
     )
 }
 pub(crate) const UPDATE_RENEWAL: &str = "UPDATE cert_renewals SET state = $3, issuer = $4, \
      attempt = $5, failures = $6, ca_failures = $7, locations = $8, done = $9, tasks = $10, \
      new_fingerprint = $11, reason_code = $12, reason = $13, next_attempt_at = $14, forced = $15, \
-     updated_at = $16, open_fingerprint = $17, version = version + 1 \
+     updated_at = $16, open_fingerprint = $17, wake_at = $18, version = version + 1 \
      WHERE id = $1 AND version = $2";
 pub(crate) const INSERT_RENEWAL_TASK: &str = "INSERT INTO renewal_tasks \
      (task_id, renewal_id, attempt) VALUES ($1, $2, $3) ON CONFLICT (task_id) DO NOTHING";
 pub(crate) fn renewal_by_id() -> String {
     format!("SELECT {RENEWAL_COLUMNS} FROM cert_renewals WHERE id = $1")
 }
-pub(crate) fn open_renewals() -> String {
+/// The renewals a tick must step: `wake_at` (`Renewal::wake_at`, NULL
+/// once verified) has come. An index range scan, so renewals backing off
+/// and verified ones cost the tick nothing.
+pub(crate) fn due_renewals() -> String {
     format!(
-        "SELECT {RENEWAL_COLUMNS} FROM cert_renewals WHERE open_fingerprint IS NOT NULL \
-         ORDER BY created_at, id LIMIT $1"
+        "SELECT {RENEWAL_COLUMNS} FROM cert_renewals WHERE wake_at <= $1 \
+         ORDER BY wake_at, id LIMIT $2"
     )
 }
 pub(crate) fn list_renewals() -> String {
@@ -177,6 +180,7 @@ macro_rules! impl_renewal_store {
                     .bind(to_ms(r.updated_at))
                     .bind(r.version)
                     .bind(open)
+                    .bind(r.wake_at().map(to_ms))
                     .execute(self.writer())
                     .await
                     .map_err($crate::error::db)?;
@@ -208,6 +212,7 @@ macro_rules! impl_renewal_store {
                     .bind(r.forced)
                     .bind(to_ms(r.updated_at))
                     .bind(open)
+                    .bind(r.wake_at().map(to_ms))
                     .execute(&mut *tx)
                     .await
                     .map_err($crate::error::db)?;
@@ -239,11 +244,13 @@ macro_rules! impl_renewal_store {
                 row.as_ref().map(|r| $crate::row::renewal(r)).transpose()
             }
 
-            async fn open_renewals(
+            async fn due_renewals(
                 &self,
+                now: time::OffsetDateTime,
                 limit: u32,
             ) -> Result<Vec<tether_store::Renewal>, tether_store::StoreError> {
-                let rows = sqlx::query(&$crate::renewals::open_renewals())
+                let rows = sqlx::query(&$crate::renewals::due_renewals())
+                    .bind($crate::row::to_ms(now))
                     .bind(i64::from(limit))
                     .fetch_all(self.reader())
                     .await

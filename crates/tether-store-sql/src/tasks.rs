@@ -9,7 +9,8 @@ macro_rules! task_columns {
         "id, kind, spec, target_agent, target_group, target_kind, target_site, state, attempt, \
          max_attempts, epoch, lease_secs, deadline_at, allowed_hours, tz, leased_to, \
          lease_expires_at, heartbeat_at, progress, cancel_requested, last_error, reason, outcome, \
-         not_before, schedule_id, created_at, updated_at, finished_at, version, result_chunks"
+         not_before, schedule_id, created_at, updated_at, finished_at, version, result_chunks, \
+         approval, approval_by, approval_at"
     };
 }
 
@@ -17,7 +18,7 @@ pub(crate) const INSERT_TASK: &str = concat!(
     "INSERT INTO tasks (",
     task_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-     $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
+     $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
 );
 pub(crate) const TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
 /// Optional filters: a NULL parameter matches every row.
@@ -33,13 +34,16 @@ pub(crate) const UPDATE_TASK: &str = "UPDATE tasks SET state = $2, attempt = $3,
      leased_to = $5, lease_expires_at = $6, heartbeat_at = $7, progress = $8, \
      cancel_requested = $9, last_error = $10, reason = $11, outcome = $12, not_before = $13, \
      deadline_at = $14, updated_at = $15, finished_at = $16, result_chunks = $17, \
+     approval = $19, approval_by = $20, approval_at = $21, \
      version = version + 1 WHERE id = $1 AND version = $18";
 /// The candidates for a lease, before the kinds filter and the lock suffix
-/// are appended. Admin actions first, then the oldest.
+/// are appended. Admin actions first, then the oldest. A task held for an
+/// admin's approval is never a candidate.
 pub(crate) const LEASE_CANDIDATES: &str = concat!(
     "SELECT ",
     task_columns!(),
     " FROM tasks WHERE state = 'queued' AND not_before <= $1 \
+     AND (approval IS NULL OR approval = 'approved') \
      AND (target_agent = $2 OR (target_group = $3 AND target_kind = $4 \
           AND (target_site IS NULL OR target_site = $5)))"
 );
@@ -181,6 +185,9 @@ macro_rules! bind_task {
             .bind(t.finished_at.map(to_ms))
             .bind(t.version)
             .bind(i64::from(t.result_chunks))
+            .bind(t.approval.as_ref().map(|a| a.state.as_str()))
+            .bind(t.approval.as_ref().and_then(|a| a.by.clone()))
+            .bind(t.approval.as_ref().and_then(|a| a.at).map(to_ms))
     }};
 }
 
@@ -217,6 +224,9 @@ macro_rules! bind_task_update {
             .bind(t.finished_at.map(to_ms))
             .bind(i64::from(t.result_chunks))
             .bind(t.version)
+            .bind(t.approval.as_ref().map(|a| a.state.as_str()))
+            .bind(t.approval.as_ref().and_then(|a| a.by.clone()))
+            .bind(t.approval.as_ref().and_then(|a| a.at).map(to_ms))
     }};
 }
 
@@ -381,6 +391,11 @@ macro_rules! impl_task_store {
                         break;
                     }
                     let task = $crate::row::tasks::task(row)?;
+                    if task.held() {
+                        // The query already leaves held tasks out; this
+                        // is the state machine's word on it too.
+                        continue;
+                    }
                     if let Some(hours) = &task.allowed_hours {
                         let open = tether_tasks::window::Window::parse(hours, &task.tz)
                             .map(|w| w.state(req.now) == tether_tasks::window::WindowState::Open)

@@ -86,8 +86,15 @@ pub trait RenewalStore: Send + Sync {
     /// `false` when someone else wrote first.
     async fn update_renewal(&self, renewal: &Renewal) -> Result<bool, StoreError>;
     async fn renewal(&self, id: Uuid) -> Result<Option<Renewal>, StoreError>;
-    /// Renewals not verified yet, oldest first, at most `limit`.
-    async fn open_renewals(&self, limit: u32) -> Result<Vec<Renewal>, StoreError>;
+    /// Renewals the scheduler must step at `now` (`Renewal::wake_at` at or
+    /// before it): attempts under way, and due or failed renewals whose next
+    /// attempt has come; never verified ones, nor failed ones still backing
+    /// off. Filtered by an index, earliest first, at most `limit`.
+    async fn due_renewals(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Renewal>, StoreError>;
     /// Every renewal, newest first, at most `limit`.
     async fn list_renewals(&self, limit: u32) -> Result<Vec<Renewal>, StoreError>;
     /// A certificate's renewals, newest first.

@@ -19,7 +19,8 @@
 
 use serde_json::Value;
 use tether_wire::{
-    AllowedHours, Outcome, Progress, TaskInfo, TaskKind, TaskOutcome, TaskState, TaskTarget,
+    AllowedHours, Approval, ApprovalState, Outcome, Progress, TaskInfo, TaskKind, TaskOutcome,
+    TaskState, TaskTarget,
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -69,6 +70,9 @@ pub struct TaskSnapshot {
     pub version: i64,
     /// Result chunks stored for the current epoch.
     pub result_chunks: u32,
+    /// `Some` for a task created to wait for an admin's approval: while it
+    /// is [`ApprovalState::Awaiting`] no agent may lease it.
+    pub approval: Option<Approval>,
 }
 
 /// Why the state machine refused a request.
@@ -85,6 +89,15 @@ pub enum Refusal {
     Final { state: TaskState },
     #[error("the task is {state}; only a dead-lettered or cancelled task can be retried")]
     NotRetriable { state: TaskState },
+    #[error("the task is a {kind} task; only deploy tasks wait for an approval")]
+    ApprovalNotApplicable { kind: TaskKind },
+    #[error("the task was not created to wait for an approval; it is {state}")]
+    NotHeld { state: TaskState },
+    #[error("the task was already approved{}{}", by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default(), at.map(|t| format!(" at {}", hhmm(t))).unwrap_or_default())]
+    AlreadyApproved {
+        by: Option<String>,
+        at: Option<OffsetDateTime>,
+    },
 }
 
 /// What a finished attempt did to the task, for logs and tests.
@@ -105,6 +118,11 @@ pub fn retry_delay(attempt: u32) -> Duration {
     let shift = attempt.saturating_sub(1).min(16);
     let d = FIRST_RETRY_DELAY * (1i32 << shift);
     d.min(MAX_RETRY_DELAY)
+}
+
+/// The reason a held task gives, wherever task reasons show.
+pub fn awaiting_approval(id: Uuid) -> String {
+    format!("awaiting an admin's approval (tether certs approve {id})")
 }
 
 /// `10:02` in UTC, for reasons; the full time is in the task's fields.
@@ -136,6 +154,75 @@ impl TaskSnapshot {
     fn touched(mut self, now: OffsetDateTime) -> TaskSnapshot {
         self.updated_at = now;
         self
+    }
+
+    /// Whether the task waits for an admin's approval: no agent may lease
+    /// it, so nothing on its target changes.
+    pub fn held(&self) -> bool {
+        self.approval
+            .as_ref()
+            .is_some_and(|a| a.state == ApprovalState::Awaiting)
+    }
+
+    /// Whether an approval decision may be taken on the task now.
+    fn decidable(&self) -> Result<(), Refusal> {
+        if self.kind != TaskKind::Deploy {
+            return Err(Refusal::ApprovalNotApplicable { kind: self.kind });
+        }
+        let Some(approval) = &self.approval else {
+            return Err(Refusal::NotHeld { state: self.state });
+        };
+        match approval.state {
+            ApprovalState::Approved => Err(Refusal::AlreadyApproved {
+                by: approval.by.clone(),
+                at: approval.at,
+            }),
+            _ if self.state.is_final() => Err(Refusal::Final { state: self.state }),
+            ApprovalState::Rejected => Err(Refusal::Final {
+                state: TaskState::Cancelled,
+            }),
+            ApprovalState::Awaiting => Ok(()),
+        }
+    }
+
+    /// An admin (`by`, the credential's name) releases a held task: agents
+    /// may lease it from now on, within its allowed hours.
+    pub fn approve(&self, by: &str, now: OffsetDateTime) -> Result<TaskSnapshot, Refusal> {
+        self.decidable()?;
+        let mut t = self.clone();
+        let by = cut(by);
+        t.reason = Some(format!("approved by {by} at {}", hhmm(now)));
+        t.approval = Some(Approval {
+            state: ApprovalState::Approved,
+            by: Some(by),
+            at: Some(now),
+        });
+        Ok(t.touched(now))
+    }
+
+    /// An admin refuses a held task: it ends cancelled, with `why` as its
+    /// error, having never been leased.
+    pub fn reject(
+        &self,
+        by: &str,
+        why: &str,
+        now: OffsetDateTime,
+    ) -> Result<TaskSnapshot, Refusal> {
+        self.decidable()?;
+        let mut t = self.clone();
+        let by = cut(by);
+        let error = cut(&format!("rejected by {by}: {why}"));
+        t.state = TaskState::Cancelled;
+        t.cancel_requested = true;
+        t.finished_at = Some(now);
+        t.last_error = Some(error.clone());
+        t.reason = Some(error);
+        t.approval = Some(Approval {
+            state: ApprovalState::Rejected,
+            by: Some(by),
+            at: Some(now),
+        });
+        Ok(t.touched(now))
     }
 
     /// Leases the task to `agent`: the next epoch and attempt. A lease
@@ -372,6 +459,16 @@ impl TaskSnapshot {
                 .map(|e| format!(" after \"{e}\""))
                 .unwrap_or_default()
         ));
+        if t.approval.is_some() {
+            // An approval covers one run: a revived task, rejected or not,
+            // waits for a new one before anything on its target changes.
+            t.approval = Some(Approval::awaiting());
+            t.reason = Some(format!(
+                "{}; {}",
+                t.reason.as_deref().unwrap_or_default(),
+                awaiting_approval(t.id)
+            ));
+        }
         Ok(t.touched(now))
     }
 
@@ -404,6 +501,7 @@ impl TaskSnapshot {
             finished_at: self.finished_at,
             waiting,
             result_chunks: self.result_chunks,
+            approval: self.approval.clone(),
         }
     }
 }
@@ -445,6 +543,7 @@ pub(crate) mod tests {
             finished_at: None,
             version: 0,
             result_chunks: 0,
+            approval: None,
         }
     }
 
@@ -591,6 +690,119 @@ pub(crate) mod tests {
             "{:?}",
             t.reason
         );
+    }
+
+    fn held() -> TaskSnapshot {
+        let mut t = queued(3);
+        t.kind = TaskKind::Deploy;
+        t.approval = Some(Approval::awaiting());
+        t
+    }
+
+    #[test]
+    fn approval_releases_a_held_deploy_once_and_records_who_and_when() {
+        let now = datetime!(2026-05-17 10:00 UTC);
+        let t = held();
+        assert!(t.held());
+        let a = t.approve("ops-alice", now).expect("approved");
+        assert!(!a.held());
+        assert_eq!(a.state, TaskState::Queued);
+        assert_eq!(
+            a.approval,
+            Some(Approval {
+                state: ApprovalState::Approved,
+                by: Some("ops-alice".into()),
+                at: Some(now),
+            })
+        );
+        assert_eq!(
+            a.reason.as_deref(),
+            Some("approved by ops-alice at 10:00 UTC")
+        );
+        assert_eq!(
+            a.approve("ops-bob", now).expect_err("twice"),
+            Refusal::AlreadyApproved {
+                by: Some("ops-alice".into()),
+                at: Some(now)
+            }
+        );
+        assert!(matches!(
+            a.reject("ops-bob", "no", now),
+            Err(Refusal::AlreadyApproved { .. })
+        ));
+        // Not held, not a deploy, already ended: refused with their reasons.
+        let mut plain = queued(3);
+        plain.kind = TaskKind::Deploy;
+        assert_eq!(
+            plain.approve("x", now).expect_err("not held"),
+            Refusal::NotHeld {
+                state: TaskState::Queued
+            }
+        );
+        let mut doctor = held();
+        doctor.kind = TaskKind::Doctor;
+        assert_eq!(
+            doctor.approve("x", now).expect_err("not a deploy"),
+            Refusal::ApprovalNotApplicable {
+                kind: TaskKind::Doctor
+            }
+        );
+        let cancelled = held().cancel(now).expect("cancelled");
+        assert_eq!(
+            cancelled.approve("x", now).expect_err("ended"),
+            Refusal::Final {
+                state: TaskState::Cancelled
+            }
+        );
+    }
+
+    #[test]
+    fn rejection_ends_a_held_deploy_with_the_reason_and_retry_asks_again() {
+        let now = datetime!(2026-05-17 10:00 UTC);
+        let r = held()
+            .reject("ops-alice", "change freeze until Monday", now)
+            .expect("rejected");
+        assert_eq!(r.state, TaskState::Cancelled);
+        assert_eq!(r.epoch, 0, "never leased");
+        assert_eq!(
+            r.last_error.as_deref(),
+            Some("rejected by ops-alice: change freeze until Monday")
+        );
+        assert_eq!(r.reason, r.last_error);
+        assert_eq!(
+            r.approval.as_ref().map(|a| a.state),
+            Some(ApprovalState::Rejected)
+        );
+        assert!(matches!(
+            r.approve("ops-bob", now),
+            Err(Refusal::Final { .. })
+        ));
+        let again = r.retry(now).expect("revived");
+        assert!(again.held(), "a revived task waits for a new approval");
+        assert!(
+            again
+                .reason
+                .as_deref()
+                .is_some_and(|s| s.ends_with(&awaiting_approval(again.id))),
+            "{:?}",
+            again.reason
+        );
+        // An approved task that was dead-lettered is held again too.
+        let approved = held().approve("a", now).expect("ok");
+        let leased = approved.lease(Uuid::from_u128(7), now, true);
+        let (dead, _) = leased
+            .finish(Uuid::from_u128(7), 1, &failed("reload failed"), now)
+            .expect("finished");
+        let (dead, _) = dead
+            .lease(Uuid::from_u128(7), now, true)
+            .finish(Uuid::from_u128(7), 2, &failed("reload failed"), now)
+            .expect("finished");
+        let (dead, tr) = dead
+            .lease(Uuid::from_u128(7), now, true)
+            .finish(Uuid::from_u128(7), 3, &failed("reload failed"), now)
+            .expect("finished");
+        assert_eq!(tr, Transition::Dead);
+        assert!(dead.retry(now).expect("revived").held());
     }
 
     #[test]

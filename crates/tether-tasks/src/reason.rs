@@ -3,7 +3,7 @@
 use tether_wire::{AgentKind, AgentStatus, TaskState, TaskTarget};
 use time::OffsetDateTime;
 
-use crate::lease::{TaskSnapshot, hhmm};
+use crate::lease::{TaskSnapshot, awaiting_approval, hhmm};
 use crate::window::{Window, WindowState};
 
 /// An agent as the reason needs it.
@@ -72,6 +72,11 @@ pub fn waiting(
 
 fn queued(task: &TaskSnapshot, eligible: &Eligible, now: OffsetDateTime) -> String {
     let mut parts = Vec::new();
+    if task.held() {
+        // The first thing to do about it, ahead of everything else that
+        // would hold it once approved.
+        parts.push(awaiting_approval(task.id));
+    }
     if task.attempt > 0 {
         let after = task
             .last_error
@@ -251,10 +256,24 @@ mod tests {
             from: "22:00".into(),
             to: "04:00".into(),
         });
-        let r = waiting(&night, &Eligible::Agent(Some(active)), None, now).expect("reason");
+        let r = waiting(&night, &Eligible::Agent(Some(active.clone())), None, now).expect("reason");
         assert!(
             r.starts_with("outside its allowed hours (22:00–04:00 UTC); opens at 22:00 UTC"),
             "{r}"
+        );
+        let mut held = task(5);
+        held.kind = tether_wire::TaskKind::Deploy;
+        held.approval = Some(tether_wire::Approval::awaiting());
+        assert_eq!(
+            waiting(&held, &Eligible::Agent(Some(active.clone())), None, now).as_deref(),
+            Some(
+                "awaiting an admin's approval (tether certs approve 00000000-0000-0000-0000-000000000001); waiting for agent bot-1 to ask for work"
+            )
+        );
+        let approved = held.approve("ops", now).expect("approved");
+        assert_eq!(
+            waiting(&approved, &Eligible::Agent(Some(active)), None, now).as_deref(),
+            Some("waiting for agent bot-1 to ask for work")
         );
     }
 }

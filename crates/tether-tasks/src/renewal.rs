@@ -246,6 +246,21 @@ impl Renewal {
     }
 
     /// Whether the scheduler may start an attempt at `now`.
+    /// When the scheduler must look at this renewal next: at once (its
+    /// last change) while an attempt runs, since its tasks move on their
+    /// own; at its next attempt while due or failed; never once it is
+    /// verified. The store keeps it in an indexed column, so a tick reads
+    /// only the renewals whose time has come.
+    pub fn wake_at(&self) -> Option<OffsetDateTime> {
+        match self.state {
+            s if s.is_final() => None,
+            RenewalState::Due | RenewalState::Failed => {
+                Some(self.next_attempt_at.unwrap_or(self.updated_at))
+            }
+            _ => Some(self.updated_at),
+        }
+    }
+
     pub fn may_start(&self, now: OffsetDateTime) -> bool {
         matches!(self.state, RenewalState::Due | RenewalState::Failed)
             && self.next_attempt_at.is_none_or(|t| t <= now)
@@ -658,6 +673,15 @@ mod tests {
         );
         assert_eq!(f.next_attempt_at, Some(t0() + Duration::minutes(5)));
         assert!(!f.may_start(t0() + Duration::minutes(4)), "backs off");
+        // The scheduler wakes for it when it may start, and for a running
+        // attempt at every tick, never for a verified one.
+        assert_eq!(due.wake_at(), Some(t0()));
+        assert_eq!(f.wake_at(), f.next_attempt_at);
+        let running = started(1);
+        assert_eq!(running.wake_at(), Some(running.updated_at));
+        let mut verified = started(1);
+        verified.state = RenewalState::Verified;
+        assert_eq!(verified.wake_at(), None);
         let Step::Update(f2) = f.start(
             &p,
             &[Eligibility::Gone { agent_id: agent }],

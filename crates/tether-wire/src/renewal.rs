@@ -31,6 +31,10 @@ pub struct RenewalPolicy {
     /// The change window of the deploy tasks a renewal creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_hours: Option<crate::AllowedHours>,
+    /// The deploy tasks a renewal creates wait for an admin's approval
+    /// before any agent leases them (`tether certs approve ID`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
 }
 
 impl Default for RenewalPolicy {
@@ -42,6 +46,7 @@ impl Default for RenewalPolicy {
             issuer: "builtin".to_owned(),
             fallback_issuer: None,
             allowed_hours: None,
+            require_approval: false,
         }
     }
 }

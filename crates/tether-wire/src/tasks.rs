@@ -13,6 +13,8 @@
 //! | GET | `/v1/admin/tasks/{id}` | → [`TaskDetail`] |
 //! | POST | `/v1/admin/tasks/{id}/cancel` | → [`TaskInfo`] |
 //! | POST | `/v1/admin/tasks/{id}/retry` | → [`TaskInfo`] |
+//! | POST | `/v1/admin/tasks/{id}/approve` | → [`TaskInfo`] (a held `deploy`: leased from now on) |
+//! | POST | `/v1/admin/tasks/{id}/reject` | [`RejectTask`] → [`TaskInfo`] (a held `deploy`: cancelled with the reason) |
 //! | GET | `/v1/admin/schedules` | → `Vec<`[`ScheduleInfo`]`>` |
 //! | DELETE | `/v1/admin/schedules/{id}` | → 204 |
 //! | PUT | `/v1/admin/sites/{name}` | [`SiteUpdate`] → [`Site`] |
@@ -225,6 +227,87 @@ pub struct NewTask<S> {
     /// creates a task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleRule>,
+    /// Hold the task until an admin approves it (`deploy` only): no agent
+    /// leases it, so nothing on the target changes and no reload runs,
+    /// before `POST /v1/admin/tasks/{id}/approve`. Absent in older bodies.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_approval: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Where a task that needs an admin's approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Held: no agent may lease it until an admin approves.
+    Awaiting,
+    /// Released by an admin.
+    Approved,
+    /// Refused by an admin; the task ended cancelled.
+    Rejected,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Awaiting => "awaiting",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for ApprovalState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ApprovalState, String> {
+        match s {
+            "awaiting" => Ok(ApprovalState::Awaiting),
+            "approved" => Ok(ApprovalState::Approved),
+            "rejected" => Ok(ApprovalState::Rejected),
+            other => Err(format!(
+                "approval state {:?}: expected awaiting, approved or rejected",
+                other.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// A task's approval: whether it still waits, and who decided when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub state: ApprovalState,
+    /// The admin credential's name that approved or rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub at: Option<OffsetDateTime>,
+}
+
+impl Approval {
+    /// A task held until an admin approves it.
+    pub fn awaiting() -> Approval {
+        Approval {
+            state: ApprovalState::Awaiting,
+            by: None,
+            at: None,
+        }
+    }
+}
+
+/// `POST /v1/admin/tasks/{id}/reject`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectTask {
+    /// Why, in one line (1 to 1024 characters): the task's reason and
+    /// error, and a renewal's failure reason.
+    pub reason: String,
 }
 
 /// Progress an agent reports with a heartbeat.
@@ -323,6 +406,9 @@ pub struct TaskInfo<S> {
     /// How many result chunks the current epoch has stored.
     #[serde(default)]
     pub result_chunks: u32,
+    /// Set for a task created to wait for an admin's approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
 }
 
 /// `GET /v1/admin/tasks/{id}`: the task with its stored results.
@@ -453,6 +539,42 @@ pub struct AgentSiteUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body written before approvals (no `require_approval`, no
+    /// `approval`) still parses, as not held, and is written back
+    /// unchanged; a held task's approval round-trips.
+    #[test]
+    fn bodies_before_approvals_parse_and_write_back_unchanged() {
+        let new_task = r#"{"kind":"deploy","spec":{},"target":{"type":"agent","agent_id":"00000000-0000-0000-0000-000000000007"}}"#;
+        let parsed: NewTask<serde_json::Value> = serde_json::from_str(new_task).expect("parses");
+        assert!(!parsed.require_approval);
+        assert_eq!(serde_json::to_string(&parsed).expect("writes"), new_task);
+        let held: NewTask<serde_json::Value> = serde_json::from_str(
+            r#"{"kind":"deploy","spec":{},"target":{"type":"agent","agent_id":"00000000-0000-0000-0000-000000000007"},"require_approval":true}"#,
+        )
+        .expect("parses");
+        assert!(held.require_approval);
+
+        let info = r#"{"id":"00000000-0000-0000-0000-000000000001","kind":"deploy","spec":{},"target":{"type":"agent","agent_id":"00000000-0000-0000-0000-000000000007"},"state":"queued","attempt":0,"max_attempts":1,"epoch":0,"lease_secs":300,"created_at":"2026-05-17T10:00:00Z","updated_at":"2026-05-17T10:00:00Z"}"#;
+        let parsed: TaskInfo<serde_json::Value> = serde_json::from_str(info).expect("parses");
+        assert_eq!(parsed.approval, None);
+        let written = serde_json::to_value(&parsed).expect("writes");
+        assert!(written.get("approval").is_none(), "{written}");
+        let approved = Approval {
+            state: ApprovalState::Approved,
+            by: Some("ops".into()),
+            at: Some(time::macros::datetime!(2026-05-17 10:05 UTC)),
+        };
+        let text = serde_json::to_string(&approved).expect("writes");
+        assert_eq!(
+            text,
+            r#"{"state":"approved","by":"ops","at":"2026-05-17T10:05:00Z"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Approval>(&text).expect("parses"),
+            approved
+        );
+    }
 
     #[test]
     fn unknown_kinds_parse_as_unknown() {

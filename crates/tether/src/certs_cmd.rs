@@ -99,6 +99,34 @@ pub enum CertsCommand {
         /// agent's site time zone.
         #[arg(long)]
         window: Option<String>,
+        /// Hold each deploy a renewal creates until an admin approves it
+        /// (`tether certs approve ID`); nothing on the host changes before.
+        #[arg(long)]
+        require_approval: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a deploy held for an admin's approval: its agent may run it
+    /// from now on (within its window). Records who approved and when.
+    Approve {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// The deploy task's id, as `tether certs deploy` printed it.
+        id: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a deploy held for an admin's approval: it ends cancelled with
+    /// the reason, and nothing on the host changes (a renewal's deploy
+    /// fails the renewal with it).
+    Reject {
+        #[command(flatten)]
+        conn: AdminConn,
+        /// The deploy task's id.
+        id: uuid::Uuid,
+        /// Why, in one line.
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         json: bool,
     },
@@ -123,6 +151,31 @@ pub enum CertsCommand {
     /// ACME CAs the server orders from (`--issuer acme:NAME`).
     #[command(subcommand)]
     Acme(AcmeCommand),
+}
+
+/// What an approval or a rejection did, in one line.
+fn approval_line(t: &tether_wire::TaskInfo<serde_json::Value>) -> String {
+    let (verb, by, at) = match &t.approval {
+        Some(a) => (
+            a.state.as_str(),
+            a.by.as_deref().unwrap_or("?"),
+            a.at.and_then(|at| at.format(&Rfc3339).ok())
+                .unwrap_or_default(),
+        ),
+        None => ("?", "?", String::new()),
+    };
+    format!(
+        "deploy task {} {verb} by {} at {at}; it is {}: {}",
+        t.id,
+        safe(by),
+        t.state,
+        safe(
+            t.waiting
+                .as_deref()
+                .or(t.reason.as_deref())
+                .unwrap_or_default()
+        )
+    )
 }
 
 fn parse_reason(s: &str) -> Result<tether_wire::RevocationReason, String> {
@@ -236,6 +289,10 @@ pub struct DeployArgs {
     window: Option<String>,
     #[command(flatten)]
     ssh: SshFlags,
+    /// Hold the deploy until an admin approves it with `tether certs
+    /// approve ID`: no key, file or reload on the host before that.
+    #[arg(long)]
+    require_approval: bool,
     #[arg(long)]
     json: bool,
 }
@@ -880,6 +937,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 webroot,
                 http01_port,
                 ssh,
+                require_approval,
                 json,
             } = *args;
             let target = deploy_target(
@@ -919,16 +977,23 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 deadline_secs: None,
                 allowed_hours: window.as_deref().map(crate::tasks_cmd::hours).transpose()?,
                 schedule: None,
+                require_approval,
             };
             let created = client(&conn)?.create_task(&req).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&created)?);
             } else {
-                println!(
-                    "deploy task {} queued for agent {agent}; follow it with `tether tasks show {}`",
-                    safe(created.get("id").and_then(|v| v.as_str()).unwrap_or("?")),
-                    safe(created.get("id").and_then(|v| v.as_str()).unwrap_or("ID"))
-                );
+                let id = safe(created.get("id").and_then(|v| v.as_str()).unwrap_or("ID"));
+                if require_approval {
+                    println!(
+                        "deploy task {id} for agent {agent} is awaiting an admin's approval: \
+                         `tether certs approve {id}` runs it, `tether certs reject {id} --reason …` ends it"
+                    );
+                } else {
+                    println!(
+                        "deploy task {id} queued for agent {agent}; follow it with `tether tasks show {id}`"
+                    );
+                }
             }
         }
         CertsCommand::Acme(AcmeCommand::Add {
@@ -1040,6 +1105,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             issuer,
             fallback_issuer,
             window,
+            require_approval,
             json,
         } => {
             let trigger = match days_before {
@@ -1055,6 +1121,7 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                     issuer,
                     fallback_issuer,
                     allowed_hours: window.as_deref().map(crate::tasks_cmd::hours).transpose()?,
+                    require_approval,
                 },
             };
             let p = client(&conn)?.set_renewal_policy(&update).await?;
@@ -1062,6 +1129,27 @@ pub async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
                 println!("renewal policy of {} set", safe(&scope));
+            }
+        }
+        CertsCommand::Approve { conn, id, json } => {
+            let t = client(&conn)?.approve_task(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!("{}", approval_line(&t));
+            }
+        }
+        CertsCommand::Reject {
+            conn,
+            id,
+            reason,
+            json,
+        } => {
+            let t = client(&conn)?.reject_task(id, &reason).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!("{}", approval_line(&t));
             }
         }
         CertsCommand::Revoke {

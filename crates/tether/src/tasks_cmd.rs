@@ -225,6 +225,17 @@ fn detail(d: &tether_wire::TaskDetail<Value>) -> String {
             hhmm(t.heartbeat_at)
         ));
     }
+    if let Some(a) = &t.approval {
+        out.push_str(&format!(
+            "  Approval:  {}{}{}\n",
+            a.state.as_str(),
+            a.by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            a.at.map(|at| format!(" at {}", hhmm(Some(at))))
+                .unwrap_or_default()
+        ));
+    }
     if let Some(r) = &t.reason {
         out.push_str(&format!("  Reason:    {r}\n"));
     }
@@ -286,6 +297,7 @@ pub async fn run(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
                 deadline_secs: deadline.map(|d| d.as_secs()),
                 allowed_hours: window.as_deref().map(hours).transpose()?,
                 schedule,
+                require_approval: false,
             };
             let created = client(&conn)?.create_task(&req).await?;
             if json {

@@ -215,7 +215,7 @@ pub async fn acme_remove(
 }
 
 /// The calling admin credential's name, for the record.
-async fn admin_name(ctx: &Ctx, bearer: &Bearer) -> String {
+pub(super) async fn admin_name(ctx: &Ctx, bearer: &Bearer) -> String {
     let Some(token) = bearer.as_deref() else {
         return "admin".to_owned();
     };

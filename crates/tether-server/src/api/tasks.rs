@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tether_store::TaskFilter;
 use tether_wire::{
-    AgentSiteUpdate, ErrorCode, Heartbeat, HeartbeatReply, NewTask, ResultAck, ResultChunk,
-    ScheduleInfo, Site, SiteUpdate, TaskDetail, TaskInfo, TaskPoll, TaskPollReply,
+    AgentSiteUpdate, ErrorCode, Heartbeat, HeartbeatReply, NewTask, RejectTask, ResultAck,
+    ResultChunk, ScheduleInfo, Site, SiteUpdate, TaskDetail, TaskInfo, TaskPoll, TaskPollReply,
 };
 
 use super::ApiFailure;
@@ -113,6 +113,37 @@ pub async fn retry(
     admin(&ctx, &bearer).await?;
     let id = uuid(&ctx, path)?;
     Ok(Json(service(&ctx, tasks::retry(&ctx, id).await)?))
+}
+
+/// `POST /v1/admin/tasks/{id}/approve`: releases a held deploy, recording
+/// the calling credential's name and the time.
+pub async fn approve(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TaskInfo<Value>>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    let by = super::pki::admin_name(&ctx, &bearer).await;
+    Ok(Json(service(&ctx, tasks::approve(&ctx, id, &by).await)?))
+}
+
+/// `POST /v1/admin/tasks/{id}/reject` with [`RejectTask`]: ends a held
+/// deploy cancelled, with the reason.
+pub async fn reject(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> ApiResult<Json<TaskInfo<Value>>> {
+    admin(&ctx, &bearer).await?;
+    let id = uuid(&ctx, path)?;
+    let body: RejectTask = json(&ctx, request).await?;
+    let by = super::pki::admin_name(&ctx, &bearer).await;
+    Ok(Json(service(
+        &ctx,
+        tasks::reject(&ctx, id, &by, &body.reason).await,
+    )?))
 }
 
 pub async fn schedules(

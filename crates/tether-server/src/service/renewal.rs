@@ -262,7 +262,9 @@ pub async fn tick(ctx: &Ctx) -> Result<Ticked, ServiceError> {
             _ => break,
         }
     }
-    for r in ctx.store.open_renewals(MAX_OPEN).await? {
+    // Only renewals whose time has come: an attempt under way, or a due or
+    // failed one whose next attempt is now (an index range in the store).
+    for r in ctx.store.due_renewals(now, MAX_OPEN).await? {
         if step(ctx, &r).await? {
             done.stepped += 1;
         }
@@ -415,6 +417,9 @@ async fn ensure_tasks(
             deadline_secs: None,
             allowed_hours: policy.allowed_hours.clone(),
             schedule: None,
+            // Held, like the admin's own deploys, when the policy says so:
+            // nothing on the host changes before an admin approves.
+            require_approval: policy.require_approval,
         };
         let reason = format!(
             "created by renewal {} of {} (attempt {})",
@@ -770,7 +775,7 @@ mod tests {
         for t in &ticks {
             assert!(t.is_ok(), "{t:?}");
         }
-        let open = w.ctx.store.open_renewals(10).await.expect("lists");
+        let open = w.ctx.store.due_renewals(t0(), 10).await.expect("lists");
         assert_eq!(open.len(), 1, "one renewal: {open:#?}");
         let r = &open[0];
         assert_eq!(r.fingerprint, fp);
@@ -895,7 +900,7 @@ mod tests {
         let r = w
             .ctx
             .store
-            .open_renewals(10)
+            .due_renewals(t0() + time::Duration::days(1), 10)
             .await
             .expect("lists")
             .remove(0);
@@ -958,5 +963,68 @@ mod tests {
         assert_eq!((r.state, r.attempt), (RenewalState::Issuing, 2));
         let err = force(&w.ctx, &fp).await.expect_err("under way");
         assert_eq!(err.code(), ErrorCode::RenewalInProgress);
+    }
+
+    #[tokio::test]
+    async fn a_policy_that_requires_approval_holds_the_renewals_deploys() {
+        let w = world().await;
+        let fp = deployed(&w, 4, t0() - time::Duration::days(80), 90).await;
+        let policy = RenewalPolicy {
+            require_approval: true,
+            ..RenewalPolicy::default()
+        };
+        set_policy(&w.ctx, "default", &policy).await.expect("set");
+        tick(&w.ctx).await.expect("ticks");
+        let r = w.ctx.store.due_renewals(t0(), 10).await.expect("lists")[0].clone();
+        assert_eq!(
+            (r.fingerprint.as_str(), r.state),
+            (fp.as_str(), RenewalState::Issuing)
+        );
+        let task = w
+            .ctx
+            .store
+            .task(r.tasks[0])
+            .await
+            .expect("reads")
+            .expect("task");
+        assert!(task.held(), "{task:#?}");
+        assert!(
+            task.reason
+                .as_deref()
+                .is_some_and(|why| why.ends_with(&tether_tasks::lease::awaiting_approval(task.id))),
+            "{:?}",
+            task.reason
+        );
+        // Held: no agent may lease it, whatever the ticks.
+        tick(&w.ctx).await.expect("ticks");
+        let leased = w
+            .ctx
+            .store
+            .lease_tasks(&tether_store::LeaseRequest {
+                agent_id: w.agent.id,
+                group: "web".into(),
+                agent_kind: AgentKind::Provisioning,
+                site: None,
+                kinds: vec![tether_wire::TaskKind::Deploy],
+                actions_only: false,
+                now: w.ctx.now(),
+                limit: 4,
+            })
+            .await
+            .expect("leases");
+        assert!(leased.is_empty(), "{leased:#?}");
+        // Rejected: the renewal fails with the admin's reason.
+        super::super::tasks::reject(&w.ctx, task.id, "ops-alice", "change freeze")
+            .await
+            .expect("rejects");
+        tick(&w.ctx).await.expect("ticks");
+        let r = w.ctx.store.renewal(r.id).await.expect("reads").expect("r");
+        assert_eq!(r.state, RenewalState::Failed);
+        assert_eq!(r.reason_code, Some(ErrorCode::RenewalTaskFailed));
+        assert!(
+            r.reason.contains("rejected by ops-alice: change freeze"),
+            "{}",
+            r.reason
+        );
     }
 }

@@ -18,10 +18,10 @@ use tether_tasks::reason::{AgentView, Eligible};
 use tether_tasks::schedule;
 use tether_tasks::window::{Window, WindowState};
 use tether_wire::{
-    Action, ActionInfo, ActionKind, ActionResult, ActionState, AgentStatus, DoctorSummary,
-    Heartbeat, HeartbeatReply, NewTask, Outcome, ResultAck, ResultChunk, ScheduleInfo, Site,
-    TaskDetail, TaskInfo, TaskKind, TaskLease, TaskOutcome, TaskPoll, TaskPollReply, TaskState,
-    TaskTarget,
+    Action, ActionInfo, ActionKind, ActionResult, ActionState, AgentStatus, Approval,
+    DoctorSummary, Heartbeat, HeartbeatReply, NewTask, Outcome, ResultAck, ResultChunk,
+    ScheduleInfo, Site, TaskDetail, TaskInfo, TaskKind, TaskLease, TaskOutcome, TaskPoll,
+    TaskPollReply, TaskState, TaskTarget,
 };
 use time::{Duration, OffsetDateTime};
 use tracing::{debug, info, warn};
@@ -193,6 +193,9 @@ async fn check(ctx: &Ctx, req: &NewTask<Value>) -> Result<(NewTask<Value>, Strin
             .and_then(|s| s.plan())
             .map_err(ServiceError::ScanSpec)?;
     }
+    if req.require_approval && req.kind != tether_wire::TaskKind::Deploy {
+        return Err(ServiceError::ApprovalNotApplicable(req.kind));
+    }
     // The deploy spec's parser is the endpoint's, for the same reason.
     if req.kind == tether_wire::TaskKind::Deploy {
         let deploy =
@@ -220,7 +223,7 @@ fn snapshot(
     now: OffsetDateTime,
     schedule_id: Option<Uuid>,
 ) -> TaskSnapshot {
-    TaskSnapshot {
+    let task = TaskSnapshot {
         id: Uuid::new_v4(),
         kind: req.kind,
         spec: req.spec.clone(),
@@ -254,7 +257,21 @@ fn snapshot(
         finished_at: None,
         version: 0,
         result_chunks: 0,
+        approval: req.require_approval.then(Approval::awaiting),
+    };
+    with_hold_reason(task)
+}
+
+/// A held task's reason ends with what to do about it, naming its id.
+fn with_hold_reason(mut task: TaskSnapshot) -> TaskSnapshot {
+    if task.held() {
+        let why = tether_tasks::lease::awaiting_approval(task.id);
+        task.reason = Some(match task.reason.take() {
+            Some(r) => format!("{r}; {why}"),
+            None => why,
+        });
     }
+    task
 }
 
 /// Wakes the agents that may run `task`, now or when its window opens.
@@ -324,6 +341,7 @@ pub(crate) async fn create_with_id(
     let mut task = snapshot(&checked, &tz, ctx.now(), None);
     task.id = id;
     task.reason = Some(reason);
+    let task = with_hold_reason(task);
     ctx.store.insert_task(&task).await?;
     info!(task_id = %task.id, kind = %task.kind, target = ?task.target, "created a task");
     announce(ctx, &task);
@@ -495,6 +513,51 @@ pub async fn cancel(ctx: &Ctx, id: Uuid) -> Result<TaskInfo<Value>, ServiceError
     let now = ctx.now();
     let t = mutate(ctx, id, |t| t.cancel(now).map(Some).map_err(refused(id))).await?;
     info!(task_id = %id, state = %t.state, "cancelled a task");
+    info_of(ctx, &t).await
+}
+
+/// The longest rejection reason, in characters.
+pub const MAX_REJECT_REASON: usize = 1024;
+
+/// An admin (`by`, the credential's name) approves a held deploy: from now
+/// on its agent may lease it, within its allowed hours.
+pub async fn approve(ctx: &Ctx, id: Uuid, by: &str) -> Result<TaskInfo<Value>, ServiceError> {
+    let now = ctx.now();
+    let t = mutate(ctx, id, |t| {
+        t.approve(by, now).map(Some).map_err(refused(id))
+    })
+    .await?;
+    info!(task_id = %id, approved_by = %by, "approved a task");
+    announce(ctx, &t);
+    info_of(ctx, &t).await
+}
+
+/// An admin rejects a held deploy: it ends cancelled with `reason`, never
+/// leased, so nothing on its target changed.
+pub async fn reject(
+    ctx: &Ctx,
+    id: Uuid,
+    by: &str,
+    reason: &str,
+) -> Result<TaskInfo<Value>, ServiceError> {
+    let reason = reason.trim();
+    let count = reason.chars().count();
+    if count == 0 || count > MAX_REJECT_REASON || reason.chars().any(char::is_control) {
+        return Err(ServiceError::RejectReason(format!(
+            "got {count} characters{}; expected 1 to {MAX_REJECT_REASON} characters of one line",
+            if reason.chars().any(char::is_control) {
+                " with control characters"
+            } else {
+                ""
+            }
+        )));
+    }
+    let now = ctx.now();
+    let t = mutate(ctx, id, |t| {
+        t.reject(by, reason, now).map(Some).map_err(refused(id))
+    })
+    .await?;
+    info!(task_id = %id, rejected_by = %by, "rejected a task");
     info_of(ctx, &t).await
 }
 
@@ -852,6 +915,7 @@ pub async fn create_action(
         deadline_secs: None,
         allowed_hours: None,
         schedule: None,
+        require_approval: false,
     };
     let (checked, tz) = check(ctx, &req).await.map_err(|e| match e {
         ServiceError::TaskTarget(_) => ServiceError::NotFound {

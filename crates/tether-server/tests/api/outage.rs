@@ -346,9 +346,13 @@ impl tether_store::RenewalStore for Switchable {
         self.check().await?;
         self.inner.renewal(id).await
     }
-    async fn open_renewals(&self, limit: u32) -> Result<Vec<tether_store::Renewal>, StoreError> {
+    async fn due_renewals(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<tether_store::Renewal>, StoreError> {
         self.check().await?;
-        self.inner.open_renewals(limit).await
+        self.inner.due_renewals(now, limit).await
     }
     async fn list_renewals(&self, limit: u32) -> Result<Vec<tether_store::Renewal>, StoreError> {
         self.check().await?;

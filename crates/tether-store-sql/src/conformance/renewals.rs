@@ -48,7 +48,7 @@ pub async fn one_open_renewal_per_cert_and_writes_are_compare_and_set(f: Fixture
         }
     }
     assert_eq!(won, 1, "exactly one renewal is open per certificate");
-    let open = s.open_renewals(10).await.expect("lists");
+    let open = s.due_renewals(t(0), 10).await.expect("lists");
     assert_eq!(open.len(), 1);
     let r = open[0].clone();
     assert_eq!((r.state, r.version), (RenewalState::Due, 0));
@@ -107,7 +107,12 @@ pub async fn one_open_renewal_per_cert_and_writes_are_compare_and_set(f: Fixture
     verified.state = RenewalState::Verified;
     verified.new_fingerprint = Some(fp(2));
     assert!(s.update_renewal(&verified).await.expect("writes"));
-    assert!(s.open_renewals(10).await.expect("lists").is_empty());
+    assert!(
+        s.due_renewals(t(365 * 86_400), 10)
+            .await
+            .expect("lists")
+            .is_empty()
+    );
     assert!(
         s.insert_renewal(&Renewal::due(&fp(1), &p, true, t(30)))
             .await
@@ -117,6 +122,88 @@ pub async fn one_open_renewal_per_cert_and_writes_are_compare_and_set(f: Fixture
     assert_eq!(of.len(), 2);
     assert_eq!(of[0].created_at, t(30), "newest first");
     assert_eq!(s.list_renewals(1).await.expect("lists").len(), 1);
+}
+
+/// The scheduler's read: only renewals whose time has come (due now, an
+/// attempt under way, a failure whose back-off ended), filtered in SQL on
+/// `wake_at` with an index; never verified ones nor failures backing off.
+pub async fn the_scheduler_reads_only_due_renewals(f: Fixture) {
+    let s = &f.store;
+    let p = RenewalPolicy::default();
+    let insert = |n: u8, at: i64| Renewal::due(&fp(n), &p, false, t(at));
+    // Due now.
+    let due = insert(1, 0);
+    assert!(s.insert_renewal(&due).await.expect("inserts"));
+    // Due only in an hour (a forced renewal is due at once; this one is a
+    // renewal written with its next attempt later, as after a restart).
+    let mut later = insert(2, 0);
+    later.next_attempt_at = Some(t(3600));
+    assert!(s.insert_renewal(&later).await.expect("inserts"));
+    // An attempt under way: looked at every tick.
+    let running = insert(3, 0);
+    assert!(s.insert_renewal(&running).await.expect("inserts"));
+    let mut issuing = running.clone();
+    issuing.state = RenewalState::Issuing;
+    issuing.attempt = 1;
+    issuing.tasks = vec![Uuid::new_v4()];
+    issuing.updated_at = t(5);
+    assert!(s.update_renewal(&issuing).await.expect("writes"));
+    // Failed, backing off for 5 minutes from t(10).
+    let failing = insert(4, 0);
+    assert!(s.insert_renewal(&failing).await.expect("inserts"));
+    let failed = failing.fail(
+        ErrorCode::RenewalAgentInactive,
+        "bot Inactive".into(),
+        false,
+        t(10),
+    );
+    assert!(s.update_renewal(&failed).await.expect("writes"));
+    // Verified: closed, never read again.
+    let closing = insert(5, 0);
+    assert!(s.insert_renewal(&closing).await.expect("inserts"));
+    let mut verified = closing.clone();
+    verified.state = RenewalState::Verified;
+    verified.new_fingerprint = Some(fp(6));
+    assert!(s.update_renewal(&verified).await.expect("writes"));
+
+    let ids = |v: Vec<Renewal>| v.into_iter().map(|r| r.fingerprint).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.due_renewals(t(20), 100).await.expect("lists")),
+        vec![fp(1), fp(3)],
+        "due now and under way, earliest first"
+    );
+    assert_eq!(
+        ids(s.due_renewals(t(20 + 300), 100).await.expect("lists")),
+        vec![fp(1), fp(3), fp(4)],
+        "the failure once its back-off ended"
+    );
+    assert_eq!(
+        ids(s.due_renewals(t(3600), 100).await.expect("lists")),
+        vec![fp(1), fp(3), fp(4), fp(2)]
+    );
+    assert_eq!(
+        ids(s.due_renewals(t(3600), 2).await.expect("lists")),
+        vec![fp(1), fp(3)],
+        "bounded"
+    );
+    // What the store keeps is the state machine's answer, for every row.
+    for r in s.list_renewals(100).await.expect("lists") {
+        let stored = f
+            .raw
+            .fetch_text(&format!(
+                "SELECT CAST(wake_at AS TEXT) FROM cert_renewals WHERE id = '{}'",
+                r.id
+            ))
+            .await
+            .expect("reads");
+        assert_eq!(
+            stored.and_then(|v| v.parse::<i64>().ok()),
+            r.wake_at()
+                .and_then(|w| i64::try_from(w.unix_timestamp_nanos() / 1_000_000).ok()),
+            "wake_at of {}",
+            r.fingerprint
+        );
+    }
 }
 
 pub async fn a_renewal_task_is_issued_once(f: Fixture) {

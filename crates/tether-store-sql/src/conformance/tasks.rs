@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tether_store::{LeaseRequest, ScheduleRecord, ScheduleRun, Store, TaskFilter, TaskSnapshot};
 use tether_wire::{
-    AgentKind, AllowedHours, Outcome, Progress, TaskKind, TaskOutcome, TaskState, TaskTarget,
+    AgentKind, AllowedHours, Approval, ApprovalState, Outcome, Progress, TaskKind, TaskOutcome,
+    TaskState, TaskTarget,
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -45,6 +46,7 @@ pub fn new_task(kind: TaskKind, target: TaskTarget, at: OffsetDateTime) -> TaskS
         finished_at: None,
         version: 0,
         result_chunks: 0,
+        approval: None,
     }
 }
 
@@ -71,6 +73,86 @@ fn request(agent: Uuid, now: OffsetDateTime, limit: u32) -> LeaseRequest {
 
 async fn stored(store: &dyn Store, id: Uuid) -> TaskSnapshot {
     store.task(id).await.expect("reads").expect("exists")
+}
+
+/// A deploy held for an admin's approval is never leased, whoever asks; the
+/// approval (who, when) is written by compare-and-set and round-trips, and
+/// only then does the task go to its agent. A rejected one ends cancelled,
+/// never leased.
+pub async fn held_tasks_are_leased_only_after_approval(f: Fixture) {
+    let (a, _) = enroll_at(&*f.store, t(0)).await;
+    let mut deploy_req = request(a.id, t(100), 8);
+    deploy_req.kinds.push(TaskKind::Deploy);
+    let mut held = new_task(
+        TaskKind::Deploy,
+        TaskTarget::Agent { agent_id: a.id },
+        t(10),
+    );
+    held.approval = Some(Approval::awaiting());
+    held.reason = Some(tether_tasks::lease::awaiting_approval(held.id));
+    f.store.insert_task(&held).await.expect("inserts");
+    assert_eq!(stored(&*f.store, held.id).await, held, "round-trips");
+    let mut rejected = new_task(
+        TaskKind::Deploy,
+        TaskTarget::Agent { agent_id: a.id },
+        t(11),
+    );
+    rejected.approval = Some(Approval::awaiting());
+    f.store.insert_task(&rejected).await.expect("inserts");
+    assert!(
+        f.store
+            .lease_tasks(&deploy_req)
+            .await
+            .expect("leases")
+            .is_empty(),
+        "held tasks are never leased"
+    );
+
+    // Approved by compare-and-set: a second decision on the old row loses.
+    let approved = held.approve("ops-alice", t(50)).expect("approves");
+    assert!(f.store.update_task(&approved).await.expect("writes"));
+    let late = held.reject("ops-bob", "too late", t(51)).expect("decides");
+    assert!(
+        !f.store.update_task(&late).await.expect("runs"),
+        "a decision on a stale row is not applied"
+    );
+    let read = stored(&*f.store, held.id).await;
+    assert_eq!(
+        read.approval,
+        Some(Approval {
+            state: ApprovalState::Approved,
+            by: Some("ops-alice".into()),
+            at: Some(t(50)),
+        })
+    );
+    assert!(!read.held());
+
+    let r = rejected
+        .reject("ops-bob", "change freeze", t(60))
+        .expect("rejects");
+    assert!(f.store.update_task(&r).await.expect("writes"));
+    let read_r = stored(&*f.store, rejected.id).await;
+    assert_eq!(read_r.state, TaskState::Cancelled);
+    assert_eq!(
+        read_r.approval.as_ref().map(|a| (a.state, a.by.as_deref())),
+        Some((ApprovalState::Rejected, Some("ops-bob")))
+    );
+
+    let leased = f.store.lease_tasks(&deploy_req).await.expect("leases");
+    assert_eq!(
+        leased.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![held.id],
+        "the approved task only"
+    );
+    assert_eq!(leased[0].epoch, 1);
+    assert_eq!(leased[0].approval, read.approval, "the approval is kept");
+    assert!(
+        f.store
+            .lease_tasks(&deploy_req)
+            .await
+            .expect("leases")
+            .is_empty()
+    );
 }
 
 pub async fn tasks_round_trip_and_writes_are_compare_and_set(f: Fixture) {

@@ -2,7 +2,7 @@
 
 use tether_store::{ScheduleRecord, StoreError};
 use tether_tasks::TaskSnapshot;
-use tether_wire::{AgentKind, Site, TaskKind, TaskTarget};
+use tether_wire::{AgentKind, Approval, ApprovalState, Site, TaskKind, TaskTarget};
 
 use super::{Fields, RawRow};
 
@@ -60,6 +60,14 @@ pub(crate) fn task(row: &dyn RawRow) -> Result<TaskSnapshot, StoreError> {
         finished_at: f.opt_time("finished_at")?,
         version: f.int("version")?,
         result_chunks: f.u32("result_chunks")?,
+        approval: match f.opt_parsed::<ApprovalState>("approval")? {
+            None => None,
+            Some(state) => Some(Approval {
+                state,
+                by: f.opt_text("approval_by")?,
+                at: f.opt_time("approval_at")?,
+            }),
+        },
     })
 }
 

@@ -498,6 +498,7 @@ async fn create_tasks(
                         deadline_secs: None,
                         allowed_hours: None,
                         schedule: None,
+                        require_approval: false,
                     })
                     .await
                     .context("creating a deploy task")?;

@@ -213,6 +213,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<ExitCode> {
                     deadline_secs: None,
                     allowed_hours: None,
                     schedule: None,
+                    require_approval: false,
                 })
                 .await
                 .with_context(|| format!("creating task {n}"))?;

@@ -3,6 +3,7 @@
 //! PostgreSQL (a fresh database per test on the local server).
 
 mod acme;
+mod approval;
 mod clidoc;
 mod defs;
 mod deploy;
