@@ -63,6 +63,20 @@ pub async fn policy_for(
     fingerprint: &str,
     group: Option<&str>,
 ) -> Result<RenewalPolicy, ServiceError> {
+    if let Some(p) = stored_policy(ctx, fingerprint, group).await? {
+        return Ok(p);
+    }
+    let cert = ctx.store.issued_cert(fingerprint).await?;
+    Ok(default_policy(cert.as_ref()))
+}
+
+/// The first stored policy of the certificate's scopes, most specific
+/// first; `None` when none is stored (or none can be read).
+async fn stored_policy(
+    ctx: &Ctx,
+    fingerprint: &str,
+    group: Option<&str>,
+) -> Result<Option<RenewalPolicy>, ServiceError> {
     let mut scopes = vec![format!("cert:{fingerprint}")];
     if let Some(g) = group {
         scopes.push(format!("group:{g}"));
@@ -71,24 +85,24 @@ pub async fn policy_for(
     for scope in scopes {
         if let Some(text) = ctx.store.renewal_policy(&scope).await? {
             match serde_json::from_str::<RenewalPolicy>(&text) {
-                Ok(p) => return Ok(p),
+                Ok(p) => return Ok(Some(p)),
                 Err(error) => {
                     warn!(scope = %scope, error = %error, "a stored renewal policy cannot be read; trying the next scope");
                 }
             }
         }
     }
-    // Without a policy, a certificate renews through the CA that issued it.
-    let issuer = ctx
-        .store
-        .issued_cert(fingerprint)
-        .await?
-        .and_then(|c| c.issuer)
-        .unwrap_or_else(|| "builtin".to_owned());
-    Ok(RenewalPolicy {
-        issuer,
+    Ok(None)
+}
+
+/// Without a policy, a certificate renews through the CA that issued it.
+fn default_policy(cert: Option<&tether_wire::IssuedCert>) -> RenewalPolicy {
+    RenewalPolicy {
+        issuer: cert
+            .and_then(|c| c.issuer.clone())
+            .unwrap_or_else(|| "builtin".to_owned()),
         ..RenewalPolicy::default()
-    })
+    }
 }
 
 /// Sets the policy of a scope: `default`, `cert:<fingerprint>` or
@@ -236,11 +250,16 @@ pub async fn tick(ctx: &Ctx) -> Result<Ticked, ServiceError> {
             .await?;
         for c in &page {
             let group = first_group(ctx, &c.fingerprint).await?;
-            let policy = policy_for(ctx, &c.fingerprint, group.as_deref()).await?;
+            // Read once: the default policy's issuer and the ARI window.
+            let cert = ctx.store.issued_cert(&c.fingerprint).await?;
+            let policy = match stored_policy(ctx, &c.fingerprint, group.as_deref()).await? {
+                Some(p) => p,
+                None => default_policy(cert.as_ref()),
+            };
             // An ACME CA's suggested window (RFC 9773) decides when it
             // offers one; the built-in CA has none, so the policy does.
-            let ari = match ctx.store.issued_cert(&c.fingerprint).await? {
-                Some(cert) => super::acme::window(ctx, &cert, now, &mut ari_budget)
+            let ari = match &cert {
+                Some(cert) => super::acme::window(ctx, cert, now, &mut ari_budget)
                     .await
                     .map(|(start, end)| SuggestedWindow { start, end }),
                 None => None,
