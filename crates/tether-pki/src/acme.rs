@@ -125,6 +125,12 @@ impl AcmeError {
         }
     }
 
+    /// Whether the CA refused a request's anti-replay nonce (RFC 8555
+    /// §6.5): the request was not processed, so it is safe to send again.
+    pub fn is_bad_nonce(&self) -> bool {
+        self.problem().and_then(AcmeProblem::short_type) == Some("badNonce")
+    }
+
     /// The CA's problem document, when the CA sent one.
     pub fn problem(&self) -> Option<&AcmeProblem> {
         match self {
@@ -179,6 +185,14 @@ impl AcmeAccount {
         email: Option<&str>,
         kek: &Kek,
     ) -> Result<(AcmeAccount, SealedAccount), AcmeError> {
+        fresh_nonce_retry(|| Self::register_once(directory, email, kek)).await
+    }
+
+    async fn register_once(
+        directory: &AcmeDirectory,
+        email: Option<&str>,
+        kek: &Kek,
+    ) -> Result<(AcmeAccount, SealedAccount), AcmeError> {
         let contact = email.map(|e| format!("mailto:{e}"));
         let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
         let (account, credentials) = Account::builder_with_http(http_client(directory)?)
@@ -222,6 +236,10 @@ impl AcmeAccount {
 
     /// A new order for `names`, with the http-01 challenges to provision.
     pub async fn order(&self, names: &[String]) -> Result<PendingOrder, AcmeError> {
+        fresh_nonce_retry(|| self.order_once(names)).await
+    }
+
+    async fn order_once(&self, names: &[String]) -> Result<PendingOrder, AcmeError> {
         let identifiers: Vec<Identifier> =
             names.iter().map(|n| Identifier::Dns(n.clone())).collect();
         let mut order = self
@@ -261,6 +279,10 @@ impl AcmeAccount {
     /// Tells the CA that every pending http-01 challenge of the order is
     /// provisioned, so it validates them.
     pub async fn challenges_ready(&self, order_url: &str) -> Result<(), AcmeError> {
+        fresh_nonce_retry(|| self.challenges_ready_once(order_url)).await
+    }
+
+    async fn challenges_ready_once(&self, order_url: &str) -> Result<(), AcmeError> {
         let mut order = self
             .account
             .order(order_url.to_owned())
@@ -285,6 +307,15 @@ impl AcmeAccount {
     /// (DER) and returns the issued chain (PEM, leaf first). A failed
     /// validation comes back as the challenge's own problem document.
     pub async fn finalize(
+        &self,
+        order_url: &str,
+        csr_der: &[u8],
+        wait: Duration,
+    ) -> Result<String, AcmeError> {
+        fresh_nonce_retry(|| self.finalize_once(order_url, csr_der, wait)).await
+    }
+
+    async fn finalize_once(
         &self,
         order_url: &str,
         csr_der: &[u8],
@@ -392,6 +423,10 @@ impl AcmeAccount {
     /// §7.6), with an RFC 5280 reason code. `Ok(false)` when the CA says
     /// it is revoked already.
     pub async fn revoke(&self, cert_der: &[u8], reason: u8) -> Result<bool, AcmeError> {
+        fresh_nonce_retry(|| self.revoke_once(cert_der, reason)).await
+    }
+
+    async fn revoke_once(&self, cert_der: &[u8], reason: u8) -> Result<bool, AcmeError> {
         use instant_acme::RevocationReason as R;
         let reason = match reason {
             1 => R::KeyCompromise,
@@ -426,6 +461,13 @@ impl AcmeAccount {
         &self,
         cert_der: &[u8],
     ) -> Result<Option<ari::RenewalInfo>, AcmeError> {
+        fresh_nonce_retry(|| self.renewal_info_once(cert_der)).await
+    }
+
+    async fn renewal_info_once(
+        &self,
+        cert_der: &[u8],
+    ) -> Result<Option<ari::RenewalInfo>, AcmeError> {
         let id = ari::cert_id(cert_der).map_err(|e| AcmeError::Client(e.to_string()))?;
         let parsed = instant_acme::CertificateIdentifier {
             authority_key_identifier: id.aki.into(),
@@ -441,6 +483,32 @@ impl AcmeAccount {
             })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
             Err(e) => Err(AcmeError::from_lib(e)),
+        }
+    }
+}
+
+/// How many times a step is sent again after the CA refused its nonce,
+/// on top of the three sends instant-acme makes per request. RFC 8555
+/// §6.5 tells clients to retry `badNonce`; CAs reject nonces under load or
+/// after a restart (pebble rejects 5% of good nonces on purpose).
+const BAD_NONCE_RETRIES: usize = 4;
+
+/// Runs one ACME step, sending it again (with fresh nonces) while the CA
+/// answers `badNonce`, at most [`BAD_NONCE_RETRIES`] more times. Every
+/// step is safe to repeat: a refused request was not processed, and each
+/// step re-reads the order's state before it acts.
+async fn fresh_nonce_retry<T, F, Fut>(mut step: F) -> Result<T, AcmeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AcmeError>>,
+{
+    let mut left = BAD_NONCE_RETRIES;
+    loop {
+        match step().await {
+            Err(e) if e.is_bad_nonce() && left > 0 => {
+                left -= 1;
+            }
+            other => return other,
         }
     }
 }

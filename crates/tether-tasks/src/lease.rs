@@ -120,9 +120,12 @@ pub fn retry_delay(attempt: u32) -> Duration {
     d.min(MAX_RETRY_DELAY)
 }
 
+/// What every reason naming a hold for approval contains.
+pub(crate) const APPROVAL_HOLD: &str = "awaiting an admin's approval";
+
 /// The reason a held task gives, wherever task reasons show.
 pub fn awaiting_approval(id: Uuid) -> String {
-    format!("awaiting an admin's approval (tether certs approve {id})")
+    format!("{APPROVAL_HOLD} (tether certs approve {id})")
 }
 
 /// `10:02` in UTC, for reasons; the full time is in the task's fields.

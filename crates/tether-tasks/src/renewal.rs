@@ -193,6 +193,9 @@ pub struct TaskView {
     /// The certificate issued for this task, if any.
     pub issued: Option<String>,
     pub deployed: Option<Deployed>,
+    /// The task is held until an admin approves it (the policy's
+    /// `require_approval`).
+    pub awaiting_approval: bool,
 }
 
 /// What the scheduler should do next with a renewal.
@@ -407,11 +410,24 @@ impl Renewal {
             );
         } else {
             next.state = RenewalState::Issuing;
-            next.reason = match views.iter().find(|v| v.state.is_none()) {
-                Some(v) => format!("waiting for deploy task {} to be created", v.id),
-                // The attempt's own reason (tasks created, issuer) stands.
-                None if self.state == RenewalState::Issuing => self.reason.clone(),
-                None => format!(
+            let held = views.iter().find(|v| v.awaiting_approval);
+            next.reason = match (views.iter().find(|v| v.state.is_none()), held) {
+                (Some(v), _) => format!("waiting for deploy task {} to be created", v.id),
+                (None, Some(v)) => format!(
+                    "attempt {}: deploy task {} is {}",
+                    self.attempt,
+                    v.id,
+                    crate::lease::awaiting_approval(v.id)
+                ),
+                // The attempt's own reason (tasks created, issuer) stands,
+                // unless it told of a hold that an approval has lifted.
+                (None, None)
+                    if self.state == RenewalState::Issuing
+                        && !self.reason.contains(crate::lease::APPROVAL_HOLD) =>
+                {
+                    self.reason.clone()
+                }
+                (None, None) => format!(
                     "attempt {}: waiting for the agents to ask the CA ({})",
                     self.attempt, self.issuer
                 ),
@@ -511,6 +527,7 @@ mod tests {
             last_error: None,
             issued: None,
             deployed: None,
+            awaiting_approval: false,
         }
     }
 
@@ -643,6 +660,42 @@ mod tests {
             ),
             Step::Wait
         );
+    }
+
+    #[test]
+    fn an_attempt_held_for_approval_says_so_and_which_task() {
+        let r = started(2);
+        let mut v = vec![view(1), view(2)];
+        v[1].awaiting_approval = true;
+        let Step::Update(held) = r.observe(&v, t0()) else {
+            panic!("the reason changes")
+        };
+        assert_eq!(held.state, RenewalState::Issuing);
+        assert_eq!(
+            held.reason,
+            format!(
+                "attempt 1: deploy task {} is awaiting an admin's approval (tether certs approve {})",
+                Uuid::from_u128(2),
+                Uuid::from_u128(2)
+            )
+        );
+        assert_eq!(held.observe(&v, t0()), Step::Wait);
+        // Approved: the attempt's reason no longer claims a hold.
+        v[1].awaiting_approval = false;
+        let Step::Update(approved) = held.observe(&v, t0()) else {
+            panic!("the hold is lifted")
+        };
+        assert_eq!(
+            approved.reason,
+            "attempt 1: waiting for the agents to ask the CA (builtin)"
+        );
+        let held = approved;
+        v[1].state = Some(TaskState::Leased);
+        v[1].issued = Some("sha256:cc".into());
+        let Step::Update(issued) = held.observe(&v, t0()) else {
+            panic!("issued")
+        };
+        assert_eq!(issued.state, RenewalState::Issued);
     }
 
     #[test]

@@ -29,6 +29,18 @@ impl Pebble {
     /// Starts pebble resolving through the DNS server at
     /// 127.0.0.1:`dns_port` and validating http-01 on `http_port`.
     pub async fn start(dns_port: u16, http_port: u16) -> Pebble {
+        Pebble::start_rejecting_nonces(dns_port, http_port, None).await
+    }
+
+    /// As [`Pebble::start`], with pebble refusing `percent`% of good
+    /// nonces with `badNonce` (`PEBBLE_WFE_NONCEREJECT`; pebble's own
+    /// default, `None`, is 5%), to prove a client sends refused requests
+    /// again as RFC 8555 §6.5 asks.
+    pub async fn start_rejecting_nonces(
+        dns_port: u16,
+        http_port: u16,
+        percent: Option<u8>,
+    ) -> Pebble {
         let dir = Scratch::new("pebble");
         let ca = Ca::root("Tether test pebble API CA");
         let leaf = ca.issue(&["localhost", "127.0.0.1"]);
@@ -56,16 +68,17 @@ impl Pebble {
             .to_string(),
         )
         .expect("pebble.json");
-        let mut child = spawn_logged(
-            Command::new(program("pebble"))
-                .arg("-config")
-                .arg(&config)
-                .arg("-dnsserver")
-                .arg(format!("127.0.0.1:{dns_port}"))
-                .env("PEBBLE_VA_NOSLEEP", "1"),
-            dir.path(),
-            "pebble",
-        );
+        let mut command = Command::new(program("pebble"));
+        command
+            .arg("-config")
+            .arg(&config)
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{dns_port}"))
+            .env("PEBBLE_VA_NOSLEEP", "1");
+        if let Some(percent) = percent {
+            command.env("PEBBLE_WFE_NONCEREJECT", percent.to_string());
+        }
+        let mut child = spawn_logged(&mut command, dir.path(), "pebble");
         wait_listening(
             &mut child,
             port,

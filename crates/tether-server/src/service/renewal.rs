@@ -487,6 +487,7 @@ async fn views(
             }),
             issued,
             deployed,
+            awaiting_approval: task.as_ref().is_some_and(|t| t.held()),
         });
     }
     if missing {
@@ -1014,8 +1015,22 @@ mod tests {
             "{:?}",
             task.reason
         );
-        // Held: no agent may lease it, whatever the ticks.
+        // Held: no agent may lease it, whatever the ticks; the renewal
+        // says what it waits for.
         tick(&w.ctx).await.expect("ticks");
+        let r = w
+            .ctx
+            .store
+            .renewal(r.id)
+            .await
+            .expect("reads")
+            .expect("renewal");
+        assert!(
+            r.reason
+                .ends_with(&tether_tasks::lease::awaiting_approval(task.id)),
+            "{}",
+            r.reason
+        );
         let leased = w
             .ctx
             .store
