@@ -34,6 +34,7 @@ mod renewals;
 mod revocation;
 #[macro_use]
 mod acme;
+pub mod backup;
 mod postgres;
 mod sqlite;
 

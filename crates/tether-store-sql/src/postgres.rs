@@ -56,7 +56,18 @@ impl SslMode {
         })
     }
 
-    fn pg(self) -> sqlx::postgres::PgSslMode {
+    /// The libpq spelling (`PGSSLMODE`), for pg_dump and pg_restore.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    pub(crate) fn pg(self) -> sqlx::postgres::PgSslMode {
         use sqlx::postgres::PgSslMode;
         match self {
             SslMode::Disable => PgSslMode::Disable,
