@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub mod api;
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod error;

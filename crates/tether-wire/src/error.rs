@@ -245,6 +245,21 @@ catalog! {
     RenewalIssuerUnavailable = "8609", 503, "The issuer the renewal policy names is not available on this server.", "Name `builtin` or an ACME account this server has (`acme:NAME`), or set a fallback issuer.";
     RenewalPolicyInvalid = "8610", 422, "The renewal policy is not valid: the fraction, the days before expiry or an issuer name cannot be read.", "Give either a fraction between 0.1 and 0.95 or 1 to 365 days before expiry, and issuers `builtin` or `acme:NAME`.";
 
+    // 87xx: backup and restore of a control plane (`tether backup`, `tether restore`).
+    BackupSourceUnreadable = "8700", 400, "The server's data dir cannot be backed up: it is missing, unreadable or not a Tether data dir.", "Pass the server's own `--data-dir` (and `--database-url`, or its `--config`) and run as the user that owns it.";
+    BackupSnapshotFailed = "8701", 503, "The database could not be copied: SQLite's VACUUM INTO or pg_dump failed.", "Read the database's message; for PostgreSQL install postgresql-client (pg_dump as new as the server) and check the URL and credentials.";
+    BackupWriteFailed = "8702", 500, "The backup file (or the restored data dir) could not be written.", "Check the space and permissions of the named directory; nothing partial was left in place.";
+    BackupCorrupt = "8703", 422, "The backup file is truncated or corrupt, or is not a Tether backup.", "Use another copy of the backup; nothing was restored.";
+    BackupChecksumMismatch = "8704", 422, "A member of the backup does not match the SHA-256 its manifest records.", "The file was altered or damaged: use another copy; nothing was restored.";
+    BackupUnsafeMember = "8705", 422, "The backup holds a member that is not a plain file under its own tree (an absolute path, `..`, a link, or one its manifest does not list).", "Do not restore this file: it was not written by `tether backup`; nothing was restored.";
+    BackupNewerFormat = "8706", 422, "The backup was written in a newer format than this tether reads.", "Restore it with a tether at least as new as the one that wrote it (the manifest names its version).";
+    BackupWrongBackend = "8707", 422, "The backup holds one database backend and the restore targets the other.", "Restore a SQLite backup without `--database-url` (or with a sqlite:// one) and a PostgreSQL backup with `--database-url postgres://…`.";
+    BackupTargetNotEmpty = "8708", 409, "The restore target (data dir or database) is not empty.", "Restore onto an empty data dir and a fresh database, or pass `--force` to replace what is there.";
+    BackupDatabaseRestoreFailed = "8709", 503, "The database could not be restored; its transaction was rolled back and the data dir was not written.", "Read pg_restore's message (a pg_restore older than the dump's pg_dump cannot read it), fix it and run the restore again.";
+    BackupUnstable = "8710", 503, "The data dir kept changing while it was copied, so no consistent copy was taken.", "Run the backup again when no publish or key rotation is under way.";
+    BackupWrongPassphrase = "8711", 422, "The passphrase does not open this sealed backup.", "Pass the file holding the passphrase the backup was written with (`--passphrase-file`); nothing was restored.";
+    BackupPassphraseNeeded = "8712", 422, "The backup is sealed with a passphrase and none was given.", "Run the restore again with `--passphrase-file FILE`.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

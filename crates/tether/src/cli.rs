@@ -70,6 +70,10 @@ pub enum Command {
     /// Show configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write one file holding the server's database and every key (docs/backup.md).
+    Backup(crate::backup_cmd::BackupArgs),
+    /// Restore a `tether backup` file onto an empty data dir (and database).
+    Restore(crate::backup_cmd::RestoreArgs),
     /// Load generators that print figures (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -448,6 +452,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Show(args)) => server_cmd::show_config(args),
+        Command::Backup(args) => crate::backup_cmd::backup(args).await,
+        Command::Restore(args) => crate::backup_cmd::restore(args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Completions(args) => {
             use clap::CommandFactory as _;

@@ -60,12 +60,12 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    fn create() -> PgDatabase {
+    pub fn create() -> PgDatabase {
         let name = format!("tether_e2e_{}", uuid::Uuid::new_v4().simple());
         psql(&format!("CREATE DATABASE {name}"));
         PgDatabase { name }
     }
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let base = std::env::var("TETHER_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
@@ -185,6 +185,19 @@ impl Server {
             Scratch::new("server"),
         )
         .await
+    }
+
+    /// A server on a data dir (and PostgreSQL database) prepared beforehand,
+    /// for example by `tether restore`, listening on `listen` (another
+    /// server's [`Server::listen_addr`], so that server's agents find it).
+    pub async fn start_restored(dir: Scratch, listen: &str, db: Option<PgDatabase>) -> Server {
+        let url = db.as_ref().map(PgDatabase::url);
+        Server::launch(url, db, listen.to_owned(), &[], dir).await
+    }
+
+    /// What `--listen` was given.
+    pub fn listen_addr(&self) -> &str {
+        &self.listen
     }
 
     /// `127.0.0.1:PORT`: where a load balancer reaches this server.

@@ -4,6 +4,7 @@
 
 mod acme;
 mod approval;
+mod backup;
 mod clidoc;
 mod defs;
 mod deploy;
