@@ -30,6 +30,7 @@ packages=(
   groff-base  # e2e clidoc: groff -ww renders every generated man page and must print no warning
   openssh-server # deploy (tether-deploy/tests/ssh_remote.rs): a real sshd in the test's network namespace for remote targets (tether-testlab::sshd); the test runs its own, never the service
   sudo        # deploy (tether-deploy/tests/ssh_remote.rs): a remote target written through `sudo -n` by an unprivileged SSH user
+  postgresql-client # e2e backup: pg_dump and pg_restore, which `tether backup` and `tether restore` run on a PostgreSQL control plane
 )
 
 missing=()
