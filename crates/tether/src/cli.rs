@@ -260,6 +260,24 @@ pub enum AgentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the escalation report the support guides ask for: name, IPs,
+    /// last update, status timeline, errors with codes, the doctor's
+    /// verdict, the network path and the bundle's ID, as Markdown or as a
+    /// self-contained HTML page.
+    Escalate {
+        #[command(flatten)]
+        conn: AdminConn,
+        id: Uuid,
+        /// The bundle to quote (default: the last doctor run's, else the
+        /// newest).
+        #[arg(long)]
+        bundle: Option<Uuid>,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: crate::escalate::Format,
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Download one escalation bundle (tar.gz).
     BundleDownload {
         #[command(flatten)]

@@ -9,6 +9,7 @@ mod cli;
 mod defs;
 mod display;
 mod endpoint;
+mod escalate;
 mod policy;
 mod quickstart;
 mod scan_cmd;
