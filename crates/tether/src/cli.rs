@@ -34,6 +34,10 @@ pub enum Command {
     /// Inspect and manage agents (admin API).
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Write a self-contained install bundle for an air-gapped host: the
+    /// agent binary, the server URL and CA pin, a scoped enrollment token,
+    /// the current definitions and an install script (admin API).
+    AgentBundle(crate::agent_bundle::AgentBundleArgs),
     /// Admin API credentials: create, list, revoke and rotate (admin API).
     #[command(subcommand)]
     AdminTokens(AdminTokensCommand),
@@ -443,6 +447,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server_cmd::run(args).await,
         Command::Token(cmd) => admin::token(cmd).await,
         Command::Agents(cmd) => admin::agents(cmd).await,
+        Command::AgentBundle(args) => {
+            crate::agent_bundle::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::AdminTokens(cmd) => admin::admin_tokens(cmd).await,
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,

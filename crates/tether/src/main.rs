@@ -3,6 +3,7 @@
 //! `tether-agent` (crates/tether-agent-bin), which carries no server code.
 
 mod admin;
+mod agent_bundle;
 mod bench;
 mod certs_cmd;
 mod cli;
