@@ -1,5 +1,6 @@
-//! `tether agent-bundle --out FILE`: a self-contained install bundle for an
-//! air-gapped host. One tar.gz holding, under `tether-agent-bundle/`:
+//! `tether offline-bundle --out FILE` (alias `tether agent-bundle`): a
+//! self-contained install bundle for an air-gapped host. One tar.gz
+//! holding, under `tether-agent-bundle/`:
 //! - `tether-agent`, the endpoint binary (no server or database code);
 //! - `enroll.env`: the server URL and the CA pin the agent enrolls with;
 //! - `token`: a scoped enrollment token made for this bundle (its group,
@@ -171,7 +172,7 @@ pub async fn run(args: AgentBundleArgs) -> anyhow::Result<()> {
         name: "enroll.env".into(),
         mode: 0o644,
         data: format!(
-            "# Written by tether agent-bundle {}: where the agent enrolls.\nTETHER_SERVER={}\nTETHER_CA_FINGERPRINT={}\n",
+            "# Written by tether offline-bundle {}: where the agent enrolls.\nTETHER_SERVER={}\nTETHER_CA_FINGERPRINT={}\n",
             fmt_time(OffsetDateTime::now_utc()),
             shell_value(server.as_str())?,
             shell_value(&pin)?
@@ -330,7 +331,7 @@ fn pack(members: &[Member]) -> anyhow::Result<Vec<u8>> {
 
 /// The installer: POSIX sh, every step checked, nothing fetched.
 const INSTALL_SH: &str = r#"#!/bin/sh
-# Installs the Tether agent from this offline bundle (tether agent-bundle).
+# Installs the Tether agent from this offline bundle (tether offline-bundle).
 #   PREFIX                  where the binary goes (default /usr/local: PREFIX/bin)
 #   TETHER_AGENT_STATE_DIR  the agent's state directory (default /var/lib/tether-agent)
 #   TETHER_AGENT_NAME       the name to enroll with (default: the hostname)
@@ -342,7 +343,7 @@ STATE_DIR=${TETHER_AGENT_STATE_DIR:-/var/lib/tether-agent}
 cd "$here"
 echo "checking the bundle's files against SHA256SUMS"
 if ! sha256sum --quiet -c SHA256SUMS; then
-    echo "install.sh: a file of the bundle is missing or altered; get a fresh bundle (tether agent-bundle)" >&2
+    echo "install.sh: a file of the bundle is missing or altered; get a fresh bundle (tether offline-bundle)" >&2
     exit 2
 fi
 . ./enroll.env
