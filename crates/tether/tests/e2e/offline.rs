@@ -34,6 +34,32 @@ async fn install(dir: &Path, prefix: &Path, state: &Path, name: &str) -> std::pr
         .expect("install.sh runs")
 }
 
+/// `tether-agent doctor --offline-bundle DIR --json` on a host where
+/// nothing is enrolled yet.
+async fn doctor_offline(dir: &Path, state: &Path) -> serde_json::Value {
+    let out = Command::new(agent_bin())
+        .args([
+            "doctor",
+            "--json",
+            "--deadline",
+            "5s",
+            "--ntp-server",
+            "127.0.0.1:9",
+        ])
+        .arg("--offline-bundle")
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the doctor runs");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", text(&out)))
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
         .expect("exists")
@@ -125,6 +151,27 @@ async fn an_air_gapped_host_installs_enrolls_and_imports_from_the_bundle() {
     assert!(text(&out).contains("missing or altered"), "{}", text(&out));
     assert!(!prefix.join("bin/tether-agent").exists());
     assert!(!state.join("credential").exists());
+
+    // The doctor, before the install, from the bundle alone: the bundle's
+    // server, pin and token stand in for flags; each offline check passes
+    // on the good copy and the altered binary is named on the other.
+    for (bundle_dir, files_status) in [(&dir, "pass"), (&bad_dir, "fail")] {
+        let report = doctor_offline(bundle_dir, &work.path().join("no-state")).await;
+        let check = |id: &str| -> serde_json::Value {
+            report["checks"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["id"] == id))
+                .cloned()
+                .unwrap_or_else(|| panic!("no {id} check: {report}"))
+        };
+        assert_eq!(check("offline.files")["status"], files_status, "{report}");
+        for id in ["offline.pin", "offline.token", "offline.defs", "tls"] {
+            assert_eq!(check(id)["status"], "pass", "{id}: {report}");
+        }
+        if files_status == "fail" {
+            assert_eq!(check("offline.files")["code"], "TETHER-E8740", "{report}");
+        }
+    }
 
     // The real install.
     let out = install(&dir, &prefix, &state, "offline-host").await;
