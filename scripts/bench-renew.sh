@@ -7,7 +7,10 @@
 #    one real nginx per agent serving CERTS PEM sets by SNI. CERTS deploy
 #    tasks (issue, deploy, reload, verify), then `certs renew` of every
 #    certificate (issue, deploy, reload, verify again); plus the CA's
-#    signatures per second, in process.
+#    signatures per second, in process. With ISSUER=acme:NAME the server
+#    issues through the pebble below instead, registered under NAME, and
+#    the agents answer http-01 in one webroot the bench serves on pebble's
+#    validation port.
 # 2. certbot: a real pebble (Debian's ACME test server, PEBBLE_VA_NOSLEEP=1)
 #    in a network namespace of its own (`ip netns`, joined to the host by a
 #    veth pair on 10.200.250.0/30), which certbot reaches over the veth;
@@ -24,6 +27,7 @@
 # namespace and its veth). Needs root (apt-get, and `ip netns` for pebble).
 #
 #   CERTS=1000 AGENTS=10 CONCURRENCY=8 CERTBOT_CERTS=50 scripts/bench-renew.sh
+#   ISSUER=acme:pebble scripts/bench-renew.sh    # tether through pebble too
 set -euo pipefail
 
 CERTS=${CERTS:-1000}
@@ -98,14 +102,7 @@ wait_port() { # HOST PORT NAME LOG
   echo "bench-renew: $3 did not start:" >&2; cat "$4" >&2; exit 1
 }
 
-# --- 1. tether ------------------------------------------------------------
-echo "== tether: $CERTS certificates, $AGENTS agents, $CONCURRENCY deploys at once per agent"
-timeout 3600 "$tether" bench renew --certs "$CERTS" --agents "$AGENTS" \
-  --concurrency "$CONCURRENCY" --issuer "$ISSUER" --json >"$work/tether.json"
-jq . "$work/tether.json"
-
-# --- 2. certbot against pebble ---------------------------------------------
-echo "== certbot certonly: $CERTBOT_CERTS certificates against pebble, one after the other"
+# --- pebble, in its namespace (for certbot, and for tether with ISSUER=acme:NAME)
 if ip -4 route show | grep -q '10\.200\.250\.'; then
   echo "bench-renew: 10.200.250.0/30 is already routed here (another bench run?)" >&2; exit 1
 fi
@@ -151,6 +148,19 @@ pebble_pid=$!
 pids+=("$pebble_pid")
 wait_port "$ns_ip" "$api_port" pebble "$work/pebble.log"
 
+# --- 1. tether ------------------------------------------------------------
+echo "== tether: $CERTS certificates, $AGENTS agents, $CONCURRENCY deploys at once per agent"
+acme=()
+if [[ $ISSUER == acme:* ]]; then   # the server registers with the same pebble
+  acme=(--acme-directory "https://$ns_ip:$api_port/dir" --acme-ca-file "$work/ca.pem"
+        --http01-listen "$host_ip:$http_port")
+fi
+timeout 3600 "$tether" bench renew --certs "$CERTS" --agents "$AGENTS" \
+  --concurrency "$CONCURRENCY" --issuer "$ISSUER" "${acme[@]}" --json >"$work/tether.json"
+jq . "$work/tether.json"
+
+# --- 2. certbot against pebble ---------------------------------------------
+echo "== certbot certonly: $CERTBOT_CERTS certificates against pebble, one after the other"
 cb=(--config-dir "$work/certbot/config" --work-dir "$work/certbot/work" --logs-dir "$work/certbot/logs"
     --server "https://$ns_ip:$api_port/dir" --non-interactive --agree-tos)
 export REQUESTS_CA_BUNDLE=$work/ca.pem
