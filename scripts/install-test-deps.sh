@@ -7,7 +7,7 @@ packages=(
   tinyproxy   # transport + e2e: a real HTTP proxy demanding Basic auth
   procps      # bench and e2e: ps/pgrep for process facts
   dnsmasq     # doctor: a real DNS server answering NXDOMAIN and relaying SERVFAIL
-  iproute2    # doctor: network namespaces and veth pairs (refused / dropped / unreachable)
+  iproute2    # doctor, sshd, pebble: network namespaces and veth pairs (refused / dropped / unreachable; pebble's own namespace)
   iptables    # doctor: the firewall inside the test's namespace (DROP, REJECT tcp-reset)
   socat       # doctor: the TCP listener inside the test's namespace; e2e defs: TLS around the test relay
   openssl     # doctor: a real OCSP responder (openssl ocsp), htpasswd hashes; bench: s_client; deploy: pkcs12 reads the keystore, s_server serves it
@@ -25,7 +25,7 @@ packages=(
   time        # bench: /usr/bin/time -v for peak RSS (scripts/bench-discovery.sh)
   default-jre-headless # deploy (tether-deploy/tests/keystores.rs): keytool reads the deployed PKCS#12 and Java keystores
   slapd       # scan: a real LDAP server with StartTLS (tether-testlab::slapd); the test runs its own, never the service
-  pebble      # acme (tether-pki/tests/acme_pebble.rs): a real ACME server (RFC 8555) the ACME client registers, orders and finalizes against (tether-testlab::pebble)
+  pebble      # acme (tether-pki/tests/acme_pebble.rs): a real ACME server (RFC 8555) the ACME client registers, orders and finalizes against, run in the test's network namespace (tether-testlab::pebble)
   postfix     # scan: a real SMTP server offering STARTTLS (tether-testlab::postfix); the test runs its own instance (postfix -c DIR), never the system one
   groff-base  # e2e clidoc: groff -ww renders every generated man page and must print no warning
   openssh-server # deploy (tether-deploy/tests/ssh_remote.rs): a real sshd in the test's network namespace for remote targets (tether-testlab::sshd); the test runs its own, never the service

@@ -197,6 +197,12 @@ pub struct DoctorArgs {
     /// default: the host's chrony/timesyncd servers, else pool.ntp.org).
     #[arg(long = "ntp-server")]
     pub ntp_servers: Vec<String>,
+    /// Also check an unpacked offline install bundle (`tether
+    /// offline-bundle`): its files against SHA256SUMS, its CA pin, its
+    /// token's window and its definitions' age. Before enrollment its
+    /// server, pin and token stand in for flags not given.
+    #[arg(long, value_name = "DIR")]
+    pub offline_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -664,6 +670,7 @@ async fn doctor(args: &DoctorArgs, world: &World) -> ExitCode {
         target_timeout: tether_doctor::DoctorInput::DEFAULT_TARGET_TIMEOUT,
         unit_dir: args.unit_dir.clone(),
         ntp_servers: args.ntp_servers.clone(),
+        offline_bundle: args.offline_bundle.clone(),
     };
     let report = match crate::doctor::run(&opts, world).await {
         Ok(r) => r,

@@ -50,6 +50,10 @@ pub struct DoctorOptions {
     /// NTP servers (`host` or `host:port`); empty uses the host's own
     /// (chrony, timesyncd) or pool.ntp.org.
     pub ntp_servers: Vec<String>,
+    /// An unpacked offline install bundle (`tether offline-bundle`) to
+    /// check; before enrollment its server, CA pin and token stand in for
+    /// the flags not given.
+    pub offline_bundle: Option<PathBuf>,
 }
 
 impl DoctorOptions {
@@ -68,6 +72,7 @@ impl DoctorOptions {
             target_timeout: DoctorInput::DEFAULT_TARGET_TIMEOUT,
             unit_dir: PathBuf::from("/etc/systemd/system"),
             ntp_servers: Vec::new(),
+            offline_bundle: None,
         }
     }
 }
@@ -231,6 +236,47 @@ fn split_systemd_words(s: &str) -> Vec<String> {
     words
 }
 
+/// `opts` with the offline bundle's server, CA pin and token (its
+/// `enroll.env` and `token`) for those the flags do not give: what the
+/// bundle's `install.sh` would enroll with.
+fn with_bundle_enrollment(opts: &DoctorOptions) -> Result<DoctorOptions, Failure> {
+    let mut filled = opts.clone();
+    let Some(dir) = &opts.offline_bundle else {
+        return Ok(filled);
+    };
+    let env = std::fs::read_to_string(dir.join("enroll.env")).map_err(|e| {
+        Failure::new(
+            ErrorCode::OfflineBundleAltered,
+            format!("{}: {e}", dir.join("enroll.env").display()),
+        )
+    })?;
+    let value = |key: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim().to_owned())
+    };
+    if filled.server.is_none()
+        && let Some(url) = value("TETHER_SERVER")
+    {
+        filled.server = Some(Url::parse(&url).map_err(|e| {
+            Failure::new(
+                ErrorCode::OfflineBundleAltered,
+                format!("enroll.env's TETHER_SERVER {url:?} is not a URL: {e}"),
+            )
+        })?);
+    }
+    if filled.ca_fingerprint.is_none() && filled.ca_file.is_none() {
+        filled.ca_fingerprint = value("TETHER_CA_FINGERPRINT");
+    }
+    if filled.token.is_none() {
+        filled.token = std::fs::read_to_string(dir.join("token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+    }
+    Ok(filled)
+}
+
 /// Builds the doctor's input: from the agent's config and state when the
 /// state dir holds one (flags override), else from the flags alone.
 pub fn input(
@@ -281,6 +327,18 @@ pub fn input(
                 .collect();
             input
         }
+        Err(e) if e.code() == ErrorCode::NotEnrolled && opts.offline_bundle.is_some() => {
+            let filled = with_bundle_enrollment(opts)?;
+            let Some(server) = &filled.server else {
+                return Err(Failure::new(
+                    ErrorCode::OfflineBundleAltered,
+                    "the offline bundle's enroll.env names no TETHER_SERVER and no --server was given",
+                ));
+            };
+            let mut input = pre_enrollment(&filled, server, world)?;
+            input.token = filled.token.clone();
+            input
+        }
         Err(e) if e.code() == ErrorCode::NotEnrolled => {
             let Some(server) = &opts.server else {
                 return Err(Failure::new(
@@ -295,7 +353,10 @@ pub fn input(
         }
         Err(e) => return Err(e.into()),
     };
-    input.token = opts.token.clone();
+    if opts.token.is_some() || input.token.is_none() {
+        input.token = opts.token.clone();
+    }
+    input.offline_bundle = opts.offline_bundle.clone();
     input.shell_proxy_env = shell;
     input.service_proxy_env = service;
     input.targets = merge_targets(&opts.targets, &policy_targets);

@@ -1,7 +1,9 @@
 //! The agent's side of ACME http-01 against a real pebble: the key and CSR
 //! made on the host (`keygen`), the challenge served from a real nginx's
-//! webroot or from the agent's own listener, pebble validating it through
-//! dnsmasq (`*.good.test` → 127.0.0.1), and the token gone afterwards.
+//! webroot or from the agent's own listener, pebble (in a network namespace
+//! of the test's own) validating it over the veth, through dnsmasq
+//! (`*.good.test` → the root end of the veth), and the token gone
+//! afterwards.
 //! The control plane's side is `tether_pki::acme` (a dev-dependency here).
 
 use std::time::Duration;
@@ -11,6 +13,7 @@ use tether_deploy::keygen;
 use tether_pki::Kek;
 use tether_pki::acme::{AcmeAccount, AcmeDirectory};
 use tether_testlab::dnsmasq::Dnsmasq;
+use tether_testlab::netns::Netns;
 use tether_testlab::nginx::{Nginx, Site};
 use tether_testlab::pebble::Pebble;
 use tether_testlab::{Scratch, free_port};
@@ -53,15 +56,18 @@ async fn issue_with(pebble: &Pebble, solver: &Solver, names: &[&str]) -> (String
 
 #[tokio::test]
 async fn pebble_validates_a_challenge_in_nginxs_webroot_and_the_file_is_removed() {
-    let dns = Dnsmasq::start().await;
+    let ns = Netns::new();
+    let dns = Dnsmasq::start_for(&ns).await;
     let webroot = Scratch::new("acme-webroot");
     webroot.open_to_all();
+    // Where pebble's validator, inside the namespace, reaches the host.
     let nginx = Nginx::start(&Site {
         server: format!("root {};", webroot.path().display()),
+        ip: Some(ns.host_ip),
         ..Site::default()
     })
     .await;
-    let pebble = Pebble::start(dns.port, nginx.port).await;
+    let pebble = Pebble::start(ns, &dns, nginx.port).await;
     let (chain, paths) = issue_with(
         &pebble,
         &Solver::Webroot(webroot.path().to_owned()),
@@ -79,10 +85,13 @@ async fn pebble_validates_a_challenge_in_nginxs_webroot_and_the_file_is_removed(
 
 #[tokio::test]
 async fn pebble_validates_through_the_agents_own_listener() {
-    let dns = Dnsmasq::start().await;
+    let ns = Netns::new();
+    let dns = Dnsmasq::start_for(&ns).await;
     let port = free_port();
-    let pebble = Pebble::start(dns.port, port).await;
-    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let pebble = Pebble::start(ns, &dns, port).await;
+    // The agent binds 0.0.0.0 (`ChallengeSpec::Listener`); here the
+    // address pebble's validator reaches, the root end of the veth.
+    let addr = std::net::SocketAddr::from((pebble.host_ip(), port));
     let (chain, _) = issue_with(
         &pebble,
         &Solver::Listen(addr),

@@ -21,6 +21,7 @@ pub(crate) mod dns;
 pub(crate) mod host;
 pub(crate) mod http;
 pub(crate) mod logs;
+pub(crate) mod offline;
 pub(crate) mod proxy;
 pub(crate) mod revocation;
 pub(crate) mod targets;
@@ -250,6 +251,15 @@ pub(crate) async fn run(input: DoctorInput, world: World) -> Report {
     ));
     let mut tasks = plan(&ctx);
     tasks.extend(defs::plan(&ctx, &shared));
+    if ctx.input.offline_bundle.is_some() {
+        tasks.push(task(
+            &ctx,
+            "offline",
+            "Offline bundle",
+            ErrorCode::OfflineBundleAltered,
+            offline::check,
+        ));
+    }
     let results = engine::run(tasks, deadline).await;
     let update_servers = shared
         .lock()

@@ -92,6 +92,8 @@ pub struct DoctorInput {
     pub ntp_servers: Vec<String>,
     /// The definitions path, when the agent is subscribed to a channel.
     pub defs: Option<DefsInput>,
+    /// An unpacked offline install bundle to check (`offline.*`).
+    pub offline_bundle: Option<PathBuf>,
 }
 
 /// The definitions path as the agent's updater takes it, built by the agent
@@ -147,6 +149,7 @@ impl DoctorInput {
             agent_version: tether_wire::VERSION.to_owned(),
             ntp_servers: Vec::new(),
             defs: None,
+            offline_bundle: None,
         }
     }
 }

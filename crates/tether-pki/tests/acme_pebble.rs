@@ -1,8 +1,9 @@
-//! The ACME client against a real pebble (Debian's 2.4), with dnsmasq
-//! resolving `*.good.test` to 127.0.0.1 for pebble's validator and an
-//! http-01 responder on the port pebble validates on. Faults: a challenge
-//! nobody answers, a name pebble refuses, and a 429 `rateLimited` problem
-//! from an nginx in front of pebble.
+//! The ACME client against a real pebble (Debian's 2.4) in a network
+//! namespace of the test's own, reached over its veth, with dnsmasq
+//! resolving `*.good.test` for pebble's validator to the root end of the
+//! veth, where an http-01 responder listens on the port pebble validates
+//! on. Faults: a challenge nobody answers, a name pebble refuses, and a
+//! 429 `rateLimited` problem from an nginx in front of pebble.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tether_pki::Kek;
 use tether_pki::acme::ari::{RenewalPolicy, WindowSource, renewal_window, validity};
 use tether_pki::acme::{ACME_URN, AcmeAccount, AcmeDirectory, AcmeError, SealedAccount};
 use tether_testlab::dnsmasq::Dnsmasq;
+use tether_testlab::netns::Netns;
 use tether_testlab::nginx::{Nginx, Site};
 use tether_testlab::pebble::{Http01Responder, Pebble};
 use tether_wire::ErrorCode;
@@ -28,9 +30,10 @@ async fn lab() -> Lab {
 }
 
 async fn lab_rejecting_nonces(percent: Option<u8>) -> Lab {
-    let dns = Dnsmasq::start().await;
-    let responder = Http01Responder::start().await;
-    let pebble = Pebble::start_rejecting_nonces(dns.port, responder.port, percent).await;
+    let ns = Netns::new();
+    let dns = Dnsmasq::start_for(&ns).await;
+    let responder = Http01Responder::start(ns.host_ip).await;
+    let pebble = Pebble::start_rejecting_nonces(ns, &dns, responder.port, percent).await;
     Lab {
         pebble,
         responder,
@@ -115,6 +118,15 @@ async fn registers_a_sealed_account_and_issues_through_http_01() {
     let names = ["www.good.test", "api.good.test"];
     let chain = issue(&lab, &account, &names).await.expect("issued");
     assert!(lab.responder.hits() >= 2, "pebble validated both names");
+    // From inside its namespace: every request came over the veth.
+    let peers = lab.responder.peers();
+    assert!(
+        peers
+            .iter()
+            .all(|p| *p == std::net::IpAddr::from(lab.pebble.ip())),
+        "validated from {peers:?}, not from pebble's namespace ({})",
+        lab.pebble.ip()
+    );
     let blocks = pem::parse_many(&chain).expect("chain pem");
     assert!(blocks.len() >= 2, "leaf and pebble's intermediate: {chain}");
     let der = leaf_der(&chain);
@@ -253,7 +265,8 @@ async fn a_429_rate_limited_problem_from_a_gateway_is_kept() {
         tls: Some((cert, key)),
         server: format!(
             "location = /order-plz {{ default_type application/problem+json; add_header Retry-After 3600 always; return 429 '{body}'; }}\n\
-             location / {{ proxy_pass https://127.0.0.1:{}; proxy_set_header Host $http_host; proxy_ssl_verify off; }}",
+             location / {{ proxy_pass https://{}:{}; proxy_set_header Host $http_host; proxy_ssl_verify off; }}",
+            lab.pebble.ip(),
             lab.pebble.port
         ),
         ..Site::default()

@@ -2,16 +2,27 @@
 //! NXDOMAIN, `fail.test` forwarded to an upstream that answers SERVFAIL,
 //! which dnsmasq relays (a dead upstream makes dnsmasq stay silent instead),
 //! and PTR records the test chooses (`start_with_ptr`).
+//!
+//! [`Dnsmasq::start_for`] serves a test's network namespace: it also
+//! listens on the root end of its veth, and answers `good.test` (and every
+//! name under it) with that address, which programs inside the namespace
+//! reach the host on (pebble's validator, [`crate::pebble`]).
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::netns::Netns;
 use crate::process::read_logs;
 use crate::{Scratch, free_port, program, spawn_logged};
 
 pub struct Dnsmasq {
     pub port: u16,
+    /// The addresses it listens on (127.0.0.1 first).
+    pub ips: Vec<Ipv4Addr>,
+    /// What `good.test` and the names under it resolve to.
+    pub good: Ipv4Addr,
     _dir: Scratch,
     _child: Child,
     upstream: tokio::task::JoinHandle<()>,
@@ -31,6 +42,28 @@ impl Dnsmasq {
     /// The same server, also answering PTR queries for each address with
     /// its name (`--ptr-record`); other addresses have no reverse name.
     pub async fn start_with_ptr(ptr: &[(std::net::IpAddr, &str)]) -> Dnsmasq {
+        Dnsmasq::start_inner(ptr, Ipv4Addr::LOCALHOST, &[]).await
+    }
+
+    /// The same server for programs inside `ns`: it listens on 127.0.0.1
+    /// and on `ns.host_ip`, and answers `good.test` (and every name under
+    /// it) with `ns.host_ip`, where the namespace reaches the host.
+    pub async fn start_for(ns: &Netns) -> Dnsmasq {
+        Dnsmasq::start_inner(&[], ns.host_ip, &[ns.host_ip]).await
+    }
+
+    async fn start_inner(
+        ptr: &[(std::net::IpAddr, &str)],
+        good: Ipv4Addr,
+        also_on: &[Ipv4Addr],
+    ) -> Dnsmasq {
+        let mut ips = vec![Ipv4Addr::LOCALHOST];
+        ips.extend_from_slice(also_on);
+        let listen_args: Vec<String> = ips
+            .iter()
+            .map(|ip| format!("--listen-address={ip}"))
+            .collect();
+        let good_arg = format!("--address=/good.test/{good}");
         let ptr_args: Vec<String> = ptr
             .iter()
             .map(|(ip, name)| format!("--ptr-record={},{name}", reverse_name(*ip)))
@@ -69,17 +102,16 @@ impl Dnsmasq {
                         "--keep-in-foreground",
                         "--port",
                         &port.to_string(),
-                        "--listen-address",
-                        "127.0.0.1",
                         "--bind-interfaces",
                         "--no-resolv",
                         "--no-hosts",
                         "--user=root",
                         "--pid-file",
-                        "--address=/good.test/127.0.0.1",
+                        &good_arg,
                         "--address=/nx.test/",
                         &server_arg,
                     ])
+                    .args(&listen_args)
                     .args(&ptr_args),
                 dir.path(),
                 "dnsmasq",
@@ -93,6 +125,8 @@ impl Dnsmasq {
                 {
                     return Dnsmasq {
                         port,
+                        ips,
+                        good,
                         _dir: dir,
                         _child: child,
                         upstream,

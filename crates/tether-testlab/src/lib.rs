@@ -4,7 +4,7 @@
 //!
 //! - Programs: [`tinyproxy`], [`squid`], [`nginx`], [`haproxy`], [`dovecot`], [`postfix`],
 //!   [`dnsmasq`], [`mitmproxy`], [`ocsp`] (`openssl ocsp`), [`socat`], [`slapd`],
-//!   [`faketime`], [`pebble`] (an ACME server), [`sshd`] (OpenSSH in a namespace, with a lab
+//!   [`faketime`], [`pebble`] (an ACME server in a namespace), [`sshd`] (OpenSSH in a namespace, with a lab
 //!   account); [`program`] finds any other one.
 //! - Places: [`netns`] (a network namespace of the test's own, with a real
 //!   firewall), [`tmpfs`] (a small file system that runs out of space),

@@ -25,6 +25,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Netns {
     pub name: String,
     host_if: String,
+    /// The root namespace's end of the veth: what the namespace reaches
+    /// the host on (a listener in the root namespace bound to it, or to
+    /// 0.0.0.0, answers programs inside the namespace).
+    pub host_ip: Ipv4Addr,
     /// The namespace's end of the veth, where listeners bind.
     pub ns_ip: Ipv4Addr,
     /// An address routed into the namespace, which declares it unreachable.
@@ -86,6 +90,7 @@ impl Netns {
         let ns = Netns {
             name: name.clone(),
             host_if: host_if.clone(),
+            host_ip,
             ns_ip,
             unreachable_ip,
             children: Vec::new(),

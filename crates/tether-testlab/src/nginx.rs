@@ -1,4 +1,4 @@
-//! A real nginx on 127.0.0.1, in the foreground as one process with its
+//! A real nginx on 127.0.0.1 (or an address the test names), in the foreground as one process with its
 //! own config, prefix, logs and pid file (never the system service): a
 //! static HTTPS mirror, a reverse proxy in front of a dead backend, a rate
 //! limiter, a gateway demanding client certificates, or a plain web server
@@ -29,6 +29,10 @@ pub struct Site {
     /// Inside a network namespace, on its address (`ip netns exec`),
     /// instead of on 127.0.0.1; the port is 8443 there.
     pub netns: Option<(String, std::net::Ipv4Addr)>,
+    /// In the root namespace, on this address instead of 127.0.0.1 (the
+    /// root end of a namespace's veth, `Netns::host_ip`, so programs in
+    /// that namespace reach it).
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Run as this uid and gid (`setpriv`), with its directory given to
     /// them, so that account can reload it; default: as the test.
     pub run_as: Option<(u32, u32)>,
@@ -77,7 +81,10 @@ impl Nginx {
         let (ip, port): (std::net::IpAddr, u16) = match &site.netns {
             // A namespace of the test's own: every port is free there.
             Some((_, ip)) => ((*ip).into(), 8443),
-            None => ([127, 0, 0, 1].into(), free_port()),
+            None => (
+                site.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST).into(),
+                free_port(),
+            ),
         };
         let (listen, tls) = match &site.tls {
             Some((cert, key)) => (

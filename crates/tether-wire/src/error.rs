@@ -260,6 +260,12 @@ catalog! {
     BackupWrongPassphrase = "8711", 422, "The passphrase does not open this sealed backup.", "Pass the file holding the passphrase the backup was written with (`--passphrase-file`); nothing was restored.";
     BackupPassphraseNeeded = "8712", 422, "The backup is sealed with a passphrase and none was given.", "Run the restore again with `--passphrase-file FILE`.";
 
+    // 874x: offline install bundles (`tether offline-bundle`), as the doctor checks them.
+    OfflineBundleAltered = "8740", 422, "A file of the offline install bundle is missing, altered or unreadable: it does not match the bundle's SHA256SUMS and MANIFEST.json.", "Do not install it: write a fresh bundle with `tether offline-bundle` and carry it over again (check its SHA-256 on both sides).";
+    OfflineBundlePinMismatch = "8741", 422, "The offline bundle pins another CA than this agent does: it was made for another control plane, or the control plane's CA was replaced.", "Write the bundle from the control plane this agent belongs to (`tether offline-bundle` there), or re-enroll the agent if the CA was replaced on purpose.";
+    OfflineTokenWindow = "8742", 422, "The offline bundle's enrollment token is outside its activation window by this host's clock: not valid yet, or expired.", "Check this host's clock first (`tether-agent doctor` names its skew); if it is right, write a fresh bundle with a longer --valid-for.";
+    OfflineDefsStale = "8743", 422, "The offline bundle's signed definitions have expired: the agent would refuse them at import.", "Write a fresh bundle (`tether offline-bundle --channel …`) or a fresh export (`tether defs export`) and import that.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

@@ -12,6 +12,7 @@ use tether_wire::{
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 use crate::cli::{AdminConn, AdminTokensCommand, AgentsCommand, TokenCommand};
 use crate::display::safe;
@@ -253,6 +254,23 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
                 print!("{}", bundle_table(&bundles, OffsetDateTime::now_utc()));
             }
         }
+        AgentsCommand::Escalate {
+            conn,
+            id,
+            bundle,
+            format,
+            out,
+        } => {
+            let text = escalation_report(&client(&conn)?, id, bundle, format).await?;
+            match out {
+                Some(path) => {
+                    tether_fs::write_atomic(&path, text.as_bytes(), tether_fs::PRIVATE)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote the escalation report for {id} to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
         AgentsCommand::BundleDownload {
             conn,
             bundle_id,
@@ -461,6 +479,45 @@ fn describe_token(t: &TokenInfo) -> String {
             ""
         }
     )
+}
+
+/// The escalation report of agent `id`, quoting `bundle` (or the last
+/// doctor run's, else the newest).
+async fn escalation_report(
+    api: &ApiClient,
+    id: Uuid,
+    bundle: Option<Uuid>,
+    format: crate::escalate::Format,
+) -> anyhow::Result<String> {
+    use crate::escalate::{BundleFiles, Inputs, Report};
+    let detail = api.agent(id).await?;
+    let bundles = api.list_bundles(id).await?;
+    let wanted = bundle.or(detail.last_doctor.as_ref().and_then(|d| d.bundle_id));
+    let chosen = match wanted {
+        Some(b) => match bundles.iter().find(|x| x.id == b) {
+            Some(found) => Some(found.clone()),
+            // The last doctor run's bundle may have been pruned.
+            None if bundle.is_none() => bundles.first().cloned(),
+            None => anyhow::bail!(
+                "bundle {b} is not one of agent {id}'s bundles; list them with `tether agents bundles {id}`"
+            ),
+        },
+        None => bundles.first().cloned(),
+    };
+    let files = match &chosen {
+        Some(b) => match api.download_bundle(b.id).await {
+            Ok(bytes) => BundleFiles::read(&bytes),
+            Err(e) => Err(format!("download failed: {e}")),
+        },
+        None => Err("no bundle".to_owned()),
+    };
+    let report = Report::build(&Inputs {
+        detail,
+        bundle: chosen,
+        files,
+        now: OffsetDateTime::now_utc(),
+    });
+    Ok(report.render(format))
 }
 
 pub fn fmt_time(t: OffsetDateTime) -> String {

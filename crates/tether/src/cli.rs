@@ -34,6 +34,12 @@ pub enum Command {
     /// Inspect and manage agents (admin API).
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Write a self-contained install bundle for an air-gapped host: the
+    /// agent binary, the server URL and CA pin, a scoped enrollment token,
+    /// the current definitions and an install script (admin API). Also
+    /// `tether agent-bundle`.
+    #[command(visible_alias = "agent-bundle")]
+    OfflineBundle(crate::agent_bundle::AgentBundleArgs),
     /// Admin API credentials: create, list, revoke and rotate (admin API).
     #[command(subcommand)]
     AdminTokens(AdminTokensCommand),
@@ -55,7 +61,8 @@ pub enum Command {
     /// TLS certificate discovery from this machine (`scan run --targets … --ports …`).
     #[command(subcommand)]
     Scan(crate::scan_cmd::ScanCommand),
-    /// Agent commands (the same as the `tether-agent` endpoint binary).
+    /// Agent commands (the same as the `tether-agent` endpoint binary; their
+    /// man pages are that binary's, e.g. `man tether-agent-doctor`).
     #[command(subcommand)]
     Agent(tether_agent::cli::AgentCommand),
     /// Check the path to the control plane and name the root cause (the same
@@ -264,6 +271,24 @@ pub enum AgentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the escalation report the support guides ask for: name, IPs,
+    /// last update, status timeline, errors with codes, the doctor's
+    /// verdict, the network path and the bundle's ID, as Markdown or as a
+    /// self-contained HTML page.
+    Escalate {
+        #[command(flatten)]
+        conn: AdminConn,
+        id: Uuid,
+        /// The bundle to quote (default: the last doctor run's, else the
+        /// newest).
+        #[arg(long)]
+        bundle: Option<Uuid>,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: crate::escalate::Format,
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Download one escalation bundle (tar.gz).
     BundleDownload {
         #[command(flatten)]
@@ -429,6 +454,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server_cmd::run(args).await,
         Command::Token(cmd) => admin::token(cmd).await,
         Command::Agents(cmd) => admin::agents(cmd).await,
+        Command::OfflineBundle(args) => {
+            crate::agent_bundle::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::AdminTokens(cmd) => admin::admin_tokens(cmd).await,
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,
@@ -462,7 +491,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Man(args) => {
             use clap::CommandFactory as _;
-            let pages = tether_agent::clidoc::man_pages(Cli::command(), &args.out)?;
+            // `tether agent …` is the endpoint binary's commands, whose own
+            // pages (`tether-agent-doctor.1`, …) the same names would
+            // overwrite; `tether.1` points there instead.
+            let cmd = Cli::command().mut_subcommand("agent", |agent| agent.hide(true));
+            let pages = tether_agent::clidoc::man_pages(cmd, &args.out)?;
             println!(
                 "wrote {} man pages into {}",
                 pages.len(),

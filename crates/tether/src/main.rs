@@ -3,6 +3,7 @@
 //! `tether-agent` (crates/tether-agent-bin), which carries no server code.
 
 mod admin;
+mod agent_bundle;
 mod backup_cmd;
 mod bench;
 mod certs_cmd;
@@ -10,6 +11,7 @@ mod cli;
 mod defs;
 mod display;
 mod endpoint;
+mod escalate;
 mod policy;
 mod quickstart;
 mod scan_cmd;

@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 use tether_testlab::dnsmasq::Dnsmasq;
 use tether_testlab::free_port;
+use tether_testlab::netns::Netns;
 use tether_testlab::pebble::Pebble;
 use tether_wire::{
     AcmeIssuerInfo, AcmeIssuerList, AgentKind, CheckinResponse, ErrorCode, IssuePending, TaskInfo,
@@ -18,8 +19,9 @@ use crate::support::{self, token_request};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_registrations_and_issue_calls_get_their_codes() {
     let h = support::start().await;
-    let dns = Dnsmasq::start().await;
-    let pebble = Pebble::start(dns.port, free_port()).await;
+    let ns = Netns::new();
+    let dns = Dnsmasq::start_for(&ns).await;
+    let pebble = Pebble::start(ns, &dns, free_port()).await;
     let pebble_ca = String::from_utf8(pebble.ca_pem()).expect("pem");
     let add = |body: Value| {
         let h = &h;

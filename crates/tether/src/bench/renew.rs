@@ -6,11 +6,16 @@
 //! real `tether server` (SQLite, its built-in CA made by `tether certs ca
 //! init`), A real `tether-agent` processes of kind provisioning and one
 //! real nginx per agent (master and worker, as in production) serving
-//! that agent's share of the N PEM sets, one SNI server block each. Two
-//! measured phases:
+//! that agent's share of the N PEM sets, one SNI server block each. With
+//! `--issuer acme:NAME` the server registers an account with the ACME CA
+//! at `--acme-directory` under NAME, and one more nginx serves the agents'
+//! shared webroot on `--http01-listen`, where the CA validates http-01 (one
+//! validation port for every agent: the agents write their tokens there).
+//! Two measured phases:
 //! 1. deploy: N `deploy` tasks through the admin API (what `tether certs
-//!    deploy` sends); each agent makes the key and CSR, the CA signs, the
-//!    agent writes the set, reloads nginx and verifies by a handshake;
+//!    deploy` sends); each agent makes the key and CSR, the CA signs (or
+//!    the ACME CA, once the agent has put the challenge in the webroot),
+//!    the agent writes the set, reloads nginx and verifies by a handshake;
 //! 2. renew: `tether certs renew FP` (the admin API's renew) for each
 //!    certificate; the server's renewal job creates a deploy task per
 //!    location and follows it to `verified`.
@@ -51,12 +56,23 @@ pub struct RenewArgs {
     /// `max_concurrent_tasks`, 1 to 32).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub concurrency: u32,
-    /// The deploy spec's issuer: `builtin` (the control plane's CA).
-    /// `acme:NAME` is refused up front: the bench's sites do not answer
-    /// http-01 challenges (one validation port for ten agents), so ACME is
-    /// timed with certbot beside it instead (scripts/bench-renew.sh).
+    /// The deploy spec's issuer: `builtin` (the control plane's CA) or
+    /// `acme:NAME`, an ACME CA the bench registers on its server under
+    /// NAME (with `--acme-directory` and `--http01-listen`).
     #[arg(long, default_value = "builtin")]
     pub issuer: String,
+    /// With `--issuer acme:NAME`: the ACME CA's directory URL.
+    #[arg(long)]
+    pub acme_directory: Option<String>,
+    /// With `--issuer acme:NAME`: the CA certificate (PEM) that signs the
+    /// ACME API's TLS certificate, for a private ACME server.
+    #[arg(long)]
+    pub acme_ca_file: Option<PathBuf>,
+    /// With `--issuer acme:NAME`: the address and port the ACME CA
+    /// validates http-01 on (ADDRESS:PORT), where the bench serves the
+    /// agents' shared webroot with one nginx.
+    #[arg(long)]
+    pub http01_listen: Option<std::net::SocketAddr>,
     /// CSRs the in-process CA signs to measure its signatures per second.
     #[arg(long, default_value_t = 2000)]
     pub sign_samples: u32,
@@ -78,7 +94,7 @@ pub struct RenewArgs {
 const ADMIN_WORKERS: usize = 8;
 
 pub async fn run(args: RenewArgs) -> anyhow::Result<ExitCode> {
-    let issuer = spec_issuer(&args.issuer)?;
+    let issuer = Issuer::from_args(&args)?;
     let agent_bin = match &args.agent_bin {
         Some(p) => p.clone(),
         None => sibling_binary("tether-agent")?,
@@ -110,6 +126,41 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
     let agents = start_agents(&server, &admin, &agent_bin, a, work.path()).await?;
+    // An ACME issuer: its account, and the webroot every agent answers in.
+    let mut webroot = None;
+    if let Issuer::Acme {
+        name,
+        directory,
+        ca_pem,
+        http01,
+    } = &issuer
+    {
+        progress(&args, &format!("registering acme:{name} at {directory}"));
+        admin
+            .add_acme_issuer(&tether_wire::AcmeIssuerAdd {
+                name: name.clone(),
+                directory: directory.clone(),
+                ca_pem: ca_pem.clone(),
+                email: None,
+            })
+            .await
+            .context("registering the ACME issuer")?;
+        let root = work.path().join("webroot");
+        std::fs::create_dir_all(&root)?;
+        webroot = Some((
+            NginxProcess::start_webroot(
+                &nginx_bin,
+                &work.path().join("nginx-http01"),
+                &root,
+                *http01,
+            )
+            .await?,
+            root,
+        ));
+    }
+    let challenge = webroot
+        .as_ref()
+        .map(|(_, root)| tether_deploy::spec::ChallengeSpec::Webroot(root.clone()));
 
     // The sites: certificate i is served by nginx i mod A under its own
     // name, from its own PEM set, first a placeholder the CA never issued.
@@ -143,7 +194,13 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<ExitCode> {
         .enumerate()
         .map(|(i, site)| {
             let nginx = &nginxes[i % a];
-            let spec = deploy_spec(site, nginx.port, &nginx.reload_command(), issuer.clone())?;
+            let spec = deploy_spec(
+                site,
+                nginx.port,
+                &nginx.reload_command(),
+                issuer.spec(),
+                challenge.clone(),
+            )?;
             Ok((agents[i % a].id, spec))
         })
         .collect::<anyhow::Result<_>>()?;
@@ -285,6 +342,7 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<ExitCode> {
         }
     }
     drop(nginxes);
+    drop(webroot);
     drop(agents);
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
@@ -293,14 +351,61 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The spec's `issuer` for `--issuer`.
-fn spec_issuer(issuer: &str) -> anyhow::Result<Option<String>> {
-    match issuer {
-        "builtin" => Ok(None),
-        acme if acme.starts_with("acme:") => bail!(
-            "--issuer {acme}: the bench's sites do not answer ACME http-01 challenges; it measures `builtin` (scripts/bench-renew.sh times certbot against pebble beside it)"
-        ),
-        other => bail!("--issuer {other:?}: expected builtin or acme:NAME"),
+/// Who issues the bench's certificates.
+#[derive(Debug, PartialEq, Eq)]
+enum Issuer {
+    Builtin,
+    Acme {
+        name: String,
+        directory: String,
+        ca_pem: Option<String>,
+        http01: std::net::SocketAddr,
+    },
+}
+
+impl Issuer {
+    /// `--issuer` with the ACME flags, which go together.
+    fn from_args(args: &RenewArgs) -> anyhow::Result<Issuer> {
+        let acme_flags = args.acme_directory.is_some()
+            || args.acme_ca_file.is_some()
+            || args.http01_listen.is_some();
+        match args.issuer.as_str() {
+            "builtin" if acme_flags => bail!(
+                "--acme-directory, --acme-ca-file and --http01-listen go with --issuer acme:NAME"
+            ),
+            "builtin" => Ok(Issuer::Builtin),
+            acme if acme.starts_with("acme:") => {
+                let name = acme["acme:".len()..].to_owned();
+                let (Some(directory), Some(http01)) = (&args.acme_directory, args.http01_listen)
+                else {
+                    bail!(
+                        "--issuer {acme} needs --acme-directory URL and --http01-listen ADDRESS:PORT (where the CA validates http-01)"
+                    );
+                };
+                let ca_pem = match &args.acme_ca_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                Ok(Issuer::Acme {
+                    name,
+                    directory: directory.clone(),
+                    ca_pem,
+                    http01,
+                })
+            }
+            other => bail!("--issuer {other:?}: expected builtin or acme:NAME"),
+        }
+    }
+
+    /// The deploy spec's `issuer`.
+    fn spec(&self) -> Option<String> {
+        match self {
+            Issuer::Builtin => None,
+            Issuer::Acme { name, .. } => Some(format!("acme:{name}")),
+        }
     }
 }
 
@@ -440,6 +545,7 @@ fn deploy_spec(
     port: u16,
     reload: &[String],
     issuer: Option<String>,
+    challenge: Option<tether_deploy::spec::ChallengeSpec>,
 ) -> anyhow::Result<serde_json::Value> {
     let spec = tether_deploy::DeploySpec {
         names: vec![site.name.clone()],
@@ -465,7 +571,7 @@ fn deploy_spec(
             timeout_secs: None,
         }),
         issuer,
-        challenge: None,
+        challenge,
         ssh: None,
     };
     spec.check()
@@ -677,7 +783,6 @@ impl NginxProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let d = dir.display();
         let mut servers = String::new();
         for (k, s) in sites.iter().enumerate() {
             servers.push_str(&format!(
@@ -688,11 +793,42 @@ impl NginxProcess {
                 s.dir.join("key.pem").display(),
             ));
         }
+        NginxProcess::run(bin, dir, true, &servers, ([127, 0, 0, 1], port).into()).await
+    }
+
+    /// One nginx process (no worker: it runs as this user, so it reads the
+    /// files the agents write) serving `root` over plain HTTP on `listen`:
+    /// the shared webroot the ACME CA validates http-01 in.
+    async fn start_webroot(
+        bin: &Path,
+        dir: &Path,
+        root: &Path,
+        listen: std::net::SocketAddr,
+    ) -> anyhow::Result<NginxProcess> {
+        std::fs::create_dir_all(dir)?;
+        let servers = format!(
+            "  server {{\n    listen {listen};\n    root {};\n  }}\n",
+            root.display()
+        );
+        NginxProcess::run(bin, dir, false, &servers, listen).await
+    }
+
+    /// Writes the config around `servers` and starts nginx, returning once
+    /// it accepts on `ready`.
+    async fn run(
+        bin: &Path,
+        dir: &Path,
+        master: bool,
+        servers: &str,
+        ready: std::net::SocketAddr,
+    ) -> anyhow::Result<NginxProcess> {
+        let d = dir.display();
+        let master = if master { "on" } else { "off" };
         let conf = dir.join("nginx.conf");
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                "daemon off;\nmaster_process {master};\nworker_processes 1;\npid {d}/nginx.pid;\n\
                  error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n\
                  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
@@ -714,10 +850,7 @@ impl NginxProcess {
             .spawn()
             .context("starting nginx")?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
+        while tokio::net::TcpStream::connect(ready).await.is_err() {
             if child.try_wait()?.is_some() || Instant::now() > deadline {
                 bail!(
                     "nginx did not start: {}",
@@ -728,7 +861,7 @@ impl NginxProcess {
         }
         Ok(NginxProcess {
             child,
-            port,
+            port: ready.port(),
             bin: bin.to_owned(),
             conf,
         })
@@ -834,6 +967,7 @@ mod tests {
             8443,
             &reload_command(Path::new(reload[0]), &conf),
             None,
+            None,
         )
         .expect("spec");
         let read = tether_deploy::DeploySpec::from_json(&spec).expect("the agent's parser");
@@ -848,10 +982,90 @@ mod tests {
     }
 
     #[test]
-    fn the_bench_measures_the_builtin_issuer_only() {
-        assert_eq!(spec_issuer("builtin").expect("builtin"), None);
-        let acme = spec_issuer("acme:pebble").expect_err("refused");
-        assert!(acme.to_string().contains("ACME"), "{acme}");
-        assert!(spec_issuer("letsencrypt").is_err());
+    fn an_acme_deploy_spec_answers_in_the_shared_webroot() {
+        let site = Site {
+            name: "cert-0003.bench.test".into(),
+            dir: PathBuf::from("/tmp/bench/site-0003"),
+        };
+        let spec = deploy_spec(
+            &site,
+            8443,
+            &["/bin/true".to_owned()],
+            Some("acme:pebble".into()),
+            Some(tether_deploy::spec::ChallengeSpec::Webroot(
+                "/tmp/bench/webroot".into(),
+            )),
+        )
+        .expect("spec");
+        let read = tether_deploy::DeploySpec::from_json(&spec).expect("the agent's parser");
+        assert_eq!(
+            read.issuer(),
+            Ok(tether_deploy::spec::Issuer::Acme("pebble".into()))
+        );
+        assert_eq!(
+            read.challenge,
+            Some(tether_deploy::spec::ChallengeSpec::Webroot(
+                "/tmp/bench/webroot".into()
+            ))
+        );
+    }
+
+    fn args(line: &[&str]) -> RenewArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            renew: RenewArgs,
+        }
+        let mut argv = vec!["bench-renew"];
+        argv.extend_from_slice(line);
+        Cli::try_parse_from(argv).expect("parses").renew
+    }
+
+    #[test]
+    fn the_acme_flags_go_with_an_acme_issuer() {
+        assert_eq!(
+            Issuer::from_args(&args(&[])).expect("builtin"),
+            Issuer::Builtin
+        );
+        let acme = Issuer::from_args(&args(&[
+            "--issuer",
+            "acme:pebble",
+            "--acme-directory",
+            "https://10.200.250.2:14000/dir",
+            "--http01-listen",
+            "10.200.250.1:5002",
+        ]))
+        .expect("acme");
+        assert_eq!(acme.spec().as_deref(), Some("acme:pebble"));
+        assert_eq!(
+            acme,
+            Issuer::Acme {
+                name: "pebble".into(),
+                directory: "https://10.200.250.2:14000/dir".into(),
+                ca_pem: None,
+                http01: "10.200.250.1:5002".parse().expect("addr"),
+            }
+        );
+        // Without where to validate, or ACME flags without ACME: refused.
+        let e = Issuer::from_args(&args(&["--issuer", "acme:pebble"])).expect_err("refused");
+        assert!(e.to_string().contains("--http01-listen"), "{e}");
+        let e =
+            Issuer::from_args(&args(&["--http01-listen", "127.0.0.1:80"])).expect_err("refused");
+        assert!(e.to_string().contains("acme:NAME"), "{e}");
+        assert!(Issuer::from_args(&args(&["--issuer", "letsencrypt"])).is_err());
+        // An unreadable CA file is named.
+        let e = Issuer::from_args(&args(&[
+            "--issuer",
+            "acme:p",
+            "--acme-directory",
+            "https://ca.example/dir",
+            "--http01-listen",
+            "127.0.0.1:80",
+            "--acme-ca-file",
+            "/nonexistent/ca.pem",
+        ]))
+        .expect_err("refused");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 }

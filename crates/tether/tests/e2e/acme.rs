@@ -1,8 +1,9 @@
 //! ACME end to end: the real server registers an account with a real
 //! pebble (`tether certs acme add`), a real provisioning agent deploys a
 //! certificate from it to a PEM set a real nginx serves, answering pebble's
-//! http-01 challenge with its own listener; pebble resolves the name
-//! through a real dnsmasq. Then: a challenge pebble cannot reach fails with
+//! http-01 challenge with its own listener; pebble runs in a network
+//! namespace of the test's own, reached over its veth, and resolves the
+//! name through a real dnsmasq to the root end of the veth. Then: a challenge pebble cannot reach fails with
 //! the CA's problem and its code while the deployed certificate stays
 //! served; a forced renewal goes through the same ACME issuer; and the
 //! certificate is revoked at pebble, not on the built-in CA's CRL.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tether_testlab::dnsmasq::Dnsmasq;
 use tether_testlab::free_port;
+use tether_testlab::netns::Netns;
 use tether_testlab::pebble::Pebble;
 use tether_wire::{AcmeIssuerInfo, AcmeIssuerList, CertHistory, RenewalState, TaskState};
 
@@ -32,9 +34,12 @@ fn issuer_of(pem_file: &std::path::Path) -> String {
 }
 
 async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(backend: Backend) {
-    let dns = Dnsmasq::start().await;
+    let ns = Netns::new();
+    let dns = Dnsmasq::start_for(&ns).await;
     let http01_port = free_port();
-    let pebble = Pebble::start(dns.port, http01_port).await;
+    // The agent's listener binds 0.0.0.0, so pebble's validator reaches
+    // it on the root end of the veth, what dnsmasq answers.
+    let pebble = Pebble::start(ns, &dns, http01_port).await;
     let server = Server::start(backend).await;
 
     // The account is registered from the server, sealed with its KEK.

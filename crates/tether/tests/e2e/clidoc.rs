@@ -129,4 +129,17 @@ fn man_pages_render_without_warnings() {
     let deploy =
         std::fs::read_to_string(dir.path().join("tether/tether-certs-deploy.1")).expect("page");
     assert!(deploy.contains("kind"), "the deploy page documents --kind");
+    // Both binaries' pages go into one man directory (and two packages):
+    // no name may be shared, or one page overwrites the other.
+    let names = |name: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir.path().join(name))
+            .expect("pages")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let shared: Vec<String> = names("tether")
+        .intersection(&names("tether-agent"))
+        .cloned()
+        .collect();
+    assert!(shared.is_empty(), "pages of both binaries: {shared:?}");
 }

@@ -285,5 +285,50 @@ async fn queued_doctor_uploads_a_redacted_bundle_with_its_verdict(backend: Backe
             "{expected} missing: {names:?}"
         );
     }
+
+    // The escalation report quotes that bundle: Markdown on stdout, and a
+    // self-contained HTML page written to a file.
+    let md = server
+        .admin_ok(&["agents", "escalate", &id.to_string()])
+        .await;
+    let detail = server.agent(id).await;
+    for expected in [
+        "# Escalation report: bundle-agent".to_owned(),
+        "## Status timeline".to_owned(),
+        "| pending | active |".to_owned(),
+        format!("| Bundle ID | {} |", bundle.id),
+        format!("tether agents bundle-download {}", bundle.id),
+        "The doctor checked the path to https://".to_owned(),
+        "| tcp:127.0.0.1:".to_owned(),
+        "connected=true".to_owned(),
+        "every connection the doctor opened was accepted".to_owned(),
+        verdict.status.clone(),
+    ]
+    .into_iter()
+    .chain(detail.facts.internal_ips.iter().cloned())
+    {
+        assert!(md.contains(&expected), "{expected} missing:\n{md}");
+    }
+    let html_file = out_dir.path().join("report.html");
+    let html_arg = html_file.to_str().expect("utf-8").to_owned();
+    let wrote = server
+        .admin_ok(&[
+            "agents",
+            "escalate",
+            &id.to_string(),
+            "--format",
+            "html",
+            "--out",
+            &html_arg,
+        ])
+        .await;
+    assert!(wrote.contains("wrote the escalation report"), "{wrote}");
+    let html = std::fs::read_to_string(&html_file).expect("the page");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains(&bundle.id.to_string()), "{html}");
+    assert!(
+        !html.contains("<script") && !html.contains("src="),
+        "{html}"
+    );
     agent.terminate().await;
 }

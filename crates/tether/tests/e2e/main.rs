@@ -14,6 +14,7 @@ mod doctor_defs;
 mod hardening;
 mod lab;
 mod lifecycle;
+mod offline;
 mod proxy;
 mod quickstart;
 mod renewal;
