@@ -71,6 +71,9 @@ async fn restored_server_keeps_its_agents_and_definitions(backend: Backend) {
     old.wait_status(id, AgentStatus::Active, Duration::from_secs(30))
         .await;
 
+    // A built-in CA: its keys sealed under the KEK in `ca.kek`.
+    old.admin_ok(&["certs", "ca", "init"]).await;
+
     // The backup of the live server.
     let file = files.path().join("tether.backup");
     let file_s = file.to_str().expect("utf-8 path");
@@ -93,6 +96,11 @@ async fn restored_server_keeps_its_agents_and_definitions(backend: Backend) {
         text(&out).contains("not encrypted"),
         !sealed,
         "whether the backup is encrypted is said: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("the KEK (ca.kek) is in this backup"),
+        "{}",
         text(&out)
     );
     let mode = std::fs::metadata(&file)
@@ -170,6 +178,13 @@ async fn restored_server_keeps_its_agents_and_definitions(backend: Backend) {
     assert_eq!(
         new.endpoint.ca_fingerprint, fingerprint,
         "the restored server serves the CA the agents pinned"
+    );
+
+    // The built-in CA opens with the restored KEK.
+    assert!(
+        new.log().contains("the built-in CA's intermediate is open"),
+        "{}",
+        new.log()
     );
 
     // The running agent checks in with its old credential.
