@@ -330,6 +330,47 @@ fn member_of(root: &Path, rel: &str) -> Result<Member, BackupError> {
     })
 }
 
+/// Gives a PostgreSQL tool the database: the URL without its password on
+/// the command line (which `ps` shows to every user), the password in
+/// `PGPASSWORD`.
+fn pg_target(cmd: &mut Command, url: &str) {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let password = parsed.password().unwrap_or_default();
+            let password = percent_decode(password);
+            cmd.env("PGPASSWORD", password);
+            let _ = parsed.set_password(None);
+            cmd.arg(format!("--dbname={parsed}"));
+        }
+        _ => {
+            cmd.arg(format!("--dbname={url}"));
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn pg_env(cmd: &mut Command, pg: &PgSettings) {
     if let Some(mode) = pg.ssl_mode {
         cmd.env("PGSSLMODE", mode.as_str());
@@ -343,8 +384,8 @@ async fn pg_dump(url: &str, pg: &PgSettings, dest: &Path) -> Result<(), BackupEr
     let mut cmd = Command::new("pg_dump");
     cmd.args(["--format=custom", "--no-owner", "--no-privileges", "--file"])
         .arg(dest)
-        .arg(format!("--dbname={url}"))
         .stdin(std::process::Stdio::null());
+    pg_target(&mut cmd, url);
     pg_env(&mut cmd, pg);
     run_tool(cmd, "pg_dump")
         .await
@@ -934,8 +975,8 @@ pub async fn restore(req: &RestoreRequest) -> Result<RestoreReport, BackupError>
             if pg_tables > 0 {
                 cmd.args(["--clean", "--if-exists"]);
             }
-            cmd.arg(format!("--dbname={url}"))
-                .arg(root.join(POSTGRES_MEMBER))
+            pg_target(&mut cmd, &url);
+            cmd.arg(root.join(POSTGRES_MEMBER))
                 .stdin(std::process::Stdio::null());
             pg_env(&mut cmd, &req.pg);
             run_tool(cmd, "pg_restore")
@@ -1216,6 +1257,31 @@ mod tests {
         let dest = tempfile::tempdir().expect("dest");
         let e = unpack(&out, Some(b"s3cret"), dest.path(), |_| Ok(())).expect_err("cut");
         assert_eq!(e.code(), ErrorCode::BackupCorrupt);
+    }
+
+    #[test]
+    fn the_password_leaves_the_command_line() {
+        let mut cmd = Command::new("pg_dump");
+        pg_target(
+            &mut cmd,
+            "postgres://u:p%40ss@db.example:5432/tether?sslmode=require",
+        );
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            ["--dbname=postgres://u@db.example:5432/tether?sslmode=require"]
+        );
+        let env: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(
+            env,
+            [(
+                std::ffi::OsStr::new("PGPASSWORD"),
+                Some(std::ffi::OsStr::new("p@ss"))
+            )]
+        );
     }
 
     #[test]
