@@ -244,6 +244,12 @@ catalog! {
     RenewalInProgress = "8608", 409, "A renewal of this certificate is already under way.", "Follow it with `tether certs renewals`; force a new one only once it has ended.";
     RenewalIssuerUnavailable = "8609", 503, "The issuer the renewal policy names is not available on this server.", "Name `builtin` or an ACME account this server has (`acme:NAME`), or set a fallback issuer.";
     RenewalPolicyInvalid = "8610", 422, "The renewal policy is not valid: the fraction, the days before expiry or an issuer name cannot be read.", "Give either a fraction between 0.1 and 0.95 or 1 to 365 days before expiry, and issuers `builtin` or `acme:NAME`.";
+    // 872x: packages and the unattended agent install (issue #13).
+    PreseedUnreadable = "8720", 400, "The agent's preseed file exists but cannot be read.", "Check the file named in the message (permissions, a directory in its place); as root, fix it and run `dpkg --configure tether-agent` (or `tether-agent preseed`) again.";
+    PreseedInvalid = "8721", 400, "The agent's preseed (file or TETHER_SERVER, TETHER_CA_PIN, TETHER_TOKEN) holds a value that cannot be used: unknown key, broken TOML, a server that is not https://, a CA pin that is not sha256:HEX, or a malformed token.", "Correct the key or variable the message names, then run `dpkg --configure tether-agent` (or `tether-agent preseed`) again; nothing was enrolled and no configuration was removed.";
+    PreseedIncomplete = "8722", 400, "The agent's preseed gives some but not all of the server URL, the CA pin and the enrollment token.", "Add the missing keys the message names to /etc/tether/agent.preseed (or set TETHER_SERVER, TETHER_CA_PIN, TETHER_TOKEN), then run `dpkg --configure tether-agent` again.";
+    PreseedTokenLeft = "8723", 500, "The agent enrolled, but the enrollment token could not be removed from the preseed file.", "Delete the preseed file named in the message by hand, and revoke the token if others could read it (`tether token revoke ID`).";
+    PreseedInsecure = "8724", 400, "The agent's preseed file is not a regular file owned by root and writable by root only, so it could name a server nobody chose.", "Make it a regular file, `chown root:root` and `chmod 600` it, check its content, then run `dpkg --configure tether-agent` again.";
 
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
