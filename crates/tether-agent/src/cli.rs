@@ -110,6 +110,10 @@ pub struct PreseedArgs {
     /// The token is removed from it after a successful enrollment.
     #[arg(long = "preseed", default_value = crate::preseed::DEFAULT_PRESEED_FILE)]
     pub file: PathBuf,
+    /// Where `install.log` goes (default STATE_DIR/logs); the package gives
+    /// the directory its service logs to.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -357,7 +361,8 @@ async fn preseed(args: PreseedArgs, world: &World) -> Result<ExitCode, Failure> 
     use crate::preseed::{Outcome, Redaction};
     let dir = &args.state.state_dir;
     crate::enroll::create_private_dir(dir)?;
-    let _logs = crate::logs::init(&file_log_options(dir.join("logs")))?;
+    let log_dir = args.log_dir.clone().unwrap_or_else(|| dir.join("logs"));
+    let _logs = crate::logs::init(&file_log_options(log_dir))?;
     let euid = nix::unistd::geteuid().as_raw();
     match crate::preseed::run(&args.file, dir, euid, world).await {
         Ok(Outcome::AlreadyEnrolled) => println!(

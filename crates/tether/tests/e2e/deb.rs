@@ -248,6 +248,12 @@ async fn packages_install_enroll_unattended_upgrade_and_purge() {
     assert_owned(&format!("{STATE}/credential"), 0o600, "tether", "tether");
     assert_owned("/var/log/tether", 0o750, "tether", "tether");
     assert_owned("/var/log/tether/agent", 0o750, "tether", "tether");
+    // The enrollment's own log sits with the service's logs.
+    let install_log = std::fs::read_to_string("/var/log/tether/agent/install.log")
+        .expect("the preseed's install.log");
+    assert!(install_log.contains("enrolled"), "{install_log}");
+    assert!(!install_log.contains(&token), "the token reached a log");
+    assert_eq!(owned("/var/log/tether/agent/install.log").1, "tether");
     for unit in ["tether-server", "tether-agent"] {
         assert_owned(
             &format!("/usr/lib/systemd/system/{unit}.service"),
