@@ -40,11 +40,15 @@ impl Drop for Purge {
     }
 }
 
+/// Runs a command without the test process's own preseed variables (a
+/// command may still set them itself).
 fn run(cmd: &mut Command) -> Output {
+    for var in ["TETHER_SERVER", "TETHER_CA_PIN", "TETHER_TOKEN"] {
+        if !cmd.get_envs().any(|(k, _)| k == var) {
+            cmd.env_remove(var);
+        }
+    }
     cmd.stdin(Stdio::null())
-        .env_remove("TETHER_SERVER")
-        .env_remove("TETHER_CA_PIN")
-        .env_remove("TETHER_TOKEN")
         .output()
         .unwrap_or_else(|e| panic!("{cmd:?} cannot run: {e}"))
 }
@@ -382,6 +386,34 @@ async fn packages_install_enroll_unattended_upgrade_and_purge() {
 
     // Purge leaves nothing behind.
     run_ok(Command::new("dpkg").arg("--purge").args(PACKAGES));
+    assert_machine_clean();
+
+    // The agent alone, preseeded by the environment at dpkg time only (no
+    // file): it enrolls, and a purge again leaves nothing.
+    let token = server.token(&["--max-uses", "1"]).await.token;
+    let out = run_ok(
+        Command::new("dpkg")
+            .arg("-i")
+            .arg(&agent_deb2)
+            .env("TETHER_SERVER", &server.endpoint.url)
+            .env("TETHER_CA_PIN", &server.endpoint.ca_fingerprint)
+            .env("TETHER_TOKEN", &token),
+    );
+    assert!(out.contains("Enrolled agent"), "{out}");
+    assert!(
+        !out.contains(&token),
+        "the token leaked into the output: {out}"
+    );
+    assert!(!Path::new(PRESEED).exists());
+    let second = agent_id();
+    assert_ne!(second, id);
+    assert!(server.agents().await.iter().any(|a| a.id == second));
+    run_ok(Command::new("dpkg").args(["--purge", "tether-agent"]));
+    assert_machine_clean();
+}
+
+/// Nothing of either package is left on the machine.
+fn assert_machine_clean() {
     for gone in [
         "/etc/tether",
         "/var/lib/tether",
