@@ -30,6 +30,8 @@ packages=(
   groff-base  # e2e clidoc: groff -ww renders every generated man page and must print no warning
   openssh-server # deploy (tether-deploy/tests/ssh_remote.rs): a real sshd in the test's network namespace for remote targets (tether-testlab::sshd); the test runs its own, never the service
   sudo        # deploy (tether-deploy/tests/ssh_remote.rs): a remote target written through `sudo -n` by an unprivileged SSH user
+  systemd     # e2e deb: systemd-analyze verify reads the packages' units; on a machine whose PID 1 is not systemd it installs the tools and starts nothing
+  adduser     # e2e deb: the packages' postinst creates the system user tether with adduser --system
 )
 
 missing=()

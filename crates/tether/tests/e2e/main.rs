@@ -5,6 +5,7 @@
 mod acme;
 mod approval;
 mod clidoc;
+mod deb;
 mod defs;
 mod deploy;
 mod dispatch;
