@@ -31,6 +31,8 @@ packages=(
   openssh-server # deploy (tether-deploy/tests/ssh_remote.rs): a real sshd in the test's network namespace for remote targets (tether-testlab::sshd); the test runs its own, never the service
   sudo        # deploy (tether-deploy/tests/ssh_remote.rs): a remote target written through `sudo -n` by an unprivileged SSH user
   postgresql-client # e2e backup: pg_dump and pg_restore, which `tether backup` and `tether restore` run on a PostgreSQL control plane
+  systemd     # e2e deb: systemd-analyze verify reads the packages' units; on a machine whose PID 1 is not systemd it installs the tools and starts nothing
+  adduser     # e2e deb: the packages' postinst creates the system user tether with adduser --system
 )
 
 missing=()

@@ -26,6 +26,9 @@ use crate::world::World;
 pub enum AgentCommand {
     /// Enroll this host with a control plane, using an enrollment token.
     Enroll(EnrollArgs),
+    /// Enroll unattended from a preseed file and the environment, as a
+    /// package install does; an agent already enrolled is left as it is.
+    Preseed(PreseedArgs),
     /// Run the agent: check in at the policy's interval until stopped.
     Run(RunArgs),
     /// Print this agent's posture (identity, connectivity, last errors) as JSON.
@@ -96,6 +99,21 @@ pub struct EnrollArgs {
     /// An HTTP proxy URL (http://[user:pass@]host:port).
     #[arg(long)]
     pub proxy: Option<String>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PreseedArgs {
+    /// The preseed file (TOML: server, ca_pin, token; optionally name, kind,
+    /// proxy). TETHER_SERVER, TETHER_CA_PIN and TETHER_TOKEN override it.
+    /// The token is removed from it after a successful enrollment.
+    #[arg(long = "preseed", default_value = crate::preseed::DEFAULT_PRESEED_FILE)]
+    pub file: PathBuf,
+    /// Where `install.log` goes (default STATE_DIR/logs); the package gives
+    /// the directory its service logs to.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -295,6 +313,7 @@ pub async fn dispatch(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
 pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<ExitCode> {
     let result = match cmd {
         AgentCommand::Enroll(args) => enroll(args, &world).await,
+        AgentCommand::Preseed(args) => preseed(args, &world).await,
         AgentCommand::Run(args) => run(args, &world).await,
         AgentCommand::Posture(args) => posture(&args, &world),
         AgentCommand::InstallService(args) => install_service(&args, &world),
@@ -341,6 +360,54 @@ async fn enroll(args: EnrollArgs, world: &World) -> Result<ExitCode, Failure> {
     };
     let enrolled = crate::enroll::enroll(&opts, world).await?;
     print!("{}", enrolled.summary(dir));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn preseed(args: PreseedArgs, world: &World) -> Result<ExitCode, Failure> {
+    use crate::preseed::{Outcome, Redaction};
+    let dir = &args.state.state_dir;
+    crate::enroll::create_private_dir(dir)?;
+    let log_dir = args.log_dir.clone().unwrap_or_else(|| dir.join("logs"));
+    let _logs = crate::logs::init(&file_log_options(log_dir))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    match crate::preseed::run(&args.file, dir, euid, world).await {
+        Ok(Outcome::AlreadyEnrolled) => println!(
+            "Already enrolled ({} exists): the enrollment is kept and the preseed is not used.",
+            dir.join(crate::credential::CREDENTIAL_FILE).display()
+        ),
+        Ok(Outcome::NothingToDo) => println!(
+            "Not enrolled: no preseed ({} is absent, and {}, {} and {} are unset). Write the file and run `dpkg-reconfigure tether-agent`, or run `tether-agent enroll`.",
+            args.file.display(),
+            crate::preseed::ENV_SERVER,
+            crate::preseed::ENV_CA_PIN,
+            crate::preseed::ENV_TOKEN
+        ),
+        Ok(Outcome::Enrolled {
+            enrolled,
+            redaction,
+        }) => {
+            print!("{}", enrolled.summary(dir));
+            match redaction {
+                Redaction::NotInFile => {}
+                Redaction::Redacted => {
+                    println!("The token was removed from {}.", args.file.display())
+                }
+                Redaction::Deleted => println!(
+                    "{} was deleted: the token could not be removed from it otherwise.",
+                    args.file.display()
+                ),
+                Redaction::Left(why) => {
+                    let failure = Failure::new(ErrorCode::PreseedTokenLeft, why);
+                    tracing::error!(target: crate::logs::INSTALL_TARGET, code = %failure.code, "{}", failure.message);
+                    eprintln!("warning: {failure}");
+                }
+            }
+        }
+        Err(failure) => {
+            tracing::error!(target: crate::logs::INSTALL_TARGET, code = %failure.code, error = %failure.message, "preseed enrollment failed");
+            return Err(failure);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -862,6 +929,7 @@ mod tests {
             ],
             vec!["x", "defs", "status", "--state-dir", "/d", "--json"],
             vec!["x", "defs", "import", "--state-dir", "/d", "b.tar"],
+            vec!["x", "preseed", "--state-dir", "/d"],
             vec![
                 "x",
                 "enroll",
@@ -883,6 +951,10 @@ mod tests {
                     a.state.state_dir
                 }
                 AgentCommand::Enroll(a) => a.state.state_dir,
+                AgentCommand::Preseed(a) => {
+                    assert_eq!(a.file, crate::preseed::default_path());
+                    a.state.state_dir
+                }
                 AgentCommand::Doctor(a) => {
                     assert_eq!(a.targets, vec![("db".to_owned(), 5985)]);
                     assert_eq!(a.deadline, Duration::from_secs(10));

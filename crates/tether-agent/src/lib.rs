@@ -11,6 +11,7 @@
 //! - [`state`]: `state.json`, written atomically; corrupt files are refused.
 //! - [`credential`]: the agent's secret (mode 0600) and the saved server CA.
 //! - [`enroll`], [`run`], [`posture`], [`service`]: the subcommands' logic.
+//! - [`preseed`]: the unattended enrollment a package install runs.
 //! - [`backoff`]: pure retry and jitter arithmetic.
 //! - [`defs`]: definitions updates: servers, schedule, worker, commands.
 //! - [`logs`]: install/agent/error logs with rotation and timed debug mode.
@@ -34,6 +35,7 @@ pub mod facts;
 pub mod logs;
 pub mod parent;
 pub mod posture;
+pub mod preseed;
 pub mod run;
 pub mod service;
 pub mod state;

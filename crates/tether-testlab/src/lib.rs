@@ -44,6 +44,7 @@ pub mod faketime;
 pub mod haproxy;
 pub mod https;
 pub mod keystore_server;
+pub mod machine_lock;
 pub mod mitmproxy;
 pub mod netns;
 pub mod nginx;

@@ -6,6 +6,7 @@ mod acme;
 mod approval;
 mod backup;
 mod clidoc;
+mod deb;
 mod defs;
 mod deploy;
 mod dispatch;
