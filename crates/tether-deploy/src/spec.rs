@@ -277,8 +277,8 @@ pub enum Target {
     Pem(PemTarget),
     /// A PKCS#12 file (`.p12`/`.pfx`).
     Pkcs12(KeystoreTarget),
-    /// A Java keystore; `store_type` PKCS12 (default) or JKS (refused, see
-    /// docs/pki.md).
+    /// A Java keystore; `store_type` PKCS12 (default) or JKS (converted by
+    /// the host's `keytool`, see docs/pki.md).
     JavaKeystore(KeystoreTarget),
 }
 
@@ -440,6 +440,12 @@ impl Target {
         }
     }
 
+    /// Whether the target is a Java keystore of type JKS.
+    pub fn is_jks(&self) -> bool {
+        matches!(self, Target::JavaKeystore(k)
+            if k.store_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("jks")))
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Target::Pem(_) => "pem",
@@ -508,15 +514,13 @@ impl Target {
             match (self, k.store_type.as_deref()) {
                 (_, None) => {}
                 (Target::JavaKeystore(_), Some(t)) if t.eq_ignore_ascii_case("pkcs12") => {}
-                (Target::JavaKeystore(_), Some(t)) if t.eq_ignore_ascii_case("jks") => {
+                (Target::JavaKeystore(_), Some(t)) if t.eq_ignore_ascii_case("jks") => {}
+                (Target::JavaKeystore(_), Some(t)) => {
                     return Err(refuse(
                         "target.store_type",
-                        "\"JKS\"",
-                        "\"PKCS12\": Tether does not write JKS (its key protection is a proprietary SHA-1 scheme); Java 9 and later read PKCS12 keystores natively, set the application's keystore type to PKCS12",
+                        format!("{t:?}"),
+                        "\"PKCS12\" or \"JKS\"",
                     ));
-                }
-                (Target::JavaKeystore(_), Some(t)) => {
-                    return Err(refuse("target.store_type", format!("{t:?}"), "\"PKCS12\""));
                 }
                 (_, Some(_)) => {
                     return Err(refuse(
@@ -1310,11 +1314,14 @@ mod tests {
 
     #[test]
     fn hostile_keystore_specs_name_their_field() {
-        let jks = keystore_refused("java_keystore", |v| {
-            v["target"]["store_type"] = json!("JKS")
+        let jceks = keystore_refused("java_keystore", |v| {
+            v["target"]["store_type"] = json!("JCEKS")
         });
-        assert_eq!(jks.field, "target.store_type");
-        assert!(jks.expected.contains("PKCS12"), "{jks}");
+        assert_eq!(jceks.field, "target.store_type");
+        assert!(
+            jceks.expected.contains("PKCS12") && jceks.expected.contains("JKS"),
+            "{jceks}"
+        );
         assert_eq!(
             keystore_refused("java_keystore", |v| v["target"]["store_type"] =
                 json!("BKS"))

@@ -334,6 +334,8 @@ pub struct Deployer {
     root: PathBuf,
     hook: Option<CrashHook>,
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// The `keytool` that writes JKS keystores.
+    keytool: PathBuf,
 }
 
 type Run<T> = Result<T, Crashed>;
@@ -344,7 +346,15 @@ impl Deployer {
             root: state_dir.join("deploy"),
             hook: None,
             lock: Arc::default(),
+            keytool: keystore::default_keytool(),
         }
+    }
+
+    /// The `keytool` to write JKS keystores with (default:
+    /// `$JAVA_HOME/bin/keytool`, else the one in the PATH).
+    pub fn with_keytool(mut self, keytool: &Path) -> Deployer {
+        self.keytool = keytool.to_owned();
+        self
     }
 
     /// Tests: crash at the points the hook picks.
@@ -618,7 +628,7 @@ impl Deployer {
         };
         // Each file's new bytes, made before anything is touched.
         let old_primary = place.read_old(spec, &files).await;
-        let (payloads, old_fp) = match payloads(spec, material, old_primary) {
+        let (payloads, old_fp) = match payloads(spec, material, old_primary, &self.keytool).await {
             Ok(v) => v,
             Err((code, msg)) => {
                 steps.push(step("check", false, 0, "nothing was written"));
@@ -974,10 +984,11 @@ type Payloads = (Vec<Vec<u8>>, Option<String>);
 /// fingerprint the current certificate file or keystore holds. For a
 /// keystore the password is read from its secret reference here, used,
 /// and dropped.
-fn payloads(
+async fn payloads(
     spec: &DeploySpec,
     m: &Material,
     old: Result<Option<Vec<u8>>, (ErrorCode, String)>,
+    keytool: &Path,
 ) -> Result<Payloads, (ErrorCode, String)> {
     let Some(k) = spec.target.keystore() else {
         let files = spec.target.files();
@@ -999,9 +1010,20 @@ fn payloads(
             format!("the keystore password: {e}"),
         )
     })?;
+    let jks = spec.target.is_jks();
+    let keytool_failed = |e: keystore::JksError| match e {
+        keystore::JksError::Keytool(e) => (ErrorCode::DeployKeytoolUnavailable, e),
+        keystore::JksError::Unreadable(e) => (
+            ErrorCode::DeployKeystoreUnreadable,
+            format!("{}: {e}", k.path.display()),
+        ),
+    };
     // An existing keystore must open with this password: replacing it with
     // one under another password would lock its application out.
     let old_fp = match old? {
+        Some(bytes) if jks => keystore::jks_leaf_fingerprint(keytool, &bytes, k.alias(), &password)
+            .await
+            .map_err(keytool_failed)?,
         Some(bytes) => keystore::leaf_fingerprint(&bytes, &password).map_err(|e| {
             (
                 ErrorCode::DeployKeystoreUnreadable,
@@ -1010,8 +1032,13 @@ fn payloads(
         })?,
         None => None,
     };
-    let bytes =
+    let mut bytes =
         keystore::build(m, k.alias(), &password).map_err(|e| (ErrorCode::DeployKeyMismatch, e))?;
+    if jks {
+        bytes = keystore::to_jks(keytool, &bytes, k.alias(), &password)
+            .await
+            .map_err(keytool_failed)?;
+    }
     Ok((vec![bytes], old_fp))
 }
 

@@ -65,7 +65,11 @@ impl Lab {
             path: self.keystore.clone(),
             password: SecretRef(format!("file:{}", self.pass_file.display())),
             alias: Some("app".into()),
-            store_type: (kind == "java").then(|| "PKCS12".into()),
+            store_type: match kind {
+                "java" => Some("PKCS12".into()),
+                "jks" => Some("JKS".into()),
+                _ => None,
+            },
             owner: None,
             group: None,
             mode: Some("0640".into()),
@@ -73,7 +77,7 @@ impl Lab {
         let spec = DeploySpec {
             names: NAMES.iter().map(|s| s.to_string()).collect(),
             days: Some(30),
-            target: if kind == "java" {
+            target: if kind == "java" || kind == "jks" {
                 Target::JavaKeystore(k)
             } else {
                 Target::Pkcs12(k)
@@ -360,7 +364,7 @@ async fn a_java_keystore_of_type_pkcs12_without_an_endpoint_is_read_by_keytool()
     );
     // An application still configured with keystore type JKS reads it
     // too: Java's JKS keystore loads PKCS12 files (keystore.type.compat,
-    // on by default since Java 8u60), one more reason JKS is not written.
+    // on by default since Java 8u60).
     let (ok, out) = run(Command::new("keytool").args([
         "-list",
         "-keystore",
@@ -375,6 +379,132 @@ async fn a_java_keystore_of_type_pkcs12_without_an_endpoint_is_read_by_keytool()
         "{out}"
     );
     assert!(out.contains(&keytool_fp(&lab.new_fp)), "{out}");
+}
+
+/// The lab's old keystore converted to JKS by keytool, as an admin whose
+/// application wants JKS keeps it; the lab then deploys to that file.
+fn to_jks_lab(lab: &mut Lab) -> Vec<u8> {
+    let jks = lab.keystore.with_extension("jks");
+    let pass = lab.pass_file.display().to_string();
+    let (ok, out) = run(Command::new("keytool").args([
+        "-importkeystore",
+        "-noprompt",
+        "-srckeystore",
+        &lab.keystore.display().to_string(),
+        "-srcstoretype",
+        "PKCS12",
+        "-srcstorepass:file",
+        &pass,
+        "-destkeystore",
+        &jks.display().to_string(),
+        "-deststoretype",
+        "JKS",
+        "-deststorepass:file",
+        &pass,
+        "-destkeypass:file",
+        &pass,
+    ]));
+    assert!(ok, "keytool -importkeystore: {out}");
+    lab.keystore = jks;
+    let bytes = std::fs::read(&lab.keystore).expect("jks");
+    assert!(bytes.starts_with(&[0xfe, 0xed, 0xfe, 0xed]), "a JKS file");
+    bytes
+}
+
+/// `keytool -list -v` of the lab's keystore as JKS.
+fn jks_list(lab: &Lab) -> String {
+    let (ok, list) = run(Command::new("keytool").args([
+        "-list",
+        "-v",
+        "-keystore",
+        &lab.keystore.display().to_string(),
+        "-storetype",
+        "JKS",
+        "-storepass:file",
+        &lab.pass_file.display().to_string(),
+    ]));
+    assert!(ok, "{list}");
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jks_keystore_is_replaced_through_keytool_and_rolled_back_byte_for_byte() {
+    let mut lab = lab().await;
+    let old_jks = to_jks_lab(&mut lab);
+    let d = Deployer::new(&lab.state);
+
+    // A reload that fails: the old JKS file comes back byte for byte.
+    let r = d
+        .deploy(
+            &lab.spec(
+                "jks",
+                vec!["/bin/sh".into(), "-c".into(), "exit 7".into()],
+                None,
+            ),
+            &lab.material,
+        )
+        .await
+        .expect("no crash");
+    assert_eq!(code(&r), "TETHER-E8503", "{r:#?}");
+    assert_eq!(r.old_fingerprint.as_deref(), Some(lab.old_fp.as_str()));
+    assert_eq!(std::fs::read(&lab.keystore).expect("read"), old_jks);
+
+    // A password that does not open it: refused, nothing written, and the
+    // password is nowhere in the report.
+    let other = lab.state.parent().expect("p").join("other.pass");
+    std::fs::write(&other, "another password").expect("w");
+    let mut wrong = lab.spec("jks", vec!["true".into()], None);
+    if let Target::JavaKeystore(k) = &mut wrong.target {
+        k.password = SecretRef(format!("file:{}", other.display()));
+    }
+    let r = d.deploy(&wrong, &lab.material).await.expect("no crash");
+    assert_eq!(code(&r), "TETHER-E8511", "{r:#?}");
+    assert!(!format!("{r:?}").contains("another password"));
+    assert_eq!(std::fs::read(&lab.keystore).expect("read"), old_jks);
+
+    // The deploy: still JKS, the alias holds the new certificate, keytool
+    // reads it as JKS, and no temporary file of keytool's is left.
+    let r = d
+        .deploy(&lab.spec("jks", vec!["true".into()], None), &lab.material)
+        .await
+        .expect("no crash");
+    assert!(r.is_deployed(), "{r:#?}");
+    assert_eq!(r.old_fingerprint.as_deref(), Some(lab.old_fp.as_str()));
+    let bytes = std::fs::read(&lab.keystore).expect("read");
+    assert!(bytes.starts_with(&[0xfe, 0xed, 0xfe, 0xed]), "still JKS");
+    let list = jks_list(&lab);
+    assert!(list.contains("Keystore type: JKS"), "{list}");
+    assert!(list.contains("Alias name: app"), "{list}");
+    assert!(list.contains("PrivateKeyEntry"), "{list}");
+    assert!(
+        list.contains(&format!("SHA256: {}", keytool_fp(&lab.new_fp))),
+        "{list}"
+    );
+    let mode = std::fs::metadata(&lab.keystore)
+        .expect("meta")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o640
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jks_deploy_without_keytool_writes_nothing_and_names_the_tool() {
+    let mut lab = lab().await;
+    let old_jks = to_jks_lab(&mut lab);
+    let missing = lab.state.parent().expect("p").join("no-jre/bin/keytool");
+    let r = Deployer::new(&lab.state)
+        .with_keytool(&missing)
+        .deploy(&lab.spec("jks", vec!["true".into()], None), &lab.material)
+        .await
+        .expect("no crash");
+    assert_eq!(code(&r), "TETHER-E8540", "{r:#?}");
+    assert!(
+        format!("{r:?}").contains("no-jre/bin/keytool is not installed"),
+        "{r:#?}"
+    );
+    assert_eq!(std::fs::read(&lab.keystore).expect("read"), old_jks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

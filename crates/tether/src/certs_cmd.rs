@@ -223,8 +223,8 @@ pub struct DeployArgs {
     /// PKCS#12 or Java keystore: the entry's alias (default "tether").
     #[arg(long)]
     alias: Option<String>,
-    /// Java keystore: PKCS12 (default). JKS is refused (TETHER-E8501):
-    /// Java 9+ reads PKCS12 natively.
+    /// Java keystore: PKCS12 (default) or JKS (written by the host's own
+    /// keytool; TETHER-E8540 when it has none).
     #[arg(long)]
     store_type: Option<String>,
     /// Intermediates file.
