@@ -142,13 +142,8 @@ pub async fn to_jks(
     alias: &str,
     password: &Secret,
 ) -> Result<Vec<u8>, JksError> {
-    let dir = tempfile::Builder::new()
-        .prefix("tether-jks-")
-        .tempdir()
-        .map_err(|e| JksError::Keytool(format!("no private temporary directory: {e}")))?;
-    let src = dir.path().join("in.p12");
+    let (dir, src) = staged("in.p12", p12)?;
     let dst = dir.path().join("out.jks");
-    write_private(&src, p12).map_err(JksError::Keytool)?;
     let args: Vec<&std::ffi::OsStr> = vec![
         "-importkeystore".as_ref(),
         "-noprompt".as_ref(),
@@ -193,12 +188,7 @@ pub async fn jks_leaf_fingerprint(
     alias: &str,
     password: &Secret,
 ) -> Result<Option<String>, JksError> {
-    let dir = tempfile::Builder::new()
-        .prefix("tether-jks-")
-        .tempdir()
-        .map_err(|e| JksError::Keytool(format!("no private temporary directory: {e}")))?;
-    let path = dir.path().join("old.jks");
-    write_private(&path, bytes).map_err(JksError::Keytool)?;
+    let (_dir, path) = staged("old.jks", bytes)?;
     let args: Vec<&std::ffi::OsStr> = vec![
         "-exportcert".as_ref(),
         "-rfc".as_ref(),
@@ -228,15 +218,22 @@ pub async fn jks_leaf_fingerprint(
     }
 }
 
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+/// `bytes` as file `name` (0600) in a new private (0700) temporary
+/// directory, which is removed when the returned handle drops.
+fn staged(name: &str, bytes: &[u8]) -> Result<(tempfile::TempDir, std::path::PathBuf), JksError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
+    let dir = tempfile::Builder::new()
+        .prefix("tether-jks-")
+        .tempdir()
+        .map_err(|e| JksError::Keytool(format!("no private temporary directory: {e}")))?;
+    let path = dir.path().join(name);
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .open(&path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| JksError::Keytool(format!("{}: {e}", path.display())))?;
+    Ok((dir, path))
 }

@@ -346,17 +346,7 @@ async fn a_java_keystore_of_type_pkcs12_without_an_endpoint_is_read_by_keytool()
         .find(|s| s.name == "verify")
         .expect("verify step");
     assert!(v.ok && v.detail.contains("no endpoint"), "{v:?}");
-    let (ok, list) = run(Command::new("keytool").args([
-        "-list",
-        "-v",
-        "-keystore",
-        &lab.keystore.display().to_string(),
-        "-storetype",
-        "PKCS12",
-        "-storepass:file",
-        &lab.pass_file.display().to_string(),
-    ]));
-    assert!(ok, "{list}");
+    let list = keytool_list(&lab, "PKCS12");
     assert!(list.contains("Alias name: app"), "{list}");
     assert!(
         list.contains(&format!("SHA256: {}", keytool_fp(&lab.new_fp))),
@@ -411,15 +401,15 @@ fn to_jks_lab(lab: &mut Lab) -> Vec<u8> {
     bytes
 }
 
-/// `keytool -list -v` of the lab's keystore as JKS.
-fn jks_list(lab: &Lab) -> String {
+/// `keytool -list -v` of the lab's keystore as `store_type`.
+fn keytool_list(lab: &Lab, store_type: &str) -> String {
     let (ok, list) = run(Command::new("keytool").args([
         "-list",
         "-v",
         "-keystore",
         &lab.keystore.display().to_string(),
         "-storetype",
-        "JKS",
+        store_type,
         "-storepass:file",
         &lab.pass_file.display().to_string(),
     ]));
@@ -472,7 +462,7 @@ async fn a_jks_keystore_is_replaced_through_keytool_and_rolled_back_byte_for_byt
     assert_eq!(r.old_fingerprint.as_deref(), Some(lab.old_fp.as_str()));
     let bytes = std::fs::read(&lab.keystore).expect("read");
     assert!(bytes.starts_with(&[0xfe, 0xed, 0xfe, 0xed]), "still JKS");
-    let list = jks_list(&lab);
+    let list = keytool_list(&lab, "JKS");
     assert!(list.contains("Keystore type: JKS"), "{list}");
     assert!(list.contains("Alias name: app"), "{list}");
     assert!(list.contains("PrivateKeyEntry"), "{list}");

@@ -5,31 +5,15 @@
 //! restored server, with the credential and trust root it already had.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::time::Duration;
 
 use tether_wire::AgentStatus;
 
 use crate::both_backends;
-use crate::defs::support::{CHANNEL, eventually, update_expect};
+use crate::defs::support::{eventually, publish_to, subscribe, update_expect};
 use crate::lab::{Agent, Backend, PgDatabase, Scratch, Server, tether_bin, text};
 
 both_backends!(restored_server_keeps_its_agents_and_definitions);
-
-async fn publish(server: &Server, files: &Path, content: &[u8]) {
-    let file = files.join(format!("defs-{}.dat", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&file, content).expect("definitions file written");
-    server
-        .admin_ok(&[
-            "defs",
-            "publish",
-            "--channel",
-            CHANNEL,
-            "--file",
-            file.to_str().expect("utf-8 path"),
-        ])
-        .await;
-}
 
 async fn tether(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(tether_bin())
@@ -47,19 +31,8 @@ async fn restored_server_keeps_its_agents_and_definitions(backend: Backend) {
     let old = Server::start_restartable(backend, &[]).await;
     let mut old = old;
     let files = Scratch::new("backup-files");
-    old.admin_ok(&[
-        "policy",
-        "set",
-        "default",
-        "--checkin-interval",
-        "5s",
-        "--jitter-percent",
-        "0",
-        "--channel",
-        CHANNEL,
-    ])
-    .await;
-    publish(&old, files.path(), b"rule one\nrule two\n").await;
+    subscribe(&old, &[]).await;
+    publish_to(&old, files.path(), b"rule one\nrule two\n").await;
 
     let token = old.token(&[]).await;
     let mut agent = Agent::new();
@@ -204,7 +177,7 @@ async fn restored_server_keeps_its_agents_and_definitions(backend: Backend) {
 
     // Definitions published after the restore verify against the trust root
     // the agent got at enrollment: the signing keys came back.
-    publish(&new, files.path(), b"rule one\nrule two\nrule three\n").await;
+    publish_to(&new, files.path(), b"rule one\nrule two\nrule three\n").await;
     let t = update_expect(agent.state.path(), &[], 0).await;
     assert!(t.contains("installed version 2"), "{t}");
     agent.terminate().await;

@@ -124,42 +124,12 @@ impl DefsLab {
 
     /// The default policy: check in every 5 s, subscribed to [`CHANNEL`].
     pub async fn policy(&self, extra: &[&str]) {
-        let mut args = vec![
-            "policy",
-            "set",
-            "default",
-            "--checkin-interval",
-            "5s",
-            "--jitter-percent",
-            "0",
-            "--channel",
-            CHANNEL,
-        ];
-        args.extend_from_slice(extra);
-        self.server.admin_ok(&args).await;
+        subscribe(&self.server, extra).await;
     }
 
     /// Publishes `content` as the channel's next version.
     pub async fn publish(&self, content: &[u8]) -> DefsVersion {
-        let file = self
-            .files
-            .path()
-            .join(format!("defs-{}.dat", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&file, content).expect("definitions file written");
-        let out = self
-            .server
-            .admin_ok(&[
-                "defs",
-                "publish",
-                "--channel",
-                CHANNEL,
-                "--file",
-                file.to_str().expect("utf-8 temp path"),
-                "--json",
-            ])
-            .await;
-        let _ = std::fs::remove_file(&file);
-        serde_json::from_str(&out).expect("defs publish --json prints a DefsVersion")
+        publish_to(&self.server, self.files.path(), content).await
     }
 
     pub async fn enroll(&self) -> (Agent, uuid::Uuid) {
@@ -176,6 +146,44 @@ impl DefsLab {
         serde_json::from_str(&self.server.admin_ok(&["defs", "summary", "--json"]).await)
             .expect("defs summary --json")
     }
+}
+
+/// `server`'s default policy: check in every 5 s, subscribed to
+/// [`CHANNEL`], plus `extra` flags.
+pub async fn subscribe(server: &Server, extra: &[&str]) {
+    let mut args = vec![
+        "policy",
+        "set",
+        "default",
+        "--checkin-interval",
+        "5s",
+        "--jitter-percent",
+        "0",
+        "--channel",
+        CHANNEL,
+    ];
+    args.extend_from_slice(extra);
+    server.admin_ok(&args).await;
+}
+
+/// Publishes `content` (written to a file under `files` first) as
+/// [`CHANNEL`]'s next version on `server`.
+pub async fn publish_to(server: &Server, files: &Path, content: &[u8]) -> DefsVersion {
+    let file = files.join(format!("defs-{}.dat", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, content).expect("definitions file written");
+    let out = server
+        .admin_ok(&[
+            "defs",
+            "publish",
+            "--channel",
+            CHANNEL,
+            "--file",
+            file.to_str().expect("utf-8 temp path"),
+            "--json",
+        ])
+        .await;
+    let _ = std::fs::remove_file(&file);
+    serde_json::from_str(&out).expect("defs publish --json prints a DefsVersion")
 }
 
 /// `tether-agent update --now` in its own process, with `env` added.
