@@ -39,8 +39,9 @@ pub const START_WAIT: Duration = Duration::from_secs(10);
 pub const STOP_WAIT: Duration = Duration::from_secs(5);
 /// The name of the pcap inside the bundle.
 pub const PCAP_NAME: &str = "capture/agent.pcap";
-/// The most pcap bytes put into a bundle.
-pub const MAX_PCAP_BYTES: u64 = 256 * 1024 * 1024;
+/// The most pcap bytes put into a bundle: the control plane takes uploads
+/// of at most 16 MiB, and encrypted packets hardly compress.
+pub const MAX_PCAP_BYTES: u64 = 12 * 1024 * 1024;
 
 /// What `capture` is asked to do.
 #[derive(Debug, Clone)]
@@ -336,6 +337,11 @@ pub async fn capture(opts: &CaptureOptions, world: &World) -> Result<Captured, F
     let mut window_notes = result?;
     notes.append(&mut window_notes);
     let pcap_bytes = pcap_bytes?;
+    if pcap_bytes.len() as u64 >= MAX_PCAP_BYTES {
+        notes.push(format!(
+            "the pcap was cut at {MAX_PCAP_BYTES} bytes (the rest is not in the bundle); capture a shorter window"
+        ));
+    }
     tracing::info!(window_secs = window.as_secs(), bytes = pcap_bytes.len(), filter = %filter, "capture finished");
 
     let mut summary = format!(

@@ -42,7 +42,14 @@ async fn capture_through_squid_yields_a_pcap_tshark_reads() {
     let work = Scratch::new("capture");
     let bundle = work.path().join("capture.tar.gz");
     let out = Command::new(agent_bin())
-        .args(["capture", "--for", "3s", "--tls-keylog", "--state-dir"])
+        .args([
+            "capture",
+            "--for",
+            "3s",
+            "--tls-keylog",
+            "--upload",
+            "--state-dir",
+        ])
         .arg(agent.state.path())
         .arg("--out")
         .arg(&bundle)
@@ -56,6 +63,7 @@ async fn capture_through_squid_yields_a_pcap_tshark_reads() {
     assert!(out.status.success(), "capture failed: {said}");
     assert!(said.contains("check-in: ok"), "{said}");
     assert!(said.contains("host 127.0.0.1"), "{said}");
+    assert!(said.contains("uploaded as bundle"), "{said}");
     assert!(
         !said.contains("s3cret-pass"),
         "no proxy password is printed: {said}"
@@ -174,4 +182,41 @@ async fn capture_through_squid_yields_a_pcap_tshark_reads() {
         !undecrypted.contains("/v1/agent/checkin"),
         "without the key log the check-in is not readable:\n{undecrypted}"
     );
+}
+
+/// Without CAP_NET_RAW (root with it dropped from the bounding set, as a
+/// hardened service is) tcpdump cannot open the capture and the agent says
+/// so with its code, leaving no capture directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_without_cap_net_raw_is_named() {
+    let server = Server::start(Backend::Sqlite).await;
+    let token = server.token(&[]).await;
+    let agent = Agent::new();
+    agent.enroll_ok(&server, &token.token, &[]).await;
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_raw,-net_admin", "--"])
+        .arg(agent_bin())
+        .args(["capture", "--for", "2s", "--state-dir"])
+        .arg(agent.state.path())
+        .arg("--out")
+        .arg(agent.state.path().join("never.tar.gz"))
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("setpriv runs");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(tether_wire::ErrorCode::CapturePermission.as_str()),
+        "{said}"
+    );
+    assert!(!agent.state.path().join("never.tar.gz").exists());
+    let left: Vec<_> = std::fs::read_dir(agent.state.path())
+        .expect("state dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("capture-"))
+        .collect();
+    assert!(left.is_empty(), "capture dirs left behind: {left:?}");
 }
