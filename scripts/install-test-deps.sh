@@ -33,6 +33,8 @@ packages=(
   postgresql-client # e2e backup: pg_dump and pg_restore, which `tether backup` and `tether restore` run on a PostgreSQL control plane
   systemd     # e2e deb: systemd-analyze verify reads the packages' units; on a machine whose PID 1 is not systemd it installs the tools and starts nothing
   adduser     # e2e deb: the packages' postinst creates the system user tether with adduser --system
+  tcpdump     # e2e capture: `tether-agent capture` records the agent's traffic with it
+  tshark      # e2e capture: reads the capture's pcap and decrypts it with the TLS key log
 )
 
 missing=()
@@ -45,6 +47,9 @@ if ((${#missing[@]})); then
   # Postfix's package asks how the host sends mail: not at all. The tests
   # write their own main.cf and never touch /etc/postfix.
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+  # Wireshark asks whether non-root users may capture: no, the tests only
+  # read files with tshark.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
   apt-get update -qq
   # Packages with a service (nginx) must not start one on install: the tests
   # run their own instances on loopback ports. policy-rc.d answering 101

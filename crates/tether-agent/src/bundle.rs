@@ -60,6 +60,26 @@ pub struct BundleInput {
     /// Exact secrets to redact wherever they appear (credential, proxy
     /// passwords).
     pub known_secrets: Vec<(String, Kind)>,
+    /// Binary files added as they are (a capture's pcap), each listed in
+    /// the manifest with why it is not redacted.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A binary file added to the bundle without redaction: the redactor reads
+/// text, so the manifest says what the file may hold instead.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// Why it is not redacted and what it may reveal.
+    pub warning: String,
+}
+
+/// An attachment as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unredacted {
+    pub name: String,
+    pub warning: String,
 }
 
 /// One file of the bundle as listed in the manifest.
@@ -86,6 +106,10 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// How many redactions `REDACTIONS.json` lists.
     pub redactions: usize,
+    /// Files added without redaction (a capture's pcap and key log), each
+    /// with its warning. Absent from bundles that have none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unredacted: Vec<Unredacted>,
 }
 
 /// A built bundle.
@@ -113,6 +137,15 @@ pub struct CollectOptions {
 pub async fn collect(
     opts: &CollectOptions,
     world: &crate::world::World,
+) -> Result<(Bundle, Option<Report>), Failure> {
+    collect_with(opts, world, Vec::new()).await
+}
+
+/// [`collect`], adding binary attachments (the capture's pcap) as they are.
+pub async fn collect_with(
+    opts: &CollectOptions,
+    world: &crate::world::World,
+    attachments: Vec<Attachment>,
 ) -> Result<(Bundle, Option<Report>), Failure> {
     let dir = &opts.state_dir;
     let env = |k: &str| world.var(k);
@@ -167,6 +200,7 @@ pub async fn collect(
         run_commands: opts.run_commands,
         now: world.clock.now(),
         known_secrets: known,
+        attachments,
     };
     Ok((build(&input).await?, report))
 }
@@ -274,6 +308,14 @@ pub async fn build(input: &BundleInput) -> Result<Bundle, Failure> {
         redactions.extend(found);
         entries.push((name, clean.into_bytes()));
     }
+    let mut unredacted = Vec::new();
+    for a in &input.attachments {
+        unredacted.push(Unredacted {
+            name: a.name.clone(),
+            warning: a.warning.clone(),
+        });
+        entries.push((a.name.clone(), a.bytes.clone()));
+    }
     let verdict = input
         .report
         .as_ref()
@@ -300,6 +342,7 @@ pub async fn build(input: &BundleInput) -> Result<Bundle, Failure> {
         verdict,
         files: listed,
         redactions: redactions.len(),
+        unredacted,
     };
     let manifest_text = serde_json::to_string_pretty(&manifest).map_err(|e| {
         Failure::new(

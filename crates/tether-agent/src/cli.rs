@@ -43,6 +43,10 @@ pub enum AgentCommand {
     /// Write the escalation bundle (tar.gz, secrets redacted), optionally
     /// uploading it to the control plane.
     Bundle(BundleArgs),
+    /// Capture the agent's own traffic (tcpdump) with debug logging for a
+    /// window, running one check-in and one definitions update in it, and
+    /// write the escalation bundle with the pcap.
+    Capture(CaptureArgs),
     /// Update the definitions channels now, in this process (not through the
     /// running agent). Exit code: 0 all channels current, 2 a channel
     /// failed, 3 refused or could not run (TETHER-E6009 when the policy does
@@ -245,6 +249,29 @@ pub struct BundleArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The capture window, 2s to 1h (default: the policy's definitions
+    /// interval, held to those bounds).
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Where to write the tar.gz (default tether-capture-HOST-TIME.tar.gz here).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also upload it to the control plane.
+    #[arg(long)]
+    pub upload: bool,
+    /// Also put the TLS key log of the capture's own sessions in the bundle,
+    /// so Wireshark can decrypt them (the credential too: re-enroll after).
+    #[arg(long)]
+    pub tls_keylog: bool,
+    /// Where `install-service` wrote the unit.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct UpdateArgs {
     #[command(flatten)]
     pub state: StateDirArg,
@@ -320,6 +347,7 @@ pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<Ex
         AgentCommand::Debug(args) => debug(&args, &world),
         AgentCommand::Doctor(args) => return Ok(doctor(&args, &world).await),
         AgentCommand::Bundle(args) => bundle(&args, &world).await,
+        AgentCommand::Capture(args) => capture(&args, &world).await,
         AgentCommand::Update(args) => return Ok(defs_exit(update_now(&args, &world).await)),
         AgentCommand::Defs(DefsCommand::Import(args)) => {
             return Ok(defs_exit(defs_import(&args, &world).await));
@@ -811,6 +839,62 @@ async fn bundle(args: &BundleArgs, world: &World) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn capture(args: &CaptureArgs, world: &World) -> Result<ExitCode, Failure> {
+    let dir = &args.state.state_dir;
+    let opts = crate::capture::CaptureOptions {
+        state_dir: dir.clone(),
+        unit_dir: args.unit_dir.clone(),
+        window: args.duration,
+        deadline: Duration::from_secs(10),
+        log_lines: crate::bundle::DEFAULT_LOG_LINES,
+        tls_keylog: args.tls_keylog,
+    };
+    let captured = crate::capture::capture(&opts, world).await?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "tether-capture-{}-{}.tar.gz",
+            crate::facts::hostname(),
+            crate::doctor::stamp(world.clock.now())
+        ))
+    });
+    crate::state::write_atomic(&out, &captured.bundle.bytes, 0o600)?;
+    println!(
+        "wrote {} ({} bytes): a {} capture with filter `{}`",
+        out.display(),
+        captured.bundle.bytes.len(),
+        humantime::format_duration(captured.window),
+        captured.filter
+    );
+    for note in &captured.notes {
+        println!("  {note}");
+    }
+    println!(
+        "warning: {} is not redacted (MANIFEST.json, `unredacted`); share the bundle only with support",
+        crate::capture::PCAP_NAME
+    );
+    if args.tls_keylog {
+        println!(
+            "warning: {} decrypts the capture's TLS sessions, including this agent's credential; re-enroll the agent once support has it",
+            crate::capture::KEY_LOG_NAME
+        );
+    }
+    if args.upload {
+        let env = |k: &str| world.var(k);
+        let config = crate::config::load(dir, &env, &ConfigLayer::default())?.config;
+        let credential = crate::credential::load(dir)?;
+        let transport = crate::connect::transport(&config, Some(dir), &env)?;
+        let client = ApiClient::new(transport, config.server.clone())
+            .with_bearer(credential.expose())
+            .with_clock(world.clock.clone());
+        let info = client.upload_bundle(captured.bundle.bytes).await?;
+        println!(
+            "uploaded as bundle {} ({} bytes); an admin can fetch it with `tether agents bundle-download {} --out FILE`",
+            info.id, info.size_bytes, info.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The exit code of a definitions command; a failure to run at all is
 /// printed with its code and action and exits [`EXIT_DEFS_REFUSED`].
 fn defs_exit(result: Result<u8, Failure>) -> ExitCode {
@@ -932,6 +1016,16 @@ mod tests {
             vec!["x", "preseed", "--state-dir", "/d"],
             vec![
                 "x",
+                "capture",
+                "--state-dir",
+                "/d",
+                "--for",
+                "5s",
+                "--upload",
+                "--tls-keylog",
+            ],
+            vec![
+                "x",
                 "enroll",
                 "--state-dir",
                 "/d",
@@ -963,6 +1057,11 @@ mod tests {
                 AgentCommand::Bundle(a) => {
                     assert!(a.upload);
                     assert_eq!(a.log_lines, 500);
+                    a.state.state_dir
+                }
+                AgentCommand::Capture(a) => {
+                    assert!(a.upload && a.tls_keylog);
+                    assert_eq!(a.duration, Some(Duration::from_secs(5)));
                     a.state.state_dir
                 }
                 AgentCommand::Update(a) => {

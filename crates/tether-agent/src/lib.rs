@@ -22,6 +22,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod bundle;
+pub mod capture;
 pub mod cli;
 pub mod clidoc;
 pub mod config;

@@ -124,6 +124,22 @@ impl RunContext {
         remaining
     }
 
+    /// One check-in outside the loop, recorded in the state file like the
+    /// loop's (the capture runs one inside its window). The server
+    /// delivers each action once, so the actions it carries are run here.
+    pub async fn check_in_once(&self) -> Result<CheckinResponse, ClientError> {
+        self.apply_debug();
+        let result = self.checkin().await;
+        match &result {
+            Ok(resp) => {
+                self.on_success(resp);
+                self.run_actions(resp).await;
+            }
+            Err(error) => self.on_failure(error),
+        }
+        result
+    }
+
     async fn checkin(&self) -> Result<CheckinResponse, ClientError> {
         let state = self.store.load().ok().flatten();
         let policy = state.as_ref().and_then(|s| s.policy.clone());

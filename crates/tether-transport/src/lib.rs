@@ -27,6 +27,7 @@ mod dns;
 mod error;
 mod fingerprint;
 mod http;
+mod keylog;
 mod proxy;
 mod tls;
 mod transport;
@@ -37,6 +38,7 @@ pub use dns::{DnsError, DnsErrorKind, Resolve, StaticResolver, SystemResolver};
 pub use error::{Phase, TransportError};
 pub use fingerprint::{fingerprint, parse_fingerprint};
 pub use http::{BodyStream, Connection, Response, StreamingResponse};
+pub use keylog::{KeyLogSink, MAX_KEY_LOG_BYTES};
 pub use proxy::{
     Answerer, ProxyConfig, ProxyReply, ProxySetting, Refusal, parse_reply as parse_proxy_reply,
     who_answered,

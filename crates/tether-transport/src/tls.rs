@@ -228,6 +228,16 @@ impl TlsClient {
         }
     }
 
+    /// The same client, writing each session's secrets to `log`.
+    pub(crate) fn with_key_log(&self, log: Arc<dyn rustls::KeyLog>) -> TlsClient {
+        let mut base = self.base.clone();
+        base.key_log = log;
+        TlsClient {
+            base,
+            core: self.core.clone(),
+        }
+    }
+
     /// Runs the handshake with a time limit.
     pub(crate) async fn handshake(
         &self,

@@ -145,6 +145,15 @@ impl Transport {
         self
     }
 
+    /// Writes the secrets of this transport's TLS sessions to `sink`, so a
+    /// capture of them can be decrypted. Only the escalation capture's
+    /// `--tls-keylog` calls it, on a transport of its own; without it no
+    /// key is ever logged.
+    pub fn with_key_log(mut self, sink: Arc<crate::KeyLogSink>) -> Self {
+        self.tls = Arc::new(self.tls.with_key_log(sink));
+        self
+    }
+
     /// The configuration this transport was built from.
     pub fn config(&self) -> &TransportConfig {
         &self.config

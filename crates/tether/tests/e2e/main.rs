@@ -5,6 +5,7 @@
 mod acme;
 mod approval;
 mod backup;
+mod capture;
 mod clidoc;
 mod deb;
 mod defs;
