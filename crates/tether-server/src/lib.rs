@@ -88,6 +88,8 @@ pub struct RunningServer {
     renewal: JoinHandle<()>,
     /// Claims and renews the singleton jobs' leases; releases them at stop.
     singletons: JoinHandle<()>,
+    /// Feeds the other servers' task wake-ups into the hub.
+    wakeups: JoinHandle<()>,
     /// The plain-HTTP listener for `/pki/…`, when `pki_http_listen` is set.
     pki_http: Option<JoinHandle<()>>,
     /// Its bound address.
@@ -171,6 +173,7 @@ impl RunningServer {
         let _ = self.defs_refresh.await;
         let _ = self.retention.await;
         let _ = self.renewal.await;
+        let _ = self.wakeups.await;
         // After the jobs stopped, so nothing runs once the leases are free.
         let _ = self.singletons.await;
         info!("control plane stopped");
@@ -410,6 +413,11 @@ pub async fn start_with_store(
         Duration::from_millis(config.sweep_interval_ms),
         stop_rx.clone(),
     ));
+    let wakeups = tokio::spawn(service::tasks::wakeups::run(
+        store.clone(),
+        ctx.tasks.clone(),
+        stop_rx.clone(),
+    ));
     let singletons = tokio::spawn(singleton::run(
         ctx.singletons.clone(),
         store.clone(),
@@ -441,6 +449,7 @@ pub async fn start_with_store(
         retention,
         renewal,
         singletons,
+        wakeups,
         pki_http,
         pki_http_addr,
         start_outage,

@@ -33,10 +33,12 @@ use uuid::Uuid;
 use crate::{PostgresStore, SqliteStore};
 
 mod actions;
+mod wakeups;
 pub use actions::{
     actions_are_queued_delivered_once_and_completed, bundles_are_stored_listed_and_pruned,
     concurrent_deliveries_hand_out_each_action_once,
 };
+pub use wakeups::task_wakeups_reach_subscribers;
 mod defs;
 pub use defs::{
     agent_defs_state_round_trips_through_both_checkin_paths, defs_version_odd_notes_round_trip,
@@ -140,6 +142,7 @@ macro_rules! for_each_check {
             ping_and_backend,
             job_leases_have_one_holder_and_pass_on_expiry,
             concurrent_claimants_get_a_lease_once,
+            task_wakeups_reach_subscribers,
             one_open_renewal_per_cert_and_writes_are_compare_and_set,
             a_renewal_task_is_issued_once,
             renewal_candidates_and_policies,

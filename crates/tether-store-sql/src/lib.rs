@@ -37,6 +37,7 @@ mod acme;
 pub mod backup;
 mod postgres;
 mod sqlite;
+mod wakeups;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

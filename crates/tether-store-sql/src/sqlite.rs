@@ -250,6 +250,9 @@ impl_revocation_store!(SqliteStore);
 impl_acme_issuer_store!(SqliteStore);
 impl_store!(SqliteStore, "sqlite", SqlitePool);
 
+/// One server owns the file: its own hub wakes its polls.
+impl tether_store::TaskWakeups for SqliteStore {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ mod leases;
 mod renewals;
 mod revocation;
 mod tasks;
+mod wakeups;
 pub use acme::{AcmeIssuer, AcmeIssuerStore};
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
@@ -34,6 +35,7 @@ pub use renewals::{IssueClaim, Renewal, RenewalCandidate, RenewalLocation, Renew
 pub use revocation::{RevocationStore, Revoked, SerialStatus};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
+pub use wakeups::{TaskWake, TaskWakeSubscription, TaskWakeups};
 
 /// A SHA-256 digest of a high-entropy secret (token, credential). Secrets are
 /// never stored; only these.
@@ -314,8 +316,8 @@ pub struct NewOutage {
 /// task queue's methods are in [`TaskStore`], the inventory's in
 /// [`CertStore`], the singleton jobs' leases in [`LeaseStore`], renewals in
 /// [`RenewalStore`], the built-in CA's revocations in [`RevocationStore`]
-/// and the ACME issuers in [`AcmeIssuerStore`], all part of the same one
-/// store.
+/// the ACME issuers in [`AcmeIssuerStore`] and the task wake-ups between
+/// servers in [`TaskWakeups`], all part of the same one store.
 #[async_trait]
 pub trait Store:
     TaskStore
@@ -324,6 +326,7 @@ pub trait Store:
     + RenewalStore
     + RevocationStore
     + AcmeIssuerStore
+    + TaskWakeups
     + Send
     + Sync
     + 'static

@@ -30,6 +30,7 @@ use uuid::Uuid;
 use super::{Ctx, ServiceError, validate};
 
 pub mod hub;
+pub mod wakeups;
 
 /// The most tasks one list returns.
 pub const MAX_LIST: u32 = 1000;
@@ -285,10 +286,27 @@ fn announce(ctx: &Ctx, task: &TaskSnapshot) {
             WindowState::Open => None,
             WindowState::Closed { opens_at } => Some(opens_at),
         });
-    match opens.or((task.not_before > now).then_some(task.not_before)) {
+    let at = opens.or((task.not_before > now).then_some(task.not_before));
+    match at {
         Some(at) => ctx.tasks.wake_at(task.target.clone(), at, now),
         None => ctx.tasks.wake(&task.target),
     }
+    // The other servers' polls too (see `wakeups`), from a timer of this
+    // process when the task may not start yet. Outside the caller's
+    // request: the task is stored, and a lost wake-up only delays it until
+    // the polls return.
+    let delay = at
+        .and_then(|at| std::time::Duration::try_from(at - now).ok())
+        .unwrap_or_default();
+    let store = Arc::clone(&ctx.store);
+    let target = task.target.clone();
+    let task_id = task.id;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Err(error) = store.publish_task_wake(&target).await {
+            warn!(error = %error, task_id = %task_id, "could not wake the other servers' polls; they see the task when their polls return");
+        }
+    });
 }
 
 /// Creates a task, or a schedule when the request has one.

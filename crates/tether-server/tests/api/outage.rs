@@ -462,6 +462,9 @@ impl tether_store::AcmeIssuerStore for Switchable {
     }
 }
 
+/// One server: the defaults (no wake-ups between servers).
+impl tether_store::TaskWakeups for Switchable {}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {

@@ -22,4 +22,5 @@ mod quickstart;
 mod renewal;
 mod scaleout;
 mod scan;
+mod task_wakeups;
 mod tasks;

@@ -5,9 +5,10 @@
 //! kind). Creating a task wakes the targeted agent, or up to
 //! [`WAKE_PER_TASK`] waiting agents of the group. `Notify` keeps a permit for
 //! a poll that is between its store query and its wait, so a wake-up is
-//! never lost. The hub is per process: with several servers, a poll held by
-//! another server learns of the task when its poll returns (at most
-//! `task_poll_max_wait_secs` later) and asks again.
+//! never lost. The hub is per process: with several servers on PostgreSQL,
+//! the other servers' wake-ups reach it through the store ([`super::wakeups`]);
+//! one that is lost leaves a poll to learn of the task when it returns (at
+//! most `task_poll_max_wait_secs` later) and asks again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,6 +161,15 @@ impl TaskHub {
         }
     }
 
+    /// Wakes every held poll: a wake-up from another server was unreadable,
+    /// or some may have been missed (see [`super::wakeups`]).
+    pub fn wake_all(&self) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for w in inner.waiters.values() {
+            w.notify.notify_one();
+        }
+    }
+
     /// Wakes the target at `at` (a retry's back-off ending, a window
     /// opening). The timer lives in this process only; a poll returning on
     /// its own covers a restart.
@@ -202,6 +212,23 @@ mod tests {
         drop(b);
         assert_eq!(hub.held(), 0);
         assert!(hub.inner.lock().expect("lock").by_group.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wake_all_wakes_every_held_poll_of_every_group() {
+        let hub = Arc::new(TaskHub::new(10, 50, datetime!(2026-05-17 10:00 UTC)));
+        let polls: Vec<_> = (0..3u128)
+            .map(|n| {
+                hub.register(Uuid::from_u128(n), &format!("g{n}"), AgentKind::Discovery)
+                    .expect("room")
+            })
+            .collect();
+        hub.wake_all();
+        for r in &polls {
+            tokio::time::timeout(std::time::Duration::from_secs(1), r.notify.notified())
+                .await
+                .expect("every poll is woken");
+        }
     }
 
     #[tokio::test]
