@@ -15,6 +15,7 @@ packages=(
   curl        # bench: the manual procedure
   hyperfine   # bench: scripts/bench-doctor.sh
   python3-pip # doctor: installs mitmproxy when the distribution has no mitmdump
+  python3-venv # e2e openapi: schemathesis lives in its own venv (/opt/tether-venv)
   nginx       # e2e defs (nginx_mirror_*): serves a `tether defs mirror` tree over HTTPS; deploy (tether-deploy/tests/pem_nginx.rs): serves the deployed PEM set, reloaded for real; the test runs its own nginx, never the service
   faketime    # e2e defs (nginx_mirror_*): libfaketime moves the agent's clock past a frozen mirror's expiry
   haproxy     # doctor: a real load balancer whose backend is down answers 503 (tether-testlab::haproxy); e2e scaleout: TCP passthrough sending the PROXY protocol v1/v2
@@ -91,6 +92,18 @@ if ! command -v mitmdump >/dev/null 2>&1; then
     || python3 -m pip install --quiet --break-system-packages mitmproxy 2>/dev/null \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mitmproxy
   command -v mitmdump >/dev/null 2>&1 || { echo "install-test-deps: mitmdump still missing after pip install" >&2; exit 1; }
+fi
+
+# The OpenAPI e2e test (crates/tether/tests/e2e/openapi.rs) runs schemathesis
+# from PyPI against a live server, in a venv of its own at a fixed path and
+# at a pinned version, so the system Python stays untouched.
+SCHEMATHESIS_VERSION=4.32.5
+if ! /opt/tether-venv/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "install-test-deps: installing schemathesis $SCHEMATHESIS_VERSION in /opt/tether-venv"
+  python3 -m venv /opt/tether-venv
+  /opt/tether-venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  /opt/tether-venv/bin/schemathesis --version | grep -q "$SCHEMATHESIS_VERSION" \
+    || { echo "install-test-deps: schemathesis $SCHEMATHESIS_VERSION missing after pip install" >&2; exit 1; }
 fi
 
 # The PostgreSQL conformance run needs the local server; start it if it is down.

@@ -2,7 +2,7 @@
 //! code, and no definitions publisher or key management, not even
 //! transitively.
 
-const FORBIDDEN: [&str; 8] = [
+const FORBIDDEN: [&str; 9] = [
     "tether-server",
     "tether-store",
     "tether-store-sql",
@@ -15,6 +15,8 @@ const FORBIDDEN: [&str; 8] = [
     // The built-in CA (its keys, CSR signing): server and CLI only. The
     // agent makes its key and CSR with tether-deploy.
     "tether-pki",
+    // The OpenAPI schemas: tether-wire's `openapi` feature is the server's.
+    "utoipa",
 ];
 
 #[test]

@@ -6,6 +6,7 @@
 //! | method | path | body → reply |
 //! |---|---|---|
 //! | GET | `/health` | → [`Health`] (no auth) |
+//! | GET | `/v1/openapi.json` | → the OpenAPI 3.1 document of every route here (no auth; `tether-server`'s `api::openapi`) |
 //! | POST | `/v1/enroll` | [`EnrollRequest`] → [`EnrollResponse`] (the token is the auth) |
 //! | POST | `/v1/agent/checkin` | [`CheckinRequest`] → [`CheckinResponse`] |
 //! | POST | `/v1/agent/shutdown` | [`ShutdownNotice`] → 204 |
@@ -49,6 +50,7 @@ use uuid::Uuid;
 use crate::ErrorCode;
 
 /// What an agent is for. A token allows exactly one kind.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
@@ -93,6 +95,7 @@ impl std::fmt::Display for AgentKind {
 
 /// The status every agent is judged by. It is derived from stored facts by the
 /// server; every change is recorded as a [`Transition`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
@@ -145,6 +148,7 @@ impl std::fmt::Display for AgentStatus {
 
 /// Flags shown on top of the status, the same in `agents list` and
 /// `agents show` (the server computes them once, `status::flags`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentFlag {
@@ -177,6 +181,7 @@ impl AgentFlag {
 }
 
 /// `GET /health`: the first thing an admin curls.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// Always `"tether"`: lets a client tell our server from a captive portal.
@@ -195,6 +200,7 @@ pub struct Health {
     pub jobs: Vec<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreHealth {
     /// `"sqlite"` or `"postgres"`.
@@ -205,6 +211,7 @@ pub struct StoreHealth {
 }
 
 /// Facts an agent reports about its host, at enrollment and at each check-in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
     pub hostname: String,
@@ -221,6 +228,7 @@ pub struct HostFacts {
 }
 
 /// `POST /v1/enroll`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     pub token: String,
@@ -237,6 +245,7 @@ pub struct EnrollRequest {
     pub previous_credential: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub agent_id: Uuid,
@@ -257,6 +266,7 @@ pub struct EnrollResponse {
 /// The last error of one agent subsystem (transport, checkin, definitions…).
 /// A code from a newer agent's catalog reads as
 /// [`ErrorCode::UnknownPeerCode`], with the agent's code heading the message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "LastErrorWire")]
 pub struct LastError {
@@ -267,6 +277,7 @@ pub struct LastError {
 }
 
 /// [`LastError`] as read from the wire, its code still a string.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Deserialize)]
 struct LastErrorWire {
     code: String,
@@ -287,6 +298,7 @@ impl From<LastErrorWire> for LastError {
 }
 
 /// `POST /v1/agent/checkin`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckinRequest {
     pub agent_version: String,
@@ -305,6 +317,7 @@ pub struct CheckinRequest {
     pub defs: Vec<crate::defs::ChannelState>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckinResponse {
     pub agent_id: Uuid,
@@ -319,6 +332,7 @@ pub struct CheckinResponse {
 }
 
 /// `POST /v1/agent/shutdown`: the agent is stopping cleanly.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownNotice {
     pub reason: String,
@@ -330,6 +344,7 @@ pub struct ShutdownNotice {
 /// Every agent reads this struct leniently, so this is where new settings
 /// go, each with a default for servers that predate it. Never in
 /// [`DefsPolicy`](crate::defs::DefsPolicy), which agents 0.1 read strictly.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
@@ -372,6 +387,7 @@ fn is_default_max_concurrent_tasks(n: &u32) -> bool {
 }
 
 /// `PUT /v1/admin/policies/{name}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyUpdate {
     pub checkin_interval_secs: u32,
@@ -404,6 +420,7 @@ fn yes() -> bool {
 }
 
 /// Something the server asks the agent to do at its next check-in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     pub id: Uuid,
@@ -411,6 +428,7 @@ pub struct Action {
     pub kind: ActionKind,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -434,6 +452,7 @@ pub enum ActionKind {
 }
 
 /// `POST /v1/admin/tokens`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTokenRequest {
     pub kind: AgentKind,
@@ -457,6 +476,7 @@ pub struct CreateTokenRequest {
     pub site: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub id: Uuid,
@@ -477,6 +497,7 @@ pub struct TokenInfo {
 }
 
 /// The token secret is returned once, at creation; the server keeps a hash.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedToken {
     pub token: String,
@@ -484,6 +505,7 @@ pub struct CreatedToken {
 }
 
 /// One row of the fleet's status table.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSummary {
     pub id: Uuid,
@@ -505,6 +527,7 @@ pub struct AgentSummary {
 }
 
 /// One recorded status change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     pub from: Option<AgentStatus>,
@@ -515,6 +538,7 @@ pub struct Transition {
 }
 
 /// `GET /v1/admin/agents/{id}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentDetail {
     pub summary: AgentSummary,
@@ -549,6 +573,7 @@ pub struct AgentDetail {
 
 /// The one-line verdict of a doctor run, as the agent reports it and the
 /// server stores it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoctorSummary {
     /// `"healthy"`, `"warnings"` or `"failed"` (the doctor's exit codes 0, 1, 2).
@@ -573,6 +598,7 @@ pub struct DoctorSummary {
 }
 
 /// `POST /v1/agent/actions/{id}/result`: what became of an action.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
     /// Whether the action was carried out (a doctor run that found a fault
@@ -586,6 +612,7 @@ pub struct ActionResult {
 }
 
 /// Where an action is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionState {
@@ -626,6 +653,7 @@ impl std::str::FromStr for ActionState {
 }
 
 /// An action queued for an agent, with its state and result.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionInfo {
     pub id: Uuid,
@@ -644,6 +672,7 @@ pub struct ActionInfo {
 
 /// An escalation bundle stored for an agent (the bytes are downloaded
 /// separately).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleInfo {
     pub id: Uuid,

@@ -19,6 +19,7 @@ pub const MAX_CERT_LOCATIONS: u32 = 1_000;
 
 /// What one certificate says, as the scanner recorded it (the same fields
 /// as `tether_scan::CertFacts`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertFacts {
     pub subject: String,
@@ -50,6 +51,7 @@ pub struct CertFacts {
 }
 
 /// One certificate of the inventory (`GET /v1/admin/certs`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertInfo {
     /// `sha256:<hex>`.
@@ -68,6 +70,7 @@ pub struct CertInfo {
 }
 
 /// What a location shows now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocationState {
@@ -103,6 +106,7 @@ impl std::str::FromStr for LocationState {
 }
 
 /// One place a certificate was seen.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertLocation {
     /// `ip:port` (`[ip]:port` for IPv6).
@@ -128,6 +132,7 @@ pub struct CertLocation {
 }
 
 /// `GET /v1/admin/certs/{fingerprint}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertDetail {
     #[serde(flatten)]
@@ -140,6 +145,7 @@ pub struct CertDetail {
 }
 
 /// One step of a deploy transaction, as the agent recorded it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployStep {
     /// `backup`, `write`, `reload`, `verify`, `restore`, `rollback.reload`,
@@ -153,6 +159,7 @@ pub struct DeployStep {
 }
 
 /// Why a deploy failed: a catalog code (`TETHER-E85xx`) and one line.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployFailure {
     pub code: String,
@@ -161,6 +168,7 @@ pub struct DeployFailure {
 
 /// How one deploy transaction ended: the last result chunk of a `deploy`
 /// task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployReport {
     pub id: Uuid,
@@ -199,6 +207,7 @@ impl DeployReport {
 /// `order`, and is answered with the [`IssueResponse`]. An agent that
 /// leaves `http01` unset (every agent before it, whose bodies lack the
 /// field) is never given a challenge.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueRequest {
     pub epoch: u64,
@@ -214,6 +223,7 @@ pub struct IssueRequest {
 
 /// The 202 answer to an [`IssueRequest`] for an ACME issuer: the
 /// challenges to serve before calling again with `order`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuePending {
     pub order: String,
@@ -226,6 +236,7 @@ pub struct IssuePending {
 /// `http://{name}/.well-known/acme-challenge/{token}` (from the web
 /// server's webroot, or its own listener), then removes it. The token is
 /// hostile input to the agent until checked (base64url only).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Http01Challenge {
     pub name: String,
@@ -241,6 +252,7 @@ impl Http01Challenge {
 }
 
 /// The certificate the built-in CA signed for an [`IssueRequest`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueResponse {
     pub cert_pem: String,
@@ -253,6 +265,7 @@ pub struct IssueResponse {
 }
 
 /// A certificate the built-in CA issued.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedCert {
     pub fingerprint: String,
@@ -279,6 +292,7 @@ pub struct IssuedCert {
 }
 
 /// An ACME CA's suggested renewal window (RFC 9773) and when it was read.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenewalWindowSeen {
     #[serde(with = "time::serde::rfc3339")]
@@ -290,6 +304,7 @@ pub struct RenewalWindowSeen {
 }
 
 /// `POST /v1/admin/acme-issuers`: register an account with an ACME CA.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcmeIssuerAdd {
     /// The name deploys use as `acme:NAME`.
@@ -306,6 +321,7 @@ pub struct AcmeIssuerAdd {
 }
 
 /// A registered ACME issuer (never its key).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcmeIssuerInfo {
     pub name: String,
@@ -323,12 +339,14 @@ pub struct AcmeIssuerInfo {
 }
 
 /// `GET /v1/admin/acme-issuers`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcmeIssuerList {
     pub issuers: Vec<AcmeIssuerInfo>,
 }
 
 /// One deploy of a certificate to a location, as the server recorded it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub task_id: Uuid,
@@ -340,6 +358,7 @@ pub struct DeploymentRecord {
 
 /// `GET /v1/admin/certs/{fingerprint}/history`: issuance, deploys (of this
 /// certificate, or replacing it) and where it is seen.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertHistory {
     pub fingerprint: String,

@@ -28,6 +28,7 @@ pub const DEFAULT_PAGE: u32 = 500;
 pub const MAX_PAGE: u32 = 1000;
 
 /// An admin API credential as listed; its secret is never shown again.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminTokenInfo {
     pub id: Uuid,
@@ -43,6 +44,7 @@ pub struct AdminTokenInfo {
 }
 
 /// `POST /v1/admin/admin-tokens`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateAdminTokenRequest {
     /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`, unique among the
@@ -51,6 +53,7 @@ pub struct CreateAdminTokenRequest {
 }
 
 /// An admin credential's secret, shown once at creation or rotation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedAdminToken {
     pub token: String,
@@ -59,6 +62,7 @@ pub struct CreatedAdminToken {
 
 /// `GET /v1/agent/probe`: the credential is accepted. Unlike a check-in it
 /// records nothing and hands out no queued action.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentProbe {
     pub agent_id: Uuid,
@@ -71,6 +75,7 @@ pub struct AgentProbe {
 }
 
 /// What kind of outage of the control plane itself.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutageKind {
@@ -105,6 +110,7 @@ impl std::str::FromStr for OutageKind {
 /// A time the control plane itself could not hear its agents. Afterwards
 /// every Active agent got a full inactivity threshold before it could be
 /// declared Inactive, so agent histories show no transition for it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlPlaneOutage {
     pub kind: OutageKind,

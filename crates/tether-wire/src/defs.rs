@@ -16,6 +16,7 @@ use crate::api::LastError;
 /// reads it leniently too, and `tests/wire_compat.rs` pins its field set.
 ///
 /// [`Policy`]: crate::api::Policy
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefsPolicy {
     /// The channels the agent subscribes to.
@@ -56,6 +57,7 @@ fn yes() -> bool {
 }
 
 /// How the last successful update arrived.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateMethod {
@@ -79,6 +81,7 @@ impl UpdateMethod {
 }
 
 /// One channel's state as the agent reports it at check-in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelState {
     pub channel: String,
@@ -113,6 +116,7 @@ pub struct ChannelState {
 }
 
 /// A delta published for a version: from `from_version` to it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaInfo {
     pub from_version: u64,
@@ -123,6 +127,7 @@ pub struct DeltaInfo {
 }
 
 /// One published version of a channel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefsVersion {
     pub channel: String,
@@ -148,6 +153,7 @@ pub struct DefsVersion {
 }
 
 /// `GET /v1/admin/defs/summary`: one channel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelSummary {
     pub channel: String,
@@ -165,6 +171,7 @@ pub struct ChannelSummary {
 }
 
 /// One channel of one agent, as the fleet view shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentChannelView {
     pub channel: String,

@@ -297,6 +297,23 @@ impl Serialize for ErrorCode {
     }
 }
 
+/// In the OpenAPI document a code is a string, one of the catalog's codes.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(
+                "A stable code of the error catalog (docs/errors.md), `TETHER-Ennnn`.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ErrorCode {}
+
 /// Codes are read leniently: a peer one version newer may report a code that
 /// this catalog does not have yet, and the body carrying it must still parse
 /// (ARCHITECTURE.md, "Wire compatibility"). Such a code reads as
@@ -334,6 +351,7 @@ pub(crate) fn peer_code(code: &str, message: String) -> (ErrorCode, String) {
 /// The JSON body of every API error. Clients match on `code`; `message` is
 /// the specific problem (with observed and expected values), `action` what to
 /// do about it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "ApiErrorWire")]
 pub struct ApiError {
@@ -362,6 +380,7 @@ pub struct ApiError {
 
 /// [`ApiError`] as read from the wire: the code stays a string until
 /// [`peer_code`] has looked it up.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Deserialize)]
 struct ApiErrorWire {
     code: String,

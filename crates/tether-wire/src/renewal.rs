@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// When a certificate is due for renewal.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RenewalTrigger {
@@ -20,6 +21,7 @@ pub enum RenewalTrigger {
 /// How one certificate (or the certificates of a group's locations) is
 /// renewed. An ARI window (RFC 9773), when the issuer gives one, takes
 /// precedence over the trigger.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenewalPolicy {
     pub trigger: RenewalTrigger,
@@ -52,6 +54,7 @@ impl Default for RenewalPolicy {
 }
 
 /// The explicit states of a renewal.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -109,6 +112,7 @@ impl std::fmt::Display for RenewalState {
 }
 
 /// One renewal, as the admin sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenewalInfo {
     pub id: Uuid,
@@ -148,6 +152,7 @@ pub struct RenewalInfo {
 
 /// `PUT /v1/admin/renewal-policies`: the policy of one scope: `default`,
 /// `cert:<fingerprint>` or `group:<name>`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenewalPolicyUpdate {
     pub scope: String,

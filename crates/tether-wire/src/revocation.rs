@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 /// (section 5.3.1) that a CA may state for an end-entity certificate.
 /// `certificateHold` and `removeFromCRL` are not offered: a revocation here
 /// is final.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RevocationReason {
@@ -71,12 +72,14 @@ impl std::fmt::Display for RevocationReason {
 }
 
 /// `POST /v1/admin/certs/{fingerprint}/revoke`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeRequest {
     pub reason: RevocationReason,
 }
 
 /// One revocation, as the CA keeps it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     /// `sha256:<hex>` of the certificate.
@@ -94,6 +97,7 @@ pub struct Revocation {
 }
 
 /// What `POST /v1/admin/certs/{fingerprint}/revoke` answers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeResponse {
     /// The revocation in force: the first one when the certificate was

@@ -34,6 +34,7 @@ use crate::AgentKind;
 
 /// What a task does. Each kind has its own spec, checked by the server when
 /// the task is created, and its own executor on the agent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -100,6 +101,7 @@ impl std::fmt::Display for TaskKind {
 }
 
 /// Where a task is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
@@ -165,6 +167,7 @@ impl std::fmt::Display for TaskState {
 }
 
 /// Who may run a task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TaskTarget {
@@ -181,6 +184,7 @@ pub enum TaskTarget {
 
 /// Local hours during which a task may start, in the site's (or the given)
 /// time zone. `from` > `to` spans midnight (22:00–04:00).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AllowedHours {
     /// `HH:MM`.
@@ -190,6 +194,7 @@ pub struct AllowedHours {
 }
 
 /// How a recurring task repeats.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ScheduleRule {
@@ -205,6 +210,7 @@ pub enum ScheduleRule {
 }
 
 /// `POST /v1/admin/tasks`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewTask<S> {
     pub kind: TaskKind,
@@ -239,6 +245,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// Where a task that needs an admin's approval stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalState {
@@ -277,6 +284,7 @@ impl std::str::FromStr for ApprovalState {
 }
 
 /// A task's approval: whether it still waits, and who decided when.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub state: ApprovalState,
@@ -303,6 +311,7 @@ impl Approval {
 }
 
 /// `POST /v1/admin/tasks/{id}/reject`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectTask {
     /// Why, in one line (1 to 1024 characters): the task's reason and
@@ -311,6 +320,7 @@ pub struct RejectTask {
 }
 
 /// Progress an agent reports with a heartbeat.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     pub done: u64,
@@ -330,6 +340,7 @@ impl Progress {
 }
 
 /// What became of an attempt, as the agent reports it with its last chunk.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -342,6 +353,7 @@ pub enum Outcome {
 }
 
 /// The end of an attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOutcome {
     pub outcome: Outcome,
@@ -350,6 +362,7 @@ pub struct TaskOutcome {
 }
 
 /// One task, as the admin sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskInfo<S> {
     pub id: Uuid,
@@ -412,6 +425,7 @@ pub struct TaskInfo<S> {
 }
 
 /// `GET /v1/admin/tasks/{id}`: the task with its stored results.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskDetail<S> {
     pub task: TaskInfo<S>,
@@ -420,6 +434,7 @@ pub struct TaskDetail<S> {
 }
 
 /// `POST /v1/agent/tasks/poll`: the agent's long poll.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskPoll {
     /// How long the server may hold the request when nothing is ready
@@ -432,6 +447,7 @@ pub struct TaskPoll {
 }
 
 /// A leased task, handed to an agent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskLease<S> {
     pub task_id: Uuid,
@@ -448,6 +464,7 @@ pub struct TaskLease<S> {
     pub deadline_at: Option<OffsetDateTime>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskPollReply<S> {
     pub leases: Vec<TaskLease<S>>,
@@ -458,6 +475,7 @@ pub struct TaskPollReply<S> {
 }
 
 /// `POST /v1/agent/tasks/{id}/heartbeat`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub epoch: u64,
@@ -465,6 +483,7 @@ pub struct Heartbeat {
     pub progress: Option<Progress>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     #[serde(with = "time::serde::rfc3339")]
@@ -475,6 +494,7 @@ pub struct HeartbeatReply {
 
 /// `POST /v1/agent/tasks/{id}/results`: one chunk, idempotent by
 /// (task, epoch, chunk). The chunk carrying `outcome` ends the attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultChunk<S> {
     pub epoch: u64,
@@ -487,6 +507,7 @@ pub struct ResultChunk<S> {
     pub outcome: Option<TaskOutcome>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultAck {
     /// False when this chunk was already stored (a retry after a lost reply).
@@ -495,6 +516,7 @@ pub struct ResultAck {
 }
 
 /// A recurring task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleInfo<S> {
     pub id: Uuid,
@@ -517,12 +539,14 @@ pub struct ScheduleInfo<S> {
 }
 
 /// `PUT /v1/admin/sites/{name}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteUpdate {
     /// An IANA time zone name, e.g. `Europe/Paris`.
     pub tz: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Site {
     pub name: String,
@@ -530,6 +554,7 @@ pub struct Site {
 }
 
 /// `PUT /v1/admin/agents/{id}/site`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSiteUpdate {
     /// The site label; `None` clears it.

@@ -13,9 +13,9 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -30,16 +30,17 @@ use super::{ApiFailure, body};
 use crate::service::{Ctx, ServiceError, auth, revocation};
 
 /// The `/pki/…` routes (the CRL and the OCSP responder).
-pub fn routes() -> Router<Ctx> {
-    Router::new()
-        .route(CRL_PATH, get(crl))
-        .route(OCSP_PATH, post(ocsp_post))
-        .route(&format!("{OCSP_PATH}/{{*request}}"), get(ocsp_get))
+pub fn routes() -> super::Routes {
+    super::Routes::default()
+        .at(Method::GET, CRL_PATH, crl)
+        .at(Method::POST, OCSP_PATH, ocsp_post)
+        .at(Method::GET, &format!("{OCSP_PATH}/{{*request}}"), ocsp_get)
 }
 
 /// The plain-HTTP listener's router: the `/pki/…` routes and nothing else.
 pub fn router(ctx: Ctx) -> Router {
     routes()
+        .into_router()
         .fallback(super::error::not_found)
         .method_not_allowed_fallback(super::error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

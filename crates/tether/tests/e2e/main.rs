@@ -17,6 +17,7 @@ mod hardening;
 mod lab;
 mod lifecycle;
 mod offline;
+mod openapi;
 mod proxy;
 mod quickstart;
 mod renewal;
