@@ -615,7 +615,8 @@ async fn deploy_to_a_pkcs12_keystore_from_the_cli(backend: Backend) {
         );
         assert!(!t.contains("hunter2"), "{t}");
     }
-    let jks: Vec<String> = deploy(&["--password-ref", &pass_ref])
+    // A Java keystore type that is neither PKCS12 nor JKS.
+    let jceks: Vec<String> = deploy(&["--password-ref", &pass_ref])
         .into_iter()
         .map(|a| {
             if a == "pkcs12" {
@@ -624,13 +625,13 @@ async fn deploy_to_a_pkcs12_keystore_from_the_cli(backend: Backend) {
                 a
             }
         })
-        .chain(["--store-type".to_owned(), "JKS".to_owned()])
+        .chain(["--store-type".to_owned(), "JCEKS".to_owned()])
         .collect();
-    let jks: Vec<&str> = jks.iter().map(String::as_str).collect();
-    let bad = server.admin(&jks).await;
+    let jceks: Vec<&str> = jceks.iter().map(String::as_str).collect();
+    let bad = server.admin(&jceks).await;
     assert!(!bad.status.success());
     assert!(
-        text(&bad).contains("TETHER-E8501") && text(&bad).contains("PKCS12"),
+        text(&bad).contains("TETHER-E8501") && text(&bad).contains("\"PKCS12\" or \"JKS\""),
         "{}",
         text(&bad)
     );
