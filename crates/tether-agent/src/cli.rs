@@ -823,18 +823,7 @@ async fn bundle(args: &BundleArgs, world: &World) -> Result<ExitCode, Failure> {
         None => println!("the doctor could not run; the bundle's doctor/error.txt says why"),
     }
     if args.upload {
-        let env = |k: &str| world.var(k);
-        let config = crate::config::load(dir, &env, &ConfigLayer::default())?.config;
-        let credential = crate::credential::load(dir)?;
-        let transport = crate::connect::transport(&config, Some(dir), &env)?;
-        let client = ApiClient::new(transport, config.server.clone())
-            .with_bearer(credential.expose())
-            .with_clock(world.clock.clone());
-        let info = client.upload_bundle(built.bytes).await?;
-        println!(
-            "uploaded as bundle {} ({} bytes); an admin can fetch it with `tether agents bundle-download {} --out FILE`",
-            info.id, info.size_bytes, info.id
-        );
+        upload_bundle(dir, world, built.bytes).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -879,20 +868,27 @@ async fn capture(args: &CaptureArgs, world: &World) -> Result<ExitCode, Failure>
         );
     }
     if args.upload {
-        let env = |k: &str| world.var(k);
-        let config = crate::config::load(dir, &env, &ConfigLayer::default())?.config;
-        let credential = crate::credential::load(dir)?;
-        let transport = crate::connect::transport(&config, Some(dir), &env)?;
-        let client = ApiClient::new(transport, config.server.clone())
-            .with_bearer(credential.expose())
-            .with_clock(world.clock.clone());
-        let info = client.upload_bundle(captured.bundle.bytes).await?;
-        println!(
-            "uploaded as bundle {} ({} bytes); an admin can fetch it with `tether agents bundle-download {} --out FILE`",
-            info.id, info.size_bytes, info.id
-        );
+        upload_bundle(dir, world, captured.bundle.bytes).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Uploads a bundle to the control plane with the agent's own credential
+/// and says where an admin finds it.
+async fn upload_bundle(dir: &Path, world: &World, bytes: Vec<u8>) -> Result<(), Failure> {
+    let env = |k: &str| world.var(k);
+    let config = crate::config::load(dir, &env, &ConfigLayer::default())?.config;
+    let credential = crate::credential::load(dir)?;
+    let transport = crate::connect::transport(&config, Some(dir), &env)?;
+    let client = ApiClient::new(transport, config.server.clone())
+        .with_bearer(credential.expose())
+        .with_clock(world.clock.clone());
+    let info = client.upload_bundle(bytes).await?;
+    println!(
+        "uploaded as bundle {} ({} bytes); an admin can fetch it with `tether agents bundle-download {} --out FILE`",
+        info.id, info.size_bytes, info.id
+    );
+    Ok(())
 }
 
 /// The exit code of a definitions command; a failure to run at all is
