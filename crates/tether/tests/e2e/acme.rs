@@ -17,7 +17,9 @@ use tether_testlab::netns::Netns;
 use tether_testlab::pebble::Pebble;
 use tether_wire::{AcmeIssuerInfo, AcmeIssuerList, CertHistory, RenewalState, TaskState};
 
-use crate::deploy::{PemSite, fp_of_file, provisioning_agent, served, wait_task};
+use crate::deploy::{
+    PemSite, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served, wait_task,
+};
 use crate::lab::{Backend, Server};
 use crate::renewal::wait_renewal;
 
@@ -98,50 +100,30 @@ async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(back
     let (set, nginx) = (&site.set, &site.nginx);
     let p = |n: &str| site.path(n);
     let deploy = |name: &'static str, port: u16| {
-        let (agent_id, cert, key, full, reload) = (
-            agent_id.to_string(),
-            p("cert.pem"),
-            p("key.pem"),
-            p("fullchain.pem"),
-            site.reload(),
+        let port = port.to_string();
+        let args = deploy_args(
+            &agent_id.to_string(),
+            &[name],
+            &[
+                ("cert", p("cert.pem")),
+                ("key", p("key.pem")),
+                ("fullchain", p("fullchain.pem")),
+            ],
+            &site.reload(),
+            &site.verify(),
+            &[
+                "--sni",
+                name,
+                "--issuer",
+                "acme:pebble",
+                "--http01-port",
+                &port,
+                "--max-attempts",
+                "1",
+            ],
         );
-        let verify = site.verify();
         let server = &server;
-        async move {
-            let out: Value = serde_json::from_str(
-                &server
-                    .admin_ok(&[
-                        "certs",
-                        "deploy",
-                        "--agent",
-                        &agent_id,
-                        "--name",
-                        name,
-                        "--cert",
-                        &cert,
-                        "--key",
-                        &key,
-                        "--fullchain",
-                        &full,
-                        "--reload",
-                        &reload,
-                        "--verify",
-                        &verify,
-                        "--sni",
-                        name,
-                        "--issuer",
-                        "acme:pebble",
-                        "--http01-port",
-                        &port.to_string(),
-                        "--max-attempts",
-                        "1",
-                        "--json",
-                    ])
-                    .await,
-            )
-            .expect("certs deploy --json");
-            out["id"].as_str().expect("task id").to_owned()
-        }
+        async move { deploy_ok(server, &args).await }
     };
 
     // 1. Ordered, validated through the agent's listener, deployed.
@@ -248,27 +230,17 @@ async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(back
     server
         .admin_ok(&["certs", "acme", "remove", "pebble"])
         .await;
+    let port = http01_port.to_string();
+    let refused = deploy_args(
+        &agent_id.to_string(),
+        &[NAME],
+        &[("cert", p("cert.pem")), ("key", p("key.pem"))],
+        "/bin/true",
+        &format!("127.0.0.1:{}", nginx.port),
+        &["--issuer", "acme:pebble", "--http01-port", &port],
+    );
     let refused = server
-        .admin(&[
-            "certs",
-            "deploy",
-            "--agent",
-            &agent_id.to_string(),
-            "--name",
-            NAME,
-            "--cert",
-            &p("cert.pem"),
-            "--key",
-            &p("key.pem"),
-            "--reload",
-            "/bin/true",
-            "--verify",
-            &format!("127.0.0.1:{}", nginx.port),
-            "--issuer",
-            "acme:pebble",
-            "--http01-port",
-            &http01_port.to_string(),
-        ])
+        .admin(&refused.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     assert!(!refused.status.success());
     assert!(

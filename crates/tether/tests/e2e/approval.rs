@@ -10,10 +10,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tether_testlab::nginx::{Nginx, Site};
 use tether_wire::{ApprovalState, CertHistory, TaskDetail, TaskState};
 
-use crate::deploy::{fp_of_file, provisioning_agent, served, wait_task};
+use crate::deploy::{
+    PemSite, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served, server_with_ca,
+    wait_task,
+};
 use crate::lab::{Backend, Server, text};
 
 async fn show(server: &Server, id: &str) -> TaskDetail<Value> {
@@ -22,97 +24,42 @@ async fn show(server: &Server, id: &str) -> TaskDetail<Value> {
 }
 
 async fn a_deploy_waits_for_an_admins_approval(backend: Backend) {
-    let mut server = Server::start_restartable(backend, &[]).await;
-    server.admin_ok(&["certs", "ca", "init"]).await;
-    server.stop().await;
-    server.restart().await;
+    let server = server_with_ca(backend, &[], None).await;
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
-    // The old set, served by a real nginx (master and worker).
-    let site = tether_testlab::Scratch::new("e2e-approval-site");
-    let set = site.path().join("ssl");
-    std::fs::create_dir_all(&set).expect("mkdir");
-    let old_ca = tether_testlab::pki::Ca::root("E2E Approval Old Root");
-    let leaf = old_ca.issue(&["web.test", "127.0.0.1"]);
-    std::fs::write(set.join("cert.pem"), leaf.pem()).expect("w");
-    std::fs::write(set.join("key.pem"), leaf.key_pem()).expect("w");
-    std::fs::write(
-        set.join("fullchain.pem"),
-        format!(
-            "{}\n{}",
-            leaf.pem().trim_end(),
-            String::from_utf8(old_ca.pem()).expect("utf8")
-        ),
+    // The old set, served by a real nginx (master and worker). The reload
+    // leaves a mark, so "no reload ran" is observed, not assumed.
+    let marks_dir = tether_testlab::Scratch::new("e2e-approval-marks");
+    let marks = marks_dir.path().join("reloads");
+    let site = PemSite::start(
+        "e2e-approval-site",
+        &["web.test", "127.0.0.1"],
+        &format!("echo reload >> '{}'\n", marks.display()),
     )
-    .expect("w");
-    let nginx = Nginx::start(&Site {
-        tls: Some((set.join("fullchain.pem"), set.join("key.pem"))),
-        master_process: true,
-        ..Site::default()
-    })
     .await;
+    let (set, nginx) = (&site.set, &site.nginx);
     let old_fp = fp_of_file(&set.join("cert.pem"));
     assert_eq!(served(nginx.port).await.as_deref(), Some(old_fp.as_str()));
-    let script = site.path().join("reload.sh");
-    let quoted: Vec<String> = nginx
-        .reload_command()
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect();
-    // The reload leaves a mark, so "no reload ran" is observed, not assumed.
-    let marks = site.path().join("reloads");
-    std::fs::write(
-        &script,
-        format!(
-            "echo reload >> '{}'\nexec {}\n",
-            marks.display(),
-            quoted.join(" ")
-        ),
-    )
-    .expect("script");
-    let reload = format!("/bin/sh {}", script.display());
-    let p = |n: &str| set.join(n).display().to_string();
-    let verify = format!("127.0.0.1:{}", nginx.port);
     let agent_s = agent_id.to_string();
-    let deploy = || {
-        let (cert, key, full) = (p("cert.pem"), p("key.pem"), p("fullchain.pem"));
-        let (reload, verify, agent_s) = (reload.clone(), verify.clone(), agent_s.clone());
-        let server = &server;
-        async move {
-            let out: Value = serde_json::from_str(
-                &server
-                    .admin_ok(&[
-                        "certs",
-                        "deploy",
-                        "--agent",
-                        &agent_s,
-                        "--name",
-                        "web.test",
-                        "--name",
-                        "127.0.0.1",
-                        "--cert",
-                        &cert,
-                        "--key",
-                        &key,
-                        "--fullchain",
-                        &full,
-                        "--reload",
-                        &reload,
-                        "--verify",
-                        &verify,
-                        "--sni",
-                        "web.test",
-                        "--max-attempts",
-                        "1",
-                        "--require-approval",
-                        "--json",
-                    ])
-                    .await,
-            )
-            .expect("certs deploy --json");
-            out["id"].as_str().expect("task id").to_owned()
-        }
-    };
+    let args = deploy_args(
+        &agent_s,
+        &["web.test", "127.0.0.1"],
+        &[
+            ("cert", site.path("cert.pem")),
+            ("key", site.path("key.pem")),
+            ("fullchain", site.path("fullchain.pem")),
+        ],
+        &site.reload(),
+        &site.verify(),
+        &[
+            "--sni",
+            "web.test",
+            "--max-attempts",
+            "1",
+            "--require-approval",
+        ],
+    );
+    let deploy = || deploy_ok(&server, &args);
 
     // 1. Held: the agent polls and gets nothing; the reason says what to do.
     let id = deploy().await;

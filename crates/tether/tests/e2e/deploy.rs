@@ -54,6 +54,69 @@ pub(crate) async fn wait_task(server: &Server, id: &str, within: Duration) -> Ta
     }
 }
 
+/// A restartable server with the built-in CA: `certs ca init` (its root
+/// key written to `root_key_out`, offline, when given), then a restart so
+/// the server loads the CA.
+pub(crate) async fn server_with_ca(
+    backend: Backend,
+    env: &[(&str, &str)],
+    root_key_out: Option<&Path>,
+) -> Server {
+    let mut server = Server::start_restartable(backend, env).await;
+    let mut args = vec!["certs", "ca", "init"];
+    if let Some(key) = root_key_out {
+        args.extend(["--root-key-out", key.to_str().expect("utf8")]);
+    }
+    let out = server.admin_ok(&args).await;
+    if root_key_out.is_some() {
+        assert!(out.contains("keep it offline"), "{out}");
+    }
+    server.stop().await;
+    server.restart().await;
+    server
+}
+
+/// `tether certs deploy` to `agent`: the names, the files of the set
+/// (`("cert", path)` is `--cert path`), the reload and verify commands,
+/// then each test's own flags.
+pub(crate) fn deploy_args(
+    agent: &str,
+    names: &[&str],
+    files: &[(&str, String)],
+    reload: &str,
+    verify: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "certs".into(),
+        "deploy".into(),
+        "--agent".into(),
+        agent.into(),
+    ];
+    for name in names {
+        args.extend(["--name".to_owned(), (*name).to_owned()]);
+    }
+    for (flag, path) in files {
+        args.extend([format!("--{flag}"), path.clone()]);
+    }
+    args.extend([
+        "--reload".to_owned(),
+        reload.to_owned(),
+        "--verify".to_owned(),
+        verify.to_owned(),
+    ]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Runs `certs deploy … --json` and returns the task's id.
+pub(crate) async fn deploy_ok(server: &Server, args: &[String]) -> String {
+    let args: Vec<&str> = args.iter().map(String::as_str).chain(["--json"]).collect();
+    let out: Value =
+        serde_json::from_str(&server.admin_ok(&args).await).expect("certs deploy --json");
+    out["id"].as_str().expect("task id").to_owned()
+}
+
 /// A provisioning agent enrolled with a fresh token, running and Active.
 pub(crate) async fn provisioning_agent(server: &Server) -> (Agent, Uuid) {
     let token: tether_wire::CreatedToken = serde_json::from_str(
@@ -156,24 +219,12 @@ pub(crate) fn fp_of_file(p: &Path) -> String {
 }
 
 async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
-    let mut server = Server::start_restartable(backend, &[]).await;
     let media = tether_testlab::Scratch::new("e2e-offline-media");
     let root_key = media.path().join("root.pem");
     // The admin CLI runs with the server's data dir (`--data-dir`).
-    let out = server
-        .admin_ok(&[
-            "certs",
-            "ca",
-            "init",
-            "--root-key-out",
-            root_key.to_str().expect("utf8"),
-        ])
-        .await;
-    assert!(out.contains("keep it offline"), "{out}");
+    let server = server_with_ca(backend, &[], Some(&root_key)).await;
     assert!(root_key.exists());
     assert!(!server.dir.path().join("ca/root.key.sealed").exists());
-    server.stop().await;
-    server.restart().await;
 
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
@@ -186,54 +237,30 @@ async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
     let p = |n: &str| set.join(n).display().to_string();
     let verify = format!("127.0.0.1:{}", nginx.port);
     let deploy = |reload: String, verify_timeout: &'static str| {
-        let agent_id = agent_id.to_string();
-        let (cert, key, chain, full, verify) = (
-            p("cert.pem"),
-            p("key.pem"),
-            p("chain.pem"),
-            p("fullchain.pem"),
-            verify.clone(),
+        let args = deploy_args(
+            &agent_id.to_string(),
+            &["web.test", "127.0.0.1"],
+            &[
+                ("cert", p("cert.pem")),
+                ("key", p("key.pem")),
+                ("chain", p("chain.pem")),
+                ("fullchain", p("fullchain.pem")),
+            ],
+            &reload,
+            &verify,
+            &[
+                "--key-mode",
+                "0600",
+                "--sni",
+                "web.test",
+                "--verify-timeout",
+                verify_timeout,
+                "--max-attempts",
+                "1",
+            ],
         );
         let server = &server;
-        async move {
-            let out: Value = serde_json::from_str(
-                &server
-                    .admin_ok(&[
-                        "certs",
-                        "deploy",
-                        "--agent",
-                        &agent_id,
-                        "--name",
-                        "web.test",
-                        "--name",
-                        "127.0.0.1",
-                        "--cert",
-                        &cert,
-                        "--key",
-                        &key,
-                        "--chain",
-                        &chain,
-                        "--fullchain",
-                        &full,
-                        "--key-mode",
-                        "0600",
-                        "--reload",
-                        &reload,
-                        "--verify",
-                        &verify,
-                        "--sni",
-                        "web.test",
-                        "--verify-timeout",
-                        verify_timeout,
-                        "--max-attempts",
-                        "1",
-                        "--json",
-                    ])
-                    .await,
-            )
-            .expect("certs deploy --json");
-            out["id"].as_str().expect("task id").to_owned()
-        }
+        async move { deploy_ok(server, &args).await }
     };
 
     // 1. A deploy that works.
@@ -319,23 +346,16 @@ async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
 
     // 3. A name the task does not allow never reaches the CA: refused at
     // creation with the spec's code.
+    let bad = deploy_args(
+        &agent_id.to_string(),
+        &["bad name"],
+        &[("cert", p("cert.pem")), ("key", p("key.pem"))],
+        "true",
+        &verify,
+        &[],
+    );
     let bad = server
-        .admin(&[
-            "certs",
-            "deploy",
-            "--agent",
-            &agent_id.to_string(),
-            "--name",
-            "bad name",
-            "--cert",
-            &p("cert.pem"),
-            "--key",
-            &p("key.pem"),
-            "--reload",
-            "true",
-            "--verify",
-            &verify,
-        ])
+        .admin(&bad.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     assert!(!bad.status.success());
     assert!(text(&bad).contains("TETHER-E8501"), "{}", text(&bad));
@@ -346,51 +366,31 @@ async fn deploy_from_the_built_in_ca_to_a_real_nginx(backend: Backend) {
 /// restarted agent waits for the orphaned reload, rolls the set back and
 /// reloads; the old certificate is served again and the set is whole.
 async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
-    let mut server = Server::start_restartable(backend, &[]).await;
     let media = tether_testlab::Scratch::new("e2e-offline-media");
     let root_key = media.path().join("root.pem");
-    server
-        .admin_ok(&[
-            "certs",
-            "ca",
-            "init",
-            "--root-key-out",
-            root_key.to_str().expect("utf8"),
-        ])
-        .await;
-    server.stop().await;
-    server.restart().await;
+    let server = server_with_ca(backend, &[], Some(&root_key)).await;
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     // A slow reload (2 s), then the real one: the agent is killed while it
     // runs, and it outlives the agent.
     let site = PemSite::start("e2e-deploy-kill", &["web.test"], "sleep 2\n").await;
-    let (set, nginx, script) = (&site.set, &site.nginx, &site.script);
+    let (set, nginx) = (&site.set, &site.nginx);
     let old_fp = fp_of_file(&set.join("cert.pem"));
     let p = |n: &str| set.join(n).display().to_string();
     let verify = format!("127.0.0.1:{}", nginx.port);
-    server
-        .admin_ok(&[
-            "certs",
-            "deploy",
-            "--agent",
-            &agent_id.to_string(),
-            "--name",
-            "web.test",
-            "--cert",
-            &p("cert.pem"),
-            "--key",
-            &p("key.pem"),
-            "--fullchain",
-            &p("fullchain.pem"),
-            "--reload",
-            &format!("/bin/sh {}", script.display()),
-            "--verify",
-            &verify,
-            "--max-attempts",
-            "1",
-        ])
-        .await;
+    let args = deploy_args(
+        &agent_id.to_string(),
+        &["web.test"],
+        &[
+            ("cert", p("cert.pem")),
+            ("key", p("key.pem")),
+            ("fullchain", p("fullchain.pem")),
+        ],
+        &site.reload(),
+        &verify,
+        &["--max-attempts", "1"],
+    );
+    deploy_ok(&server, &args).await;
     // Wait (bounded) for the journal to say the files are replaced, then
     // kill the agent: the reload is running.
     let journals = agent.state.path().join("deploy");
@@ -465,11 +465,7 @@ async fn agent_killed_during_the_reload_recovers_at_restart(backend: Backend) {
 /// reference that does not resolve on the agent's host fails with its
 /// code and writes nothing.
 async fn deploy_to_a_pkcs12_keystore_from_the_cli(backend: Backend) {
-    let mut server = Server::start_restartable(backend, &[]).await;
-    // The server loads its CA at start.
-    server.admin_ok(&["certs", "ca", "init"]).await;
-    server.stop().await;
-    server.restart().await;
+    let server = server_with_ca(backend, &[], None).await;
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     let site = tether_testlab::Scratch::new("e2e-deploy-p12");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::lab::{Agent, Backend, Server};
+use crate::lab::{Agent, Backend};
 
 /// Where scripts/install-test-deps.sh puts schemathesis.
 const SCHEMATHESIS: &str = "/opt/tether-venv/bin/schemathesis";
@@ -29,10 +29,7 @@ async fn the_openapi_document_matches_the_live_server() {
     // With a built-in CA, so the CRL and the OCSP responder answer for real
     // (without one they answer 503 TETHER-E8442, which this test would
     // count as a server error).
-    let mut server = Server::start_restartable(Backend::Sqlite, ENV).await;
-    server.admin_ok(&["certs", "ca", "init"]).await;
-    server.stop().await;
-    server.restart().await;
+    let server = crate::deploy::server_with_ca(Backend::Sqlite, ENV, None).await;
 
     // Served without credentials, and cacheable.
     let doc_url = format!("{}/v1/openapi.json", server.endpoint.url);

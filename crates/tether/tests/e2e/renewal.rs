@@ -14,7 +14,10 @@ use serde_json::Value;
 use tether_wire::{CertDetail, CertHistory, LocationState, RenewalInfo, RenewalState, TaskState};
 use tokio::time::Instant;
 
-use crate::deploy::{PemSite, fp_of_file, provisioning_agent, served, wait_task};
+use crate::deploy::{
+    PemSite, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served, server_with_ca,
+    wait_task,
+};
 use crate::lab::{Backend, Server};
 
 /// Waits until `fp`'s newest renewal is in `state`.
@@ -39,10 +42,7 @@ pub(crate) async fn wait_renewal(server: &Server, fp: &str, state: RenewalState)
 }
 
 async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend) {
-    let mut server = Server::start_restartable(backend, &[]).await;
-    server.admin_ok(&["certs", "ca", "init"]).await;
-    server.stop().await;
-    server.restart().await;
+    let server = server_with_ca(backend, &[], None).await;
     let (mut agent, agent_id) = provisioning_agent(&server).await;
 
     let site = PemSite::start("e2e-renewal-site", &["web.test", "127.0.0.1"], "").await;
@@ -52,44 +52,20 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
     let verify = site.verify();
 
     // A one-day certificate, deployed once by an admin.
-    let out: Value = serde_json::from_str(
-        &server
-            .admin_ok(&[
-                "certs",
-                "deploy",
-                "--agent",
-                &agent_id.to_string(),
-                "--name",
-                "web.test",
-                "--name",
-                "127.0.0.1",
-                "--cert",
-                &p("cert.pem"),
-                "--key",
-                &p("key.pem"),
-                "--fullchain",
-                &p("fullchain.pem"),
-                "--reload",
-                &format!("/bin/sh {}", script.display()),
-                "--verify",
-                &verify,
-                "--sni",
-                "web.test",
-                "--days",
-                "1",
-                "--max-attempts",
-                "1",
-                "--json",
-            ])
-            .await,
-    )
-    .expect("certs deploy --json");
-    let d = wait_task(
-        &server,
-        out["id"].as_str().expect("id"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let args = deploy_args(
+        &agent_id.to_string(),
+        &["web.test", "127.0.0.1"],
+        &[
+            ("cert", p("cert.pem")),
+            ("key", p("key.pem")),
+            ("fullchain", p("fullchain.pem")),
+        ],
+        &site.reload(),
+        &verify,
+        &["--sni", "web.test", "--days", "1", "--max-attempts", "1"],
+    );
+    let first_id = deploy_ok(&server, &args).await;
+    let d = wait_task(&server, &first_id, Duration::from_secs(60)).await;
     assert_eq!(
         d.task.state,
         TaskState::Succeeded,
@@ -243,31 +219,15 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
         to.minute()
     );
     std::fs::write(script, reload_ok).expect("script");
-    let out: Value = serde_json::from_str(
-        &server
-            .admin_ok(&[
-                "certs",
-                "deploy",
-                "--agent",
-                &agent_id.to_string(),
-                "--name",
-                "web.test",
-                "--cert",
-                &p("cert.pem"),
-                "--key",
-                &p("key.pem"),
-                "--reload",
-                &format!("/bin/sh {}", script.display()),
-                "--verify",
-                &verify,
-                "--window",
-                &window,
-                "--json",
-            ])
-            .await,
-    )
-    .expect("certs deploy --window --json");
-    let id = out["id"].as_str().expect("id").to_owned();
+    let args = deploy_args(
+        &agent_id.to_string(),
+        &["web.test"],
+        &[("cert", p("cert.pem")), ("key", p("key.pem"))],
+        &site.reload(),
+        &verify,
+        &["--window", &window],
+    );
+    let id = deploy_ok(&server, &args).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let d: tether_wire::TaskDetail<Value> =
         serde_json::from_str(&server.admin_ok(&["tasks", "show", &id, "--json"]).await)
