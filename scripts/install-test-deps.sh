@@ -33,6 +33,7 @@ packages=(
   sudo        # deploy (tether-deploy/tests/ssh_remote.rs): a remote target written through `sudo -n` by an unprivileged SSH user
   postgresql-client # e2e backup: pg_dump and pg_restore, which `tether backup` and `tether restore` run on a PostgreSQL control plane
   systemd     # e2e deb: systemd-analyze verify reads the packages' units; on a machine whose PID 1 is not systemd it installs the tools and starts nothing
+  binutils    # e2e deb: scripts/package-deb.sh strips the packaged binaries' debug info (strip), and the test reads their sections (readelf)
   adduser     # e2e deb: the packages' postinst creates the system user tether with adduser --system
   tcpdump     # e2e capture: `tether-agent capture` records the agent's traffic with it
   tshark      # e2e capture: reads the capture's pcap and decrypts it with the TLS key log

@@ -242,6 +242,21 @@ async fn packages_install_enroll_unattended_upgrade_and_purge() {
     // Files, modes, owners and the user.
     assert_owned("/usr/bin/tether", 0o755, "root", "root");
     assert_owned("/usr/bin/tether-agent", 0o755, "root", "root");
+    // Shipped without debug info (package-deb.sh strips it), symbols kept.
+    for bin in ["/usr/bin/tether", "/usr/bin/tether-agent"] {
+        let sections = run_ok(Command::new("readelf").args(["-S", "-W", bin]));
+        // (`.debug_gdb_scripts` is a loaded, 34-byte hint for gdb, not debug info.)
+        for debug in [".debug_info", ".debug_line", ".debug_str"] {
+            assert!(
+                !sections.contains(debug),
+                "{bin} ships {debug}:\n{sections}"
+            );
+        }
+        assert!(
+            sections.contains(".symtab"),
+            "{bin} lost its symbols:\n{sections}"
+        );
+    }
     assert_owned("/etc/tether", 0o750, "root", "tether");
     for conf in ["server.toml", "server.env", "agent.env"] {
         assert_owned(&format!("/etc/tether/{conf}"), 0o640, "root", "tether");
