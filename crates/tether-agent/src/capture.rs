@@ -61,7 +61,7 @@ pub struct CaptureOptions {
 pub const KEY_LOG_NAME: &str = "capture/tls-keys.log";
 
 /// The manifest's warning on the key log.
-pub const KEY_LOG_WARNING: &str = "TLS key log (NSS format) of the agent's own sessions during the capture: with it, Wireshark (tls.keylog_file) decrypts those sessions in the pcap, including the agent's credential in their Authorization headers. Share this bundle only with support, and re-enroll the agent afterwards (this version cannot rotate an agent credential in place).";
+pub const KEY_LOG_WARNING: &str = "TLS key log (NSS format) of the agent's own sessions during the capture: with it, Wireshark (tls.keylog_file) decrypts those sessions in the pcap, including the agent's credential in their Authorization headers. Share this bundle only with support. Uploaded by the capture, the agent's credential is rotated right after the upload; a capture kept on disk needs `tether-agent rotate-credential` once it is shared.";
 
 /// A finished capture.
 #[derive(Debug)]
@@ -514,6 +514,142 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, Failure> {
             )
         })?;
     Ok(bytes)
+}
+
+/// Whether a capture action runs in this process now: one at a time.
+static ACTION_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long a capture action may run beyond its window (the tools' start
+/// and stop, the doctor in the bundle, the upload).
+pub const ACTION_MARGIN: Duration = Duration::from_secs(300);
+
+/// Runs a capture action from the control plane (`ActionKind::Capture`) in
+/// its own process, `tether-agent capture --upload --json`, so tcpdump, the
+/// debug window and the capture's own check-in never hold up this agent's
+/// check-ins; reports the outcome as the action's result when it ends. A
+/// second capture while one runs is answered at once as refused.
+pub fn spawn_action(
+    client: ApiClient,
+    state_dir: PathBuf,
+    action_id: uuid::Uuid,
+    secs: Option<u32>,
+    tls_keylog: bool,
+) {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let result = if ACTION_RUNNING.swap(true, Ordering::SeqCst) {
+            failed(
+                "another capture is running on this agent; queue this one again when it has ended",
+            )
+        } else {
+            let result = run_action(&state_dir, secs, tls_keylog).await;
+            ACTION_RUNNING.store(false, Ordering::SeqCst);
+            result
+        };
+        tracing::info!(action_id = %action_id, ok = result.ok, message = %result.message, "capture action finished");
+        if let Err(error) = client.complete_action(action_id, &result).await {
+            tracing::warn!(action_id = %action_id, code = %error.code(), error = %error, "could not report the capture's result");
+        }
+    });
+}
+
+fn failed(message: impl Into<String>) -> tether_wire::ActionResult {
+    tether_wire::ActionResult {
+        ok: false,
+        message: message.into(),
+        doctor: None,
+    }
+}
+
+async fn run_action(
+    state_dir: &Path,
+    secs: Option<u32>,
+    tls_keylog: bool,
+) -> tether_wire::ActionResult {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return failed(format!("cannot locate this agent's executable: {e}")),
+    };
+    let mut cmd = Command::new(&exe);
+    // The `tether` binary carries the agent commands under `tether agent`.
+    let endpoint_binary = exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("tether-agent"));
+    if !endpoint_binary {
+        cmd.arg("agent");
+    }
+    let out = state_dir.join("capture-last.tar.gz");
+    cmd.arg("capture")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--upload", "--json"]);
+    if let Some(secs) = secs {
+        cmd.args(["--for", &format!("{secs}s")]);
+    }
+    if tls_keylog {
+        cmd.arg("--tls-keylog");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let bound =
+        Duration::from_secs(u64::from(secs.unwrap_or(3600))).min(MAX_WINDOW) + ACTION_MARGIN;
+    let output = match tokio::time::timeout(bound, cmd.output()).await {
+        Err(_) => {
+            return failed(format!(
+                "the capture did not end within {}",
+                humantime::format_duration(bound)
+            ));
+        }
+        Ok(Err(e)) => return failed(format!("could not start {}: {e}", exe.display())),
+        Ok(Ok(o)) => o,
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // The command's own error line carries the code and the action.
+        let why = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .or_else(|| stderr.lines().last())
+            .unwrap_or("no error message")
+            .chars()
+            .take(1000)
+            .collect::<String>();
+        return failed(format!("the capture failed ({}): {why}", output.status));
+    }
+    match stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<crate::cli::CaptureReport>(l).ok())
+    {
+        Some(r) => tether_wire::ActionResult {
+            ok: true,
+            message: format!(
+                "captured {} s (filter `{}`){}; uploaded as bundle {}{}",
+                r.window_secs,
+                r.filter,
+                if r.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", r.notes.join("; "))
+                },
+                r.bundle_id
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                if r.rotated {
+                    "; the agent's credential was rotated (the capture holds the TLS key log)"
+                } else {
+                    ""
+                }
+            ),
+            doctor: None,
+        },
+        None => failed("the capture ended without its report"),
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ pub enum AgentCommand {
     /// window, running one check-in and one definitions update in it, and
     /// write the escalation bundle with the pcap.
     Capture(CaptureArgs),
+    /// Rotate this agent's credential in place: the control plane issues the
+    /// next one, and the current one stops working once the agent presents
+    /// the new one (the running service re-reads it before each check-in).
+    RotateCredential(RotateCredentialArgs),
     /// Update the definitions channels now, in this process (not through the
     /// running agent). Exit code: 0 all channels current, 2 a channel
     /// failed, 3 refused or could not run (TETHER-E6009 when the policy does
@@ -263,12 +267,24 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub upload: bool,
     /// Also put the TLS key log of the capture's own sessions in the bundle,
-    /// so Wireshark can decrypt them (the credential too: re-enroll after).
+    /// so Wireshark can decrypt them (the credential too: with --upload it
+    /// is rotated after the upload; otherwise run rotate-credential once the
+    /// bundle is shared).
     #[arg(long)]
     pub tls_keylog: bool,
+    /// Print one JSON line (where the bundle is, its upload, the rotation)
+    /// instead of the text.
+    #[arg(long)]
+    pub json: bool,
     /// Where `install-service` wrote the unit.
     #[arg(long, default_value = "/etc/systemd/system")]
     pub unit_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RotateCredentialArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -348,6 +364,7 @@ pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<Ex
         AgentCommand::Doctor(args) => return Ok(doctor(&args, &world).await),
         AgentCommand::Bundle(args) => bundle(&args, &world).await,
         AgentCommand::Capture(args) => capture(&args, &world).await,
+        AgentCommand::RotateCredential(args) => rotate_credential(&args, &world).await,
         AgentCommand::Update(args) => return Ok(defs_exit(update_now(&args, &world).await)),
         AgentCommand::Defs(DefsCommand::Import(args)) => {
             return Ok(defs_exit(defs_import(&args, &world).await));
@@ -581,8 +598,9 @@ fn start_task_worker(
     };
     let mut poll_client =
         ApiClient::new(poll_transport, config.server.clone()).with_clock(world.clock.clone());
-    if let Ok(credential) = crate::credential::load(dir) {
-        poll_client = poll_client.with_bearer(credential.expose());
+    // The check-in's own bearer: a rotated credential reaches the poll too.
+    if let Some(bearer) = ctx.client.shared_bearer() {
+        poll_client = poll_client.with_shared_bearer(bearer.clone());
     }
     let deploy = Arc::new(crate::tasks::deploy::DeployExecutor::new(dir));
     // A deploy a kill interrupted is finished or rolled back at start, so
@@ -823,7 +841,8 @@ async fn bundle(args: &BundleArgs, world: &World) -> Result<ExitCode, Failure> {
         None => println!("the doctor could not run; the bundle's doctor/error.txt says why"),
     }
     if args.upload {
-        upload_bundle(dir, world, built.bytes).await?;
+        let (_, info) = upload_bundle(dir, world, built.bytes).await?;
+        print_uploaded(&info);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -847,48 +866,127 @@ async fn capture(args: &CaptureArgs, world: &World) -> Result<ExitCode, Failure>
         ))
     });
     crate::state::write_atomic(&out, &captured.bundle.bytes, 0o600)?;
-    println!(
-        "wrote {} ({} bytes): a {} capture with filter `{}`",
-        out.display(),
-        captured.bundle.bytes.len(),
-        humantime::format_duration(captured.window),
-        captured.filter
-    );
-    for note in &captured.notes {
-        println!("  {note}");
-    }
-    println!(
-        "warning: {} is not redacted (MANIFEST.json, `unredacted`); share the bundle only with support",
-        crate::capture::PCAP_NAME
-    );
-    if args.tls_keylog {
+    let mut report = CaptureReport {
+        out,
+        bytes: captured.bundle.bytes.len(),
+        window_secs: captured.window.as_secs(),
+        filter: captured.filter.clone(),
+        notes: captured.notes.clone(),
+        bundle_id: None,
+        rotated: false,
+    };
+    if !args.json {
         println!(
-            "warning: {} decrypts the capture's TLS sessions, including this agent's credential; re-enroll the agent once support has it",
-            crate::capture::KEY_LOG_NAME
+            "wrote {} ({} bytes): a {} capture with filter `{}`",
+            report.out.display(),
+            report.bytes,
+            humantime::format_duration(captured.window),
+            report.filter
         );
+        for note in &report.notes {
+            println!("  {note}");
+        }
+        println!(
+            "warning: {} is not redacted (MANIFEST.json, `unredacted`); share the bundle only with support",
+            crate::capture::PCAP_NAME
+        );
+        if args.tls_keylog {
+            println!(
+                "warning: {} decrypts the capture's TLS sessions, including this agent's credential{}",
+                crate::capture::KEY_LOG_NAME,
+                if args.upload {
+                    " (rotated after the upload)"
+                } else {
+                    "; run `tether-agent rotate-credential` once you have shared it"
+                }
+            );
+        }
     }
     if args.upload {
-        upload_bundle(dir, world, captured.bundle.bytes).await?;
+        let (client, info) = upload_bundle(dir, world, captured.bundle.bytes).await?;
+        report.bundle_id = Some(info.id);
+        if !args.json {
+            print_uploaded(&info);
+        }
+        if args.tls_keylog {
+            // The key log decrypts this agent's credential in the capture.
+            crate::credential::rotate(dir, &client).await?;
+            report.rotated = true;
+            if !args.json {
+                println!(
+                    "rotated this agent's credential: the one in the capture stops working at the agent's next check-in"
+                );
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| Failure::new(
+                ErrorCode::ConfigInvalid,
+                format!("the capture report does not serialize: {e}")
+            ))?
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Uploads a bundle to the control plane with the agent's own credential
-/// and says where an admin finds it.
-async fn upload_bundle(dir: &Path, world: &World, bytes: Vec<u8>) -> Result<(), Failure> {
+/// `tether-agent capture --json`: one line, what the capture action reports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CaptureReport {
+    pub out: PathBuf,
+    pub bytes: usize,
+    pub window_secs: u64,
+    pub filter: String,
+    pub notes: Vec<String>,
+    #[serde(default)]
+    pub bundle_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub rotated: bool,
+}
+
+async fn rotate_credential(
+    args: &RotateCredentialArgs,
+    world: &World,
+) -> Result<ExitCode, Failure> {
+    let client = agent_client(&args.state.state_dir, world)?;
+    crate::credential::rotate(&args.state.state_dir, &client).await?;
+    println!(
+        "rotated: {} holds the new credential; the old one stops working at the agent's next check-in",
+        crate::credential::credential_path(&args.state.state_dir).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A client of the control plane with the agent's own credential.
+fn agent_client(dir: &Path, world: &World) -> Result<ApiClient, Failure> {
     let env = |k: &str| world.var(k);
     let config = crate::config::load(dir, &env, &ConfigLayer::default())?.config;
     let credential = crate::credential::load(dir)?;
     let transport = crate::connect::transport(&config, Some(dir), &env)?;
-    let client = ApiClient::new(transport, config.server.clone())
+    Ok(ApiClient::new(transport, config.server.clone())
         .with_bearer(credential.expose())
-        .with_clock(world.clock.clone());
+        .with_clock(world.clock.clone()))
+}
+
+/// Uploads a bundle to the control plane with the agent's own credential
+/// and says where an admin finds it.
+async fn upload_bundle(
+    dir: &Path,
+    world: &World,
+    bytes: Vec<u8>,
+) -> Result<(ApiClient, tether_wire::BundleInfo), Failure> {
+    let client = agent_client(dir, world)?;
     let info = client.upload_bundle(bytes).await?;
+    Ok((client, info))
+}
+
+/// Says where an admin finds an uploaded bundle.
+fn print_uploaded(info: &tether_wire::BundleInfo) {
     println!(
         "uploaded as bundle {} ({} bytes); an admin can fetch it with `tether agents bundle-download {} --out FILE`",
         info.id, info.size_bytes, info.id
     );
-    Ok(())
 }
 
 /// The exit code of a definitions command; a failure to run at all is
@@ -998,6 +1096,7 @@ mod tests {
                 "--json",
             ],
             vec!["x", "bundle", "--state-dir", "/d", "--upload"],
+            vec!["x", "rotate-credential", "--state-dir", "/d"],
             vec![
                 "x",
                 "update",
@@ -1034,6 +1133,7 @@ mod tests {
             let cli = Cli::try_parse_from(&args).expect("parses");
             let dir = match cli.cmd {
                 AgentCommand::Run(a) => a.state.state_dir,
+                AgentCommand::RotateCredential(a) => a.state.state_dir,
                 AgentCommand::Posture(a) => a.state.state_dir,
                 AgentCommand::InstallService(a) => a.state.state_dir,
                 AgentCommand::Debug(a) => {

@@ -85,6 +85,40 @@ pub fn save(state_dir: &Path, credential: &Credential) -> Result<(), CredentialE
     Ok(write_atomic(&credential_path(state_dir), &bytes, 0o600)?)
 }
 
+/// Replaces the saved credential with `credential`, keeping the file's
+/// owner: a rotation run as root (`tether-agent capture` from an admin's
+/// shell) must leave a file the service's own user can still read.
+pub fn replace(state_dir: &Path, credential: &Credential) -> Result<(), CredentialError> {
+    let path = credential_path(state_dir);
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).ok().map(|m| (m.uid(), m.gid()))
+    };
+    let mut bytes = credential.expose().as_bytes().to_vec();
+    bytes.push(b'\n');
+    tether_fs::write_atomic_owned(&path, &bytes, 0o600, owner).map_err(|e| {
+        CredentialError::from(StateError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })
+    })
+}
+
+/// Rotates the agent's credential in place: the control plane issues the
+/// next one and keeps the current one working until the next one is first
+/// presented (by this agent's next check-in, or the running service's, which
+/// re-reads the file), so a crash between the two steps never locks the
+/// agent out.
+pub async fn rotate(
+    state_dir: &Path,
+    client: &tether_client::ApiClient,
+) -> Result<(), crate::error::Failure> {
+    let next = client.rotate_credential().await?;
+    replace(state_dir, &Credential::new(next.credential))?;
+    Ok(())
+}
+
 /// Loads the credential, refusing a file that group or others can access.
 pub fn load(state_dir: &Path) -> Result<Credential, CredentialError> {
     let path = credential_path(state_dir);

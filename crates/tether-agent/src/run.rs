@@ -141,6 +141,7 @@ impl RunContext {
     }
 
     async fn checkin(&self) -> Result<CheckinResponse, ClientError> {
+        self.refresh_credential();
         let state = self.store.load().ok().flatten();
         let policy = state.as_ref().and_then(|s| s.policy.clone());
         let mut last_errors = state.map(|s| s.last_errors).unwrap_or_default();
@@ -157,6 +158,28 @@ impl RunContext {
             proxy: self.proxy.clone(),
         };
         self.client.checkin(&request).await
+    }
+
+    /// Takes up a credential rotated by another process (`tether-agent
+    /// capture --tls-keylog`): the file is read before each check-in, and
+    /// every client sharing the bearer (the task poll too) switches to it.
+    /// The server makes it the credential when it is first presented.
+    fn refresh_credential(&self) {
+        let Some(bearer) = self.client.shared_bearer() else {
+            return;
+        };
+        match crate::credential::load(self.store.dir()) {
+            Ok(c) => {
+                if bearer.replace(c.expose()) {
+                    tracing::info!(
+                        "the credential file holds a new (rotated) credential; using it from this check-in on"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, "credential file not re-read; keeping the credential in use")
+            }
+        }
     }
 
     /// Records a successful check-in and applies its actions.
@@ -185,6 +208,9 @@ impl RunContext {
                     ActionKind::UpdateDefs { channel } => {
                         tracing::info!(action_id = %action.id, channel = channel.as_deref().unwrap_or("all"), "definitions check requested by the server");
                     }
+                    ActionKind::Capture { secs, tls_keylog } => {
+                        tracing::info!(action_id = %action.id, secs = ?secs, tls_keylog, "escalation capture requested by the server");
+                    }
                     other => {
                         tracing::info!(action_id = %action.id, action = ?other, "ignoring an action this agent does not know");
                     }
@@ -210,6 +236,16 @@ impl RunContext {
                 ActionKind::Doctor { upload } => *upload,
                 ActionKind::UpdateDefs { channel } => {
                     self.update_defs(action.id, channel.clone()).await;
+                    continue;
+                }
+                ActionKind::Capture { secs, tls_keylog } => {
+                    crate::capture::spawn_action(
+                        self.client.clone(),
+                        self.store.dir().to_path_buf(),
+                        action.id,
+                        *secs,
+                        *tls_keylog,
+                    );
                     continue;
                 }
                 _ => continue,

@@ -35,8 +35,36 @@ pub struct ApiClient {
     /// `None`: the ordinary transport and its cap.
     bulk: Option<Transport>,
     base: url::Url,
-    bearer: Option<String>,
+    bearer: Option<SharedBearer>,
     clock: Arc<dyn Clock>,
+}
+
+/// A bearer secret shared by clients, which can be replaced while they run:
+/// an agent whose credential was rotated in place (by `tether-agent capture
+/// --tls-keylog`, maybe in another process) switches every client to the
+/// new one at once. Clones share the secret.
+#[derive(Clone)]
+pub struct SharedBearer(Arc<std::sync::RwLock<String>>);
+
+impl SharedBearer {
+    pub fn new(secret: impl Into<String>) -> Self {
+        SharedBearer(Arc::new(std::sync::RwLock::new(secret.into())))
+    }
+
+    /// The secret now.
+    pub fn get(&self) -> String {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the secret; returns whether it changed.
+    pub fn replace(&self, secret: &str) -> bool {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if *current == secret {
+            return false;
+        }
+        *current = secret.to_owned();
+        true
+    }
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -151,8 +179,20 @@ impl ApiClient {
 
     /// Authenticates every call with `Authorization: Bearer <secret>`.
     pub fn with_bearer(mut self, secret: impl Into<String>) -> Self {
-        self.bearer = Some(secret.into());
+        self.bearer = Some(SharedBearer::new(secret));
         self
+    }
+
+    /// Authenticates every call with the shared secret as it is at the time
+    /// of the call.
+    pub fn with_shared_bearer(mut self, bearer: SharedBearer) -> Self {
+        self.bearer = Some(bearer);
+        self
+    }
+
+    /// The secret this client authenticates with, to share or replace.
+    pub fn shared_bearer(&self) -> Option<&SharedBearer> {
+        self.bearer.as_ref()
     }
 
     /// The clock used to read HTTP-date Retry-After values.
@@ -241,6 +281,16 @@ impl ApiClient {
     pub async fn probe(&self) -> Result<tether_wire::AgentProbe, ClientError> {
         self.json(http::Method::GET, "/v1/agent/probe", None::<&()>)
             .await
+    }
+
+    /// `POST /v1/agent/credential/rotate`: the agent's next credential.
+    pub async fn rotate_credential(&self) -> Result<tether_wire::RotatedCredential, ClientError> {
+        self.json(
+            http::Method::POST,
+            "/v1/agent/credential/rotate",
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn create_admin_token(
@@ -902,7 +952,8 @@ impl ApiClient {
             .method(method)
             .uri(path_and_query)
             .header(http::header::ACCEPT, "application/json");
-        if let Some(secret) = &self.bearer {
+        if let Some(bearer) = &self.bearer {
+            let secret = bearer.get();
             builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {secret}"));
         }
         let bytes = match body {

@@ -55,6 +55,11 @@ fn routes() -> Routes {
         .at(Method::POST, "/v1/agent/checkin", agent::checkin)
         .at(Method::POST, "/v1/agent/shutdown", agent::shutdown)
         .at(Method::GET, "/v1/agent/probe", agent::probe)
+        .at(
+            Method::POST,
+            "/v1/agent/credential/rotate",
+            agent::rotate_credential,
+        )
         .at(Method::POST, "/v1/agent/bundles", agent::upload_bundle)
         .at(
             Method::POST,

@@ -157,6 +157,7 @@ macro_rules! for_each_check {
             failed_enrollment_consumes_nothing,
             concurrent_enrollments_never_exceed_max_uses,
             reregistration_replaces_the_credential,
+            a_rotated_credential_takes_over_when_first_presented,
             status_change_is_compare_and_set,
             concurrent_status_changes_apply_once,
             checkin_records_facts_and_deadline,
@@ -743,6 +744,70 @@ pub async fn concurrent_enrollments_never_exceed_max_uses(f: Fixture) {
         5
     );
     assert_eq!(f.store.list_agents(None, 100).await.expect("list").len(), 5);
+}
+
+pub async fn a_rotated_credential_takes_over_when_first_presented(f: Fixture) {
+    let s = &*f.store;
+    let (a, e) = enroll_at(s, t(0)).await;
+    let old = e.credential_hash;
+    let found = |h: SecretHash| async move {
+        s.agent_by_credential(&h)
+            .await
+            .expect("lookup")
+            .map(|r| r.id)
+    };
+
+    // A first pending credential, replaced by a second before it is ever
+    // presented: the first is then nothing, and the old one keeps working.
+    let (never_used, next) = (secret(), secret());
+    s.set_pending_credential(a.id, &never_used)
+        .await
+        .expect("pending");
+    s.set_pending_credential(a.id, &next)
+        .await
+        .expect("pending again");
+    assert_eq!(
+        found(old).await,
+        Some(a.id),
+        "the current credential still works"
+    );
+    assert_eq!(
+        found(next).await,
+        None,
+        "a pending credential is not yet the credential"
+    );
+    assert_eq!(
+        s.promote_pending_credential(&never_used)
+            .await
+            .expect("promote"),
+        None,
+        "a replaced pending credential is nothing"
+    );
+
+    // Presented: it becomes the credential, the old one moves aside.
+    let promoted = s
+        .promote_pending_credential(&next)
+        .await
+        .expect("promote")
+        .expect("pending");
+    assert_eq!(promoted.id, a.id);
+    assert_eq!(found(next).await, Some(a.id));
+    assert_eq!(found(old).await, None, "the old credential stops working");
+    assert_eq!(
+        s.agent_by_previous_credential(&old).await.expect("prev"),
+        Some(a.id)
+    );
+    assert_eq!(
+        s.promote_pending_credential(&next).await.expect("again"),
+        None,
+        "promoted once"
+    );
+
+    // A removed or unknown agent has nothing to rotate.
+    assert!(matches!(
+        s.set_pending_credential(Uuid::new_v4(), &secret()).await,
+        Err(tether_store::StoreError::NotFound)
+    ));
 }
 
 pub async fn reregistration_replaces_the_credential(f: Fixture) {

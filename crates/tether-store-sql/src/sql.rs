@@ -139,7 +139,7 @@ pub(crate) const REREGISTER_AGENT: &str = concat!(
     "UPDATE agents SET previous_credential_hash = credential_hash, credential_hash = $2, \
      name = $3, kind = $4, group_name = $5, policy = $6, status = $7, requires_approval = $8, \
      approved_at = NULL, token_id = $9, external_ip = $10, version = $11, facts = $12, \
-     stopped_at = NULL \
+     stopped_at = NULL, pending_credential_hash = NULL \
      WHERE id = $1 AND removed_at IS NULL RETURNING ",
     agent_columns!()
 );
@@ -155,6 +155,19 @@ pub(crate) const AGENT_BY_CREDENTIAL: &str = concat!(
 );
 pub(crate) const AGENT_BY_PREVIOUS_CREDENTIAL: &str =
     "SELECT id FROM agents WHERE previous_credential_hash = $1 AND removed_at IS NULL";
+/// A rotation's first step: the new credential waits beside the current one.
+pub(crate) const SET_PENDING_CREDENTIAL: &str = "UPDATE agents SET pending_credential_hash = $2 \
+     WHERE id = $1 AND removed_at IS NULL";
+pub(crate) const AGENT_BY_PENDING_CREDENTIAL: &str =
+    "SELECT id FROM agents WHERE pending_credential_hash = $1 AND removed_at IS NULL";
+/// A rotation's second step, when the agent first presents the new
+/// credential: it becomes the credential and the old one moves aside.
+pub(crate) const PROMOTE_PENDING_CREDENTIAL: &str = concat!(
+    "UPDATE agents SET previous_credential_hash = credential_hash, \
+     credential_hash = pending_credential_hash, pending_credential_hash = NULL \
+     WHERE pending_credential_hash = $1 AND removed_at IS NULL RETURNING ",
+    agent_columns!()
+);
 pub(crate) const FLAG_CREDENTIAL_REJECTED: &str =
     "UPDATE agents SET credential_rejected_at = $2 WHERE id = $1 AND removed_at IS NULL";
 pub(crate) const LIST_AGENTS: &str = concat!(

@@ -564,6 +564,53 @@ macro_rules! impl_store {
                 row.as_ref().map(|r| $crate::row::agent(r)).transpose()
             }
 
+            async fn set_pending_credential(
+                &self,
+                id: uuid::Uuid,
+                hash: &tether_store::SecretHash,
+            ) -> Result<(), tether_store::StoreError> {
+                durably!(self, tx, {
+                    let n = sqlx::query($crate::sql::SET_PENDING_CREDENTIAL)
+                        .bind(id.to_string())
+                        .bind(&hash[..])
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?
+                        .rows_affected();
+                    if n == 0 {
+                        return Err(tether_store::StoreError::NotFound);
+                    }
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(())
+                })
+            }
+
+            async fn promote_pending_credential(
+                &self,
+                hash: &tether_store::SecretHash,
+            ) -> Result<Option<tether_store::AgentRecord>, tether_store::StoreError> {
+                // Every refused credential comes here: a read first, so only a
+                // real rotation takes the durable writer.
+                let pending = sqlx::query($crate::sql::AGENT_BY_PENDING_CREDENTIAL)
+                    .bind(&hash[..])
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                if pending.is_none() {
+                    return Ok(None);
+                }
+                durably!(self, tx, {
+                    let row = sqlx::query($crate::sql::PROMOTE_PENDING_CREDENTIAL)
+                        .bind(&hash[..])
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db)?;
+                    let record = row.as_ref().map(|r| $crate::row::agent(r)).transpose()?;
+                    tx.commit().await.map_err($crate::error::db)?;
+                    Ok(record)
+                })
+            }
+
             async fn agent_by_previous_credential(
                 &self,
                 hash: &tether_store::SecretHash,

@@ -406,6 +406,17 @@ pub trait Store:
         &self,
         hash: &SecretHash,
     ) -> Result<Option<AgentRecord>, StoreError>;
+    /// Keeps `hash` as the agent's next credential (a rotation's first step,
+    /// replacing any earlier one that was never used); the current
+    /// credential keeps working. `NotFound` for an unknown or removed agent.
+    async fn set_pending_credential(&self, id: Uuid, hash: &SecretHash) -> Result<(), StoreError>;
+    /// If `hash` is an agent's pending credential, makes it the credential
+    /// (the old one becomes the previous credential, refused from now on)
+    /// and returns the agent; `None` otherwise.
+    async fn promote_pending_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<AgentRecord>, StoreError>;
     /// The agent whose credential was replaced at re-registration, if `hash` is
     /// that old credential. Lets the server flag "credential rejected".
     async fn agent_by_previous_credential(

@@ -446,6 +446,18 @@ pub enum ActionKind {
         #[serde(default)]
         channel: Option<String>,
     },
+    /// Run the escalation capture (`tether-agent capture --upload`): debug
+    /// logging and a packet capture of the agent's own traffic for `secs`
+    /// (default: the policy's definitions interval; 2 to 3600), one check-in
+    /// and one definitions update inside, then the bundle is uploaded. With
+    /// `tls_keylog` the bundle carries the TLS key log and the agent's
+    /// credential is rotated after the upload.
+    Capture {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secs: Option<u32>,
+        #[serde(default)]
+        tls_keylog: bool,
+    },
     /// An action this agent version does not know; it is acknowledged and ignored.
     #[serde(other)]
     Unknown,

@@ -3,7 +3,8 @@
 //!
 //! | method | path | body → reply |
 //! |---|---|---|
-//! | GET | `/v1/agent/probe` | → [`AgentProbe`] (the agent credential; reads and writes nothing) |
+//! | GET | `/v1/agent/probe` | → [`AgentProbe`] (the agent credential; records nothing, except that presenting a rotated credential for the first time makes it the credential) |
+//! | POST | `/v1/agent/credential/rotate` | → [`RotatedCredential`] (the agent credential; the old one works until the new one is first presented) |
 //! | POST | `/v1/admin/admin-tokens` | [`CreateAdminTokenRequest`] → [`CreatedAdminToken`] (201) |
 //! | GET | `/v1/admin/admin-tokens?limit=N&after=CURSOR` | → `Vec<`[`AdminTokenInfo`]`>`, paged |
 //! | POST | `/v1/admin/admin-tokens/{id}/revoke` | → [`AdminTokenInfo`] |
@@ -72,6 +73,23 @@ pub struct AgentProbe {
     pub server_time: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_agent_version: Option<String>,
+}
+
+/// `POST /v1/agent/credential/rotate`: the agent's next credential. The
+/// current one keeps working until the agent first presents this one;
+/// from then on only this one is accepted. Shown once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedCredential {
+    pub credential: String,
+}
+
+impl std::fmt::Debug for RotatedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedCredential")
+            .field("credential", &"***")
+            .finish()
+    }
 }
 
 /// What kind of outage of the control plane itself.

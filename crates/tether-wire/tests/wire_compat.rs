@@ -190,3 +190,39 @@ fn defs_policy_is_frozen_because_agents_in_the_field_read_it_strictly() {
     serde_json::from_value::<DefsPolicyV01>(written["policy"]["defs"].clone())
         .expect("the reply's policy.defs parses strictly");
 }
+
+/// The capture action's shape, as this server sends it and this agent reads
+/// it; an agent one version older reads it as `Unknown` (the `newer`
+/// fixture's unknown kind above).
+#[test]
+fn the_capture_action_keeps_its_shape() {
+    let full: tether_wire::Action = serde_json::from_str(
+        r#"{"id":"6f7d2b8e-3c1a-4d5e-9f00-1a2b3c4d5e6f","type":"capture","secs":60,"tls_keylog":true}"#,
+    )
+    .expect("parses");
+    assert_eq!(
+        full.kind,
+        tether_wire::ActionKind::Capture {
+            secs: Some(60),
+            tls_keylog: true
+        }
+    );
+    let minimal: tether_wire::Action =
+        serde_json::from_str(r#"{"id":"6f7d2b8e-3c1a-4d5e-9f00-1a2b3c4d5e6f","type":"capture"}"#)
+            .expect("parses");
+    assert_eq!(
+        minimal.kind,
+        tether_wire::ActionKind::Capture {
+            secs: None,
+            tls_keylog: false
+        }
+    );
+    assert_eq!(
+        serde_json::to_value(&minimal).expect("serializes"),
+        serde_json::json!({"id": "6f7d2b8e-3c1a-4d5e-9f00-1a2b3c4d5e6f", "type": "capture", "tls_keylog": false})
+    );
+    let rotated = tether_wire::RotatedCredential {
+        credential: "tac_secret".into(),
+    };
+    assert!(!format!("{rotated:?}").contains("tac_secret"));
+}

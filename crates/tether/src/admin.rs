@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tether_client::ApiClient;
 use tether_transport::{ProxySetting, Transport, TransportConfig, TrustConfig};
 use tether_wire::{
-    ActionKind, AgentDetail, AgentFlag, AgentSummary, BundleInfo, CreateTokenRequest,
+    ActionInfo, ActionKind, AgentDetail, AgentFlag, AgentSummary, BundleInfo, CreateTokenRequest,
     DoctorSummary, TokenInfo,
 };
 use time::OffsetDateTime;
@@ -244,6 +245,51 @@ pub async fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
                         " and the bundle with `tether agents bundles ID`."
                     }
                 );
+            }
+        }
+        AgentsCommand::Capture {
+            conn,
+            id,
+            duration,
+            tls_keylog,
+            wait,
+            json,
+        } => {
+            let secs = duration
+                .map(|d| u32::try_from(d.as_secs()))
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--for is longer than the 1 h a capture may take"))?;
+            let client = client(&conn)?;
+            let mut action = client
+                .queue_action(id, &ActionKind::Capture { secs, tls_keylog })
+                .await?;
+            if wait {
+                let window = Duration::from_secs(u64::from(secs.unwrap_or(3600)));
+                action =
+                    wait_action(&client, id, action.id, window + Duration::from_secs(600)).await?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&action)?);
+            } else if let Some(result) = &action.result {
+                println!(
+                    "capture {} on agent {id}: {} {}",
+                    action.id,
+                    if result.ok { "done:" } else { "failed:" },
+                    safe(&result.message)
+                );
+            } else {
+                println!(
+                    "queued capture {} for agent {id}; it starts at the agent's next check-in and its result names the uploaded bundle (`tether agents bundles {id}`){}",
+                    action.id,
+                    if tls_keylog {
+                        "; with the TLS key log, the agent's credential is rotated after the upload"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if action.result.as_ref().is_some_and(|r| !r.ok) {
+                anyhow::bail!("the capture failed on the agent");
             }
         }
         AgentsCommand::Bundles { conn, id, json } => {
@@ -834,6 +880,36 @@ fn history_text(d: &AgentDetail) -> String {
         out.push_str(&line);
     }
     out
+}
+
+/// Polls an agent's actions until `action` has its result, for at most
+/// `within`.
+async fn wait_action(
+    client: &ApiClient,
+    agent: Uuid,
+    action: Uuid,
+    within: Duration,
+) -> anyhow::Result<ActionInfo> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let found = client
+            .list_actions(agent)
+            .await?
+            .into_iter()
+            .find(|a| a.id == action);
+        match found {
+            Some(a) if a.result.is_some() => return Ok(a),
+            Some(_) => {}
+            None => anyhow::bail!("action {action} is no longer listed for agent {agent}"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "action {action} has no result after {}; see it later with `tether agents show {agent}`",
+                humantime::format_duration(within)
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 #[cfg(test)]

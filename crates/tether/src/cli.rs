@@ -263,6 +263,30 @@ pub enum AgentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Queue the escalation capture on an agent (`tether-agent capture
+    /// --upload` there): debug logging and a packet capture of its own
+    /// traffic for the window, one check-in and one definitions update
+    /// inside, then the bundle is uploaded. Starts at the agent's next
+    /// check-in; the result names the bundle.
+    Capture {
+        #[command(flatten)]
+        conn: AdminConn,
+        id: Uuid,
+        /// The window, 2s to 1h (default: the agent's policy's definitions
+        /// interval, held to those bounds).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Also capture the TLS key log of the agent's sessions, so
+        /// Wireshark decrypts the capture; the agent's credential is
+        /// rotated after the upload.
+        #[arg(long)]
+        tls_keylog: bool,
+        /// Wait for the result (at most the window plus 10 minutes).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// List an agent's uploaded escalation bundles, newest first.
     Bundles {
         #[command(flatten)]

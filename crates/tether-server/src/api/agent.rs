@@ -96,6 +96,19 @@ pub async fn probe(State(ctx): State<Ctx>, bearer: Bearer) -> ApiResult<Json<Age
     Ok(Json(checkin::probe(&ctx, &agent).map_err(failure(&ctx))?))
 }
 
+/// `POST /v1/agent/credential/rotate`: the agent's next credential (the
+/// escalation capture asks for one after it shared a TLS key log).
+pub async fn rotate_credential(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+) -> ApiResult<Json<tether_wire::RotatedCredential>> {
+    let agent = agent(&ctx, &bearer).await?;
+    within_store_wait(&ctx, auth::rotate_agent_credential(&ctx, &agent))
+        .await
+        .map(Json)
+        .map_err(failure(&ctx))
+}
+
 pub async fn shutdown(
     State(ctx): State<Ctx>,
     bearer: Bearer,

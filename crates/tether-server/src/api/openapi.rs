@@ -182,6 +182,9 @@ pub static OPERATIONS: &[Operation] = &[
         [NO_CONTENT]),
     op!(GET "/v1/agent/probe", Agent, "Read-only check of the agent's credential", None,
         [ok(Json(of::<AgentProbe>))]),
+    op!(POST "/v1/agent/credential/rotate", Agent,
+        "Rotate the agent's credential (the old one works until the new one is first presented)", None,
+        [ok(Json(of::<RotatedCredential>))]),
     op!(POST "/v1/agent/bundles", Agent, "Upload a support bundle", Some(Bytes("application/gzip")),
         [created(Json(of::<BundleInfo>))]),
     op!(POST "/v1/agent/actions/{id}/result", Agent, "Report an action's result", Some(Json(of::<ActionResult>)),
@@ -274,6 +277,171 @@ pub static OPERATIONS: &[Operation] = &[
         [ok(Bytes("application/x-tar"))]),
 ];
 
+/// One query parameter of an operation.
+pub struct QueryParam {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub schema: fn() -> Value,
+}
+
+/// The query parameters of the operations that take any, keyed like
+/// [`OPERATIONS`]. The handlers refuse any other parameter (400
+/// TETHER-E1002), so the document lists every one they read; a test checks
+/// each entry names an operation of the table.
+pub static QUERY_PARAMS: &[(Method, &str, &[QueryParam])] = &[
+    (Method::GET, "/v1/admin/tokens", PAGE),
+    (Method::GET, "/v1/admin/admin-tokens", PAGE),
+    (
+        Method::GET,
+        "/v1/admin/agents",
+        &[
+            QueryParam {
+                name: "status",
+                description: "Only agents with this status",
+                schema: agent_status,
+            },
+            QueryParam {
+                name: "group",
+                description: "Only agents of this group",
+                schema: text,
+            },
+            LIMIT,
+            AFTER,
+        ],
+    ),
+    (
+        Method::GET,
+        "/v1/admin/certs",
+        &[
+            QueryParam {
+                name: "expiring",
+                description: "Only certificates expiring within this many days (`30d` or `30`)",
+                schema: expiring,
+            },
+            QueryParam {
+                name: "verdict",
+                description: "Only certificates with this finding",
+                schema: verdict,
+            },
+            LIMIT,
+            AFTER,
+        ],
+    ),
+    (
+        Method::GET,
+        "/v1/admin/tasks",
+        &[
+            QueryParam {
+                name: "state",
+                description: "Only tasks in this state",
+                schema: task_state,
+            },
+            QueryParam {
+                name: "kind",
+                description: "Only tasks of this kind",
+                schema: task_kind,
+            },
+            QueryParam {
+                name: "agent",
+                description: "Only tasks targeting this agent",
+                schema: uuid_text,
+            },
+            QueryParam {
+                name: "limit",
+                description: "At most this many tasks, newest first (default 100)",
+                schema: task_limit,
+            },
+        ],
+    ),
+    (
+        Method::POST,
+        "/v1/admin/defs/{channel}/versions",
+        &[QueryParam {
+            name: "notes",
+            description: "Release notes kept with the version",
+            schema: text,
+        }],
+    ),
+    (
+        Method::GET,
+        "/v1/admin/defs/summary",
+        &[QueryParam {
+            name: "channel",
+            description: "Only this channel",
+            schema: text,
+        }],
+    ),
+];
+
+const LIMIT: QueryParam = QueryParam {
+    name: "limit",
+    description: "Rows per page (default 500)",
+    schema: page_limit,
+};
+const AFTER: QueryParam = QueryParam {
+    name: "after",
+    description: "The cursor from the previous page's `tether-next-cursor` header",
+    schema: cursor,
+};
+const PAGE: &[QueryParam] = &[LIMIT, AFTER];
+
+fn text() -> Value {
+    json!({ "type": "string" })
+}
+
+fn uuid_text() -> Value {
+    json!({ "type": "string", "format": "uuid" })
+}
+
+fn page_limit() -> Value {
+    json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE })
+}
+
+fn task_limit() -> Value {
+    json!({ "type": "integer", "minimum": 1, "maximum": crate::service::tasks::MAX_LIST })
+}
+
+fn cursor() -> Value {
+    json!({ "type": "string", "pattern": "^-?[0-9]+\\.[0-9a-fA-F-]{36}$" })
+}
+
+/// A string enum of the wire spellings of `values`.
+fn one_of<T: serde::Serialize>(values: &[T]) -> Value {
+    let names: Vec<Value> = values.iter().map(to_json).collect();
+    json!({ "type": "string", "enum": names })
+}
+
+fn agent_status() -> Value {
+    one_of(&AgentStatus::ALL)
+}
+
+fn expiring() -> Value {
+    json!({
+        "type": "string",
+        "pattern": "^[0-9]{1,5}d?$",
+        "description": format!("0 to {} days", crate::service::certs::MAX_EXPIRING_DAYS),
+    })
+}
+
+fn verdict() -> Value {
+    json!({ "type": "string", "enum": crate::service::certs::VERDICTS })
+}
+
+fn task_state() -> Value {
+    one_of(&TaskState::ALL)
+}
+
+fn task_kind() -> Value {
+    one_of(&TaskKind::ALL)
+}
+
+fn query_params(method: &Method, path: &str) -> &'static [QueryParam] {
+    QUERY_PARAMS
+        .iter()
+        .find(|(m, p, _)| m == method && *p == path)
+        .map_or(&[], |(_, _, q)| *q)
+}
+
 /// The OpenAPI spelling of a router path: `{*path}` becomes `{path}`.
 pub fn openapi_path(router_path: &str) -> String {
     router_path.replace("{*", "{")
@@ -334,6 +502,9 @@ fn build() -> Value {
         let params: Vec<Value> = path_params(op.path)
             .into_iter()
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .chain(query_params(&op.method, op.path).iter().map(|q| {
+                json!({ "name": q.name, "in": "query", "required": false, "description": q.description, "schema": (q.schema)() })
+            }))
             .collect();
         if !params.is_empty() {
             o.insert("parameters".into(), Value::Array(params));
@@ -435,6 +606,38 @@ mod tests {
     }
 
     /// Every `$ref` in the document resolves to a component schema.
+    #[test]
+    fn every_query_parameter_belongs_to_a_documented_operation() {
+        for (method, path, params) in QUERY_PARAMS {
+            assert!(
+                OPERATIONS
+                    .iter()
+                    .any(|op| op.method == *method && op.path == *path),
+                "{method} {path} has query parameters but is not in OPERATIONS"
+            );
+            let doc = &document()["paths"][openapi_path(path)][method.as_str().to_lowercase()];
+            let listed: Vec<&str> = doc["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let want: Vec<&str> = params.iter().map(|q| q.name).collect();
+            assert_eq!(listed, want, "{method} {path}");
+        }
+        // The enums are the wire spellings the handlers parse.
+        let status =
+            &document()["paths"]["/v1/admin/agents"]["get"]["parameters"][0]["schema"]["enum"];
+        assert_eq!(status, &json!(["pending", "active", "inactive", "stopped"]));
+        let kind =
+            &document()["paths"]["/v1/admin/tasks"]["get"]["parameters"][1]["schema"]["enum"];
+        for k in kind.as_array().expect("enum") {
+            let k = k.as_str().expect("string");
+            assert!(k.parse::<TaskKind>().is_ok(), "{k}");
+        }
+    }
+
     #[test]
     fn every_reference_resolves() {
         let doc = document();

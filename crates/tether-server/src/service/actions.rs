@@ -20,6 +20,10 @@ pub const MAX_PER_CHECKIN: u32 = 8;
 pub const MAX_LIST: u32 = 100;
 /// The longest debug window an admin can ask for, in minutes (24 h).
 pub const MAX_DEBUG_MINUTES: u32 = 24 * 60;
+/// The bounds of a capture action's window, in seconds (the agent's own
+/// `tether-agent capture --for` bounds).
+pub const MIN_CAPTURE_SECS: u32 = 2;
+pub const MAX_CAPTURE_SECS: u32 = 3600;
 /// The longest free-text field an agent may report.
 pub const MAX_TEXT: usize = 2048;
 
@@ -119,6 +123,21 @@ fn check_kind(kind: &ActionKind) -> Result<(), ServiceError> {
             channel: Some(channel),
         } => tether_defs_publish::repo::validate_channel(channel)?,
         ActionKind::Doctor { .. } => {}
+        ActionKind::Capture { secs: None, .. } => {}
+        ActionKind::Capture {
+            secs: Some(secs), ..
+        } if (MIN_CAPTURE_SECS..=MAX_CAPTURE_SECS).contains(secs) => {}
+        ActionKind::Capture {
+            secs: Some(secs), ..
+        } => {
+            return Err(ServiceError::invalid(
+                "secs",
+                secs,
+                format!(
+                    "{MIN_CAPTURE_SECS} to {MAX_CAPTURE_SECS} (or absent: the policy's definitions interval)"
+                ),
+            ));
+        }
         ActionKind::Debug { minutes } if (1..=MAX_DEBUG_MINUTES).contains(minutes) => {}
         ActionKind::Debug { minutes } => {
             return Err(ServiceError::invalid(
@@ -131,7 +150,7 @@ fn check_kind(kind: &ActionKind) -> Result<(), ServiceError> {
             return Err(ServiceError::invalid(
                 "type",
                 format!("{other:?}"),
-                "\"doctor\", \"debug\" or \"update_defs\"",
+                "\"doctor\", \"debug\", \"update_defs\" or \"capture\"",
             ));
         }
     }

@@ -53,14 +53,34 @@ pub async fn agent(ctx: &Ctx, bearer: Option<&str>) -> Result<AgentRecord, Servi
     if let Some(agent) = ctx.store.agent_by_credential(&hash).await? {
         return Ok(agent);
     }
+    // A rotated credential, presented for the first time: from now on it is
+    // the credential, and the old one is refused.
+    if let Some(agent) = ctx.store.promote_pending_credential(&hash).await? {
+        info!(agent_id = %agent.id, "the agent presented its rotated credential; the old one no longer works");
+        return Ok(agent);
+    }
     if let Some(id) = ctx.store.agent_by_previous_credential(&hash).await? {
         info!(agent_id = %id, "refused a replaced credential; flagging the agent");
         ctx.store.flag_credential_rejected(id, ctx.now()).await?;
         return Err(ServiceError::CredentialRejected(
-            "credential was replaced when this agent re-registered; this copy must re-enroll",
+            "credential was replaced (the agent re-registered or rotated its credential); this copy must re-enroll",
         ));
     }
     Err(ServiceError::CredentialRejected(
         "credential not recognised: the agent was removed or never enrolled here",
     ))
+}
+
+/// A rotation's first step for `agent` (authenticated by its current
+/// credential): a new credential, kept pending until the agent presents it.
+pub async fn rotate_agent_credential(
+    ctx: &Ctx,
+    agent: &AgentRecord,
+) -> Result<tether_wire::RotatedCredential, ServiceError> {
+    let credential = secret::generate(secret::CREDENTIAL_PREFIX);
+    ctx.store
+        .set_pending_credential(agent.id, &secret::hash(&credential))
+        .await?;
+    info!(agent_id = %agent.id, "issued a rotated agent credential; the current one works until it is presented");
+    Ok(tether_wire::RotatedCredential { credential })
 }

@@ -258,3 +258,108 @@ async fn queued_doctor_is_delivered_once_and_its_bundle_and_verdict_are_stored()
         .await
         .error(401, ErrorCode::AdminCredentialRejected);
 }
+
+/// The escalation capture as an action: its window is checked, it is
+/// delivered at check-in like a debug window (an action, not a task), and
+/// an older agent that does not know it reads it as `Unknown`.
+#[tokio::test]
+async fn a_capture_action_is_checked_and_delivered_at_check_in() {
+    let h = support::start().await;
+    let t = h.create_token(&token_request(AgentKind::Connector)).await;
+    let e = h.enroll_ok(&t.token, "web-01").await;
+    let path = format!("/v1/admin/agents/{}/actions", e.agent_id);
+    for secs in [0, 1, 3601, 86_400] {
+        h.client
+            .post(
+                &path,
+                Some(&h.admin),
+                &serde_json::json!({"type": "capture", "secs": secs}),
+            )
+            .await
+            .error(422, ErrorCode::InvalidField);
+    }
+    let reply = h
+        .client
+        .post(
+            &path,
+            Some(&h.admin),
+            &serde_json::json!({"type": "capture", "secs": 60, "tls_keylog": true}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let queued: ActionInfo = reply.json();
+    assert_eq!(
+        queued.kind,
+        ActionKind::Capture {
+            secs: Some(60),
+            tls_keylog: true
+        }
+    );
+    let c: CheckinResponse = h.checkin(&e.credential).await.ok();
+    assert_eq!(c.actions.len(), 1, "{c:?}");
+    assert_eq!(c.actions[0].id, queued.id);
+    assert_eq!(c.actions[0].kind, queued.kind);
+    // Without a window: the agent's policy decides.
+    let reply = h
+        .client
+        .post(
+            &path,
+            Some(&h.admin),
+            &serde_json::json!({"type": "capture"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(
+        reply.json::<ActionInfo>().kind,
+        ActionKind::Capture {
+            secs: None,
+            tls_keylog: false
+        }
+    );
+}
+
+/// An agent credential rotated in place: the old one works until the new
+/// one is first presented, then only the new one does, and a copy still
+/// using the old one is refused as replaced. A rotation never presented
+/// (the agent crashed before saving it) leaves the old credential working.
+#[tokio::test]
+async fn a_rotated_credential_replaces_the_old_one_when_first_presented() {
+    let h = support::start().await;
+    let t = h.create_token(&token_request(AgentKind::Connector)).await;
+    let e = h.enroll_ok(&t.token, "web-01").await;
+    let rotate = |credential: String| {
+        let h = &h;
+        async move {
+            h.client
+                .post(
+                    "/v1/agent/credential/rotate",
+                    Some(&credential),
+                    &serde_json::json!({}),
+                )
+                .await
+        }
+    };
+    // Lost: never saved by the agent, never presented.
+    let lost: tether_wire::RotatedCredential = rotate(e.credential.clone()).await.ok();
+    assert!(lost.credential.starts_with("tac_"));
+    let next: tether_wire::RotatedCredential = rotate(e.credential.clone()).await.ok();
+    assert_ne!(lost.credential, next.credential);
+    let _: CheckinResponse = h.checkin(&e.credential).await.ok();
+    // The lost one was replaced by the second rotation: it is nothing.
+    h.checkin(&lost.credential)
+        .await
+        .error(401, ErrorCode::AgentCredentialRejected);
+    // Presented: the new one is the credential now, the old one is refused.
+    let c: CheckinResponse = h.checkin(&next.credential).await.ok();
+    assert_eq!(c.agent_id, e.agent_id);
+    let refused = h
+        .checkin(&e.credential)
+        .await
+        .error(401, ErrorCode::AgentCredentialRejected);
+    assert!(refused.message.contains("replaced"), "{refused:?}");
+    let _: CheckinResponse = h.checkin(&next.credential).await.ok();
+    // Unauthenticated or by a stranger: refused, nothing issued.
+    rotate("tac_not-a-credential-this-server-issued".to_owned())
+        .await
+        .error(401, ErrorCode::AgentCredentialRejected);
+}

@@ -526,6 +526,17 @@ impl Store for Switchable {
         self.check().await?;
         self.inner.agent_by_credential(hash).await
     }
+    async fn set_pending_credential(&self, id: Uuid, hash: &SecretHash) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.set_pending_credential(id, hash).await
+    }
+    async fn promote_pending_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        self.check().await?;
+        self.inner.promote_pending_credential(hash).await
+    }
     async fn agent_by_previous_credential(
         &self,
         hash: &SecretHash,
