@@ -36,6 +36,10 @@ pub fn router(ctx: Ctx) -> Router {
             ctx.clone(),
             guard::guard,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::metrics::track,
+        ))
         .with_state(ctx)
 }
 
@@ -54,6 +58,7 @@ fn routes() -> Routes {
         .at(Method::POST, "/v1/enroll", agent::enroll)
         .at(Method::POST, "/v1/agent/checkin", agent::checkin)
         .at(Method::POST, "/v1/agent/shutdown", agent::shutdown)
+        .at(Method::GET, "/metrics", admin::metrics)
         .at(Method::GET, "/v1/agent/probe", agent::probe)
         .at(
             Method::POST,

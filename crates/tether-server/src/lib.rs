@@ -45,6 +45,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod pki;
 pub mod proxy_protocol;
 pub mod secret;

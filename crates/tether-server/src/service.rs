@@ -60,6 +60,8 @@ pub struct Ctx {
     pub crl: Arc<revocation::CrlCache>,
     /// The singleton jobs this server runs now (see [`crate::singleton`]).
     pub singletons: Arc<crate::singleton::Singletons>,
+    /// What `GET /metrics` exports (see [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -79,8 +81,11 @@ impl Ctx {
             instance,
             std::time::Duration::from_secs(u64::from(settings.singleton_lease_secs)),
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        store.observe_checkin_batches(metrics.batch_observer());
         Ok(Ctx {
             singletons,
+            metrics,
             store,
             defs,
             defs_root,

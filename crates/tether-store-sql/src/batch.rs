@@ -35,9 +35,16 @@ pub(crate) type WriteBatch =
 type Job = (Checkin, oneshot::Sender<Result<AgentRecord, StoreError>>);
 
 /// The sending side; the writer task ends when every clone is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Batcher {
     tx: mpsc::Sender<Job>,
+    observer: Arc<std::sync::OnceLock<tether_store::BatchObserver>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
 }
 
 impl Batcher {
@@ -48,10 +55,17 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let write = Arc::new(write);
+        let observer = Arc::new(std::sync::OnceLock::new());
         for _ in 0..writers.max(1) {
-            tokio::spawn(writer(rx.clone(), write.clone()));
+            tokio::spawn(writer(rx.clone(), write.clone(), observer.clone()));
         }
-        Batcher { tx }
+        Batcher { tx, observer }
+    }
+
+    /// Reports each batch's size to `observer` from now on (the first
+    /// observer set stays).
+    pub(crate) fn observe(&self, observer: tether_store::BatchObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Queues one check-in and waits for its row.
@@ -67,13 +81,20 @@ impl Batcher {
     }
 }
 
-async fn writer(rx: Arc<Mutex<mpsc::Receiver<Job>>>, write: Arc<WriteBatch>) {
+async fn writer(
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    write: Arc<WriteBatch>,
+    observer: Arc<std::sync::OnceLock<tether_store::BatchObserver>>,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
         // Writers take turns receiving; the lock is released before writing.
         let received = rx.lock().await.recv_many(&mut jobs, MAX_BATCH).await;
         if received == 0 {
             break;
+        }
+        if let Some(observe) = observer.get() {
+            observe(jobs.len());
         }
         let mut checkins = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());

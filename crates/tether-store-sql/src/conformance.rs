@@ -67,6 +67,7 @@ pub use tasks::{
     held_tasks_are_leased_only_after_approval, leases_go_to_eligible_agents_in_order, new_task,
     result_chunks_are_stored_once, schedules_fire_each_run_once, sites_label_agents_and_tokens,
     tasks_round_trip_and_writes_are_compare_and_set,
+    the_queue_depth_counts_waiting_and_running_tasks,
 };
 mod acme;
 pub use acme::acme_issuers_round_trip_once_by_name;
@@ -197,6 +198,7 @@ macro_rules! for_each_check {
             tasks_round_trip_and_writes_are_compare_and_set,
             leases_go_to_eligible_agents_in_order,
             held_tasks_are_leased_only_after_approval,
+            the_queue_depth_counts_waiting_and_running_tasks,
             concurrent_lessors_never_lease_a_task_twice,
             result_chunks_are_stored_once,
             expired_leases_and_deadlines_are_found,

@@ -1016,6 +1016,10 @@ macro_rules! impl_store {
                     .rows_affected())
             }
 
+            fn observe_checkin_batches(&self, observer: tether_store::BatchObserver) {
+                self.checkins.observe(observer);
+            }
+
             async fn count_by_status(
                 &self,
             ) -> Result<

@@ -22,6 +22,10 @@ pub(crate) const INSERT_TASK: &str = concat!(
 );
 pub(crate) const TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
 /// Optional filters: a NULL parameter matches every row.
+/// The queue depth: waiting and running tasks, through the
+/// `(state, lease_expires_at)` index.
+pub(crate) const COUNT_OPEN_TASKS: &str = "SELECT state, COUNT(*) AS n FROM tasks \
+     WHERE state IN ('queued', 'leased') GROUP BY state";
 pub(crate) const LIST_TASKS: &str = concat!(
     "SELECT ",
     task_columns!(),
@@ -285,6 +289,26 @@ macro_rules! impl_task_store {
                 row.as_ref()
                     .map(|r| $crate::row::tasks::task(r))
                     .transpose()
+            }
+
+            async fn count_open_tasks(
+                &self,
+            ) -> Result<Vec<(tether_wire::TaskState, u64)>, tether_store::StoreError> {
+                let rows = sqlx::query($crate::tasks::COUNT_OPEN_TASKS)
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::error::db)?;
+                let mut counts = vec![
+                    (tether_wire::TaskState::Queued, 0),
+                    (tether_wire::TaskState::Leased, 0),
+                ];
+                for row in &rows {
+                    let (state, n) = $crate::row::tasks::state_count(row)?;
+                    if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                        slot.1 = n;
+                    }
+                }
+                Ok(counts)
             }
 
             async fn list_tasks(

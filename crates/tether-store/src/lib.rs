@@ -41,6 +41,9 @@ pub use wakeups::{TaskWake, TaskWakeSubscription, TaskWakeups};
 /// never stored; only these.
 pub type SecretHash = [u8; 32];
 
+/// Called with the number of check-ins in each batch the store writes.
+pub type BatchObserver = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -506,6 +509,9 @@ pub trait Store:
     async fn prune_outages(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
     /// How many agents (not removed) have each recorded status.
     async fn count_by_status(&self) -> Result<BTreeMap<AgentStatus, u64>, StoreError>;
+    /// Reports the size of every group-committed batch of check-ins to
+    /// `observer` (the server's metrics). A backend without batches ignores it.
+    fn observe_checkin_batches(&self, _observer: BatchObserver) {}
 
     // Policies. A policy named "default" always exists (seeded by migration:
     // 30 s interval, 10 % jitter).

@@ -88,6 +88,9 @@ pub trait TaskStore: Send + Sync + 'static {
         doctor: &tether_wire::DoctorSummary,
     ) -> Result<(), StoreError>;
     async fn task(&self, id: Uuid) -> Result<Option<TaskSnapshot>, StoreError>;
+    /// How many tasks wait (`queued`) and run (`leased`) now: the queue
+    /// depth. Both states are always present, zero when none.
+    async fn count_open_tasks(&self) -> Result<Vec<(tether_wire::TaskState, u64)>, StoreError>;
     /// Newest first.
     async fn list_tasks(
         &self,

@@ -131,6 +131,20 @@ pub async fn revoke_token(
     Ok(Json(service(&ctx, tokens::revoke(&ctx, id).await)?))
 }
 
+/// `GET /metrics`: Prometheus's text exposition format, for an admin token.
+pub async fn metrics(State(ctx): State<Ctx>, bearer: Bearer) -> ApiResult<Response> {
+    admin(&ctx, &bearer).await?;
+    let text = service(&ctx, ctx.metrics.render(&ctx).await)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
 /// `GET /v1/admin/agents?status=S&group=G&limit=N&after=CURSOR`, paged:
 /// any other parameter is refused rather than ignored.
 pub async fn list_agents(

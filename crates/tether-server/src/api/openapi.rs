@@ -174,6 +174,8 @@ pub static OPERATIONS: &[Operation] = &[
         Reply { status: 503, description: "The store is unavailable", content: Some(Json(of::<Health>)) },
     ]),
     op!(GET "/v1/openapi.json", Public, "This document", None, [ok(Json(any_object))]),
+    op!(GET "/metrics", Admin, "Prometheus metrics (text exposition format 0.0.4)", None,
+        [ok(Bytes("text/plain"))]),
     op!(POST "/v1/enroll", Public, "Enroll an agent with a token (the token in the body is the credential)",
         Some(Json(of::<EnrollRequest>)), [ok(Json(of::<EnrollResponse>))]),
     op!(POST "/v1/agent/checkin", Agent, "Check in", Some(Json(of::<CheckinRequest>)),

@@ -9,6 +9,7 @@ mod defs;
 mod hardening;
 mod input;
 mod lifecycle;
+mod metrics;
 mod outage;
 mod revocation;
 mod server;

@@ -63,6 +63,10 @@ impl TaskStore for Switchable {
         self.check().await?;
         self.inner.task(id).await
     }
+    async fn count_open_tasks(&self) -> Result<Vec<(tether_wire::TaskState, u64)>, StoreError> {
+        self.check().await?;
+        self.inner.count_open_tasks().await
+    }
     async fn list_tasks(
         &self,
         filter: &TaskFilter,

@@ -75,6 +75,29 @@ async fn stored(store: &dyn Store, id: Uuid) -> TaskSnapshot {
     store.task(id).await.expect("reads").expect("exists")
 }
 
+/// The queue depth the metrics show: waiting and running tasks, both
+/// always listed.
+pub async fn the_queue_depth_counts_waiting_and_running_tasks(f: Fixture) {
+    let s = &*f.store;
+    let counts = |q: u64, l: u64| vec![(TaskState::Queued, q), (TaskState::Leased, l)];
+    assert_eq!(s.count_open_tasks().await.expect("counts"), counts(0, 0));
+    let (a, _) = enroll_at(s, t(0)).await;
+    for i in 0..3 {
+        let task = new_task(
+            TaskKind::Discover,
+            TaskTarget::Agent { agent_id: a.id },
+            t(1 + i),
+        );
+        s.insert_task(&task).await.expect("inserts");
+    }
+    let leased = s
+        .lease_tasks(&request(a.id, t(100), 1))
+        .await
+        .expect("leases");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(s.count_open_tasks().await.expect("counts"), counts(2, 1));
+}
+
 /// A deploy held for an admin's approval is never leased, whoever asks; the
 /// approval (who, when) is written by compare-and-set and round-trips, and
 /// only then does the task go to its agent. A rejected one ends cancelled,

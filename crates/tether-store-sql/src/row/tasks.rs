@@ -101,3 +101,10 @@ pub(crate) fn result_items(row: &dyn RawRow, task_id: &str) -> Result<Option<Str
     let f = Fields::keyed(row, "task_results", task_id);
     f.opt_text("items")
 }
+
+/// One row of the queue depth: a state and its count.
+pub(crate) fn state_count(row: &dyn RawRow) -> Result<(tether_wire::TaskState, u64), StoreError> {
+    let f = Fields::new(row, "tasks", "state")?;
+    let state = f.parsed("state")?;
+    Ok((state, f.u64("n")?))
+}
