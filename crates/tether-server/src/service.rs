@@ -78,6 +78,7 @@ impl Ctx {
         let singletons = Arc::new(crate::singleton::Singletons::new(
             instance,
             std::time::Duration::from_secs(u64::from(settings.singleton_lease_secs)),
+            &defs.id().await?,
         ));
         Ok(Ctx {
             singletons,
