@@ -119,6 +119,12 @@ pub enum RepoError {
     BadRole { role: String },
     #[error("none of the given root keys is a current root key: {detail}")]
     NotARootKey { detail: String },
+    #[error("no definitions repository in {path} to join")]
+    JoinNoRepository { path: PathBuf },
+    #[error("the keys given cannot sign the join: {detail}")]
+    JoinKeys { detail: String },
+    #[error("{path} is the shared repository itself")]
+    JoinSame { path: PathBuf },
     #[error("building a delta failed: {0}")]
     Delta(#[from] delta::DeltaError),
 }
@@ -131,6 +137,9 @@ impl RepoError {
             RepoError::BadRole { .. } | RepoError::NotARootKey { .. } | RepoError::Key { .. } => {
                 ErrorCode::InvalidField
             }
+            RepoError::JoinNoRepository { .. } => ErrorCode::DefsJoinNoRepository,
+            RepoError::JoinKeys { .. } => ErrorCode::DefsJoinKeys,
+            RepoError::JoinSame { .. } => ErrorCode::DefsJoinSame,
             _ => ErrorCode::Internal,
         }
     }
@@ -220,6 +229,9 @@ impl Repo {
                     source,
                 })?;
         }
+        // Servers sharing the directory may start at once: the first
+        // creates the repository, the others wait and read it.
+        let _dir_lock = dir_lock(dir).await?;
         let state = load_state(dir).await?;
         let repo = Repo {
             inner: Arc::new(Inner {
@@ -304,20 +316,34 @@ impl Repo {
         content: Vec<u8>,
         notes: Option<String>,
     ) -> Result<DefsVersion, RepoError> {
+        self.publish_at_least(channel, content, notes, 1).await
+    }
+
+    /// [`Repo::publish`], numbering the version at least `min_version` (a
+    /// join raises a channel above what the joining repository's agents
+    /// installed; the versions skipped are never published).
+    async fn publish_at_least(
+        &self,
+        channel: &str,
+        content: Vec<u8>,
+        notes: Option<String>,
+        min_version: u64,
+    ) -> Result<DefsVersion, RepoError> {
         validate_channel(channel)?;
         if content.is_empty() {
             return Err(RepoError::Empty);
         }
-        let mut st = self.locked().await?;
+        let (mut st, _dir_lock) = self.locked_mut().await?;
         let now = self.now();
-        let version = st
+        let version = (st
             .versions
             .iter()
             .filter(|v| v.channel == channel)
             .map(|v| v.version)
             .max()
             .unwrap_or(0)
-            + 1;
+            + 1)
+        .max(min_version);
         let sha = delta::sha256_hex(&content);
         let kind = delta::content_kind(&content);
         let object = self.inner.dir.join("objects").join(&sha);
@@ -421,7 +447,7 @@ impl Repo {
     /// their lifetime, so a live repository never looks frozen. Returns
     /// whether it signed.
     pub async fn refresh(&self) -> Result<bool, RepoError> {
-        let mut st = self.locked().await?;
+        let (mut st, _dir_lock) = self.locked_mut().await?;
         let now = self.now();
         let due = |expires: Option<OffsetDateTime>, life: time::Duration| {
             expires.is_none_or(|e| e - now < life / 2)
@@ -552,6 +578,50 @@ impl Repo {
         Ok(st)
     }
 
+    /// [`Repo::locked`] for a change: also takes the directory's lock, so
+    /// processes on other hosts sharing the directory (several servers, a
+    /// `tether defs` command) change it one at a time, then reads the
+    /// state they left.
+    async fn locked_mut(&self) -> Result<(tokio::sync::MutexGuard<'_, State>, DirLock), RepoError> {
+        let mut st = self.inner.state.lock().await;
+        let lock = dir_lock(&self.inner.dir).await?;
+        let on_disk = load_state(&self.inner.dir).await?;
+        if on_disk.root_version != 0 {
+            *st = on_disk;
+        }
+        Ok((st, lock))
+    }
+
+    /// The repository's identity: the first 16 hex digits of the SHA-256 of
+    /// its root version 1, which never changes. Servers sharing the
+    /// directory share it; the re-signing job's lease is keyed by it.
+    pub async fn id(&self) -> Result<String, RepoError> {
+        let path = self.metadata_dir().join("1.root.json");
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| RepoError::Io {
+                what: "reading",
+                path,
+                source,
+            })?;
+        Ok(delta::sha256_hex(&bytes)[..16].to_owned())
+    }
+
+    /// What changes whenever a process (this one or another sharing the
+    /// directory) publishes, re-signs or rotates: the identity and time of
+    /// `state.json`, which every change replaces by a rename. Cheap (one
+    /// `stat`), so servers poll it to notice changes made elsewhere.
+    pub fn change_token(&self) -> Option<ChangeToken> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.inner.dir.join("state.json")).ok()?;
+        Some(ChangeToken {
+            ino: m.ino(),
+            dev: m.dev(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+            len: m.len(),
+        })
+    }
+
     fn metadata_dir(&self) -> PathBuf {
         self.serve_dir().join(layout::METADATA_DIR)
     }
@@ -646,6 +716,47 @@ impl Repo {
         })?;
         write_atomic(&self.inner.dir.join("state.json"), &bytes).await
     }
+}
+
+/// See [`Repo::change_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeToken {
+    ino: u64,
+    dev: u64,
+    mtime_ns: i64,
+    len: u64,
+}
+
+/// An exclusive lock on a repository directory (`lock` in it), held until
+/// dropped. It is `flock`: it serialises processes on one host and, on
+/// Linux, NFS clients too (the kernel maps it to NFS byte-range locks).
+#[derive(Debug)]
+struct DirLock {
+    _file: std::fs::File,
+}
+
+async fn dir_lock(dir: &Path) -> Result<DirLock, RepoError> {
+    let path = dir.join("lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|source| RepoError::Io {
+                what: "locking",
+                path,
+                source,
+            })?;
+        Ok(DirLock { _file: file })
+    })
+    .await
+    .map_err(|e| RepoError::Sign {
+        role: "state",
+        detail: format!("the locker stopped: {e}"),
+    })?
 }
 
 struct Built {
@@ -803,7 +914,7 @@ pub async fn rotate_key(
     clock: Arc<dyn Clock>,
 ) -> Result<u64, RepoError> {
     let repo = Repo::open(dir, clock).await?;
-    let mut st = repo.inner.state.lock().await;
+    let (mut st, _dir_lock) = repo.locked_mut().await?;
     let current_path = repo
         .metadata_dir()
         .join(format!("{}.root.json", st.root_version));
@@ -885,6 +996,239 @@ pub async fn rotate_key(
     repo.resign(&mut next).await?;
     *st = next;
     Ok(version)
+}
+
+/// What [`join`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The shared repository's root versions now also signed by the joining
+    /// repository's root keys (`k + 1` for each of its root versions `k`
+    /// those keys signed).
+    pub countersigned: Vec<u64>,
+    /// Root versions added to the shared repository (no key change) so its
+    /// chain reaches one past the joining repository's newest root.
+    pub bumped: Vec<u64>,
+    /// Channels published again in the shared repository above the joining
+    /// repository's newest version: (channel, new version).
+    pub raised: Vec<(String, u64)>,
+    /// The joining repository's root versions the keys given do not sign
+    /// (its root key rotated since, and the old one is gone): agents that
+    /// enrolled while one of these was current cannot follow (agents walk
+    /// from the root they pinned at enrollment).
+    pub unreachable: Vec<u64>,
+    /// The shared repository's root version afterwards.
+    pub root_version: u64,
+}
+
+/// Joins the repository in `own` (a server's own, whose agents pinned its
+/// root) to the repository in `shared`, which that server serves from now
+/// on. An agent pinned at `own`'s root version `k` asks the shared
+/// repository for `(k + 1).root.json`, so for every such `k` whose root
+/// `own_root_keys` can sign, the shared `(k + 1).root.json` gets their
+/// signature too: the agent verifies it with the keys it trusts and with
+/// the new ones, then walks the shared chain. If the shared chain is
+/// shorter, it is first extended with root versions that change no key,
+/// signed by `shared_root_keys` (the shared repository's current root
+/// keys; not needed otherwise). Channels `own` published whose shared
+/// version is not newer are published again in the shared repository (its
+/// newest content, or `own`'s where it has none) at one above `own`'s
+/// newest, so no agent is offered a version below what it installed (which
+/// it refuses as a rollback). `own` is not changed. Repeating a join changes
+/// nothing more.
+pub async fn join(
+    shared: &Path,
+    own: &Path,
+    own_root_keys: &[PathBuf],
+    shared_root_keys: &[PathBuf],
+    clock: Arc<dyn Clock>,
+) -> Result<Joined, RepoError> {
+    let own_state = load_state(own).await?;
+    if own_state.root_version == 0 {
+        return Err(RepoError::JoinNoRepository {
+            path: own.to_path_buf(),
+        });
+    }
+    let own_meta = own.join("repo").join(layout::METADATA_DIR);
+    // Which of own's root versions the given keys can sign for.
+    let mut signable: Vec<(u64, Vec<PathBuf>)> = Vec::new();
+    let mut unreachable = Vec::new();
+    for k in 1..=own_state.root_version {
+        let root: Signed<Root> = read_json(&own_meta.join(format!("{k}.root.json"))).await?;
+        let Some(role) = root.signed.roles.get(&RoleType::Root) else {
+            unreachable.push(k);
+            continue;
+        };
+        let mut keys = Vec::new();
+        for path in own_root_keys {
+            let id = load_key(path)?
+                .tuf_key()
+                .key_id()
+                .map_err(|e| RepoError::Key {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            if role.keyids.contains(&id) {
+                keys.push(path.clone());
+            }
+        }
+        if keys.len() as u64 >= role.threshold.get() {
+            signable.push((k, keys));
+        } else {
+            unreachable.push(k);
+        }
+    }
+    let newest = own_state.root_version;
+    if signable.last().map(|(k, _)| *k) != Some(newest) {
+        return Err(RepoError::JoinKeys {
+            detail: format!(
+                "none signs root {newest} of {}, the version its agents pinned last (--root-key)",
+                own.display()
+            ),
+        });
+    }
+    // Opening creates a repository where there is none: never the shared one.
+    if load_state(shared).await?.root_version == 0 {
+        return Err(RepoError::JoinNoRepository {
+            path: shared.to_path_buf(),
+        });
+    }
+    let repo = Repo::open(shared, clock).await?;
+    let own_id = {
+        let bytes = tokio::fs::read(own_meta.join("1.root.json"))
+            .await
+            .map_err(|source| RepoError::Io {
+                what: "reading",
+                path: own_meta.join("1.root.json"),
+                source,
+            })?;
+        delta::sha256_hex(&bytes)[..16].to_owned()
+    };
+    if own_id == repo.id().await? {
+        return Err(RepoError::JoinSame {
+            path: own.to_path_buf(),
+        });
+    }
+    let mut joined = Joined {
+        countersigned: Vec::new(),
+        bumped: Vec::new(),
+        raised: Vec::new(),
+        unreachable,
+        root_version: 0,
+    };
+    {
+        let (mut st, _dir_lock) = repo.locked_mut().await?;
+        let mut next = st.clone();
+        // Extend the shared chain to newest + 1 with no key change.
+        while next.root_version < newest + 1 {
+            let current_path = repo
+                .metadata_dir()
+                .join(format!("{}.root.json", next.root_version));
+            let current: Signed<Root> = read_json(&current_path).await?;
+            let ids = current
+                .signed
+                .roles
+                .get(&RoleType::Root)
+                .map(|r| r.keyids.clone())
+                .unwrap_or_default();
+            let mut signing = Vec::new();
+            for k in shared_root_keys {
+                let id = load_key(k)?
+                    .tuf_key()
+                    .key_id()
+                    .map_err(|e| RepoError::Key {
+                        path: k.clone(),
+                        detail: e.to_string(),
+                    })?;
+                if ids.contains(&id) {
+                    signing.push(k.clone());
+                }
+            }
+            if signing.is_empty() {
+                return Err(RepoError::JoinKeys {
+                    detail: format!(
+                        "the shared repository's root is at version {} and must reach {}: pass its current root key (--shared-root-key)",
+                        next.root_version,
+                        newest + 1
+                    ),
+                });
+            }
+            let mut root = current.signed.clone();
+            root.version = nz(next.root_version + 1);
+            root.expires = jiff_ts(repo.now() + ROOT_LIFETIME);
+            let signed = sign_root(root, &signing).await?;
+            repo.write_root(next.root_version + 1, signed.buffer())
+                .await?;
+            next.root_version += 1;
+            joined.bumped.push(next.root_version);
+        }
+        for (k, keys) in &signable {
+            let path = repo.metadata_dir().join(format!("{}.root.json", k + 1));
+            let mut target: Signed<Root> = read_json(&path).await?;
+            let extra = sign_root(target.signed.clone(), keys).await?;
+            let mut added = false;
+            for sig in &extra.signed().signatures {
+                if !target.signatures.iter().any(|s| s.keyid == sig.keyid) {
+                    target.signatures.push(sig.clone());
+                    added = true;
+                }
+            }
+            if added {
+                let bytes = serde_json::to_vec_pretty(&target).map_err(|e| RepoError::Corrupt {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+                write_atomic(&path, &bytes).await?;
+                joined.countersigned.push(k + 1);
+            }
+        }
+        if !joined.bumped.is_empty() {
+            repo.resign(&mut next).await?;
+            *st = next;
+        }
+        joined.root_version = st.root_version;
+    }
+    // Channels: never below what own's agents installed.
+    let mut own_newest: BTreeMap<String, &DefsVersion> = BTreeMap::new();
+    for v in &own_state.versions {
+        let e = own_newest.entry(v.channel.clone()).or_insert(v);
+        if v.version > e.version {
+            *e = v;
+        }
+    }
+    let shared_versions = repo.history().await?;
+    for (channel, theirs) in own_newest {
+        let ours = shared_versions
+            .iter()
+            .filter(|v| v.channel == channel)
+            .max_by_key(|v| v.version);
+        if ours.is_some_and(|v| v.version > theirs.version) {
+            continue;
+        }
+        let object = match ours {
+            Some(v) => shared.join("objects").join(&v.sha256),
+            None => own.join("objects").join(&theirs.sha256),
+        };
+        let content = tokio::fs::read(&object)
+            .await
+            .map_err(|source| RepoError::Io {
+                what: "reading",
+                path: object.clone(),
+                source,
+            })?;
+        let v = repo
+            .publish_at_least(
+                &channel,
+                content,
+                Some(format!(
+                    "raised above v{} of the joining repository {own_id}",
+                    theirs.version
+                )),
+                theirs.version + 1,
+            )
+            .await?;
+        joined.raised.push((channel, v.version));
+    }
+    Ok(joined)
 }
 
 async fn new_root(

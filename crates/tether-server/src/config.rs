@@ -96,6 +96,12 @@ pub struct ServerConfig {
     /// The private key (PEM) matching `tls_cert`; required with it.
     #[serde(deserialize_with = "optional_path")]
     pub tls_key: Option<PathBuf>,
+    /// The definitions repository's directory. Several servers on one
+    /// PostgreSQL point it at one directory on storage they all reach (NFS,
+    /// a cluster file system) and serve one repository
+    /// (docs/deploy-multi-server.md). Unset: `data_dir/defs`.
+    #[serde(deserialize_with = "optional_path")]
+    pub defs_dir: Option<PathBuf>,
     /// Extra DNS names or IP addresses for the generated server certificate
     /// (a list in the file, comma-separated in the environment).
     #[serde(deserialize_with = "text_list")]
@@ -217,6 +223,7 @@ impl Default for ServerConfig {
             database_url: None,
             tls_cert: None,
             tls_key: None,
+            defs_dir: None,
             extra_sans: Vec::new(),
             current_agent_version: None,
             inactive_grace_secs: 10,
@@ -587,6 +594,7 @@ impl ServerConfig {
                             format!("(sqlite at {})", self.data_dir.join("tether.db").display())
                         }
                     },
+                    "defs_dir" => self.effective_defs_dir().display().to_string(),
                     "current_agent_version" => self
                         .current_agent_version
                         .clone()
@@ -605,6 +613,14 @@ impl ServerConfig {
             .get(field)
             .copied()
             .unwrap_or(ConfigSource::Default)
+    }
+
+    /// The definitions repository's directory (`defs_dir`, else
+    /// `data_dir/defs`).
+    pub fn effective_defs_dir(&self) -> PathBuf {
+        self.defs_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("defs"))
     }
 
     /// The agent version the server considers current.

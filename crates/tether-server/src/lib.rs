@@ -83,6 +83,7 @@ pub struct RunningServer {
     task_sweeper: JoinHandle<()>,
     /// Re-signs the definitions metadata before it expires.
     defs_refresh: JoinHandle<()>,
+    defs_watch: JoinHandle<()>,
     /// Deletes history past its retention.
     retention: JoinHandle<()>,
     /// Renews due certificates (a singleton job).
@@ -172,6 +173,7 @@ impl RunningServer {
         let _ = self.sweeper.await;
         let _ = self.task_sweeper.await;
         let _ = self.defs_refresh.await;
+        let _ = self.defs_watch.await;
         let _ = self.retention.await;
         let _ = self.renewal.await;
         let _ = self.wakeups.await;
@@ -271,7 +273,7 @@ pub async fn start_with_store(
     };
     let tls = pki::tls_config(&identity)?;
 
-    let defs_dir = data_dir.join("defs");
+    let defs_dir = config.effective_defs_dir();
     let defs_open = |error| ServerError::DefsOpen {
         path: defs_dir.clone(),
         error,
@@ -408,6 +410,7 @@ pub async fn start_with_store(
         stop_rx.clone(),
     ));
     let defs_refresh = tokio::spawn(service::defs::refresh_loop(ctx.clone(), stop_rx.clone()));
+    let defs_watch = tokio::spawn(service::defs::watch_loop(ctx.clone(), stop_rx.clone()));
     let retention = tokio::spawn(service::retention::run(ctx.clone(), stop_rx.clone()));
     let renewal = tokio::spawn(service::renewal::run(
         ctx.clone(),
@@ -447,6 +450,7 @@ pub async fn start_with_store(
         sweeper,
         task_sweeper,
         defs_refresh,
+        defs_watch,
         retention,
         renewal,
         singletons,

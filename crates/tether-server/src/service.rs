@@ -80,6 +80,7 @@ impl Ctx {
         let singletons = Arc::new(crate::singleton::Singletons::new(
             instance,
             std::time::Duration::from_secs(u64::from(settings.singleton_lease_secs)),
+            &defs.id().await?,
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         store.observe_checkin_batches(metrics.batch_observer());

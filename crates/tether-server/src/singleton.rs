@@ -16,10 +16,10 @@
 //! A clean stop releases the leases, so the others take over at their next
 //! claim.
 //!
-//! Definitions re-signing is keyed by the repository it signs. Until the
-//! definitions repository is shared (not done yet: each server signs its
-//! own under `data_dir/defs`), its key names this server's instance, so
-//! every server keeps re-signing its own repository.
+//! Definitions re-signing is keyed by the repository it signs
+//! (`defs-refresh/<repository id>`, [`tether_defs_publish::repo::Repo::id`]):
+//! servers sharing one repository (`defs_dir`) re-sign it from one server,
+//! and a server with a repository of its own re-signs that one.
 //!
 //! The holder is the server's instance id (`data_dir/instance.id`): a
 //! restarted server takes its own lease back at once. Two processes on one
@@ -79,6 +79,8 @@ pub const DEFAULT_LEASE_SECS: u32 = 15;
 #[derive(Debug)]
 pub struct Singletons {
     holder: String,
+    /// The id of the definitions repository this server signs.
+    defs_repository: String,
     ttl: Duration,
     /// Per job: until when (local monotonic time) this server runs it, and
     /// the lease's epoch.
@@ -86,10 +88,12 @@ pub struct Singletons {
 }
 
 impl Singletons {
-    /// `holder` is this server's instance id; `ttl` the lease's length.
-    pub fn new(holder: &str, ttl: Duration) -> Singletons {
+    /// `holder` is this server's instance id; `ttl` the lease's length;
+    /// `defs_repository` the id of the definitions repository it signs.
+    pub fn new(holder: &str, ttl: Duration, defs_repository: &str) -> Singletons {
         Singletons {
             holder: holder.to_owned(),
+            defs_repository: defs_repository.to_owned(),
             ttl,
             held: Mutex::new(BTreeMap::new()),
         }
@@ -112,8 +116,8 @@ impl Singletons {
     /// The key of `job`'s lease row.
     pub fn key(&self, job: Job) -> String {
         match job {
-            // The repository is this server's own (see the module doc).
-            Job::DefsRefresh => format!("{}/{}", job.name(), self.holder),
+            // Keyed by the repository (see the module doc).
+            Job::DefsRefresh => format!("{}/{}", job.name(), self.defs_repository),
             other => other.name().to_owned(),
         }
     }
@@ -246,8 +250,9 @@ mod tests {
         // A short lease, so the local deadline passes in real time (a paused
         // runtime would time out the store's pool instead).
         let ttl = Duration::from_millis(900);
-        let a = Singletons::new("a", ttl);
-        let b = Singletons::new("b", ttl);
+        // Each with a definitions repository of its own.
+        let a = Singletons::new("a", ttl, "repo-a");
+        let b = Singletons::new("b", ttl, "repo-b");
         assert_eq!(
             a.claim_all(store.as_ref(), &clock).await,
             [
@@ -295,5 +300,35 @@ mod tests {
         b.release_all(store.as_ref(), &clock).await;
         assert!(b.held_jobs().is_empty());
         assert_eq!(a.claim_all(store.as_ref(), &clock).await.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn servers_sharing_a_definitions_repository_re_sign_it_from_one() {
+        let store = store().await;
+        let clock = ManualClock::new(time::macros::datetime!(2026-12-07 11:00 UTC));
+        let ttl = Duration::from_secs(15);
+        let a = Singletons::new("a", ttl, "shared");
+        let b = Singletons::new("b", ttl, "shared");
+        let c = Singletons::new("c", ttl, "own");
+        assert_eq!(a.claim_all(store.as_ref(), &clock).await.len(), 5);
+        assert!(b.claim_all(store.as_ref(), &clock).await.is_empty());
+        assert_eq!(c.claim_all(store.as_ref(), &clock).await, ["defs-refresh"]);
+        assert!(a.holds(Job::DefsRefresh) && !b.holds(Job::DefsRefresh));
+        let mut keys: Vec<(String, String)> = store
+            .job_leases()
+            .await
+            .expect("lists")
+            .into_iter()
+            .filter(|l| l.job.starts_with("defs-refresh"))
+            .map(|l| (l.job, l.holder))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                ("defs-refresh/own".to_owned(), "c".to_owned()),
+                ("defs-refresh/shared".to_owned(), "a".to_owned())
+            ]
+        );
     }
 }

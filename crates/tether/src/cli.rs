@@ -463,6 +463,33 @@ pub enum DefsCommand {
         /// The server's data dir (default ./tether-data).
         #[arg(long, env = "TETHER_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The repository's directory when the server's `defs_dir` names
+        /// one (a shared repository); default DATA_DIR/defs.
+        #[arg(long, env = "TETHER_DEFS_DIR")]
+        defs_dir: Option<PathBuf>,
+    },
+    /// Join this server's own definitions repository (DATA_DIR/defs) to the
+    /// repository shared by several servers, before pointing its `defs_dir`
+    /// there: the shared root is countersigned by this repository's root
+    /// key, so agents that pinned it walk the chain to the shared root, and
+    /// its channels are raised above what they installed
+    /// (docs/deploy-multi-server.md).
+    Join {
+        /// The shared repository's directory (the other servers' `defs_dir`).
+        #[arg(long, value_name = "DIR")]
+        shared: PathBuf,
+        /// A current root key of this server's own repository (repeatable);
+        /// default: the key files in DATA_DIR/defs/keys.
+        #[arg(long = "root-key", value_name = "FILE")]
+        root_keys: Vec<PathBuf>,
+        /// A current root key of the shared repository (repeatable), needed
+        /// only when its root version is behind this one's; default: the key
+        /// files in its keys/.
+        #[arg(long = "shared-root-key", value_name = "FILE")]
+        shared_root_keys: Vec<PathBuf>,
+        /// This server's data dir (default ./tether-data).
+        #[arg(long, env = "TETHER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -651,6 +678,30 @@ mod tests {
             ])
             .is_err()
         );
+        let cli = Cli::try_parse_from([
+            "tether",
+            "defs",
+            "join",
+            "--shared",
+            "/srv/defs",
+            "--root-key",
+            "b.pem",
+        ])
+        .expect("parses");
+        let Command::Defs(DefsCommand::Join {
+            shared,
+            root_keys,
+            shared_root_keys,
+            ..
+        }) = cli.command
+        else {
+            panic!("not join");
+        };
+        assert_eq!(shared, PathBuf::from("/srv/defs"));
+        assert_eq!(root_keys, [PathBuf::from("b.pem")]);
+        assert!(shared_root_keys.is_empty());
+        // The shared directory is required.
+        assert!(Cli::try_parse_from(["tether", "defs", "join"]).is_err());
     }
 
     #[test]

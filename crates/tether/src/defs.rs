@@ -137,8 +137,9 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
             new_key,
             root_keys,
             data_dir,
+            defs_dir: shared,
         } => {
-            let dir = defs_dir(&data_dir);
+            let dir = shared.unwrap_or_else(|| defs_dir(&data_dir));
             if !dir.is_dir() {
                 bail!(
                     "no definitions repository in {}: run this on the control plane's host, or pass --data-dir",
@@ -163,8 +164,106 @@ pub async fn run(cmd: DefsCommand) -> anyhow::Result<ExitCode> {
             // signing, so it signs with the new keys from its next publish
             // or refresh (at most 10 minutes) without a restart.
         }
+        DefsCommand::Join {
+            shared,
+            root_keys,
+            shared_root_keys,
+            data_dir,
+        } => {
+            let own = defs_dir(&data_dir);
+            for (dir, what) in [(&own, "this server's own"), (&shared, "the shared")] {
+                if !dir.join("state.json").is_file() {
+                    bail!(
+                        "{}: no definitions repository in {} ({what} repository). Action: {}",
+                        ErrorCode::DefsJoinNoRepository,
+                        dir.display(),
+                        ErrorCode::DefsJoinNoRepository.action()
+                    );
+                }
+            }
+            let keys_in = |dir: &Path| -> Vec<PathBuf> {
+                let mut keys: Vec<PathBuf> = std::fs::read_dir(dir.join("keys"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+                    .collect();
+                keys.sort();
+                keys
+            };
+            let root_keys = if root_keys.is_empty() {
+                keys_in(&own)
+            } else {
+                root_keys
+            };
+            let shared_root_keys = if shared_root_keys.is_empty() {
+                keys_in(&shared)
+            } else {
+                shared_root_keys
+            };
+            let joined = tether_defs_publish::repo::join(
+                &shared,
+                &own,
+                &root_keys,
+                &shared_root_keys,
+                Arc::new(SystemClock),
+            )
+            .await
+            .map_err(repo_error)
+            .with_context(|| {
+                format!(
+                    "joining {} to the shared repository {}",
+                    own.display(),
+                    shared.display()
+                )
+            })?;
+            print!("{}", joined_text(&joined, &shared));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `defs join` did, for the operator.
+fn joined_text(j: &tether_defs_publish::repo::Joined, shared: &Path) -> String {
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let mut out = String::new();
+    if !j.bumped.is_empty() {
+        let _ = writeln!(
+            out,
+            "extended the shared root chain with versions {} (no key change)",
+            list(&j.bumped)
+        );
+    }
+    if j.countersigned.is_empty() {
+        let _ = writeln!(out, "the shared root was countersigned already");
+    } else {
+        let _ = writeln!(
+            out,
+            "countersigned shared root versions {} with this repository's root key",
+            list(&j.countersigned)
+        );
+    }
+    if !j.unreachable.is_empty() {
+        let _ = writeln!(
+            out,
+            "warning: no key given signs this repository's root versions {}: agents that enrolled while one was current cannot follow; pass that root key too (--root-key), or re-enroll them",
+            list(&j.unreachable)
+        );
+    }
+    for (channel, version) in &j.raised {
+        let _ = writeln!(
+            out,
+            "published {channel} v{version} in the shared repository (above this repository's)"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "The shared root is at version {}. Set `defs_dir = \"{}\"` in this server's config and restart it; its agents follow the chain at their next update.",
+        j.root_version,
+        shared.display()
+    );
+    out
 }
 
 impl From<KeyRole> for tether_defs_publish::repo::RoleName {

@@ -261,3 +261,219 @@ async fn moving_an_online_root_key_offline_leaves_no_current_root_key_on_the_ser
         .await
         .expect("rotates with the offline root");
 }
+
+/// Loads `served` (a repository's served tree) with tough from the pinned
+/// `root`, keeping what it trusts in `datastore`, as an agent does.
+async fn load_as_agent(root: &[u8], served: &Path, datastore: &Path) -> tough::Repository {
+    let url = |sub: &str| url::Url::from_directory_path(served.join(sub)).expect("absolute");
+    let root = root.to_vec();
+    tough::RepositoryLoader::new(&root, url("metadata"), url("targets"))
+        .datastore(datastore)
+        .expiration_enforcement(tough::ExpirationEnforcement::Unsafe)
+        .load()
+        .await
+        .expect("verifies")
+}
+
+fn newest_of(repo: &tough::Repository, channel: &str) -> u64 {
+    repo.targets()
+        .signed
+        .targets
+        .values()
+        .filter_map(|t| tether_defs::layout::TargetMeta::from_custom(&t.custom))
+        .filter(|m| m.channel == channel)
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_agent_pinned_at_a_joining_repository_walks_to_the_shared_root() {
+    let (shared_dir, own_dir, agent) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let c = clock();
+    let shared = Repo::open(shared_dir.path(), c.clone())
+        .await
+        .expect("shared");
+    shared
+        .publish("main", b"shared one\n".to_vec(), None)
+        .await
+        .expect("v1");
+    let own = Repo::open(own_dir.path(), c.clone()).await.expect("own");
+    let own_root_key = own_dir.path().join("keys/root.pem");
+    let pinned_v1 = std::fs::read(own_dir.path().join("repo/metadata/1.root.json")).expect("v1");
+    for i in 1..=3 {
+        own.publish("main", format!("own {i}\n").into_bytes(), None)
+            .await
+            .expect("own main");
+    }
+    own.publish("extra", b"only here\n".to_vec(), None)
+        .await
+        .expect("extra");
+    // The joining repository's root moves ahead of the shared one (v3 > v1),
+    // with its timestamp and snapshot keys changed.
+    for role in [RoleName::Timestamp, RoleName::Snapshot] {
+        rotate_key(
+            own_dir.path(),
+            role,
+            None,
+            std::slice::from_ref(&own_root_key),
+            c.clone(),
+        )
+        .await
+        .expect("rotate");
+    }
+    // An agent enrolled at own v1 updated from own: it trusts own's
+    // timestamp, snapshot and targets at versions the shared one is below.
+    let before = load_as_agent(&pinned_v1, &own.serve_dir(), agent.path()).await;
+    assert_eq!(before.root().signed.version.get(), 3);
+    assert_eq!(newest_of(&before, "main"), 3);
+
+    let shared_root_key = shared_dir.path().join("keys/root.pem");
+    let stranger = agent.path().join("stranger.pem");
+    keygen(&stranger).expect("keygen");
+    // Wrong keys, a missing shared key, the same repository, no repository:
+    // refused with their codes, and nothing changes.
+    for (own_keys, shared_keys, shared_path, code) in [
+        (
+            vec![stranger.clone()],
+            vec![shared_root_key.clone()],
+            shared_dir.path(),
+            ErrorCode::DefsJoinKeys,
+        ),
+        (
+            vec![own_root_key.clone()],
+            vec![stranger.clone()],
+            shared_dir.path(),
+            ErrorCode::DefsJoinKeys,
+        ),
+        (
+            vec![own_root_key.clone()],
+            vec![own_root_key.clone()],
+            own_dir.path(),
+            ErrorCode::DefsJoinSame,
+        ),
+        (
+            vec![own_root_key.clone()],
+            vec![shared_root_key.clone()],
+            agent.path(),
+            ErrorCode::DefsJoinNoRepository,
+        ),
+    ] {
+        let e = join(
+            shared_path,
+            own_dir.path(),
+            &own_keys,
+            &shared_keys,
+            c.clone(),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(e.code(), code, "{e}");
+    }
+    assert!(!shared_dir.path().join("repo/metadata/2.root.json").exists());
+    assert!(!agent.path().join("state.json").exists());
+
+    let joined = join(
+        shared_dir.path(),
+        own_dir.path(),
+        std::slice::from_ref(&own_root_key),
+        std::slice::from_ref(&shared_root_key),
+        c.clone(),
+    )
+    .await
+    .expect("join");
+    assert_eq!(joined.bumped, [2, 3, 4]);
+    assert_eq!(joined.countersigned, [2, 3, 4]);
+    assert!(joined.unreachable.is_empty());
+    assert_eq!(
+        joined.raised,
+        [("extra".to_owned(), 2), ("main".to_owned(), 4)]
+    );
+    assert_eq!(joined.root_version, 4);
+    // The raised main carries the shared content, not the joining one's.
+    let main4 = shared
+        .history()
+        .await
+        .expect("history")
+        .into_iter()
+        .find(|v| v.channel == "main" && v.version == 4)
+        .expect("main v4");
+    assert_eq!(main4.sha256, delta::sha256_hex(b"shared one\n"));
+
+    // The same agent (its pinned root and its datastore) now loads the
+    // shared repository: it walks 2, 3, 4, and tough drops the timestamp
+    // and snapshot it trusted (their keys changed), so the shared ones, at
+    // lower versions, are accepted.
+    let after = load_as_agent(&pinned_v1, &shared.serve_dir(), agent.path()).await;
+    assert_eq!(after.root().signed.version.get(), 4);
+    assert_eq!(newest_of(&after, "main"), 4);
+    assert_eq!(newest_of(&after, "extra"), 2);
+    // An agent pinned at own v3 (enrolled last) too, with a fresh datastore.
+    let pinned_v3 = std::fs::read(own_dir.path().join("repo/metadata/3.root.json")).expect("v3");
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let v3 = load_as_agent(&pinned_v3, &shared.serve_dir(), fresh.path()).await;
+    assert_eq!(v3.root().signed.version.get(), 4);
+    // The shared repository's own agents still walk their chain.
+    let shared_v1 = std::fs::read(shared_dir.path().join("repo/metadata/1.root.json")).expect("v1");
+    let theirs = tempfile::tempdir().expect("tempdir");
+    let s = load_as_agent(&shared_v1, &shared.serve_dir(), theirs.path()).await;
+    assert_eq!(s.root().signed.version.get(), 4);
+    assert_eq!(newest_of(&s, "main"), 4);
+
+    // Joining again changes nothing.
+    let again = join(
+        shared_dir.path(),
+        own_dir.path(),
+        std::slice::from_ref(&own_root_key),
+        &[],
+        c,
+    )
+    .await
+    .expect("join again");
+    assert!(again.bumped.is_empty() && again.countersigned.is_empty() && again.raised.is_empty());
+    assert_eq!(again.root_version, 4);
+}
+
+#[tokio::test]
+async fn two_handles_on_one_directory_publish_one_after_the_other() {
+    // Two servers sharing `defs_dir`: each publish re-reads what the other
+    // wrote under the directory's lock, so no version is lost or doubled.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = clock();
+    let (a, b) = tokio::join!(
+        Repo::open(dir.path(), c.clone()),
+        Repo::open(dir.path(), c.clone())
+    );
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert_eq!(a.id().await.expect("id"), b.id().await.expect("id"));
+    let token = a.change_token();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let r = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            r.publish("main", format!("content {i}\n").into_bytes(), None)
+                .await
+                .expect("publish")
+                .version
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.expect("task"));
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_ne!(b.change_token(), token);
+    let h = b.history().await.expect("history");
+    assert_eq!(h.len(), 6);
+    assert!(
+        a.root_json()
+            .await
+            .expect("root")
+            .contains("\"version\": 1")
+    );
+}

@@ -286,10 +286,13 @@ pub fn served_path(root: &FsPath, raw: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// `timestamp.json` changes every few hours and must be revalidated; every
-/// other file in the tree is named by its hash or version and never changes.
+/// `timestamp.json` changes every few hours and must be revalidated, and so
+/// must the root versions, which `tether defs join` countersigns (the signed
+/// content stays, a signature is added); every other file in the tree is
+/// named by its hash or version and never changes.
 fn cache_control(raw: &str) -> &'static str {
-    if raw.rsplit('/').next() == Some("timestamp.json") {
+    let name = raw.rsplit('/').next().unwrap_or(raw);
+    if name == "timestamp.json" || name.ends_with(".root.json") {
         "no-cache"
     } else {
         IMMUTABLE
@@ -470,6 +473,7 @@ mod tests {
     #[test]
     fn only_the_timestamp_is_revalidated() {
         assert_eq!(cache_control("metadata/timestamp.json"), "no-cache");
+        assert_eq!(cache_control("metadata/2.root.json"), "no-cache");
         assert_eq!(cache_control("metadata/3.snapshot.json"), IMMUTABLE);
         assert_eq!(cache_control("targets/ab12.sig.full"), IMMUTABLE);
     }

@@ -167,6 +167,46 @@ pub async fn refresh_loop(ctx: Ctx, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How often a server looks whether the repository changed under it.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Notices changes made to the repository by another process: another
+/// server sharing `defs_dir` publishing, re-signing or joining, or `tether
+/// defs rotate-key`. Each [`WATCH_EVERY`] it compares the repository's
+/// [`repo::Repo::change_token`] (one `stat`); on a change it reloads the
+/// pinned root and records in the store any version it lacks. Everything
+/// else is read from the directory at each request (`/defs/` streams the
+/// files, publishes re-read the state under the directory's lock), so
+/// nothing served is older than the shared directory.
+pub async fn watch_loop(ctx: Ctx, mut stop: watch::Receiver<bool>) {
+    let mut seen = ctx.defs.change_token();
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = ctx.defs.change_token();
+        if now == seen {
+            continue;
+        }
+        debug!("the definitions repository changed on disk");
+        if let Err(error) = ctx.defs_root.reload(&ctx.defs).await {
+            warn!(%error, "could not reload the definitions root");
+            continue;
+        }
+        if let Err(error) = reconcile(&ctx).await {
+            warn!(%error, "could not record the definitions versions published elsewhere");
+            continue;
+        }
+        seen = now;
+    }
+}
+
 /// Writes the offline bundle of `channel` to `out`; returns its size.
 pub async fn export(ctx: &Ctx, channel: &str, out: &Path) -> Result<u64, ServiceError> {
     repo::validate_channel(channel)?;

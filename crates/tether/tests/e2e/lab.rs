@@ -187,6 +187,19 @@ impl Server {
         .await
     }
 
+    /// Like [`Server::start_at_database_url`], on a port that a
+    /// [`Server::restart`] listens on again.
+    pub async fn start_restartable_at_database_url(url: String, env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            Some(url),
+            None,
+            format!("127.0.0.1:{}", free_port()),
+            env,
+            Scratch::new("server"),
+        )
+        .await
+    }
+
     /// A server on a data dir (and PostgreSQL database) prepared beforehand,
     /// for example by `tether restore`, listening on `listen` (another
     /// server's [`Server::listen_addr`], so that server's agents find it).

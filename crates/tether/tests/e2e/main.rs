@@ -23,5 +23,6 @@ mod quickstart;
 mod renewal;
 mod scaleout;
 mod scan;
+mod shared_defs;
 mod task_wakeups;
 mod tasks;

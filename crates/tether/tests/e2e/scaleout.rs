@@ -56,7 +56,7 @@ async fn singleton_jobs_run_on_one_server_and_move_after_kill_9() {
                 "B does not run {job}: {on_b:?}"
             );
         }
-        // Each re-signs its own definitions repository (not shared yet).
+        // Each re-signs its own definitions repository (no shared defs_dir here).
         assert!(on_b.iter().any(|j| j == "defs-refresh"), "{on_b:?}");
     }
     assert!(
