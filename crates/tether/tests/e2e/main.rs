@@ -25,3 +25,4 @@ mod scaleout;
 mod scan;
 mod task_wakeups;
 mod tasks;
+mod upgrade;
