@@ -581,6 +581,10 @@ pub struct AgentSummary {
     /// Definitions in policy (see [`AgentDetail::in_policy`]).
     #[serde(default)]
     pub in_policy: Option<bool>,
+    /// The agent's last upgrade as its host reported it (absent: none, or
+    /// an agent or server that predates upgrades).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeReport>,
 }
 
 /// One recorded status change.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tether_wire::AgentStatus;
+use tether_wire::{AgentStatus, UpgradeState};
 use time::format_description::well_known::Rfc3339;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -146,6 +146,35 @@ async fn wait_version(server: &Server, agent: &Agent, version: &str, within: Dur
     }
 }
 
+/// Waits (bounded) until the control plane shows the agent's last upgrade
+/// in `state` for `version`; returns it.
+async fn wait_server_upgrade(
+    server: &Server,
+    agent: &Agent,
+    state: tether_wire::UpgradeState,
+    version: &str,
+) -> tether_wire::UpgradeReport {
+    let id = agent.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = server.agents().await;
+        let a = listed.iter().find(|a| a.id == id).expect("listed");
+        if let Some(u) = &a.upgrade
+            && u.state == state
+            && u.version == version
+        {
+            return u.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control plane shows {:?}, expected {state} of {version}; launch log:\n{}",
+            a.upgrade,
+            launch_log(agent)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     let p = dir.join(name);
@@ -229,6 +258,22 @@ async fn upgrade_then_roll_back_a_version_that_fails_to_start_or_to_check_in() {
     assert!(
         reason.contains("exited") && reason.contains("before it checked in"),
         "{reason}"
+    );
+    // The control plane shows the rollback and why, in the list too.
+    let shown =
+        wait_server_upgrade(&server, &agent, UpgradeState::RolledBack, "99.0.1-broken").await;
+    assert_eq!(shown.reason.as_deref(), Some(reason));
+    assert_eq!(shown.from.as_deref(), Some(NEXT));
+    let list = server.admin_ok(&["agents", "list"]).await;
+    assert!(
+        list.contains(
+            "rolled back from 99.0.1-broken to 99.0.0-next: version 99.0.1-broken exited"
+        ),
+        "{list}"
+    );
+    assert!(
+        list.contains(NEXT),
+        "the list shows the version whole: {list}"
     );
 
     // One that starts but never checks in: rolled back after the bound.
