@@ -888,6 +888,40 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_says_who_is_behind_and_why_with_hostile_text_made_safe() {
+        let at = datetime!(2026-05-17 19:16 UTC);
+        let report = |state, reason: Option<&str>| tether_wire::UpgradeReport {
+            state,
+            version: "1.3.0".into(),
+            from: Some("1.2.0".into()),
+            reason: reason.map(str::to_owned),
+            at,
+        };
+        use tether_wire::UpgradeState::*;
+        assert_eq!(upgrade_text(None), "-");
+        assert_eq!(
+            upgrade_text(Some(&report(Upgrading, None))),
+            "upgrading to 1.3.0"
+        );
+        assert_eq!(
+            upgrade_text(Some(&report(Upgraded, None))),
+            "upgraded to 1.3.0"
+        );
+        let shown = upgrade_text(Some(&report(
+            RolledBack,
+            Some("version 1.3.0 did not check in\x1b[2J within 3m"),
+        )));
+        assert!(
+            shown.starts_with("rolled back from 1.3.0 to 1.2.0: version 1.3.0 did not check in"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains('\x1b'),
+            "terminal escapes are not printed: {shown:?}"
+        );
+    }
+
+    #[test]
     fn list_and_show_print_the_same_flags() {
         let now = datetime!(2026-05-17 19:16 UTC);
         let summary = AgentSummary {
@@ -942,7 +976,8 @@ mod tests {
         let names = "version_outdated,download_path_problem,defs_never_installed";
         let table = agent_table(std::slice::from_ref(&summary), now);
         let row = table.lines().nth(1).expect("one row");
-        assert!(row.ends_with(&format!("  {names}")), "{row}");
+        // FLAGS, then UPGRADE ("-": none reported).
+        assert!(row.ends_with(&format!("  {names}  -")), "{row}");
         let shown = agent_detail(&detail, now);
         assert!(
             shown.contains(&format!("Status             ACTIVE  flags: {names}\n")),

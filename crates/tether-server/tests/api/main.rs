@@ -14,3 +14,4 @@ mod revocation;
 mod server;
 mod tasks;
 mod tokens;
+mod upgrades;
