@@ -12,6 +12,13 @@ export TETHER_TEST_DATABASE_URL="${TETHER_TEST_DATABASE_URL:-postgres://postgres
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# A second real build of the agent that differs only in its version, for the
+# upgrade tests (crates/tether/tests/e2e/upgrade.rs). Only the small
+# tether-agent-bin crate recompiles (a few seconds), and again for the normal
+# build that nextest makes next.
+agent_dir="${CARGO_TARGET_DIR:-target}/debug"
+TETHER_AGENT_VERSION=99.0.0-next cargo build -p tether-agent-bin --locked
+cp "$agent_dir/tether-agent" "$agent_dir/tether-agent-next"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
 # README.md's runnable blocks, as a newcomer runs them (scripts/readme-test.sh).

@@ -10,9 +10,18 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use tether_agent::cli::AgentCommand;
 use tether_agent::clidoc;
 
+/// The version this binary reports. `TETHER_AGENT_VERSION` at build time
+/// overrides the workspace's: the upgrade tests build a second, real agent
+/// that differs only in its version this way (scripts/test.sh), and only
+/// this crate recompiles for it. Read here and nowhere else.
+const VERSION: &str = match option_env!("TETHER_AGENT_VERSION") {
+    Some(v) => v,
+    None => tether_wire::VERSION,
+};
+
 /// The Tether agent.
 #[derive(Debug, Parser)]
-#[command(name = "tether-agent", version = tether_wire::VERSION)]
+#[command(name = "tether-agent", version = VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: BinCommand,
@@ -34,6 +43,7 @@ enum BinCommand {
 }
 
 fn main() -> ExitCode {
+    tether_agent::set_version(VERSION);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

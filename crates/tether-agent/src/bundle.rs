@@ -337,7 +337,7 @@ pub async fn build(input: &BundleInput) -> Result<Bundle, Failure> {
         schema_version: MANIFEST_VERSION,
         created_at: input.now,
         agent_id: state.as_ref().map(|s| s.agent_id),
-        agent_version: tether_wire::VERSION,
+        agent_version: crate::version(),
         log_lines: input.log_lines,
         verdict,
         files: listed,

@@ -59,6 +59,65 @@ pub enum AgentCommand {
     /// Definitions: status and offline import.
     #[command(subcommand)]
     Defs(DefsCommand),
+    /// The supervisor the service starts: runs the chosen agent version
+    /// (STATE_DIR/bin/current, else this packaged binary) and, when a new
+    /// version exits or has not checked in within a bound, falls back to
+    /// the previous one by itself.
+    Launch(LaunchArgs),
+    /// Agent upgrades on this host: status, and installing a binary by hand.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
+}
+
+/// `upgrade` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Show the chosen version, the previous one and the last upgrade.
+    Status(UpgradeStatusArgs),
+    /// Install an agent binary under STATE_DIR/bin and switch to it; a
+    /// running `launch` restarts into it and rolls it back if it does not
+    /// check in. For hosts without a control plane path; the control plane
+    /// delivers upgrades itself, verified through the signed repository.
+    Install(UpgradeInstallArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// How long a new version has to check in before it is rolled back.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    pub check_in_within: Duration,
+    /// The packaged binary, the last fallback (default: this executable).
+    #[arg(long)]
+    pub packaged: Option<PathBuf>,
+    /// Arguments passed on to `run`, after `--`.
+    #[arg(last = true)]
+    pub run_args: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeStatusArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The packaged binary (default: this executable).
+    #[arg(long)]
+    pub packaged: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeInstallArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The new tether-agent binary.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Its version, as `FILE --version` prints it (checked).
+    #[arg(long)]
+    pub version: String,
 }
 
 /// `defs` subcommands.
@@ -372,6 +431,11 @@ pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<Ex
         AgentCommand::Defs(DefsCommand::Status(args)) => {
             return Ok(defs_exit(defs_status(&args, &world)));
         }
+        AgentCommand::Launch(args) => launch(args, &world).await,
+        AgentCommand::Upgrade(UpgradeCommand::Status(args)) => upgrade_status(&args, &world),
+        AgentCommand::Upgrade(UpgradeCommand::Install(args)) => {
+            upgrade_install(&args, &world).await
+        }
     };
     result.map_err(anyhow::Error::new)
 }
@@ -456,6 +520,88 @@ async fn preseed(args: PreseedArgs, world: &World) -> Result<ExitCode, Failure> 
     Ok(ExitCode::SUCCESS)
 }
 
+fn packaged_binary(given: Option<&PathBuf>) -> Result<PathBuf, Failure> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe().map_err(|e| {
+            Failure::new(
+                ErrorCode::UpgradeNoBinary,
+                format!("cannot tell which binary this is: {e}"),
+            )
+        }),
+    }
+}
+
+async fn launch(args: LaunchArgs, world: &World) -> Result<ExitCode, Failure> {
+    // stderr only (the journal): the agent it starts owns the log files.
+    let _logs = crate::logs::init(&LogOptions {
+        dir: None,
+        max_bytes: crate::config::DEFAULT_LOG_MAX_BYTES,
+        keep: crate::config::DEFAULT_LOG_KEEP,
+        debug: false,
+        stderr: Some(LevelFilter::INFO),
+    })?;
+    let opts = crate::upgrade::LaunchOptions {
+        packaged: packaged_binary(args.packaged.as_ref())?,
+        state_dir: args.state.state_dir,
+        check_in_within: args.check_in_within,
+        run_args: args.run_args,
+    };
+    crate::upgrade::launch(&opts, world.clock.as_ref()).await
+}
+
+fn upgrade_status(args: &UpgradeStatusArgs, world: &World) -> Result<ExitCode, Failure> {
+    let dir = &args.state.state_dir;
+    let layout = crate::upgrade::Layout::new(dir);
+    let packaged = packaged_binary(args.packaged.as_ref())?;
+    let chosen = crate::upgrade::choose(dir, &packaged, world.clock.now())?;
+    let previous = layout.previous();
+    let last = layout.record();
+    if args.json {
+        let body = serde_json::json!({
+            "current": chosen.version,
+            "path": chosen.path,
+            "trial": chosen.trial,
+            "previous": previous,
+            "last_upgrade": last,
+        });
+        println!("{body:#}");
+    } else {
+        println!(
+            "current: {} ({})",
+            chosen.version.as_deref().unwrap_or("packaged"),
+            chosen.path.display()
+        );
+        println!("previous: {}", previous.as_deref().unwrap_or("packaged"));
+        match last {
+            Some(r) => println!(
+                "last upgrade: {} to {} at {}{}",
+                r.state,
+                r.version,
+                r.at,
+                r.reason.map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+            None => println!("last upgrade: none"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn upgrade_install(args: &UpgradeInstallArgs, world: &World) -> Result<ExitCode, Failure> {
+    let dir = &args.state.state_dir;
+    match crate::upgrade::install(dir, &args.version, &args.file, world.clock.now()).await? {
+        crate::upgrade::Installed::AlreadyCurrent => {
+            println!("{} is already the chosen version", args.version);
+        }
+        crate::upgrade::Installed::Switched { from } => println!(
+            "switched from {} to {}; a running `tether-agent launch` restarts into it",
+            from.as_deref().unwrap_or("the packaged binary"),
+            args.version
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
     if let Some(parent) = args.exit_with_parent
         && !crate::parent::exit_with_parent(parent)?
@@ -502,6 +648,7 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
                 policy: None,
                 last_errors: Default::default(),
                 debug_until: None,
+                contact_version: None,
                 later: Default::default(),
             };
             store.save(&s)?;
@@ -525,7 +672,7 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         agent_id = %state.agent_id,
         server = %config.server,
         proxy = proxy.as_deref().unwrap_or("none"),
-        version = tether_wire::VERSION,
+        version = crate::version(),
         "agent starting"
     );
     let installed_at = state.installed_at;
@@ -1111,6 +1258,29 @@ mod tests {
             vec!["x", "preseed", "--state-dir", "/d"],
             vec![
                 "x",
+                "launch",
+                "--state-dir",
+                "/d",
+                "--check-in-within",
+                "30s",
+                "--",
+                "--log-dir",
+                "/l",
+            ],
+            vec!["x", "upgrade", "status", "--state-dir", "/d", "--json"],
+            vec![
+                "x",
+                "upgrade",
+                "install",
+                "--state-dir",
+                "/d",
+                "--file",
+                "f",
+                "--version",
+                "1.2.3",
+            ],
+            vec![
+                "x",
                 "capture",
                 "--state-dir",
                 "/d",
@@ -1174,6 +1344,22 @@ mod tests {
                     assert!(a.channels.is_empty());
                     a.state.state_dir
                 }
+                AgentCommand::Launch(a) => {
+                    assert_eq!(a.check_in_within, Duration::from_secs(30));
+                    assert_eq!(a.run_args, ["--log-dir", "/l"]);
+                    a.state.state_dir
+                }
+                AgentCommand::Upgrade(UpgradeCommand::Status(a)) => {
+                    assert!(a.json);
+                    a.state.state_dir
+                }
+                AgentCommand::Upgrade(UpgradeCommand::Install(a)) => {
+                    assert_eq!(
+                        (a.file.as_path(), a.version.as_str()),
+                        (Path::new("f"), "1.2.3")
+                    );
+                    a.state.state_dir
+                }
             };
             assert_eq!(dir, PathBuf::from("/d"), "{args:?}");
         }
@@ -1209,6 +1395,7 @@ mod tests {
                 policy: None,
                 last_errors: Default::default(),
                 debug_until: None,
+                contact_version: None,
                 later: Default::default(),
             })
             .expect("saves");

@@ -12,7 +12,7 @@ use crate::error::Failure;
 
 /// The User-Agent of the agent.
 pub fn user_agent() -> String {
-    format!("tether-agent/{}", tether_wire::VERSION)
+    format!("tether-agent/{}", crate::version())
 }
 
 /// The proxy the agent uses, if any: the explicit one, else (when allowed)

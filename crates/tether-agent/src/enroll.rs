@@ -205,7 +205,7 @@ pub async fn enroll(opts: &EnrollOptions, world: &World) -> Result<Enrolled, Fai
         token: opts.token.trim().to_owned(),
         name: config.name.clone(),
         kind: config.kind,
-        agent_version: tether_wire::VERSION.to_owned(),
+        agent_version: crate::version().to_owned(),
         facts: crate::facts::collect(Some(installed_at)),
         previous_credential: previous_credential.as_ref().map(|c| c.expose().to_owned()),
     };
@@ -374,6 +374,7 @@ fn write_files(
         policy: Some(response.policy.clone()),
         last_errors: Default::default(),
         debug_until: None,
+        contact_version: None,
         later: Default::default(),
     };
     StateStore::new(dir).save(&state)?;

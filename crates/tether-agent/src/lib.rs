@@ -17,6 +17,8 @@
 //! - [`logs`]: install/agent/error logs with rotation and timed debug mode.
 //! - [`tasks`]: the task queue on the agent: long poll, one thread per
 //!   attempt, heartbeats, executors per kind, the result spool.
+//! - [`upgrade`]: agent upgrades on the host: binaries under `STATE_DIR/bin`,
+//!   the atomic switch and the `launch` supervisor.
 //! - [`cli`]: clap definitions shared by `tether-agent` and `tether agent`.
 
 pub mod actions;
@@ -41,6 +43,7 @@ pub mod run;
 pub mod service;
 pub mod state;
 pub mod tasks;
+pub mod upgrade;
 pub mod world;
 
 pub use cli::{AgentCommand, dispatch, dispatch_with};
@@ -49,3 +52,23 @@ pub use world::World;
 
 /// The default state directory of a system-wide agent.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tether-agent";
+
+static VERSION_OVERRIDE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Sets the version this agent reports (at check-in, enrollment, in its
+/// user agent, posture and bundles). Only the endpoint binary calls it,
+/// once at start, with its build-time version (`TETHER_AGENT_VERSION`, see
+/// `tether-agent-bin`), so a second build of the agent that differs only in
+/// its version recompiles that one small crate.
+pub fn set_version(version: &'static str) {
+    let _ = VERSION_OVERRIDE.set(version);
+}
+
+/// The version this agent reports: the endpoint binary's build-time version,
+/// else the workspace's.
+pub fn version() -> &'static str {
+    VERSION_OVERRIDE
+        .get()
+        .copied()
+        .unwrap_or(tether_wire::VERSION)
+}

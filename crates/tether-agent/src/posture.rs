@@ -87,7 +87,7 @@ pub fn posture(state_dir: &Path, world: &World, flags: &ConfigLayer) -> Posture 
         name: effective.as_ref().map(|e| e.config.name.clone()),
         connected: is_connected(last_contact, interval, now),
         status: state.as_ref().and_then(|s| s.status),
-        version: tether_wire::VERSION,
+        version: crate::version(),
         server: effective
             .as_ref()
             .map(|e| e.config.server.to_string())
@@ -176,6 +176,7 @@ mod tests {
             }),
             last_errors: BTreeMap::new(),
             debug_until: None,
+            contact_version: None,
             later: Default::default(),
         };
         StateStore::new(dir.path()).save(&state).expect("saves");

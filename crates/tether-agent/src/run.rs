@@ -151,11 +151,12 @@ impl RunContext {
             crate::defs::checkin_fields(self.store.dir(), policy.as_ref(), &mut last_errors);
         let request = CheckinRequest {
             defs,
-            agent_version: tether_wire::VERSION.to_owned(),
+            agent_version: crate::version().to_owned(),
             facts: (self.facts)(),
             definitions,
             last_errors,
             proxy: self.proxy.clone(),
+            upgrade: crate::upgrade::report(self.store.dir()),
         };
         self.client.checkin(&request).await
     }
@@ -191,6 +192,7 @@ impl RunContext {
                 s.agent_id = resp.agent_id;
             }
             s.last_successful_contact = Some(now);
+            s.contact_version = Some(crate::version().to_owned());
             s.status = Some(resp.status);
             s.policy = Some(resp.policy.clone());
             s.last_errors.remove(subsystem::CHECKIN);

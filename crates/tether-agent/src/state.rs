@@ -59,6 +59,10 @@ pub struct AgentState {
     /// Debug logging stays on until this time.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub debug_until: Option<OffsetDateTime>,
+    /// The version of the agent that made the last successful contact: the
+    /// `launch` supervisor reads it to learn that a new version checked in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_version: Option<String>,
     /// Fields of a newer agent's state, kept untouched.
     #[serde(flatten)]
     pub later: BTreeMap<String, serde_json::Value>,
@@ -241,6 +245,7 @@ mod tests {
             }),
             last_errors: BTreeMap::new(),
             debug_until: None,
+            contact_version: None,
             later: Default::default(),
         }
     }

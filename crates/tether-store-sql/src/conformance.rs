@@ -82,6 +82,8 @@ pub use renewals::{
 };
 mod revocation;
 pub use revocation::revocations_are_kept_once_for_issued_certs_only;
+mod upgrades;
+pub use upgrades::agent_upgrades_keep_the_last_report;
 mod upgrade;
 pub use upgrade::{
     PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
@@ -213,6 +215,7 @@ macro_rules! for_each_check {
             a_silent_location_is_gone_after_two_completed_scans,
             first_and_last_seen_are_the_probes_times,
             revocations_are_kept_once_for_issued_certs_only,
+            agent_upgrades_keep_the_last_report,
         }
     };
 }

@@ -29,6 +29,8 @@ mod certs;
 #[macro_use]
 mod leases;
 #[macro_use]
+mod upgrades;
+#[macro_use]
 mod renewals;
 #[macro_use]
 mod revocation;

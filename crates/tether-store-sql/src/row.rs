@@ -443,7 +443,9 @@ pub(crate) mod renewals;
 pub(crate) mod tasks;
 pub(crate) use certs::{cert, cert_location, deployment, issued, issued_pem};
 pub(crate) use leases::job_lease;
+pub(crate) mod upgrades;
 pub(crate) use renewals::{renewal, renewal_candidate, renewal_location};
+pub(crate) use upgrades::agent_upgrade;
 pub(crate) mod revocation;
 pub(crate) use revocation::{issued_serial, revocation};
 

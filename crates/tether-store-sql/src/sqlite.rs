@@ -245,6 +245,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
 impl_task_store!(SqliteStore);
 impl_cert_store!(SqliteStore);
 impl_lease_store!(SqliteStore);
+impl_upgrade_store!(SqliteStore);
 impl_renewal_store!(SqliteStore);
 impl_revocation_store!(SqliteStore);
 impl_acme_issuer_store!(SqliteStore);

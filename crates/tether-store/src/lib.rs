@@ -24,6 +24,7 @@ mod leases;
 mod renewals;
 mod revocation;
 mod tasks;
+mod upgrades;
 mod wakeups;
 pub use acme::{AcmeIssuer, AcmeIssuerStore};
 pub use certs::{
@@ -35,6 +36,7 @@ pub use renewals::{IssueClaim, Renewal, RenewalCandidate, RenewalLocation, Renew
 pub use revocation::{RevocationStore, Revoked, SerialStatus};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
+pub use upgrades::UpgradeStore;
 pub use wakeups::{TaskWake, TaskWakeSubscription, TaskWakeups};
 
 /// A SHA-256 digest of a high-entropy secret (token, credential). Secrets are
@@ -320,7 +322,8 @@ pub struct NewOutage {
 /// [`CertStore`], the singleton jobs' leases in [`LeaseStore`], renewals in
 /// [`RenewalStore`], the built-in CA's revocations in [`RevocationStore`]
 /// the ACME issuers in [`AcmeIssuerStore`] and the task wake-ups between
-/// servers in [`TaskWakeups`], all part of the same one store.
+/// servers in [`TaskWakeups`] and agent upgrades in [`UpgradeStore`], all
+/// part of the same one store.
 #[async_trait]
 pub trait Store:
     TaskStore
@@ -330,6 +333,7 @@ pub trait Store:
     + RevocationStore
     + AcmeIssuerStore
     + TaskWakeups
+    + UpgradeStore
     + Send
     + Sync
     + 'static

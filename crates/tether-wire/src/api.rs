@@ -315,6 +315,63 @@ pub struct CheckinRequest {
     /// Definitions state per subscribed channel.
     #[serde(default)]
     pub defs: Vec<crate::defs::ChannelState>,
+    /// The host's last agent upgrade, as the agent and its `launch`
+    /// supervisor recorded it (absent: none, or an agent that predates
+    /// upgrades).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeReport>,
+}
+
+/// Where an agent's last upgrade stands on its host.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeState {
+    /// The new binary is installed and switched to; it has not checked in yet.
+    Upgrading,
+    /// The new version checked in within the supervisor's bound.
+    Upgraded,
+    /// The new version failed to start or to check in in time; the host
+    /// runs the previous one again (the reason says why).
+    RolledBack,
+    /// A state from a newer agent that this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl UpgradeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeState::Upgrading => "upgrading",
+            UpgradeState::Upgraded => "upgraded",
+            UpgradeState::RolledBack => "rolled_back",
+            UpgradeState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An agent's last upgrade: to which version, from which, and for a
+/// rollback why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    pub state: UpgradeState,
+    /// The version upgraded to (or tried).
+    pub version: String,
+    /// The version it replaced (`None`: the packaged binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -536,6 +593,10 @@ pub struct AgentSummary {
     /// Definitions in policy (see [`AgentDetail::in_policy`]).
     #[serde(default)]
     pub in_policy: Option<bool>,
+    /// The agent's last upgrade as its host reported it (absent: none, or
+    /// an agent or server that predates upgrades).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeReport>,
 }
 
 /// One recorded status change.

@@ -286,6 +286,13 @@ catalog! {
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";
     StoreTls = "5003", 503, "The server could not make the TLS connection to PostgreSQL that its settings ask for (database_sslmode, database_ca_file, or sslmode in the URL).", "Turn TLS on in PostgreSQL (ssl = on), give database_ca_file the CA that signed its certificate and use a host name the certificate names; only sslmode=prefer or disable connect without a verified TLS connection.";
+
+    // 880x: agent upgrades (issue #13).
+    UpgradeVersionInvalid = "8800", 400, "An agent version to upgrade to is not a plain version (digits, letters, dots, plus and minus; at most 64 characters, starting with a digit).", "Give a version such as 1.4.2 (as `tether-agent --version` prints it).";
+    UpgradeBinaryRefused = "8801", 400, "The new agent binary does not run here, or reports another version than the one it is installed as.", "Check that the file is the tether-agent build for this OS and architecture and that `FILE --version` prints the expected version.";
+    UpgradeRolledBack = "8802", 500, "The new agent version did not start or did not check in within the supervisor's bound, so the host runs the previous version again.", "Read the reason and the agent log of the failed version (STATE_DIR/logs), fix the cause, and publish a new version; `tether agents upgrade resume` continues the rollout.";
+    UpgradeInstallFailed = "8803", 500, "The new agent binary could not be written or switched to under the state directory; the running version is unchanged.", "Check free space and the ownership of STATE_DIR/bin (the service user must own it), then let the agent retry.";
+    UpgradeNoBinary = "8804", 500, "`tether-agent launch` found no agent binary to start: neither the chosen version nor the packaged binary is executable.", "Reinstall the tether-agent package, which restores the packaged binary.";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -622,27 +622,57 @@ fn token_table(tokens: &[TokenInfo], now: OffsetDateTime) -> String {
 
 pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
     let mut out = format!(
-        "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {:<9}  {}\n",
-        "ID", "NAME", "KIND", "GROUP", "STATUS", "LAST SEEN", "VERSION", "IN POLICY", "FLAGS"
+        "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<12}  {:<9}  {:<20}  {}\n",
+        "ID",
+        "NAME",
+        "KIND",
+        "GROUP",
+        "STATUS",
+        "LAST SEEN",
+        "VERSION",
+        "IN POLICY",
+        "FLAGS",
+        "UPGRADE"
     );
     for a in agents {
         out.push_str(&format!(
-            "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<8}  {:<9}  {}\n",
+            "{:<36}  {:<20}  {:<12}  {:<12}  {:<9}  {:<10}  {:<12}  {:<9}  {:<20}  {}\n",
             a.id,
             truncate(&safe(&a.name), 20),
             a.kind.as_str(),
             truncate(&safe(&a.group), 12),
             a.status.as_str().to_uppercase(),
             ago(a.last_seen, now),
-            truncate(&safe(&a.version), 8),
+            truncate(&safe(&a.version), 12),
             crate::defs::in_policy_cell(a.in_policy),
-            flags_text(&a.flags)
+            flags_text(&a.flags),
+            upgrade_text(a.upgrade.as_ref())
         ));
     }
     if agents.is_empty() {
         out.push_str("(no agents)\n");
     }
     out
+}
+
+/// An agent's last upgrade as `agents list` and `agents show` print it:
+/// who is upgrading, upgraded, or rolled back and why.
+pub fn upgrade_text(u: Option<&tether_wire::UpgradeReport>) -> String {
+    let Some(u) = u else {
+        return "-".to_owned();
+    };
+    let back_to = u.from.as_deref().unwrap_or("the packaged binary");
+    match u.state {
+        tether_wire::UpgradeState::Upgrading => format!("upgrading to {}", safe(&u.version)),
+        tether_wire::UpgradeState::Upgraded => format!("upgraded to {}", safe(&u.version)),
+        tether_wire::UpgradeState::RolledBack => format!(
+            "rolled back from {} to {}: {}",
+            safe(&u.version),
+            safe(back_to),
+            safe(u.reason.as_deref().unwrap_or("no reason given"))
+        ),
+        tether_wire::UpgradeState::Unknown => format!("{} (state unknown)", safe(&u.version)),
+    }
 }
 
 /// An agent's flags as `agents list` (its FLAGS column) and `agents show`
@@ -744,6 +774,9 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
         a.external_ip.as_deref().map_or_else(|| "-".into(), safe),
     );
     line(&mut out, "Version", safe(&a.version));
+    if a.upgrade.is_some() {
+        line(&mut out, "Upgrade", upgrade_text(a.upgrade.as_ref()));
+    }
     line(
         &mut out,
         "Host",
@@ -931,6 +964,40 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_says_who_is_behind_and_why_with_hostile_text_made_safe() {
+        let at = datetime!(2026-05-17 19:16 UTC);
+        let report = |state, reason: Option<&str>| tether_wire::UpgradeReport {
+            state,
+            version: "1.3.0".into(),
+            from: Some("1.2.0".into()),
+            reason: reason.map(str::to_owned),
+            at,
+        };
+        use tether_wire::UpgradeState::*;
+        assert_eq!(upgrade_text(None), "-");
+        assert_eq!(
+            upgrade_text(Some(&report(Upgrading, None))),
+            "upgrading to 1.3.0"
+        );
+        assert_eq!(
+            upgrade_text(Some(&report(Upgraded, None))),
+            "upgraded to 1.3.0"
+        );
+        let shown = upgrade_text(Some(&report(
+            RolledBack,
+            Some("version 1.3.0 did not check in\x1b[2J within 3m"),
+        )));
+        assert!(
+            shown.starts_with("rolled back from 1.3.0 to 1.2.0: version 1.3.0 did not check in"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains('\x1b'),
+            "terminal escapes are not printed: {shown:?}"
+        );
+    }
+
+    #[test]
     fn list_and_show_print_the_same_flags() {
         let now = datetime!(2026-05-17 19:16 UTC);
         let summary = AgentSummary {
@@ -950,6 +1017,7 @@ mod tests {
             external_ip: None,
             enrolled_at: now,
             in_policy: Some(false),
+            upgrade: None,
         };
         let detail = AgentDetail {
             summary: summary.clone(),
@@ -984,7 +1052,8 @@ mod tests {
         let names = "version_outdated,download_path_problem,defs_never_installed";
         let table = agent_table(std::slice::from_ref(&summary), now);
         let row = table.lines().nth(1).expect("one row");
-        assert!(row.ends_with(&format!("  {names}")), "{row}");
+        // FLAGS, then UPGRADE ("-": none reported).
+        assert!(row.ends_with(&format!("  {names}  -")), "{row}");
         let shown = agent_detail(&detail, now);
         assert!(
             shown.contains(&format!("Status             ACTIVE  flags: {names}\n")),

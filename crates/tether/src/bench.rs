@@ -364,6 +364,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
         definitions: Default::default(),
         last_errors: Default::default(),
         proxy: None,
+        upgrade: None,
     })?);
 
     // Warm-up: every agent's first check-in moves it Pending → Active (a

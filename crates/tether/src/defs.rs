@@ -809,6 +809,7 @@ mod tests {
                 external_ip: None,
                 enrolled_at: NOW,
                 in_policy,
+                upgrade: None,
             },
             facts: HostFacts {
                 hostname: "web-1".into(),

@@ -118,6 +118,7 @@ impl Harness {
                 policy: Some(policy(interval, 0)),
                 last_errors: BTreeMap::new(),
                 debug_until: None,
+                contact_version: None,
                 later: BTreeMap::new(),
             })
             .expect("state saves");

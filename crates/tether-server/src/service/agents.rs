@@ -76,6 +76,7 @@ pub fn summary(a: &AgentRecord, current_version: &str, defs: &DefsOf) -> AgentSu
         last_seen: a.last_seen,
         external_ip: a.external_ip.clone(),
         enrolled_at: a.enrolled_at,
+        upgrade: None,
     }
 }
 
@@ -105,11 +106,23 @@ pub async fn list(
         .then(|| agents.last().map(cursor))
         .flatten();
     let defs = defs_of(ctx, &agents).await?;
+    // One read of every agent's last upgrade: a row per agent that ever
+    // upgraded, small, and read once per page.
+    let mut upgrades: std::collections::HashMap<Uuid, tether_wire::UpgradeReport> =
+        if agents.is_empty() {
+            Default::default()
+        } else {
+            ctx.store.agent_upgrades().await?.into_iter().collect()
+        };
     Ok((
         agents
             .iter()
             .zip(defs)
-            .map(|(a, d)| summary(a, &ctx.settings.current_agent_version, &d))
+            .map(|(a, d)| {
+                let mut s = summary(a, &ctx.settings.current_agent_version, &d);
+                s.upgrade = upgrades.remove(&a.id);
+                s
+            })
             .collect(),
         next,
     ))
@@ -161,9 +174,11 @@ pub async fn detail(ctx: &Ctx, id: Uuid) -> Result<AgentDetail, ServiceError> {
     let (views, in_policy) = defs::agent_views(ctx, &published.channels(), &policy.defs, &a);
     let defs = DefsOf { views, in_policy };
     let site = ctx.store.agent_site(id).await?;
+    let mut summary = summary(&a, &ctx.settings.current_agent_version, &defs);
+    summary.upgrade = ctx.store.agent_upgrade(id).await?;
     Ok(AgentDetail {
         site,
-        summary: summary(&a, &ctx.settings.current_agent_version, &defs),
+        summary,
         defs: defs.views,
         in_policy,
         facts: a.facts,

@@ -26,6 +26,9 @@ pub async fn checkin(
     validate::last_errors(&req.last_errors)?;
     let proxy = validate::proxy(req.proxy.as_deref())?;
     let defs = validate::defs_state(req.defs)?;
+    if let Some(u) = &req.upgrade {
+        validate::upgrade(u)?;
+    }
     let policy = policies::resolve(ctx, &agent.policy).await?;
     let verdict = status::on_checkin((&agent).into(), now);
     let status_change = match &verdict {
@@ -63,6 +66,12 @@ pub async fn checkin(
             info!(agent_id = %agent.id, from = %c.from, to = %c.to, reason = %c.reason, "agent status changed");
         }
         _ => debug!(agent_id = %agent.id, status = %stored.status, "check-in"),
+    }
+    if let Some(u) = &req.upgrade {
+        ctx.store.record_agent_upgrade(agent.id, u, now).await?;
+        if u.state == tether_wire::UpgradeState::RolledBack {
+            debug!(agent_id = %agent.id, version = %u.version, reason = u.reason.as_deref().unwrap_or(""), "agent reports a rolled-back upgrade");
+        }
     }
     // Doctor/bundle feature: queued actions, looked up only when the stored
     // row's `pending_actions` flag says there are some (see service/actions.rs).

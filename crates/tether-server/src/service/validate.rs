@@ -148,6 +148,19 @@ pub fn version(value: &str) -> Result<(), ServiceError> {
     text("agent_version", value, 64, false)
 }
 
+/// An agent's upgrade report: versions as at check-in, a reason of at
+/// most 1,024 characters.
+pub fn upgrade(u: &tether_wire::UpgradeReport) -> Result<(), ServiceError> {
+    text("upgrade.version", &u.version, 64, false)?;
+    if let Some(from) = &u.from {
+        text("upgrade.from", from, 64, false)?;
+    }
+    if let Some(reason) = &u.reason {
+        text("upgrade.reason", reason, 1024, false)?;
+    }
+    Ok(())
+}
+
 pub fn facts(f: &HostFacts) -> Result<(), ServiceError> {
     text("facts.hostname", &f.hostname, MAX_SHORT, true)?;
     text("facts.os", &f.os, MAX_SHORT, true)?;

@@ -15,3 +15,4 @@ mod revocation;
 mod server;
 mod tasks;
 mod tokens;
+mod upgrades;

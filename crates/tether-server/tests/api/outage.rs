@@ -469,6 +469,33 @@ impl tether_store::AcmeIssuerStore for Switchable {
 /// One server: the defaults (no wake-ups between servers).
 impl tether_store::TaskWakeups for Switchable {}
 
+/// Agent upgrades behind the same switch.
+#[async_trait]
+impl tether_store::UpgradeStore for Switchable {
+    async fn record_agent_upgrade(
+        &self,
+        agent: uuid::Uuid,
+        report: &tether_wire::UpgradeReport,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.record_agent_upgrade(agent, report, now).await
+    }
+    async fn agent_upgrade(
+        &self,
+        agent: uuid::Uuid,
+    ) -> Result<Option<tether_wire::UpgradeReport>, StoreError> {
+        self.check().await?;
+        self.inner.agent_upgrade(agent).await
+    }
+    async fn agent_upgrades(
+        &self,
+    ) -> Result<Vec<(uuid::Uuid, tether_wire::UpgradeReport)>, StoreError> {
+        self.check().await?;
+        self.inner.agent_upgrades().await
+    }
+}
+
 #[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {

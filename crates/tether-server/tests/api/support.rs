@@ -103,6 +103,7 @@ pub fn checkin_request() -> CheckinRequest {
         definitions: Default::default(),
         last_errors: Default::default(),
         proxy: None,
+        upgrade: None,
     }
 }
 

@@ -365,6 +365,7 @@ pub fn checkin_body() -> tether_wire::CheckinRequest {
         definitions: Default::default(),
         last_errors: Default::default(),
         proxy: None,
+        upgrade: None,
     }
 }
 

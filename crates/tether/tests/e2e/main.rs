@@ -26,3 +26,4 @@ mod scan;
 mod shared_defs;
 mod task_wakeups;
 mod tasks;
+mod upgrade;
