@@ -12,6 +12,9 @@ export TETHER_TEST_DATABASE_URL="${TETHER_TEST_DATABASE_URL:-postgres://postgres
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The previous release (.ci/previous-release), built from git once and kept
+# in the target dir, for the rolling-upgrade test (e2e rolling::).
+bash scripts/build-previous-release.sh
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
 # README.md's runnable blocks, as a newcomer runs them (scripts/readme-test.sh).
