@@ -142,7 +142,7 @@ mod tests {
         let two = migration(2, "add z", "ALTER TABLE a ADD COLUMN z INT");
         let three = migration(3, "contract drop y", "ALTER TABLE a DROP COLUMN y");
         let e = check(
-            &[one.clone()],
+            std::slice::from_ref(&one),
             &[applied(&one), applied(&two), applied(&three)],
         )
         .expect_err("refused");

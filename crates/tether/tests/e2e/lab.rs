@@ -207,27 +207,6 @@ impl Server {
         .await
     }
 
-    /// A server of another build (`bin`) on `other`'s PostgreSQL database.
-    pub async fn start_binary_sharing_database(
-        bin: PathBuf,
-        other: &Server,
-        env: &[(&str, &str)],
-    ) -> Server {
-        let url = other
-            .database_url
-            .clone()
-            .expect("sharing needs the PostgreSQL backend");
-        Server::launch_binary(
-            bin,
-            Some(url),
-            None,
-            format!("127.0.0.1:{}", free_port()),
-            env,
-            Scratch::new("server"),
-        )
-        .await
-    }
-
     /// A server on a data dir (and PostgreSQL database) prepared beforehand,
     /// for example by `tether restore`, listening on `listen` (another
     /// server's [`Server::listen_addr`], so that server's agents find it).
