@@ -23,5 +23,7 @@ echo "== PostgreSQL, closed loop, 1,000 agents (maximum rate)"
 fresh_pg; $T bench checkin --agents 1000 --interval 0 --duration 20s --connections 32 --database-url "$PG"
 echo "== PostgreSQL, 20,000 agents every 5 s (4,000/s offered)"
 fresh_pg; $T bench checkin --agents 20000 --interval 5 --duration 60s --connections 64 --database-url "$PG"
+echo "== PostgreSQL, one server then two behind HAProxy (TCP), 20,000 agents every 10 s (2,000/s offered), then kill -9 of one"
+fresh_pg; $T bench checkin --two-servers --agents 20000 --interval 10 --duration 30s --connections 64 --database-url "$PG"
 echo "== tether-agent idle memory"
 $T bench agent-rss --idle 15s

@@ -19,6 +19,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 agent_dir="${CARGO_TARGET_DIR:-target}/debug"
 TETHER_AGENT_VERSION=99.0.0-next cargo build -p tether-agent-bin --locked
 cp "$agent_dir/tether-agent" "$agent_dir/tether-agent-next"
+
+# The previous release (.ci/previous-release), built from git once and kept
+# in the target dir, for the rolling-upgrade test (e2e rolling::).
+bash scripts/build-previous-release.sh
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
 # README.md's runnable blocks, as a newcomer runs them (scripts/readme-test.sh).

@@ -49,6 +49,14 @@ impl ServerError {
                 error: StoreError::Tls(_),
                 ..
             } => ErrorCode::StoreTls,
+            ServerError::StoreOpen {
+                error: StoreError::SchemaTooNew(_),
+                ..
+            } => ErrorCode::SchemaTooNew,
+            ServerError::StoreOpen {
+                error: StoreError::MigrationAltered(_),
+                ..
+            } => ErrorCode::MigrationAltered,
             ServerError::Store(_) | ServerError::StoreOpen { .. } => ErrorCode::StoreUnavailable,
             ServerError::Bind { .. } | ServerError::DefsOpen { .. } => ErrorCode::Internal,
             ServerError::DefsReconcile(_) => ErrorCode::StoreUnavailable,

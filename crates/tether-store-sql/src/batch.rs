@@ -134,6 +134,8 @@ fn copy(e: &StoreError) -> StoreError {
         StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         StoreError::InvalidUrl(s) => StoreError::InvalidUrl(s.clone()),
         StoreError::Tls(s) => StoreError::Tls(s.clone()),
+        StoreError::SchemaTooNew(s) => StoreError::SchemaTooNew(s.clone()),
+        StoreError::MigrationAltered(s) => StoreError::MigrationAltered(s.clone()),
         other => StoreError::Unavailable(other.to_string()),
     }
 }

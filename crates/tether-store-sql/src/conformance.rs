@@ -86,7 +86,8 @@ mod upgrades;
 pub use upgrades::agent_upgrades_keep_the_last_report;
 mod upgrade;
 pub use upgrade::{
-    PRE_DEFS_AGENT, copy_migrations_before, pre_defs_rows, upgraded_from_0003_keeps_data,
+    NEWER_CONTRACT, NEWER_EXPAND, PRE_DEFS_AGENT, copy_migrations_before, newer_build_migrations,
+    pre_defs_rows, runs_against_a_newer_expand_only_schema, upgraded_from_0003_keeps_data,
 };
 
 /// Raw SQL access to the database behind a store, which the story needs to

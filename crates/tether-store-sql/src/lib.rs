@@ -18,6 +18,7 @@ use tether_store::{Store, StoreError};
 
 mod batch;
 mod error;
+pub mod migrations;
 mod row;
 mod sql;
 #[macro_use]

@@ -13,6 +13,7 @@ use tether_store::StoreError;
 use crate::batch::Batcher;
 
 use crate::error;
+use crate::migrations;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -184,16 +185,54 @@ impl PostgresStore {
         size: u32,
     ) -> Result<PostgresStore, StoreError> {
         let writers = WRITERS.min(usize::try_from(size / 2).unwrap_or(1).max(1));
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| error::migrate("PostgreSQL", e))?;
+        Self::migrate(&pool).await?;
         tracing::debug!(schema = ?schema, "opened PostgreSQL store");
         Ok(PostgresStore {
             checkins: Batcher::spawn(Self::batch_writer(pool.clone()), writers),
             pool,
             schema,
         })
+    }
+
+    /// Applies this build's migrations under the rolling-upgrade rule
+    /// (migrations.rs): refuses a contract migration of a newer build and a
+    /// changed released one, runs against newer expand-only ones. Checked
+    /// again after migrating, in case a newer server migrated meanwhile.
+    async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+        migrations::check(&MIGRATOR.migrations, &Self::applied(pool).await?)?;
+        migrations::tolerant(&MIGRATOR)
+            .run(pool)
+            .await
+            .map_err(|e| error::migrate("PostgreSQL", e))?;
+        let unknown = migrations::check(&MIGRATOR.migrations, &Self::applied(pool).await?)?;
+        migrations::log_unknown("PostgreSQL", &unknown);
+        Ok(())
+    }
+
+    /// The rows of `_sqlx_migrations` (in the connection's `search_path`),
+    /// none before the first migration.
+    async fn applied(pool: &PgPool) -> Result<Vec<migrations::Applied>, StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .map_err(error::db)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(error::db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(version, description, checksum)| migrations::Applied {
+                version,
+                description,
+                checksum,
+            })
+            .collect())
     }
 
     /// The dedicated schema given to [`PostgresStore::connect_in_schema`].

@@ -37,6 +37,7 @@ use tether_store::StoreError;
 use crate::batch::Batcher;
 
 use crate::error;
+use crate::migrations;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -86,10 +87,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|e| error::migrate("SQLite", e))?;
+        Self::migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -104,6 +102,47 @@ impl SqliteStore {
             path: Some(path.to_owned()),
             durable_level: Arc::default(),
         })
+    }
+
+    /// Applies this build's migrations under the rolling-upgrade rule
+    /// (migrations.rs): refuses a contract migration of a newer build and a
+    /// changed released one, runs against newer expand-only ones.
+    async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+        migrations::check(&MIGRATOR.migrations, &Self::applied(pool).await?)?;
+        migrations::tolerant(&MIGRATOR)
+            .run(pool)
+            .await
+            .map_err(|e| error::migrate("SQLite", e))?;
+        let unknown = migrations::check(&MIGRATOR.migrations, &Self::applied(pool).await?)?;
+        migrations::log_unknown("SQLite", &unknown);
+        Ok(())
+    }
+
+    /// The rows of `_sqlx_migrations`, none before the first migration.
+    async fn applied(pool: &SqlitePool) -> Result<Vec<migrations::Applied>, StoreError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(error::db)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(error::db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(version, description, checksum)| migrations::Applied {
+                version,
+                description,
+                checksum,
+            })
+            .collect())
     }
 
     /// A private in-memory database, gone when the store is dropped. For
@@ -126,10 +165,7 @@ impl SqliteStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("could not open in-memory SQLite database: {e}"))
             })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| error::migrate("SQLite", e))?;
+        Self::migrate(&pool).await?;
         Ok(SqliteStore {
             checkins: Batcher::spawn(Self::batch_writer(pool.clone()), 1),
             writer: pool.clone(),

@@ -237,3 +237,108 @@ async fn upgrade_from_0004_keeps_admin_credentials() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// Migrates a fresh schema with a newer build's migrations (every real one
+/// plus `extra`), as that build would; returns the schema's name.
+async fn migrated_by_newer_build(extra: &[(&str, &str)], alter_first: bool) -> String {
+    let url = database_url();
+    let schema = format!("tether_test_{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().expect("temp dir");
+    conformance::newer_build_migrations("postgres", dir.path(), extra, alter_first)
+        .expect("copies");
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connects to PostgreSQL");
+    // The name is ours, made of [a-z0-9_] only.
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("creates the schema");
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .expect("reads the newer migrations")
+        .run(&mut conn)
+        .await
+        .expect("applies the newer migrations");
+    conn.close().await.expect("closes");
+    schema
+}
+
+/// Rolling upgrades: this build opens (and reopens) a database a newer build
+/// migrated with an expand-only migration it does not know, and works on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_a_database_with_newer_expand_only_migrations() {
+    if skipped() {
+        eprintln!("skipped: TETHER_SKIP_POSTGRES=1");
+        return;
+    }
+    let url = database_url();
+    let schema = migrated_by_newer_build(&[conformance::NEWER_EXPAND], false).await;
+    let mut outcome = Ok(());
+    for _ in 0..2 {
+        let store = Arc::new(
+            PostgresStore::connect_in_schema(&url, &schema)
+                .await
+                .expect("opens"),
+        );
+        outcome = tokio::spawn(conformance::runs_against_a_newer_expand_only_schema(
+            Fixture::new(Arc::clone(&store)),
+        ))
+        .await;
+        store.close().await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connects");
+    let sql = format!("SELECT max(version) FROM \"{schema}\"._sqlx_migrations");
+    let newest: i64 = sqlx::query_scalar(&sql)
+        .fetch_one(&mut conn)
+        .await
+        .expect("reads");
+    conn.close().await.expect("closes");
+    drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    assert_eq!(newest, 9001, "the newer build's migration stays recorded");
+}
+
+/// A contract migration of a newer build, or a changed released migration:
+/// the store refuses to open, with the error the server turns into
+/// TETHER-E8770 or E8771.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_newer_contract_migration_and_an_altered_one() {
+    if skipped() {
+        eprintln!("skipped: TETHER_SKIP_POSTGRES=1");
+        return;
+    }
+    let url = database_url();
+    let contract = migrated_by_newer_build(
+        &[conformance::NEWER_EXPAND, conformance::NEWER_CONTRACT],
+        false,
+    )
+    .await;
+    let refused_contract = PostgresStore::connect_in_schema(&url, &contract).await;
+    drop_schema(&url, &contract).await;
+    let altered = migrated_by_newer_build(&[], true).await;
+    let refused_altered = PostgresStore::connect_in_schema(&url, &altered).await;
+    drop_schema(&url, &altered).await;
+    match refused_contract {
+        Err(tether_store::StoreError::SchemaTooNew(m)) => {
+            assert!(
+                m.contains("9002 (contract drop policy jitter percent)"),
+                "{m}"
+            )
+        }
+        other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
+    }
+    match refused_altered {
+        Err(tether_store::StoreError::MigrationAltered(m)) => {
+            assert!(m.contains("migration 1 "), "{m}")
+        }
+        other => panic!("expected MigrationAltered, got {:?}", other.map(|_| ())),
+    }
+}

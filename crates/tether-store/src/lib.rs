@@ -73,6 +73,16 @@ pub enum StoreError {
     /// Retrying cannot help: the database or the settings must change.
     #[error("TLS to the database failed: {0}")]
     Tls(String),
+    /// The database holds a contract migration of a newer Tether (one that
+    /// drops or renames what older builds may still use): this build must
+    /// not run against it. Expand-only migrations of a newer build are no
+    /// reason to refuse (rolling upgrades, docs/deploy-multi-server.md).
+    #[error("the database was migrated by a newer Tether that removed what this build uses: {0}")]
+    SchemaTooNew(String),
+    /// A migration this build knows was applied with other content: a
+    /// released migration file was changed, or the database was altered.
+    #[error("an applied migration differs from this build's: {0}")]
+    MigrationAltered(String),
 }
 
 impl StoreError {

@@ -282,6 +282,10 @@ catalog! {
     OfflineTokenWindow = "8742", 422, "The offline bundle's enrollment token is outside its activation window by this host's clock: not valid yet, or expired.", "Check this host's clock first (`tether-agent doctor` names its skew); if it is right, write a fresh bundle with a longer --valid-for.";
     OfflineDefsStale = "8743", 422, "The offline bundle's signed definitions have expired: the agent would refuse them at import.", "Write a fresh bundle (`tether offline-bundle --channel …`) or a fresh export (`tether defs export`) and import that.";
 
+    // 877x: rolling upgrades, which database schema a build runs against (docs/deploy-multi-server.md).
+    SchemaTooNew = "8770", 503, "The database was migrated by a newer Tether whose contract migration removed or renamed what this build still uses, so this server must not run against it.", "Upgrade this server to the release that migrated the database (the message names its migration); an older build runs only against expand-only migrations of the next release.";
+    MigrationAltered = "8771", 503, "A database migration this build knows was applied with other content: a released migration file was changed, or the migrations table was edited by hand.", "Do not start servers on this database; run the release that applied it (the message names the migration) and report the change to the Tether maintainers: released migrations must never change.";
+
     // 5xxx: the server itself.
     StoreUnavailable = "5001", 503, "The server's database is unavailable.", "Check the database (disk, connectivity, credentials) and the server log.";
     Internal = "5002", 503, "The server hit an unexpected condition.", "Retry; if it persists, send the server log around the time named to support.";

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 mod defs_fleet;
 mod renew;
 mod tasks;
+mod two_servers;
 
 use crate::admin::trust_config;
 use crate::endpoint::Endpoint;
@@ -62,6 +63,11 @@ pub struct CheckinArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// On PostgreSQL: one server, then two on the same database, behind a
+    /// real HAProxy (TCP), same agents and rate; then kill -9 of one under
+    /// load and the failover gap.
+    #[arg(long, requires = "database_url")]
+    pub two_servers: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -321,6 +327,9 @@ struct WorkerStats {
 }
 
 async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
+    if args.two_servers {
+        return two_servers::run(args).await;
+    }
     let server = ServerProcess::start(args.database_url.as_deref()).await?;
     let backend = if args
         .database_url

@@ -129,3 +129,82 @@ pub async fn upgraded_from_0003_keeps_data(f: Fixture) {
     let stored = s.record_checkin(&c).await.expect("checks in");
     assert_eq!(stored.defs, c.defs);
 }
+
+/// An expand-only migration of a "newer build", numbered after every real
+/// one: a table and a nullable column this build does not know.
+pub const NEWER_EXPAND: (&str, &str) = (
+    "9001_expand_newer_build.sql",
+    "CREATE TABLE newer_build_things (id BIGINT PRIMARY KEY);\n\
+     ALTER TABLE agents ADD COLUMN newer_build_note TEXT;\n",
+);
+
+/// A contract migration of a "newer build": it drops what this build uses.
+pub const NEWER_CONTRACT: (&str, &str) = (
+    "9002_contract_drop_policy_jitter_percent.sql",
+    "ALTER TABLE policies DROP COLUMN jitter_percent;\n",
+);
+
+/// Copies every migration of `dialect` into `into`, then writes `extra`
+/// (file name, SQL) beside them: the migrations a newer build would apply.
+/// With `alter_first`, migration 0001 gets a trailing comment, as if a
+/// released file had been edited.
+pub fn newer_build_migrations(
+    dialect: &str,
+    into: &Path,
+    extra: &[(&str, &str)],
+    alter_first: bool,
+) -> std::io::Result<()> {
+    copy_migrations_before(dialect, u32::MAX, into)?;
+    for (name, sql) in extra {
+        std::fs::write(into.join(name), sql)?;
+    }
+    if alter_first {
+        for entry in std::fs::read_dir(into)? {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("0001_"))
+            {
+                let mut sql = std::fs::read_to_string(&path)?;
+                sql.push_str("\n-- edited after release\n");
+                std::fs::write(&path, sql)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A store opened on a database a newer build migrated with
+/// [`NEWER_EXPAND`] still works: it writes and reads back a policy (each
+/// call edits it once more) and counts agents, on the newer schema.
+pub async fn runs_against_a_newer_expand_only_schema(f: Fixture) {
+    let before = f.store.policy("rolling").await.expect("reads");
+    let interval = before.as_ref().map_or(60, |p| p.checkin_interval_secs + 1);
+    let written = f
+        .store
+        .upsert_policy(
+            "rolling",
+            &super::policy_settings(interval, 5, &[]),
+            None,
+            t(0),
+        )
+        .await
+        .expect("an older build writes a policy on the newer schema");
+    assert_eq!(written.revision, before.map_or(1, |p| p.revision + 1));
+    let read = f
+        .store
+        .policy("rolling")
+        .await
+        .expect("reads")
+        .expect("the policy is there");
+    assert_eq!(read, written);
+    let agents: u64 = f
+        .store
+        .count_by_status()
+        .await
+        .expect("counts")
+        .values()
+        .sum();
+    assert_eq!(agents, 0);
+}

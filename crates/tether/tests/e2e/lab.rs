@@ -52,6 +52,9 @@ pub struct Server {
     /// What `--listen` was given, so a restart listens where agents look.
     listen: String,
     env: Vec<(String, String)>,
+    /// The `tether` binary it runs (and its admin CLI): this build's, or
+    /// another release's (rolling.rs).
+    bin: PathBuf,
 }
 
 /// A fresh PostgreSQL database, dropped at the end of the test.
@@ -200,6 +203,23 @@ impl Server {
         .await
     }
 
+    /// A server of another build (`bin`, for example the previous release)
+    /// on a fresh PostgreSQL database it owns; its admin CLI is that
+    /// build's too.
+    pub async fn start_binary(bin: PathBuf, env: &[(&str, &str)]) -> Server {
+        let db = PgDatabase::create();
+        let url = db.url();
+        Server::launch_binary(
+            bin,
+            Some(url),
+            Some(db),
+            format!("127.0.0.1:{}", free_port()),
+            env,
+            Scratch::new("server"),
+        )
+        .await
+    }
+
     /// A server on a data dir (and PostgreSQL database) prepared beforehand,
     /// for example by `tether restore`, listening on `listen` (another
     /// server's [`Server::listen_addr`], so that server's agents find it).
@@ -243,7 +263,19 @@ impl Server {
         env: &[(&str, &str)],
         dir: Scratch,
     ) -> Server {
+        Server::launch_binary(tether_bin(), database_url, db, listen, env, dir).await
+    }
+
+    async fn launch_binary(
+        bin: PathBuf,
+        database_url: Option<String>,
+        db: Option<PgDatabase>,
+        listen: String,
+        env: &[(&str, &str)],
+        dir: Scratch,
+    ) -> Server {
         let mut server = Server {
+            bin,
             child: None,
             dir,
             endpoint: Endpoint {
@@ -265,9 +297,22 @@ impl Server {
 
     /// Starts the server process and waits until it wrote its endpoint.
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("server did not start: {log}");
+        }
+    }
+
+    /// Like [`Server::restart`], but a server that exits instead of
+    /// starting is an `Err` with its log, not a panic.
+    pub async fn try_restart(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop the server first");
+        self.try_spawn().await
+    }
+
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let endpoint_file = self.dir.path().join("endpoint.json");
         let _ = std::fs::remove_file(&endpoint_file);
-        let mut cmd = Command::new(tether_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["server", "--listen", &self.listen, "--data-dir"])
             .arg(self.dir.path());
         if let Some(url) = &self.database_url {
@@ -281,7 +326,7 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
-        let child = cmd
+        let mut child = cmd
             .env("TETHER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -296,14 +341,16 @@ impl Server {
             {
                 break e;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                self.log()
-            );
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited ({status}): {}", self.log()));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not started within 30 s: {}", self.log()));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         self.child = Some(child);
+        Ok(())
     }
 
     /// SIGTERM: the server's clean stop; waits (bounded) until it exited.
@@ -340,7 +387,7 @@ impl Server {
     /// Runs the admin CLI with extra environment variables (for instance
     /// TETHER_ADMIN_TOKEN).
     pub async fn admin_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(tether_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .arg("--data-dir")
             .arg(self.dir.path())
@@ -362,7 +409,7 @@ impl Server {
 
     /// Runs the admin CLI against this server.
     pub async fn admin(&self, args: &[&str]) -> Output {
-        Command::new(tether_bin())
+        Command::new(&self.bin)
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.path())
@@ -457,6 +504,8 @@ impl Server {
 pub struct Agent {
     pub state: Scratch,
     pub child: Option<Child>,
+    /// Another build's `tether-agent` (rolling.rs); `None`: this build's.
+    bin: Option<PathBuf>,
 }
 
 impl Agent {
@@ -464,7 +513,20 @@ impl Agent {
         Agent {
             state: Scratch::new("agent"),
             child: None,
+            bin: None,
         }
+    }
+
+    /// An agent running another build's `tether-agent` binary.
+    pub fn of_binary(bin: PathBuf) -> Agent {
+        Agent {
+            bin: Some(bin),
+            ..Agent::new()
+        }
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.bin.clone().unwrap_or_else(agent_bin)
     }
 
     pub async fn enroll(&self, server: &Server, token: &str, extra: &[&str]) -> Output {
@@ -481,7 +543,7 @@ impl Agent {
         token: &str,
         extra: &[&str],
     ) -> Output {
-        Command::new(agent_bin())
+        Command::new(self.bin())
             .args(["enroll", "--server", url, "--token", token])
             .args(["--ca-fingerprint", &server.endpoint.ca_fingerprint])
             .arg("--state-dir")
@@ -526,7 +588,7 @@ impl Agent {
 
     pub fn run(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.state.path().join("run.stderr")).expect("log file");
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = Command::new(self.bin());
         cmd.args(["run", "--state-dir"]).arg(self.state.path());
         for (k, v) in env {
             cmd.env(k, v);

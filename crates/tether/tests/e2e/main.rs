@@ -21,6 +21,7 @@ mod openapi;
 mod proxy;
 mod quickstart;
 mod renewal;
+mod rolling;
 mod scaleout;
 mod scan;
 mod shared_defs;
