@@ -361,6 +361,7 @@ pub(super) async fn run(args: CheckinArgs) -> anyhow::Result<ExitCode> {
         definitions: Default::default(),
         last_errors: Default::default(),
         proxy: None,
+        upgrade: None,
     })?);
     let duration = Duration::from(args.duration);
 
