@@ -326,6 +326,84 @@ struct WorkerStats {
     first_error: Option<String>,
 }
 
+/// One check-in of the open-loop schedule: answered 200 this long after it
+/// was due, or failed with this error.
+pub(crate) enum Sent {
+    Ok(Duration),
+    Failed(String),
+}
+
+/// Load worker `w` of `workers`: each of its agents (every `workers`-th) is
+/// due at its own offset within each `interval` (back to back when the
+/// interval is 0), sent over one keep-alive connection opened again after
+/// an error, until `end`. `on` sees every check-in's outcome.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn checkin_worker(
+    (w, workers): (usize, usize),
+    transport: &Transport,
+    url: &url::Url,
+    creds: &[String],
+    body: &bytes::Bytes,
+    interval: f64,
+    (started, end): (Instant, Instant),
+    mut on: impl FnMut(Sent),
+) {
+    let n = creds.len();
+    let mut conn: Option<Connection> = None;
+    let mine: Vec<usize> = (w..n).step_by(workers).collect();
+    let mut round = 0u64;
+    'outer: loop {
+        for &i in &mine {
+            let due = if interval > 0.0 {
+                let at = (round as f64 + i as f64 / n as f64) * interval;
+                started + Duration::from_secs_f64(at)
+            } else {
+                Instant::now()
+            };
+            if due >= end {
+                break 'outer;
+            }
+            tokio::time::sleep_until(due).await;
+            if conn.as_ref().is_none_or(|c| !c.is_open()) {
+                match transport.connect(url).await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        on(Sent::Failed(e.to_string()));
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let req = http::Request::post("/v1/agent/checkin")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {}", creds[i]))
+                .body(body.clone());
+            let Ok(req) = req else { continue };
+            match c.send(req).await {
+                Ok(r) if r.status == 200 => on(Sent::Ok(due.elapsed())),
+                Ok(r) => on(Sent::Failed(format!(
+                    "HTTP {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ))),
+                Err(e) => {
+                    on(Sent::Failed(e.to_string()));
+                    conn = None;
+                }
+            }
+            if Instant::now() >= end {
+                break 'outer;
+            }
+        }
+        round += 1;
+    }
+}
+
+/// Microseconds, saturated, for the latency lists.
+pub(crate) fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
 async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
     if args.two_servers {
         return two_servers::run(args).await;
@@ -396,62 +474,23 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
         let interval = args.interval;
         tasks.spawn(async move {
             let mut stats = WorkerStats::default();
-            let mut conn: Option<Connection> = None;
-            let mine: Vec<usize> = (w..n).step_by(workers).collect();
-            let mut round = 0u64;
-            'outer: loop {
-                for &i in &mine {
-                    // Open loop: agent i is due at its own offset within each interval.
-                    let due = if interval > 0.0 {
-                        let at = (round as f64 + i as f64 / n as f64) * interval;
-                        started + Duration::from_secs_f64(at)
-                    } else {
-                        Instant::now()
-                    };
-                    if due >= end {
-                        break 'outer;
+            checkin_worker(
+                (w, workers),
+                &transport,
+                &url,
+                &creds,
+                &body,
+                interval,
+                (started, end),
+                |sent| match sent {
+                    Sent::Ok(latency) => stats.latencies_us.push(micros(latency)),
+                    Sent::Failed(e) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert(e);
                     }
-                    tokio::time::sleep_until(due).await;
-                    if conn.as_ref().is_none_or(|c| !c.is_open()) {
-                        match transport.connect(&url).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                stats.errors += 1;
-                                stats.first_error.get_or_insert_with(|| e.to_string());
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(c) = conn.as_mut() else { continue };
-                    let req = http::Request::post("/v1/agent/checkin")
-                        .header("content-type", "application/json")
-                        .header("authorization", format!("Bearer {}", creds[i]))
-                        .body(body.clone());
-                    let Ok(req) = req else { continue };
-                    match c.send(req).await {
-                        Ok(r) if r.status == 200 => {
-                            stats
-                                .latencies_us
-                                .push(u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX));
-                        }
-                        Ok(r) => {
-                            stats.errors += 1;
-                            stats.first_error.get_or_insert_with(|| {
-                                format!("HTTP {} {}", r.status, String::from_utf8_lossy(&r.body))
-                            });
-                        }
-                        Err(e) => {
-                            stats.errors += 1;
-                            stats.first_error.get_or_insert_with(|| e.to_string());
-                            conn = None;
-                        }
-                    }
-                    if Instant::now() >= end {
-                        break 'outer;
-                    }
-                }
-                round += 1;
-            }
+                },
+            )
+            .await;
             stats
         });
     }

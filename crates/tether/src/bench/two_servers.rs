@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use tether_transport::{Connection, ProxySetting, Transport, TransportConfig};
+use tether_transport::{ProxySetting, Transport, TransportConfig};
 use tether_wire::CheckinRequest;
 use tokio::time::Instant;
 
 use super::{
-    CheckinArgs, ServerProcess, TempDir, enroll_many, facts, process_cpu_ticks, ticks_per_second,
-    warm_up,
+    CheckinArgs, Sent, ServerProcess, TempDir, checkin_worker, enroll_many, facts, micros,
+    process_cpu_ticks, ticks_per_second, warm_up,
 };
 use crate::admin::trust_config;
 
@@ -187,22 +187,22 @@ async fn measure(
         let interval = load.interval;
         tasks.spawn(async move {
             let mut stats = Worker::default();
-            let mut conn: Option<Connection> = None;
-            let mine: Vec<usize> = (w..n).step_by(workers).collect();
-            let mut round = 0u64;
-            'outer: loop {
-                for &i in &mine {
-                    let due = if interval > 0.0 {
-                        let at = (round as f64 + i as f64 / n as f64) * interval;
-                        started + Duration::from_secs_f64(at)
-                    } else {
-                        Instant::now()
-                    };
-                    if due >= end {
-                        break 'outer;
+            checkin_worker(
+                (w, workers),
+                &transport,
+                &url,
+                &creds,
+                &body,
+                interval,
+                (started, end),
+                |sent| match sent {
+                    Sent::Ok(latency) => {
+                        stats.latencies_us.push(micros(latency));
+                        if stats.failed_at.is_some() && stats.recovered_at.is_none() {
+                            stats.recovered_at = Some(Instant::now());
+                        }
                     }
-                    tokio::time::sleep_until(due).await;
-                    let failed = |stats: &mut Worker, e: String| {
+                    Sent::Failed(e) => {
                         stats.errors += 1;
                         stats.first_error.get_or_insert(e);
                         if let Some(k) = killed_at.get()
@@ -210,46 +210,10 @@ async fn measure(
                         {
                             stats.failed_at = Some(Instant::now().max(*k));
                         }
-                    };
-                    if conn.as_ref().is_none_or(|c| !c.is_open()) {
-                        match transport.connect(&url).await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                failed(&mut stats, e.to_string());
-                                continue;
-                            }
-                        }
                     }
-                    let Some(c) = conn.as_mut() else { continue };
-                    let req = http::Request::post("/v1/agent/checkin")
-                        .header("content-type", "application/json")
-                        .header("authorization", format!("Bearer {}", creds[i]))
-                        .body(body.clone());
-                    let Ok(req) = req else { continue };
-                    match c.send(req).await {
-                        Ok(r) if r.status == 200 => {
-                            stats
-                                .latencies_us
-                                .push(u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX));
-                            if stats.failed_at.is_some() && stats.recovered_at.is_none() {
-                                stats.recovered_at = Some(Instant::now());
-                            }
-                        }
-                        Ok(r) => failed(
-                            &mut stats,
-                            format!("HTTP {} {}", r.status, String::from_utf8_lossy(&r.body)),
-                        ),
-                        Err(e) => {
-                            failed(&mut stats, e.to_string());
-                            conn = None;
-                        }
-                    }
-                    if Instant::now() >= end {
-                        break 'outer;
-                    }
-                }
-                round += 1;
-            }
+                },
+            )
+            .await;
             stats
         });
     }
