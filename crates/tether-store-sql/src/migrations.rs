@@ -30,6 +30,21 @@ pub(crate) struct Applied {
     pub checksum: Vec<u8>,
 }
 
+/// Reads `_sqlx_migrations` (both backends spell it alike).
+pub(crate) const APPLIED: &str =
+    "SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version";
+
+/// The rows [`APPLIED`] returns.
+pub(crate) fn applied_rows(rows: Vec<(i64, String, Vec<u8>)>) -> Vec<Applied> {
+    rows.into_iter()
+        .map(|(version, description, checksum)| Applied {
+            version,
+            description,
+            checksum,
+        })
+        .collect()
+}
+
 /// Whether a migration's description marks it as a contract migration.
 pub fn is_contract(description: &str) -> bool {
     description

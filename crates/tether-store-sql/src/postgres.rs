@@ -219,20 +219,11 @@ impl PostgresStore {
         if !exists {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(error::db)?;
-        Ok(rows
-            .into_iter()
-            .map(|(version, description, checksum)| migrations::Applied {
-                version,
-                description,
-                checksum,
-            })
-            .collect())
+        let rows = sqlx::query_as(migrations::APPLIED)
+            .fetch_all(pool)
+            .await
+            .map_err(error::db)?;
+        Ok(migrations::applied_rows(rows))
     }
 
     /// The dedicated schema given to [`PostgresStore::connect_in_schema`].

@@ -129,20 +129,11 @@ impl SqliteStore {
         if !exists {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(error::db)?;
-        Ok(rows
-            .into_iter()
-            .map(|(version, description, checksum)| migrations::Applied {
-                version,
-                description,
-                checksum,
-            })
-            .collect())
+        let rows = sqlx::query_as(migrations::APPLIED)
+            .fetch_all(pool)
+            .await
+            .map_err(error::db)?;
+        Ok(migrations::applied_rows(rows))
     }
 
     /// A private in-memory database, gone when the store is dropped. For
