@@ -881,6 +881,24 @@ pub fn online_root_keys(dir: &Path) -> Result<Vec<PathBuf>, RepoError> {
     Ok(online)
 }
 
+/// The key files among `keys` whose TUF key id is one of `ids`, in order.
+fn keys_among(keys: &[PathBuf], ids: &[Decoded<Hex>]) -> Result<Vec<PathBuf>, RepoError> {
+    let mut among = Vec::new();
+    for path in keys {
+        let id = load_key(path)?
+            .tuf_key()
+            .key_id()
+            .map_err(|e| RepoError::Key {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        if ids.contains(&id) {
+            among.push(path.clone());
+        }
+    }
+    Ok(among)
+}
+
 /// Generates a new ed25519 key (PKCS#8 PEM, mode 0600) at `out`, which
 /// must not exist. Returns its TUF key id.
 pub fn keygen(out: &Path) -> Result<String, RepoError> {
@@ -926,19 +944,7 @@ pub async fn rotate_key(
         .get(&RoleType::Root)
         .map(|r| r.keyids.clone())
         .unwrap_or_default();
-    let mut signing: Vec<PathBuf> = Vec::new();
-    for k in root_keys {
-        let id = load_key(k)?
-            .tuf_key()
-            .key_id()
-            .map_err(|e| RepoError::Key {
-                path: k.clone(),
-                detail: e.to_string(),
-            })?;
-        if current_ids.contains(&id) {
-            signing.push(k.clone());
-        }
-    }
+    let mut signing = keys_among(root_keys, current_ids)?;
     if signing.is_empty() {
         return Err(RepoError::NotARootKey {
             detail: format!(
@@ -1058,19 +1064,7 @@ pub async fn join(
             unreachable.push(k);
             continue;
         };
-        let mut keys = Vec::new();
-        for path in own_root_keys {
-            let id = load_key(path)?
-                .tuf_key()
-                .key_id()
-                .map_err(|e| RepoError::Key {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                })?;
-            if role.keyids.contains(&id) {
-                keys.push(path.clone());
-            }
-        }
+        let keys = keys_among(own_root_keys, &role.keyids)?;
         if keys.len() as u64 >= role.threshold.get() {
             signable.push((k, keys));
         } else {
@@ -1130,19 +1124,7 @@ pub async fn join(
                 .get(&RoleType::Root)
                 .map(|r| r.keyids.clone())
                 .unwrap_or_default();
-            let mut signing = Vec::new();
-            for k in shared_root_keys {
-                let id = load_key(k)?
-                    .tuf_key()
-                    .key_id()
-                    .map_err(|e| RepoError::Key {
-                        path: k.clone(),
-                        detail: e.to_string(),
-                    })?;
-                if ids.contains(&id) {
-                    signing.push(k.clone());
-                }
-            }
+            let signing = keys_among(shared_root_keys, &ids)?;
             if signing.is_empty() {
                 return Err(RepoError::JoinKeys {
                     detail: format!(
