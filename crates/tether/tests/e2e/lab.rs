@@ -608,16 +608,7 @@ impl Agent {
     /// SIGTERM: the clean stop. Returns the exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("agent is running");
-        let pid = child.id().expect("agent has a pid");
-        let st = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(st.success());
-        tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .expect("agent stops within 10 s of SIGTERM")
-            .expect("wait works")
+        sigterm(&mut child, Duration::from_secs(10)).await
     }
 
     /// SIGKILL: silence without a goodbye.
@@ -656,4 +647,19 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+/// Sends SIGTERM (the clean stop) to `child` and waits at most `within` for
+/// it to exit.
+pub async fn sigterm(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let pid = child.id().expect("the child has a pid");
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(st.success());
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("pid {pid} did not stop within {within:?} of SIGTERM"))
+        .expect("wait works")
 }

@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::lab::{Agent, Backend, Scratch, Server, agent_bin, text};
+use crate::lab::{Agent, Backend, Scratch, Server, agent_bin, sigterm, text};
 
 const NEXT: &str = "99.0.0-next";
 
@@ -190,25 +190,12 @@ async fn enrolled(server: &Server) -> Agent {
     agent
 }
 
-async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().expect("pid");
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(st.success());
-    tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("launch stops within 20 s of SIGTERM")
-        .expect("wait works")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_then_roll_back_a_version_that_fails_to_start_or_to_check_in() {
     let (packaged, packaged_version, next) = builds().await;
     let server = Server::start(Backend::Sqlite).await;
     let agent = enrolled(&server).await;
-    let mut sup = launch(&agent, &packaged, "6s");
+    let mut sup = launch(&agent, &packaged, "12s");
     wait_version(&server, &agent, &packaged_version, Duration::from_secs(20)).await;
 
     // Upgrade to the second real build: the supervisor restarts into it and
@@ -297,11 +284,11 @@ async fn upgrade_then_roll_back_a_version_that_fails_to_start_or_to_check_in() {
     )
     .await;
     assert!(
-        started.elapsed() >= Duration::from_secs(6),
+        started.elapsed() >= Duration::from_secs(12),
         "not before the bound"
     );
     let reason = s["last_upgrade"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("did not check in within 6s"), "{reason}");
+    assert!(reason.contains("did not check in within 12s"), "{reason}");
     assert_eq!(s["current"], NEXT);
     // The second build runs again after the rollback and checks in.
     let rolled_back_at = s["last_upgrade"]["at"].as_str().expect("at").to_owned();
@@ -325,7 +312,7 @@ async fn upgrade_then_roll_back_a_version_that_fails_to_start_or_to_check_in() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_version(&server, &agent, NEXT, Duration::from_secs(5)).await;
+    wait_version(&server, &agent, NEXT, Duration::from_secs(15)).await;
 
     // A version that is not a plain version, or a file that does not report
     // the version it is installed as, is refused and nothing switches.
@@ -337,7 +324,7 @@ async fn upgrade_then_roll_back_a_version_that_fails_to_start_or_to_check_in() {
     assert!(text(&out).contains("TETHER-E8801"), "{}", text(&out));
     assert_eq!(status(&agent, &packaged).await["current"], NEXT);
 
-    let st = sigterm(&mut sup).await;
+    let st = sigterm(&mut sup, Duration::from_secs(20)).await;
     assert!(st.success(), "launch stops cleanly: {st}");
 }
 
@@ -400,5 +387,5 @@ async fn a_kill_during_the_swap_always_leaves_a_runnable_agent() {
     let expected = version_of(Path::new(s["path"].as_str().expect("path"))).await;
     let mut sup = launch(&agent, &packaged, "20s");
     wait_version(&server, &agent, &expected, Duration::from_secs(30)).await;
-    assert!(sigterm(&mut sup).await.success());
+    assert!(sigterm(&mut sup, Duration::from_secs(20)).await.success());
 }
