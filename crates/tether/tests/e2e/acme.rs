@@ -18,7 +18,7 @@ use tether_testlab::pebble::Pebble;
 use tether_wire::{AcmeIssuerInfo, AcmeIssuerList, CertHistory, RenewalState, TaskState};
 
 use crate::deploy::{
-    PemSite, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served, wait_task,
+    PemSite, assert_serves, deploy_args, deploy_ok, fp_of_file, provisioning_agent, wait_task,
 };
 use crate::lab::{Backend, Server};
 use crate::renewal::wait_renewal;
@@ -137,7 +137,7 @@ async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(back
         pebble.log()
     );
     let first = fp_of_file(&set.join("cert.pem"));
-    assert_eq!(served(nginx.port).await.as_deref(), Some(first.as_str()));
+    assert_serves(nginx.port, &first).await;
     assert!(
         issuer_of(&set.join("cert.pem")).contains("Pebble"),
         "{}",
@@ -171,7 +171,7 @@ async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(back
     assert!(why.contains("TETHER-E8424"), "{why}");
     assert!(why.contains(OTHER), "the failed name is named: {why}");
     assert_eq!(fp_of_file(&set.join("cert.pem")), first);
-    assert_eq!(served(nginx.port).await.as_deref(), Some(first.as_str()));
+    assert_serves(nginx.port, &first).await;
 
     // 3. A forced renewal goes through the certificate's own issuer.
     server.admin_ok(&["certs", "renew", &first]).await;
@@ -179,7 +179,7 @@ async fn a_certificate_is_ordered_deployed_renewed_and_revoked_through_acme(back
     assert_eq!(r.issuer, "acme:pebble", "{r:#?}");
     let second = fp_of_file(&set.join("cert.pem"));
     assert_ne!(second, first);
-    assert_eq!(served(nginx.port).await.as_deref(), Some(second.as_str()));
+    assert_serves(nginx.port, &second).await;
     let h: CertHistory = serde_json::from_str(
         &server
             .admin_ok(&["certs", "history", &second, "--json"])

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tether_wire::{ApprovalState, CertHistory, TaskDetail, TaskState};
 
 use crate::deploy::{
-    PemSite, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served, server_with_ca,
+    PemSite, assert_serves, deploy_args, deploy_ok, fp_of_file, provisioning_agent, server_with_ca,
     wait_task,
 };
 use crate::lab::{Backend, Server, text};
@@ -39,7 +39,7 @@ async fn a_deploy_waits_for_an_admins_approval(backend: Backend) {
     .await;
     let (set, nginx) = (&site.set, &site.nginx);
     let old_fp = fp_of_file(&set.join("cert.pem"));
-    assert_eq!(served(nginx.port).await.as_deref(), Some(old_fp.as_str()));
+    assert_serves(nginx.port, &old_fp).await;
     let agent_s = agent_id.to_string();
     let args = deploy_args(
         &agent_s,
@@ -85,7 +85,7 @@ async fn a_deploy_waits_for_an_admins_approval(backend: Backend) {
         "{still:#?}"
     );
     assert_eq!(fp_of_file(&set.join("cert.pem")), old_fp);
-    assert_eq!(served(nginx.port).await.as_deref(), Some(old_fp.as_str()));
+    assert_serves(nginx.port, &old_fp).await;
     assert!(!marks.exists(), "no reload ran before the approval");
 
     // Refusals with their codes: not a deploy, unknown, reject without a
@@ -137,7 +137,7 @@ async fn a_deploy_waits_for_an_admins_approval(backend: Backend) {
     );
     let new_fp = fp_of_file(&set.join("cert.pem"));
     assert_ne!(new_fp, old_fp);
-    assert_eq!(served(nginx.port).await.as_deref(), Some(new_fp.as_str()));
+    assert_serves(nginx.port, &new_fp).await;
     assert_eq!(d.results[0]["report"]["state"], "deployed");
     let again = server.admin(&["certs", "approve", &id]).await;
     assert!(!again.status.success());
@@ -173,7 +173,7 @@ async fn a_deploy_waits_for_an_admins_approval(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fp_of_file(&set.join("cert.pem")), new_fp);
-    assert_eq!(served(nginx.port).await.as_deref(), Some(new_fp.as_str()));
+    assert_serves(nginx.port, &new_fp).await;
     assert_eq!(
         std::fs::read_to_string(&marks)
             .expect("marks")

@@ -15,8 +15,8 @@ use tether_wire::{CertDetail, CertHistory, LocationState, RenewalInfo, RenewalSt
 use tokio::time::Instant;
 
 use crate::deploy::{
-    PemSite, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served, server_with_ca,
-    wait_task,
+    PemSite, assert_serves, deploy_args, deploy_ok, fp_of_file, provisioning_agent, served,
+    server_with_ca, wait_task,
 };
 use crate::lab::{Backend, Server};
 
@@ -74,7 +74,7 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
     );
     let first = fp_of_file(&set.join("cert.pem"));
     let first_key = std::fs::read_to_string(set.join("key.pem")).expect("key");
-    assert_eq!(served(nginx.port).await.as_deref(), Some(first.as_str()));
+    assert_serves(nginx.port, &first).await;
 
     // Its policy: due one day before expiry, i.e. now. Nobody asks for the
     // renewal: the scheduler finds it.
@@ -94,7 +94,7 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
     let second = r.new_fingerprint.clone().expect("new certificate");
     assert_ne!(second, first);
     assert_eq!(fp_of_file(&set.join("cert.pem")), second);
-    assert_eq!(served(nginx.port).await.as_deref(), Some(second.as_str()));
+    assert_serves(nginx.port, &second).await;
     assert_ne!(
         std::fs::read_to_string(set.join("key.pem")).expect("key"),
         first_key,
@@ -238,7 +238,7 @@ async fn a_due_certificate_is_renewed_and_redeployed_on_its_own(backend: Backend
         waiting.contains("outside its allowed hours") && waiting.contains(&window[..5]),
         "{waiting}"
     );
-    assert_eq!(served(nginx.port).await.as_deref(), Some(second.as_str()));
+    assert_serves(nginx.port, &second).await;
     agent.terminate().await;
 }
 
