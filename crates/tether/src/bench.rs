@@ -319,6 +319,42 @@ async fn warm_up(
     Ok(())
 }
 
+/// The default policy's check-in interval for an open-loop run (the
+/// server's minimum is 5 s); a closed loop (0) leaves the policy alone.
+async fn set_interval(server: &ServerProcess, interval: f64) -> anyhow::Result<()> {
+    if interval > 0.0 {
+        let secs = interval.round().max(5.0) as u32;
+        server
+            .admin()?
+            .put_policy(
+                "default",
+                &tether_wire::PolicyUpdate {
+                    defs: Default::default(),
+                    checkin_interval_secs: secs,
+                    jitter_percent: 10,
+                    targets: Vec::new(),
+                    max_concurrent_tasks: None,
+                    if_revision: None,
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The body every simulated agent checks in with.
+fn checkin_body() -> anyhow::Result<Bytes> {
+    Ok(Bytes::from(serde_json::to_vec(&CheckinRequest {
+        defs: Vec::new(),
+        agent_version: tether_wire::VERSION.into(),
+        facts: facts(0),
+        definitions: Default::default(),
+        last_errors: Default::default(),
+        proxy: None,
+        upgrade: None,
+    })?))
+}
+
 #[derive(Debug, Default)]
 struct WorkerStats {
     latencies_us: Vec<u32>,
@@ -420,23 +456,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
     };
     let pid = server.pid()?;
 
-    if args.interval > 0.0 {
-        let secs = args.interval.round().max(5.0) as u32;
-        server
-            .admin()?
-            .put_policy(
-                "default",
-                &tether_wire::PolicyUpdate {
-                    defs: Default::default(),
-                    checkin_interval_secs: secs,
-                    jitter_percent: 10,
-                    targets: Vec::new(),
-                    max_concurrent_tasks: None,
-                    if_revision: None,
-                },
-            )
-            .await?;
-    }
+    set_interval(&server, args.interval).await?;
 
     let enroll_started = Instant::now();
     let creds = Arc::new(enroll_many(&server, args.agents, args.connections).await?);
@@ -444,15 +464,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
 
     let transport = server.transport()?;
     let url = url::Url::parse(&server.endpoint.url)?;
-    let body = Bytes::from(serde_json::to_vec(&CheckinRequest {
-        defs: Vec::new(),
-        agent_version: tether_wire::VERSION.into(),
-        facts: facts(0),
-        definitions: Default::default(),
-        last_errors: Default::default(),
-        proxy: None,
-        upgrade: None,
-    })?);
+    let body = checkin_body()?;
 
     // Warm-up: every agent's first check-in moves it Pending → Active (a
     // transition, the transactional path). The fleet's steady state is

@@ -18,12 +18,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use tether_transport::{ProxySetting, Transport, TransportConfig};
-use tether_wire::CheckinRequest;
 use tokio::time::Instant;
 
 use super::{
-    CheckinArgs, Sent, ServerProcess, TempDir, checkin_worker, enroll_many, facts, micros,
-    process_cpu_ticks, ticks_per_second, warm_up,
+    CheckinArgs, Sent, ServerProcess, TempDir, checkin_body, checkin_worker, enroll_many, micros,
+    process_cpu_ticks, set_interval, ticks_per_second, warm_up,
 };
 use crate::admin::trust_config;
 
@@ -301,32 +300,9 @@ pub(super) async fn run(args: CheckinArgs) -> anyhow::Result<ExitCode> {
         bail!("--two-servers needs --database-url postgres://… (an empty database)");
     };
     let a = ServerProcess::start(Some(db)).await?;
-    if args.interval > 0.0 {
-        let secs = args.interval.round().max(5.0) as u32;
-        a.admin()?
-            .put_policy(
-                "default",
-                &tether_wire::PolicyUpdate {
-                    defs: Default::default(),
-                    checkin_interval_secs: secs,
-                    jitter_percent: 10,
-                    targets: Vec::new(),
-                    max_concurrent_tasks: None,
-                    if_revision: None,
-                },
-            )
-            .await?;
-    }
+    set_interval(&a, args.interval).await?;
     let creds = Arc::new(enroll_many(&a, args.agents, args.connections).await?);
-    let body = Bytes::from(serde_json::to_vec(&CheckinRequest {
-        defs: Vec::new(),
-        agent_version: tether_wire::VERSION.into(),
-        facts: facts(0),
-        definitions: Default::default(),
-        last_errors: Default::default(),
-        proxy: None,
-        upgrade: None,
-    })?);
+    let body = checkin_body()?;
     let duration = Duration::from(args.duration);
 
     // One server behind the balancer.
