@@ -71,6 +71,7 @@ async fn control_plane(repo: &Repo, policy: Policy, actions: Vec<Action>) -> Tes
                     actions,
                     server_time: T0,
                     current_agent_version: None,
+                    upgrade: None,
                 },
             );
         }

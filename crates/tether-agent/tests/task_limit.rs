@@ -33,6 +33,7 @@ async fn server(limit: Arc<AtomicU32>) -> TestServer {
                 actions: Vec::new(),
                 server_time: T0,
                 current_agent_version: None,
+                upgrade: None,
             },
         ),
         "/v1/agent/tasks/poll" => CannedReply::json(

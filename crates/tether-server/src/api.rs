@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod paging;
 pub mod pki;
 pub mod renewals;
+pub mod rollouts;
 pub mod tasks;
 
 pub use error::ApiFailure;
@@ -147,6 +148,29 @@ fn routes() -> Routes {
             Method::GET,
             "/v1/admin/bundles/{id}",
             admin::download_bundle,
+        )
+        .at(Method::GET, "/v1/admin/releases", rollouts::releases)
+        .at(Method::GET, "/v1/admin/rollouts", rollouts::list)
+        .at(Method::PUT, "/v1/admin/rollouts/{group}", rollouts::put)
+        .at(
+            Method::DELETE,
+            "/v1/admin/rollouts/{group}",
+            rollouts::delete,
+        )
+        .at(
+            Method::POST,
+            "/v1/admin/rollouts/{group}/pause",
+            rollouts::pause,
+        )
+        .at(
+            Method::POST,
+            "/v1/admin/rollouts/{group}/resume",
+            rollouts::resume,
+        )
+        .at(
+            Method::POST,
+            "/v1/admin/rollouts/{group}/promote",
+            rollouts::promote,
         )
         .at(Method::GET, "/v1/admin/policies", admin::list_policies)
         .at(Method::PUT, "/v1/admin/policies/{name}", admin::put_policy)

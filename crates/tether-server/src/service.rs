@@ -29,6 +29,7 @@ pub mod policies;
 pub mod renewal;
 pub mod retention;
 pub mod revocation;
+pub mod rollouts;
 pub mod tasks;
 pub mod tokens;
 pub mod validate;
@@ -46,6 +47,8 @@ pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub policies: Arc<policies::PolicyCache>,
+    /// Every group's rollout, read like policies (see [`rollouts`]).
+    pub rollouts: Arc<rollouts::RolloutCache>,
     /// The control plane's own outages (see [`outage`]).
     pub outages: Arc<outage::Tracker>,
     pub limits: Arc<crate::limits::Limits>,
@@ -93,6 +96,7 @@ impl Ctx {
             clock,
             settings: Arc::new(settings),
             policies: Default::default(),
+            rollouts: Default::default(),
             outages: Arc::new(outage::Tracker::new(instance)),
             limits: Arc::new(crate::limits::Limits::new(limits)),
             tasks: tasks::hub(
@@ -315,6 +319,9 @@ pub enum ServiceError {
     /// ACME issuance, with its own code (842x–843x).
     #[error("ACME: {1}")]
     Acme(ErrorCode, String),
+    /// Agent releases and rollouts, with their own code (880x–881x).
+    #[error("rollout: {1}")]
+    Rollout(ErrorCode, String),
     #[error("{0} was not issued by this control plane's built-in CA")]
     RevokeUnknownCert(String),
     #[error(
@@ -425,6 +432,7 @@ impl ServiceError {
             ServiceError::CaUnavailable(_) => ErrorCode::CaNotInitialized,
             ServiceError::Renewal(code, _) => *code,
             ServiceError::Acme(code, _) => *code,
+            ServiceError::Rollout(code, _) => *code,
             ServiceError::RevokeUnknownCert(_) => ErrorCode::RevokeUnknownCert,
             ServiceError::RevokeReason(_) => ErrorCode::RevokeReasonInvalid,
             ServiceError::RevocationUnavailable(_) => ErrorCode::RevocationUnavailable,

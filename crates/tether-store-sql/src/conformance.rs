@@ -84,6 +84,8 @@ mod revocation;
 pub use revocation::revocations_are_kept_once_for_issued_certs_only;
 mod upgrades;
 pub use upgrades::agent_upgrades_keep_the_last_report;
+mod rollouts;
+pub use rollouts::rollouts_pause_on_rollback_and_count_progress;
 mod upgrade;
 pub use upgrade::{
     NEWER_CONTRACT, NEWER_EXPAND, PRE_DEFS_AGENT, copy_migrations_before, newer_build_migrations,
@@ -217,6 +219,7 @@ macro_rules! for_each_check {
             first_and_last_seen_are_the_probes_times,
             revocations_are_kept_once_for_issued_certs_only,
             agent_upgrades_keep_the_last_report,
+            rollouts_pause_on_rollback_and_count_progress,
         }
     };
 }

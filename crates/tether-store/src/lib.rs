@@ -23,6 +23,7 @@ mod certs;
 mod leases;
 mod renewals;
 mod revocation;
+mod rollouts;
 mod tasks;
 mod upgrades;
 mod wakeups;
@@ -34,6 +35,7 @@ pub use certs::{
 pub use leases::{JobLease, LeaseStore};
 pub use renewals::{IssueClaim, Renewal, RenewalCandidate, RenewalLocation, RenewalStore};
 pub use revocation::{RevocationStore, Revoked, SerialStatus};
+pub use rollouts::{RolloutChange, RolloutRecord, RolloutStore};
 pub use tasks::{LeaseRequest, ScheduleRecord, ScheduleRun, TaskFilter, TaskStore};
 pub use tether_tasks::TaskSnapshot;
 pub use upgrades::UpgradeStore;
@@ -344,6 +346,7 @@ pub trait Store:
     + AcmeIssuerStore
     + TaskWakeups
     + UpgradeStore
+    + RolloutStore
     + Send
     + Sync
     + 'static

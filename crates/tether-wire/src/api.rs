@@ -386,6 +386,10 @@ pub struct CheckinResponse {
     /// The agent version the server considers current, if it knows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_agent_version: Option<String>,
+    /// The version this agent's group rollout offers it (absent: none, or
+    /// a server that predates rollouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::rollout::UpgradeOffer>,
 }
 
 /// `POST /v1/agent/shutdown`: the agent is stopping cleanly.
@@ -597,6 +601,10 @@ pub struct AgentSummary {
     /// an agent or server that predates upgrades).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeReport>,
+    /// Where the agent stands in its group's rollout (absent: no rollout,
+    /// or a server that predates rollouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::AgentRollout>,
 }
 
 /// One recorded status change.

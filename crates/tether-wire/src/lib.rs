@@ -12,6 +12,7 @@ pub mod defs;
 pub mod error;
 pub mod renewal;
 pub mod revocation;
+pub mod rollout;
 pub mod tasks;
 
 pub use api::*;
@@ -22,6 +23,7 @@ pub use defs::*;
 pub use error::{ApiError, ErrorCode};
 pub use renewal::*;
 pub use revocation::{Revocation, RevocationReason, RevokeRequest, RevokeResponse};
+pub use rollout::*;
 pub use tasks::*;
 
 /// The version of this build of Tether, shared by the server and the agent.

@@ -1018,6 +1018,7 @@ mod tests {
             enrolled_at: now,
             in_policy: Some(false),
             upgrade: None,
+            rollout: None,
         };
         let detail = AgentDetail {
             summary: summary.clone(),

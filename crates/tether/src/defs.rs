@@ -810,6 +810,7 @@ mod tests {
                 enrolled_at: NOW,
                 in_policy,
                 upgrade: None,
+                rollout: None,
             },
             facts: HostFacts {
                 hostname: "web-1".into(),

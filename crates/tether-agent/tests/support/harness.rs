@@ -67,6 +67,7 @@ pub fn ok_reply(interval: u32, actions: Vec<Action>) -> CannedReply {
             actions,
             server_time: T0,
             current_agent_version: None,
+            upgrade: None,
         },
     )
 }

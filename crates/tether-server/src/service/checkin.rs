@@ -71,8 +71,11 @@ pub async fn checkin(
         ctx.store.record_agent_upgrade(agent.id, u, now).await?;
         if u.state == tether_wire::UpgradeState::RolledBack {
             debug!(agent_id = %agent.id, version = %u.version, reason = u.reason.as_deref().unwrap_or(""), "agent reports a rolled-back upgrade");
+            super::rollouts::on_report(ctx, &agent, u).await?;
         }
     }
+    let upgrade =
+        super::rollouts::offer(ctx, &agent, &checkin.version, req.upgrade.as_ref()).await?;
     // Doctor/bundle feature: queued actions, looked up only when the stored
     // row's `pending_actions` flag says there are some (see service/actions.rs).
     let actions = super::actions::deliver(ctx, &stored).await?;
@@ -83,6 +86,7 @@ pub async fn checkin(
         actions,
         server_time: now,
         current_agent_version: Some(ctx.settings.current_agent_version.clone()),
+        upgrade,
     })
 }
 

@@ -497,6 +497,59 @@ impl tether_store::UpgradeStore for Switchable {
 }
 
 #[async_trait]
+impl tether_store::RolloutStore for Switchable {
+    async fn put_rollout(&self, r: &tether_store::RolloutRecord) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.put_rollout(r).await
+    }
+    async fn rollouts(&self) -> Result<Vec<tether_store::RolloutRecord>, StoreError> {
+        self.check().await?;
+        self.inner.rollouts().await
+    }
+    async fn change_rollout(
+        &self,
+        group: &str,
+        change: &tether_store::RolloutChange,
+        at: OffsetDateTime,
+    ) -> Result<tether_store::RolloutRecord, StoreError> {
+        self.check().await?;
+        self.inner.change_rollout(group, change, at).await
+    }
+    async fn delete_rollout(&self, group: &str) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.delete_rollout(group).await
+    }
+    async fn pause_rollout_on_rollback(
+        &self,
+        group: &str,
+        version: &str,
+        reason: &str,
+        reported_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner
+            .pause_rollout_on_rollback(group, version, reason, reported_at, at)
+            .await
+    }
+    async fn rollout_progress(
+        &self,
+        group: &str,
+        version: &str,
+    ) -> Result<tether_wire::RolloutProgress, StoreError> {
+        self.check().await?;
+        self.inner.rollout_progress(group, version).await
+    }
+    async fn agent_upgrades_of(
+        &self,
+        agents: &[uuid::Uuid],
+    ) -> Result<Vec<(uuid::Uuid, tether_wire::UpgradeReport)>, StoreError> {
+        self.check().await?;
+        self.inner.agent_upgrades_of(agents).await
+    }
+}
+
+#[async_trait]
 impl Store for Switchable {
     fn backend(&self) -> &'static str {
         self.inner.backend()
