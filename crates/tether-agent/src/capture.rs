@@ -437,6 +437,7 @@ async fn inside_window(
         actions_doctor: Some(doctor_actions),
         defs: None,
         task_limit: None,
+        upgrades: None,
     };
     // Both are bounded by the window: what has not finished by its end is
     // cut off and said so.

@@ -697,10 +697,27 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         actions_doctor: Some(doctor_actions),
         defs: defs.as_ref().map(|(handle, _)| handle.clone()),
         task_limit: Some(crate::tasks::TaskLimit::from_policy(state.policy.as_ref())),
+        upgrades: None,
     };
+    let restart = Arc::new(tokio::sync::Notify::new());
+    let upgrades = start_offer_worker(&config, dir, &ctx.store, world, restart.clone());
+    ctx.upgrades = upgrades.as_ref().map(|(handle, _)| handle.clone());
     let tasks = start_task_worker(&config, dir, &ctx, world);
-    let summary = crate::run::run_loop(&mut ctx, crate::run::stop_signal()).await;
+    let restarting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = {
+        let restarting = restarting.clone();
+        async move {
+            tokio::select! {
+                () = crate::run::stop_signal() => {}
+                () = restart.notified() => restarting.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
+        }
+    };
+    let summary = crate::run::run_loop(&mut ctx, stop).await;
     if let Some(task) = tasks {
+        task.abort();
+    }
+    if let Some((_, task)) = upgrades {
         task.abort();
     }
     // An update cut off here resumes at the next start; installs are atomic.
@@ -712,7 +729,46 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         notice_acknowledged = summary.shutdown_acknowledged,
         "agent stopped"
     );
+    if restarting.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::info!("exiting so that `tether-agent launch` starts the new version");
+        return Ok(ExitCode::from(crate::upgrade::EXIT_RESTART));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the worker that takes the versions rollouts offer, through the
+/// definitions transport. Without one, offers are ignored (the reason is
+/// already recorded by the definitions worker).
+fn start_offer_worker(
+    config: &crate::config::AgentConfig,
+    dir: &Path,
+    store: &StateStore,
+    world: &World,
+    restart: Arc<tokio::sync::Notify>,
+) -> Option<(
+    crate::upgrade::offer::OfferHandle,
+    tokio::task::JoinHandle<()>,
+)> {
+    let transport = match crate::defs::transport(config, dir, &|k| world.var(k)) {
+        Ok(t) => t,
+        Err(f) => {
+            tracing::error!(code = %f.code, error = %f.message, "upgrades are off: no update transport");
+            return None;
+        }
+    };
+    let factory = crate::defs::UpdaterFactory {
+        state_dir: dir.to_owned(),
+        server: config.server.clone(),
+        transport: Arc::new(transport),
+        clock: world.clock.clone(),
+        apply_hook: None,
+    };
+    let supervised = world
+        .var(crate::upgrade::offer::SUPERVISED_ENV)
+        .is_some_and(|v| v == "1");
+    let (worker, handle) =
+        crate::upgrade::offer::OfferWorker::new(factory, store.clone(), supervised, restart);
+    Some((handle, tokio::spawn(worker.run())))
 }
 
 /// Starts the definitions worker in its own task. Without a usable update

@@ -82,6 +82,9 @@ pub struct RunContext {
     /// The task worker's long-task limit: each check-in reply's policy sets
     /// it. `None` when no task worker runs.
     pub task_limit: Option<crate::tasks::TaskLimit>,
+    /// The upgrade worker: it receives each check-in's offer. `None`
+    /// ignores offers.
+    pub upgrades: Option<crate::upgrade::offer::OfferHandle>,
 }
 
 /// What one check-in led to, and the delay chosen after it.
@@ -227,6 +230,9 @@ impl RunContext {
         }
         if let Some(limit) = &self.task_limit {
             limit.set(resp.policy.max_concurrent_tasks);
+        }
+        if let Some(upgrades) = &self.upgrades {
+            upgrades.offer(resp.upgrade.as_ref().map(|u| u.version.as_str()));
         }
         tracing::info!(status = %resp.status, policy_revision = resp.policy.revision, "checked in");
     }

@@ -19,6 +19,8 @@
 //! waits at most a bound; when the new version exits or the bound passes,
 //! it switches back to the previous version by itself and records why.
 
+pub mod offer;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
@@ -402,6 +404,7 @@ pub async fn launch(opts: &LaunchOptions, clock: &dyn Clock) -> Result<ExitCode,
             .arg(&opts.state_dir)
             .args(&opts.run_args)
             .env("TETHER_EXIT_WITH_PARENT", std::process::id().to_string())
+            .env(offer::SUPERVISED_ENV, "1")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn();

@@ -417,6 +417,78 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1/admin/releases`.
+    pub async fn releases(&self) -> Result<Vec<tether_wire::Release>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/releases", None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/admin/rollouts`.
+    pub async fn rollouts(&self) -> Result<Vec<tether_wire::Rollout>, ClientError> {
+        self.json(http::Method::GET, "/v1/admin/rollouts", None::<&()>)
+            .await
+    }
+
+    /// `PUT /v1/admin/rollouts/{group}`.
+    pub async fn put_rollout(
+        &self,
+        group: &str,
+        update: &tether_wire::RolloutUpdate,
+    ) -> Result<tether_wire::Rollout, ClientError> {
+        let group = percent_encode_segment(group);
+        self.json(
+            http::Method::PUT,
+            &format!("/v1/admin/rollouts/{group}"),
+            Some(update),
+        )
+        .await
+    }
+
+    /// `POST /v1/admin/rollouts/{group}/pause`.
+    pub async fn pause_rollout(
+        &self,
+        group: &str,
+        reason: Option<&str>,
+    ) -> Result<tether_wire::Rollout, ClientError> {
+        let group = percent_encode_segment(group);
+        let body = tether_wire::RolloutPause {
+            reason: reason.map(str::to_owned),
+        };
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/rollouts/{group}/pause"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /v1/admin/rollouts/{group}/{resume|promote}`.
+    pub async fn rollout_step(
+        &self,
+        group: &str,
+        step: &str,
+    ) -> Result<tether_wire::Rollout, ClientError> {
+        let group = percent_encode_segment(group);
+        let step = percent_encode_segment(step);
+        self.json(
+            http::Method::POST,
+            &format!("/v1/admin/rollouts/{group}/{step}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/admin/rollouts/{group}`.
+    pub async fn delete_rollout(&self, group: &str) -> Result<(), ClientError> {
+        let group = percent_encode_segment(group);
+        self.empty(
+            http::Method::DELETE,
+            &format!("/v1/admin/rollouts/{group}"),
+            None::<&()>,
+        )
+        .await
+    }
+
     pub async fn list_policies(&self) -> Result<Vec<Policy>, ClientError> {
         self.json(http::Method::GET, "/v1/admin/policies", None::<&()>)
             .await

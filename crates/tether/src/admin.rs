@@ -646,13 +646,35 @@ pub fn agent_table(agents: &[AgentSummary], now: OffsetDateTime) -> String {
             truncate(&safe(&a.version), 12),
             crate::defs::in_policy_cell(a.in_policy),
             flags_text(&a.flags),
-            upgrade_text(a.upgrade.as_ref())
+            upgrade_cell(a)
         ));
     }
     if agents.is_empty() {
         out.push_str("(no agents)\n");
     }
     out
+}
+
+/// Where an agent stands against its group's rollout, then its last
+/// upgrade: who is behind and why.
+pub fn upgrade_cell(a: &AgentSummary) -> String {
+    use tether_wire::AgentRolloutState as S;
+    let behind = a.rollout.as_ref().and_then(|r| {
+        let why = match r.state {
+            S::OnTarget => return None,
+            S::Offered => "offered, not taken yet",
+            S::WaitingForCanary => "not in the canary share",
+            S::Paused => "the rollout is paused",
+            S::RolledBack => "it rolled back here; not offered again",
+            S::Unknown => "state unknown",
+        };
+        Some(format!("behind {}: {why}", safe(&r.target)))
+    });
+    match (behind, a.upgrade.as_ref()) {
+        (None, u) => upgrade_text(u),
+        (Some(b), None) => b,
+        (Some(b), Some(u)) => format!("{b}; last: {}", upgrade_text(Some(u))),
+    }
 }
 
 /// An agent's last upgrade as `agents list` and `agents show` print it:
@@ -775,7 +797,7 @@ fn agent_detail(d: &AgentDetail, now: OffsetDateTime) -> String {
     );
     line(&mut out, "Version", safe(&a.version));
     if a.upgrade.is_some() {
-        line(&mut out, "Upgrade", upgrade_text(a.upgrade.as_ref()));
+        line(&mut out, "Upgrade", upgrade_cell(a));
     }
     line(
         &mut out,

@@ -58,6 +58,10 @@ pub enum Command {
     /// Publish, inspect, export and mirror definitions channels.
     #[command(subcommand)]
     Defs(DefsCommand),
+    /// Agent releases and per-group rollouts: publish a release, set the
+    /// version a group runs (a canary share first), pause, resume, promote.
+    #[command(subcommand)]
+    Rollout(crate::rollout_cmd::RolloutCommand),
     /// TLS certificate discovery from this machine (`scan run --targets … --ports …`).
     #[command(subcommand)]
     Scan(crate::scan_cmd::ScanCommand),
@@ -515,6 +519,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sites(cmd) => crate::tasks_cmd::sites(cmd).await,
         Command::Certs(cmd) => crate::certs_cmd::run(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
+        Command::Rollout(cmd) => crate::rollout_cmd::run(cmd).await,
         Command::Scan(cmd) => crate::scan_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,
         Command::Doctor(args) => {

@@ -14,6 +14,7 @@ mod endpoint;
 mod escalate;
 mod policy;
 mod quickstart;
+mod rollout_cmd;
 mod scan_cmd;
 mod server_cmd;
 mod tasks_cmd;

@@ -162,6 +162,7 @@ impl Harness {
             actions_doctor: None,
             defs: None,
             task_limit: None,
+            upgrades: None,
         }
     }
 

@@ -389,3 +389,179 @@ async fn a_kill_during_the_swap_always_leaves_a_runnable_agent() {
     wait_version(&server, &agent, &expected, Duration::from_secs(30)).await;
     assert!(sigterm(&mut sup, Duration::from_secs(20)).await.success());
 }
+
+/// Waits (bounded) until `tether rollout list --json` shows the group's
+/// rollout satisfying `ok`; returns it.
+async fn wait_rollout(
+    server: &Server,
+    group: &str,
+    what: &str,
+    agent: &Agent,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed: serde_json::Value =
+            serde_json::from_str(&server.admin_ok(&["rollout", "list", "--json"]).await)
+                .expect("rollout list --json");
+        let r = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["group"] == group).cloned())
+            .unwrap_or_default();
+        if ok(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not reached: {r:#}\nlaunch log:\n{}",
+            launch_log(agent)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The whole path of issue #13's rollout: a release published as a signed
+/// definitions channel, a group's target version, the supervised agent
+/// fetching it through the updater and restarting into it; then a release
+/// that fails to start rolls back on the host and pauses the rollout by
+/// itself, and is never offered to that agent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_upgrades_a_supervised_agent_and_a_rollback_pauses_it() {
+    let (packaged, packaged_version, next) = builds().await;
+    let server = Server::start(Backend::Sqlite).await;
+    let agent = enrolled(&server).await;
+    let id = agent.id();
+    let group = server
+        .agents()
+        .await
+        .into_iter()
+        .find(|a| a.id == id)
+        .expect("listed")
+        .group;
+
+    // Refusals, each with its code, before anything is published.
+    for (args, code) in [
+        (vec!["--version", NEXT], "TETHER-E8805"),
+        (vec!["--version", "1.0.0+Build"], "TETHER-E8806"),
+        (vec!["--version", NEXT, "--canary", "0"], "TETHER-E8807"),
+    ] {
+        let mut all = vec!["rollout", "set", group.as_str()];
+        all.extend(args);
+        let out = server.admin(&all).await;
+        assert!(!out.status.success(), "{all:?}");
+        assert!(text(&out).contains(code), "{all:?}: {}", text(&out));
+    }
+    let out = server.admin(&["rollout", "resume", "no-such-group"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not found"), "{}", text(&out));
+
+    let published = server
+        .admin_ok(&[
+            "rollout",
+            "publish",
+            "--file",
+            next.to_str().expect("utf-8"),
+            "--version",
+            NEXT,
+        ])
+        .await;
+    let platform = tether_agent::upgrade::offer::platform();
+    assert!(
+        published.contains(&format!("agent-{platform}-{NEXT}")),
+        "{published}"
+    );
+    let releases = server.admin_ok(&["rollout", "releases"]).await;
+    assert!(
+        releases.contains(NEXT) && releases.contains(&platform),
+        "{releases}"
+    );
+
+    // Offers travel with check-ins: every 5 s here.
+    server
+        .admin_ok(&["policy", "set", "default", "--checkin-interval", "5s"])
+        .await;
+    let mut sup = launch(&agent, &packaged, "20s");
+    wait_version(&server, &agent, &packaged_version, Duration::from_secs(20)).await;
+    let set = server
+        .admin_ok(&["rollout", "set", &group, "--version", NEXT])
+        .await;
+    assert!(
+        set.contains(&format!("version {NEXT} (all), running")),
+        "{set}"
+    );
+    // Fetched through the definitions updater, installed, restarted into.
+    wait_version(&server, &agent, NEXT, Duration::from_secs(60)).await;
+    wait_server_upgrade(&server, &agent, UpgradeState::Upgraded, NEXT).await;
+    let r = wait_rollout(&server, &group, "progress", &agent, |r| {
+        r["progress"]["on_target"] == 1
+    })
+    .await;
+    assert_eq!(r["progress"]["agents"], 1, "{r:#}");
+    let list = server.admin_ok(&["agents", "list"]).await;
+    assert!(list.contains(&format!("upgraded to {NEXT}")), "{list}");
+    assert!(!list.contains("behind"), "{list}");
+    // The release channel's copy was removed after the install.
+    let channel_dir = agent
+        .state
+        .path()
+        .join("defs")
+        .join(format!("agent-{platform}-{NEXT}"));
+    assert!(!channel_dir.exists(), "{}", channel_dir.display());
+
+    // A release that reports its version but cannot start.
+    let scripts = Scratch::new("rollout-scripts");
+    let bad = script(
+        scripts.path(),
+        "bad",
+        "if [ \"$1\" = --version ]; then echo 'tether-agent 99.0.1-bad'; exit 0; fi\necho 'cannot start' >&2; exit 3",
+    );
+    server
+        .admin_ok(&[
+            "rollout",
+            "publish",
+            "--file",
+            bad.to_str().expect("utf-8"),
+            "--version",
+            "99.0.1-bad",
+        ])
+        .await;
+    server
+        .admin_ok(&["rollout", "set", &group, "--version", "99.0.1-bad"])
+        .await;
+    let r = wait_rollout(&server, &group, "paused by the rollback", &agent, |r| {
+        r["paused"] == true
+    })
+    .await;
+    let reason = r["pause_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("version 99.0.1-bad rolled back") && reason.contains("exited"),
+        "{reason}"
+    );
+    assert_eq!(r["progress"]["rolled_back"], 1, "{r:#}");
+    wait_version(&server, &agent, NEXT, Duration::from_secs(30)).await;
+    // A resume does not offer the version to the agent it rolled back on.
+    server.admin_ok(&["rollout", "resume", &group]).await;
+    let list = server.admin_ok(&["agents", "list"]).await;
+    assert!(
+        list.contains("behind 99.0.1-bad: it rolled back here"),
+        "{list}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status(&agent, &packaged).await;
+    assert_eq!(s["current"], NEXT, "{s:#}");
+    let r = wait_rollout(&server, &group, "still running", &agent, |r| {
+        r["paused"] == false
+    })
+    .await;
+    assert_eq!(r["progress"]["on_target"], 0, "{r:#}");
+    server.admin_ok(&["rollout", "clear", &group]).await;
+    assert!(
+        server
+            .admin_ok(&["rollout", "list"])
+            .await
+            .contains("no rollouts")
+    );
+
+    let st = sigterm(&mut sup, Duration::from_secs(20)).await;
+    assert!(st.success(), "launch stops cleanly: {st}");
+}
