@@ -30,6 +30,13 @@
 //! | POST | `/v1/admin/defs/{channel}/versions?notes=N` | the definitions file (`application/octet-stream`) → [`DefsVersion`](crate::defs::DefsVersion) (201) |
 //! | GET | `/v1/admin/defs/summary?channel=C` | → `Vec<`[`ChannelSummary`](crate::defs::ChannelSummary)`>` |
 //! | GET | `/v1/admin/defs/{channel}/export` | → the offline bundle (`application/x-tar`) |
+//! | GET | `/v1/admin/releases` | → `Vec<`[`Release`](crate::rollout::Release)`>` (agent binaries on their release channels) |
+//! | GET | `/v1/admin/rollouts` | → `Vec<`[`Rollout`](crate::rollout::Rollout)`>` with progress |
+//! | PUT | `/v1/admin/rollouts/{group}` | [`RolloutUpdate`](crate::rollout::RolloutUpdate) → [`Rollout`](crate::rollout::Rollout) |
+//! | DELETE | `/v1/admin/rollouts/{group}` | → 204 |
+//! | POST | `/v1/admin/rollouts/{group}/pause` | [`RolloutPause`](crate::rollout::RolloutPause) → [`Rollout`](crate::rollout::Rollout) |
+//! | POST | `/v1/admin/rollouts/{group}/resume` | → [`Rollout`](crate::rollout::Rollout) |
+//! | POST | `/v1/admin/rollouts/{group}/promote` | → [`Rollout`](crate::rollout::Rollout) (canary to all) |
 //!
 //! Admin credentials, the agent's read-only probe and paging are in
 //! [`crate::control`].

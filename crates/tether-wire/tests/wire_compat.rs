@@ -226,3 +226,25 @@ fn the_capture_action_keeps_its_shape() {
     };
     assert!(!format!("{rotated:?}").contains("tac_secret"));
 }
+
+/// The rollout offer in a check-in reply (issue #13): today's reply carries
+/// it, and the reply of the previous release (without it) still reads as
+/// "nothing offered". Agents of the previous release read replies leniently,
+/// so the new field is ignored there (`server_replies_of_today_…`).
+#[test]
+fn the_upgrade_offer_rides_on_the_check_in_reply() {
+    let mut reply = fixture("v0.1", "checkin_response");
+    let old: CheckinResponse = serde_json::from_value(reply.clone()).expect("v0.1 reply");
+    assert_eq!(old.upgrade, None);
+    reply["upgrade"] = serde_json::json!({"version": "1.5.0", "stage": "canary"});
+    let new: CheckinResponse = serde_json::from_value(reply).expect("reply with an offer");
+    assert_eq!(
+        new.upgrade,
+        Some(tether_wire::UpgradeOffer {
+            version: "1.5.0".into()
+        }),
+        "fields a newer server adds to the offer are ignored"
+    );
+    let back = serde_json::to_value(&new).expect("serializes");
+    assert_eq!(back["upgrade"], serde_json::json!({"version": "1.5.0"}));
+}

@@ -29,19 +29,22 @@ use super::{Ctx, ServiceError, policies::POLICY_TTL, validate};
 /// The longest pause reason kept.
 pub const MAX_REASON_CHARS: usize = 512;
 
+/// Every group's rollout, by group.
+pub type Rollouts = Arc<HashMap<String, RolloutRecord>>;
+
 /// Every group's rollout, with the time it was read.
 #[derive(Debug, Default)]
-pub struct RolloutCache(RwLock<Option<(Arc<HashMap<String, RolloutRecord>>, Instant)>>);
+pub struct RolloutCache(RwLock<Option<(Rollouts, Instant)>>);
 
 impl RolloutCache {
-    fn get(&self) -> Option<Arc<HashMap<String, RolloutRecord>>> {
+    fn get(&self) -> Option<Rollouts> {
         let slot = self.0.read().unwrap_or_else(|p| p.into_inner());
         slot.as_ref()
             .filter(|(_, at)| at.elapsed() < POLICY_TTL)
             .map(|(m, _)| m.clone())
     }
 
-    fn put(&self, map: Arc<HashMap<String, RolloutRecord>>) {
+    fn put(&self, map: Rollouts) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some((map, Instant::now()));
     }
 
@@ -52,7 +55,7 @@ impl RolloutCache {
 }
 
 /// Every group's rollout, from the cache when fresh.
-pub async fn current(ctx: &Ctx) -> Result<Arc<HashMap<String, RolloutRecord>>, ServiceError> {
+pub async fn current(ctx: &Ctx) -> Result<Rollouts, ServiceError> {
     if let Some(m) = ctx.rollouts.get() {
         return Ok(m);
     }
