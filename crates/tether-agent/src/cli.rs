@@ -736,6 +736,23 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The definitions updaters of a running agent: its update transport, its
+/// server, the world's clock. The definitions worker and the upgrade worker
+/// both fetch through it.
+fn updater_factory(
+    config: &crate::config::AgentConfig,
+    dir: &Path,
+    world: &World,
+) -> Result<crate::defs::UpdaterFactory, Failure> {
+    Ok(crate::defs::UpdaterFactory {
+        state_dir: dir.to_owned(),
+        server: config.server.clone(),
+        transport: Arc::new(crate::defs::transport(config, dir, &|k| world.var(k))?),
+        clock: world.clock.clone(),
+        apply_hook: None,
+    })
+}
+
 /// Starts the worker that takes the versions rollouts offer, through the
 /// definitions transport. Without one, offers are ignored (the reason is
 /// already recorded by the definitions worker).
@@ -749,19 +766,12 @@ fn start_offer_worker(
     crate::upgrade::offer::OfferHandle,
     tokio::task::JoinHandle<()>,
 )> {
-    let transport = match crate::defs::transport(config, dir, &|k| world.var(k)) {
-        Ok(t) => t,
+    let factory = match updater_factory(config, dir, world) {
+        Ok(f) => f,
         Err(f) => {
             tracing::error!(code = %f.code, error = %f.message, "upgrades are off: no update transport");
             return None;
         }
-    };
-    let factory = crate::defs::UpdaterFactory {
-        state_dir: dir.to_owned(),
-        server: config.server.clone(),
-        transport: Arc::new(transport),
-        clock: world.clock.clone(),
-        apply_hook: None,
     };
     let supervised = world
         .var(crate::upgrade::offer::SUPERVISED_ENV)
@@ -846,8 +856,8 @@ fn start_defs_worker(
     policy: Option<&tether_wire::Policy>,
     world: &World,
 ) -> Option<(crate::defs::DefsHandle, tokio::task::JoinHandle<()>)> {
-    let transport = match crate::defs::transport(config, dir, &|k| world.var(k)) {
-        Ok(t) => t,
+    let factory = match updater_factory(config, dir, world) {
+        Ok(f) => f,
         Err(f) => {
             tracing::error!(code = %f.code, error = %f.message, "definitions updates are off: no update transport");
             let now = world.clock.now();
@@ -861,13 +871,6 @@ fn start_defs_worker(
             });
             return None;
         }
-    };
-    let factory = crate::defs::UpdaterFactory {
-        state_dir: dir.to_owned(),
-        server: config.server.clone(),
-        transport: Arc::new(transport),
-        clock: world.clock.clone(),
-        apply_hook: None,
     };
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let (worker, handle) = crate::defs::DefsWorker::new(

@@ -22,6 +22,26 @@ pub struct RolloutRecord {
     pub updated_at: OffsetDateTime,
 }
 
+impl RolloutRecord {
+    /// A new, running rollout: the canary stage below 100 percent, else
+    /// every agent at once.
+    pub fn new(group: &str, version: &str, canary_percent: u8, at: OffsetDateTime) -> Self {
+        RolloutRecord {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            stage: if canary_percent < 100 {
+                RolloutStage::Canary
+            } else {
+                RolloutStage::All
+            },
+            canary_percent,
+            paused: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// An admin's change to an existing rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolloutChange {

@@ -66,11 +66,21 @@ pub async fn pause(
     request: Request,
 ) -> ApiResult<Json<Rollout>> {
     admin(&ctx, &bearer).await?;
-    let group = group(&ctx, path)?;
     let body: RolloutPause = json(&ctx, request).await?;
     let change = RolloutChange::Pause {
         reason: body.reason.unwrap_or_default(),
     };
+    step(ctx, bearer, path, change).await
+}
+
+async fn step(
+    ctx: Ctx,
+    bearer: Bearer,
+    path: Result<Path<String>, PathRejection>,
+    change: RolloutChange,
+) -> ApiResult<Json<Rollout>> {
+    admin(&ctx, &bearer).await?;
+    let group = group(&ctx, path)?;
     Ok(Json(service(
         &ctx,
         rollouts::change(&ctx, &group, change).await,
@@ -82,12 +92,7 @@ pub async fn resume(
     bearer: Bearer,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Rollout>> {
-    admin(&ctx, &bearer).await?;
-    let group = group(&ctx, path)?;
-    Ok(Json(service(
-        &ctx,
-        rollouts::change(&ctx, &group, RolloutChange::Resume).await,
-    )?))
+    step(ctx, bearer, path, RolloutChange::Resume).await
 }
 
 pub async fn promote(
@@ -95,12 +100,7 @@ pub async fn promote(
     bearer: Bearer,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Rollout>> {
-    admin(&ctx, &bearer).await?;
-    let group = group(&ctx, path)?;
-    Ok(Json(service(
-        &ctx,
-        rollouts::change(&ctx, &group, RolloutChange::Promote).await,
-    )?))
+    step(ctx, bearer, path, RolloutChange::Promote).await
 }
 
 pub async fn delete(

@@ -270,20 +270,7 @@ pub async fn set(ctx: &Ctx, group: &str, update: &RolloutUpdate) -> Result<Rollo
             format!("no release {} is published", update.version),
         ));
     }
-    let now = ctx.now();
-    let record = RolloutRecord {
-        group: group.to_owned(),
-        version: update.version.clone(),
-        stage: if percent < 100 {
-            RolloutStage::Canary
-        } else {
-            RolloutStage::All
-        },
-        canary_percent: percent,
-        paused: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let record = RolloutRecord::new(group, &update.version, percent, ctx.now());
     ctx.store.put_rollout(&record).await?;
     ctx.rollouts.clear();
     info!(group, version = %record.version, stage = %record.stage, canary_percent = percent, platforms = ?platforms, "rollout set");
@@ -367,19 +354,7 @@ mod tests {
     }
 
     fn rollout(percent: u8) -> RolloutRecord {
-        RolloutRecord {
-            group: "g".into(),
-            version: "2.0.0".into(),
-            stage: if percent < 100 {
-                RolloutStage::Canary
-            } else {
-                RolloutStage::All
-            },
-            canary_percent: percent,
-            paused: None,
-            created_at: at(0),
-            updated_at: at(0),
-        }
+        RolloutRecord::new("g", "2.0.0", percent, at(0))
     }
 
     #[test]

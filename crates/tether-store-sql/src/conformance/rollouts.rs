@@ -9,19 +9,7 @@ use tether_wire::{RolloutProgress, RolloutStage, UpgradeReport, UpgradeState};
 use super::{Fixture, checkin, enroll_at, t};
 
 fn rollout(group: &str, version: &str, percent: u8, at: i64) -> RolloutRecord {
-    RolloutRecord {
-        group: group.to_owned(),
-        version: version.to_owned(),
-        stage: if percent < 100 {
-            RolloutStage::Canary
-        } else {
-            RolloutStage::All
-        },
-        canary_percent: percent,
-        paused: None,
-        created_at: t(at),
-        updated_at: t(at),
-    }
+    RolloutRecord::new(group, version, percent, t(at))
 }
 
 pub async fn rollouts_pause_on_rollback_and_count_progress(f: Fixture) {
