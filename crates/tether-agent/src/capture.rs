@@ -336,11 +336,21 @@ pub async fn capture(opts: &CaptureOptions, world: &World) -> Result<Captured, F
     let _ = std::fs::remove_dir_all(&work);
     let mut window_notes = result?;
     notes.append(&mut window_notes);
-    let pcap_bytes = pcap_bytes?;
+    let mut pcap_bytes = pcap_bytes?;
     if pcap_bytes.len() as u64 >= MAX_PCAP_BYTES {
         notes.push(format!(
             "the pcap was cut at {MAX_PCAP_BYTES} bytes (the rest is not in the bundle); capture a shorter window"
         ));
+    }
+    // A cut (the size bound, or a tcpdump killed while writing) must not
+    // leave half a packet at the end: readers refuse such a file.
+    let whole = whole_records(&pcap_bytes);
+    if whole < pcap_bytes.len() {
+        notes.push(format!(
+            "the pcap's last {} bytes (a packet cut short) were dropped",
+            pcap_bytes.len() - whole
+        ));
+        pcap_bytes.truncate(whole);
     }
     tracing::info!(window_secs = window.as_secs(), bytes = pcap_bytes.len(), filter = %filter, "capture finished");
 
@@ -495,6 +505,40 @@ fn create_private_dir(dir: &Path) -> Result<(), Failure> {
                 format!("cannot create {}: {e}", dir.display()),
             )
         })
+}
+
+/// The length of the longest prefix of a classic pcap file (tcpdump's
+/// `-w` format, either byte order, micro- or nanosecond stamps) that ends
+/// with a whole packet record. Anything else is returned whole.
+pub fn whole_records(pcap: &[u8]) -> usize {
+    const GLOBAL: usize = 24;
+    const RECORD: usize = 16;
+    let Some(magic) = pcap.get(..4) else {
+        return pcap.len();
+    };
+    let read_u32: fn([u8; 4]) -> u32 = match magic {
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => u32::from_be_bytes,
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => u32::from_le_bytes,
+        _ => return pcap.len(),
+    };
+    if pcap.len() < GLOBAL {
+        return pcap.len();
+    }
+    let mut at = GLOBAL;
+    loop {
+        let Some(header) = pcap.get(at..at + RECORD) else {
+            return at;
+        };
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&header[8..12]);
+        let Ok(len) = usize::try_from(read_u32(len)) else {
+            return at;
+        };
+        match at.checked_add(RECORD).and_then(|x| x.checked_add(len)) {
+            Some(end) if end <= pcap.len() => at = end,
+            _ => return at,
+        }
+    }
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, Failure> {
@@ -656,6 +700,50 @@ async fn run_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A little-endian microsecond pcap with packets of these lengths.
+    fn pcap(lengths: &[u32], big_endian: bool) -> Vec<u8> {
+        let u32b = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut out = Vec::new();
+        out.extend_from_slice(&u32b(0xa1b2_c3d4));
+        out.extend_from_slice(&[0; 20]);
+        for (i, len) in lengths.iter().enumerate() {
+            out.extend_from_slice(&u32b(u32::try_from(i).expect("small")));
+            out.extend_from_slice(&u32b(0));
+            out.extend_from_slice(&u32b(*len));
+            out.extend_from_slice(&u32b(*len));
+            out.extend(std::iter::repeat_n(0xab, *len as usize));
+        }
+        out
+    }
+
+    #[test]
+    fn a_pcap_cut_short_keeps_only_whole_packets() {
+        for big in [false, true] {
+            let whole = pcap(&[60, 1500, 74], big);
+            assert_eq!(whole_records(&whole), whole.len(), "nothing to trim");
+            let two = pcap(&[60, 1500], big).len();
+            // Cut anywhere inside the third record: its header or its data.
+            for cut in [two + 1, two + 15, two + 16, whole.len() - 1] {
+                assert_eq!(whole_records(&whole[..cut]), two, "cut at {cut}");
+            }
+            // Only the global header, or part of it.
+            assert_eq!(whole_records(&whole[..24]), 24);
+            assert_eq!(whole_records(&whole[..10]), 10);
+        }
+        // A record claiming more than the file holds, and not a pcap at all.
+        let mut lying = pcap(&[60], false);
+        lying[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(whole_records(&lying), 24);
+        assert_eq!(whole_records(b"not a pcap file at all"), 22);
+        assert_eq!(whole_records(b""), 0);
+    }
 
     #[test]
     fn window_defaults_to_the_definitions_interval_within_bounds() {
