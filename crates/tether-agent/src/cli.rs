@@ -432,7 +432,7 @@ pub async fn dispatch_with(cmd: AgentCommand, world: World) -> anyhow::Result<Ex
             return Ok(defs_exit(defs_status(&args, &world)));
         }
         AgentCommand::Launch(args) => launch(args, &world).await,
-        AgentCommand::Upgrade(UpgradeCommand::Status(args)) => upgrade_status(&args, &world),
+        AgentCommand::Upgrade(UpgradeCommand::Status(args)) => upgrade_status(&args),
         AgentCommand::Upgrade(UpgradeCommand::Install(args)) => {
             upgrade_install(&args, &world).await
         }
@@ -550,11 +550,11 @@ async fn launch(args: LaunchArgs, world: &World) -> Result<ExitCode, Failure> {
     crate::upgrade::launch(&opts, world.clock.as_ref()).await
 }
 
-fn upgrade_status(args: &UpgradeStatusArgs, world: &World) -> Result<ExitCode, Failure> {
+fn upgrade_status(args: &UpgradeStatusArgs) -> Result<ExitCode, Failure> {
     let dir = &args.state.state_dir;
     let layout = crate::upgrade::Layout::new(dir);
     let packaged = packaged_binary(args.packaged.as_ref())?;
-    let chosen = crate::upgrade::choose(dir, &packaged, world.clock.now())?;
+    let chosen = crate::upgrade::peek(dir, &packaged)?;
     let previous = layout.previous();
     let last = layout.record();
     if args.json {

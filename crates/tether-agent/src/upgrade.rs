@@ -299,10 +299,27 @@ pub struct Chosen {
 /// not current is an install that a kill cut off before its switch; it is
 /// closed as rolled back so the control plane does not wait for it.
 pub fn choose(state_dir: &Path, packaged: &Path, now: OffsetDateTime) -> Result<Chosen, Failure> {
+    chosen(state_dir, packaged, Some(now))
+}
+
+/// What [`choose`] would start, without closing anything: for
+/// `upgrade status`, which must not write while an install or `launch`
+/// runs beside it.
+pub fn peek(state_dir: &Path, packaged: &Path) -> Result<Chosen, Failure> {
+    chosen(state_dir, packaged, None)
+}
+
+/// [`choose`], closing an interrupted install only when `close_at` is given.
+fn chosen(
+    state_dir: &Path,
+    packaged: &Path,
+    close_at: Option<OffsetDateTime>,
+) -> Result<Chosen, Failure> {
     let layout = Layout::new(state_dir);
     let current = layout.current();
     let record = layout.record();
-    if let Some(r) = &record
+    if let Some(now) = close_at
+        && let Some(r) = &record
         && r.state == UpgradeState::Upgrading
         && current.as_deref() != Some(r.version.as_str())
     {
