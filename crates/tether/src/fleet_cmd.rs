@@ -88,7 +88,14 @@ pub fn render(d: &FleetDiagnosis) -> String {
                 .map(|c| format!(" ({})", safe(c)))
                 .unwrap_or_default()
         );
-        let names: Vec<String> = inc.agents.iter().map(|a| safe_cut(&a.name, 40)).collect();
+        let names: Vec<String> = inc
+            .agents
+            .iter()
+            .map(|a| {
+                let id = a.id.to_string();
+                format!("{} ({})", safe_cut(&a.name, 40), &id[..8])
+            })
+            .collect();
         if !names.is_empty() {
             let more = inc.failing.saturating_sub(names.len() as u64);
             let _ = writeln!(
