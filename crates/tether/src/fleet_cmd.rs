@@ -119,3 +119,46 @@ pub fn render(d: &FleetDiagnosis) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use tether_wire::{AgentRef, Dimension, Incident};
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn agent_written_text_is_escaped_never_obeyed() {
+        let d = FleetDiagnosis {
+            generated_at: datetime!(2026-12-08 10:00 UTC),
+            agents_read: 2,
+            judged: 2,
+            failing: 1,
+            truncated: true,
+            incidents: vec![Incident {
+                kind: IncidentKind::Configuration,
+                dimension: Dimension::Site,
+                value: "evil\u{1b}[2J".into(),
+                failing: 1,
+                total: 2,
+                error_class: "silent".into(),
+                code: None,
+                since: None,
+                detail: None,
+                contrast: None,
+                summary: "configuration: 1 agent of 2 at site evil\u{1b}[2J went silent".into(),
+                agents: vec![AgentRef {
+                    id: Uuid::nil(),
+                    name: "host\u{202e}gpj.exe".into(),
+                }],
+            }],
+            hints: Vec::new(),
+        };
+        let t = render(&d);
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{202e}'), "{t}");
+        assert!(t.contains("\\u{1b}[2J"), "{t}");
+        assert!(t.contains("more exist: raise --limit"), "{t}");
+        assert!(t.contains("(00000000)"), "{t}");
+    }
+}
