@@ -11,7 +11,7 @@
 //! skew, a bad credential, local config). When most of the judged fleet
 //! fails the same way across more than one path, it is the **server**.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use tether_store::AgentRecord;
@@ -351,9 +351,10 @@ pub fn diagnose(
     let mut failures: Vec<_> = by_failure.into_iter().collect();
     failures.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
 
+    let index = Index::build(&judged);
     let mut incidents = Vec::new();
     for ((class, code), members) in failures {
-        incidents.extend(incidents_of(&judged, class, code, members));
+        incidents.extend(incidents_of(&judged, &index, class, code, members));
     }
     incidents.sort_by(|a, b| {
         kind_rank(a.kind)
@@ -382,30 +383,59 @@ fn kind_rank(k: IncidentKind) -> u8 {
     }
 }
 
-/// Judged agents that share `d = v`: how many fail with `(class, code)`,
-/// how many are healthy, and how many there are.
-fn group_counts(
-    judged: &[&AgentView],
-    d: Dimension,
-    v: &str,
-    key: FailureKey<'_>,
-) -> (u64, u64, u64) {
-    let mut total = 0;
-    let mut same = 0;
-    let mut fine = 0;
-    for a in judged.iter().filter(|a| a.has(d, v)) {
-        total += 1;
-        if a.key() == Some(key) {
-            same += 1;
-        } else if a.failure.is_none() {
-            fine += 1;
+/// What is known of each path element, built once per diagnosis so that no
+/// step rescans the fleet: the judged agents sharing it, the healthy ones,
+/// and the failing ones by failure.
+#[derive(Default)]
+struct Index<'a> {
+    groups: HashMap<(Dimension, &'a str), Counts<'a>>,
+}
+
+#[derive(Default)]
+struct Counts<'a> {
+    total: u64,
+    fine: u64,
+    by_failure: HashMap<FailureKey<'a>, u64>,
+}
+
+impl<'a> Index<'a> {
+    fn build(judged: &[&'a AgentView]) -> Index<'a> {
+        let mut index = Index::default();
+        for a in judged {
+            for d in PATH_ORDER {
+                for v in a.values(d) {
+                    let c = index.groups.entry((d, v)).or_default();
+                    c.total += 1;
+                    match a.key() {
+                        Some(k) => *c.by_failure.entry(k).or_default() += 1,
+                        None => c.fine += 1,
+                    }
+                }
+            }
         }
+        index
     }
-    (same, fine, total)
+
+    /// Judged agents that share `d = v`: how many fail with `key`, how many
+    /// are healthy, and how many there are.
+    fn counts(&self, d: Dimension, v: &str, key: FailureKey<'_>) -> (u64, u64, u64) {
+        self.groups.get(&(d, v)).map_or((0, 0, 0), |c| {
+            (
+                c.by_failure.get(&key).copied().unwrap_or(0),
+                c.fine,
+                c.total,
+            )
+        })
+    }
+
+    fn fine(&self, d: Dimension, v: &str) -> u64 {
+        self.groups.get(&(d, v)).map_or(0, |c| c.fine)
+    }
 }
 
 fn incidents_of<'a>(
     judged: &[&'a AgentView],
+    index: &Index<'_>,
     class: &'static str,
     code: Option<&str>,
     members: Vec<&'a AgentView>,
@@ -452,33 +482,39 @@ fn incidents_of<'a>(
         // (dimension, value, failing agents left there, same failure,
         // same failure plus healthy)
         let mut best: Option<(Dimension, String, u64, u64, u64)> = None;
-        for d in PATH_ORDER {
-            let values: BTreeSet<&str> = left.iter().flat_map(|m| m.values(d)).collect();
-            for v in values {
-                let hit = left.iter().filter(|m| m.has(d, v)).count() as u64;
-                let (same, fine, _) = group_counts(judged, d, v, key);
-                // Most of the agents there fail this way: peers failing
-                // some other way neither confirm nor refute it.
-                let judged_here = same + fine;
-                if hit < 2 || same * 2 <= judged_here {
-                    continue;
+        // Failing agents left per path element, in `PATH_ORDER` (the
+        // dimension's own order), then by value.
+        let mut hits: BTreeMap<(Dimension, &str), u64> = BTreeMap::new();
+        for m in &left {
+            for d in PATH_ORDER {
+                for v in m.values(d) {
+                    *hits.entry((d, v)).or_default() += 1;
                 }
-                // The higher failing share wins, then more agents; on a tie
-                // the earlier (more specific) dimension stays.
-                let better = best.as_ref().is_none_or(|(_, _, bh, bs, bj)| {
-                    let lhs = u128::from(same) * u128::from(*bj);
-                    let rhs = u128::from(*bs) * u128::from(judged_here);
-                    lhs > rhs || (lhs == rhs && hit > *bh)
-                });
-                if better {
-                    best = Some((d, v.to_owned(), hit, same, judged_here));
-                }
+            }
+        }
+        for ((d, v), hit) in hits {
+            let (same, fine, _) = index.counts(d, v, key);
+            // Most of the agents there fail this way: peers failing
+            // some other way neither confirm nor refute it.
+            let judged_here = same + fine;
+            if hit < 2 || same * 2 <= judged_here {
+                continue;
+            }
+            // The higher failing share wins, then more agents; on a tie
+            // the earlier (more specific) dimension stays.
+            let better = best.as_ref().is_none_or(|(_, _, bh, bs, bj)| {
+                let lhs = u128::from(same) * u128::from(*bj);
+                let rhs = u128::from(*bs) * u128::from(judged_here);
+                lhs > rhs || (lhs == rhs && hit > *bh)
+            });
+            if better {
+                best = Some((d, v.to_owned(), hit, same, judged_here));
             }
         }
         let Some((d, v, _, _, _)) = best else {
             break;
         };
-        let (_, _, total) = group_counts(judged, d, &v, key);
+        let (_, _, total) = index.counts(d, &v, key);
         let (these, rest): (Vec<_>, Vec<_>) = left.into_iter().partition(|m| m.has(d, &v));
         left = rest;
         let n = these.len() as u64;
@@ -506,7 +542,7 @@ fn incidents_of<'a>(
         let place = CONFIG_ORDER.iter().find_map(|d| {
             m.values(*d)
                 .into_iter()
-                .find(|v| judged.iter().any(|a| a.failure.is_none() && a.has(*d, v)))
+                .find(|v| index.fine(*d, v) > 0)
                 .map(|v| (*d, v.to_owned()))
         });
         match place {
@@ -515,12 +551,9 @@ fn incidents_of<'a>(
         }
     }
     for ((d, v), these) in groups {
-        let (_, _, total) = group_counts(judged, d, &v, key);
+        let (_, _, total) = index.counts(d, &v, key);
         let n = these.len() as u64;
-        let fine = judged
-            .iter()
-            .filter(|a| a.has(d, &v) && a.failure.is_none())
-            .count() as u64;
+        let fine = index.fine(d, &v);
         out.push(incident(
             IncidentKind::Configuration,
             d,
@@ -1165,6 +1198,51 @@ mod tests {
         }
         assert_eq!(error_class("TETHER-E3299"), "proxy");
         assert_eq!(error_class("garbage"), "other");
+    }
+
+    /// A hundred thousand agents: 1,000 subnets of 100; the 300 agents
+    /// behind one proxy all fail, 50 agents scattered over 50 subnets went
+    /// silent. Every count comes from one index, so this stays linear.
+    #[test]
+    fn a_hundred_thousand_agents_are_diagnosed_from_one_index() {
+        let mut fleet = Vec::with_capacity(100_000);
+        for i in 0..100_000u32 {
+            let mut a = record(
+                &format!("a{i}"),
+                &format!("10.{}.{}.{}", i / 25_600, (i / 100) % 256, i % 100),
+            );
+            a.site = None;
+            a.external_ip = Some(format!("203.0.113.{}", i % 200));
+            if i < 300 {
+                a.proxy = Some("http://10.9.9.9:3128".into());
+                a = failing_with(a, "defs:main", ErrorCode::ProxyAuthFailed);
+            } else if i % 2000 == 1000 {
+                a = silent(a);
+            }
+            fleet.push(a);
+        }
+        let started = std::time::SystemTime::now();
+        let d = run(&fleet);
+        let took = started.elapsed().unwrap_or_default();
+        eprintln!("diagnosis of {} agents: {took:?}", fleet.len());
+        assert_eq!((d.judged, d.failing), (100_000, 350));
+        let network: Vec<_> = d
+            .incidents
+            .iter()
+            .filter(|i| i.kind == IncidentKind::Network)
+            .collect();
+        assert_eq!(network.len(), 1, "{network:#?}");
+        assert_eq!(
+            (network[0].dimension, network[0].failing),
+            (Dimension::Proxy, 300)
+        );
+        let configuration: u64 = d
+            .incidents
+            .iter()
+            .filter(|i| i.kind == IncidentKind::Configuration)
+            .map(|i| i.failing)
+            .sum();
+        assert_eq!(configuration, 50);
     }
 
     #[test]
