@@ -1245,6 +1245,39 @@ mod tests {
         assert_eq!(configuration, 50);
     }
 
+    proptest::proptest! {
+        /// Whatever an agent writes as its addresses, labels and proxy, the
+        /// subnet is a /24 or /64 of a parsed address or nothing, and the
+        /// diagnosis neither panics nor shows a value past its cut.
+        #[test]
+        fn any_agent_text_is_grouped_safely(
+            ips in proptest::collection::vec(".{0,80}", 0..20),
+            site in proptest::option::of(".{0,300}"),
+            proxy in proptest::option::of(".{0,300}"),
+            code in ".{0,20}",
+        ) {
+            for ip in &ips {
+                if let Some(net) = subnet(ip) {
+                    proptest::prop_assert!(net.ends_with("/24") || net.ends_with("/64"), "{net}");
+                }
+            }
+            let _ = error_class(&code);
+            let mut fleet = Vec::new();
+            for i in 0..4 {
+                let mut a = record(&format!("a{i}"), "10.0.0.1");
+                a.facts.internal_ips = ips.clone();
+                a.site = site.clone();
+                a.proxy = proxy.clone();
+                fleet.push(if i % 2 == 0 { silent(a) } else { a });
+            }
+            let d = run(&fleet);
+            proptest::prop_assert_eq!(d.failing, 2);
+            for i in &d.incidents {
+                proptest::prop_assert!(i.value.chars().count() <= MAX_VALUE_CHARS + 1);
+            }
+        }
+    }
+
     #[test]
     fn an_empty_fleet_has_no_incident() {
         let d = diagnose(&[], NOW, CURRENT, true);
