@@ -806,6 +806,19 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1/fleet/diagnosis`, reading at most `limit` agents (the
+    /// server's default when `None`).
+    pub async fn fleet_diagnosis(
+        &self,
+        limit: Option<u32>,
+    ) -> Result<tether_wire::FleetDiagnosis, ClientError> {
+        let path = match limit {
+            Some(n) => format!("/v1/fleet/diagnosis?limit={n}"),
+            None => "/v1/fleet/diagnosis".to_owned(),
+        };
+        self.json(http::Method::GET, &path, None::<&()>).await
+    }
+
     pub async fn sites(&self) -> Result<Vec<tether_wire::Site>, ClientError> {
         self.json(http::Method::GET, "/v1/admin/sites", None::<&()>)
             .await

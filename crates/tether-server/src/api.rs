@@ -100,6 +100,7 @@ fn routes() -> Routes {
             admin::rotate_admin_token,
         )
         .at(Method::GET, "/v1/admin/agents", admin::list_agents)
+        .at(Method::GET, "/v1/fleet/diagnosis", admin::fleet_diagnosis)
         .at(Method::GET, "/v1/admin/certs", admin::list_certs)
         .at(
             Method::GET,

@@ -43,6 +43,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -22,6 +22,7 @@ pub mod certs;
 pub mod checkin;
 pub mod defs;
 pub mod enroll;
+pub mod fleet;
 pub mod health;
 pub mod issuance;
 pub mod outage;

@@ -245,6 +245,7 @@ pub(crate) fn agent(row: &dyn RawRow) -> Result<AgentRecord, StoreError> {
         checkin_interval_secs: f.u32("checkin_interval_secs")?,
         inactive_after_secs: f.u32("inactive_after_secs")?,
         pending_actions: f.u32("pending_actions")?,
+        site: f.opt_text("site")?,
     })
 }
 

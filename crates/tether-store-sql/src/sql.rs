@@ -14,7 +14,7 @@ macro_rules! agent_columns {
         "id, name, kind, group_name, policy, status, requires_approval, approved_at, \
          enrolled_at, last_seen, deadline_at, stopped_at, credential_rejected_at, \
          external_ip, version, facts, definitions, defs, last_errors, proxy, \
-         checkin_interval_secs, inactive_after_secs, pending_actions"
+         checkin_interval_secs, inactive_after_secs, pending_actions, site"
     };
 }
 

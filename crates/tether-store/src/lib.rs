@@ -186,6 +186,8 @@ pub struct AgentRecord {
     /// How many queued actions wait for this agent: the cheap flag the
     /// check-in reads before it looks for actions at all.
     pub pending_actions: u32,
+    /// The site label (`TaskStore::set_agent_site`), if any.
+    pub site: Option<String>,
 }
 
 /// A status change to apply only if the agent's recorded status is still `from`.

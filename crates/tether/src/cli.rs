@@ -55,6 +55,11 @@ pub enum Command {
     /// Sites and their time zones; an agent's site label (admin API).
     #[command(subcommand)]
     Sites(crate::tasks_cmd::SitesCommand),
+    /// Fleet diagnosis: failing agents grouped by what they share, one
+    /// verdict (network, configuration or server) per incident with its
+    /// evidence, and best-practice hints (admin API).
+    #[command(subcommand)]
+    Fleet(crate::fleet_cmd::FleetCommand),
     /// Publish, inspect, export and mirror definitions channels.
     #[command(subcommand)]
     Defs(DefsCommand),
@@ -517,6 +522,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Tasks(cmd) => crate::tasks_cmd::run(cmd).await,
         Command::Sites(cmd) => crate::tasks_cmd::sites(cmd).await,
+        Command::Fleet(cmd) => crate::fleet_cmd::run(cmd).await,
         Command::Certs(cmd) => crate::certs_cmd::run(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
         Command::Rollout(cmd) => crate::rollout_cmd::run(cmd).await,

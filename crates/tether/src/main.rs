@@ -12,6 +12,7 @@ mod defs;
 mod display;
 mod endpoint;
 mod escalate;
+mod fleet_cmd;
 mod policy;
 mod quickstart;
 mod rollout_cmd;

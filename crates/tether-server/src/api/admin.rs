@@ -379,3 +379,35 @@ pub async fn put_policy(
         policies::upsert(&ctx, &name, body).await,
     )?))
 }
+
+/// `GET /v1/fleet/diagnosis?limit=N`: failing agents grouped, one verdict
+/// per incident, and hints. `limit` bounds the agents read (default
+/// 20,000, at most 100,000); any other parameter is refused.
+pub async fn fleet_diagnosis(
+    State(ctx): State<Ctx>,
+    bearer: Bearer,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<tether_wire::FleetDiagnosis>> {
+    use crate::service::fleet;
+    admin(&ctx, &bearer).await?;
+    let pairs = super::defs::query(&ctx, query.as_deref(), &["limit"])?;
+    let limit = match super::defs::param(&pairs, "limit") {
+        None => fleet::DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=fleet::MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                let shown: String = v.chars().take(40).collect();
+                ApiFailure::new(
+                    &ctx,
+                    ErrorCode::InvalidField,
+                    format!(
+                        "query limit={shown:?}: expected a number of agents from 1 to {}",
+                        fleet::MAX_LIMIT
+                    ),
+                )
+            })?,
+    };
+    Ok(Json(service(&ctx, fleet::diagnosis(&ctx, limit).await)?))
+}

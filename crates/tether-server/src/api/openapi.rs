@@ -205,6 +205,7 @@ pub static OPERATIONS: &[Operation] = &[
     op!(POST "/v1/admin/admin-tokens/{id}/rotate", Admin, "Rotate an admin credential", None,
         [ok(Json(of::<CreatedAdminToken>))]),
     op!(GET "/v1/admin/agents", Admin, "List agents (paged)", None, [ok(Json(list::<AgentSummary>))]),
+    op!(GET "/v1/fleet/diagnosis", Admin, "Fleet diagnosis: failing agents grouped, one verdict per incident", None, [ok(Json(of::<FleetDiagnosis>))]),
     op!(GET "/v1/admin/certs", Admin, "List discovered certificates (paged)", None, [ok(Json(list::<CertInfo>))]),
     op!(GET "/v1/admin/certs/{fingerprint}", Admin, "One certificate", None, [ok(Json(of::<CertDetail>))]),
     op!(GET "/v1/admin/certs/{fingerprint}/history", Admin, "A certificate's history", None,
@@ -302,6 +303,15 @@ pub struct QueryParam {
 /// each entry names an operation of the table.
 pub static QUERY_PARAMS: &[(Method, &str, &[QueryParam])] = &[
     (Method::GET, "/v1/admin/tokens", PAGE),
+    (
+        Method::GET,
+        "/v1/fleet/diagnosis",
+        &[QueryParam {
+            name: "limit",
+            description: "The most agents to read, oldest enrollment first (1 to 100000, default 20000)",
+            schema: diagnosis_limit,
+        }],
+    ),
     (Method::GET, "/v1/admin/admin-tokens", PAGE),
     (
         Method::GET,
@@ -425,6 +435,14 @@ fn one_of<T: serde::Serialize>(values: &[T]) -> Value {
 
 fn agent_status() -> Value {
     one_of(&AgentStatus::ALL)
+}
+
+fn diagnosis_limit() -> Value {
+    json!({
+        "type": "integer",
+        "minimum": 1,
+        "maximum": crate::service::fleet::MAX_LIMIT,
+    })
 }
 
 fn expiring() -> Value {

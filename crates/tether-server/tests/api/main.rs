@@ -6,6 +6,7 @@ mod acme;
 mod actions;
 mod certs;
 mod defs;
+mod fleet;
 mod hardening;
 mod input;
 mod lifecycle;

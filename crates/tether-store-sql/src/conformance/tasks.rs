@@ -709,8 +709,20 @@ pub async fn sites_label_agents_and_tokens(f: Fixture) {
         f.store.agent_site(a.id).await.expect("reads").as_deref(),
         Some("paris")
     );
+    // The agent's record carries it too, in a listing and alone.
+    let listed = f
+        .store
+        .list_agents_page(&tether_store::AgentFilter::default(), None, 100)
+        .await
+        .expect("lists");
+    let row = listed.iter().find(|r| r.id == a.id).expect("listed");
+    assert_eq!(row.site.as_deref(), Some("paris"));
+    let alone = f.store.agent(a.id).await.expect("reads").expect("present");
+    assert_eq!(alone.site.as_deref(), Some("paris"));
     f.store.set_agent_site(a.id, None).await.expect("clears");
     assert_eq!(f.store.agent_site(a.id).await.expect("reads"), None);
+    let cleared = f.store.agent(a.id).await.expect("reads").expect("present");
+    assert_eq!(cleared.site, None);
     assert_not_found(
         f.store.set_agent_site(Uuid::new_v4(), Some("x")).await,
         "an unknown agent",

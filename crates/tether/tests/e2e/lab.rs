@@ -481,6 +481,29 @@ impl Server {
         }
     }
 
+    /// Waits (bounded) until every agent in `ids` has `status`, reading the
+    /// fleet once per round.
+    pub async fn wait_all_status(&self, ids: &[uuid::Uuid], status: AgentStatus, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let agents = self.agents().await;
+            let behind: Vec<String> = ids
+                .iter()
+                .filter(|id| !agents.iter().any(|a| a.id == **id && a.status == status))
+                .map(|id| id.to_string())
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agents {behind:?} are not {status} after {within:?}; server log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }

@@ -13,6 +13,7 @@ mod deploy;
 mod dispatch;
 mod doctor;
 mod doctor_defs;
+mod fleet;
 mod hardening;
 mod lab;
 mod lifecycle;
