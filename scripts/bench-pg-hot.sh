@@ -62,7 +62,7 @@ for round in $(seq "$ROUNDS"); do
             tether=$before
             [ "$build" = after ] && tether=$after
             out=$("$tether" bench checkin --agents "$AGENTS" --interval 0 --duration "$DURATION" \
-                --connections "$CONNECTIONS" --database-url "$url" --postgres-pid "$postmaster" --json) || true
+                --connections "$CONNECTIONS" --database-url "$url" --postgres-pid "$postmaster" --json 2>>"$dir/bench.log") || true
             # The bench's server has exited; its backends' statistics are flushed as they end.
             sleep 1
             stats=$(psql_ -d "$db" -At -F ' ' -c "SELECT n_tup_upd, n_tup_hot_upd, n_dead_tup,
