@@ -176,6 +176,7 @@ macro_rules! for_each_check {
             list_agents_orders_and_filters,
             transitions_are_newest_first,
             overdue_agents_are_active_and_past_deadline,
+            overdue_agents_are_found_however_sweep_at_was_left,
             counts_by_status,
             policies_are_seeded_and_revised,
             policy_max_concurrent_tasks_is_kept_unless_given,
@@ -1530,6 +1531,102 @@ pub async fn overdue_agents_are_active_and_past_deadline(f: Fixture) {
     assert_eq!(
         s.overdue_agents(t(1000), 100).await.expect("overdue").len(),
         4
+    );
+}
+
+/// `sweep_at`, the sweeper's index, is a lower bound of the deadline that a
+/// check-in leaves alone (so it stays a HOT update on PostgreSQL). Whatever
+/// state a row is in (raised by an earlier sweep, lowered by a shorter
+/// threshold, unknown because a server of the previous release wrote the
+/// row), the overdue are found, and only them.
+pub async fn overdue_agents_are_found_however_sweep_at_was_left(f: Fixture) {
+    let s = &*f.store;
+    let active_at = |id, at, inactive_after_secs| Checkin {
+        inactive_after_secs,
+        status_change: Some(change(AgentStatus::Pending, AgentStatus::Active, "up")),
+        ..checkin(id, at)
+    };
+    let again_at = |id, at, inactive_after_secs| Checkin {
+        inactive_after_secs,
+        ..checkin(id, at)
+    };
+    // Deadline 90.
+    let (plain, _) = enroll_at(s, t(-1)).await;
+    s.record_checkin(&active_at(plain.id, t(0), 90))
+        .await
+        .expect("checkin");
+    // Deadline 1000 (so sweep_at 1000), then a shorter threshold: deadline 50.
+    let (shortened, _) = enroll_at(s, t(-1)).await;
+    s.record_checkin(&active_at(shortened.id, t(0), 1000))
+        .await
+        .expect("checkin");
+    // Deadline 90, written by an older server: no sweep_at.
+    let (legacy, _) = enroll_at(s, t(-1)).await;
+    s.record_checkin(&active_at(legacy.id, t(0), 90))
+        .await
+        .expect("checkin");
+    // Deadline 90, then a check-in at 80 moves it to 170: sweep_at stays at
+    // 90 until a sweep finds it is not overdue.
+    let (alive, _) = enroll_at(s, t(-1)).await;
+    s.record_checkin(&active_at(alive.id, t(0), 90))
+        .await
+        .expect("checkin");
+
+    assert!(
+        s.overdue_agents(t(10), 100)
+            .await
+            .expect("overdue")
+            .is_empty()
+    );
+    s.record_checkin(&again_at(shortened.id, t(20), 30))
+        .await
+        .expect("checkin");
+    s.record_checkin(&again_at(alive.id, t(80), 90))
+        .await
+        .expect("checkin");
+
+    let ids = |o: Vec<tether_store::Overdue>| o.iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.overdue_agents(t(60), 100).await.expect("overdue")),
+        vec![shortened.id],
+        "a shorter threshold lowers sweep_at"
+    );
+    // (Just before the sweep, so none raised it.) The ids are UUIDs this test generated, so interpolating them is safe.
+    f.raw
+        .execute(&format!(
+            "UPDATE agents SET sweep_at = NULL WHERE id = '{}'",
+            legacy.id
+        ))
+        .await
+        .expect("as an older server leaves it");
+    let mut expected = vec![plain.id, legacy.id];
+    expected.sort();
+    expected.insert(0, shortened.id);
+    assert_eq!(
+        ids(s.overdue_agents(t(100), 100).await.expect("overdue")),
+        expected,
+        "earliest deadline first, ties by id; a row without sweep_at is found"
+    );
+    let sweep_at = |id: Uuid| {
+        format!(
+            "SELECT CASE WHEN sweep_at = deadline_at THEN 'deadline' ELSE 'behind' END \
+             FROM agents WHERE id = '{id}'"
+        )
+    };
+    assert_eq!(
+        f.raw.fetch_text(&sweep_at(alive.id)).await.expect("reads"),
+        Some("deadline".to_owned()),
+        "a sweep raises the sweep_at of an agent that is not overdue to its deadline"
+    );
+    assert_eq!(
+        ids(s.overdue_agents(t(171), 100).await.expect("overdue")),
+        {
+            let mut all = vec![plain.id, legacy.id];
+            all.sort();
+            all.insert(0, shortened.id);
+            all.push(alive.id);
+            all
+        }
     );
 }
 

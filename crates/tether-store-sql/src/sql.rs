@@ -208,10 +208,14 @@ pub(crate) fn list_agents_page(status: bool, group: bool, after: bool) -> String
     sql
 }
 /// The check-in hot path: one statement when the status does not change.
+/// `sweep_at` (the sweeper's index, a lower bound of `deadline_at`) is only
+/// filled in or lowered, so on PostgreSQL the update changes no indexed
+/// column and stays HOT (migrations/postgres/0020_hot_checkins.sql).
 pub(crate) const RECORD_CHECKIN: &str = concat!(
     "UPDATE agents SET last_seen = $2, deadline_at = $3, checkin_interval_secs = $4, \
      inactive_after_secs = $5, external_ip = $6, version = $7, facts = $8, definitions = $9, \
-     last_errors = $10, proxy = $11, defs = $12 \
+     last_errors = $10, proxy = $11, defs = $12, \
+     sweep_at = CASE WHEN sweep_at IS NULL OR sweep_at > $3 THEN $3 ELSE sweep_at END \
      WHERE id = $1 AND removed_at IS NULL RETURNING ",
     agent_columns!()
 );
@@ -241,7 +245,9 @@ pub(crate) fn record_checkins(rows: usize) -> String {
          checkin_interval_secs = v.column4, inactive_after_secs = v.column5, \
          external_ip = v.column6, version = v.column7, facts = v.column8, \
          definitions = v.column9, last_errors = v.column10, proxy = v.column11, \
-         defs = v.column12 \
+         defs = v.column12, \
+         sweep_at = CASE WHEN agents.sweep_at IS NULL OR agents.sweep_at > v.column3 \
+         THEN v.column3 ELSE agents.sweep_at END \
          FROM (VALUES {values}) AS v \
          WHERE agents.id = v.column1 AND agents.removed_at IS NULL RETURNING {}",
         agent_columns!()
@@ -263,10 +269,31 @@ pub(crate) const APPROVE_AGENT: &str = concat!(
 /// Soft delete; clearing the credential makes it stop working at once.
 pub(crate) const REMOVE_AGENT: &str = "UPDATE agents SET removed_at = $2, credential_hash = NULL \
      WHERE id = $1 AND removed_at IS NULL";
-/// Served by the partial index `agents_overdue (status, deadline_at)`.
-pub(crate) const OVERDUE_AGENTS: &str = "SELECT id, last_seen, deadline_at, inactive_after_secs FROM agents \
-     WHERE status = 'active' AND deadline_at < $1 AND removed_at IS NULL \
-     ORDER BY deadline_at LIMIT $2";
+/// The sweeper's candidates are Active agents whose `sweep_at` (a lower
+/// bound of `deadline_at`, index `agents_sweep`) is unknown or past. Those
+/// not overdue yet get `sweep_at` raised to their deadline (an hour from
+/// now at most, and an hour from now when they have none), so the next
+/// sweep skips them: `$1` now, `$2` how many to look at, the bound.
+pub(crate) const RAISE_SWEEP_AT: &str = "UPDATE agents SET sweep_at = \
+     CASE WHEN deadline_at IS NOT NULL AND deadline_at < $1 + 3600000 THEN deadline_at \
+     ELSE $1 + 3600000 END \
+     WHERE id IN (SELECT id FROM (SELECT id FROM agents WHERE status = 'active' \
+     AND removed_at IS NULL AND sweep_at IS NULL LIMIT $2) AS unknown \
+     UNION ALL SELECT id FROM (SELECT id FROM agents WHERE status = 'active' \
+     AND removed_at IS NULL AND sweep_at < $1 ORDER BY sweep_at LIMIT $2) AS past) \
+     AND status = 'active' AND removed_at IS NULL AND (deadline_at IS NULL OR deadline_at >= $1)";
+/// The overdue among the candidates of [`RAISE_SWEEP_AT`], earliest
+/// deadline first; each part is bounded by the index `agents_sweep`.
+pub(crate) const OVERDUE_AGENTS: &str = "SELECT id, last_seen, deadline_at, inactive_after_secs FROM \
+     (SELECT id, last_seen, deadline_at, inactive_after_secs FROM \
+     (SELECT id, last_seen, deadline_at, inactive_after_secs FROM agents \
+     WHERE status = 'active' AND removed_at IS NULL AND sweep_at IS NULL AND deadline_at < $1 \
+     LIMIT $2) AS unknown \
+     UNION ALL SELECT id, last_seen, deadline_at, inactive_after_secs FROM \
+     (SELECT id, last_seen, deadline_at, inactive_after_secs FROM agents \
+     WHERE status = 'active' AND removed_at IS NULL AND sweep_at < $1 AND deadline_at < $1 \
+     ORDER BY sweep_at LIMIT $2) AS past) AS overdue \
+     ORDER BY deadline_at, id LIMIT $2";
 pub(crate) const COUNT_BY_STATUS: &str =
     "SELECT status, COUNT(*) AS n FROM agents WHERE removed_at IS NULL GROUP BY status";
 

@@ -387,28 +387,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn overdue_query_is_served_by_its_index() {
+    async fn overdue_queries_are_served_by_their_index() {
         let store = SqliteStore::open_in_memory().await.expect("opens");
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            crate::sql::OVERDUE_AGENTS
-        ))
-        .bind(0_i64)
-        .bind(10_i64)
-        .fetch_all(&store.reader)
-        .await
-        .expect("explains");
-        let detail: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
-        assert!(
-            detail
-                .iter()
-                .any(|d| d.contains("USING INDEX agents_overdue")),
-            "plan: {detail:?}"
-        );
-        assert!(
-            !detail.iter().any(|d| d.starts_with("SCAN agents")),
-            "plan: {detail:?}"
-        );
+        for sql in [crate::sql::OVERDUE_AGENTS, crate::sql::RAISE_SWEEP_AT] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(0_i64)
+                    .bind(10_i64)
+                    .fetch_all(&store.reader)
+                    .await
+                    .expect("explains");
+            let detail: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+            assert!(
+                detail
+                    .iter()
+                    .any(|d| d.contains("USING INDEX agents_sweep")),
+                "plan: {detail:?}"
+            );
+            assert!(
+                !detail.iter().any(|d| d.starts_with("SCAN agents")),
+                "plan: {detail:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -898,10 +898,20 @@ macro_rules! impl_store {
                 now: time::OffsetDateTime,
                 limit: u32,
             ) -> Result<Vec<tether_store::Overdue>, tether_store::StoreError> {
+                let now = $crate::row::to_ms(now);
+                // Candidates not overdue yet leave the index's past part, so
+                // the query below reads (nearly) only the overdue. Ten times
+                // the batch: a sweep raises at most that many per call.
+                sqlx::query($crate::sql::RAISE_SWEEP_AT)
+                    .bind(now)
+                    .bind(i64::from(limit).saturating_mul(10))
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::error::db)?;
                 let rows = sqlx::query($crate::sql::OVERDUE_AGENTS)
-                    .bind($crate::row::to_ms(now))
+                    .bind(now)
                     .bind(i64::from(limit))
-                    .fetch_all(self.reader())
+                    .fetch_all(self.writer())
                     .await
                     .map_err($crate::error::db)?;
                 rows.iter().map(|r| $crate::row::overdue(r)).collect()

@@ -68,6 +68,12 @@ pub struct CheckinArgs {
     /// load and the failover gap.
     #[arg(long, requires = "database_url")]
     pub two_servers: bool,
+    /// On PostgreSQL: also report PostgreSQL's own CPU per check-in, read
+    /// from /proc for this postmaster and its processes (the first line of
+    /// the data dir's postmaster.pid). Meant for a throwaway cluster of the
+    /// bench's own (scripts/bench-pg-hot.sh): every process of it counts.
+    #[arg(long, requires = "database_url", conflicts_with = "two_servers")]
+    pub postgres_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -474,6 +480,7 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
     let warm_secs = warm_started.elapsed().as_secs_f64();
 
     let cpu_before = process_cpu_ticks(pid)?;
+    let pg_before = args.postgres_pid.map(cluster_cpu_ticks).transpose()?;
     let started = Instant::now();
     let duration = Duration::from(args.duration);
     let end = started + duration;
@@ -519,9 +526,16 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = process_cpu_ticks(pid)?;
+    let pg_after = args.postgres_pid.map(cluster_cpu_ticks).transpose()?;
     let (rss, hwm) = process_rss_kib(pid)?;
     let ticks = ticks_per_second();
     let cpu_pct = (cpu_after - cpu_before) as f64 / ticks / elapsed * 100.0;
+    let ok_checkins = latencies.len().max(1) as f64;
+    let server_us_per_checkin = (cpu_after - cpu_before) as f64 / ticks * 1e6 / ok_checkins;
+    let pg_us_per_checkin = match (pg_before, pg_after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / ticks * 1e6 / ok_checkins),
+        _ => None,
+    };
 
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -556,6 +570,8 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
         "p99_ms": pct(0.99),
         "max_ms": pct(1.0),
         "server_cpu_percent": cpu_pct,
+        "server_cpu_us_per_checkin": server_us_per_checkin,
+        "postgres_cpu_us_per_checkin": pg_us_per_checkin,
         "server_rss_mib": rss as f64 / 1024.0,
         "server_peak_rss_mib": hwm as f64 / 1024.0,
     });
@@ -587,7 +603,12 @@ async fn checkin(args: CheckinArgs) -> anyhow::Result<ExitCode> {
             pct(0.99),
             pct(1.0)
         );
-        println!("server CPU         {cpu_pct:.0} % of one core");
+        println!(
+            "server CPU         {cpu_pct:.0} % of one core ({server_us_per_checkin:.0} µs per check-in)"
+        );
+        if let Some(us) = pg_us_per_checkin {
+            println!("PostgreSQL CPU     {us:.0} µs per check-in (all its processes)");
+        }
         println!(
             "server RSS         {:.1} MiB (peak {:.1} MiB)",
             rss as f64 / 1024.0,
@@ -719,6 +740,42 @@ fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     Ok(utime + stime)
+}
+
+/// CPU ticks of a PostgreSQL cluster: its postmaster's own and those of its
+/// children that exited (cutime + cstime), plus every live child's (backends,
+/// autovacuum workers, the WAL writer…), from /proc.
+fn cluster_cpu_ticks(postmaster: u32) -> anyhow::Result<u64> {
+    let fields = |pid: &str| -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        // state, ppid, …: fields 3.. of proc(5); non-numbers (the state) as 0.
+        Some(
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect(),
+        )
+    };
+    let own = fields(&postmaster.to_string())
+        .filter(|f| f.len() > 14)
+        .with_context(|| format!("no postmaster with PID {postmaster}"))?;
+    let mut total = own[11] + own[12] + own[13] + own[14];
+    for entry in std::fs::read_dir("/proc")? {
+        let name = entry?.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A child may exit between listing and reading: then it is skipped.
+        if let Some(f) = fields(pid).filter(|f| f.len() > 12)
+            && f[1] == u64::from(postmaster)
+        {
+            total += f[11] + f[12];
+        }
+    }
+    Ok(total)
 }
 
 /// (VmRSS, VmHWM) in KiB.
