@@ -556,7 +556,7 @@ fn upgrade_status(args: &UpgradeStatusArgs) -> Result<ExitCode, Failure> {
     let packaged = packaged_binary(args.packaged.as_ref())?;
     let chosen = crate::upgrade::peek(dir, &packaged)?;
     let previous = layout.previous();
-    let last = layout.record();
+    let last = crate::upgrade::last_upgrade(dir);
     if args.json {
         let body = serde_json::json!({
             "current": chosen.version,

@@ -309,6 +309,39 @@ pub fn peek(state_dir: &Path, packaged: &Path) -> Result<Chosen, Failure> {
     chosen(state_dir, packaged, None)
 }
 
+/// The record that closes an install cut off before its switch: one still
+/// "upgrading" to a version that is not `current`. `None` otherwise.
+fn interrupted(
+    current: Option<&str>,
+    record: Option<&UpgradeReport>,
+    at: OffsetDateTime,
+) -> Option<UpgradeReport> {
+    let r = record?;
+    (r.state == UpgradeState::Upgrading && current != Some(r.version.as_str())).then(|| {
+        UpgradeReport {
+            state: UpgradeState::RolledBack,
+            version: r.version.clone(),
+            from: current.map(str::to_owned),
+            reason: Some(format!(
+                "the switch to {} was interrupted before it completed",
+                r.version
+            )),
+            at,
+        }
+    })
+}
+
+/// The last upgrade as `upgrade status` shows it: an install cut off
+/// before its switch reads as rolled back (as `launch` will record it),
+/// without writing anything. An install still running shows the same until
+/// its switch.
+pub fn last_upgrade(state_dir: &Path) -> Option<UpgradeReport> {
+    let layout = Layout::new(state_dir);
+    let record = layout.record();
+    let at = record.as_ref().map(|r| r.at)?;
+    interrupted(layout.current().as_deref(), record.as_ref(), at).or(record)
+}
+
 /// [`choose`], closing an interrupted install only when `close_at` is given.
 fn chosen(
     state_dir: &Path,
@@ -319,20 +352,9 @@ fn chosen(
     let current = layout.current();
     let record = layout.record();
     if let Some(now) = close_at
-        && let Some(r) = &record
-        && r.state == UpgradeState::Upgrading
-        && current.as_deref() != Some(r.version.as_str())
+        && let Some(closed) = interrupted(current.as_deref(), record.as_ref(), now)
     {
-        layout.write_record(&UpgradeReport {
-            state: UpgradeState::RolledBack,
-            version: r.version.clone(),
-            from: current.clone(),
-            reason: Some(format!(
-                "the switch to {} was interrupted before it completed",
-                r.version
-            )),
-            at: now,
-        })?;
+        layout.write_record(&closed)?;
     }
     match current {
         Some(v) => Ok(Chosen {
@@ -651,6 +673,15 @@ mod tests {
                 at: now(),
             })
             .expect("record");
+        // `upgrade status` shows it closed, but writes nothing.
+        let shown = last_upgrade(dir.path()).expect("shown");
+        assert_eq!(shown.state, UpgradeState::RolledBack);
+        assert_eq!(peek(dir.path(), &packaged).expect("peek").path, packaged);
+        assert_eq!(
+            report(dir.path()).expect("record").state,
+            UpgradeState::Upgrading,
+            "peeking wrote nothing"
+        );
         let chosen = choose(dir.path(), &packaged, now()).expect("chosen");
         assert_eq!(chosen.path, packaged);
         let r = report(dir.path()).expect("record");
