@@ -205,6 +205,8 @@ pub static OPERATIONS: &[Operation] = &[
     op!(POST "/v1/admin/admin-tokens/{id}/rotate", Admin, "Rotate an admin credential", None,
         [ok(Json(of::<CreatedAdminToken>))]),
     op!(GET "/v1/admin/agents", Admin, "List agents (paged)", None, [ok(Json(list::<AgentSummary>))]),
+    op!(GET "/v1/admin/audit", Admin, "The admin audit log, newest first (paged)", None,
+        [ok(Json(list::<AuditEntry>))]),
     op!(GET "/v1/admin/certs", Admin, "List discovered certificates (paged)", None, [ok(Json(list::<CertInfo>))]),
     op!(GET "/v1/admin/certs/{fingerprint}", Admin, "One certificate", None, [ok(Json(of::<CertDetail>))]),
     op!(GET "/v1/admin/certs/{fingerprint}/history", Admin, "A certificate's history", None,
@@ -303,6 +305,24 @@ pub struct QueryParam {
 pub static QUERY_PARAMS: &[(Method, &str, &[QueryParam])] = &[
     (Method::GET, "/v1/admin/tokens", PAGE),
     (Method::GET, "/v1/admin/admin-tokens", PAGE),
+    (
+        Method::GET,
+        "/v1/admin/audit",
+        &[
+            QueryParam {
+                name: "actor",
+                description: "Only this actor's actions (an admin credential's name, or `unauthenticated`)",
+                schema: text,
+            },
+            QueryParam {
+                name: "since",
+                description: "Only actions at or after this time: RFC 3339, or a duration back from the server's clock (`90s`, `30m`, `2h`, `7d`)",
+                schema: text,
+            },
+            LIMIT,
+            AFTER,
+        ],
+    ),
     (
         Method::GET,
         "/v1/admin/agents",

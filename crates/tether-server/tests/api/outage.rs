@@ -496,6 +496,28 @@ impl tether_store::UpgradeStore for Switchable {
     }
 }
 
+/// The audit log behind the same switch.
+#[async_trait]
+impl tether_store::AuditStore for Switchable {
+    async fn record_audit(&self, entry: &tether_wire::AuditEntry) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.record_audit(entry).await
+    }
+    async fn list_audit(
+        &self,
+        filter: &tether_store::AuditFilter,
+        before: Option<&tether_store::Cursor>,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::AuditEntry>, StoreError> {
+        self.check().await?;
+        self.inner.list_audit(filter, before, limit).await
+    }
+    async fn prune_audit(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.prune_audit(before, limit).await
+    }
+}
+
 #[async_trait]
 impl tether_store::RolloutStore for Switchable {
     async fn put_rollout(&self, r: &tether_store::RolloutRecord) -> Result<(), StoreError> {
