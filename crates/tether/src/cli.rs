@@ -766,6 +766,14 @@ mod tests {
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "create"]).is_err());
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "create", "--name", "ci"]).is_ok());
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "list", "--json"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "tether", "audit", "list", "--actor", "ci", "--since", "2h", "--limit", "20",
+                "--json"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["tether", "audit", "list", "--limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "revoke", "ci"]).is_ok());
     }
 
