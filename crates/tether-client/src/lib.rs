@@ -330,6 +330,32 @@ impl ApiClient {
         .await
     }
 
+    /// One page of the admin audit log, newest first, and the next page's
+    /// cursor if more follow. `actor` and `since` are passed as given (the
+    /// server reads `since` as RFC 3339 or a duration back from its clock).
+    pub async fn audit_page(
+        &self,
+        actor: Option<&str>,
+        since: Option<&str>,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<(Vec<tether_wire::AuditEntry>, Option<String>), ClientError> {
+        let mut path = format!("/v1/admin/audit?limit={limit}");
+        for (key, value) in [("actor", actor), ("since", since), ("after", after)] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{key}={}", percent_encode_segment(value)));
+            }
+        }
+        let ex = self.exchange(http::Method::GET, &path, None::<&()>).await?;
+        let next = ex
+            .response
+            .headers
+            .get(tether_wire::NEXT_CURSOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((self.decode(ex)?, next))
+    }
+
     /// GETs `path` and every following page the server points to with its
     /// `tether-next-cursor` header, so a list is never cut short.
     pub async fn all_pages<R: DeserializeOwned>(&self, path: &str) -> Result<Vec<R>, ClientError> {

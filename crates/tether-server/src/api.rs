@@ -12,6 +12,7 @@ use crate::service::Ctx;
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod body;
 pub mod defs;
 pub mod error;
@@ -36,6 +37,10 @@ pub fn router(ctx: Ctx) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             guard::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            audit::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
@@ -101,6 +106,7 @@ fn routes() -> Routes {
         )
         .at(Method::GET, "/v1/admin/agents", admin::list_agents)
         .at(Method::GET, "/v1/fleet/diagnosis", admin::fleet_diagnosis)
+        .at(Method::GET, "/v1/admin/audit", audit::list)
         .at(Method::GET, "/v1/admin/certs", admin::list_certs)
         .at(
             Method::GET,

@@ -161,6 +161,8 @@ pub struct ServerConfig {
     pub transitions_retention_days: u32,
     /// Days completed actions are kept. 0 keeps all.
     pub actions_retention_days: u32,
+    /// Days admin audit log entries are kept. 0 keeps all.
+    pub audit_retention_days: u32,
     /// The longest a task poll is held, in seconds. Below common
     /// load-balancer idle timeouts (60 s), so a held poll is never cut.
     pub task_poll_max_wait_secs: u32,
@@ -242,6 +244,7 @@ impl Default for ServerConfig {
             bundle_uploads_per_agent_per_hour: 6,
             transitions_retention_days: 365,
             actions_retention_days: 90,
+            audit_retention_days: 365,
             task_poll_max_wait_secs: DEFAULT_TASK_POLL_WAIT_SECS,
             max_task_pollers: DEFAULT_MAX_TASK_POLLERS,
             task_lease_grace_secs: DEFAULT_TASK_LEASE_GRACE_SECS,
@@ -550,6 +553,12 @@ impl ServerConfig {
         within(
             "actions_retention_days",
             self.actions_retention_days.into(),
+            0,
+            36_500,
+        )?;
+        within(
+            "audit_retention_days",
+            self.audit_retention_days.into(),
             0,
             36_500,
         )?;

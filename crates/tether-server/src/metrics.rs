@@ -87,6 +87,7 @@ pub struct Metrics {
     defs_age: Family<ChannelLabels, FloatGauge>,
     defs_agents: Family<ChannelAgentLabels, Gauge>,
     fleet_read_seconds: FloatGauge,
+    audit_failures: Counter,
     /// When the fleet gauges were read last; also serializes readings.
     fleet_read_at: Mutex<Option<Instant>>,
 }
@@ -104,6 +105,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an admin action whose audit entry could not be written.
+    pub fn audit_failed(&self) {
+        self.audit_failures.inc();
+    }
+
+    /// How many audit entries could not be written since the start.
+    pub fn audit_failures(&self) -> u64 {
+        self.audit_failures.get()
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tether");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -159,6 +170,12 @@ impl Metrics {
             "How long the last reading of the fleet gauges took",
             fleet_read_seconds.clone(),
         );
+        let audit_failures = Counter::default();
+        registry.register(
+            "audit_record_failures",
+            "Admin actions answered whose audit entry could not be written",
+            audit_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -170,6 +187,7 @@ impl Metrics {
             defs_age,
             defs_agents,
             fleet_read_seconds,
+            audit_failures,
             fleet_read_at: Mutex::new(None),
         }
     }

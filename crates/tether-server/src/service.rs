@@ -140,6 +140,8 @@ pub struct Settings {
     pub transitions_retention_days: u32,
     /// See [`crate::ServerConfig::actions_retention_days`].
     pub actions_retention_days: u32,
+    /// See [`crate::ServerConfig::audit_retention_days`].
+    pub audit_retention_days: u32,
     /// How this server holds task polls.
     pub tasks: TaskSettings,
     /// See [`crate::ServerConfig::singleton_lease_secs`].
@@ -169,6 +171,7 @@ impl Settings {
             stream_min_bytes_per_sec: config.stream_min_bytes_per_sec,
             transitions_retention_days: config.transitions_retention_days,
             actions_retention_days: config.actions_retention_days,
+            audit_retention_days: config.audit_retention_days,
             tasks: TaskSettings {
                 max_pollers: config.effective_task_pollers(),
                 poll_max_wait_secs: config.task_poll_max_wait_secs,

@@ -84,6 +84,8 @@ mod revocation;
 pub use revocation::revocations_are_kept_once_for_issued_certs_only;
 mod upgrades;
 pub use upgrades::agent_upgrades_keep_the_last_report;
+mod audit;
+pub use audit::audit_entries_are_paged_newest_first_filtered_and_pruned;
 mod rollouts;
 pub use rollouts::rollouts_pause_on_rollback_and_count_progress;
 mod upgrade;
@@ -221,6 +223,7 @@ macro_rules! for_each_check {
             revocations_are_kept_once_for_issued_certs_only,
             agent_upgrades_keep_the_last_report,
             rollouts_pause_on_rollback_and_count_progress,
+            audit_entries_are_paged_newest_first_filtered_and_pruned,
         }
     };
 }

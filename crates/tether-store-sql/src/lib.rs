@@ -32,6 +32,8 @@ mod leases;
 #[macro_use]
 mod upgrades;
 #[macro_use]
+mod audit;
+#[macro_use]
 mod rollouts;
 #[macro_use]
 mod renewals;

@@ -282,6 +282,7 @@ impl_task_store!(PostgresStore);
 impl_cert_store!(PostgresStore);
 impl_lease_store!(PostgresStore);
 impl_upgrade_store!(PostgresStore);
+impl_audit_store!(PostgresStore);
 impl_rollout_store!(PostgresStore);
 impl_renewal_store!(PostgresStore);
 impl_revocation_store!(PostgresStore);

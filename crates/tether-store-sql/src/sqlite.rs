@@ -273,6 +273,7 @@ impl_task_store!(SqliteStore);
 impl_cert_store!(SqliteStore);
 impl_lease_store!(SqliteStore);
 impl_upgrade_store!(SqliteStore);
+impl_audit_store!(SqliteStore);
 impl_rollout_store!(SqliteStore);
 impl_renewal_store!(SqliteStore);
 impl_revocation_store!(SqliteStore);

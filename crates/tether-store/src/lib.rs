@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod acme;
+mod audit;
 mod certs;
 mod leases;
 mod renewals;
@@ -28,6 +29,7 @@ mod tasks;
 mod upgrades;
 mod wakeups;
 pub use acme::{AcmeIssuer, AcmeIssuerStore};
+pub use audit::{AuditFilter, AuditStore};
 pub use certs::{
     CertFilter, CertRecord, CertStore, SILENT_SCANS_TO_GONE, ScanId, ScanSettled, Seen, SeenCert,
     Sighting,
@@ -336,8 +338,8 @@ pub struct NewOutage {
 /// [`CertStore`], the singleton jobs' leases in [`LeaseStore`], renewals in
 /// [`RenewalStore`], the built-in CA's revocations in [`RevocationStore`]
 /// the ACME issuers in [`AcmeIssuerStore`] and the task wake-ups between
-/// servers in [`TaskWakeups`] and agent upgrades in [`UpgradeStore`], all
-/// part of the same one store.
+/// servers in [`TaskWakeups`], agent upgrades in [`UpgradeStore`] and the
+/// admin audit log in [`AuditStore`], all part of the same one store.
 #[async_trait]
 pub trait Store:
     TaskStore
@@ -349,6 +351,7 @@ pub trait Store:
     + TaskWakeups
     + UpgradeStore
     + RolloutStore
+    + AuditStore
     + Send
     + Sync
     + 'static

@@ -16,6 +16,7 @@
 //! | GET | `/v1/admin/agents?status=S` | → `Vec<`[`AgentSummary`]`>` |
 //! | GET | `/v1/admin/agents/{id}` | → [`AgentDetail`] |
 //! | GET | `/v1/fleet/diagnosis?limit=N` | → [`FleetDiagnosis`](crate::fleet::FleetDiagnosis) (admin; docs/fleet-diagnosis.md) |
+//! | GET | `/v1/admin/audit?limit=N&after=CURSOR&actor=NAME&since=WHEN` | → `Vec<`[`crate::AuditEntry`]`>`, newest first, paged (`crate::audit`) |
 //! | POST | `/v1/admin/agents/{id}/approve` | → [`AgentSummary`] |
 //! | DELETE | `/v1/admin/agents/{id}` | → 204 |
 //! | GET | `/v1/admin/policies` | → `Vec<`[`Policy`]`>` |

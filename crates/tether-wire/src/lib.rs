@@ -5,6 +5,7 @@
 //! defined here, and every other crate converts at its edge.
 
 pub mod api;
+pub mod audit;
 pub mod certs;
 pub mod clock;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod rollout;
 pub mod tasks;
 
 pub use api::*;
+pub use audit::*;
 pub use certs::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::*;

@@ -43,6 +43,10 @@ pub enum Command {
     /// Admin API credentials: create, list, revoke and rotate (admin API).
     #[command(subcommand)]
     AdminTokens(AdminTokensCommand),
+    /// The admin audit log: every admin action, who, when, from where
+    /// (admin API).
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCommand),
     /// Inspect and set policies (admin API).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -526,6 +530,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => crate::certs_cmd::run(cmd).await,
         Command::Defs(cmd) => defs::run(cmd).await,
         Command::Rollout(cmd) => crate::rollout_cmd::run(cmd).await,
+        Command::Audit(cmd) => crate::audit_cmd::run(cmd).await,
         Command::Scan(cmd) => crate::scan_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(cmd) => tether_agent::cli::dispatch(cmd).await,
         Command::Doctor(args) => {
@@ -767,6 +772,14 @@ mod tests {
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "create"]).is_err());
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "create", "--name", "ci"]).is_ok());
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "list", "--json"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "tether", "audit", "list", "--actor", "ci", "--since", "2h", "--limit", "20",
+                "--json"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["tether", "audit", "list", "--limit", "0"]).is_err());
         assert!(Cli::try_parse_from(["tether", "admin-tokens", "revoke", "ci"]).is_ok());
     }
 

@@ -4,6 +4,7 @@
 
 mod admin;
 mod agent_bundle;
+mod audit_cmd;
 mod backup_cmd;
 mod bench;
 mod certs_cmd;

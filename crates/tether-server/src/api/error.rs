@@ -71,7 +71,11 @@ impl IntoResponse for ApiFailure {
             }
             _ => None,
         });
+        let code = self.0.code;
         let mut response = (status, Json(self.0)).into_response();
+        // For the audit log, which records the outcome without reading the
+        // body.
+        response.extensions_mut().insert(code);
         if let Some(secs) = retry {
             response
                 .headers_mut()

@@ -206,6 +206,8 @@ pub static OPERATIONS: &[Operation] = &[
         [ok(Json(of::<CreatedAdminToken>))]),
     op!(GET "/v1/admin/agents", Admin, "List agents (paged)", None, [ok(Json(list::<AgentSummary>))]),
     op!(GET "/v1/fleet/diagnosis", Admin, "Fleet diagnosis: failing agents grouped, one verdict per incident", None, [ok(Json(of::<FleetDiagnosis>))]),
+    op!(GET "/v1/admin/audit", Admin, "The admin audit log, newest first (paged)", None,
+        [ok(Json(list::<AuditEntry>))]),
     op!(GET "/v1/admin/certs", Admin, "List discovered certificates (paged)", None, [ok(Json(list::<CertInfo>))]),
     op!(GET "/v1/admin/certs/{fingerprint}", Admin, "One certificate", None, [ok(Json(of::<CertDetail>))]),
     op!(GET "/v1/admin/certs/{fingerprint}/history", Admin, "A certificate's history", None,
@@ -313,6 +315,24 @@ pub static QUERY_PARAMS: &[(Method, &str, &[QueryParam])] = &[
         }],
     ),
     (Method::GET, "/v1/admin/admin-tokens", PAGE),
+    (
+        Method::GET,
+        "/v1/admin/audit",
+        &[
+            QueryParam {
+                name: "actor",
+                description: "Only this actor's actions (an admin credential's name, or `unauthenticated`)",
+                schema: text,
+            },
+            QueryParam {
+                name: "since",
+                description: "Only actions at or after this time: RFC 3339, or a duration back from the server's clock (`90s`, `30m`, `2h`, `7d`)",
+                schema: text,
+            },
+            LIMIT,
+            AFTER,
+        ],
+    ),
     (
         Method::GET,
         "/v1/admin/agents",

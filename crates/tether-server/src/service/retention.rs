@@ -1,5 +1,5 @@
-//! The retention job: status transitions, control-plane outages and
-//! completed actions older than their configured retention are deleted, in
+//! The retention job: status transitions, control-plane outages,
+//! completed actions and admin audit entries older than their configured retention are deleted, in
 //! bounded batches, once at start and then every [`EVERY`]. An agent's
 //! newest transition is kept whatever its age, because it explains the
 //! agent's current status.
@@ -25,6 +25,7 @@ pub struct Pruned {
     pub transitions: u64,
     pub outages: u64,
     pub actions: u64,
+    pub audit: u64,
 }
 
 /// Deletes with `prune` until a batch comes back short.
@@ -68,11 +69,17 @@ pub async fn prune_once(ctx: &Ctx) -> Result<Pruned, StoreError> {
             // tasks keep the same retention.
             + drain(|| ctx.store.prune_finished_tasks(before, BATCH)).await?;
     }
+    let keep = ctx.settings.audit_retention_days;
+    if keep > 0 {
+        let before = now - days(keep);
+        pruned.audit = drain(|| ctx.store.prune_audit(before, BATCH)).await?;
+    }
     if pruned != Pruned::default() {
         info!(
             transitions = pruned.transitions,
             outages = pruned.outages,
             actions = pruned.actions,
+            audit = pruned.audit,
             "deleted history past its retention"
         );
     }

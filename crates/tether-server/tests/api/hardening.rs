@@ -1077,6 +1077,7 @@ async fn history_past_its_retention_is_deleted_but_the_newest_transition_stays()
     let h = support::start_with(|c| {
         c.transitions_retention_days = 1;
         c.actions_retention_days = 1;
+        c.audit_retention_days = 3;
     })
     .await;
     let t = h.create_token(&token_request(AgentKind::Connector)).await;
@@ -1111,7 +1112,23 @@ async fn history_past_its_retention_is_deleted_but_the_newest_transition_stays()
     let pruned = tether_server::service::retention::prune_once(h.server.ctx())
         .await
         .expect("prunes");
-    assert_eq!((pruned.transitions, pruned.actions), (1, 1));
+    assert_eq!(
+        (pruned.transitions, pruned.actions, pruned.audit),
+        (1, 1, 0)
+    );
+    // The admin actions above (a token, an action queued) are audit entries,
+    // kept for 3 days.
+    let audit: Vec<tether_wire::AuditEntry> =
+        h.client.get("/v1/admin/audit", Some(&h.admin)).await.ok();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    h.clock.advance(Duration::days(2));
+    let pruned = tether_server::service::retention::prune_once(h.server.ctx())
+        .await
+        .expect("prunes");
+    assert_eq!(pruned.audit, 2);
+    let audit: Vec<tether_wire::AuditEntry> =
+        h.client.get("/v1/admin/audit", Some(&h.admin)).await.ok();
+    assert!(audit.is_empty(), "{audit:#?}");
     let d = h.detail(a.agent_id).await;
     assert_eq!(
         d.transitions.iter().map(|t| t.to).collect::<Vec<_>>(),

@@ -4,6 +4,7 @@ mod support;
 
 mod acme;
 mod actions;
+mod audit;
 mod certs;
 mod defs;
 mod fleet;

@@ -19,6 +19,8 @@ pub struct Switchable {
     pub down: AtomicBool,
     /// Every call waits forever, as on a database that stopped answering.
     pub hang: AtomicBool,
+    /// Only writes to the audit log fail.
+    pub audit_down: AtomicBool,
 }
 
 impl Switchable {
@@ -27,6 +29,7 @@ impl Switchable {
             inner,
             down: AtomicBool::new(false),
             hang: AtomicBool::new(false),
+            audit_down: AtomicBool::new(false),
         }
     }
 
@@ -496,6 +499,31 @@ impl tether_store::UpgradeStore for Switchable {
     }
 }
 
+/// The audit log behind the same switch.
+#[async_trait]
+impl tether_store::AuditStore for Switchable {
+    async fn record_audit(&self, entry: &tether_wire::AuditEntry) -> Result<(), StoreError> {
+        self.check().await?;
+        if self.audit_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("audit table unreachable".into()));
+        }
+        self.inner.record_audit(entry).await
+    }
+    async fn list_audit(
+        &self,
+        filter: &tether_store::AuditFilter,
+        before: Option<&tether_store::Cursor>,
+        limit: u32,
+    ) -> Result<Vec<tether_wire::AuditEntry>, StoreError> {
+        self.check().await?;
+        self.inner.list_audit(filter, before, limit).await
+    }
+    async fn prune_audit(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.prune_audit(before, limit).await
+    }
+}
+
 #[async_trait]
 impl tether_store::RolloutStore for Switchable {
     async fn put_rollout(&self, r: &tether_store::RolloutRecord) -> Result<(), StoreError> {
@@ -896,6 +924,60 @@ impl Store for Switchable {
         self.check().await?;
         self.inner.bundle_info(id).await
     }
+}
+
+/// A failure to write the audit entry is logged and counted; the admin's
+/// request is answered as if nothing happened.
+#[tokio::test]
+async fn an_audit_write_failure_never_fails_the_admin_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = tether_server::default_database_url(dir.path());
+    let inner = tether_store_sql::connect(&url).await.expect("sqlite opens");
+    let store = Arc::new(Switchable::new(inner));
+    let clock = ManualClock::new(support::epoch());
+    let server = tether_server::start_with_store(
+        support::config(dir.path()),
+        store.clone(),
+        Arc::new(clock),
+    )
+    .await
+    .expect("starts");
+    let admin = std::fs::read_to_string(&server.admin_token_path)
+        .expect("token")
+        .trim()
+        .to_owned();
+    let client = Client::new(&server);
+    store.audit_down.store(true, Ordering::SeqCst);
+    let _: tether_wire::CreatedToken = client
+        .post(
+            "/v1/admin/tokens",
+            Some(&admin),
+            &token_request(AgentKind::Connector),
+        )
+        .await
+        .ok();
+    assert_eq!(server.ctx().metrics.audit_failures(), 1);
+    let log: Vec<tether_wire::AuditEntry> = client.get("/v1/admin/audit", Some(&admin)).await.ok();
+    assert!(log.is_empty(), "{log:#?}");
+    // Once the store takes writes again, actions are recorded again.
+    store.audit_down.store(false, Ordering::SeqCst);
+    let _: tether_wire::CreatedToken = client
+        .post(
+            "/v1/admin/tokens",
+            Some(&admin),
+            &token_request(AgentKind::Connector),
+        )
+        .await
+        .ok();
+    let log: Vec<tether_wire::AuditEntry> = client.get("/v1/admin/audit", Some(&admin)).await.ok();
+    assert_eq!(log.len(), 1);
+    assert_eq!(server.ctx().metrics.audit_failures(), 1);
+    let metrics = client.get("/metrics", Some(&admin)).await;
+    assert!(
+        String::from_utf8_lossy(&metrics.body).contains("tether_audit_record_failures_total 1"),
+        "{}",
+        String::from_utf8_lossy(&metrics.body)
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod acme;
 mod approval;
+mod audit;
 mod backup;
 mod capture;
 mod clidoc;
