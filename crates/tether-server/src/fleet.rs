@@ -295,17 +295,6 @@ fn agents(n: u64) -> &'static str {
     if n == 1 { "agent" } else { "agents" }
 }
 
-fn fmt_time(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
-}
-
 /// `2 h`, `45 min`, `3 d`.
 pub fn fmt_duration(secs: i64) -> String {
     let secs = secs.max(0);
@@ -682,7 +671,7 @@ fn incident(
         } else {
             " since "
         });
-        summary.push_str(&fmt_time(t));
+        summary.push_str(&tether_wire::clock::utc_minute(t));
         if code.is_none() {
             summary.push(')');
         }

@@ -6,6 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use time::{Duration, OffsetDateTime};
 
+/// A time to the minute in UTC, as the CLI and the server's one-line
+/// summaries print it: `2026-05-17 19:16 UTC`.
+pub fn utc_minute(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> OffsetDateTime;
 }

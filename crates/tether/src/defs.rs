@@ -14,7 +14,6 @@ use tether_wire::{
     AgentChannelView, AgentDetail, AgentStatus, ChannelSummary, DefsPolicy, DefsVersion, ErrorCode,
     SystemClock,
 };
-use time::OffsetDateTime;
 
 use crate::cli::{DefsCommand, KeyRole};
 use crate::endpoint::DEFAULT_DATA_DIR;
@@ -414,17 +413,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// `2026-05-17 19:16 UTC`.
-pub fn utc_minute(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
-}
+pub use tether_wire::clock::utc_minute;
 
 /// A delta's size as a share of the compressed full object.
 fn percent_of(size: u64, full: u64) -> String {
@@ -691,6 +680,7 @@ mod tests {
 
     use super::*;
 
+    use time::OffsetDateTime;
     const NOW: OffsetDateTime = datetime!(2026-05-17 19:16 UTC);
 
     fn version(n: u64, deltas: &[(u64, u64)]) -> DefsVersion {
