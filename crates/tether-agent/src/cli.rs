@@ -676,7 +676,27 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         "agent starting"
     );
     let installed_at = state.installed_at;
-    let defs = start_defs_worker(&config, dir, &store, &client, state.policy.as_ref(), world);
+    // One update transport for the definitions worker and the upgrade
+    // worker: both fetch from the same update servers.
+    let updates = match updater_factory(&config, dir, world) {
+        Ok(f) => Some(f),
+        Err(f) => {
+            tracing::error!(code = %f.code, error = %f.message, "definitions updates and upgrades are off: no update transport");
+            let now = world.clock.now();
+            let _ = store.update(|s| {
+                s.record_error(
+                    crate::state::subsystem::DEFINITIONS,
+                    f.code,
+                    f.message.clone(),
+                    now,
+                )
+            });
+            None
+        }
+    };
+    let defs = updates
+        .clone()
+        .map(|f| start_defs_worker(f, &store, &client, state.policy.as_ref()));
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let doctor_actions = crate::actions::DoctorActions {
         state_dir: dir.clone(),
@@ -700,7 +720,7 @@ async fn run(args: RunArgs, world: &World) -> Result<ExitCode, Failure> {
         upgrades: None,
     };
     let restart = Arc::new(tokio::sync::Notify::new());
-    let upgrades = start_offer_worker(&config, dir, &ctx.store, world, restart.clone());
+    let upgrades = updates.map(|f| start_offer_worker(f, &ctx.store, world, restart.clone()));
     ctx.upgrades = upgrades.as_ref().map(|(handle, _)| handle.clone());
     let tasks = start_task_worker(&config, dir, &ctx, world);
     let restarting = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -754,35 +774,25 @@ fn updater_factory(
 }
 
 /// Starts the worker that takes the versions rollouts offer, through the
-/// definitions transport. Without one, offers are ignored (the reason is
-/// already recorded by the definitions worker).
+/// update transport it shares with the definitions worker. Without one
+/// (`run` logs and records why), offers are ignored.
 fn start_offer_worker(
-    config: &crate::config::AgentConfig,
-    dir: &Path,
+    factory: crate::defs::UpdaterFactory,
     store: &StateStore,
     world: &World,
     restart: Arc<tokio::sync::Notify>,
-) -> Option<(
+) -> (
     crate::upgrade::offer::OfferHandle,
     tokio::task::JoinHandle<()>,
-)> {
-    let factory = match updater_factory(config, dir, world) {
-        Ok(f) => f,
-        Err(f) => {
-            tracing::error!(code = %f.code, error = %f.message, "upgrades are off: no update transport");
-            return None;
-        }
-    };
+) {
     let supervised = world
         .var(crate::upgrade::offer::SUPERVISED_ENV)
         .is_some_and(|v| v == "1");
     let (worker, handle) =
         crate::upgrade::offer::OfferWorker::new(factory, store.clone(), supervised, restart);
-    Some((handle, tokio::spawn(worker.run())))
+    (handle, tokio::spawn(worker.run()))
 }
 
-/// Starts the definitions worker in its own task. Without a usable update
-/// transport the agent still checks in; the reason is logged and recorded.
 /// Starts the task worker: the long poll and the result spool. Work
 /// threads start only when a task arrives.
 fn start_task_worker(
@@ -848,30 +858,14 @@ fn start_task_worker(
     Some(worker.spawn())
 }
 
+/// Starts the definitions worker in its own task. Without a usable update
+/// transport (`run` logs and records why) the agent still checks in.
 fn start_defs_worker(
-    config: &crate::config::AgentConfig,
-    dir: &Path,
+    factory: crate::defs::UpdaterFactory,
     store: &StateStore,
     client: &ApiClient,
     policy: Option<&tether_wire::Policy>,
-    world: &World,
-) -> Option<(crate::defs::DefsHandle, tokio::task::JoinHandle<()>)> {
-    let factory = match updater_factory(config, dir, world) {
-        Ok(f) => f,
-        Err(f) => {
-            tracing::error!(code = %f.code, error = %f.message, "definitions updates are off: no update transport");
-            let now = world.clock.now();
-            let _ = store.update(|s| {
-                s.record_error(
-                    crate::state::subsystem::DEFINITIONS,
-                    f.code,
-                    f.message.clone(),
-                    now,
-                )
-            });
-            return None;
-        }
-    };
+) -> (crate::defs::DefsHandle, tokio::task::JoinHandle<()>) {
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let (worker, handle) = crate::defs::DefsWorker::new(
         factory,
@@ -883,7 +877,7 @@ fn start_defs_worker(
     let task = tokio::spawn(worker.run(|event| {
         tracing::debug!(event = ?event, "definitions worker");
     }));
-    Some((handle, task))
+    (handle, task)
 }
 
 fn posture(args: &PostureArgs, world: &World) -> Result<ExitCode, Failure> {

@@ -716,48 +716,51 @@ fn hints(views: &[AgentView], judged: &[&AgentView], current_version: &str) -> V
         if n < SEGMENT_HINT_MIN {
             continue;
         }
-        out.push(Hint {
-            kind: HintKind::SegmentFailing,
-            count: n,
-            message: format!(
+        out.push(hint(
+            HintKind::SegmentFailing,
+            &these,
+            format!(
                 "{n} agents in {segment} {}: look at what the segment shares (its proxy, firewall, resolver) before the hosts",
                 what_fails(class, code, n)
             ),
-            agents: these.iter().take(MAX_NAMED).map(|a| a.named()).collect(),
-        });
+        ));
     }
     let outdated: Vec<&AgentView> = views.iter().filter(|v| v.version_outdated).collect();
     if !outdated.is_empty() {
         let n = outdated.len() as u64;
-        out.push(Hint {
-            kind: HintKind::VersionOutdated,
-            count: n,
-            message: format!(
+        out.push(hint(
+            HintKind::VersionOutdated,
+            &outdated,
+            format!(
                 "{n} {} older than the current version {}: install the current agent package on them",
                 if n == 1 { "agent runs a version" } else { "agents run versions" },
                 clip(current_version)
             ),
-            agents: outdated.iter().take(MAX_NAMED).map(|a| a.named()).collect(),
-        });
+        ));
     }
     let unlabelled: Vec<&AgentView> = views.iter().filter(|v| v.site.is_none()).collect();
     if !unlabelled.is_empty() {
         let n = unlabelled.len() as u64;
-        out.push(Hint {
-            kind: HintKind::NoSite,
-            count: n,
-            message: format!(
+        out.push(hint(
+            HintKind::NoSite,
+            &unlabelled,
+            format!(
                 "{n} {} no site label: label them (`tether sites assign ID SITE`, or a token created with --site) so incidents can be placed",
                 if n == 1 { "agent has" } else { "agents have" }
             ),
-            agents: unlabelled
-                .iter()
-                .take(MAX_NAMED)
-                .map(|a| a.named())
-                .collect(),
-        });
+        ));
     }
     out
+}
+
+/// A hint about `agents`, naming the first [`MAX_NAMED`] of them.
+fn hint(kind: HintKind, agents: &[&AgentView], message: String) -> Hint {
+    Hint {
+        kind,
+        count: agents.len() as u64,
+        message,
+        agents: agents.iter().take(MAX_NAMED).map(|a| a.named()).collect(),
+    }
 }
 
 #[cfg(test)]
